@@ -1,0 +1,579 @@
+// The volatile track cache (DESIGN.md "cache"; seed Fig. 1, cache 32).
+//
+// Theory of operation
+// -------------------
+// The volume is cut into tracks of `trackSizeBytes` (one cache line, and later one bitmap bit).
+// A line holds per-block masks (block = 512 bytes, the NBD minimum block size we advertise):
+//   valid[b] — the cache holds the current bytes of block b;
+//   dirty[b] — those bytes are not yet hardened (written to the store).
+// A sub-track write only sets valid+dirty for the blocks it covers, so it never reads the store
+// (DESIGN.md "Write path"); a read takes valid blocks from the cache and the rest from the store.
+//
+// A line whose `data` is null holds zeros in every valid block: TRIM and WRITE_ZEROES over whole
+// tracks cost no data memory, and harden as store zero-writes ("zero runs").
+//
+// Hardening takes a *snapshot* of the dirty runs of some lines (copying their bytes, so the store
+// write is stable while new writes land), marks those lines `hardening` so no second job touches
+// them (the store never sees two overlapping writes at once), and on completion clears the dirty
+// blocks that were not written again meanwhile (`rewritten`). Adjacent dirty runs of neighbouring
+// tracks coalesce into one store write.
+//
+// Capacity: every line is charged against `capacityBytes` (a full line when it holds data, a small
+// fixed cost for a zero line). When a write needs room and no clean, unpinned line can be evicted,
+// `write` returns false and changes nothing: the caller waits for hardening (back-pressure), so
+// memory stays bounded and no write ever fails for lack of room.
+//
+// Pure: no I/O, no clocks. Time (`nowMs`) is an argument; the shell does the store I/O.
+
+export const BLOCK_SIZE_BYTES = 512;
+
+export interface CacheGeometry {
+  volumeSizeBytes: number;
+  trackSizeBytes: number;
+  capacityBytes: number;
+  rangeTracks: number;
+}
+
+/** A line of the cache: one track. */
+interface TrackLine {
+  readonly track: number;
+  readonly lengthBytes: number; // trackSizeBytes, or less for the volume's last track
+  data: Buffer | null; // null: every valid block is zero
+  readonly valid: Uint8Array;
+  readonly dirty: Uint8Array;
+  dirtyBlocks: number;
+  /** Global write sequence when the oldest unhardened write of this line landed. */
+  dirtySeq: number;
+  /** Time the oldest unhardened write of this line landed. */
+  dirtySinceMs: number;
+  /** Set while a harden job holds a snapshot of this line; marks blocks written meanwhile. */
+  rewritten: Uint8Array | null;
+  rewrittenSeq: number;
+  rewrittenSinceMs: number;
+  chargeBytes: number;
+}
+
+/** One store write of a harden job: `data` null means write zeros. */
+export interface HardenRun {
+  offsetBytes: number;
+  lengthBytes: number;
+  data: Buffer | null;
+}
+
+export interface HardenJob {
+  readonly id: number;
+  readonly tracks: number[];
+  readonly runs: HardenRun[];
+  readonly bytes: number;
+}
+
+/** Parts of a read the cache cannot serve; the shell reads them from the store. */
+export interface ReadPlan {
+  readonly offsetBytes: number;
+  readonly lengthBytes: number;
+  readonly storeRuns: { offsetBytes: number; lengthBytes: number }[];
+  readonly firstTrack: number;
+  readonly lastTrack: number;
+}
+
+export interface CacheStats {
+  cachedTracks: number;
+  dirtyTracks: number;
+  dirtyBytes: number;
+  chargedBytes: number;
+  capacityBytes: number;
+  hardeningTracks: number;
+  oldestDirtyAgeMs: number;
+}
+
+/** Charge of a line that holds no data buffer (zeros): bookkeeping only. */
+const ZERO_LINE_CHARGE_BYTES = 1024;
+
+export class TrackCache {
+  readonly geometry: CacheGeometry;
+  readonly trackCount: number;
+  readonly rangeCount: number;
+  private readonly lines = new Map<number, TrackLine>();
+  /** Clean lines, least recently used first (Map keeps insertion order). */
+  private readonly cleanLru = new Map<number, TrackLine>();
+  /** Dirty lines, roughly oldest first. */
+  private readonly dirtyLines = new Map<number, TrackLine>();
+  private readonly hardeningJobs = new Map<number, HardenJob>();
+  /** Tracks with reads in flight: their lines must not be evicted (the store may be stale). */
+  private readonly readPins = new Map<number, number>();
+  private readonly rangeDirtyTracks: Uint32Array;
+  private chargedBytes = 0;
+  /** Charge of the dirty lines: the pressure signal, kept incrementally (writes are hot). */
+  private dirtyChargeBytes = 0;
+  private writeSeq = 0;
+  private nextJobId = 1;
+
+  constructor(geometry: CacheGeometry) {
+    const { volumeSizeBytes, trackSizeBytes, capacityBytes, rangeTracks } = geometry;
+    assert(volumeSizeBytes > 0 && volumeSizeBytes % BLOCK_SIZE_BYTES === 0, 'volume size must be a positive multiple of 512');
+    assert(trackSizeBytes >= BLOCK_SIZE_BYTES && (trackSizeBytes & (trackSizeBytes - 1)) === 0, 'trackSize must be a power of two ≥ 512');
+    assert(capacityBytes >= 2 * trackSizeBytes, 'cache must hold at least two tracks');
+    assert(rangeTracks >= 1, 'rangeTracks must be ≥ 1');
+    this.geometry = { ...geometry };
+    this.trackCount = Math.ceil(volumeSizeBytes / trackSizeBytes);
+    this.rangeCount = Math.ceil(this.trackCount / rangeTracks);
+    this.rangeDirtyTracks = new Uint32Array(this.rangeCount);
+  }
+
+  /** The current write sequence: every write and zero bumps it. Flush waits are expressed in it. */
+  get sequence(): number {
+    return this.writeSeq;
+  }
+
+  rangeOfTrack(track: number): number {
+    return Math.floor(track / this.geometry.rangeTracks);
+  }
+
+  dirtyTracksInRange(range: number): number {
+    return this.rangeDirtyTracks[range] ?? 0;
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  /**
+   * Puts `data` at `offsetBytes` (both 512-aligned) into the cache, dirty. Returns false, changing
+   * nothing, when the cache has no room: the caller retries after hardening frees lines.
+   */
+  write(offsetBytes: number, data: Uint8Array, nowMs: number): boolean {
+    return this.apply(offsetBytes, data.length, nowMs, data);
+  }
+
+  /** TRIM and WRITE_ZEROES: zero runs in the cache, hardened as store zero-writes. */
+  writeZeroes(offsetBytes: number, lengthBytes: number, nowMs: number): boolean {
+    return this.apply(offsetBytes, lengthBytes, nowMs, null);
+  }
+
+  private apply(offsetBytes: number, lengthBytes: number, nowMs: number, data: Uint8Array | null): boolean {
+    this.assertAlignedInVolume(offsetBytes, lengthBytes);
+    if (lengthBytes === 0) return true;
+    if (!this.makeRoom(offsetBytes, lengthBytes, data !== null)) return false;
+    const seq = ++this.writeSeq;
+    const { trackSizeBytes } = this.geometry;
+    const endBytes = offsetBytes + lengthBytes;
+    for (let pos = offsetBytes; pos < endBytes;) {
+      const track = Math.floor(pos / trackSizeBytes);
+      const lineStart = track * trackSizeBytes;
+      const line = this.lineFor(track);
+      const chunkEnd = Math.min(endBytes, lineStart + line.lengthBytes);
+      this.fillLine(line, pos - lineStart, chunkEnd - pos, data === null ? null : data.subarray(pos - offsetBytes, chunkEnd - offsetBytes));
+      this.markDirty(line, (pos - lineStart) / BLOCK_SIZE_BYTES, (chunkEnd - lineStart) / BLOCK_SIZE_BYTES, seq, nowMs);
+      pos = chunkEnd;
+    }
+    return true;
+  }
+
+  /** Copies bytes (or zeros) into a line, keeping the line's data representation right. */
+  private fillLine(line: TrackLine, startInLine: number, lengthBytes: number, bytes: Uint8Array | null): void {
+    const wholeLine = startInLine === 0 && lengthBytes === line.lengthBytes;
+    if (bytes === null) {
+      if (wholeLine) {
+        this.setLineData(line, null);
+      } else if (line.data !== null) {
+        line.data.fill(0, startInLine, startInLine + lengthBytes);
+      }
+      // data === null: the valid blocks are already zeros; the new ones are zeros too.
+      return;
+    }
+    if (line.data === null) {
+      // A zero line (or a fresh one) gets a buffer; zero-filled only if it holds valid zeros.
+      const hasZeros = line.valid.includes(1) && !wholeLine;
+      this.setLineData(line, hasZeros ? Buffer.alloc(line.lengthBytes) : Buffer.allocUnsafe(line.lengthBytes));
+    }
+    (line.data as Buffer).set(bytes, startInLine);
+  }
+
+  private setLineData(line: TrackLine, data: Buffer | null): void {
+    const charge = data === null ? ZERO_LINE_CHARGE_BYTES : line.lengthBytes;
+    this.chargedBytes += charge - line.chargeBytes;
+    if (line.dirtyBlocks > 0) this.dirtyChargeBytes += charge - line.chargeBytes;
+    line.chargeBytes = charge;
+    line.data = data;
+  }
+
+  private markDirty(line: TrackLine, firstBlock: number, endBlock: number, seq: number, nowMs: number): void {
+    const wasDirty = line.dirtyBlocks > 0;
+    for (let b = firstBlock; b < endBlock; b++) {
+      line.valid[b] = 1;
+      if (line.dirty[b] === 0) {
+        line.dirty[b] = 1;
+        line.dirtyBlocks++;
+      }
+    }
+    if (line.rewritten !== null) {
+      if (!line.rewritten.includes(1)) {
+        line.rewrittenSeq = seq;
+        line.rewrittenSinceMs = nowMs;
+      }
+      line.rewritten.fill(1, firstBlock, endBlock);
+    }
+    if (!wasDirty) {
+      line.dirtySeq = seq;
+      line.dirtySinceMs = nowMs;
+      this.cleanLru.delete(line.track);
+      this.dirtyLines.set(line.track, line);
+      this.dirtyChargeBytes += line.chargeBytes;
+      this.rangeDirtyTracks[this.rangeOfTrack(line.track)]++;
+    }
+  }
+
+  private lineFor(track: number): TrackLine {
+    const existing = this.lines.get(track);
+    if (existing !== undefined) {
+      if (this.cleanLru.delete(track)) this.cleanLru.set(track, existing); // touch: most recent
+      return existing;
+    }
+    const lengthBytes = Math.min(this.geometry.trackSizeBytes, this.geometry.volumeSizeBytes - track * this.geometry.trackSizeBytes);
+    const blocks = lengthBytes / BLOCK_SIZE_BYTES;
+    const line: TrackLine = {
+      track, lengthBytes, data: null, valid: new Uint8Array(blocks), dirty: new Uint8Array(blocks),
+      dirtyBlocks: 0, dirtySeq: 0, dirtySinceMs: 0, rewritten: null, rewrittenSeq: 0, rewrittenSinceMs: 0,
+      chargeBytes: ZERO_LINE_CHARGE_BYTES,
+    };
+    this.chargedBytes += ZERO_LINE_CHARGE_BYTES;
+    this.lines.set(track, line);
+    this.cleanLru.set(track, line);
+    return line;
+  }
+
+  /**
+   * Frees enough clean lines for a write over [offsetBytes, +lengthBytes). Returns false when the
+   * cache cannot make room without hardening first. Computes the worst-case extra charge first, so
+   * a write either fits whole or changes nothing.
+   */
+  private makeRoom(offsetBytes: number, lengthBytes: number, needsData: boolean): boolean {
+    const { trackSizeBytes, capacityBytes } = this.geometry;
+    const firstTrack = Math.floor(offsetBytes / trackSizeBytes);
+    const lastTrack = Math.floor((offsetBytes + lengthBytes - 1) / trackSizeBytes);
+    let extraBytes = 0;
+    for (let t = firstTrack; t <= lastTrack; t++) {
+      const line = this.lines.get(t);
+      const charge = line?.chargeBytes ?? 0;
+      extraBytes += Math.max(0, (needsData ? trackSizeBytes : ZERO_LINE_CHARGE_BYTES) - charge);
+    }
+    if (this.chargedBytes + extraBytes <= capacityBytes) return true;
+    for (const line of this.cleanLru.values()) {
+      if (this.chargedBytes + extraBytes <= capacityBytes) break;
+      if (line.track >= firstTrack && line.track <= lastTrack) continue; // about to be written
+      if (this.readPins.has(line.track)) continue;
+      this.evict(line);
+    }
+    return this.chargedBytes + extraBytes <= capacityBytes;
+  }
+
+  private evict(line: TrackLine): void {
+    assert(line.dirtyBlocks === 0 && line.rewritten === null, 'evicting a dirty or hardening line');
+    this.cleanLru.delete(line.track);
+    this.lines.delete(line.track);
+    this.chargedBytes -= line.chargeBytes;
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  /**
+   * Starts a read: returns the runs the store must supply. The shell reads them, then calls
+   * `finishRead`. Until then the tracks are pinned, so a line hardened meanwhile stays cached and
+   * its (newer) bytes overlay whatever the store returned.
+   */
+  beginRead(offsetBytes: number, lengthBytes: number): ReadPlan {
+    this.assertAlignedInVolume(offsetBytes, lengthBytes);
+    const { trackSizeBytes } = this.geometry;
+    const firstTrack = Math.floor(offsetBytes / trackSizeBytes);
+    const lastTrack = Math.floor((offsetBytes + Math.max(lengthBytes, 1) - 1) / trackSizeBytes);
+    const storeRuns: { offsetBytes: number; lengthBytes: number }[] = [];
+    const endBytes = offsetBytes + lengthBytes;
+    for (let pos = offsetBytes; pos < endBytes; pos += BLOCK_SIZE_BYTES) {
+      const track = Math.floor(pos / trackSizeBytes);
+      const line = this.lines.get(track);
+      if (line !== undefined && line.valid[(pos - track * trackSizeBytes) / BLOCK_SIZE_BYTES] === 1) continue;
+      const last = storeRuns[storeRuns.length - 1];
+      if (last !== undefined && last.offsetBytes + last.lengthBytes === pos) last.lengthBytes += BLOCK_SIZE_BYTES;
+      else storeRuns.push({ offsetBytes: pos, lengthBytes: BLOCK_SIZE_BYTES });
+    }
+    if (storeRuns.length > 0) {
+      for (let t = firstTrack; t <= lastTrack; t++) this.readPins.set(t, (this.readPins.get(t) ?? 0) + 1);
+    }
+    return { offsetBytes, lengthBytes, storeRuns, firstTrack, lastTrack };
+  }
+
+  /**
+   * Completes a read: `storeData[i]` holds the bytes of `plan.storeRuns[i]`. Valid cache blocks
+   * overlay them (they are newer than or equal to the store), and the pins are released.
+   */
+  finishRead(plan: ReadPlan, storeData: Buffer[]): Buffer {
+    const whole = plan.storeRuns.length === 1 && plan.storeRuns[0]!.lengthBytes === plan.lengthBytes;
+    // The common miss (nothing cached in the span) reuses the store's buffer: no extra copy.
+    const out = whole ? storeData[0]! : Buffer.allocUnsafe(plan.lengthBytes);
+    if (whole) assert(out.length === plan.lengthBytes, 'store returned a short read');
+    else plan.storeRuns.forEach((run, i) => {
+      const bytes = storeData[i];
+      assert(bytes !== undefined && bytes.length === run.lengthBytes, 'store returned a short read');
+      bytes.copy(out, run.offsetBytes - plan.offsetBytes);
+    });
+    this.overlayCache(plan, out);
+    this.cancelRead(plan);
+    return out;
+  }
+
+  /** Copies every valid cached block inside the plan's span into `out`. */
+  private overlayCache(plan: ReadPlan, out: Buffer): void {
+    const { trackSizeBytes } = this.geometry;
+    const endBytes = plan.offsetBytes + plan.lengthBytes;
+    for (let t = plan.firstTrack; t <= plan.lastTrack; t++) {
+      const line = this.lines.get(t);
+      if (line === undefined) continue;
+      const lineStart = t * trackSizeBytes;
+      const from = Math.max(plan.offsetBytes, lineStart);
+      const to = Math.min(endBytes, lineStart + line.lengthBytes);
+      let runStart = -1;
+      for (let pos = from; pos <= to; pos += BLOCK_SIZE_BYTES) {
+        const isValid = pos < to && line.valid[(pos - lineStart) / BLOCK_SIZE_BYTES] === 1;
+        if (isValid && runStart < 0) runStart = pos;
+        if (!isValid && runStart >= 0) {
+          this.copyOut(line, runStart - lineStart, pos - runStart, out, runStart - plan.offsetBytes);
+          runStart = -1;
+        }
+      }
+    }
+  }
+
+  private copyOut(line: TrackLine, startInLine: number, lengthBytes: number, out: Buffer, outOffset: number): void {
+    if (line.data === null) out.fill(0, outOffset, outOffset + lengthBytes);
+    else line.data.copy(out, outOffset, startInLine, startInLine + lengthBytes);
+  }
+
+  // ---------------------------------------------------------------- hardening
+
+  /**
+   * Builds a harden job from the dirty runs of `tracks` (ascending, skipping clean lines and lines
+   * already being hardened), coalescing neighbours. Stops adding tracks past `maxBytes`.
+   * Returns null when there is nothing to harden.
+   */
+  takeHardenJob(tracks: Iterable<number>, maxBytes: number): HardenJob | null {
+    const chosen: TrackLine[] = [];
+    let bytes = 0;
+    for (const t of tracks) {
+      const line = this.lines.get(t);
+      if (line === undefined || line.dirtyBlocks === 0 || line.rewritten !== null) continue;
+      chosen.push(line);
+      bytes += line.dirtyBlocks * BLOCK_SIZE_BYTES;
+      if (bytes >= maxBytes) break;
+    }
+    if (chosen.length === 0) return null;
+    chosen.sort((a, b) => a.track - b.track);
+    const runs = this.snapshotRuns(chosen);
+    for (const line of chosen) line.rewritten = new Uint8Array(line.valid.length);
+    const job: HardenJob = { id: this.nextJobId++, tracks: chosen.map((l) => l.track), runs, bytes };
+    this.hardeningJobs.set(job.id, job);
+    return job;
+  }
+
+  /** Copies the dirty runs of `lines` (sorted by track) into coalesced store writes. */
+  private snapshotRuns(lines: TrackLine[]): HardenRun[] {
+    const { trackSizeBytes } = this.geometry;
+    const pieces: { offsetBytes: number; lengthBytes: number; line: TrackLine; startInLine: number }[] = [];
+    for (const line of lines) {
+      const lineStart = line.track * trackSizeBytes;
+      for (let b = 0; b < line.dirty.length;) {
+        if (line.dirty[b] === 0) { b++; continue; }
+        let e = b;
+        while (e < line.dirty.length && line.dirty[e] === 1) e++;
+        pieces.push({ offsetBytes: lineStart + b * BLOCK_SIZE_BYTES, lengthBytes: (e - b) * BLOCK_SIZE_BYTES, line, startInLine: b * BLOCK_SIZE_BYTES });
+        b = e;
+      }
+    }
+    const runs: HardenRun[] = [];
+    for (let i = 0; i < pieces.length;) {
+      const isZero = pieces[i]!.line.data === null;
+      let j = i + 1;
+      let end = pieces[i]!.offsetBytes + pieces[i]!.lengthBytes;
+      while (j < pieces.length && pieces[j]!.offsetBytes === end && (pieces[j]!.line.data === null) === isZero) {
+        end += pieces[j]!.lengthBytes;
+        j++;
+      }
+      const offsetBytes = pieces[i]!.offsetBytes;
+      const lengthBytes = end - offsetBytes;
+      let data: Buffer | null = null;
+      if (!isZero) {
+        data = Buffer.allocUnsafe(lengthBytes);
+        for (let k = i; k < j; k++) {
+          const p = pieces[k]!;
+          (p.line.data as Buffer).copy(data, p.offsetBytes - offsetBytes, p.startInLine, p.startInLine + p.lengthBytes);
+        }
+      }
+      runs.push({ offsetBytes, lengthBytes, data });
+      i = j;
+    }
+    return runs;
+  }
+
+  /** The store holds the job's runs: clear what was not written again meanwhile. */
+  completeHarden(jobId: number): void {
+    const job = this.hardeningJobs.get(jobId);
+    assert(job !== undefined, `unknown harden job ${jobId}`);
+    this.hardeningJobs.delete(jobId);
+    for (const track of job.tracks) {
+      const line = this.lines.get(track);
+      assert(line !== undefined && line.rewritten !== null, 'hardening line vanished');
+      const rewritten = line.rewritten;
+      line.rewritten = null;
+      line.dirtyBlocks = 0;
+      for (let b = 0; b < line.dirty.length; b++) {
+        line.dirty[b] = rewritten[b]!;
+        line.dirtyBlocks += rewritten[b]!;
+      }
+      this.dirtyLines.delete(track);
+      if (line.dirtyBlocks === 0) {
+        this.rangeDirtyTracks[this.rangeOfTrack(track)]--;
+        this.dirtyChargeBytes -= line.chargeBytes;
+        this.cleanLru.set(track, line);
+      } else {
+        // Everything before the snapshot is hardened: the line's age restarts at its first rewrite.
+        line.dirtySeq = line.rewrittenSeq;
+        line.dirtySinceMs = line.rewrittenSinceMs;
+        this.dirtyLines.set(track, line);
+      }
+    }
+  }
+
+  /** A read whose store I/O failed: release its pins. */
+  cancelRead(plan: ReadPlan): void {
+    if (plan.storeRuns.length === 0) return;
+    for (let t = plan.firstTrack; t <= plan.lastTrack; t++) {
+      const pins = (this.readPins.get(t) ?? 1) - 1;
+      if (pins === 0) this.readPins.delete(t);
+      else this.readPins.set(t, pins);
+    }
+  }
+
+  /** The store write failed: the lines stay dirty (and keep their age), to be retried. */
+  abandonHarden(jobId: number): void {
+    const job = this.hardeningJobs.get(jobId);
+    assert(job !== undefined, `unknown harden job ${jobId}`);
+    this.hardeningJobs.delete(jobId);
+    for (const track of job.tracks) {
+      const line = this.lines.get(track);
+      if (line !== undefined) line.rewritten = null;
+    }
+  }
+
+  // ---------------------------------------------------------------- queries for the policy
+
+  /** Dirty tracks not being hardened, roughly oldest first. */
+  *dirtyTracksOldestFirst(): Generator<number> {
+    for (const line of this.dirtyLines.values()) if (line.rewritten === null) yield line.track;
+  }
+
+  /** Dirty tracks whose oldest unhardened write is at or before `seq` (hardening or not). */
+  *dirtyTracksUpToSeq(seq: number): Generator<number> {
+    for (const line of this.dirtyLines.values()) if (line.dirtySeq <= seq) yield line.track;
+  }
+
+  /** True when no track holds a write with sequence ≤ `seq` unhardened (a FLUSH is satisfied). */
+  hardenedUpTo(seq: number): boolean {
+    for (const line of this.dirtyLines.values()) if (line.dirtySeq <= seq) return false;
+    return true;
+  }
+
+  /** True when none of `tracks` holds a write with sequence ≤ `seq` unhardened (a FUA is satisfied). */
+  tracksHardenedUpTo(tracks: number[], seq: number): boolean {
+    return tracks.every((t) => {
+      const line = this.dirtyLines.get(t);
+      return line === undefined || line.dirtySeq > seq;
+    });
+  }
+
+  tracksOf(offsetBytes: number, lengthBytes: number): number[] {
+    const { trackSizeBytes } = this.geometry;
+    const first = Math.floor(offsetBytes / trackSizeBytes);
+    const last = Math.floor((offsetBytes + Math.max(lengthBytes, 1) - 1) / trackSizeBytes);
+    const out: number[] = [];
+    for (let t = first; t <= last; t++) out.push(t);
+    return out;
+  }
+
+  /** Dirty tracks of one range (for threshold hardening and destage scans). */
+  dirtyTracksOfRange(range: number): number[] {
+    const { rangeTracks } = this.geometry;
+    const out: number[] = [];
+    const end = Math.min(this.trackCount, (range + 1) * rangeTracks);
+    for (let t = range * rangeTracks; t < end; t++) {
+      const line = this.lines.get(t);
+      if (line !== undefined && line.dirtyBlocks > 0) out.push(t);
+    }
+    return out;
+  }
+
+  /** Ranges with at least one dirty track. */
+  dirtyRanges(): number[] {
+    const out: number[] = [];
+    this.rangeDirtyTracks.forEach((n, r) => { if (n > 0) out.push(r); });
+    return out;
+  }
+
+  /** Fraction of capacity charged by dirty lines: the pressure signal. */
+  dirtyFraction(): number {
+    return this.dirtyChargeBytes / this.geometry.capacityBytes;
+  }
+
+  /** Dirty tracks not being hardened whose oldest unhardened write landed at or before `sinceMs`. */
+  *dirtyTracksDirtySince(sinceMs: number): Generator<number> {
+    for (const line of this.dirtyLines.values()) if (line.rewritten === null && line.dirtySinceMs <= sinceMs) yield line.track;
+  }
+
+  oldestDirtySinceMs(): number | null {
+    let oldest: number | null = null;
+    for (const line of this.dirtyLines.values()) if (oldest === null || line.dirtySinceMs < oldest) oldest = line.dirtySinceMs;
+    return oldest;
+  }
+
+  stats(nowMs: number): CacheStats {
+    let dirtyBytes = 0;
+    for (const line of this.dirtyLines.values()) dirtyBytes += line.dirtyBlocks * BLOCK_SIZE_BYTES;
+    let hardeningTracks = 0;
+    for (const job of this.hardeningJobs.values()) hardeningTracks += job.tracks.length;
+    const oldest = this.oldestDirtySinceMs();
+    return {
+      cachedTracks: this.lines.size,
+      dirtyTracks: this.dirtyLines.size,
+      dirtyBytes,
+      chargedBytes: this.chargedBytes,
+      capacityBytes: this.geometry.capacityBytes,
+      hardeningTracks,
+      oldestDirtyAgeMs: oldest === null ? 0 : Math.max(0, nowMs - oldest),
+    };
+  }
+
+  /** Self-check of the bookkeeping (tests and the simulator call it after every step). */
+  checkInvariants(): void {
+    let charged = 0;
+    const perRange = new Uint32Array(this.rangeCount);
+    for (const line of this.lines.values()) {
+      charged += line.chargeBytes;
+      let dirty = 0;
+      line.dirty.forEach((d, b) => { dirty += d; assert(d === 0 || line.valid[b] === 1, 'dirty block not valid'); });
+      assert(dirty === line.dirtyBlocks, 'dirtyBlocks count drifted');
+      assert((dirty > 0) === this.dirtyLines.has(line.track), 'dirty list out of step');
+      assert((dirty === 0) === this.cleanLru.has(line.track), 'clean list out of step');
+      if (dirty > 0) perRange[this.rangeOfTrack(line.track)]++;
+    }
+    assert(charged === this.chargedBytes, 'charge drifted');
+    let dirtyCharge = 0;
+    for (const line of this.dirtyLines.values()) dirtyCharge += line.chargeBytes;
+    assert(dirtyCharge === this.dirtyChargeBytes, 'dirty charge drifted');
+    perRange.forEach((n, r) => assert(n === this.rangeDirtyTracks[r], `range ${r} dirty count drifted`));
+  }
+
+  private assertAlignedInVolume(offsetBytes: number, lengthBytes: number): void {
+    assert(offsetBytes % BLOCK_SIZE_BYTES === 0 && lengthBytes % BLOCK_SIZE_BYTES === 0, 'cache I/O must be 512-aligned');
+    assert(offsetBytes >= 0 && offsetBytes + lengthBytes <= this.geometry.volumeSizeBytes, 'cache I/O past the end of the volume');
+  }
+}
+
+export function assert(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new Error(`assertion failed: ${message}`);
+}

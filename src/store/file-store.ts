@@ -1,0 +1,108 @@
+// A store on a local file or block device: positional reads and writes, fdatasync when durability
+// is asked for (FLUSH, FUA, shutdown). A missing file is created sparse at the volume size; an
+// existing file of another size is an error, never silently truncated or grown: a wrong path in a
+// config must not destroy someone's disk image.
+import fs from 'node:fs';
+import { StoreOpenError, type Store } from './store.js';
+
+/** Largest single pwrite of zeros; zero runs longer than this are written in pieces. */
+const ZERO_CHUNK_BYTES = 1024 * 1024;
+const zeroChunk = Buffer.alloc(ZERO_CHUNK_BYTES);
+
+export async function openFileStore(path: string, sizeBytes: number): Promise<Store> {
+  let fd: number;
+  try {
+    fd = await openOrCreate(path, sizeBytes);
+  } catch (err) {
+    if (err instanceof StoreOpenError) throw err;
+    throw new StoreOpenError(`store ${path}: ${(err as Error).message}`);
+  }
+  try {
+    const actualBytes = await deviceOrFileSize(fd, path);
+    if (actualBytes !== sizeBytes) {
+      throw new StoreOpenError(`store ${path} is ${actualBytes} bytes but the volume size is ${sizeBytes} bytes (not resizing it; fix size or the path)`);
+    }
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err;
+  }
+  return new FileStore(fd, path, sizeBytes);
+}
+
+async function openOrCreate(path: string, sizeBytes: number): Promise<number> {
+  try {
+    return await fsCall<number>((cb) => fs.open(path, 'r+', cb));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  // 'wx' fails if someone created it meanwhile: we never truncate an existing file.
+  const fd = await fsCall<number>((cb) => fs.open(path, 'wx+', cb));
+  await fsCall<void>((cb) => fs.ftruncate(fd, sizeBytes, cb)); // sparse: no blocks allocated
+  return fd;
+}
+
+async function deviceOrFileSize(fd: number, path: string): Promise<number> {
+  const st = await fsCall<fs.Stats>((cb) => fs.fstat(fd, cb));
+  if (st.isFile()) return st.size;
+  if (st.isBlockDevice()) {
+    // Node has no BLKGETSIZE64 ioctl; sysfs gives the size in 512-byte sectors.
+    const major = Math.floor(st.rdev / 256) & 0xfff;
+    const minor = (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00);
+    const sectors = Number(fs.readFileSync(`/sys/dev/block/${major}:${minor}/size`, 'utf8').trim());
+    return sectors * 512;
+  }
+  throw new StoreOpenError(`store ${path} is neither a regular file nor a block device`);
+}
+
+function fsCall<T>(start: (cb: (err: NodeJS.ErrnoException | null, value: T) => void) => void): Promise<T> {
+  return new Promise<T>((resolve, reject) => start((err, value) => (err ? reject(err) : resolve(value))));
+}
+
+class FileStore implements Store {
+  private closed = false;
+
+  constructor(private readonly fd: number, readonly description: string, readonly sizeBytes: number) {}
+
+  read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(lengthBytes);
+    return this.readInto(buf, 0, lengthBytes, offsetBytes).then(() => buf);
+  }
+
+  private async readInto(buf: Buffer, at: number, lengthBytes: number, offsetBytes: number): Promise<void> {
+    while (lengthBytes > 0) {
+      const n = await fsCall<number>((cb) => fs.read(this.fd, buf, at, lengthBytes, offsetBytes, cb));
+      if (n === 0) {
+        buf.fill(0, at, at + lengthBytes); // past EOF of a sparse file reads as zeros
+        return;
+      }
+      at += n;
+      offsetBytes += n;
+      lengthBytes -= n;
+    }
+  }
+
+  async write(offsetBytes: number, data: Uint8Array): Promise<void> {
+    let at = 0;
+    while (at < data.length) {
+      const n = await fsCall<number>((cb) => fs.write(this.fd, data, at, data.length - at, offsetBytes + at, cb));
+      at += n;
+    }
+  }
+
+  async writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void> {
+    for (let done = 0; done < lengthBytes; done += ZERO_CHUNK_BYTES) {
+      const n = Math.min(ZERO_CHUNK_BYTES, lengthBytes - done);
+      await this.write(offsetBytes + done, zeroChunk.subarray(0, n));
+    }
+  }
+
+  sync(): Promise<void> {
+    return fsCall<void>((cb) => fs.fdatasync(this.fd, cb));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await fsCall<void>((cb) => fs.close(this.fd, cb));
+  }
+}
