@@ -1,0 +1,124 @@
+// Prometheus metrics of one node. Each node owns a fresh Registry (never prom-client's global
+// one) so that tests and the demo can run two nodes in one process without name clashes.
+//
+// The exposure the design promises to show (DESIGN.md "Durability policy": unhardened bytes, age
+// of the oldest dirty track) is read from the cache at scrape time, not pushed on every write:
+// the write path stays free of metric bookkeeping, and a scrape always sees the current value.
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { NbdErrno, NbdRequestObserver } from '../nbd/export.js';
+
+/** What the cache reports at scrape time; getCacheStats must be cheap (it runs once per gauge). */
+export interface CacheStats {
+  dirtyBytes: number;
+  dirtyTracks: number;
+  cachedTracks: number;
+  capacityBytes: number;
+  /** 0 when nothing is dirty. */
+  oldestDirtyAgeMs: number;
+  /** Writes blocked waiting for cache space. */
+  waitingWrites: number;
+}
+
+/** Why a hardening run happened (DESIGN.md write path step 5, plus flush and shutdown). */
+export type HardenReason = 'threshold' | 'scan' | 'pressure' | 'age' | 'flush' | 'shutdown';
+export const hardenReasons: readonly HardenReason[] = ['threshold', 'scan', 'pressure', 'age', 'flush', 'shutdown'];
+
+export interface NodeMetricsOptions {
+  /** Labels on every series, e.g. { node: 'a', volume: 'vol0' } when nodes share a scrape host. */
+  defaultLabels?: Record<string, string>;
+  /** process_* and nodejs_* metrics; default true. */
+  processMetrics?: boolean;
+}
+
+// NBD latency spans RAM-only reads (tens of µs) to writes waiting for cache space (seconds).
+const nbdLatencyBuckets = [
+  20e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 50e-3, 100e-3, 200e-3, 500e-3, 1, 2,
+];
+// A hardening run is one or more store writes: a millisecond on SSD up to seconds on a remote disk.
+const hardenDurationBuckets = [100e-6, 500e-6, 1e-3, 5e-3, 10e-3, 50e-3, 100e-3, 500e-3, 1, 5, 10];
+
+export class NodeMetrics implements NbdRequestObserver {
+  readonly registry = new Registry();
+
+  private readonly nbdRequests: Counter<'command' | 'result'>;
+  private readonly nbdBytes: Counter<'command'>;
+  private readonly nbdDuration: Histogram<'command'>;
+  private readonly nbdConnections: Gauge;
+  private readonly hardenBytes: Counter;
+  private readonly hardenWrites: Counter;
+  private readonly hardenDuration: Histogram;
+  private readonly hardenRuns: Counter<'reason'>;
+
+  constructor(private readonly getCacheStats: () => CacheStats, opts: NodeMetricsOptions = {}) {
+    const registers = [this.registry];
+    if (opts.defaultLabels !== undefined) this.registry.setDefaultLabels(opts.defaultLabels);
+    this.nbdRequests = new Counter({
+      name: 'twinblock_nbd_requests_total', help: 'NBD requests answered, by command and result (ok or errno)',
+      labelNames: ['command', 'result'], registers,
+    });
+    this.nbdBytes = new Counter({
+      name: 'twinblock_nbd_bytes_total', help: 'Bytes read, written, trimmed or zeroed by NBD requests that succeeded',
+      labelNames: ['command'], registers,
+    });
+    this.nbdDuration = new Histogram({
+      name: 'twinblock_nbd_request_duration_seconds', help: 'Time from receiving an NBD request to sending its reply',
+      labelNames: ['command'], buckets: nbdLatencyBuckets, registers,
+    });
+    this.nbdConnections = new Gauge({ name: 'twinblock_nbd_connections', help: 'Open NBD connections from hosts', registers });
+    this.hardenBytes = new Counter({ name: 'twinblock_harden_bytes_total', help: 'Bytes hardened from cache to store', registers });
+    this.hardenWrites = new Counter({ name: 'twinblock_harden_writes_total', help: 'Store writes issued by hardening (after coalescing)', registers });
+    this.hardenDuration = new Histogram({
+      name: 'twinblock_harden_duration_seconds', help: 'Duration of one hardening run', buckets: hardenDurationBuckets, registers,
+    });
+    this.hardenRuns = new Counter({
+      name: 'twinblock_harden_runs_total', help: 'Hardening runs, by what triggered them', labelNames: ['reason'], registers,
+    });
+    // Zero-initialise so rate() works from the first scrape, before any run of that kind.
+    for (const reason of hardenReasons) this.hardenRuns.inc({ reason }, 0);
+    this.registerCacheGauges(registers);
+    if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+  }
+
+  private registerCacheGauges(registers: Registry[]): void {
+    const stats = this.getCacheStats;
+    const gauge = (name: string, help: string, read: (s: CacheStats) => number): void => {
+      new Gauge({ name, help, registers, collect() { this.set(read(stats())); } });
+    };
+    gauge('twinblock_cache_dirty_bytes', 'Bytes in cache not yet hardened on this node (exposure if both nodes fail)', (s) => s.dirtyBytes);
+    gauge('twinblock_cache_dirty_tracks', 'Tracks with unhardened data', (s) => s.dirtyTracks);
+    gauge('twinblock_cache_cached_tracks', 'Tracks held in cache', (s) => s.cachedTracks);
+    gauge('twinblock_cache_capacity_bytes', 'Configured cache size', (s) => s.capacityBytes);
+    gauge('twinblock_cache_oldest_dirty_age_seconds', 'Age of the oldest unhardened track (0 when clean)', (s) => s.oldestDirtyAgeMs / 1000);
+    gauge('twinblock_cache_waiting_writes', 'Writes waiting for cache space', (s) => s.waitingWrites);
+  }
+
+  requestDone(command: string, bytes: number, latencySeconds: number, errno: NbdErrno | null): void {
+    this.nbdRequests.inc({ command, result: errno ?? 'ok' });
+    if (errno === null && bytes > 0) this.nbdBytes.inc({ command }, bytes);
+    this.nbdDuration.observe({ command }, latencySeconds);
+  }
+
+  connectionOpened(): void {
+    this.nbdConnections.inc();
+  }
+
+  connectionClosed(_reason: string): void {
+    this.nbdConnections.dec();
+  }
+
+  hardenDone(bytes: number, writes: number, seconds: number, reason: HardenReason): void {
+    this.hardenBytes.inc(bytes);
+    this.hardenWrites.inc(writes);
+    this.hardenDuration.observe(seconds);
+    this.hardenRuns.inc({ reason });
+  }
+
+  /** Prometheus text exposition of every metric of this node. */
+  metricsText(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
