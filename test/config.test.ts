@@ -1,0 +1,247 @@
+// Config parsing: defaults, sizes, and that every mistake becomes one line naming the key path.
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import {
+  ConfigError, demoConfig, formatSize, loadConfig, nodeByName, parseAddress, parseConfigText, parseSize, peersOf,
+} from '../src/config/config.js';
+
+const oneNode = `
+volume: vol0
+size: 1GiB
+nodes:
+  a:
+    nbd: 127.0.0.1:10809
+    admin: 127.0.0.1:8801
+    store: data/a.img
+`;
+
+const pair = `
+volume: vol0
+size: 1GiB
+secret: 0123456789abcdef
+nodes:
+  a: { nbd: "127.0.0.1:10809", link: "127.0.0.1:7001", admin: "127.0.0.1:8801", store: a.img }
+  b: { nbd: "127.0.0.1:10810", link: "127.0.0.1:7002", admin: "127.0.0.1:8802", store: "nbd://disk.example:10900/b" }
+`;
+
+/** Replace or add top-level lines ("key: value") in the one-node config. */
+function withTop(extra: string, base = oneNode): string {
+  return `${extra}\n${base}`;
+}
+
+function configError(text: string): string {
+  try {
+    parseConfigText(text, '/etc/tb', 'tb.yaml');
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
+    assert.ok(!err.message.includes('\n'), `message must be one line: ${err.message}`);
+    return err.message;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+describe('config defaults', () => {
+  it('fills every default for a standalone node', () => {
+    const c = parseConfigText(oneNode, '/etc/tb');
+    assert.equal(c.volume, 'vol0');
+    assert.equal(c.sizeBytes, 1024 ** 3);
+    assert.equal(c.trackSizeBytes, 64 * 1024);
+    assert.equal(c.rangeTracks, 64);
+    assert.equal(c.rangeDirtyThresholdTracks, 32);
+    assert.equal(c.tracker, 'destage-scan');
+    assert.equal(c.flush, 'memory');
+    assert.equal(c.maxDirtyAgeMs, 5000);
+    assert.equal(c.destageIntervalMs, 1000);
+    assert.equal(c.degraded, 'write-through');
+    assert.equal(c.secret, null);
+    assert.equal(c.primary, 'a');
+    assert.equal(c.nodes.length, 1);
+    const a = c.nodes[0]!;
+    assert.deepEqual(a.nbd, { host: '127.0.0.1', port: 10809 });
+    assert.deepEqual(a.admin, { host: '127.0.0.1', port: 8801 });
+    assert.equal(a.link, null);
+    assert.equal(a.cacheBytes, 256 * 1024 * 1024);
+    assert.deepEqual(a.store, { kind: 'file', path: '/etc/tb/data/a.img' });
+  });
+
+  it('threshold defaults to half of rangeTracks, at least 1', () => {
+    assert.equal(parseConfigText(withTop('rangeTracks: 8'), '/').rangeDirtyThresholdTracks, 4);
+    assert.equal(parseConfigText(withTop('rangeTracks: 1'), '/').rangeDirtyThresholdTracks, 1);
+  });
+
+  it('parses a pair with an nbd:// store and keeps file order', () => {
+    const c = parseConfigText(pair, '/srv');
+    assert.deepEqual(c.nodes.map((n) => n.name), ['a', 'b']);
+    assert.equal(c.primary, 'a');
+    assert.deepEqual(c.nodes[1]!.store, { kind: 'nbd', host: 'disk.example', port: 10900, exportName: 'b', uri: 'nbd://disk.example:10900/b' });
+    assert.deepEqual(nodeByName(c, 'b').link, { host: '127.0.0.1', port: 7002 });
+    assert.deepEqual(peersOf(c, 'a').map((n) => n.name), ['b']);
+    assert.throws(() => nodeByName(c, 'z'), /unknown node "z".*a, b/);
+  });
+
+  it('takes explicit values', () => {
+    const c = parseConfigText(withTop('tracker: selective\nflush: disk\ndegraded: write-back\ntrackSize: 4KiB\nmaxDirtyAgeMs: 100', pair.replace('secret:', 'primary: b\nsecret:')), '/');
+    assert.equal(c.tracker, 'selective');
+    assert.equal(c.flush, 'disk');
+    assert.equal(c.degraded, 'write-back');
+    assert.equal(c.trackSizeBytes, 4096);
+    assert.equal(c.maxDirtyAgeMs, 100);
+    assert.equal(c.primary, 'b');
+  });
+
+  it('loadConfig resolves relative store paths against the file directory', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'tb-config-'));
+    const file = path.join(dir, 'tb.yaml');
+    writeFileSync(file, oneNode);
+    const c = loadConfig(file);
+    assert.equal(c.sourcePath, file);
+    assert.deepEqual(c.nodes[0]!.store, { kind: 'file', path: path.join(dir, 'data/a.img') });
+    assert.match(errorOf(() => loadConfig(path.join(dir, 'missing.yaml'))), /^config .*missing\.yaml: cannot read: no such file$/);
+  });
+
+  it('demoConfig is a valid standalone config', () => {
+    const c = demoConfig('/tmp/demo', 64 * 1024 * 1024);
+    assert.equal(c.sizeBytes, 64 * 1024 * 1024);
+    assert.deepEqual(c.nodes[0]!.nbd, { host: '127.0.0.1', port: 10809 });
+    assert.deepEqual(c.nodes[0]!.admin, { host: '127.0.0.1', port: 8801 });
+    assert.deepEqual(c.nodes[0]!.store, { kind: 'file', path: '/tmp/demo/a.img' });
+    assert.equal(c.nodes[0]!.cacheBytes, 256 * 1024 * 1024);
+    assert.throws(() => demoConfig('/tmp/demo', 1000), /size: must be a positive multiple of 512/);
+  });
+});
+
+function errorOf(f: () => unknown): string {
+  try {
+    f();
+  } catch (err) {
+    return (err as Error).message;
+  }
+  return '(no error)';
+}
+
+describe('sizes', () => {
+  it('parses binary units, one-letter forms and plain bytes', () => {
+    assert.equal(parseSize('64KiB'), 65536);
+    assert.equal(parseSize('1GiB'), 1024 ** 3);
+    assert.equal(parseSize('512MiB'), 512 * 1024 ** 2);
+    assert.equal(parseSize('2TiB'), 2 * 1024 ** 4);
+    assert.equal(parseSize('64k'), 65536);
+    assert.equal(parseSize('1G'), 1024 ** 3);
+    assert.equal(parseSize('4096'), 4096);
+    assert.equal(parseSize('4096B'), 4096);
+    assert.equal(parseSize(' 64 KiB '), 65536);
+    assert.equal(parseSize(8192), 8192);
+  });
+
+  it('accepts a decimal only when it names whole bytes (1.5GiB yes, 1.3KiB no)', () => {
+    assert.equal(parseSize('1.5GiB'), 1.5 * 1024 ** 3);
+    assert.equal(parseSize('0.5KiB'), 512);
+    assert.throws(() => parseSize('1.3KiB'), /bad size "1.3KiB": not a whole number of bytes/);
+  });
+
+  it('rejects garbage, negative and ambiguous decimal units', () => {
+    assert.throws(() => parseSize('12XB'), /bad size "12XB" \(use e.g. 64KiB, 1GiB\)/);
+    assert.throws(() => parseSize('-1GiB'), /bad size/);
+    assert.throws(() => parseSize(''), /bad size/);
+    assert.throws(() => parseSize('1e9'), /bad size/);
+    assert.throws(() => parseSize('10MB'), /MB is ambiguous, use MiB/);
+    assert.throws(() => parseSize(1.5), /non-negative integer/);
+    assert.throws(() => parseSize('99999999TiB'), /too large/);
+  });
+
+  it('formatSize picks the largest unit and round-trips', () => {
+    assert.equal(formatSize(0), '0B');
+    assert.equal(formatSize(512), '512B');
+    assert.equal(formatSize(65536), '64KiB');
+    assert.equal(formatSize(1.5 * 1024 ** 3), '1.5GiB');
+    fc.assert(fc.property(fc.integer({ min: 0, max: 2 ** 40 }), fc.constantFrom(1, 1024, 1024 ** 2, 1024 ** 3), (n, unit) => {
+      const bytes = Math.floor(n / unit) * unit;
+      // Exact when the value is whole hundredths of its display unit; otherwise rounded (display only).
+      if (Number.isInteger((bytes / unitOf(bytes)) * 100)) assert.equal(parseSize(formatSize(bytes)), bytes);
+      else assert.match(formatSize(bytes), /^\d+(\.\d{1,2})?[KMGT]iB$/);
+    }));
+  });
+});
+
+function unitOf(bytes: number): number {
+  return [1024 ** 4, 1024 ** 3, 1024 ** 2, 1024].find((u) => bytes >= u) ?? 1;
+}
+
+describe('config errors are one line naming the key path', () => {
+  it('unknown top-level key', () => {
+    assert.match(configError(withTop('maxDirtyAgeMS: 100')), /^config tb\.yaml: maxDirtyAgeMS: unknown key \(known keys here: volume, size,/);
+  });
+
+  it('unknown node key, even when a required key is missing too', () => {
+    const text = oneNode.replace('    store: data/a.img', '    stor: data/a.img');
+    assert.match(configError(text), /^config tb\.yaml: nodes\.a\.stor: unknown key \(known keys here: nbd, link, admin, store, cache\)$/);
+  });
+
+  it('bad size names the key and suggests a form', () => {
+    assert.equal(configError(`${oneNode}    cache: 12XB\n`), 'config tb.yaml: nodes.a.cache: bad size "12XB" (use e.g. 64KiB, 1GiB)');
+    assert.match(configError(oneNode.replace('size: 1GiB', 'size: 1000')), /^config tb\.yaml: size: must be a positive multiple of 512/);
+    assert.match(configError(oneNode.replace('size: 1GiB', 'size: 0')), /size: must be a positive multiple of 512/);
+  });
+
+  it('a final partial track is fine, but trackSize must be a power of two within limits', () => {
+    assert.equal(parseConfigText(oneNode.replace('size: 1GiB', 'size: 66048'), '/').sizeBytes, 66048);
+    assert.match(configError(withTop('trackSize: 48KiB')), /trackSize: must be a power of two from 4KiB to 16MiB/);
+    assert.match(configError(withTop('trackSize: 2KiB')), /trackSize: must be a power of two/);
+    assert.match(configError(withTop('trackSize: 32MiB')), /trackSize: must be a power of two/);
+  });
+
+  it('cache must hold at least 4 tracks', () => {
+    assert.match(configError(`${withTop('trackSize: 1MiB')}    cache: 3MiB\n`), /nodes\.a\.cache: 3MiB is too small: at least 4 tracks \(4MiB\)/);
+  });
+
+  it('bad tracker, flush, degraded', () => {
+    assert.equal(configError(withTop('tracker: lru')), 'config tb.yaml: tracker: must be one of destage-scan, toggle-counter, selective (got "lru")');
+    assert.match(configError(withTop('flush: never')), /^config tb\.yaml: flush: must be one of memory, disk/);
+    assert.match(configError(withTop('degraded: yolo')), /degraded: must be one of write-through, write-back/);
+  });
+
+  it('primary must be one of the nodes', () => {
+    assert.equal(configError(withTop('primary: b')), 'config tb.yaml: primary: "b" is not one of the nodes (a)');
+  });
+
+  it('numbers: type, integer and minimum', () => {
+    assert.match(configError(withTop('rangeTracks: 0')), /rangeTracks: must be at least 1 \(got 0\)/);
+    assert.match(configError(withTop('rangeTracks: many')), /rangeTracks: expected a number, got "many"/);
+    assert.match(configError(withTop('maxDirtyAgeMs: 2.5')), /maxDirtyAgeMs: expected an integer/);
+    assert.match(configError(withTop('maxDirtyAgeMs: 5')), /maxDirtyAgeMs: must be at least 10/);
+    assert.match(configError(withTop('rangeTracks: 8\nrangeDirtyThresholdTracks: 9')), /rangeDirtyThresholdTracks: must not exceed rangeTracks \(8\)/);
+  });
+
+  it('pair rules: secret required and long enough, link required, at most 2 nodes', () => {
+    assert.match(configError(pair.replace('secret: 0123456789abcdef\n', '')), /^config tb\.yaml: secret: missing \(required when there are 2 nodes/);
+    assert.match(configError(pair.replace('0123456789abcdef', 'short')), /secret: too short: at least 16 characters/);
+    assert.match(configError(pair.replace('link: "127.0.0.1:7002", ', '')), /nodes\.b\.link: missing \(required when there are 2 nodes\)/);
+    const three = `${pair}  c: { nbd: "127.0.0.1:10811", link: "127.0.0.1:7003", admin: "127.0.0.1:8803", store: c.img }\n`;
+    assert.match(configError(three), /nodes: at most 2 nodes are supported \(got 3\)/);
+    assert.match(configError(pair.replace('"127.0.0.1:8802"', '"127.0.0.1:8801"')), /nodes\.b\.admin: 127\.0\.0\.1:8801 is already used by nodes\.a\.admin/);
+  });
+
+  it('shape errors: missing keys, wrong types, bad names, bad addresses, bad YAML', () => {
+    assert.match(configError(oneNode.replace('size: 1GiB\n', '')), /^config tb\.yaml: size: missing \(required\)$/);
+    assert.match(configError(oneNode.replace('volume: vol0', 'volume: 12')), /volume: expected a string, got number 12 \(quote it\)/);
+    assert.match(configError(oneNode.replace('volume: vol0', 'volume: "my vol"')), /volume: "my vol" is not a valid export name/);
+    assert.match(configError(oneNode.replace('10809', '99999')), /nodes\.a\.nbd: bad address "127\.0\.0\.1:99999"/);
+    assert.match(configError(oneNode.replace('127.0.0.1:8801', 'localhost')), /nodes\.a\.admin: bad address "localhost" \(use host:port/);
+    assert.match(configError('volume: a\nvolume: b\n'), /^config tb\.yaml: bad YAML: Map keys must be unique/);
+    assert.match(configError(''), /expected a YAML mapping at the top level/);
+    assert.match(configError('volume: v\nsize: 1GiB\nnodes: {}\n'), /nodes: at least one node is required/);
+  });
+});
+
+describe('addresses', () => {
+  it('parses host:port and [ipv6]:port', () => {
+    assert.deepEqual(parseAddress('0.0.0.0:0'), { host: '0.0.0.0', port: 0 });
+    assert.deepEqual(parseAddress('[::1]:10809'), { host: '::1', port: 10809 });
+    assert.deepEqual(parseAddress('node-a.lan:8801'), { host: 'node-a.lan', port: 8801 });
+    assert.throws(() => parseAddress('::1:10809'), /bad address/);
+  });
+});
