@@ -77,6 +77,12 @@ export class Hardener {
     this.waiters.push({ id, seq, tracks });
   }
 
+  /** Forgets a waiter that was answered some other way (an error). */
+  removeWaiter(id: number): void {
+    const i = this.waiters.findIndex((w) => w.id === id);
+    if (i >= 0) this.waiters.splice(i, 1);
+  }
+
   /** Ids of the waiters whose writes are all hardened now; they are forgotten. */
   takeSatisfiedWaiters(): number[] {
     const done: number[] = [];

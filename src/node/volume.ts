@@ -52,11 +52,20 @@ export interface VolumeStats extends CacheStats {
   hardenJobsInFlight: number;
 }
 
+/** Running totals since the node started (status `counters`). */
+export interface VolumeCounters {
+  writes: number;
+  writtenBytes: number;
+  hardenedBytes: number;
+  hardenWrites: number;
+}
+
 export class Volume implements NbdExport {
   readonly name: string;
   readonly description: string;
   readonly sizeBytes: number;
   readonly readOnly: boolean;
+  readonly counters: VolumeCounters = { writes: 0, writtenBytes: 0, hardenedBytes: 0, hardenWrites: 0 };
   private readonly cache: TrackCache;
   private readonly hardener: Hardener;
   private readonly store: Store;
@@ -111,6 +120,8 @@ export class Volume implements NbdExport {
 
   async write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void> {
     await this.modify(offsetBytes, data.length, data);
+    this.counters.writes++;
+    this.counters.writtenBytes += data.length;
     if (fua) await this.hardenTracks(offsetBytes, data.length);
   }
 
@@ -222,6 +233,8 @@ export class Volume implements NbdExport {
         ? this.store.writeZeroes(r.offsetBytes, r.lengthBytes)
         : this.store.write(r.offsetBytes, r.data))));
       this.cache.completeHarden(job.id);
+      this.counters.hardenedBytes += job.bytes;
+      this.counters.hardenWrites += job.runs.length;
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       this.opts.onHardened?.(job.bytes, job.runs.length, seconds, reason);
     } catch (err) {
@@ -242,6 +255,7 @@ export class Volume implements NbdExport {
     for (const [id, w] of this.waiters) {
       w.reject(new NbdRequestError('EIO', `store write failed: ${err.message}`));
       this.waiters.delete(id);
+      this.hardener.removeWaiter(id);
     }
   }
 
@@ -249,6 +263,10 @@ export class Volume implements NbdExport {
 
   private checkOpen(): void {
     if (this.closing) throw new NbdRequestError('ESHUTDOWN', 'node is shutting down');
+  }
+
+  get storeDescription(): string {
+    return this.store.description;
   }
 
   stats(): VolumeStats {
