@@ -1,0 +1,140 @@
+// `twinblock status` output: a short summary in the spirit of `drbdadm status`, one block per node
+// with its peers indented below. It reads the /status JSON defensively: a field the node does not
+// report (older version, not wired yet) prints as "?" or its line is left out, never a crash.
+import { formatSize } from '../config/size.js';
+
+/** The parts of GET /status this formatter reads (DESIGN.md "Interfaces" plus exposure fields). */
+export interface StatusJson {
+  node?: string;
+  role?: string;
+  epoch?: number;
+  pid?: number;
+  volume?: string;
+  sizeBytes?: number;
+  cache?: {
+    dirtyBytes?: number;
+    dirtyTracks?: number;
+    cachedTracks?: number;
+    capacityBytes?: number;
+    oldestDirtyAgeMs?: number;
+    waitingWrites?: number;
+  };
+  counters?: {
+    writes?: number;
+    hardenedBytes?: number;
+    hardenWrites?: number;
+    /** Hardening runs by reason, e.g. { threshold: 3, scan: 10 }. */
+    hardenRuns?: Record<string, number>;
+    linkBytesSent?: number;
+    resyncBytesSent?: number;
+  };
+  nbd?: { connections?: number };
+  peers?: PeerStatusJson[];
+}
+
+export interface PeerStatusJson {
+  node?: string;
+  connected?: boolean;
+  state?: string;
+  unitedTracks?: number;
+  outOfSyncTracks?: number;
+}
+
+type Json = Record<string, unknown>;
+
+function isObject(value: unknown): value is Json {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+function num(value: unknown): number | undefined {
+  return typeof value === 'number' && Number.isFinite(value) ? value : undefined;
+}
+
+function str(value: unknown): string {
+  return typeof value === 'string' || typeof value === 'number' ? String(value) : '?';
+}
+
+function bytes(value: unknown): string {
+  const n = num(value);
+  return n === undefined ? '?' : formatSize(n);
+}
+
+function count(value: unknown): string {
+  const n = num(value);
+  return n === undefined ? '?' : String(n);
+}
+
+function plural(n: unknown, word: string): string {
+  return `${count(n)} ${word}${num(n) === 1 ? '' : 's'}`;
+}
+
+/** 850 → "850ms", 1500 → "1.5s", 125000 → "2m05s", 7260000 → "2h01m". */
+export function formatDurationMs(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  if (ms < 60_000) return `${Math.round(ms / 100) / 10}s`;
+  const totalSeconds = Math.round(ms / 1000);
+  if (totalSeconds < 3600) return `${Math.floor(totalSeconds / 60)}m${String(totalSeconds % 60).padStart(2, '0')}s`;
+  const totalMinutes = Math.floor(totalSeconds / 60);
+  return `${Math.floor(totalMinutes / 60)}h${String(totalMinutes % 60).padStart(2, '0')}m`;
+}
+
+function headerLine(s: Json): string {
+  const parts = [str(s['volume'] ?? '(volume ?)'), `node:${str(s['node'])}`, `role:${str(s['role'])}`];
+  if (s['epoch'] !== undefined) parts.push(`epoch:${str(s['epoch'])}`);
+  if (s['sizeBytes'] !== undefined) parts.push(`size:${bytes(s['sizeBytes'])}`);
+  if (s['pid'] !== undefined) parts.push(`pid:${str(s['pid'])}`);
+  return parts.join(' ');
+}
+
+function cacheLines(cache: Json): string[] {
+  const lines = [
+    `  cache: ${bytes(cache['dirtyBytes'])} dirty (${plural(cache['dirtyTracks'], 'track')}) of ${bytes(cache['capacityBytes'])}, ` +
+      `${plural(cache['cachedTracks'], 'track')} cached` +
+      (num(cache['waitingWrites']) ? `, ${plural(cache['waitingWrites'], 'write')} waiting for space` : ''),
+  ];
+  const dirty = num(cache['dirtyBytes']);
+  const age = num(cache['oldestDirtyAgeMs']);
+  // The exposure line is the number an operator must be able to find at a glance (DESIGN.md
+  // "Durability policy"): what a simultaneous loss of both nodes would lose right now.
+  if (dirty === 0) lines.push('  exposure: none (everything hardened)');
+  else lines.push(`  exposure: ${bytes(dirty)} unhardened, oldest dirty ${age === undefined ? '?' : formatDurationMs(age)} ago`);
+  return lines;
+}
+
+function counterLines(counters: Json): string[] {
+  const lines: string[] = [];
+  let hardening = `  hardening: ${bytes(counters['hardenedBytes'])} hardened`;
+  if (counters['hardenWrites'] !== undefined) hardening += ` in ${plural(counters['hardenWrites'], 'store write')}`;
+  const runs = counters['hardenRuns'];
+  if (isObject(runs)) {
+    const byReason = Object.entries(runs).filter(([, n]) => num(n)).map(([reason, n]) => `${reason} ${count(n)}`);
+    if (byReason.length > 0) hardening += `; runs: ${byReason.join(', ')}`;
+  }
+  lines.push(hardening);
+  const traffic = [`writes ${count(counters['writes'])}`];
+  if (counters['linkBytesSent'] !== undefined) traffic.push(`link sent ${bytes(counters['linkBytesSent'])}`);
+  if (counters['resyncBytesSent'] !== undefined) traffic.push(`resync sent ${bytes(counters['resyncBytesSent'])}`);
+  lines.push(`  traffic: ${traffic.join(', ')}`);
+  return lines;
+}
+
+function peerLines(peers: unknown[]): string[] {
+  if (peers.length === 0) return ['  peers: none (standalone)'];
+  return peers.map((p) => {
+    const peer = isObject(p) ? p : {};
+    const connected = peer['connected'] === true ? 'yes' : peer['connected'] === false ? 'no' : '?';
+    return `  peer ${str(peer['node'])} connected:${connected} state:${str(peer['state'])} ` +
+      `united:${plural(peer['unitedTracks'], 'track')} out-of-sync:${plural(peer['outOfSyncTracks'], 'track')}`;
+  });
+}
+
+/** Human-readable summary of one node's /status JSON; ends with a newline. */
+export function formatStatus(status: unknown): string {
+  if (!isObject(status)) return `unexpected status (not a JSON object): ${JSON.stringify(status)}\n`;
+  const lines = [headerLine(status)];
+  if (isObject(status['cache'])) lines.push(...cacheLines(status['cache']));
+  if (isObject(status['counters'])) lines.push(...counterLines(status['counters']));
+  if (isObject(status['nbd'])) lines.push(`  nbd: ${plural(status['nbd']['connections'], 'connection')}`);
+  if (Array.isArray(status['peers'])) lines.push(...peerLines(status['peers']));
+  return `${lines.join('\n')}\n`;
+}
