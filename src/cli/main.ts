@@ -1,0 +1,209 @@
+#!/usr/bin/env node
+// The `twinblock` command (DESIGN.md "Interfaces"): serve one node of a config, run a local demo,
+// or show a node's status. Startup errors are operator errors far more often than bugs (a typo in
+// the config, a port in use), so they print ONE line, "twinblock: <message>", and exit 1; a stack
+// trace would bury the line that says what to fix. Set TWINBLOCK_DEBUG=1 to get the stack too.
+import { mkdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Command, Option } from 'commander';
+import { demoConfig, formatAddress, loadConfig, nodeByName, parseSize, type Config } from '../config/config.js';
+import { createLogger, logLevels, type Logger } from '../log.js';
+import { formatStatus } from './status-format.js';
+
+/** The node the lead's src/node/node.ts starts (contract from the issue). */
+interface RunningNode {
+  nbdPort: number;
+  adminPort: number;
+  status(): object;
+  stop(): Promise<void>;
+}
+type StartNode = (config: Config, nodeName: string, log: Logger) => Promise<RunningNode>;
+
+// Loaded at run time so this file compiles before src/node/node.ts lands; becomes a static import then.
+async function loadStartNode(): Promise<StartNode> {
+  const modulePath = '../node/node.js';
+  const mod = (await import(modulePath)) as { startNode: StartNode };
+  return mod.startNode;
+}
+
+const STATUS_TIMEOUT_MS = 5000;
+
+function oneLine(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  return message.split('\n')[0] ?? message;
+}
+
+/** Print the one-line error (plus the stack with TWINBLOCK_DEBUG) and exit 1. */
+function fail(err: unknown): never {
+  process.stderr.write(`twinblock: ${oneLine(err)}\n`);
+  if (process.env['TWINBLOCK_DEBUG'] && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+  process.exit(1);
+}
+
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: string };
+    return pkg.version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+/**
+ * First SIGTERM/SIGINT: stop the node, which hardens every dirty track before it returns, then
+ * exit 0. A second signal means the operator will not wait: exit 1 at once (unhardened data in
+ * this node's RAM is lost; the peer, if connected, still holds it).
+ */
+function stopOnSignals(node: RunningNode, log: Logger): void {
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      log.warn({ signal }, 'second signal: exiting now, without waiting for hardening');
+      process.exit(1);
+    }
+    stopping = true;
+    log.info({ signal }, 'stopping: hardening all dirty data (signal again to exit at once)');
+    node.stop().then(
+      () => {
+        log.info('stopped cleanly');
+        process.exit(0);
+      },
+      (err: unknown) => {
+        log.error({ err }, 'stop failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+}
+
+/** After startup, a crash is logged as a structured fatal line (the log is where operators look). */
+function exitOnCrash(log: Logger): void {
+  const crash = (err: unknown): void => {
+    log.fatal({ err }, 'crashed');
+    process.exit(1);
+  };
+  process.on('uncaughtException', crash);
+  process.on('unhandledRejection', crash);
+}
+
+interface LogOptions {
+  logFormat?: 'json' | 'pretty';
+  logLevel?: string;
+}
+
+async function runNode(config: Config, nodeName: string, log: Logger): Promise<RunningNode> {
+  const startNode = await loadStartNode();
+  const node = await startNode(config, nodeName, log);
+  stopOnSignals(node, log);
+  exitOnCrash(log);
+  return node;
+}
+
+async function serveCommand(opts: LogOptions & { config: string; node: string }): Promise<void> {
+  const config = loadConfig(opts.config);
+  nodeByName(config, opts.node);
+  const log = createLogger({ format: opts.logFormat, level: opts.logLevel, bindings: { node: opts.node, volume: config.volume } });
+  const node = await runNode(config, opts.node, log);
+  log.info({ nbdPort: node.nbdPort, adminPort: node.adminPort, config: config.sourcePath }, 'serving');
+}
+
+async function demoCommand(opts: LogOptions & { dir: string; size: string }): Promise<void> {
+  let sizeBytes: number;
+  try {
+    sizeBytes = parseSize(opts.size);
+  } catch (err) {
+    throw new Error(`--size: ${oneLine(err)}`);
+  }
+  const dir = path.resolve(opts.dir);
+  mkdirSync(dir, { recursive: true });
+  const config = demoConfig(dir, sizeBytes);
+  const nodeConfig = config.nodes[0]!;
+  // A demo is watched by a person: readable logs unless they asked otherwise.
+  const format = opts.logFormat ?? (process.env['TWINBLOCK_LOG'] === 'json' ? 'json' : 'pretty');
+  const log = createLogger({ format, level: opts.logLevel, bindings: { node: nodeConfig.name, volume: config.volume } });
+  const node = await runNode(config, nodeConfig.name, log);
+  const host = nodeConfig.nbd.host;
+  const nbdUri = `nbd://${formatAddress({ host, port: node.nbdPort })}/${config.volume}`;
+  const adminUrl = `http://${formatAddress({ host: nodeConfig.admin.host, port: node.adminPort })}`;
+  process.stdout.write([
+    `twinblock demo: volume "${config.volume}", ${opts.size}, store ${dir}${path.sep}a.img (standalone node "${nodeConfig.name}")`,
+    `  NBD:    ${nbdUri}`,
+    `  admin:  ${adminUrl}/status   ${adminUrl}/metrics`,
+    `  try:    nbdinfo ${nbdUri}`,
+    `          qemu-io -f raw -c 'write -P 0xab 0 1M' -c 'read -P 0xab 0 1M' ${nbdUri}`,
+    `          twinblock status --admin ${adminUrl}`,
+    '  Ctrl-C hardens everything to the store and stops.',
+    '',
+  ].join('\n'));
+}
+
+function describeFetchError(err: unknown): string {
+  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+  if ((err as Error).name === 'TimeoutError') return `no answer within ${STATUS_TIMEOUT_MS / 1000}s`;
+  switch (cause?.code) {
+    case 'ECONNREFUSED': return 'connection refused (is the node running?)';
+    case 'ENOTFOUND': return 'host not found';
+    case 'EHOSTUNREACH': return 'host unreachable';
+    case 'ECONNRESET': return 'connection reset';
+    default: return cause?.message ?? oneLine(err);
+  }
+}
+
+/** Accepts "http://h:p", "h:p" or with a trailing slash; returns the /status URL. */
+function statusUrl(admin: string): URL {
+  const withScheme = /^[a-z]+:\/\//i.test(admin) ? admin : `http://${admin}`;
+  try {
+    return new URL('status', withScheme.endsWith('/') ? withScheme : `${withScheme}/`);
+  } catch {
+    throw new Error(`bad admin URL "${admin}" (use e.g. http://127.0.0.1:8801)`);
+  }
+}
+
+async function statusCommand(opts: { admin: string; json?: boolean }): Promise<void> {
+  const url = statusUrl(opts.admin);
+  let res: Response;
+  try {
+    res = await fetch(url, { signal: AbortSignal.timeout(STATUS_TIMEOUT_MS) });
+  } catch (err) {
+    throw new Error(`cannot reach admin at ${url.origin}: ${describeFetchError(err)}`);
+  }
+  const text = await res.text();
+  if (!res.ok) throw new Error(`admin at ${url.origin} answered HTTP ${res.status}: ${text.trim().split('\n')[0] ?? ''}`);
+  let status: unknown;
+  try {
+    status = JSON.parse(text);
+  } catch {
+    throw new Error(`admin at ${url.origin} did not answer JSON on /status`);
+  }
+  process.stdout.write(opts.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
+}
+
+function logOptions(command: Command): Command {
+  return command
+    .addOption(new Option('--log-format <format>', 'log format on stderr (env TWINBLOCK_LOG)').choices(['json', 'pretty']))
+    .addOption(new Option('--log-level <level>', 'log level (env TWINBLOCK_LOG_LEVEL; default info)').choices([...logLevels]));
+}
+
+function buildProgram(): Command {
+  const program = new Command('twinblock')
+    .description('Mirrored network block device: writes acknowledged from two RAM caches, hardened later')
+    .version(packageVersion())
+    .configureOutput({ outputError: (text, write) => write(`twinblock: ${text.replace(/^error: /, '')}`) });
+  logOptions(program.command('serve').description('serve one node of a volume')
+    .requiredOption('--config <file>', 'volume configuration (YAML)')
+    .requiredOption('--node <name>', 'which node of the config this process is'))
+    .action((opts: LogOptions & { config: string; node: string }) => serveCommand(opts));
+  logOptions(program.command('demo').description('run a local standalone node with a file store and print how to use it')
+    .option('--dir <dir>', 'directory for the store file', './twinblock-demo')
+    .option('--size <size>', 'volume size, e.g. 1GiB', '1GiB'))
+    .action((opts: LogOptions & { dir: string; size: string }) => demoCommand(opts));
+  program.command('status').description("show a node's status")
+    .option('--admin <url>', "the node's admin URL", 'http://127.0.0.1:8801')
+    .option('--json', 'print the raw /status JSON')
+    .action((opts: { admin: string; json?: boolean }) => statusCommand(opts));
+  return program;
+}
+
+buildProgram().parseAsync(process.argv).catch(fail);
