@@ -1,0 +1,163 @@
+// The `twinblock` command as an operator meets it: a real child process, its exit code, and the
+// exact lines on stdout and stderr.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { NodeMetrics } from '../src/admin/metrics.js';
+import { startAdminServer, type AdminServer } from '../src/admin/server.js';
+import { formatDurationMs, formatStatus } from '../src/cli/status-format.js';
+import { createLogger } from '../src/log.js';
+
+const mainJs = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+
+interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run the CLI asynchronously (tests host servers in this process, so never block the loop). */
+function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [mainJs, ...args], { env: { ...process.env, TWINBLOCK_DEBUG: '', ...env }, timeout: 20_000 },
+      (err, stdout, stderr) => {
+        const code = err === null ? 0 : typeof err.code === 'number' ? err.code : -1;
+        resolve({ code, stdout, stderr });
+      });
+  });
+}
+
+function assertOneLineError(result: CliResult, pattern: RegExp): void {
+  assert.equal(result.code, 1, `exit code; stderr: ${result.stderr}`);
+  assert.equal(result.stdout, '');
+  const lines = result.stderr.split('\n').filter((l) => l !== '');
+  assert.equal(lines.length, 1, `exactly one line on stderr, got:\n${result.stderr}`);
+  assert.match(lines[0]!, /^twinblock: /);
+  assert.match(lines[0]!, pattern);
+}
+
+/** A port nothing listens on: bind one, then release it. */
+async function closedPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+describe('twinblock serve: startup errors', () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tb-cli-'));
+  const write = (name: string, text: string): string => {
+    const file = path.join(dir, name);
+    writeFileSync(file, text);
+    return file;
+  };
+  const good = 'volume: v\nsize: 1GiB\nnodes:\n  a: { nbd: "127.0.0.1:0", admin: "127.0.0.1:0", store: a.img }\n';
+
+  it('missing config file', async () => {
+    assertOneLineError(await runCli(['serve', '--config', path.join(dir, 'nope.yaml'), '--node', 'a']),
+      /config .*nope\.yaml: cannot read: no such file$/);
+  });
+
+  it('unknown key', async () => {
+    const file = write('bad.yaml', good.replace('size: 1GiB', 'size: 1GiB\ntrackSzie: 4KiB'));
+    assertOneLineError(await runCli(['serve', '--config', file, '--node', 'a']), /bad\.yaml: trackSzie: unknown key/);
+  });
+
+  it('bad size', async () => {
+    const file = write('size.yaml', good.replace('size: 1GiB', 'size: 12XB'));
+    assertOneLineError(await runCli(['serve', '--config', file, '--node', 'a']), /size\.yaml: size: bad size "12XB"/);
+  });
+
+  it('unknown node name', async () => {
+    const file = write('good.yaml', good);
+    assertOneLineError(await runCli(['serve', '--config', file, '--node', 'b']), /unknown node "b": .*good\.yaml has a$/);
+  });
+
+  it('missing required option and bad log level', async () => {
+    assertOneLineError(await runCli(['serve', '--node', 'a']), /required option '--config <file>' not specified/);
+    assertOneLineError(await runCli(['serve', '--config', 'x', '--node', 'a', '--log-level', 'loud']), /'loud' is invalid/);
+  });
+
+  it('demo with a bad --size', async () => {
+    assertOneLineError(await runCli(['demo', '--dir', dir, '--size', '1000']), /size: must be a positive multiple of 512/);
+    assertOneLineError(await runCli(['demo', '--dir', dir, '--size', 'lots']), /^twinblock: --size: bad size "lots"/);
+  });
+});
+
+describe('twinblock status', () => {
+  let server: AdminServer;
+  const sample = { node: 'a', role: 'primary', epoch: 1, volume: 'v', cache: { dirtyBytes: 0 }, peers: [] };
+
+  before(async () => {
+    const metrics = new NodeMetrics(() => ({ dirtyBytes: 0, dirtyTracks: 0, cachedTracks: 0, capacityBytes: 0, oldestDirtyAgeMs: 0, waitingWrites: 0 }), { processMetrics: false });
+    server = await startAdminServer({ host: '127.0.0.1', port: 0, metrics, log: createLogger({ level: 'silent' }), getStatus: () => sample });
+  });
+  after(() => server.close());
+
+  it('an unreachable admin URL is one line and exit 1', async () => {
+    const port = await closedPort();
+    assertOneLineError(await runCli(['status', '--admin', `http://127.0.0.1:${port}`]),
+      new RegExp(`cannot reach admin at http://127\\.0\\.0\\.1:${port}: connection refused`));
+  });
+
+  it('prints the summary, or the raw JSON with --json', async () => {
+    const human = await runCli(['status', '--admin', `127.0.0.1:${server.port}`]);
+    assert.equal(human.code, 0, human.stderr);
+    assert.equal(human.stdout, formatStatus(sample));
+    const json = await runCli(['status', '--admin', `http://127.0.0.1:${server.port}/`, '--json']);
+    assert.equal(json.code, 0, json.stderr);
+    assert.deepEqual(JSON.parse(json.stdout), sample);
+  });
+});
+
+describe('status formatting', () => {
+  it('formats a pair with exposure, counters and peers', () => {
+    const text = formatStatus({
+      node: 'a', role: 'primary', epoch: 3, pid: 42, volume: 'vol0', sizeBytes: 1024 ** 3,
+      cache: { dirtyBytes: 196608, dirtyTracks: 3, cachedTracks: 10, capacityBytes: 256 * 1024 ** 2, oldestDirtyAgeMs: 1500, waitingWrites: 0 },
+      counters: { writes: 10, hardenedBytes: 131072, hardenWrites: 2, hardenRuns: { threshold: 1, scan: 0, age: 4 }, linkBytesSent: 655360, resyncBytesSent: 0 },
+      nbd: { connections: 1 },
+      peers: [{ node: 'b', connected: true, state: 'in-sync', unitedTracks: 12, outOfSyncTracks: 0 }],
+    });
+    assert.equal(text, [
+      'vol0 node:a role:primary epoch:3 size:1GiB pid:42',
+      '  cache: 192KiB dirty (3 tracks) of 256MiB, 10 tracks cached',
+      '  exposure: 192KiB unhardened, oldest dirty 1.5s ago',
+      '  hardening: 128KiB hardened in 2 store writes; runs: threshold 1, age 4',
+      '  traffic: writes 10, link sent 640KiB, resync sent 0B',
+      '  nbd: 1 connection',
+      '  peer b connected:yes state:in-sync united:12 tracks out-of-sync:0 tracks',
+      '',
+    ].join('\n'));
+  });
+
+  it('a degraded peer and writes waiting for space', () => {
+    const text = formatStatus({
+      node: 'b', role: 'primary', volume: 'vol0',
+      cache: { dirtyBytes: 65536, dirtyTracks: 1, cachedTracks: 1, capacityBytes: 262144, oldestDirtyAgeMs: 125_000, waitingWrites: 1 },
+      peers: [{ node: 'a', connected: false, state: 'degraded', unitedTracks: 1, outOfSyncTracks: 7 }],
+    });
+    assert.match(text, /cache: 64KiB dirty \(1 track\) of 256KiB, 1 track cached, 1 write waiting for space/);
+    assert.match(text, /exposure: 64KiB unhardened, oldest dirty 2m05s ago/);
+    assert.match(text, /peer a connected:no state:degraded united:1 track out-of-sync:7 tracks/);
+  });
+
+  it('tolerates missing fields and non-objects', () => {
+    assert.equal(formatStatus({ node: 'a' }), '(volume ?) node:a role:?\n');
+    assert.match(formatStatus({ cache: { dirtyBytes: 0 }, peers: [] }), /exposure: none \(everything hardened\)\n {2}peers: none \(standalone\)/);
+    assert.match(formatStatus([1]), /unexpected status/);
+  });
+
+  it('durations', () => {
+    assert.equal(formatDurationMs(850), '850ms');
+    assert.equal(formatDurationMs(1500), '1.5s');
+    assert.equal(formatDurationMs(125_000), '2m05s');
+    assert.equal(formatDurationMs(7_260_000), '2h01m');
+  });
+});
