@@ -1,0 +1,169 @@
+// Persistence of a standalone node across a clean stop (SIGTERM): writes that were still only in
+// the volatile cache must reach the store before the process exits, on a file store and on a remote
+// disk over NBD (nbdkit memory), and a restarted node must read back exactly the same bytes.
+// Also: a store that does not fit the volume is refused with one line and exit 1.
+import assert from 'node:assert/strict';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import {
+  cleanupAll, freePort, makeTempDir, qemuIo, qemuIoProblem, serveExpectingFailure, startBackground, startNode,
+  type ConfigSpec, type NodeProcess,
+} from './helpers/node-process.js';
+import { ensureTools } from './helpers/tools.js';
+
+ensureTools(['qemu-io', 'nbdkit']);
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const VOLUME_BYTES = 64 * MiB;
+
+after(cleanupAll);
+
+/**
+ * Hardening on its own schedule is slowed to a crawl (one minute dirty age, rare destage scans), so
+ * that what the test writes without FUA or FLUSH is still only in the cache when SIGTERM arrives:
+ * then the store can only hold it if the shutdown path hardened it.
+ */
+const lazyHardening: Partial<ConfigSpec> = { maxDirtyAgeMs: 60_000, destageIntervalMs: 60_000 };
+
+/** Pattern writes: [pattern, offset, length]; sub-track, cross-track and whole-track pieces. */
+const pieces: Array<[number, number, number]> = [
+  [0xa1, 0, 64 * KiB],
+  [0xa2, 4096, 512],
+  [0xa3, 61440, 12288],
+  [0xa4, 5 * MiB + 512, 3 * 512],
+  [0xa5, 63 * MiB, 1 * MiB],
+];
+/** Written with FUA (qemu-io write -f): hardened before the reply, the other path to the store. */
+const fuaPiece: [number, number, number] = [0xb1, 10 * MiB, 128 * KiB];
+/** Zeroed after being written: the store must end up with zeros here, not the earlier pattern. */
+const zeroedPiece: [number, number, number] = [0, 20 * MiB + 4096, 8192];
+
+function expectedImage(): Buffer {
+  const image = Buffer.alloc(VOLUME_BYTES);
+  for (const [p, off, len] of [...pieces, fuaPiece]) image.fill(p, off, off + len);
+  image.fill(0xc1, 20 * MiB, 20 * MiB + 64 * KiB);
+  image.fill(0, zeroedPiece[1], zeroedPiece[1] + zeroedPiece[2]);
+  return image;
+}
+
+function writeCommands(): string[] {
+  return [
+    ...pieces.map(([p, off, len]) => `write -P ${p} ${off} ${len}`),
+    `write -f -P ${fuaPiece[0]} ${fuaPiece[1]} ${fuaPiece[2]}`,
+    `write -P 0xc1 ${20 * MiB} ${64 * KiB}`,
+    `write -z ${zeroedPiece[1]} ${zeroedPiece[2]}`,
+  ];
+}
+
+/** read -P for every byte range the writes touched, plus the untouched neighbours as zeros. */
+function readCommands(): string[] {
+  const image = expectedImage();
+  const commands: string[] = [];
+  // Walk the first 21 MiB and the last MiB in runs of equal bytes, 4 KiB granules at most coarse.
+  const spans: Array<[number, number]> = [[0, 21 * MiB], [62 * MiB, 64 * MiB]];
+  for (const [from, to] of spans) {
+    let start = from;
+    while (start < to) {
+      const value = image[start]!;
+      let end = start + 512;
+      while (end < to && image[end] === value) end += 512;
+      commands.push(`read -P ${value} ${start} ${end - start}`);
+      start = end;
+    }
+  }
+  return commands;
+}
+
+async function assertQemuIo(node: NodeProcess, commands: string[], cacheMode?: 'unsafe'): Promise<void> {
+  const r = await qemuIo(node.uri, commands, cacheMode === undefined ? {} : { cacheMode });
+  const problem = qemuIoProblem(r);
+  assert.equal(problem, null, `${problem}\n--- node stderr\n${node.stderr.slice(-4000)}`);
+}
+
+/** Write the patterns without FLUSH (qemu cache=unsafe drops them) and prove they sit in cache. */
+async function writeAndCheckUnhardened(node: NodeProcess): Promise<void> {
+  await assertQemuIo(node, writeCommands(), 'unsafe');
+  const status = await node.status();
+  assert.ok(status.cache.dirtyTracks > 0, `expected dirty tracks before SIGTERM, status: ${JSON.stringify(status)}`);
+  assert.ok(status.exposure.unhardenedBytes > 0, `expected unhardened bytes before SIGTERM, status: ${JSON.stringify(status.exposure)}`);
+}
+
+async function stopCleanly(node: NodeProcess): Promise<void> {
+  const code = await node.stop();
+  assert.equal(code, 0, `node exit code ${code} after SIGTERM; stderr:\n${node.stderr.slice(-4000)}`);
+}
+
+describe('file store', () => {
+  it('cached writes survive SIGTERM: store file has them, a restarted node reads them back', async () => {
+    const dir = makeTempDir();
+    const storePath = path.join(dir, 'a.img');
+    const config: ConfigSpec = { size: '64MiB', ...lazyHardening, nodes: { a: { store: storePath, cache: '256MiB' } } };
+
+    const first = await startNode({ dir, config });
+    // A missing store is created sparse at the volume size.
+    const created = statSync(storePath);
+    assert.equal(created.size, VOLUME_BYTES);
+    assert.ok(created.blocks * 512 < 4 * MiB, `new store should be sparse, has ${created.blocks} blocks`);
+
+    await writeAndCheckUnhardened(first);
+    await stopCleanly(first);
+
+    const store = readFileSync(storePath);
+    assert.equal(store.length, VOLUME_BYTES);
+    const expected = expectedImage();
+    const firstDiff = store.findIndex((b, i) => b !== expected[i]);
+    assert.equal(firstDiff, -1, `store differs from what was written, first at byte ${firstDiff}`);
+
+    // startNode picks fresh ports: the store, not the addresses, is what carries over.
+    const second = await startNode({ dir, config });
+    await assertQemuIo(second, readCommands());
+    await stopCleanly(second);
+  });
+
+  it('refuses a store file of the wrong size with one line and exit 1', async () => {
+    const dir = makeTempDir();
+    const storePath = path.join(dir, 'small.img');
+    writeFileSync(storePath, Buffer.alloc(1 * MiB, 0x77));
+    const r = await serveExpectingFailure({ size: '64MiB', nodes: { a: { store: storePath } } });
+    assert.equal(r.code, 1, `exit code ${r.code}, stderr:\n${r.stderr}`);
+    const lines = r.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, `expected one stderr line, got:\n${r.stderr}`);
+    assert.match(lines[0]!, /^twinblock: /);
+    assert.match(lines[0]!, /small\.img/);
+    assert.match(lines[0]!, /size|bytes/);
+    // Never resized or overwritten: a wrong path must not destroy someone's disk image.
+    const afterBytes = readFileSync(storePath);
+    assert.equal(afterBytes.length, 1 * MiB);
+    assert.ok(afterBytes.every((b) => b === 0x77), 'the refused store was modified');
+  });
+});
+
+describe('remote store over NBD (nbdkit memory)', () => {
+  it('cached writes survive SIGTERM into nbdkit, and a restarted node reads them back', async () => {
+    const diskPort = await freePort();
+    // --exit-with-parent: if this test process dies, the RAM disk goes with it.
+    const disk = await startBackground('nbdkit', ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(diskPort), 'memory', '64M'], diskPort);
+    const storeUri = `nbd://127.0.0.1:${diskPort}/disk`;
+    const dir = makeTempDir();
+    const config: ConfigSpec = { size: '64MiB', ...lazyHardening, nodes: { a: { store: storeUri, cache: '256MiB' } } };
+
+    const first = await startNode({ dir, config });
+    await writeAndCheckUnhardened(first);
+    await stopCleanly(first);
+
+    // Read the remote disk directly, with nobody in between: the node really hardened into it.
+    const direct = await qemuIo(storeUri, readCommands());
+    assert.equal(qemuIoProblem(direct), null, `${qemuIoProblem(direct)}\n--- nbdkit stderr\n${disk.stderr()}`);
+
+    const second = await startNode({ dir, config });
+    await assertQemuIo(second, readCommands());
+    // FLUSH on a standalone node hardens: after it, the disk has the new bytes while the node runs.
+    await assertQemuIo(second, [`write -P 0xd1 ${30 * MiB} ${64 * KiB}`, 'flush']);
+    const whileRunning = await qemuIo(storeUri, [`read -P 0xd1 ${30 * MiB} ${64 * KiB}`]);
+    assert.equal(qemuIoProblem(whileRunning), null, qemuIoProblem(whileRunning) ?? '');
+    await stopCleanly(second);
+    await disk.stop();
+  });
+});
