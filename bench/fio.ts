@@ -1,0 +1,82 @@
+// The benchmark rows and how one fio run is done and read: fio's nbd engine, JSON output, one job.
+// Kept apart from run.ts so the row definitions (what we claim to measure) are in one short place.
+import { describeRun, parseFioJson, run, type FioIoStats } from '../test/helpers/node-process.js';
+
+export interface Row {
+  id: string;
+  /** Column label in the results table. */
+  label: string;
+  fioArgs: string[];
+  /** Which side of fio's report holds the numbers. */
+  direction: 'read' | 'write';
+  /** 'throughput': compare IOPS/bandwidth; 'latency': compare p50/p99 completion latency. */
+  kind: 'throughput' | 'latency';
+}
+
+export const rows: Row[] = [
+  {
+    id: 'randwrite-4k-qd32', label: '4 KiB random write, QD32', direction: 'write', kind: 'throughput',
+    fioArgs: ['--rw=randwrite', '--bs=4k', '--iodepth=32', '--norandommap', '--randrepeat=0'],
+  },
+  {
+    id: 'randread-4k-qd32', label: '4 KiB random read, QD32', direction: 'read', kind: 'throughput',
+    fioArgs: ['--rw=randread', '--bs=4k', '--iodepth=32', '--norandommap', '--randrepeat=0'],
+  },
+  {
+    id: 'seqwrite-1m-qd8', label: '1 MiB sequential write, QD8', direction: 'write', kind: 'throughput',
+    fioArgs: ['--rw=write', '--bs=1m', '--iodepth=8'],
+  },
+  {
+    id: 'randwrite-4k-qd1', label: '4 KiB random write, QD1', direction: 'write', kind: 'latency',
+    fioArgs: ['--rw=randwrite', '--bs=4k', '--iodepth=1', '--norandommap', '--randrepeat=0'],
+  },
+];
+
+/** What one fio run measured, in the units the table prints. */
+export interface Measurement {
+  iops: number;
+  bandwidthBytesPerSec: number;
+  p50LatencyUs: number;
+  p99LatencyUs: number;
+}
+
+function percentileUs(stats: FioIoStats, key: string): number {
+  const ns = stats.clat_ns.percentile?.[key];
+  return ns === undefined ? Number.NaN : ns / 1000;
+}
+
+/** One time-based fio run of a row against an NBD URI covering sizeBytes. */
+export async function runFio(row: Row, uri: string, sizeBytes: number, runtimeSec: number): Promise<Measurement> {
+  const args = [
+    `--name=${row.id}`, '--ioengine=nbd', `--uri=${uri}`, `--size=${sizeBytes}`,
+    '--time_based', `--runtime=${runtimeSec}`, '--ramp_time=1', '--output-format=json',
+    ...row.fioArgs,
+  ];
+  const r = await run('fio', args, { timeoutMs: (runtimeSec + 120) * 1000 });
+  if (r.code !== 0) throw new Error(describeRun(`fio ${args.join(' ')}`, r));
+  const job = parseFioJson(r.stdout).jobs[0];
+  if (job === undefined || job.error !== 0) throw new Error(describeRun(`fio job error (${job?.error})`, r));
+  const stats = job[row.direction];
+  return {
+    iops: stats.iops,
+    bandwidthBytesPerSec: stats.bw_bytes,
+    p50LatencyUs: percentileUs(stats, '50.000000'),
+    p99LatencyUs: percentileUs(stats, '99.000000'),
+  };
+}
+
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** Median of each field separately (the run with median IOPS need not have the median p99). */
+export function medianMeasurement(ms: Measurement[]): Measurement {
+  return {
+    iops: median(ms.map((m) => m.iops)),
+    bandwidthBytesPerSec: median(ms.map((m) => m.bandwidthBytesPerSec)),
+    p50LatencyUs: median(ms.map((m) => m.p50LatencyUs)),
+    p99LatencyUs: median(ms.map((m) => m.p99LatencyUs)),
+  };
+}

@@ -1,0 +1,242 @@
+// Benchmark, run by hand (`npm run bench -- [--runs N] [--quick] [--profile] ...`; not a test):
+// fio's nbd engine against a standalone twinblock node on a file store and, in the same run,
+// against `nbdkit file` on the same kind of file (same size, same directory, same data), so both
+// see the same disk, page cache and kernel. Each row is run N times, alternating which target goes
+// first so drift (thermal, page cache, neighbours) does not favour one side; we report medians.
+//
+// Ratios are always "how many times better twinblock is": IOPS twinblock/nbdkit for throughput
+// rows, latency nbdkit/twinblock for the QD1 row. Above 1.0 means twinblock is better.
+import { execFileSync } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import {
+  cleanupAll, freePort, makeTempDir, run, startBackground, startNode, type NodeProcess,
+} from '../test/helpers/node-process.js';
+import { ensureTools } from '../test/helpers/tools.js';
+import { medianMeasurement, rows, runFio, type Measurement, type Row } from './fio.js';
+import { topSelfTime } from './profile.js';
+
+const MiB = 1024 * 1024;
+
+const usage = `usage: npm run bench -- [options]
+  --runs N          fio runs per row and target (default 3)
+  --runtime SEC     seconds per fio run (default 10; --quick: 3)
+  --size SIZE_MIB   volume and file size in MiB (default 1024; --quick: 256)
+  --cache SIZE      twinblock cache, config syntax (default 256MiB)
+  --dir DIR         where the two files go (default: a temp dir under $TMPDIR)
+  --rows a,b        only these row ids (${rows.map((r) => r.id).join(', ')})
+  --quick           short runs, smaller volume: a smoke test of the bench itself
+  --profile         run twinblock under node --cpu-prof; print top self-time functions
+  --markdown FILE   also write the results (table, machine, command) to FILE`;
+
+interface Options {
+  runs: number;
+  runtimeSec: number;
+  sizeBytes: number;
+  cache: string;
+  dir: string | null;
+  rowIds: string[] | null;
+  profile: boolean;
+  markdownPath: string | null;
+}
+
+function parseOptions(): Options {
+  const { values } = parseArgs({
+    options: {
+      runs: { type: 'string' }, runtime: { type: 'string' }, size: { type: 'string' }, cache: { type: 'string' },
+      dir: { type: 'string' }, rows: { type: 'string' }, quick: { type: 'boolean' }, profile: { type: 'boolean' },
+      markdown: { type: 'string' }, help: { type: 'boolean' },
+    },
+  });
+  if (values.help === true) {
+    console.log(usage);
+    process.exit(0);
+  }
+  const quick = values.quick === true;
+  const int = (v: string | undefined, fallback: number, name: string): number => {
+    if (v === undefined) return fallback;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} wants a positive integer, got "${v}"`);
+    return n;
+  };
+  return {
+    runs: int(values.runs, 3, 'runs'),
+    runtimeSec: int(values.runtime, quick ? 3 : 10, 'runtime'),
+    sizeBytes: int(values.size, quick ? 256 : 1024, 'size') * MiB,
+    cache: values.cache ?? '256MiB',
+    dir: values.dir ?? null,
+    rowIds: values.rows === undefined ? null : values.rows.split(','),
+    profile: values.profile === true,
+    markdownPath: values.markdown ?? null,
+  };
+}
+
+/** Fill a file with incompressible data so random reads hit real data on both targets. */
+function writeDataFile(filePath: string, sizeBytes: number): void {
+  const chunk = Buffer.alloc(MiB);
+  const fd = openSync(filePath, 'w');
+  try {
+    for (let off = 0; off < sizeBytes; off += chunk.length) {
+      randomFillSync(chunk);
+      writeSync(fd, chunk, 0, Math.min(chunk.length, sizeBytes - off), off);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+interface Target {
+  name: 'twinblock' | 'nbdkit';
+  uri: string;
+  /** Wait until the target has no write backlog, so one run's leftovers do not slow the next. */
+  settle(): Promise<void>;
+}
+
+async function waitHardened(node: NodeProcess, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const status = await node.status();
+    if (status.exposure.unhardenedBytes === 0) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  console.error(`warning: twinblock still has unhardened data after ${timeoutMs} ms`);
+}
+
+function syncFs(): void {
+  execFileSync('sync');
+}
+
+function machine(): Record<string, string> {
+  const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
+  const model = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1] ?? 'unknown';
+  const version = (cmd: string, args: string[]): string => {
+    try {
+      return execFileSync(cmd, args, { encoding: 'utf8' }).split('\n')[0]!.trim();
+    } catch {
+      return 'unknown';
+    }
+  };
+  return {
+    cpus: `${os.availableParallelism()} × ${model}`,
+    ram: `${(os.totalmem() / 1024 ** 3).toFixed(1)} GiB`,
+    kernel: `${os.type()} ${os.release()}`,
+    node: process.version,
+    fio: version('fio', ['--version']),
+    nbdkit: version('nbdkit', ['--version']),
+  };
+}
+
+function fmtNumber(n: number, digits = 0): string {
+  return Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : 'n/a';
+}
+
+function describeMeasurement(row: Row, m: Measurement): string {
+  if (row.kind === 'latency') return `p50 ${fmtNumber(m.p50LatencyUs, 1)} µs, p99 ${fmtNumber(m.p99LatencyUs, 1)} µs (${fmtNumber(m.iops)} IOPS)`;
+  if (row.id.includes('1m')) return `${fmtNumber(m.bandwidthBytesPerSec / MiB)} MiB/s`;
+  return `${fmtNumber(m.iops)} IOPS`;
+}
+
+function ratioOf(row: Row, tb: Measurement, kit: Measurement): string {
+  if (row.kind === 'latency') {
+    return `p50 ${(kit.p50LatencyUs / tb.p50LatencyUs).toFixed(2)}×, p99 ${(kit.p99LatencyUs / tb.p99LatencyUs).toFixed(2)}×`;
+  }
+  return `${(tb.iops / kit.iops).toFixed(2)}×`;
+}
+
+function resultsMarkdown(opts: Options, results: Map<Row, Record<Target['name'], Measurement>>, command: string): string {
+  const lines = [
+    '| row | twinblock | nbdkit file | twinblock vs nbdkit (>1 = twinblock better) |',
+    '| --- | --- | --- | --- |',
+  ];
+  for (const [row, r] of results) {
+    lines.push(`| ${row.label} | ${describeMeasurement(row, r.twinblock)} | ${describeMeasurement(row, r.nbdkit)} | ${ratioOf(row, r.twinblock, r.nbdkit)} |`);
+  }
+  const m = machine();
+  lines.push('', `Medians of ${opts.runs} runs of ${opts.runtimeSec} s each (plus 1 s ramp), targets alternating;`,
+    `volume ${opts.sizeBytes / MiB} MiB, twinblock cache ${opts.cache}. Ratios: IOPS (or MiB/s) twinblock/nbdkit;`,
+    'for QD1 latency nbdkit/twinblock, so above 1.0 always means twinblock is better.', '',
+    `- date: ${new Date().toISOString()}`,
+    ...Object.entries(m).map(([k, v]) => `- ${k}: ${v}`),
+    `- command: \`${command}\``);
+  return lines.join('\n');
+}
+
+async function main(): Promise<void> {
+  const opts = parseOptions();
+  ensureTools(['fio', 'nbdkit']);
+  const selected = opts.rowIds === null ? rows : rows.filter((r) => opts.rowIds!.includes(r.id));
+  if (selected.length === 0) throw new Error(`no rows match --rows ${opts.rowIds?.join(',')}`);
+  const command = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim();
+
+  const dir = opts.dir ?? makeTempDir('twinblock-bench-');
+  const tbFile = path.join(dir, `bench-twinblock-${process.pid}.img`);
+  const kitFile = path.join(dir, `bench-nbdkit-${process.pid}.img`);
+  console.error(`writing two ${opts.sizeBytes / MiB} MiB data files in ${dir} ...`);
+  writeDataFile(tbFile, opts.sizeBytes);
+  writeDataFile(kitFile, opts.sizeBytes);
+  syncFs();
+
+  // Not a tracked temp dir: the profile outlives the run, for DevTools or a second look.
+  const profileDir = opts.profile ? mkdtempSync(path.join(os.tmpdir(), 'twinblock-cpuprof-')) : null;
+  const node = await startNode({
+    dir,
+    config: { size: `${opts.sizeBytes / MiB}MiB`, nodes: { a: { store: tbFile, cache: opts.cache } } },
+    nodeArgs: profileDir === null ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir],
+  });
+  const kitPort = await freePort();
+  // Defaults otherwise (16 threads, page cache): the baseline as people run it.
+  const kit = await startBackground('nbdkit', ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(kitPort), 'file', kitFile], kitPort);
+
+  const targets: Target[] = [
+    { name: 'twinblock', uri: node.uri, settle: async () => { await waitHardened(node, 120_000); syncFs(); } },
+    { name: 'nbdkit', uri: `nbd://127.0.0.1:${kitPort}/`, settle: async () => syncFs() },
+  ];
+
+  const results = new Map<Row, Record<Target['name'], Measurement>>();
+  try {
+    for (const row of selected) {
+      const samples: Record<Target['name'], Measurement[]> = { twinblock: [], nbdkit: [] };
+      for (let i = 0; i < opts.runs; i++) {
+        const order = i % 2 === 0 ? targets : [...targets].reverse();
+        for (const t of order) {
+          await t.settle();
+          const m = await runFio(row, t.uri, opts.sizeBytes, opts.runtimeSec);
+          samples[t.name].push(m);
+          console.error(`${row.id} run ${i + 1}/${opts.runs} ${t.name}: ${describeMeasurement(row, m)}`);
+        }
+      }
+      results.set(row, { twinblock: medianMeasurement(samples.twinblock), nbdkit: medianMeasurement(samples.nbdkit) });
+    }
+  } finally {
+    const code = await node.stop({ timeoutMs: 300_000 });
+    if (code !== 0) console.error(`warning: twinblock exited ${code}; stderr tail:\n${node.stderr.slice(-4000)}`);
+    await kit.stop();
+  }
+
+  const markdown = resultsMarkdown(opts, results, command);
+  console.log(markdown);
+  if (opts.markdownPath !== null) writeFileSync(opts.markdownPath, `${markdown}\n`);
+
+  if (profileDir !== null) {
+    const files = readdirSync(profileDir).filter((f) => f.endsWith('.cpuprofile'));
+    for (const f of files) {
+      console.log(`\nTop self time in twinblock (${path.join(profileDir, f)}):`);
+      for (const s of topSelfTime(path.join(profileDir, f))) {
+        console.log(`${(s.share * 100).toFixed(1).padStart(5)}%  ${s.selfMs.toFixed(0).padStart(7)} ms  ${s.name}`);
+      }
+    }
+    if (files.length === 0) console.log('\nno .cpuprofile written (did the node exit cleanly?)');
+  }
+  // A directory the user chose is not ours to delete: remove just our two files from it.
+  if (opts.dir !== null) await run('rm', ['-f', tbFile, kitFile]);
+  await cleanupAll();
+}
+
+main().catch(async (err: unknown) => {
+  console.error(`bench: ${(err as Error).message}`);
+  await cleanupAll();
+  process.exit(1);
+});
