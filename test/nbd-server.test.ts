@@ -1,0 +1,560 @@
+// Server tests over raw TCP sockets. Messages are built by hand here (not with our codec), so the
+// wire layout is checked independently of the code under test. Every bad-input case asserts its
+// exact outcome (error value or closed socket) and that another connection is still served.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startNbdServer, type NbdServerHandle } from '../src/nbd/server.js';
+import { NbdRequestError, type NbdErrno, type NbdExport, type NbdRequestObserver } from '../src/nbd/export.js';
+
+// ---- an in-memory export -------------------------------------------------------------------
+
+class MemoryExport implements NbdExport {
+  readonly bytes: Buffer;
+  readonly description = 'in-memory test export';
+  delayMs = 0;
+  /** Per-call override: throw this from the next operations. */
+  failWith: Error | null = null;
+  readonly calls: string[] = [];
+
+  constructor(readonly name: string, readonly sizeBytes: number, readonly readOnly = false) {
+    this.bytes = Buffer.alloc(sizeBytes);
+  }
+
+  private async settle(call: string): Promise<void> {
+    this.calls.push(call);
+    if (this.delayMs > 0) await sleep(this.delayMs);
+    if (this.failWith) throw this.failWith;
+  }
+
+  async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    await this.settle(`read ${offsetBytes} ${lengthBytes}`);
+    return Buffer.from(this.bytes.subarray(offsetBytes, offsetBytes + lengthBytes));
+  }
+
+  async write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void> {
+    await this.settle(`write ${offsetBytes} ${data.length}${fua ? ' fua' : ''}`);
+    data.copy(this.bytes, offsetBytes);
+  }
+
+  async flush(): Promise<void> {
+    await this.settle('flush');
+  }
+
+  async trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
+    await this.settle(`trim ${offsetBytes} ${lengthBytes}${fua ? ' fua' : ''}`);
+  }
+
+  async writeZeroes(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
+    await this.settle(`zero ${offsetBytes} ${lengthBytes}${fua ? ' fua' : ''}`);
+    this.bytes.fill(0, offsetBytes, offsetBytes + lengthBytes);
+  }
+}
+
+// ---- wire helpers, written independently of src/nbd/codec ----------------------------------
+
+const IHAVEOPT = Buffer.from('IHAVEOPT');
+const REPLY_MAGIC = Buffer.from('0003e889045565a9', 'hex');
+const REP_ACK = 1;
+const REP_SERVER = 2;
+const REP_INFO = 3;
+const ERR_UNSUP = 0x80000001;
+const ERR_INVALID = 0x80000003;
+const ERR_UNKNOWN = 0x80000006;
+const OPT = { EXPORT_NAME: 1, ABORT: 2, LIST: 3, STARTTLS: 5, INFO: 6, GO: 7, STRUCTURED_REPLY: 8, EXTENDED_HEADERS: 11 };
+const CMD = { READ: 0, WRITE: 1, DISC: 2, FLUSH: 3, TRIM: 4, CACHE: 5, WRITE_ZEROES: 6 };
+const ERRNO: Record<NbdErrno, number> = { EPERM: 1, EIO: 5, ENOMEM: 12, EINVAL: 22, ENOSPC: 28, EOVERFLOW: 75, ENOTSUP: 95, ESHUTDOWN: 108 };
+const MiB = 1024 * 1024;
+
+function u16(v: number): Buffer { const b = Buffer.alloc(2); b.writeUInt16BE(v); return b; }
+function u32(v: number): Buffer { const b = Buffer.alloc(4); b.writeUInt32BE(v); return b; }
+function u64(v: number): Buffer { const b = Buffer.alloc(8); b.writeBigUInt64BE(BigInt(v)); return b; }
+
+function option(code: number, data: Buffer = Buffer.alloc(0)): Buffer {
+  return Buffer.concat([IHAVEOPT, u32(code), u32(data.length), data]);
+}
+
+function infoData(name: string, infos: number[] = []): Buffer {
+  const n = Buffer.from(name);
+  return Buffer.concat([u32(n.length), n, u16(infos.length), ...infos.map(u16)]);
+}
+
+function request(type: number, cookie: number, offsetBytes: number, lengthBytes: number, flags = 0, data?: Buffer): Buffer {
+  const header = Buffer.concat([u32(0x25609513), u16(flags), u16(type), u32(0), u32(cookie), u64(offsetBytes), u32(lengthBytes)]);
+  return data ? Buffer.concat([header, data]) : header;
+}
+
+/** A raw client socket with exact-length reads. */
+class Raw {
+  private received = Buffer.alloc(0);
+  private wake: (() => void) | null = null;
+  ended = false;
+  readonly closed: Promise<void>;
+
+  private constructor(readonly socket: net.Socket) {
+    socket.on('data', (chunk: Buffer) => {
+      this.received = Buffer.concat([this.received, chunk]);
+      this.wake?.();
+    });
+    socket.on('error', () => { /* the close event reports it */ });
+    this.closed = new Promise((resolve) => socket.once('close', () => {
+      this.ended = true;
+      this.wake?.();
+      resolve();
+    }));
+  }
+
+  static connect(port: number): Promise<Raw> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(port, '127.0.0.1', () => resolve(new Raw(socket)));
+      socket.once('error', reject);
+    });
+  }
+
+  send(...parts: Buffer[]): void {
+    this.socket.write(Buffer.concat(parts));
+  }
+
+  async read(lengthBytes: number): Promise<Buffer> {
+    const deadline = Date.now() + 5000;
+    while (this.received.length < lengthBytes) {
+      if (this.ended) throw new Error(`connection closed with ${this.received.length}/${lengthBytes} bytes`);
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${lengthBytes} bytes`);
+      await new Promise<void>((resolve) => { this.wake = resolve; setTimeout(resolve, 100); });
+    }
+    const out = this.received.subarray(0, lengthBytes);
+    this.received = this.received.subarray(lengthBytes);
+    return out;
+  }
+
+  /** Resolves when the server closed the connection; returns any bytes it sent first. */
+  async expectClosed(): Promise<Buffer> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('server did not close the connection')), 5000);
+    });
+    await Promise.race([this.closed, timeout]).finally(() => clearTimeout(timer));
+    return this.received;
+  }
+
+  async optionReply(): Promise<{ option: number; type: number; data: Buffer }> {
+    const header = await this.read(20);
+    assert.ok(header.subarray(0, 8).equals(REPLY_MAGIC), 'option reply magic');
+    const data = await this.read(header.readUInt32BE(16));
+    return { option: header.readUInt32BE(8), type: header.readUInt32BE(12), data: Buffer.from(data) };
+  }
+
+  /** A simple reply: [error value, cookie, data]. */
+  async reply(dataBytes = 0): Promise<{ error: number; cookie: number; data: Buffer }> {
+    const header = await this.read(16);
+    assert.equal(header.readUInt32BE(0), 0x67446698, 'simple reply magic');
+    const error = header.readUInt32BE(4);
+    assert.equal(header.readUInt32BE(8), 0, 'cookie high half echoed');
+    const data = error === 0 && dataBytes > 0 ? Buffer.from(await this.read(dataBytes)) : Buffer.alloc(0);
+    return { error, cookie: header.readUInt32BE(12), data };
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/** Greeting, client flags, GO: returns [size, transmission flags]. */
+async function negotiate(raw: Raw, exportName = 'vol'): Promise<{ sizeBytes: number; flags: number }> {
+  const greeting = await raw.read(18);
+  assert.equal(greeting.toString('latin1', 0, 16), 'NBDMAGICIHAVEOPT');
+  assert.equal(greeting.readUInt16BE(16), 3, 'FIXED_NEWSTYLE | NO_ZEROES');
+  raw.send(u32(3), option(OPT.GO, infoData(exportName)));
+  let sizeBytes = -1;
+  let flags = -1;
+  for (;;) {
+    const reply = await raw.optionReply();
+    assert.equal(reply.option, OPT.GO);
+    if (reply.type === REP_ACK) break;
+    assert.equal(reply.type, REP_INFO);
+    if (reply.data.readUInt16BE(0) === 0) {
+      assert.equal(reply.data.length, 12);
+      sizeBytes = Number(reply.data.readBigUInt64BE(2));
+      flags = reply.data.readUInt16BE(10);
+    }
+  }
+  return { sizeBytes, flags };
+}
+
+// ---- fixture -------------------------------------------------------------------------------
+
+const sizeBytes = 4 * MiB;
+
+describe('NBD server over raw sockets', () => {
+  const vol = new MemoryExport('vol', sizeBytes);
+  const readOnlyVol = new MemoryExport('ro', sizeBytes, true);
+  const done: { command: string; bytes: number; errno: NbdErrno | null }[] = [];
+  const observer: NbdRequestObserver = {
+    requestDone: (command, bytes, _latency, errno) => { done.push({ command, bytes, errno }); },
+    connectionOpened: () => undefined,
+    connectionClosed: () => undefined,
+  };
+  const warnings: string[] = [];
+  const log = (level: string, msg: string): void => { if (level === 'warn') warnings.push(msg); };
+  let server: NbdServerHandle;
+  let readOnlyServer: NbdServerHandle;
+  let witness: Raw;
+  let witnessCookie = 1000;
+
+  /** The long-lived second connection: after every bad case it must still read correct bytes. */
+  async function assertWitnessServed(): Promise<void> {
+    const cookie = witnessCookie++;
+    vol.bytes.write('witness', 3 * MiB);
+    witness.send(request(CMD.READ, cookie, 3 * MiB, 512));
+    const reply = await witness.reply(512);
+    assert.deepEqual([reply.error, reply.cookie], [0, cookie]);
+    assert.equal(reply.data.toString('latin1', 0, 7), 'witness');
+  }
+
+  async function connected(exportName = 'vol', port = server.port): Promise<Raw> {
+    const raw = await Raw.connect(port);
+    await negotiate(raw, exportName);
+    return raw;
+  }
+
+  before(async () => {
+    server = await startNbdServer({ host: '127.0.0.1', port: 0, export: vol, observer, log });
+    readOnlyServer = await startNbdServer({ host: '127.0.0.1', port: 0, export: readOnlyVol, log });
+    witness = await connected();
+  });
+
+  after(async () => {
+    witness.close();
+    await server.close();
+    await readOnlyServer.close();
+  });
+
+  test('greeting, GO with exact info replies, then write and read back', async () => {
+    const raw = await Raw.connect(server.port);
+    const greeting = await raw.read(18);
+    assert.ok(greeting.equals(Buffer.concat([Buffer.from('NBDMAGIC'), IHAVEOPT, u16(3)])));
+    raw.send(u32(1), option(OPT.GO, infoData('vol', [1, 2, 3])));
+    const replies = [await raw.optionReply(), await raw.optionReply(), await raw.optionReply(), await raw.optionReply(), await raw.optionReply()];
+    assert.deepEqual(replies.map((r) => [r.option, r.type]), [[7, REP_INFO], [7, REP_INFO], [7, REP_INFO], [7, REP_INFO], [7, REP_ACK]]);
+    const byInfo = new Map(replies.slice(0, 4).map((r) => [r.data.readUInt16BE(0), r.data]));
+    const exportInfo = byInfo.get(0)!;
+    assert.equal(exportInfo.length, 12);
+    assert.equal(Number(exportInfo.readBigUInt64BE(2)), sizeBytes);
+    // HAS_FLAGS | SEND_FLUSH | SEND_FUA | SEND_TRIM | SEND_WRITE_ZEROES | CAN_MULTI_CONN; no FAST_ZERO, no READ_ONLY.
+    assert.equal(exportInfo.readUInt16BE(10), 0x1 | 0x4 | 0x8 | 0x20 | 0x40 | 0x100);
+    assert.ok(byInfo.get(3)!.equals(Buffer.concat([u16(3), u32(512), u32(4096), u32(32 * MiB)])));
+    assert.equal(byInfo.get(1)!.toString('utf8', 2), 'vol');
+    assert.equal(byInfo.get(2)!.toString('utf8', 2), 'in-memory test export');
+    assert.equal(replies[4]!.data.length, 0);
+
+    const data = Buffer.alloc(8192, 0x5a);
+    // Overlapping requests in flight together have no defined order (proto.md "Ordering of
+    // messages and writes"), so the read goes out once the write is answered.
+    raw.send(request(CMD.WRITE, 1, 4096, data.length, 1, data));
+    assert.deepEqual(await raw.reply(), { error: 0, cookie: 1, data: Buffer.alloc(0) });
+    raw.send(request(CMD.READ, 2, 4096, 8192));
+    const readBack = await raw.reply(8192);
+    assert.deepEqual([readBack.cookie, readBack.error], [2, 0]);
+    assert.ok(readBack.data.equals(data));
+    raw.send(request(CMD.FLUSH, 3, 0, 0));
+    assert.deepEqual(await raw.reply(), { error: 0, cookie: 3, data: Buffer.alloc(0) });
+    assert.ok(vol.calls.includes('write 4096 8192 fua'));
+    raw.close();
+  });
+
+  test('INFO does not enter transmission; LIST answers one SERVER then ACK', async () => {
+    const raw = await Raw.connect(server.port);
+    await raw.read(18);
+    raw.send(u32(3), option(OPT.INFO, infoData('vol')), option(OPT.LIST));
+    const info = [await raw.optionReply(), await raw.optionReply(), await raw.optionReply()];
+    assert.deepEqual(info.map((r) => [r.option, r.type]), [[6, REP_INFO], [6, REP_INFO], [6, REP_ACK]]);
+    const server1 = await raw.optionReply();
+    assert.deepEqual([server1.option, server1.type], [OPT.LIST, REP_SERVER]);
+    assert.equal(server1.data.readUInt32BE(0), 3);
+    assert.equal(server1.data.toString('utf8', 4, 7), 'vol');
+    assert.deepEqual(await raw.optionReply(), { option: OPT.LIST, type: REP_ACK, data: Buffer.alloc(0) });
+    raw.send(option(OPT.LIST, Buffer.from('x')));
+    assert.equal((await raw.optionReply()).type, ERR_INVALID);
+    raw.close();
+  });
+
+  test('EXPORT_NAME replies 134 bytes, or 10 with NO_ZEROES, then serves requests', async () => {
+    for (const clientFlags of [1, 3]) {
+      const raw = await Raw.connect(server.port);
+      await raw.read(18);
+      raw.send(u32(clientFlags), option(OPT.EXPORT_NAME, Buffer.from('vol')), request(CMD.READ, 9, 0, 512));
+      const reply = await raw.read(clientFlags === 3 ? 10 : 134);
+      assert.equal(Number(reply.readBigUInt64BE(0)), sizeBytes);
+      if (clientFlags === 1) assert.ok(reply.subarray(10).equals(Buffer.alloc(124)));
+      assert.deepEqual((await raw.reply(512)).cookie, 9);
+      raw.close();
+    }
+  });
+
+  test('the empty export name selects the default (only) export', async () => {
+    const raw = await connected('');
+    raw.send(request(CMD.READ, 1, 0, 512));
+    assert.equal((await raw.reply(512)).error, 0);
+    raw.close();
+  });
+
+  test('unknown export: GO answers ERR_UNKNOWN and the next option is read; EXPORT_NAME closes', async () => {
+    const raw = await Raw.connect(server.port);
+    await raw.read(18);
+    raw.send(u32(3), option(OPT.GO, infoData('nope')));
+    const reply = await raw.optionReply();
+    assert.equal(reply.type, ERR_UNKNOWN);
+    assert.match(reply.data.toString(), /nope/);
+    raw.send(option(OPT.GO, infoData('vol')));
+    const types: number[] = [];
+    for (let r = await raw.optionReply(); ; r = await raw.optionReply()) { types.push(r.type); if (r.type === REP_ACK) break; }
+    assert.deepEqual(types, [REP_INFO, REP_INFO, REP_ACK]);
+    raw.close();
+
+    const closing = await Raw.connect(server.port);
+    await closing.read(18);
+    closing.send(u32(3), option(OPT.EXPORT_NAME, Buffer.from('nope')));
+    assert.equal((await closing.expectClosed()).length, 0);
+    await assertWitnessServed();
+  });
+
+  test('unknown options, STARTTLS, STRUCTURED_REPLY, EXTENDED_HEADERS answer ERR_UNSUP and negotiation continues', async () => {
+    const raw = await Raw.connect(server.port);
+    await raw.read(18);
+    raw.send(u32(3), option(0x1234, Buffer.from('some option data')), option(OPT.STARTTLS),
+      option(OPT.STRUCTURED_REPLY), option(OPT.EXTENDED_HEADERS), option(OPT.GO, infoData('nope')));
+    for (const code of [0x1234, OPT.STARTTLS, OPT.STRUCTURED_REPLY, OPT.EXTENDED_HEADERS]) {
+      const reply = await raw.optionReply();
+      assert.deepEqual([reply.option, reply.type], [code, ERR_UNSUP]);
+    }
+    assert.equal((await raw.optionReply()).type, ERR_UNKNOWN);
+    raw.send(option(OPT.GO, Buffer.from([0, 0])));
+    assert.equal((await raw.optionReply()).type, ERR_INVALID, 'malformed GO data');
+    raw.send(option(OPT.GO, infoData('vol')));
+    await raw.optionReply();
+    await raw.optionReply();
+    assert.equal((await raw.optionReply()).type, REP_ACK);
+    raw.send(request(CMD.READ, 5, 0, 512));
+    assert.equal((await raw.reply(512)).cookie, 5);
+    raw.close();
+  });
+
+  test('an oversized unknown option is skipped and answered ERR_UNSUP', async () => {
+    const raw = await Raw.connect(server.port);
+    await raw.read(18);
+    raw.send(u32(3), option(0x4321, Buffer.alloc(200_000, 1)), option(OPT.LIST));
+    assert.equal((await raw.optionReply()).type, ERR_UNSUP);
+    assert.equal((await raw.optionReply()).type, REP_SERVER);
+    raw.close();
+  });
+
+  test('ABORT is answered with ACK, then the server closes', async () => {
+    const raw = await Raw.connect(server.port);
+    await raw.read(18);
+    raw.send(u32(3), option(OPT.ABORT));
+    const rest = await raw.expectClosed();
+    assert.ok(rest.equals(Buffer.concat([REPLY_MAGIC, u32(OPT.ABORT), u32(REP_ACK), u32(0)])));
+  });
+
+  test('malformed handshakes close that socket only', async () => {
+    const cases: [string, Buffer][] = [
+      ['unknown client flag', u32(4)],
+      ['bad option magic', Buffer.concat([u32(3), Buffer.from('IHAVEOPX'), u32(OPT.LIST), u32(0)])],
+      ['garbage', Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n')],
+    ];
+    for (const [label, bytes] of cases) {
+      const raw = await Raw.connect(server.port);
+      await raw.read(18);
+      raw.send(bytes);
+      assert.equal((await raw.expectClosed()).length, 0, `${label}: closed without a reply`);
+      await assertWitnessServed();
+    }
+  });
+
+  test('a truncated packet followed by the client closing leaves the server serving others', async () => {
+    for (const partial of [u32(3).subarray(0, 2), Buffer.concat([u32(3), IHAVEOPT.subarray(0, 5)]), Buffer.concat([u32(3), option(OPT.GO, infoData('vol')).subarray(0, 25)])]) {
+      const raw = await Raw.connect(server.port);
+      await raw.read(18);
+      raw.send(partial);
+      await sleep(20);
+      raw.socket.end();
+      await raw.closed;
+      await assertWitnessServed();
+    }
+    const mid = await connected();
+    mid.send(request(CMD.WRITE, 1, 0, 4096, 0, Buffer.alloc(1000)));
+    await sleep(20);
+    mid.close();
+    await assertWitnessServed();
+  });
+
+  test('each request error gets its exact error value and the connection stays usable', async () => {
+    const raw = await connected();
+    const cases: [string, Buffer, NbdErrno][] = [
+      ['write past the end', request(CMD.WRITE, 1, sizeBytes - 512, 1024, 0, Buffer.alloc(1024)), 'ENOSPC'],
+      ['write starting past the end', request(CMD.WRITE, 2, sizeBytes + 512, 512, 0, Buffer.alloc(512)), 'ENOSPC'],
+      ['write zeroes past the end', request(CMD.WRITE_ZEROES, 3, sizeBytes, 512), 'ENOSPC'],
+      ['read past the end', request(CMD.READ, 4, sizeBytes - 512, 1024), 'EINVAL'],
+      ['read at 2^63', request(CMD.READ, 5, 2 ** 63, 512), 'EINVAL'],
+      ['trim past the end', request(CMD.TRIM, 6, sizeBytes - 512, 4096), 'EINVAL'],
+      ['unknown command', request(42, 7, 0, 512), 'EINVAL'],
+      ['CACHE (not advertised)', request(CMD.CACHE, 8, 0, 512), 'EINVAL'],
+      ['unknown flag on READ', request(CMD.READ, 9, 0, 512, 1 << 9), 'EINVAL'],
+      ['DF without structured replies', request(CMD.READ, 10, 0, 512, 1 << 2), 'EINVAL'],
+      ['NO_HOLE on WRITE', request(CMD.WRITE, 11, 0, 512, 1 << 1, Buffer.alloc(512)), 'EINVAL'],
+      ['FAST_ZERO not advertised', request(CMD.WRITE_ZEROES, 12, 0, 512, 1 << 4), 'EINVAL'],
+      ['read over 32 MiB', request(CMD.READ, 13, 0, 32 * MiB + 512), 'EINVAL'],
+      ['unaligned read', request(CMD.READ, 14, 100, 512), 'EINVAL'],
+      ['unaligned write length', request(CMD.WRITE, 15, 0, 100, 0, Buffer.alloc(100)), 'EINVAL'],
+      ['flush with a length', request(CMD.FLUSH, 16, 0, 512), 'EINVAL'],
+    ];
+    const callsBefore = vol.calls.length;
+    for (const [label, bytes, errno] of cases) {
+      const cookie = bytes.readUInt32BE(12);
+      raw.send(bytes);
+      const reply = await raw.reply();
+      assert.deepEqual([reply.cookie, reply.error], [cookie, ERRNO[errno]], label);
+    }
+    assert.equal(vol.calls.length, callsBefore, 'refused requests never reach the export');
+    raw.send(request(CMD.WRITE, 50, 0, 512, 0, Buffer.alloc(512, 7)));
+    assert.equal((await raw.reply()).error, 0);
+    raw.send(request(CMD.READ, 51, 0, 512));
+    assert.ok((await raw.reply(512)).data.equals(Buffer.alloc(512, 7)));
+    raw.close();
+  });
+
+  test('zero-length requests succeed without reaching the export', async () => {
+    const raw = await connected();
+    const callsBefore = vol.calls.length;
+    raw.send(request(CMD.READ, 1, 0, 0), request(CMD.WRITE, 2, 0, 0), request(CMD.TRIM, 3, 512, 0), request(CMD.WRITE_ZEROES, 4, sizeBytes, 0));
+    for (const cookie of [1, 2, 3, 4]) assert.deepEqual(await raw.reply(), { error: 0, cookie, data: Buffer.alloc(0) });
+    assert.equal(vol.calls.length, callsBefore);
+    raw.close();
+  });
+
+  test('export failures: NbdRequestError gives its errno, anything else EIO (and a log line)', async () => {
+    const raw = await connected();
+    vol.failWith = new NbdRequestError('ENOSPC', 'cache full');
+    raw.send(request(CMD.WRITE, 1, 0, 512, 0, Buffer.alloc(512)));
+    assert.equal((await raw.reply()).error, ERRNO.ENOSPC);
+    vol.failWith = new Error('disk on fire');
+    raw.send(request(CMD.READ, 2, 0, 512), request(CMD.FLUSH, 3, 0, 0));
+    assert.deepEqual([(await raw.reply()).error, (await raw.reply()).error], [ERRNO.EIO, ERRNO.EIO]);
+    vol.failWith = null;
+    assert.ok(warnings.some((w) => w.includes('export failed')));
+    raw.send(request(CMD.READ, 4, 0, 512));
+    assert.equal((await raw.reply(512)).error, 0);
+    raw.close();
+  });
+
+  test('read-only export: READ_ONLY flag, writes/trim/zeroes EPERM, reads served', async () => {
+    const raw = await Raw.connect(readOnlyServer.port);
+    const { flags } = await negotiate(raw, 'ro');
+    assert.equal(flags & 0x2, 0x2);
+    raw.send(request(CMD.WRITE, 1, 0, 512, 0, Buffer.alloc(512)), request(CMD.TRIM, 2, 0, 512), request(CMD.WRITE_ZEROES, 3, 0, 512));
+    for (const cookie of [1, 2, 3]) assert.deepEqual(await raw.reply(), { error: ERRNO.EPERM, cookie, data: Buffer.alloc(0) });
+    raw.send(request(CMD.READ, 4, 0, 512));
+    assert.equal((await raw.reply(512)).error, 0);
+    assert.deepEqual(readOnlyVol.calls, ['read 0 512']);
+    raw.close();
+  });
+
+  test('a bad request magic closes that connection only', async () => {
+    const raw = await connected();
+    const bad = request(CMD.READ, 1, 0, 512);
+    bad.writeUInt32BE(0x12560953, 0);
+    raw.send(bad);
+    assert.equal((await raw.expectClosed()).length, 0);
+    await assertWitnessServed();
+  });
+
+  test('a WRITE longer than 32 MiB closes that connection only', async () => {
+    const raw = await connected();
+    raw.send(request(CMD.WRITE, 1, 0, 32 * MiB + 512), Buffer.alloc(4096));
+    assert.equal((await raw.expectClosed()).length, 0);
+    await assertWitnessServed();
+  });
+
+  test('requests are answered as they complete, not in order', async () => {
+    const slowFirst = new MemoryExport('vol', sizeBytes);
+    const origRead = slowFirst.read.bind(slowFirst);
+    slowFirst.read = async (offsetBytes, lengthBytes) => {
+      if (offsetBytes === 0) await sleep(100);
+      return origRead(offsetBytes, lengthBytes);
+    };
+    const own = await startNbdServer({ host: '127.0.0.1', port: 0, export: slowFirst, log: () => undefined });
+    const raw = await connected('vol', own.port);
+    raw.send(request(CMD.READ, 1, 0, 512), request(CMD.READ, 2, 512, 512));
+    assert.deepEqual([(await raw.reply(512)).cookie, (await raw.reply(512)).cookie], [2, 1]);
+    raw.close();
+    await own.close();
+  });
+
+  test('hundreds of pipelined requests are all answered with their cookies and data', async () => {
+    const raw = await connected();
+    for (let i = 0; i < 300; i++) vol.bytes.writeUInt32BE(i, i * 4096);
+    raw.send(...Array.from({ length: 300 }, (_, i) => request(CMD.READ, i, i * 4096, 4096)));
+    const seen = new Set<number>();
+    for (let i = 0; i < 300; i++) {
+      const reply = await raw.reply(4096);
+      assert.equal(reply.error, 0);
+      assert.equal(reply.data.readUInt32BE(0), reply.cookie, 'data matches its cookie');
+      seen.add(reply.cookie);
+    }
+    assert.equal(seen.size, 300);
+    raw.close();
+  });
+
+  test('DISC finishes in-flight requests, then closes without a reply', async () => {
+    const slow = new MemoryExport('vol', sizeBytes);
+    slow.delayMs = 150;
+    const own = await startNbdServer({ host: '127.0.0.1', port: 0, export: slow, log: () => undefined });
+    const raw = await connected('vol', own.port);
+    raw.send(request(CMD.WRITE, 1, 0, 512, 0, Buffer.alloc(512, 1)), request(CMD.WRITE, 2, 512, 512, 0, Buffer.alloc(512, 2)),
+      request(CMD.DISC, 3, 0, 0), request(CMD.READ, 4, 0, 512));
+    const rest = await raw.expectClosed();
+    assert.equal(rest.length, 32, 'two 16-byte replies, none for DISC or for what followed it');
+    assert.deepEqual([rest.readUInt32BE(12), rest.readUInt32BE(28)].sort(), [1, 2]);
+    assert.deepEqual([rest.readUInt32BE(4), rest.readUInt32BE(20)], [0, 0]);
+    assert.equal(slow.bytes[0], 1);
+    assert.equal(slow.bytes[512], 2);
+    assert.ok(!slow.calls.some((c) => c.startsWith('read')), 'nothing after DISC was executed');
+    assert.equal(own.connections(), 0);
+    await own.close();
+  });
+
+  test('close() lets in-flight requests finish, then closes every connection', async () => {
+    const slow = new MemoryExport('vol', sizeBytes);
+    slow.delayMs = 100;
+    const own = await startNbdServer({ host: '127.0.0.1', port: 0, export: slow, log: () => undefined });
+    const raw = await connected('vol', own.port);
+    const negotiating = await Raw.connect(own.port);
+    await negotiating.read(18);
+    assert.equal(own.connections(), 2);
+    raw.send(request(CMD.WRITE, 1, 0, 512, 0, Buffer.alloc(512, 9)));
+    await sleep(20);
+    await own.close();
+    assert.deepEqual(await raw.reply(), { error: 0, cookie: 1, data: Buffer.alloc(0) });
+    await raw.expectClosed();
+    await negotiating.expectClosed();
+    assert.equal(own.connections(), 0);
+  });
+
+  test('the observer sees every answered request with its errno', async () => {
+    done.length = 0;
+    const raw = await connected();
+    raw.send(request(CMD.WRITE, 1, 0, 1024, 0, Buffer.alloc(1024)), request(CMD.READ, 2, sizeBytes, 512));
+    await raw.reply();
+    await raw.reply();
+    assert.equal(done.length, 2);
+    assert.ok(done.some((d) => d.command === 'write' && d.bytes === 1024 && d.errno === null));
+    assert.ok(done.some((d) => d.command === 'read' && d.errno === 'EINVAL'));
+    raw.close();
+  });
+
+  test('a second server on a used port fails with an address-in-use message', async () => {
+    await assert.rejects(startNbdServer({ host: '127.0.0.1', port: server.port, export: vol, log: () => undefined }),
+      /already in use/);
+  });
+});
