@@ -58,6 +58,8 @@ export interface VolumeCounters {
   writtenBytes: number;
   hardenedBytes: number;
   hardenWrites: number;
+  /** Harden jobs by what triggered them. */
+  hardenRuns: Record<HardenReason, number>;
 }
 
 export class Volume implements NbdExport {
@@ -65,7 +67,10 @@ export class Volume implements NbdExport {
   readonly description: string;
   readonly sizeBytes: number;
   readonly readOnly: boolean;
-  readonly counters: VolumeCounters = { writes: 0, writtenBytes: 0, hardenedBytes: 0, hardenWrites: 0 };
+  readonly counters: VolumeCounters = {
+    writes: 0, writtenBytes: 0, hardenedBytes: 0, hardenWrites: 0,
+    hardenRuns: { flush: 0, pressure: 0, age: 0, threshold: 0, scan: 0 },
+  };
   private readonly cache: TrackCache;
   private readonly hardener: Hardener;
   private readonly store: Store;
@@ -235,6 +240,7 @@ export class Volume implements NbdExport {
       this.cache.completeHarden(job.id);
       this.counters.hardenedBytes += job.bytes;
       this.counters.hardenWrites += job.runs.length;
+      this.counters.hardenRuns[reason]++;
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       this.opts.onHardened?.(job.bytes, job.runs.length, seconds, reason);
     } catch (err) {
