@@ -51,7 +51,9 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
       sync: true,
       destination: opts.destination ?? 2,
       colorize: opts.destination === undefined && process.stderr.isTTY === true,
-      ignore: 'pid,hostname',
+      // node and volume are on every line; as a prefix they identify the node without the noise.
+      ignore: 'pid,hostname,node,volume',
+      messageFormat: '{if node}[{node}] {end}{msg}',
       translateTime: 'SYS:HH:MM:ss.l',
     });
     return pino(options, stream);

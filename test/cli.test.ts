@@ -1,7 +1,7 @@
 // The `twinblock` command as an operator meets it: a real child process, its exit code, and the
 // exact lines on stdout and stderr.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -90,6 +90,52 @@ describe('twinblock serve: startup errors', () => {
   });
 });
 
+/** Start `serve` and wait for its "serving" log line; returns the child and the ports it logged. */
+async function startServe(configFile: string): Promise<{ child: ReturnType<typeof spawn>; adminPort: number; stderr: () => string }> {
+  const child = spawn(process.execPath, [mainJs, 'serve', '--config', configFile, '--node', 'a'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  const adminPort = await new Promise<number>((resolve, reject) => {
+    child.stderr!.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      const serving = stderr.split('\n').find((l) => l.includes('"msg":"serving"'));
+      if (serving !== undefined) resolve((JSON.parse(serving) as { adminPort: number }).adminPort);
+    });
+    child.on('exit', (code) => reject(new Error(`serve exited ${code} before serving: ${stderr}`)));
+  });
+  return { child, adminPort, stderr: () => stderr };
+}
+
+describe('twinblock serve: running', () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tb-serve-'));
+
+  it('serves status, then stops cleanly on SIGTERM with exit 0', async () => {
+    const file = path.join(dir, 'c.yaml');
+    writeFileSync(file, 'volume: v\nsize: 4MiB\ntrackSize: 4KiB\nnodes:\n  a: { nbd: "127.0.0.1:0", admin: "127.0.0.1:0", store: a.img, cache: 1MiB }\n');
+    const { child, adminPort, stderr } = await startServe(file);
+    const status = await runCli(['status', '--admin', `127.0.0.1:${adminPort}`, '--json']);
+    assert.equal(status.code, 0, status.stderr);
+    assert.equal((JSON.parse(status.stdout) as { node: string }).node, 'a');
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0, stderr());
+    assert.match(stderr(), /"msg":"stopped cleanly"/);
+  });
+
+  it('an NBD port in use is one line and exit 1', async () => {
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const port = (blocker.address() as net.AddressInfo).port;
+    try {
+      const file = path.join(dir, 'busy.yaml');
+      writeFileSync(file, `volume: v\nsize: 4MiB\nnodes:\n  a: { nbd: "127.0.0.1:${port}", admin: "127.0.0.1:0", store: b.img }\n`);
+      const result = await runCli(['serve', '--config', file, '--node', 'a', '--log-level', 'error']);
+      assertOneLineError(result, new RegExp(`127\\.0\\.0\\.1:${port} is already in use`));
+    } finally {
+      blocker.close();
+    }
+  });
+});
+
 describe('twinblock status', () => {
   let server: AdminServer;
   const sample = { node: 'a', role: 'primary', epoch: 1, volume: 'v', cache: { dirtyBytes: 0 }, peers: [] };
@@ -133,6 +179,28 @@ describe('status formatting', () => {
       '  traffic: writes 10, link sent 640KiB, resync sent 0B',
       '  nbd: 1 connection',
       '  peer b connected:yes state:in-sync united:12 tracks out-of-sync:0 tracks',
+      '',
+    ].join('\n'));
+  });
+
+  it("formats the node's NodeStatus shape (exposure object, store, mode)", () => {
+    const text = formatStatus({
+      node: 'a', volume: 'v', role: 'primary', mode: 'standalone', epoch: 0, pid: 7, sizeBytes: 64 * 1024 ** 2,
+      tracker: 'destage-scan', flush: 'disk', store: '/tmp/a.img', nbd: { uri: 'nbd://127.0.0.1:10809/v', connections: 2 },
+      cache: { capacityBytes: 256 * 1024 ** 2, chargedBytes: 0, cachedTracks: 5, dirtyTracks: 2, hardeningTracks: 0, waitingWrites: 0 },
+      exposure: { unhardenedBytes: 8192, oldestDirtyAgeMs: 850, maxDirtyAgeMs: 5000 },
+      counters: { writes: 3, writtenBytes: 12288, hardenedBytes: 4096, hardenWrites: 1, linkBytesSent: 0, resyncBytesSent: 0 },
+      peers: [],
+    });
+    assert.equal(text, [
+      'v node:a role:primary epoch:0 size:64MiB mode:standalone pid:7',
+      '  store: /tmp/a.img (tracker destage-scan, flush disk)',
+      '  cache: 8KiB dirty (2 tracks) of 256MiB, 5 tracks cached',
+      '  exposure: 8KiB unhardened, oldest dirty 850ms ago (limit 5s)',
+      '  hardening: 4KiB hardened in 1 store write',
+      '  traffic: writes 3, link sent 0B, resync sent 0B',
+      '  nbd: 2 connections',
+      '  peers: none (standalone)',
       '',
     ].join('\n'));
   });

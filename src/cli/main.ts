@@ -8,23 +8,8 @@ import path from 'node:path';
 import { Command, Option } from 'commander';
 import { demoConfig, formatAddress, loadConfig, nodeByName, parseSize, type Config } from '../config/config.js';
 import { createLogger, logLevels, type Logger } from '../log.js';
+import { startNode, type RunningNode } from '../node/node.js';
 import { formatStatus } from './status-format.js';
-
-/** The node the lead's src/node/node.ts starts (contract from the issue). */
-interface RunningNode {
-  nbdPort: number;
-  adminPort: number;
-  status(): object;
-  stop(): Promise<void>;
-}
-type StartNode = (config: Config, nodeName: string, log: Logger) => Promise<RunningNode>;
-
-// Loaded at run time so this file compiles before src/node/node.ts lands; becomes a static import then.
-async function loadStartNode(): Promise<StartNode> {
-  const modulePath = '../node/node.js';
-  const mod = (await import(modulePath)) as { startNode: StartNode };
-  return mod.startNode;
-}
 
 const STATUS_TIMEOUT_MS = 5000;
 
@@ -94,7 +79,6 @@ interface LogOptions {
 }
 
 async function runNode(config: Config, nodeName: string, log: Logger): Promise<RunningNode> {
-  const startNode = await loadStartNode();
   const node = await startNode(config, nodeName, log);
   stopOnSignals(node, log);
   exitOnCrash(log);

@@ -11,7 +11,12 @@ export interface StatusJson {
   pid?: number;
   volume?: string;
   sizeBytes?: number;
+  mode?: string;
+  store?: string;
+  tracker?: string;
+  flush?: string;
   cache?: {
+    /** Older shape; exposure.unhardenedBytes wins when both are present. */
     dirtyBytes?: number;
     dirtyTracks?: number;
     cachedTracks?: number;
@@ -19,6 +24,7 @@ export interface StatusJson {
     oldestDirtyAgeMs?: number;
     waitingWrites?: number;
   };
+  exposure?: { unhardenedBytes?: number; oldestDirtyAgeMs?: number; maxDirtyAgeMs?: number };
   counters?: {
     writes?: number;
     hardenedBytes?: number;
@@ -82,23 +88,39 @@ function headerLine(s: Json): string {
   const parts = [str(s['volume'] ?? '(volume ?)'), `node:${str(s['node'])}`, `role:${str(s['role'])}`];
   if (s['epoch'] !== undefined) parts.push(`epoch:${str(s['epoch'])}`);
   if (s['sizeBytes'] !== undefined) parts.push(`size:${bytes(s['sizeBytes'])}`);
+  if (s['mode'] !== undefined) parts.push(`mode:${str(s['mode'])}`);
   if (s['pid'] !== undefined) parts.push(`pid:${str(s['pid'])}`);
   return parts.join(' ');
 }
 
-function cacheLines(cache: Json): string[] {
-  const lines = [
-    `  cache: ${bytes(cache['dirtyBytes'])} dirty (${plural(cache['dirtyTracks'], 'track')}) of ${bytes(cache['capacityBytes'])}, ` +
+function storeLine(s: Json): string[] {
+  if (s['store'] === undefined) return [];
+  const policy = [s['tracker'] === undefined ? null : `tracker ${str(s['tracker'])}`, s['flush'] === undefined ? null : `flush ${str(s['flush'])}`]
+    .filter((p) => p !== null);
+  return [`  store: ${str(s['store'])}${policy.length > 0 ? ` (${policy.join(', ')})` : ''}`];
+}
+
+function cacheLines(cache: Json, exposure: Json): string[] {
+  const dirty = exposure['unhardenedBytes'] ?? cache['dirtyBytes'];
+  return [
+    `  cache: ${bytes(dirty)} dirty (${plural(cache['dirtyTracks'], 'track')}) of ${bytes(cache['capacityBytes'])}, ` +
       `${plural(cache['cachedTracks'], 'track')} cached` +
       (num(cache['waitingWrites']) ? `, ${plural(cache['waitingWrites'], 'write')} waiting for space` : ''),
   ];
-  const dirty = num(cache['dirtyBytes']);
-  const age = num(cache['oldestDirtyAgeMs']);
-  // The exposure line is the number an operator must be able to find at a glance (DESIGN.md
-  // "Durability policy"): what a simultaneous loss of both nodes would lose right now.
-  if (dirty === 0) lines.push('  exposure: none (everything hardened)');
-  else lines.push(`  exposure: ${bytes(dirty)} unhardened, oldest dirty ${age === undefined ? '?' : formatDurationMs(age)} ago`);
-  return lines;
+}
+
+/**
+ * The number an operator must find at a glance (DESIGN.md "Durability policy"): what losing both
+ * nodes at once would lose right now, and how old the oldest of it is against the maxDirtyAgeMs cap.
+ */
+function exposureLine(cache: Json, exposure: Json): string[] {
+  const dirty = num(exposure['unhardenedBytes'] ?? cache['dirtyBytes']);
+  const age = num(exposure['oldestDirtyAgeMs'] ?? cache['oldestDirtyAgeMs']);
+  const limit = num(exposure['maxDirtyAgeMs']);
+  if (dirty === undefined && age === undefined) return [];
+  if (dirty === 0) return ['  exposure: none (everything hardened)'];
+  const ageText = age === undefined ? '?' : formatDurationMs(age);
+  return [`  exposure: ${bytes(dirty)} unhardened, oldest dirty ${ageText} ago${limit === undefined ? '' : ` (limit ${formatDurationMs(limit)})`}`];
 }
 
 function counterLines(counters: Json): string[] {
@@ -131,8 +153,11 @@ function peerLines(peers: unknown[]): string[] {
 /** Human-readable summary of one node's /status JSON; ends with a newline. */
 export function formatStatus(status: unknown): string {
   if (!isObject(status)) return `unexpected status (not a JSON object): ${JSON.stringify(status)}\n`;
-  const lines = [headerLine(status)];
-  if (isObject(status['cache'])) lines.push(...cacheLines(status['cache']));
+  const lines = [headerLine(status), ...storeLine(status)];
+  const cache = isObject(status['cache']) ? status['cache'] : undefined;
+  const exposure = isObject(status['exposure']) ? status['exposure'] : {};
+  if (cache !== undefined) lines.push(...cacheLines(cache, exposure));
+  lines.push(...exposureLine(cache ?? {}, exposure));
   if (isObject(status['counters'])) lines.push(...counterLines(status['counters']));
   if (isObject(status['nbd'])) lines.push(`  nbd: ${plural(status['nbd']['connections'], 'connection')}`);
   if (Array.isArray(status['peers'])) lines.push(...peerLines(status['peers']));
