@@ -4,6 +4,7 @@
 // Both modes write synchronously. Logs are not on the per-request path, and the lines that matter
 // most ("hardened N bytes on shutdown", the fatal error before exit) are written right before
 // process.exit, where an asynchronous buffer would be dropped.
+import os from 'node:os';
 import { pino, type Logger } from 'pino';
 import PinoPretty from 'pino-pretty';
 
@@ -45,7 +46,7 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
   const env = opts.env ?? process.env;
   const format = chooseFormat(opts.format ?? env['TWINBLOCK_LOG']);
   const level = chooseLevel(opts.level ?? env['TWINBLOCK_LOG_LEVEL']);
-  const options = { level, base: { pid: process.pid, ...opts.bindings } };
+  const options = { level, base: { pid: process.pid, hostname: os.hostname(), ...opts.bindings } };
   if (format === 'pretty') {
     const stream = PinoPretty({
       sync: true,
