@@ -120,3 +120,15 @@ test('a failing store makes FLUSH answer EIO, keeps the data cached, and recover
   assert.deepEqual(store.synced.subarray(0, 4 * KiB), fill(4 * KiB, 9));
   await volume.close();
 });
+
+test('a write larger than the whole cache goes in pieces and completes', async () => {
+  const store = new MemoryStore(4096 * KiB, 1);
+  const volume = makeVolume(store, { cacheBytes: 256 * KiB });
+  const big = Buffer.alloc(1024 * KiB);
+  for (let i = 0; i < big.length; i++) big[i] = i % 251;
+  await volume.write(0, big, false);
+  await volume.writeZeroes(1024 * KiB, 2048 * KiB, false);
+  assert.deepEqual(await volume.read(0, 1024 * KiB), big);
+  await volume.close();
+  assert.deepEqual(store.synced.subarray(0, 1024 * KiB), big);
+});

@@ -411,11 +411,15 @@ export class TrackCache {
     return runs;
   }
 
-  /** The store holds the job's runs: clear what was not written again meanwhile. */
-  completeHarden(jobId: number): void {
+  /**
+   * The store holds the job's runs: clear what was not written again meanwhile. Returns the tracks
+   * that are now clean (every write in them hardened), for the toggle-counter tracker (Fig. 6).
+   */
+  completeHarden(jobId: number): number[] {
     const job = this.hardeningJobs.get(jobId);
     assert(job !== undefined, `unknown harden job ${jobId}`);
     this.hardeningJobs.delete(jobId);
+    const cleaned: number[] = [];
     for (const track of job.tracks) {
       const line = this.lines.get(track);
       assert(line !== undefined && line.rewritten !== null, 'hardening line vanished');
@@ -431,6 +435,7 @@ export class TrackCache {
         this.rangeDirtyTracks[this.rangeOfTrack(track)]--;
         this.dirtyChargeBytes -= line.chargeBytes;
         this.cleanLru.set(track, line);
+        cleaned.push(track);
       } else {
         // Everything before the snapshot is hardened: the line's age restarts at its first rewrite.
         line.dirtySeq = line.rewrittenSeq;
@@ -438,6 +443,7 @@ export class TrackCache {
         this.dirtyLines.set(track, line);
       }
     }
+    return cleaned;
   }
 
   /** A read whose store I/O failed: release its pins. */

@@ -168,7 +168,24 @@ export class Volume implements NbdExport {
     return this.enqueue(start, end - start, merged);
   }
 
-  private enqueue(offsetBytes: number, lengthBytes: number, data: Buffer | null): Promise<void> {
+  /**
+   * Puts a write into the cache, waiting for room if needed. A write larger than half the cache
+   * goes in track-aligned pieces, each of which fits once hardening has emptied the cache; a
+   * single piece for the whole request could never fit and would wait forever.
+   */
+  private async enqueue(offsetBytes: number, lengthBytes: number, data: Buffer | null): Promise<void> {
+    const { trackSizeBytes, cacheBytes } = this.opts;
+    const pieceBytes = Math.max(trackSizeBytes, Math.floor(cacheBytes / 2 / trackSizeBytes) * trackSizeBytes);
+    if (lengthBytes <= pieceBytes) return this.enqueuePiece(offsetBytes, lengthBytes, data);
+    const endBytes = offsetBytes + lengthBytes;
+    for (let pos = offsetBytes; pos < endBytes;) {
+      const pieceEnd = Math.min(endBytes, (Math.floor(pos / pieceBytes) + 1) * pieceBytes);
+      await this.enqueuePiece(pos, pieceEnd - pos, data === null ? null : data.subarray(pos - offsetBytes, pieceEnd - offsetBytes));
+      pos = pieceEnd;
+    }
+  }
+
+  private enqueuePiece(offsetBytes: number, lengthBytes: number, data: Buffer | null): Promise<void> {
     if (this.writeQueue.length === 0 && this.applyToCache(offsetBytes, lengthBytes, data)) return Promise.resolve();
     // Back-pressure: the cache is full of dirty data. Wait, in order, for hardening to free room.
     return new Promise<void>((resolve) => {
