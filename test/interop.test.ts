@@ -192,7 +192,7 @@ describe('fio', () => {
     const r = await run('fio', [
       '--name=verify', '--ioengine=nbd', `--uri=${node.uri}`, '--rw=randwrite', '--bs=4k', '--size=16m',
       '--numjobs=2', '--offset_increment=16m', '--iodepth=16', '--verify=crc32c', '--do_verify=1',
-      '--verify_fatal=1', '--output-format=json',
+      '--verify_fatal=1', '--verify_state_save=0', '--output-format=json',
     ], { timeoutMs: 90_000 });
     assert.equal(r.code, 0, describeRun('fio', r));
     const report = parseFioJson(r.stdout);

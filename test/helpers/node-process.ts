@@ -404,9 +404,9 @@ function waitForExit(child: ChildProcess): Promise<void> {
 // ------------------------------------------------------------------------------------ qemu-io
 
 /**
- * Run qemu-io against an NBD URI with one -c per command. cacheMode 'unsafe' makes qemu ignore
- * flushes, including the one its block layer sends when it closes the image: the only way to leave
- * writes in the node's cache and nowhere else.
+ * Run qemu-io against an NBD URI with one -c per command. Note: qemu's NBD driver sends FLUSH when
+ * it closes the image, whatever the cache mode (seen with qemu 7.2 and cache=unsafe), so qemu-io
+ * cannot leave writes only in the node's cache; fio's nbd engine can.
  */
 export function qemuIo(uri: string, commands: string[], opts: { cacheMode?: 'unsafe' | 'writeback' | 'none'; timeoutMs?: number } = {}): Promise<RunResult> {
   const args = ['-f', 'raw'];
