@@ -40,7 +40,7 @@ class MemoryStore implements Store {
 function makeVolume(store: MemoryStore, overrides: { cacheBytes?: number; maxDirtyAgeMs?: number } = {}): Volume {
   return new Volume({
     name: 'v', description: 'test', sizeBytes: store.sizeBytes, trackSizeBytes: 64 * KiB,
-    cacheBytes: overrides.cacheBytes ?? 1024 * KiB, rangeTracks: 4, readOnly: false,
+    cacheBytes: overrides.cacheBytes ?? 1024 * KiB, rangeTracks: 4,
     hardening: { maxDirtyAgeMs: overrides.maxDirtyAgeMs ?? 60_000, destageIntervalMs: 60_000, rangeDirtyThresholdTracks: 1000 },
     store,
   });

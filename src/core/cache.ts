@@ -502,6 +502,10 @@ export class TrackCache {
     return out;
   }
 
+  isTrackDirty(track: number): boolean {
+    return this.dirtyLines.has(track);
+  }
+
   /** Dirty tracks of one range (for threshold hardening and destage scans). */
   dirtyTracksOfRange(range: number): number[] {
     const { rangeTracks } = this.geometry;

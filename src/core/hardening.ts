@@ -62,6 +62,10 @@ export class Hardener {
     this.blockedWriters = count;
   }
 
+  get blockedWriterCount(): number {
+    return this.blockedWriters;
+  }
+
   /** Timer tick: start the age sweep and the periodic destage scan when due. */
   tick(nowMs: number): void {
     const oldest = this.cache.oldestDirtySinceMs();

@@ -6,6 +6,7 @@ import { NodeMetrics } from '../admin/metrics.js';
 import { startAdminServer } from '../admin/server.js';
 import { startNbdServer } from '../nbd/server.js';
 import { openFileStore } from '../store/file-store.js';
+import { openNbdStore } from '../store/nbd-store.js';
 import type { Store } from '../store/store.js';
 import { Volume, type VolumeCounters } from './volume.js';
 
@@ -47,14 +48,11 @@ export interface NodeStatus {
   peers: unknown[];
 }
 
-// TEMP until src/store/nbd-store.ts lands (being written now): then a static import.
-const nbdStoreModule = '../store/nbd-store.js';
-
 export async function openStore(config: Config, node: NodeConfig): Promise<Store> {
   const location = node.store;
   return location.kind === 'file'
     ? openFileStore(location.path, config.sizeBytes)
-    : (await import(nbdStoreModule) as { openNbdStore: (uri: string, sizeBytes: number) => Promise<Store> }).openNbdStore(location.uri, config.sizeBytes);
+    : openNbdStore(location.uri, config.sizeBytes);
 }
 
 export async function startNode(config: Config, nodeName: string, log: Logger): Promise<RunningNode> {
@@ -68,7 +66,6 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
     trackSizeBytes: config.trackSizeBytes,
     cacheBytes: nodeConfig.cacheBytes,
     rangeTracks: config.rangeTracks,
-    readOnly: false,
     hardening: {
       maxDirtyAgeMs: config.maxDirtyAgeMs,
       destageIntervalMs: config.destageIntervalMs,
@@ -76,7 +73,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
     },
     store,
     onHardened: (bytes, storeWrites, seconds, reason) => metrics?.hardenDone(bytes, storeWrites, seconds, reason),
-    onStoreError: (err) => log.error({ err: err.message, store: store.description }, 'store write failed; data stays in cache and is retried'),
+    log: (level, msg, fields) => log[level]({ ...fields, store: store.description }, msg),
   });
   metrics = new NodeMetrics(() => volume.stats(), { defaultLabels: { node: nodeName, volume: config.volume } });
 

@@ -1,11 +1,12 @@
-// The I/O shell around one node's cache: serves NBD requests from the pure TrackCache, runs the
-// Hardener's jobs against the store, and owns the only timer. Everything that decides *what*
-// happens lives in src/core; this file only moves bytes and wakes things up.
-//
-// Standalone durability (DESIGN.md "Durability policy"): one copy in RAM is not durable, so FLUSH
-// and FUA complete only after the data they cover is hardened and the store synced.
-import { BLOCK_SIZE_BYTES, TrackCache, type CacheStats, type HardenJob } from '../core/cache.js';
-import { Hardener, type HardenReason, type HardeningSettings } from '../core/hardening.js';
+// The I/O shell around one node's ReplicaCore: turns NBD requests into core events, carries out
+// the core's actions (store writes, fdatasync, link sends, host replies) and owns the only timer.
+// Everything that decides *what* happens lives in src/core; this file only moves bytes and wakes
+// things up.
+import { BLOCK_SIZE_BYTES, type CacheStats, type HardenJob } from '../core/cache.js';
+import type { HardenReason, HardeningSettings } from '../core/hardening.js';
+import type { TrackerKind } from '../core/notifier.js';
+import { ReplicaCore, type ReplicaCounters } from '../core/replica.js';
+import type { DegradedPolicy, FlushPolicy, LinkMessage, PeerState, ReplicaAction, Role } from '../core/replica-types.js';
 import { NbdRequestError, type NbdExport } from '../nbd/export.js';
 import type { Store } from '../store/store.js';
 
@@ -16,91 +17,86 @@ export interface VolumeOptions {
   trackSizeBytes: number;
   cacheBytes: number;
   rangeTracks: number;
-  readOnly: boolean;
   hardening: Omit<HardeningSettings, 'maxJobBytes' | 'pressureFraction'>;
   store: Store;
+  /** Mirroring: absent for a standalone node. */
+  mirror?: {
+    role: Role;
+    tracker: TrackerKind;
+    flush: FlushPolicy;
+    degraded: DegradedPolicy;
+    syncRateBytesPerSec: number;
+    /** Sends a message to the peer; false when the link's send buffer is full. */
+    send: (msg: LinkMessage) => boolean;
+  };
   /** Called after each harden job, for metrics. */
   onHardened?: (bytes: number, storeWrites: number, seconds: number, reason: HardenReason) => void;
-  /** Called when a store write fails (the data stays dirty and is retried). */
-  onStoreError?: (err: Error) => void;
+  log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
   nowMs?: () => number;
 }
 
-/** Hardening jobs in flight at once: enough to keep a disk queue busy, few enough to stay ordered. */
+/** Hardening jobs in flight at once: enough to keep a disk queue busy. */
 const MAX_CONCURRENT_HARDENS = 4;
 /** Largest coalesced store write. */
 const MAX_JOB_BYTES = 4 * 1024 * 1024;
 /** Dirty share of the cache where LRU hardening starts even before writers block. */
 const PRESSURE_FRACTION = 0.5;
-/** After a store write fails, wait this long before hardening again. */
 const STORE_RETRY_MS = 1000;
-
-interface PendingWrite {
-  offsetBytes: number;
-  lengthBytes: number;
-  data: Buffer | null;
-  resolve: () => void;
-}
-
-interface Waiter {
-  resolve: () => void;
-  reject: (err: Error) => void;
-}
+const SYNC_CHUNK_BYTES = 1024 * 1024;
+const SYNC_WINDOW_CHUNKS = 4;
 
 export interface VolumeStats extends CacheStats {
   waitingWrites: number;
-  hardenJobsInFlight: number;
 }
 
-/** Running totals since the node started (status `counters`). */
-export interface VolumeCounters {
-  writes: number;
-  writtenBytes: number;
-  hardenedBytes: number;
-  hardenWrites: number;
-  /** Harden jobs by what triggered them. */
-  hardenRuns: Record<HardenReason, number>;
+export type VolumeCounters = ReplicaCounters;
+
+interface Pending {
+  resolve: () => void;
+  reject: (err: Error) => void;
 }
 
 export class Volume implements NbdExport {
   readonly name: string;
   readonly description: string;
   readonly sizeBytes: number;
-  readonly readOnly: boolean;
-  readonly counters: VolumeCounters = {
-    writes: 0, writtenBytes: 0, hardenedBytes: 0, hardenWrites: 0,
-    hardenRuns: { flush: 0, pressure: 0, age: 0, threshold: 0, scan: 0 },
-  };
-  private readonly cache: TrackCache;
-  private readonly hardener: Hardener;
+  readonly core: ReplicaCore;
   private readonly store: Store;
   private readonly now: () => number;
-  private readonly writeQueue: PendingWrite[] = [];
-  private readonly waiters = new Map<number, Waiter>();
-  private nextWaiterId = 1;
-  private hardensInFlight = 0;
-  private pausedUntilMs = 0;
-  private closing = false;
+  private readonly pending = new Map<number, Pending>();
+  private nextReqId = 1;
   private readonly timer: NodeJS.Timeout;
 
   constructor(private readonly opts: VolumeOptions) {
     this.name = opts.name;
     this.description = opts.description;
     this.sizeBytes = opts.sizeBytes;
-    this.readOnly = opts.readOnly;
     this.store = opts.store;
     this.now = opts.nowMs ?? Date.now;
-    this.cache = new TrackCache({
-      volumeSizeBytes: opts.sizeBytes, trackSizeBytes: opts.trackSizeBytes,
-      capacityBytes: opts.cacheBytes, rangeTracks: opts.rangeTracks,
-    });
-    this.hardener = new Hardener(this.cache, {
-      ...opts.hardening, maxJobBytes: Math.max(MAX_JOB_BYTES, opts.trackSizeBytes), pressureFraction: PRESSURE_FRACTION,
+    const mirror = opts.mirror;
+    this.core = new ReplicaCore({
+      geometry: { volumeSizeBytes: opts.sizeBytes, trackSizeBytes: opts.trackSizeBytes, capacityBytes: opts.cacheBytes, rangeTracks: opts.rangeTracks },
+      hardening: { ...opts.hardening, maxJobBytes: Math.max(MAX_JOB_BYTES, opts.trackSizeBytes), pressureFraction: PRESSURE_FRACTION },
+      tracker: mirror?.tracker ?? 'destage-scan',
+      flush: mirror?.flush ?? 'disk',
+      degraded: mirror?.degraded ?? 'write-through',
+      role: mirror?.role ?? 'primary',
+      mirrored: mirror !== undefined,
+      maxHardensInFlight: MAX_CONCURRENT_HARDENS,
+      syncChunkBytes: SYNC_CHUNK_BYTES,
+      syncWindowChunks: SYNC_WINDOW_CHUNKS,
+      syncRateBytesPerSec: mirror?.syncRateBytesPerSec ?? Number.MAX_SAFE_INTEGER,
+      storeRetryMs: STORE_RETRY_MS,
     }, this.now());
     // Tick often enough that the age bound holds to within a few percent.
-    const tickMs = Math.max(10, Math.min(250, Math.floor(opts.hardening.maxDirtyAgeMs / 10)));
-    this.timer = setInterval(() => this.tick(), tickMs);
+    const tickMs = Math.max(10, Math.min(100, Math.floor(opts.hardening.maxDirtyAgeMs / 10)));
+    this.timer = setInterval(() => this.run((now) => this.core.tick(now)), tickMs);
     this.timer.unref();
+  }
+
+  /** The secondary's export is read-only: hosts write only to the primary (DESIGN.md). */
+  get readOnly(): boolean {
+    return this.core.role !== 'primary';
   }
 
   // ---------------------------------------------------------------- NBD requests
@@ -111,198 +107,181 @@ export class Volume implements NbdExport {
     return start === offsetBytes && end - start === lengthBytes ? bytes : bytes.subarray(offsetBytes - start, offsetBytes - start + lengthBytes);
   }
 
-  private async readAligned(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-    const plan = this.cache.beginRead(offsetBytes, lengthBytes);
-    if (plan.storeRuns.length === 0) return this.cache.finishRead(plan, []);
-    try {
-      const parts = await Promise.all(plan.storeRuns.map((r) => this.store.read(r.offsetBytes, r.lengthBytes)));
-      return this.cache.finishRead(plan, parts);
-    } catch (err) {
-      this.cache.cancelRead(plan);
-      throw err;
+  /** Reads through the cache; `onRead` runs in the same synchronous step as the cache overlay. */
+  private async readAligned(offsetBytes: number, lengthBytes: number, onRead?: (bytes: Buffer) => void): Promise<Buffer> {
+    const cache = this.core.cache;
+    const plan = cache.beginRead(offsetBytes, lengthBytes);
+    let parts: Buffer[] = [];
+    if (plan.storeRuns.length > 0) {
+      try {
+        parts = await Promise.all(plan.storeRuns.map((r) => this.store.read(r.offsetBytes, r.lengthBytes)));
+      } catch (err) {
+        cache.cancelRead(plan);
+        throw err;
+      }
     }
+    const bytes = cache.finishRead(plan, parts);
+    onRead?.(bytes);
+    return bytes;
   }
 
-  async write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void> {
-    await this.modify(offsetBytes, data.length, data);
-    this.counters.writes++;
-    this.counters.writtenBytes += data.length;
-    if (fua) await this.hardenTracks(offsetBytes, data.length);
+  write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void> {
+    return this.modify(offsetBytes, data.length, data, false, fua);
   }
 
   async trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
-    // TRIM is advisory (proto.md NBD_CMD_TRIM), but reading trimmed blocks as zeros keeps the
-    // cache and store in step on both nodes later; partial blocks at the edges are left alone.
+    // TRIM is advisory (proto.md NBD_CMD_TRIM); we zero whole blocks so both nodes read the same,
+    // and leave partial blocks at the edges alone.
     const start = Math.ceil(offsetBytes / BLOCK_SIZE_BYTES) * BLOCK_SIZE_BYTES;
     const end = Math.floor((offsetBytes + lengthBytes) / BLOCK_SIZE_BYTES) * BLOCK_SIZE_BYTES;
-    if (end > start) await this.modify(start, end - start, null);
-    if (fua) await this.hardenTracks(offsetBytes, lengthBytes);
+    if (end > start) await this.modify(start, end - start, null, true, fua);
+    else if (fua) await this.flush();
   }
 
-  async writeZeroes(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
-    await this.modify(offsetBytes, lengthBytes, null);
-    if (fua) await this.hardenTracks(offsetBytes, lengthBytes);
+  writeZeroes(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
+    return this.modify(offsetBytes, lengthBytes, null, false, fua);
   }
 
-  async flush(): Promise<void> {
-    await this.waitHardened(this.cache.sequence, null);
-    await this.store.sync();
-  }
-
-  /** FUA: the tracks of this request hardened and synced before the reply. */
-  private async hardenTracks(offsetBytes: number, lengthBytes: number): Promise<void> {
-    await this.waitHardened(this.cache.sequence, this.cache.tracksOf(offsetBytes, lengthBytes));
-    await this.store.sync();
+  flush(): Promise<void> {
+    return this.request((reqId, now) => this.core.hostFlush(reqId, now));
   }
 
   /** Writes bytes (data) or zeros (null); unaligned edges go through read-modify-write. */
-  private async modify(offsetBytes: number, lengthBytes: number, data: Buffer | null): Promise<void> {
-    this.checkOpen();
+  private async modify(offsetBytes: number, lengthBytes: number, data: Buffer | null, trim: boolean, fua: boolean): Promise<void> {
     const { start, end } = alignOut(offsetBytes, lengthBytes);
-    if (start === offsetBytes && end === offsetBytes + lengthBytes) return this.enqueue(start, lengthBytes, data);
+    if (start === offsetBytes && end === offsetBytes + lengthBytes) {
+      return this.request((reqId, now) => this.core.hostWrite(reqId, start, lengthBytes, data, trim, fua, now));
+    }
     // Hosts honour our 512-byte minimum block size (NBD_INFO_BLOCK_SIZE), so this is rare; it is
     // not atomic against a concurrent write to the same edge block, which the spec allows.
     const merged = await this.readAligned(start, end - start);
     if (data === null) merged.fill(0, offsetBytes - start, offsetBytes - start + lengthBytes);
     else data.copy(merged, offsetBytes - start);
-    return this.enqueue(start, end - start, merged);
+    return this.request((reqId, now) => this.core.hostWrite(reqId, start, end - start, merged, false, fua, now));
   }
 
-  /**
-   * Puts a write into the cache, waiting for room if needed. A write larger than half the cache
-   * goes in track-aligned pieces, each of which fits once hardening has emptied the cache; a
-   * single piece for the whole request could never fit and would wait forever.
-   */
-  private async enqueue(offsetBytes: number, lengthBytes: number, data: Buffer | null): Promise<void> {
-    const { trackSizeBytes, cacheBytes } = this.opts;
-    const pieceBytes = Math.max(trackSizeBytes, Math.floor(cacheBytes / 2 / trackSizeBytes) * trackSizeBytes);
-    if (lengthBytes <= pieceBytes) return this.enqueuePiece(offsetBytes, lengthBytes, data);
-    const endBytes = offsetBytes + lengthBytes;
-    for (let pos = offsetBytes; pos < endBytes;) {
-      const pieceEnd = Math.min(endBytes, (Math.floor(pos / pieceBytes) + 1) * pieceBytes);
-      await this.enqueuePiece(pos, pieceEnd - pos, data === null ? null : data.subarray(pos - offsetBytes, pieceEnd - offsetBytes));
-      pos = pieceEnd;
-    }
-  }
-
-  private enqueuePiece(offsetBytes: number, lengthBytes: number, data: Buffer | null): Promise<void> {
-    if (this.writeQueue.length === 0 && this.applyToCache(offsetBytes, lengthBytes, data)) return Promise.resolve();
-    // Back-pressure: the cache is full of dirty data. Wait, in order, for hardening to free room.
-    return new Promise<void>((resolve) => {
-      this.writeQueue.push({ offsetBytes, lengthBytes, data, resolve });
-      this.hardener.setBlockedWriters(this.writeQueue.length);
-      this.pump();
-    });
-  }
-
-  private applyToCache(offsetBytes: number, lengthBytes: number, data: Buffer | null): boolean {
-    const nowMs = this.now();
-    const ok = data === null ? this.cache.writeZeroes(offsetBytes, lengthBytes, nowMs) : this.cache.write(offsetBytes, data, nowMs);
-    if (ok) {
-      this.hardener.noteWrite(this.cache.tracksOf(offsetBytes, lengthBytes));
-      if (this.hardensInFlight < MAX_CONCURRENT_HARDENS) this.pump();
-    }
-    return ok;
-  }
-
-  private drainWriteQueue(): void {
-    while (this.writeQueue.length > 0) {
-      const head = this.writeQueue[0]!;
-      if (!this.applyToCache(head.offsetBytes, head.lengthBytes, head.data)) break;
-      this.writeQueue.shift();
-      head.resolve();
-    }
-    this.hardener.setBlockedWriters(this.writeQueue.length);
-  }
-
-  private waitHardened(seq: number, tracks: number[] | null): Promise<void> {
-    const id = this.nextWaiterId++;
-    const done = new Promise<void>((resolve, reject) => this.waiters.set(id, { resolve, reject }));
-    this.hardener.addWaiter(id, seq, tracks);
-    this.settleWaiters();
-    this.pump();
+  private request(start: (reqId: number, nowMs: number) => void): Promise<void> {
+    const reqId = this.nextReqId++;
+    const done = new Promise<void>((resolve, reject) => this.pending.set(reqId, { resolve, reject }));
+    this.run((now) => start(reqId, now));
     return done;
   }
 
-  private settleWaiters(): void {
-    for (const id of this.hardener.takeSatisfiedWaiters()) {
-      this.waiters.get(id)?.resolve();
-      this.waiters.delete(id);
-    }
+  // ---------------------------------------------------------------- link events (from the node)
+
+  linkEstablished(): void {
+    this.run((now) => this.core.linkEstablished(now));
   }
 
-  // ---------------------------------------------------------------- hardening
-
-  private tick(): void {
-    this.hardener.tick(this.now());
-    this.pump();
+  linkDown(): void {
+    this.run((now) => this.core.linkDown(now));
   }
 
-  private pump(): void {
-    if (this.now() < this.pausedUntilMs) return;
-    while (this.hardensInFlight < MAX_CONCURRENT_HARDENS) {
-      const next = this.hardener.nextJob(this.now());
-      if (next === null) return;
-      void this.runHardenJob(next.job, next.reason);
+  linkMessage(msg: LinkMessage): void {
+    this.run((now) => this.core.linkMessage(msg, now));
+  }
+
+  linkDrained(): void {
+    this.run((now) => this.core.setLinkWritable(true, now));
+  }
+
+  /** True while a full cache holds the peer's stream back: the node pauses the socket. */
+  get inboundBlocked(): boolean {
+    return this.core.inboundBlocked;
+  }
+
+  // ---------------------------------------------------------------- actions
+
+  /** Feeds one event to the core, then carries out every action it emitted. */
+  private run(event: (nowMs: number) => void): void {
+    event(this.now());
+    for (const action of this.core.takeActions()) this.perform(action);
+  }
+
+  private perform(action: ReplicaAction): void {
+    switch (action.kind) {
+      case 'reply': {
+        const p = this.pending.get(action.reqId);
+        this.pending.delete(action.reqId);
+        if (action.errno === null) p?.resolve();
+        else p?.reject(new NbdRequestError(action.errno, action.message ?? action.errno));
+        return;
+      }
+      case 'send':
+        if (this.opts.mirror?.send(action.msg) === false) this.core.setLinkWritable(false, this.now());
+        return;
+      case 'harden':
+        void this.runHardenJob(action.job, action.reason);
+        return;
+      case 'sync-store':
+        this.store.sync().then(
+          () => this.run(() => this.core.storeSynced(action.syncId, true)),
+          (err: Error) => { this.log('error', 'store sync failed', { error: err.message }); this.run(() => this.core.storeSynced(action.syncId, false)); },
+        );
+        return;
+      case 'sync-read':
+        this.readAligned(action.offsetBytes, action.lengthBytes, (bytes) => this.core.syncChunkRead(action.offsetBytes, bytes, this.now()))
+          .then(() => this.run(() => undefined), (err: Error) => this.run(() => this.core.syncChunkFailed(err.message)));
+        return;
+      case 'log':
+        this.log(action.level, action.msg, action.fields);
+        return;
     }
   }
 
   private async runHardenJob(job: HardenJob, reason: HardenReason): Promise<void> {
-    this.hardensInFlight++;
     const started = process.hrtime.bigint();
     try {
       await Promise.all(job.runs.map((r) => (r.data === null
         ? this.store.writeZeroes(r.offsetBytes, r.lengthBytes)
         : this.store.write(r.offsetBytes, r.data))));
-      this.cache.completeHarden(job.id);
-      this.counters.hardenedBytes += job.bytes;
-      this.counters.hardenWrites += job.runs.length;
-      this.counters.hardenRuns[reason]++;
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      this.opts.onHardened?.(job.bytes, job.runs.length, seconds, reason);
     } catch (err) {
-      this.cache.abandonHarden(job.id);
-      this.failWaiters(err as Error);
-    } finally {
-      this.hardensInFlight--;
+      this.run((now) => this.core.hardenFailed(job.id, (err as Error).message, now));
+      return;
     }
-    this.drainWriteQueue();
-    this.settleWaiters();
-    this.pump();
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    this.opts.onHardened?.(job.bytes, job.runs.length, seconds, reason);
+    this.run((now) => this.core.hardenDone(job.id, job.bytes, job.runs.length, reason, now));
   }
 
-  /** A store write failed: FLUSH/FUA waiting on hardening get EIO rather than hang. */
-  private failWaiters(err: Error): void {
-    this.pausedUntilMs = this.now() + STORE_RETRY_MS;
-    this.opts.onStoreError?.(err);
-    for (const [id, w] of this.waiters) {
-      w.reject(new NbdRequestError('EIO', `store write failed: ${err.message}`));
-      this.waiters.delete(id);
-      this.hardener.removeWaiter(id);
-    }
+  private log(level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>): void {
+    this.opts.log?.(level, msg, fields);
   }
 
-  // ---------------------------------------------------------------- lifecycle and status
+  // ---------------------------------------------------------------- status and lifecycle
 
-  private checkOpen(): void {
-    if (this.closing) throw new NbdRequestError('ESHUTDOWN', 'node is shutting down');
+  get counters(): VolumeCounters {
+    return this.core.counters;
   }
 
   get storeDescription(): string {
     return this.store.description;
   }
 
-  stats(): VolumeStats {
-    return { ...this.cache.stats(this.now()), waitingWrites: this.writeQueue.length, hardenJobsInFlight: this.hardensInFlight };
+  get peerState(): PeerState {
+    return this.core.peerState;
   }
 
-  /** Hardens everything, syncs and closes the store. New writes are refused from now on. */
+  stats(): VolumeStats {
+    return { ...this.core.cache.stats(this.now()), waitingWrites: this.core.hardener.blockedWriterCount };
+  }
+
+  /** Hardens everything, syncs and closes the store. New writes get ESHUTDOWN from now on. */
   async close(): Promise<void> {
-    this.closing = true;
-    // Writes already admitted (in the cache or queued for room) are hardened; new ones get ESHUTDOWN.
-    do await this.flush(); while (this.writeQueue.length > 0 || this.cache.stats(this.now()).dirtyTracks > 0);
+    this.core.beginClose();
+    // Writes already admitted (cached, queued for room, or awaiting the peer) are hardened.
+    do await this.flushLocal(); while (!this.core.quiescent);
     clearInterval(this.timer);
     await this.store.close();
+  }
+
+  /** A local harden-everything (FLUSH as a standalone node would do it), for shutdown. */
+  private async flushLocal(): Promise<void> {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    const reqId = this.nextReqId++;
+    const done = new Promise<void>((resolve, reject) => this.pending.set(reqId, { resolve, reject }));
+    this.run((now) => this.core.hostFlushLocal(reqId, now));
+    await done;
   }
 }
 
