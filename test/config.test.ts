@@ -103,14 +103,28 @@ describe('config defaults', () => {
     assert.match(errorOf(() => loadConfig(path.join(dir, 'missing.yaml'))), /^config .*missing\.yaml: cannot read: no such file$/);
   });
 
-  it('demoConfig is a valid standalone config', () => {
-    const c = demoConfig('/tmp/demo', 64 * 1024 * 1024);
+  it('demoConfig is a valid local pair: primary a, secondary b', () => {
+    const c = demoConfig('/tmp/demo', 64 * 1024 * 1024, 'a-demo-secret-of-enough-length');
     assert.equal(c.sizeBytes, 64 * 1024 * 1024);
+    assert.equal(c.primary, 'a');
+    assert.deepEqual(c.nodes.map((n) => n.name), ['a', 'b']);
     assert.deepEqual(c.nodes[0]!.nbd, { host: '127.0.0.1', port: 10809 });
     assert.deepEqual(c.nodes[0]!.admin, { host: '127.0.0.1', port: 8801 });
+    assert.deepEqual(c.nodes[1]!.nbd, { host: '127.0.0.1', port: 10810 });
     assert.deepEqual(c.nodes[0]!.store, { kind: 'file', path: '/tmp/demo/a.img' });
+    assert.deepEqual(c.nodes[1]!.store, { kind: 'file', path: '/tmp/demo/b.img' });
     assert.equal(c.nodes[0]!.cacheBytes, 256 * 1024 * 1024);
-    assert.throws(() => demoConfig('/tmp/demo', 1000), /size: must be a positive multiple of 512/);
+    assert.throws(() => demoConfig('/tmp/demo', 1000, 'a-demo-secret-of-enough-length'), /size: must be a positive multiple of 512/);
+  });
+
+  it('syncRate and heartbeatTimeoutMs have defaults and are validated', () => {
+    const base = 'volume: v\nsize: 1MiB\nnodes:\n  a: { nbd: "127.0.0.1:1", admin: "127.0.0.1:2", store: /tmp/x.img }\n';
+    const c = parseConfigText(base, '/tmp');
+    assert.equal(c.syncRateBytesPerSec, 200 * 1024 * 1024);
+    assert.equal(c.heartbeatTimeoutMs, 1000);
+    assert.equal(parseConfigText(`${base}syncRate: 50MiB\n`, '/tmp').syncRateBytesPerSec, 50 * 1024 * 1024);
+    assert.match(errorOf(() => parseConfigText(`${base}syncRate: 1KiB\n`, '/tmp')), /syncRate: must be at least/);
+    assert.match(errorOf(() => parseConfigText(`${base}heartbeatTimeoutMs: 5\n`, '/tmp')), /heartbeatTimeoutMs: must be at least 100/);
   });
 });
 

@@ -4,6 +4,7 @@
 // the config, a port in use), so they print ONE line, "twinblock: <message>", and exit 1; a stack
 // trace would bury the line that says what to fix. Set TWINBLOCK_DEBUG=1 to get the stack too.
 import { mkdirSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { demoConfig, formatAddress, loadConfig, nodeByName, parseSize, type Config } from '../config/config.js';
@@ -102,25 +103,38 @@ async function demoCommand(opts: LogOptions & { dir: string; size: string }): Pr
   }
   const dir = path.resolve(opts.dir);
   mkdirSync(dir, { recursive: true });
-  const config = demoConfig(dir, sizeBytes);
-  const nodeConfig = config.nodes[0]!;
+  // A fresh link secret per run: the demo's link is authenticated like a real pair's.
+  const config = demoConfig(dir, sizeBytes, randomBytes(24).toString('base64url'));
   // A demo is watched by a person: readable logs unless they asked otherwise.
   const format = opts.logFormat ?? (process.env['TWINBLOCK_LOG'] === 'json' ? 'json' : 'pretty');
-  const log = createLogger({ format, level: opts.logLevel, bindings: { node: nodeConfig.name, volume: config.volume } });
-  const node = await runNode(config, nodeConfig.name, log);
-  const host = nodeConfig.nbd.host;
-  const nbdUri = `nbd://${formatAddress({ host, port: node.nbdPort })}/${config.volume}`;
-  const adminUrl = `http://${formatAddress({ host: nodeConfig.admin.host, port: node.adminPort })}`;
-  process.stdout.write([
-    `twinblock demo: volume "${config.volume}", ${opts.size}, store ${dir}${path.sep}a.img (standalone node "${nodeConfig.name}")`,
-    `  NBD:    ${nbdUri}`,
-    `  admin:  ${adminUrl}/status   ${adminUrl}/metrics`,
-    `  try:    nbdinfo ${nbdUri}`,
-    `          qemu-io -f raw -c 'write -P 0xab 0 1M' -c 'read -P 0xab 0 1M' ${nbdUri}`,
-    `          twinblock status --admin ${adminUrl}`,
-    '  Ctrl-C hardens everything to the store and stops.',
+  const logs = config.nodes.map((n) => createLogger({ format, level: opts.logLevel, bindings: { node: n.name, volume: config.volume } }));
+  const nodes: RunningNode[] = [];
+  for (const [i, n] of config.nodes.entries()) nodes.push(await startNode(config, n.name, logs[i]!));
+  const pair: RunningNode = {
+    nbdPort: nodes[0]!.nbdPort,
+    adminPort: nodes[0]!.adminPort,
+    status: () => nodes[0]!.status(),
+    stop: async () => { await Promise.all(nodes.map((n) => n.stop())); },
+  };
+  stopOnSignals(pair, logs[0]!);
+  exitOnCrash(logs[0]!);
+  const lines = [`twinblock demo: volume "${config.volume}", ${opts.size}, a mirrored pair with stores in ${dir}`];
+  config.nodes.forEach((n, i) => {
+    const nbdUri = `nbd://${formatAddress({ host: n.nbd.host, port: nodes[i]!.nbdPort })}/${config.volume}`;
+    const adminUrl = `http://${formatAddress({ host: n.admin.host, port: nodes[i]!.adminPort })}`;
+    const role = n.name === config.primary ? 'primary (read-write)' : 'secondary (read-only)';
+    lines.push(`  node ${n.name}, ${role}:`, `    NBD:    ${nbdUri}`, `    admin:  ${adminUrl}/status   ${adminUrl}/metrics`);
+  });
+  const primaryUri = `nbd://${formatAddress({ host: config.nodes[0]!.nbd.host, port: nodes[0]!.nbdPort })}/${config.volume}`;
+  const secondaryUri = `nbd://${formatAddress({ host: config.nodes[1]!.nbd.host, port: nodes[1]!.nbdPort })}/${config.volume}`;
+  lines.push(
+    `  try:    qemu-io -f raw -c 'write -P 0xab 0 1M' ${primaryUri}`,
+    `          qemu-io -f raw -r -c 'read -P 0xab 0 1M' ${secondaryUri}`,
+    `          twinblock status --admin http://${formatAddress(config.nodes[0]!.admin)}`,
+    '  Ctrl-C hardens everything on both nodes and stops them.',
     '',
-  ].join('\n'));
+  );
+  process.stdout.write(lines.join('\n'));
 }
 
 function describeFetchError(err: unknown): string {
@@ -179,8 +193,8 @@ function buildProgram(): Command {
     .requiredOption('--config <file>', 'volume configuration (YAML)')
     .requiredOption('--node <name>', 'which node of the config this process is'))
     .action((opts: LogOptions & { config: string; node: string }) => serveCommand(opts));
-  logOptions(program.command('demo').description('run a local standalone node with a file store and print how to use it')
-    .option('--dir <dir>', 'directory for the store file', './twinblock-demo')
+  logOptions(program.command('demo').description('run a local mirrored pair (primary a, secondary b) with file stores and print how to use it')
+    .option('--dir <dir>', 'directory for the store files', './twinblock-demo')
     .option('--size <size>', 'volume size, e.g. 1GiB', '1GiB'))
     .action((opts: LogOptions & { dir: string; size: string }) => demoCommand(opts));
   program.command('status').description("show a node's status")

@@ -55,6 +55,10 @@ export interface Config {
   destageIntervalMs: number;
   rangeDirtyThresholdTracks: number;
   degraded: DegradedPolicy;
+  /** Upper bound on the initial sync's bandwidth, bytes per second (it shares the link with host writes). */
+  syncRateBytesPerSec: number;
+  /** A link silent this long is dead (the peer is lost); heartbeats go out at a quarter of it. */
+  heartbeatTimeoutMs: number;
   /** Shared link secret; null when standalone and not given. */
   secret: string | null;
   primary: string;
@@ -75,6 +79,8 @@ export const defaults = {
   maxDirtyAgeMs: 5000,
   destageIntervalMs: 1000,
   degraded: 'write-through' as DegradedPolicy,
+  syncRateBytesPerSec: 200 * 1024 * 1024,
+  heartbeatTimeoutMs: 1000,
   cacheBytes: 256 * 1024 * 1024,
 } as const;
 
@@ -116,6 +122,8 @@ const fileSchema = z.strictObject({
   destageIntervalMs: intField.optional(),
   rangeDirtyThresholdTracks: intField.optional(),
   degraded: z.enum(['write-through', 'write-back']).optional(),
+  syncRate: z.unknown().optional(),
+  heartbeatTimeoutMs: intField.optional(),
   secret: z.string().optional(),
   primary: z.string().optional(),
   nodes: z.record(z.string(), nodeSchema),
@@ -312,6 +320,8 @@ function buildConfig(raw: RawConfig, baseDir: string, sourcePath: string | null)
     maxDirtyAgeMs: atLeast('maxDirtyAgeMs', raw.maxDirtyAgeMs ?? defaults.maxDirtyAgeMs, limits.minMsValue),
     destageIntervalMs: atLeast('destageIntervalMs', raw.destageIntervalMs ?? defaults.destageIntervalMs, limits.minMsValue),
     degraded: raw.degraded ?? defaults.degraded,
+    syncRateBytesPerSec: atLeast('syncRate', sizeField('syncRate', raw.syncRate, defaults.syncRateBytesPerSec), 1024 * 1024),
+    heartbeatTimeoutMs: atLeast('heartbeatTimeoutMs', raw.heartbeatTimeoutMs ?? defaults.heartbeatTimeoutMs, 100),
     secret: raw.secret ?? null,
     primary,
     nodes,
@@ -358,15 +368,19 @@ export function loadConfig(file: string): Config {
 }
 
 /**
- * The configuration `twinblock demo` runs: one standalone node "a" with its store at DIR/a.img.
- * Built through the same validation as a file, so a bad --size gets the same kind of message.
+ * The configuration `twinblock demo` runs: a local pair, primary "a" and secondary "b", with their
+ * stores at DIR/a.img and DIR/b.img. Built through the same validation as a file, so a bad --size
+ * gets the same kind of message. The secret comes from the caller (randomness is the shell's).
  */
-export function demoConfig(dir: string, sizeBytes: number): Config {
+export function demoConfig(dir: string, sizeBytes: number, secret: string): Config {
   const raw = {
     volume: 'demo',
     size: sizeBytes,
+    secret,
+    primary: 'a',
     nodes: {
-      a: { nbd: '127.0.0.1:10809', admin: '127.0.0.1:8801', store: 'a.img', cache: '256MiB' },
+      a: { nbd: '127.0.0.1:10809', admin: '127.0.0.1:8801', link: '127.0.0.1:7801', store: 'a.img', cache: '256MiB' },
+      b: { nbd: '127.0.0.1:10810', admin: '127.0.0.1:8802', link: '127.0.0.1:7802', store: 'b.img', cache: '256MiB' },
     },
   };
   return validate(raw, path.resolve(dir), 'demo', null);
