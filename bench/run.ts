@@ -123,6 +123,8 @@ function machine(): Record<string, string> {
     cpus: `${os.availableParallelism()} × ${model}`,
     ram: `${(os.totalmem() / 1024 ** 3).toFixed(1)} GiB`,
     kernel: `${os.type()} ${os.release()}`,
+    // Other work on the machine skews the CPU-bound side more: say how busy it was.
+    'load average at end (1/5/15 min)': os.loadavg().map((l) => l.toFixed(2)).join(' / '),
     node: process.version,
     fio: version('fio', ['--version']),
     nbdkit: version('nbdkit', ['--version']),
