@@ -23,6 +23,19 @@ export interface CacheStats {
 export type HardenReason = 'threshold' | 'scan' | 'pressure' | 'age' | 'flush' | 'shutdown';
 export const hardenReasons: readonly HardenReason[] = ['threshold', 'scan', 'pressure', 'age', 'flush', 'shutdown'];
 
+/** What a pair's node reports about its link and peer at scrape time. */
+export interface LinkStats {
+  connected: boolean;
+  sentBytes: number;
+  receivedBytes: number;
+  noticeSentBytes: number;
+  unitedTracks: number;
+  outOfSyncTracks: number;
+}
+
+// Loopback is tens of µs; a WAN link tens of ms.
+const linkRttBuckets = [20e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 50e-3, 100e-3, 500e-3];
+
 export interface NodeMetricsOptions {
   /** Labels on every series, e.g. { node: 'a', volume: 'vol0' } when nodes share a scrape host. */
   defaultLabels?: Record<string, string>;
@@ -48,6 +61,7 @@ export class NodeMetrics implements NbdRequestObserver {
   private readonly hardenWrites: Counter;
   private readonly hardenDuration: Histogram;
   private readonly hardenRuns: Counter<'reason'>;
+  private readonly linkRtt: Histogram;
 
   constructor(private readonly getCacheStats: () => CacheStats, opts: NodeMetricsOptions = {}) {
     const registers = [this.registry];
@@ -73,6 +87,9 @@ export class NodeMetrics implements NbdRequestObserver {
     this.hardenRuns = new Counter({
       name: 'twinblock_harden_runs_total', help: 'Hardening runs, by what triggered them', labelNames: ['reason'], registers,
     });
+    this.linkRtt = new Histogram({
+      name: 'twinblock_link_rtt_seconds', help: 'Replication link round trip (heartbeat to its ack)', buckets: linkRttBuckets, registers,
+    });
     // Zero-initialise so rate() works from the first scrape, before any run of that kind.
     for (const reason of hardenReasons) this.hardenRuns.inc({ reason }, 0);
     this.registerCacheGauges(registers);
@@ -90,6 +107,24 @@ export class NodeMetrics implements NbdRequestObserver {
     gauge('twinblock_cache_capacity_bytes', 'Configured cache size', (s) => s.capacityBytes);
     gauge('twinblock_cache_oldest_dirty_age_seconds', 'Age of the oldest unhardened track (0 when clean)', (s) => s.oldestDirtyAgeMs / 1000);
     gauge('twinblock_cache_waiting_writes', 'Writes waiting for cache space', (s) => s.waitingWrites);
+  }
+
+  linkRttObserved(seconds: number): void {
+    this.linkRtt.observe(seconds);
+  }
+
+  /** Mirroring gauges, read at scrape time (a pair's node calls this once at startup). */
+  registerLinkGauges(read: () => LinkStats): void {
+    const registers = [this.registry];
+    const gauge = (name: string, help: string, pick: (s: LinkStats) => number): void => {
+      new Gauge({ name, help, registers, collect() { this.set(pick(read())); } });
+    };
+    gauge('twinblock_link_connected', '1 when the link to the peer is up and authenticated', (s) => (s.connected ? 1 : 0));
+    gauge('twinblock_link_sent_bytes', 'Bytes sent on the replication link since start', (s) => s.sentBytes);
+    gauge('twinblock_link_received_bytes', 'Bytes received on the replication link since start', (s) => s.receivedBytes);
+    gauge('twinblock_link_notice_sent_bytes', 'Bytes of hardening notices sent since start', (s) => s.noticeSentBytes);
+    gauge('twinblock_peer_united_tracks', 'Tracks the peer may hold only in RAM (current OR old bitmap)', (s) => s.unitedTracks);
+    gauge('twinblock_peer_out_of_sync_tracks', 'Tracks the peer lacks and must be resent', (s) => s.outOfSyncTracks);
   }
 
   requestDone(command: string, bytes: number, latencySeconds: number, errno: NbdErrno | null): void {

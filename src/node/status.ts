@@ -1,0 +1,139 @@
+// GET /status: what a node is, what it holds unhardened, and how its peer relation stands
+// (DESIGN.md "Interfaces"; `twinblock status` prints it for people, like `drbdadm status`).
+import { formatAddress, type Config, type NodeConfig } from '../config/config.js';
+import type { PeerState, Role } from '../core/replica-types.js';
+import type { LinkConnection } from '../link/connection.js';
+import type { PeerLink } from '../link/peer-link.js';
+import type { Volume, VolumeCounters } from './volume.js';
+
+export interface PeerStatus {
+  node: string;
+  connected: boolean;
+  state: PeerState;
+  /** Tracks the peer may hold only in RAM (current OR old bitmap, seed Fig. 3). */
+  unitedTracks: number;
+  /** Tracks the peer lacks and must be sent on resync. */
+  outOfSyncTracks: number;
+  rttMs: number | null;
+  sync: { totalBytes: number; doneBytes: number; rateBytesPerSec: number; etaSeconds: number | null } | null;
+  /** Per range with any mark: counts in the current and old bitmaps. */
+  ranges: { range: number; current: number; old: number }[];
+}
+
+export interface NodeStatus {
+  node: string;
+  volume: string;
+  role: Role;
+  mode: 'standalone' | 'mirrored';
+  epoch: number;
+  pid: number;
+  sizeBytes: number;
+  trackSizeBytes: number;
+  rangeTracks: number;
+  tracker: string;
+  flush: string;
+  store: string;
+  nbd: { uri: string; connections: number; readOnly: boolean };
+  cache: {
+    capacityBytes: number;
+    chargedBytes: number;
+    dirtyBytes: number;
+    oldestDirtyAgeMs: number;
+    cachedTracks: number;
+    dirtyTracks: number;
+    hardeningTracks: number;
+    waitingWrites: number;
+  };
+  /** What losing this node's RAM would lose were it alone; bounded in age by maxDirtyAgeMs. */
+  exposure: { unhardenedBytes: number; oldestDirtyAgeMs: number; maxDirtyAgeMs: number };
+  counters: VolumeCounters & { linkBytesSent: number; linkBytesReceived: number; noticeBytesSent: number; resyncBytesSent: number };
+  peers: PeerStatus[];
+}
+
+/** Status lists at most this many ranges, the fullest first: enough to see where marks sit. */
+const MAX_RANGES_LISTED = 32;
+
+/** Link bytes over the node's lifetime: closed connections' totals plus the live one's. */
+export class LinkTraffic {
+  private closed = { sent: 0, received: 0, noticeSent: 0 };
+  private live: LinkConnection | null = null;
+
+  attach(connection: LinkConnection): void {
+    this.detach();
+    this.live = connection;
+  }
+
+  detach(): void {
+    if (this.live === null) return;
+    const t = this.of(this.live);
+    this.closed = { sent: this.closed.sent + t.sent, received: this.closed.received + t.received, noticeSent: this.closed.noticeSent + t.noticeSent };
+    this.live = null;
+  }
+
+  totals(): { sent: number; received: number; noticeSent: number } {
+    const t = this.live === null ? { sent: 0, received: 0, noticeSent: 0 } : this.of(this.live);
+    return { sent: this.closed.sent + t.sent, received: this.closed.received + t.received, noticeSent: this.closed.noticeSent + t.noticeSent };
+  }
+
+  private of(c: LinkConnection): { sent: number; received: number; noticeSent: number } {
+    return { sent: c.bytesSent, received: c.bytesReceived, noticeSent: c.sentBytesByType.notice };
+  }
+}
+
+export interface StatusSources {
+  config: Config;
+  node: NodeConfig;
+  peer: NodeConfig | null;
+  volume: Volume;
+  link: PeerLink | null;
+  traffic: LinkTraffic;
+  nbdPort: number;
+  nbdConnections: number;
+}
+
+export function buildStatus(src: StatusSources): NodeStatus {
+  const { config, node, volume } = src;
+  const s = volume.stats();
+  const core = volume.core;
+  const connection = src.link?.connection ?? null;
+  const traffic = src.traffic.totals();
+  return {
+    node: node.name,
+    volume: config.volume,
+    role: core.role,
+    mode: src.peer === null ? 'standalone' : 'mirrored',
+    epoch: 0,
+    pid: process.pid,
+    sizeBytes: config.sizeBytes,
+    trackSizeBytes: config.trackSizeBytes,
+    rangeTracks: config.rangeTracks,
+    tracker: config.tracker,
+    flush: src.peer === null ? 'disk' : config.flush,
+    store: volume.storeDescription,
+    nbd: { uri: `nbd://${formatAddress({ host: node.nbd.host, port: src.nbdPort })}/${config.volume}`, connections: src.nbdConnections, readOnly: volume.readOnly },
+    cache: {
+      capacityBytes: s.capacityBytes, chargedBytes: s.chargedBytes, dirtyBytes: s.dirtyBytes,
+      oldestDirtyAgeMs: s.oldestDirtyAgeMs, cachedTracks: s.cachedTracks, dirtyTracks: s.dirtyTracks,
+      hardeningTracks: s.hardeningTracks, waitingWrites: s.waitingWrites,
+    },
+    exposure: { unhardenedBytes: s.dirtyBytes, oldestDirtyAgeMs: s.oldestDirtyAgeMs, maxDirtyAgeMs: config.maxDirtyAgeMs },
+    counters: {
+      ...volume.counters,
+      hardenRuns: { ...volume.counters.hardenRuns },
+      linkBytesSent: traffic.sent,
+      linkBytesReceived: traffic.received,
+      noticeBytesSent: traffic.noticeSent,
+      resyncBytesSent: volume.counters.syncBytesSent,
+    },
+    peers: src.peer === null ? [] : [{
+      node: src.peer.name,
+      connected: connection !== null,
+      state: core.peerState,
+      unitedTracks: core.record.unitedCount(),
+      outOfSyncTracks: core.outOfSync.count(),
+      rttMs: connection?.lastRttMs ?? null,
+      sync: core.syncStatus(Date.now()),
+      ranges: core.record.rangeSummary().sort((a, b) => b.current + b.old - a.current - a.old).slice(0, MAX_RANGES_LISTED),
+    }],
+  };
+}
