@@ -11,9 +11,12 @@
 // saw the link die first), so the old one is dead even if our heartbeat has not noticed yet.
 //
 // Events: up(connection) after an authenticated handshake; message(msg, connection);
-// down(reason) when an up connection ends; refused(reason) when a handshake is refused by
-// either side (volume mismatch, authentication failed: the reason says which field or why);
-// rtt(ms) and drain() from the current connection. After close() nothing is emitted.
+// down(reason) when an up connection ends; refused(reason, repeated) when a handshake is refused
+// by either side (volume mismatch, authentication failed: the reason says which field or why;
+// repeated is true when the previous refusal had the same reason, so the node can log a
+// misconfigured peer once rather than on every retry); rtt(ms) and drain() from the current
+// connection. After close() nothing is emitted. The node logs up, down and refused for people;
+// PeerLink's own log lines about them are debug-level detail.
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import type { LinkMessage } from '../core/link-codec.js';
@@ -43,7 +46,7 @@ export interface PeerLinkOptions {
 export interface PeerLinkEvents {
   up: [connection: LinkConnection];
   down: [reason: string];
-  refused: [reason: string];
+  refused: [reason: string, repeated: boolean];
   message: [msg: LinkMessage, connection: LinkConnection];
   rtt: [rttMs: number];
   drain: [];
@@ -204,7 +207,7 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
     connection.onRtt = (rttMs) => this.emit('rtt', rttMs);
     connection.onDrain = () => this.emit('drain');
     const peer = connection.peerHello!;
-    this.opts.log('info', 'link: up', {
+    this.opts.log('debug', 'link: up', {
       peer: peer.node, remote: connection.remoteAddress, peerRole: peer.role, peerEpoch: peer.epoch,
     });
     this.emit('up', connection);
@@ -214,13 +217,13 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
     if (this.closed) return;
     if (wasReady) {
       if (this.current === connection) this.current = null;
-      this.opts.log('warn', 'link: down', { peer: this.opts.peer.name, reason });
+      this.opts.log('debug', 'link: down', { peer: this.opts.peer.name, reason });
       this.emit('down', reason);
     } else if (refused) {
-      // Logged once per distinct reason: a misconfigured peer is retried every few seconds.
-      this.opts.log(reason === this.lastRefusal ? 'debug' : 'warn', 'link: refused', { peer: this.opts.peer.name, reason });
+      const repeated = reason === this.lastRefusal;
       this.lastRefusal = reason;
-      this.emit('refused', reason);
+      this.opts.log('debug', 'link: refused', { peer: this.opts.peer.name, reason, repeated });
+      this.emit('refused', reason, repeated);
     } else {
       this.opts.log('debug', 'link: connection failed', { peer: this.opts.peer.name, reason });
     }
