@@ -30,7 +30,8 @@ function linkOptions(node: string, peer: string, peerPort: number, overrides: Pa
     identity,
     getRoleAndEpoch: () => ({ role: node === 'a' ? 'primary' : 'secondary', epoch: 1 }),
     heartbeatIntervalMs: 20,
-    heartbeatTimeoutMs: 300,
+    // Generous: a stalled test runner must not look like a dead peer (the timeout test sets its own).
+    heartbeatTimeoutMs: 1000,
     backoff: { initialMs: 20, maxMs: 200 },
     random: () => 0.5,
     log: (level, msg, fields = {}) => logs.push({ level, msg, fields }),
