@@ -91,6 +91,11 @@ const samples: LinkMessage[] = [
   { type: 'syncData', offsetBytes: 65536, data: bytes(65536, 6) },
   { type: 'syncData', offsetBytes: 0, data: bytes(3, 7) },
   { type: 'syncDone' },
+  {
+    type: 'state', role: 'primary', history: [{ epoch: 1, node: 'a' }, { epoch: 2, node: 'b' }],
+    storeTrusted: true, outOfSyncValid: false, discardLocal: true,
+    outOfSync: Uint8Array.from([1, 2, 3, 0, 0, 128]), dirty: Uint8Array.from([0, 255]),
+  },
 ];
 
 // ---- CRC32C --------------------------------------------------------------------------------

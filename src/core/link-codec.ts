@@ -67,19 +67,35 @@ export interface FlushAckMessage { type: 'flushAck'; id: number; ok: boolean }
 export interface SyncStartMessage { type: 'syncStart'; totalBytes: number }
 export interface SyncDataMessage { type: 'syncData'; offsetBytes: number; data: Uint8Array }
 export interface SyncDoneMessage { type: 'syncDone' }
+/**
+ * Sent by each side right after the link is up (DESIGN.md "Failures": a returning node "asks for
+ * an update"): who was primary when, whether this node's store and out-of-sync set can be trusted
+ * for a delta resync, and two track bitmaps: tracks the peer lacks (out-of-sync) and tracks this
+ * node holds only in RAM (the peer marks its record with them).
+ */
+export interface StateMessage {
+  type: 'state';
+  role: LinkRole;
+  history: { epoch: number; node: string }[];
+  storeTrusted: boolean;
+  outOfSyncValid: boolean;
+  discardLocal: boolean;
+  outOfSync: Uint8Array;
+  dirty: Uint8Array;
+}
 
 export type LinkMessage =
   | HelloMessage | AuthMessage | RefuseMessage
   | WriteMessage | ZeroMessage | WriteAckMessage | NoticeMessage
   | HeartbeatMessage | HeartbeatAckMessage | FlushReqMessage | FlushAckMessage
-  | SyncStartMessage | SyncDataMessage | SyncDoneMessage;
+  | SyncStartMessage | SyncDataMessage | SyncDoneMessage | StateMessage;
 
 export type LinkMessageType = LinkMessage['type'];
 
 /** Wire type codes. Never renumber: a code is part of the protocol. */
 const typeCodes: Readonly<Record<LinkMessageType, number>> = {
   hello: 1, auth: 2, refuse: 3, write: 4, zero: 5, writeAck: 6, notice: 7,
-  heartbeat: 8, heartbeatAck: 9, flushReq: 10, flushAck: 11, syncStart: 12, syncData: 13, syncDone: 14,
+  heartbeat: 8, heartbeatAck: 9, flushReq: 10, flushAck: 11, syncStart: 12, syncData: 13, syncDone: 14, state: 15,
 };
 
 export const linkMessageTypes = Object.keys(typeCodes) as LinkMessageType[];
@@ -108,6 +124,7 @@ const maxBodyBytesByType: Readonly<Record<LinkMessageType, number>> = {
   syncStart: 8,
   syncData: LINK_MAX_BODY_BYTES,
   syncDone: 0,
+  state: LINK_MAX_BODY_BYTES,
 };
 
 const noticeOps: readonly LinkNoticeOp[] = ['save', 'save-ack', 'clear'];
@@ -166,6 +183,13 @@ function checkFixed(value: Uint8Array, lengthBytes: number, field: string): void
   if (value.length !== lengthBytes) throw new RangeError(`link: ${field} must be ${lengthBytes} bytes, not ${value.length}`);
 }
 
+/** flags u8, history count u16, entries (u64 epoch, string node), two length-prefixed bitmaps. */
+function stateBodyBytes(msg: StateMessage): number {
+  let n = 1 + 2;
+  for (const e of msg.history) n += 8 + 2 + checkString(e.node, 'state.history.node');
+  return n + 4 + msg.outOfSync.length + 4 + msg.dirty.length;
+}
+
 /** Body bytes before the data of a write or syncData, or the whole body of any other type. */
 function fixedBodyBytes(msg: LinkMessage): number {
   switch (msg.type) {
@@ -174,6 +198,7 @@ function fixedBodyBytes(msg: LinkMessage): number {
     case 'notice': return 1 + 4 * msg.ranges.length;
     case 'write': return 16;
     case 'syncData': return 8;
+    case 'state': return stateBodyBytes(msg);
     default: return maxBodyBytesByType[msg.type];
   }
 }
@@ -308,6 +333,22 @@ function writeFixedBody(b: Buffer, at: number, msg: LinkMessage): void {
       return;
     case 'syncDone':
       return;
+    case 'state':
+      writeStateBody(b, at, msg);
+      return;
+  }
+}
+
+function writeStateBody(b: Buffer, at: number, msg: StateMessage): void {
+  if (msg.history.length > 0xffff) throw new RangeError('link: state.history has too many entries');
+  b[at++] = (msg.role === 'primary' ? 1 : 0) | (msg.storeTrusted ? 2 : 0) | (msg.outOfSyncValid ? 4 : 0) | (msg.discardLocal ? 8 : 0);
+  b.writeUInt16BE(msg.history.length, at);
+  at += 2;
+  for (const e of msg.history) at = writeString(b, e.node, writeU64(b, e.epoch, at, 'state.history.epoch'));
+  for (const bitmap of [msg.outOfSync, msg.dirty]) {
+    at = writeU32(b, bitmap.length, at, 'state bitmap length');
+    b.set(bitmap, at);
+    at += bitmap.length;
   }
 }
 
@@ -330,6 +371,7 @@ class BodyReader {
   }
 
   u8(): number { return this.body[this.need(1)]!; }
+  u16(): number { return this.body.readUInt16BE(this.need(2)); }
   u32(): number { return this.body.readUInt32BE(this.need(4)); }
   f64(): number {
     const value = this.body.readDoubleBE(this.need(8));
@@ -394,9 +436,24 @@ function decodeBody(type: LinkMessageType, body: Buffer): LinkMessage {
     case 'syncStart': msg = { type, totalBytes: r.u64() }; break;
     case 'syncData': msg = { type, offsetBytes: r.u64(), data: r.rest() }; break;
     case 'syncDone': msg = { type }; break;
+    case 'state': msg = decodeState(r); break;
   }
   r.end();
   return msg;
+}
+
+function decodeState(r: BodyReader): StateMessage {
+  const flags = r.u8();
+  if (flags > 15) r.fail(`has flags ${flags}`);
+  const count = r.u16();
+  const history: { epoch: number; node: string }[] = [];
+  for (let i = 0; i < count; i++) history.push({ epoch: r.u64(), node: r.string() });
+  const outOfSync = r.bytes(r.u32());
+  const dirty = r.bytes(r.u32());
+  return {
+    type: 'state', role: (flags & 1) !== 0 ? 'primary' : 'secondary', history,
+    storeTrusted: (flags & 2) !== 0, outOfSyncValid: (flags & 4) !== 0, discardLocal: (flags & 8) !== 0, outOfSync, dirty,
+  };
 }
 
 function decodeHello(r: BodyReader): HelloMessage {
