@@ -71,7 +71,7 @@ function makePair(opts: { tracker?: TrackerKind; flush?: FlushPolicy; sizeBytes?
   };
   const mirror = (role: 'primary' | 'secondary', to: number) => ({
     role, tracker: opts.tracker ?? 'destage-scan', flush: opts.flush ?? 'memory', degraded: 'write-through' as const,
-    syncRateBytesPerSec: 1024 * MiB, send: sender(to),
+    syncRateBytesPerSec: 1024 * MiB, send: sender(to), setReceiving: () => undefined,
   });
   const primary = new Volume({ ...common, name: 'v', description: 'p', cacheBytes: 1 * MiB, store: pStore, mirror: mirror('primary', 1) });
   const secondary = new Volume({ ...common, name: 'v', description: 's', cacheBytes: opts.secondaryCacheBytes ?? 1 * MiB, store: sStore, mirror: mirror('secondary', 0) });

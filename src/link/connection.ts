@@ -132,6 +132,7 @@ export class LinkConnection {
   private lastReceivedAtMs: number;
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private deadlineTimer: NodeJS.Timeout | null = null;
+  private receivingPaused = false;
   private nextHeartbeatId = 0;
   private corked = false;
   private corruptNext: { type: LinkMessageType | null } | null = null;
@@ -349,8 +350,27 @@ export class LinkConnection {
     this.deadlineTimer = setTimeout(() => setImmediate(() => this.checkDeadline()), Math.max(1, delayMs));
   }
 
+  /**
+   * Receive-side flow control: the node stops reading while its cache is full (the primary's
+   * socket then fills and its sends report back-pressure). The liveness deadline is suspended
+   * meanwhile: silence we chose is not a dead peer.
+   */
+  pauseReceiving(): void {
+    if (this.receivingPaused || this.stateValue === 'closed') return;
+    this.receivingPaused = true;
+    this.socket.pause();
+  }
+
+  resumeReceiving(): void {
+    if (!this.receivingPaused || this.stateValue === 'closed') return;
+    this.receivingPaused = false;
+    this.lastReceivedAtMs = this.nowMs();
+    this.socket.resume();
+  }
+
   private checkDeadline(): void {
     if (this.stateValue === 'closed') return;
+    if (this.receivingPaused) this.lastReceivedAtMs = this.nowMs();
     const silentMs = this.nowMs() - this.lastReceivedAtMs;
     if (silentMs < this.heartbeatTimeoutMs) return this.armDeadline(this.heartbeatTimeoutMs - silentMs);
     this.close(this.stateValue === 'ready' ? 'heartbeat timeout' : 'handshake timeout', false);

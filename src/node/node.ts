@@ -69,6 +69,10 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
         degraded: config.degraded,
         syncRateBytesPerSec: config.syncRateBytesPerSec,
         send: (msg: LinkMessage) => link?.send(msg) ?? true,
+        setReceiving: (receiving: boolean) => {
+          if (receiving) link?.connection?.resumeReceiving();
+          else link?.connection?.pauseReceiving();
+        },
       },
     }),
     onHardened: (bytes, storeWrites, seconds, reason) => metrics?.hardenDone(bytes, storeWrites, seconds, reason),

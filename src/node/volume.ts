@@ -28,6 +28,8 @@ export interface VolumeOptions {
     syncRateBytesPerSec: number;
     /** Sends a message to the peer; false when the link's send buffer is full. */
     send: (msg: LinkMessage) => boolean;
+    /** Stop (false) or resume (true) reading from the peer: the core's inbound stream is held by a full cache. */
+    setReceiving: (receiving: boolean) => void;
   };
   /** Called after each harden job, for metrics. */
   onHardened?: (bytes: number, storeWrites: number, seconds: number, reason: HardenReason) => void;
@@ -65,6 +67,7 @@ export class Volume implements NbdExport {
   private readonly now: () => number;
   private readonly pending = new Map<number, Pending>();
   private nextReqId = 1;
+  private receivingPaused = false;
   private readonly timer: NodeJS.Timeout;
 
   constructor(private readonly opts: VolumeOptions) {
@@ -185,17 +188,17 @@ export class Volume implements NbdExport {
     this.run((now) => this.core.setLinkWritable(true, now));
   }
 
-  /** True while a full cache holds the peer's stream back: the node pauses the socket. */
-  get inboundBlocked(): boolean {
-    return this.core.inboundBlocked;
-  }
-
   // ---------------------------------------------------------------- actions
 
   /** Feeds one event to the core, then carries out every action it emitted. */
   private run(event: (nowMs: number) => void): void {
     event(this.now());
     for (const action of this.core.takeActions()) this.perform(action);
+    const blocked = this.core.inboundBlocked;
+    if (blocked !== this.receivingPaused) {
+      this.receivingPaused = blocked;
+      this.opts.mirror?.setReceiving(!blocked);
+    }
   }
 
   private perform(action: ReplicaAction): void {
