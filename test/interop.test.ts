@@ -182,6 +182,11 @@ describe('nbdcopy', () => {
     const out = readFileSync(outPath);
     assert.ok(out.subarray(0, data.length).equals(data), 'first 32 MiB differ after the round trip');
     assert.ok(out.subarray(data.length).equals(Buffer.alloc(VOLUME_BYTES - data.length)), 'the never-written half is not zeros');
+    // The admin metrics saw the bytes come in (a scrape, not just our own counters in /status).
+    const metrics = await node.metrics();
+    const written = /^twinblock_nbd_bytes_total\{[^}]*command="write"[^}]*\} (\S+)$/im.exec(metrics);
+    assert.ok(written !== null, `no write bytes in /metrics:\n${metrics.slice(0, 3000)}`);
+    assert.ok(Number(written[1]) >= data.length, `metrics count ${written[1]} written bytes, expected ≥ ${data.length}`);
     await stopCleanly(node);
   });
 });

@@ -140,6 +140,26 @@ describe('file store', () => {
     await stopCleanly(second);
   });
 
+  it('FLUSHed and FUA writes survive kill -9 (standalone FLUSH and FUA harden before replying)', async () => {
+    const dir = makeTempDir();
+    const storePath = path.join(dir, 'a.img');
+    const config: ConfigSpec = { size: '64MiB', ...lazyHardening, nodes: { a: { store: storePath, cache: '256MiB' } } };
+    const first = await startNode({ dir, config });
+    // qemu-io FLUSHes when it closes the image; the FUA write is durable on its own.
+    await assertQemuIo(first, [`write -P 0xe1 0 ${128 * KiB}`, 'write -P 0xe2 4096 512', `write -P 0xe3 ${7 * MiB} ${192 * KiB}`]);
+    await assertQemuIo(first, [`write -f -P 0xe4 ${9 * MiB + 512} 1024`]);
+    const status = await first.status();
+    assert.equal(status.exposure.unhardenedBytes, 0, `nothing may be unhardened after FLUSH: ${JSON.stringify(status.exposure)}`);
+    await first.kill9();
+
+    const second = await startNode({ dir, config });
+    await assertQemuIo(second, [
+      'read -P 0xe1 0 4096', 'read -P 0xe2 4096 512', `read -P 0xe1 4608 ${128 * KiB - 4608}`,
+      `read -P 0xe3 ${7 * MiB} ${192 * KiB}`, `read -P 0 ${9 * MiB} 512`, `read -P 0xe4 ${9 * MiB + 512} 1024`,
+    ]);
+    await stopCleanly(second);
+  });
+
   it('refuses a store file of the wrong size with one line and exit 1', async () => {
     const dir = makeTempDir();
     const storePath = path.join(dir, 'small.img');
