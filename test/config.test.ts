@@ -192,7 +192,7 @@ describe('config errors are one line naming the key path', () => {
 
   it('unknown node key, even when a required key is missing too', () => {
     const text = oneNode.replace('    store: data/a.img', '    stor: data/a.img');
-    assert.match(configError(text), /^config tb\.yaml: nodes\.a\.stor: unknown key \(known keys here: nbd, link, admin, store, cache\)$/);
+    assert.match(configError(text), /^config tb\.yaml: nodes\.a\.stor: unknown key \(known keys here: nbd, link, admin, store, cache, metadata\)$/);
   });
 
   it('bad size names the key and suggests a form', () => {

@@ -70,11 +70,11 @@ function makePair(opts: { tracker?: TrackerKind; flush?: FlushPolicy; sizeBytes?
     hardening: { maxDirtyAgeMs: opts.maxDirtyAgeMs ?? 200, destageIntervalMs: 50, rangeDirtyThresholdTracks: 2 },
   };
   const mirror = (role: 'primary' | 'secondary', to: number) => ({
-    role, tracker: opts.tracker ?? 'destage-scan', flush: opts.flush ?? 'memory', degraded: 'write-through' as const,
+    peer: role === 'primary' ? 's' : 'p', role, tracker: opts.tracker ?? 'destage-scan', flush: opts.flush ?? 'memory', degraded: 'write-through' as const,
     syncRateBytesPerSec: 1024 * MiB, send: sender(to), setReceiving: () => undefined,
   });
-  const primary = new Volume({ ...common, name: 'v', description: 'p', cacheBytes: 1 * MiB, store: pStore, mirror: mirror('primary', 1) });
-  const secondary = new Volume({ ...common, name: 'v', description: 's', cacheBytes: opts.secondaryCacheBytes ?? 1 * MiB, store: sStore, mirror: mirror('secondary', 0) });
+  const primary = new Volume({ ...common, node: 'p', name: 'v', description: 'p', cacheBytes: 1 * MiB, store: pStore, mirror: mirror('primary', 1) });
+  const secondary = new Volume({ ...common, node: 's', name: 'v', description: 's', cacheBytes: opts.secondaryCacheBytes ?? 1 * MiB, store: sStore, mirror: mirror('secondary', 0) });
   volumes.push(primary, secondary);
   return {
     primary, secondary, pStore, sStore, linkBytes,

@@ -9,7 +9,11 @@ import type { Logger } from 'pino';
 import { formatAddress } from '../config/config.js';
 import type { NodeMetrics } from './metrics.js';
 
-export type AdminAction = () => Promise<object>;
+/** An action gets the JSON body of the POST (or {}), plus query parameters as strings. */
+export type AdminAction = (params: Record<string, unknown>) => Promise<object>;
+
+/** Action bodies are a few flags; anything bigger is a mistake or an attack. */
+const MAX_ACTION_BODY_BYTES = 64 * 1024;
 
 export interface AdminServerOptions {
   host: string;
@@ -44,10 +48,34 @@ function methodNotAllowed(res: http.ServerResponse, allow: string): void {
   sendJson(res, 405, { error: `method not allowed (use ${allow})` }, { allow });
 }
 
-async function runAction(name: string, action: AdminAction, res: http.ServerResponse, log: Logger): Promise<void> {
+async function readParams(req: http.IncomingMessage, url: URL): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    bytes += chunk.length;
+    if (bytes > MAX_ACTION_BODY_BYTES) throw new AdminActionError(413, 'request body too large');
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8').trim();
+  let body: unknown = {};
+  if (text !== '') {
+    try {
+      body = JSON.parse(text);
+    } catch {
+      throw new AdminActionError(400, 'request body is not JSON');
+    }
+  }
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new AdminActionError(400, 'request body must be a JSON object');
+  const params: Record<string, unknown> = { ...(body as Record<string, unknown>) };
+  // ?force=1 or ?force=true read as booleans, so curl -X POST '.../promote?force=1' works too.
+  for (const [key, value] of url.searchParams) params[key] = value === '1' || value === 'true' ? true : value === '0' || value === 'false' ? false : value;
+  return params;
+}
+
+async function runAction(name: string, action: AdminAction, req: http.IncomingMessage, url: URL, res: http.ServerResponse, log: Logger): Promise<void> {
   log.info({ action: name }, 'admin action requested');
   try {
-    const result = await action();
+    const result = await action(await readParams(req, url));
     sendJson(res, 200, result);
   } catch (err) {
     const status = err instanceof AdminActionError ? err.httpStatus : 500;
@@ -58,11 +86,12 @@ async function runAction(name: string, action: AdminAction, res: http.ServerResp
 }
 
 async function route(req: http.IncomingMessage, res: http.ServerResponse, opts: AdminServerOptions): Promise<void> {
-  const pathname = new URL(req.url ?? '/', 'http://admin').pathname;
+  const url = new URL(req.url ?? '/', 'http://admin');
+  const pathname = url.pathname;
   const method = req.method ?? 'GET';
   const isRead = method === 'GET' || method === 'HEAD';
-  // Bodies are not used by any route yet; drain them so keep-alive connections stay usable.
-  req.resume();
+  // Only actions read a body; drain it elsewhere so keep-alive connections stay usable.
+  if (method !== 'POST') req.resume();
   if (pathname === '/status') {
     if (!isRead) return methodNotAllowed(res, 'GET');
     return sendJson(res, 200, opts.getStatus());
@@ -76,9 +105,12 @@ async function route(req: http.IncomingMessage, res: http.ServerResponse, opts: 
   }
   const actionName = pathname.slice(1);
   const action = Object.hasOwn(opts.actions ?? {}, actionName) ? opts.actions?.[actionName] : undefined;
-  if (action === undefined) return sendJson(res, 404, { error: `no such endpoint: ${pathname}` });
+  if (action === undefined) {
+    req.resume();
+    return sendJson(res, 404, { error: `no such endpoint: ${pathname}` });
+  }
   if (method !== 'POST') return methodNotAllowed(res, 'POST');
-  return runAction(actionName, action, res, opts.log);
+  return runAction(actionName, action, req, url, res, opts.log);
 }
 
 function listen(server: http.Server, host: string, port: number): Promise<number> {

@@ -38,6 +38,8 @@ export interface NodeConfig {
   admin: Address;
   store: StoreLocation;
   cacheBytes: number;
+  /** Where the node metadata lives; null: beside a file store, or beside the config for nbd://. */
+  metadata: string | null;
 }
 
 /** A validated configuration with every default applied. */
@@ -109,6 +111,7 @@ const nodeSchema = z.strictObject({
   admin: z.string(),
   store: z.string(),
   cache: z.unknown().optional(),
+  metadata: z.string().optional(),
 });
 
 const fileSchema = z.strictObject({
@@ -258,6 +261,7 @@ function buildNode(name: string, raw: RawConfig['nodes'][string], ctx: { baseDir
     admin: addressField(`${at}.admin`, raw.admin),
     store: storeField(`${at}.store`, raw.store, ctx.baseDir),
     cacheBytes,
+    metadata: raw.metadata === undefined ? null : path.resolve(ctx.baseDir, raw.metadata),
   };
 }
 

@@ -99,6 +99,12 @@ export class TrackCache {
   /** Dirty lines, roughly oldest first. */
   private readonly dirtyLines = new Map<number, TrackLine>();
   private readonly hardeningJobs = new Map<number, HardenJob>();
+  /**
+   * Tracks that must not be hardened yet: the primary holds a mirrored write the peer has not
+   * acknowledged (DESIGN.md "Failures": a crashed primary must not have hardened data the new
+   * primary never received, or its returning store would differ where no bitmap says so).
+   */
+  private readonly hardenHolds = new Map<number, number>();
   /** Tracks with reads in flight: their lines must not be evicted (the store may be stale). */
   private readonly readPins = new Map<number, number>();
   private readonly rangeDirtyTracks: Uint32Array;
@@ -358,7 +364,7 @@ export class TrackCache {
     let bytes = 0;
     for (const t of tracks) {
       const line = this.lines.get(t);
-      if (line === undefined || line.dirtyBlocks === 0 || line.rewritten !== null) continue;
+      if (line === undefined || line.dirtyBlocks === 0 || line.rewritten !== null || this.hardenHolds.has(t)) continue;
       chosen.push(line);
       bytes += line.dirtyBlocks * BLOCK_SIZE_BYTES;
       if (bytes >= maxBytes) break;
@@ -500,6 +506,27 @@ export class TrackCache {
     const out: number[] = [];
     for (let t = first; t <= last; t++) out.push(t);
     return out;
+  }
+
+  holdHardening(tracks: number[]): void {
+    for (const t of tracks) this.hardenHolds.set(t, (this.hardenHolds.get(t) ?? 0) + 1);
+  }
+
+  releaseHardening(tracks: number[]): void {
+    for (const t of tracks) {
+      const n = (this.hardenHolds.get(t) ?? 1) - 1;
+      if (n <= 0) this.hardenHolds.delete(t);
+      else this.hardenHolds.set(t, n);
+    }
+  }
+
+  releaseAllHolds(): void {
+    this.hardenHolds.clear();
+  }
+
+  /** Every dirty track, as a bitmap of `trackCount` bits (the state exchange at link-up). */
+  dirtyTracks(): number[] {
+    return [...this.dirtyLines.keys()];
   }
 
   isTrackDirty(track: number): boolean {

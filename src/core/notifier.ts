@@ -48,6 +48,8 @@ export class HardeningNotifier {
   /** Fig. 6 counters: N = marks in the current mirror bitmap, M = old marks left. */
   private readonly n: Int32Array;
   private readonly m: Int32Array;
+  /** Per range: did this cycle's mirror swap happen at SAVE (we sent writes then)? Roles may change mid-cycle. */
+  private readonly swappedAtSave: Uint8Array;
   /** When a range first wanted a cycle (for the interval trigger). */
   private readonly wantedSinceMs: Float64Array;
   noticesSent = 0;
@@ -66,6 +68,7 @@ export class HardeningNotifier {
     this.n = new Int32Array(rangeCount);
     this.m = new Int32Array(rangeCount);
     this.wantedSinceMs = new Float64Array(rangeCount).fill(-1);
+    this.swappedAtSave = new Uint8Array(rangeCount);
   }
 
   get rangeCount(): number {
@@ -142,6 +145,7 @@ export class HardeningNotifier {
     this.state[range] = 'awaiting-ack';
     this.written[range] = 0;
     this.wantedSinceMs[range] = -1;
+    this.swappedAtSave[range] = this.sendsWrites ? 1 : 0;
     if (this.sendsWrites) this.swapMirror(range);
     return [this.send('save', range)];
   }
@@ -149,7 +153,7 @@ export class HardeningNotifier {
   /** The peer saved its current bitmap as old (step 74 / step 92). */
   onSaveAck(range: number, dirtyTracksOfRange: number[]): NotifierAction[] {
     assert(this.state[range] === 'awaiting-ack', `unexpected SAVE-ACK for range ${range}`);
-    if (!this.sendsWrites) this.swapMirror(range);
+    if (this.swappedAtSave[range] === 0) this.swapMirror(range);
     const actions: NotifierAction[] = [];
     if (this.kind === 'toggle-counter') {
       this.state[range] = 'counting';
@@ -192,7 +196,10 @@ export class HardeningNotifier {
     return { kind: 'send', notice: { op, range } };
   }
 
-  /** The link dropped: cycles in progress are void (the peer's record becomes the resync set). */
+  /**
+   * The link dropped or came up: cycles in progress are void (the peer's record became part of
+   * the resync set, and a new link starts from the dirty tracks each side announces).
+   */
   reset(): void {
     this.state.fill('idle');
     this.written.fill(0);

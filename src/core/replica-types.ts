@@ -1,5 +1,6 @@
 // Types shared by the replica core and its shell: what goes in, what comes out.
 import type { HardenJob } from './cache.js';
+import type { EpochEntry } from './epochs.js';
 import type { HardenReason } from './hardening.js';
 import type { LinkMessage } from './link-codec.js';
 
@@ -11,7 +12,22 @@ export type Role = 'primary' | 'secondary';
  *  resyncing — the link is up and the primary is sending the volume; in-sync — mirrored;
  *  degraded — the link was lost: the primary serves alone and the peer needs a resync.
  */
-export type PeerState = 'standalone' | 'connecting' | 'resyncing' | 'in-sync' | 'degraded';
+export type PeerState = 'standalone' | 'connecting' | 'resyncing' | 'in-sync' | 'degraded' | 'split-brain';
+
+/** The node metadata kept beside the store (issue 5 item 3), written atomically by the shell. */
+export interface PersistedState {
+  /** Who was primary when: (epoch, node) pairs, oldest first. */
+  history: EpochEntry[];
+  role: Role;
+  /** Written true only by a clean shutdown; false from startup on. */
+  cleanShutdown: boolean;
+  /** This node may hold hardened writes its peer lacks beyond outOfSync (it was primary alone). */
+  diverging: boolean;
+  /** Tracks the peer lacks, as a bitmap (trusted only with cleanShutdown). */
+  outOfSync: Uint8Array | null;
+  /** Split brain resolved against this node: it is the target of the next resync. */
+  discardLocal: boolean;
+}
 
 export type FlushPolicy = 'memory' | 'disk';
 export type DegradedPolicy = 'write-through' | 'write-back';
@@ -25,6 +41,8 @@ export type ReplicaAction =
   | { kind: 'harden'; job: HardenJob; reason: HardenReason }
   /** fdatasync the store, then call storeSynced(syncId). */
   | { kind: 'sync-store'; syncId: number }
+  /** Write the node metadata atomically, then call persistDone(token). */
+  | { kind: 'persist'; token: number; state: PersistedState }
   /** Read this span for the initial sync (cache-aware), then call syncChunkRead. */
   | { kind: 'sync-read'; offsetBytes: number; lengthBytes: number }
   | { kind: 'log'; level: 'info' | 'warn' | 'error'; msg: string; fields?: Record<string, unknown> };

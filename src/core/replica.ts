@@ -18,17 +18,23 @@
 // once hardened locally, unless `degraded: write-back`.
 import { TrackBitmap } from './bitmap.js';
 import { assert, TrackCache, type CacheGeometry } from './cache.js';
+import { currentEpoch, nextEpoch, type EpochEntry } from './epochs.js';
 import { Hardener, type HardenReason, type HardeningSettings } from './hardening.js';
 import { applyNotice, HardeningNotifier, type NoticeOp, type NotifierAction, type TrackerKind } from './notifier.js';
 import { PeerUnhardenedRecord } from './peer-record.js';
-import type { DegradedPolicy, FlushPolicy, LinkMessage, PeerState, ReplicaAction, ReplyErrno, Role } from './replica-types.js';
+import type { DegradedPolicy, FlushPolicy, LinkMessage, PeerState, PersistedState, ReplicaAction, ReplyErrno, Role } from './replica-types.js';
+import { decideSync, ResyncPlan, resyncTracks, type SideState } from './resync.js';
 
 export interface ReplicaSettings {
+  /** This node's name, and its peer's (null when standalone). */
+  node: string;
+  peer: string | null;
   geometry: CacheGeometry;
   hardening: HardeningSettings;
   tracker: TrackerKind;
   flush: FlushPolicy;
   degraded: DegradedPolicy;
+  /** The config's primary: the role of a node starting on a fresh store. */
   role: Role;
   /** False for a standalone node (one node in the config). */
   mirrored: boolean;
@@ -45,7 +51,6 @@ interface Piece { write: HostWrite; offsetBytes: number; lengthBytes: number; da
 type OpDone = { reply: number } | { flushAck: number };
 interface Op { done: OpDone; localPending: boolean; remotePending: boolean; errno: ReplyErrno | null }
 type WaiterPurpose = { op: number } | { range: number };
-interface SyncProgress { totalBytes: number; issuedBytes: number; sentBytes: number; readsInFlight: number; startMs: number }
 
 export interface ReplicaCounters {
   writes: number;
@@ -85,7 +90,25 @@ export class ReplicaCore {
   private readonly waiterPurposes = new Map<number, WaiterPurpose>();
   private readonly storeSyncs = new Map<number, number>();
   private readonly outNotices = new Map<NoticeOp, number[]>();
-  private sync: SyncProgress | null = null;
+  /** The resync this node is sending (as source), or null. */
+  private resync: ResyncPlan | null = null;
+  private resyncFull = false;
+  /** This node is the target of a resync (decided, or syncStart received) not yet done. */
+  private receivingResync = false;
+  /** The peer's latest state message (link-up exchange, role changes). */
+  private peerView: Extract<LinkMessage, { type: 'state' }> | null = null;
+  /** Who was primary when (persisted): decides the sync source, detects split brain. */
+  private history: EpochEntry[];
+  /** Every hardened write is known to the peer or listed in outOfSync. */
+  private storeTrusted: boolean;
+  /** outOfSync is complete (no crash since it was collected). */
+  private outOfSyncValid: boolean;
+  private discardLocal: boolean;
+  /** May hold hardened writes the peer lacks (a primary without its peer). */
+  private diverging = false;
+  /** The persisted metadata says diverging: hardening of unmirrored writes may proceed. */
+  private divergingDurable = false;
+  private divergingToken = -1;
   private syncReceivedBytes = 0;
   private syncTotalBytes = 0;
   private sendSeq = 0;
@@ -97,14 +120,40 @@ export class ReplicaCore {
   private linkWritable = true;
   closing = false;
 
-  constructor(readonly settings: ReplicaSettings, nowMs: number) {
+  /**
+   * `persisted` is the node's metadata from its last run, or null for a fresh store. A node that
+   * crashed comes back secondary (its peer may have been promoted meanwhile); one that shut down
+   * cleanly as primary, or a standalone node, comes back primary in a new epoch.
+   */
+  constructor(readonly settings: ReplicaSettings, nowMs: number, persisted: PersistedState | null = null) {
     this.cache = new TrackCache(settings.geometry);
     this.hardener = new Hardener(this.cache, settings.hardening, nowMs);
     this.record = new PeerUnhardenedRecord(this.cache.trackCount, settings.geometry.rangeTracks);
-    this.notifier = new HardeningNotifier(settings.tracker, this.cache.trackCount, settings.geometry.rangeTracks, settings.role === 'primary');
     this.outOfSync = new TrackBitmap(this.cache.trackCount);
-    this.role = settings.role;
-    this.peerState = settings.mirrored ? 'connecting' : 'standalone';
+    this.history = persisted === null ? [] : [...persisted.history];
+    this.discardLocal = persisted?.discardLocal ?? false;
+    this.storeTrusted = persisted !== null && (persisted.cleanShutdown || !persisted.diverging) && !this.discardLocal;
+    this.outOfSyncValid = persisted?.cleanShutdown === true;
+    if (persisted?.cleanShutdown && persisted.outOfSync !== null) {
+      const saved = TrackBitmap.fromBytes(this.cache.trackCount, persisted.outOfSync);
+      for (let t = 0; t < saved.trackCount; t++) if (saved.has(t)) this.outOfSync.set(t);
+    }
+    this.diverging = persisted?.diverging ?? false;
+    this.role = this.startupRole(persisted);
+    this.notifier = new HardeningNotifier(settings.tracker, this.cache.trackCount, settings.geometry.rangeTracks, this.role === 'primary');
+    this.peerState = settings.mirrored ? (this.role === 'primary' ? 'degraded' : 'connecting') : 'standalone';
+    if (this.role === 'primary') this.history.push({ epoch: nextEpoch(this.history), node: settings.node });
+    if (this.role === 'primary' && settings.mirrored) this.diverging = true;
+    this.persist();
+    if (persisted !== null && !persisted.cleanShutdown && settings.mirrored) {
+      this.emit({ kind: 'log', level: 'warn', msg: 'restarted after a crash: coming up secondary', fields: { storeTrusted: this.storeTrusted, epoch: currentEpoch(this.history) } });
+    }
+  }
+
+  private startupRole(persisted: PersistedState | null): Role {
+    if (!this.settings.mirrored) return 'primary';
+    if (persisted === null) return this.settings.role;
+    return persisted.cleanShutdown && persisted.role === 'primary' && !persisted.discardLocal ? 'primary' : 'secondary';
   }
 
   /** Takes the actions emitted so far, in order. */
@@ -190,6 +239,7 @@ export class ReplicaCore {
     }
     const seq = ++this.sendSeq;
     this.markSentToPeer(tracks, nowMs); // step 62
+    this.cache.holdHardening(tracks); // not on our disk before it is in the peer's cache
     this.pendingAcks.set(seq, piece);
     this.counters.mirroredWrites++;
     this.send(piece.data === null
@@ -312,6 +362,8 @@ export class ReplicaCore {
 
   private pump(nowMs: number): void {
     if (nowMs < this.pausedUntilMs) return;
+    // A primary without its peer hardens only once its metadata says so (markDiverging).
+    if (this.diverging && !this.divergingDurable && this.role === 'primary' && !this.mirroring) return;
     while (this.hardensInFlight < this.settings.maxHardensInFlight) {
       const next = this.hardener.nextJob(nowMs);
       if (next === null) return;
@@ -427,21 +479,86 @@ export class ReplicaCore {
     }
   }
 
-  // ================================================================ link
+  // ================================================================ link and state exchange
 
-  /** The link to the peer is up and authenticated. The primary starts the initial sync. */
+  /**
+   * The link is up and authenticated. Each side announces its state (seed: the returning node
+   * "asks for a data update"); nothing is mirrored until both have decided who is the source.
+   * Both records restart from what each side now holds only in RAM.
+   */
   linkEstablished(nowMs: number): void {
     this.linkIsUp = true;
-    this.notifier.reset();
     this.linkWritable = true;
-    if (this.role !== 'primary') return;
-    // Without a persisted record of what the peer holds, a full sync is the only safe start.
+    this.peerView = null;
     this.record.reset();
+    this.notifier.reset();
+    if (this.peerState !== 'split-brain') this.peerState = this.role === 'primary' ? 'degraded' : 'connecting';
+    const dirty = this.cache.dirtyTracks();
+    this.notifyMarked(dirty, nowMs); // the peer marks these when our state arrives: first on the stream
+    this.sendState();
+  }
+
+  private sendState(): void {
+    const dirty = new TrackBitmap(this.cache.trackCount);
+    for (const t of this.cache.dirtyTracks()) dirty.set(t);
+    this.send({
+      type: 'state', role: this.role, history: [...this.history], storeTrusted: this.storeTrusted,
+      outOfSyncValid: this.outOfSyncValid, discardLocal: this.discardLocal,
+      outOfSync: this.outOfSync.toBytes(), dirty: dirty.toBytes(),
+    });
+  }
+
+  private onPeerState(msg: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void {
+    const first = this.peerView === null;
+    this.peerView = msg;
+    if (first) {
+      const dirty = TrackBitmap.fromBytes(this.cache.trackCount, msg.dirty);
+      for (let t = 0; t < dirty.trackCount; t++) if (dirty.has(t)) this.record.mark(t);
+    }
+    this.decide(nowMs);
+  }
+
+  /** Picks source, target or split brain from both sides' states (src/core/resync.ts). */
+  private decide(nowMs: number): void {
+    const peer = this.peerView;
+    if (peer === null || !this.linkIsUp || this.resync !== null || this.receivingResync) return;
+    const decision = decideSync(this.sideState(), { ...peer, node: this.peerName });
+    if (decision.kind === 'split-brain') {
+      if (this.peerState !== 'split-brain') this.emit({ kind: 'log', level: 'error', msg: 'split brain: refusing to mirror; resolve with `twinblock resolve --discard-local` on the side to overwrite', fields: { reason: decision.reason } });
+      this.peerState = 'split-brain';
+      return;
+    }
+    if (decision.kind === 'target') {
+      this.receivingResync = true;
+      if (this.role === 'primary') {
+        this.emit({ kind: 'log', level: 'warn', msg: 'peer holds newer data: this node steps down to secondary', fields: { peer: this.peerName } });
+        this.setRole('secondary');
+      }
+      return;
+    }
+    if (peer.role === 'primary' && this.role === 'primary') return; // the peer will step down first
+    this.startResync(decision.full, decision.reason, peer, nowMs);
+  }
+
+  private sideState(): SideState {
+    return { node: this.settings.node, history: this.history, storeTrusted: this.storeTrusted, outOfSyncValid: this.outOfSyncValid, discardLocal: this.discardLocal };
+  }
+
+  private get peerName(): string {
+    return this.settings.peer ?? 'peer';
+  }
+
+  private startResync(full: boolean, reason: string, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void {
+    const { volumeSizeBytes, trackSizeBytes } = this.settings.geometry;
+    const theirs = peer.outOfSyncValid ? TrackBitmap.fromBytes(this.cache.trackCount, peer.outOfSync) : null;
+    const tracks = resyncTracks(this.cache.trackCount, full, this.outOfSync, theirs);
+    this.resync = new ResyncPlan(tracks, trackSizeBytes, volumeSizeBytes, this.settings.syncChunkBytes, nowMs);
+    this.resyncFull = full;
     this.peerState = 'resyncing';
-    this.sync = { totalBytes: this.settings.geometry.volumeSizeBytes, issuedBytes: 0, sentBytes: 0, readsInFlight: 0, startMs: nowMs };
-    this.send({ type: 'syncStart', totalBytes: this.sync.totalBytes });
-    this.emit({ kind: 'log', level: 'info', msg: 'peer connected: full sync started', fields: { totalBytes: this.sync.totalBytes } });
+    this.send({ type: 'syncStart', totalBytes: this.resync.totalBytes });
+    this.emit({ kind: 'log', level: full ? 'warn' : 'info', msg: full ? 'full resync of the peer started' : 'resync of the out-of-sync tracks started', fields: { tracks: this.resync.trackCount, bytes: this.resync.totalBytes, reason } });
     this.pumpSync(nowMs);
+    this.finishResyncIfDone(nowMs);
   }
 
   /** The link dropped (reset, heartbeat timeout). */
@@ -449,12 +566,16 @@ export class ReplicaCore {
     this.linkIsUp = false;
     this.outNotices.clear();
     this.notifier.reset();
-    this.sync = null;
+    this.resync = null;
+    this.receivingResync = false;
+    this.peerView = null;
+    this.cache.releaseAllHolds();
     if (this.peerState === 'standalone') return;
-    this.peerState = this.role === 'primary' ? 'degraded' : 'connecting';
+    if (this.peerState !== 'split-brain') this.peerState = this.role === 'primary' ? 'degraded' : 'connecting';
     // The peer may have lost whatever it held only in RAM: those tracks need resending.
     const united = this.record.united();
     for (let t = 0; t < united.trackCount; t++) if (united.has(t)) this.outOfSync.set(t);
+    if (this.role === 'primary') this.markDiverging();
     // Writes the peer never acknowledged now complete under the degraded policy.
     const unacked = [...this.pendingAcks.values()];
     this.pendingAcks.clear();
@@ -497,7 +618,10 @@ export class ReplicaCore {
       case 'writeAck': {
         const piece = this.pendingAcks.get(msg.seq);
         this.pendingAcks.delete(msg.seq);
-        if (piece) this.pieceDone(piece);
+        if (piece) {
+          this.cache.releaseHardening(this.cache.tracksOf(piece.offsetBytes, piece.lengthBytes));
+          this.pieceDone(piece);
+        }
         return true;
       }
       case 'notice':
@@ -511,16 +635,18 @@ export class ReplicaCore {
       case 'flushAck':
         if (this.ops.get(msg.id)?.remotePending) this.opPartDone(msg.id, 'remote', msg.ok ? null : 'EIO');
         return true;
+      case 'state':
+        this.onPeerState(msg, nowMs);
+        return true;
       case 'syncStart':
+        this.receivingResync = true;
         this.peerState = 'resyncing';
-        this.record.reset();
         this.syncReceivedBytes = 0;
         this.syncTotalBytes = msg.totalBytes;
-        this.emit({ kind: 'log', level: 'info', msg: 'full sync from the primary started', fields: { totalBytes: msg.totalBytes } });
+        this.emit({ kind: 'log', level: 'info', msg: 'resync from the peer started', fields: { bytes: msg.totalBytes } });
         return true;
       case 'syncDone':
-        this.peerState = 'in-sync';
-        this.emit({ kind: 'log', level: 'info', msg: 'full sync complete: in-sync', fields: { bytes: this.syncReceivedBytes } });
+        this.resyncReceived();
         return true;
       default:
         return true; // handshake and heartbeat messages belong to the link layer
@@ -557,61 +683,191 @@ export class ReplicaCore {
     return true;
   }
 
-  // ================================================================ initial sync (primary)
+  /** The target's side of syncDone: its store now matches the source; adopt its epoch history. */
+  private resyncReceived(): void {
+    this.receivingResync = false;
+    this.peerState = 'in-sync';
+    if (this.peerView !== null) this.history = [...this.peerView.history];
+    this.storeTrusted = true;
+    this.discardLocal = false;
+    this.outOfSyncValid = true;
+    this.outOfSync.clearSpan(0, this.outOfSync.trackCount);
+    this.diverging = false;
+    this.persist();
+    this.emit({ kind: 'log', level: 'info', msg: 'resync complete: in-sync', fields: { bytes: this.syncReceivedBytes } });
+  }
+
+  // ================================================================ resync (source)
 
   private pumpSync(nowMs: number): void {
-    const sync = this.sync;
-    if (sync === null || !this.linkWritable) return;
+    const plan = this.resync;
+    if (plan === null || !this.linkWritable) return;
     const { syncChunkBytes, syncWindowChunks, syncRateBytesPerSec } = this.settings;
-    const allowedBytes = syncRateBytesPerSec * Math.max(0, nowMs - sync.startMs) / 1000 + syncChunkBytes * syncWindowChunks;
-    while (sync.readsInFlight < syncWindowChunks && sync.issuedBytes < sync.totalBytes && sync.issuedBytes < allowedBytes) {
-      const lengthBytes = Math.min(syncChunkBytes, sync.totalBytes - sync.issuedBytes);
-      this.emit({ kind: 'sync-read', offsetBytes: sync.issuedBytes, lengthBytes });
-      sync.issuedBytes += lengthBytes;
-      sync.readsInFlight++;
+    const allowedBytes = syncRateBytesPerSec * Math.max(0, nowMs - plan.startMs) / 1000 + syncChunkBytes * syncWindowChunks;
+    while (plan.readsInFlight < syncWindowChunks && plan.issuedBytes < allowedBytes) {
+      const chunk = plan.nextChunk();
+      if (chunk === null) break;
+      plan.readsInFlight++;
+      this.emit({ kind: 'sync-read', offsetBytes: chunk.offsetBytes, lengthBytes: chunk.lengthBytes });
     }
   }
 
   /**
-   * The shell read a sync chunk (cache overlaid on store). It must call this in the same
+   * The shell read a resync chunk (cache overlaid on store). It must call this in the same
    * synchronous step as the cache's finishRead: the chunk then reflects every write applied so
    * far, and every later write follows it on the ordered link.
    */
   syncChunkRead(offsetBytes: number, data: Uint8Array, nowMs: number): void {
-    const sync = this.sync;
-    if (sync === null || this.peerState !== 'resyncing') return; // the link dropped meanwhile
-    sync.readsInFlight--;
+    const plan = this.resync;
+    if (plan === null || this.peerState !== 'resyncing') return; // the link dropped meanwhile
+    plan.readsInFlight--;
     this.markSentToPeer(this.cache.tracksOf(offsetBytes, data.length), nowMs);
     this.send({ type: 'syncData', offsetBytes, data });
-    sync.sentBytes += data.length;
+    plan.sentBytes += data.length;
     this.counters.syncBytesSent += data.length;
-    if (sync.sentBytes === sync.totalBytes) {
-      this.send({ type: 'syncDone' });
-      this.peerState = 'in-sync';
-      this.outOfSync.clearSpan(0, this.outOfSync.trackCount);
-      this.sync = null;
-      this.emit({ kind: 'log', level: 'info', msg: 'full sync complete: in-sync', fields: { bytes: sync.sentBytes, ms: nowMs - sync.startMs } });
-      return;
-    }
     this.pumpSync(nowMs);
+    this.finishResyncIfDone(nowMs);
   }
 
-  /** A sync read failed: the sync cannot finish; drop the link so it restarts cleanly. */
+  private finishResyncIfDone(nowMs: number): void {
+    const plan = this.resync;
+    if (plan === null || !plan.finished || plan.issuedBytes < plan.totalBytes) return;
+    this.send({ type: 'syncDone' });
+    this.resync = null;
+    this.peerState = 'in-sync';
+    this.outOfSync.clearSpan(0, this.outOfSync.trackCount);
+    this.outOfSyncValid = true;
+    this.diverging = false;
+    this.persist();
+    this.emit({ kind: 'log', level: 'info', msg: 'resync complete: in-sync', fields: { bytes: plan.sentBytes, full: this.resyncFull, ms: nowMs - plan.startMs } });
+  }
+
+  /** A resync read failed: the resync cannot finish; it restarts at the next link-up. */
   syncChunkFailed(message: string): void {
-    this.emit({ kind: 'log', level: 'error', msg: 'initial sync read failed', fields: { error: message } });
-    this.sync = null;
+    this.emit({ kind: 'log', level: 'error', msg: 'resync read failed', fields: { error: message } });
+    this.resync = null;
   }
 
-  syncStatus(nowMs: number): { totalBytes: number; doneBytes: number; rateBytesPerSec: number; etaSeconds: number | null } | null {
-    if (this.sync !== null) {
-      const elapsedSec = Math.max(0.001, (nowMs - this.sync.startMs) / 1000);
-      const rate = this.sync.sentBytes / elapsedSec;
-      return { totalBytes: this.sync.totalBytes, doneBytes: this.sync.sentBytes, rateBytesPerSec: Math.round(rate), etaSeconds: rate > 0 ? Math.ceil((this.sync.totalBytes - this.sync.sentBytes) / rate) : null };
+  syncStatus(nowMs: number): { totalBytes: number; doneBytes: number; rateBytesPerSec: number; etaSeconds: number | null; full: boolean } | null {
+    if (this.resync !== null) {
+      const elapsedSec = Math.max(0.001, (nowMs - this.resync.startMs) / 1000);
+      const rate = this.resync.sentBytes / elapsedSec;
+      const left = this.resync.totalBytes - this.resync.sentBytes;
+      return { totalBytes: this.resync.totalBytes, doneBytes: this.resync.sentBytes, rateBytesPerSec: Math.round(rate), etaSeconds: rate > 0 ? Math.ceil(left / rate) : null, full: this.resyncFull };
     }
-    if (this.role === 'secondary' && this.peerState === 'resyncing') {
-      return { totalBytes: this.syncTotalBytes, doneBytes: this.syncReceivedBytes, rateBytesPerSec: 0, etaSeconds: null };
+    if (this.receivingResync && this.peerState === 'resyncing') {
+      return { totalBytes: this.syncTotalBytes, doneBytes: this.syncReceivedBytes, rateBytesPerSec: 0, etaSeconds: null, full: false };
     }
     return null;
+  }
+
+  // ================================================================ roles (promote, demote, resolve)
+
+  /** Makes this node primary: a new epoch, persisted before a write is served (the shell awaits it). */
+  promote(force: boolean, nowMs: number): { ok: true } | { ok: false; error: string } {
+    if (!this.settings.mirrored) return { ok: false, error: 'a standalone node is always primary' };
+    if (this.role === 'primary') return { ok: false, error: 'already primary' };
+    if (!force && this.linkIsUp && this.peerView?.role === 'primary') return { ok: false, error: `peer ${this.peerName} is primary and connected: demote it first, or use --force` };
+    if (!force && this.receivingResync) return { ok: false, error: 'this node is still being resynced: its data is incomplete (use --force to promote anyway)' };
+    this.history = [...this.history, { epoch: nextEpoch(this.history), node: this.settings.node }];
+    this.setRole('primary');
+    // The old primary may lack whatever it held only in RAM: the united bitmap becomes out-of-sync.
+    const united = this.record.united();
+    for (let t = 0; t < united.trackCount; t++) if (united.has(t)) this.outOfSync.set(t);
+    this.receivingResync = false;
+    if (this.linkIsUp) {
+      this.peerState = 'degraded';
+      this.sendState();
+      this.decide(nowMs);
+    } else {
+      this.peerState = this.peerState === 'split-brain' ? 'split-brain' : 'degraded';
+    }
+    if (!this.mirroring) this.markDiverging();
+    this.persist();
+    this.emit({ kind: 'log', level: 'warn', msg: 'promoted to primary', fields: { epoch: currentEpoch(this.history), outOfSyncTracks: this.outOfSync.count(), force } });
+    return { ok: true };
+  }
+
+  /** Makes this node secondary; host writes get EPERM from now on. The shell waits for writesDrained. */
+  demote(): { ok: true } | { ok: false; error: string } {
+    if (!this.settings.mirrored) return { ok: false, error: 'a standalone node is always primary' };
+    if (this.role !== 'primary') return { ok: false, error: 'already secondary' };
+    this.setRole('secondary');
+    this.persist();
+    if (this.linkIsUp) this.sendState();
+    this.emit({ kind: 'log', level: 'warn', msg: 'demoted to secondary' });
+    return { ok: true };
+  }
+
+  /** Split brain: this node's changes since the divergence are discarded by a resync from the peer. */
+  resolveDiscardLocal(nowMs: number): { ok: true } | { ok: false; error: string } {
+    if (this.peerState !== 'split-brain') return { ok: false, error: 'not in split brain' };
+    this.discardLocal = true;
+    this.storeTrusted = false;
+    if (this.role === 'primary') this.setRole('secondary');
+    this.peerState = this.linkIsUp ? 'connecting' : 'connecting';
+    this.persist();
+    this.emit({ kind: 'log', level: 'warn', msg: 'split brain resolved: this node discards its changes and resyncs from the peer' });
+    if (this.linkIsUp) {
+      this.sendState();
+      this.decide(nowMs);
+    }
+    return { ok: true };
+  }
+
+  private setRole(role: Role): void {
+    this.role = role;
+    this.notifier.setSendsWrites(role === 'primary');
+  }
+
+  /** True once no host write is queued or waiting for the peer (demote drains these). */
+  get writesDrained(): boolean {
+    return this.hostQueue.length === 0 && this.pendingAcks.size === 0;
+  }
+
+  // ================================================================ persisted state
+
+  /**
+   * A primary without its peer hardens writes the peer lacks. Before the first such harden, the
+   * fact must be on disk: after a crash it tells the pair this store cannot be trusted for a delta.
+   */
+  private markDiverging(): void {
+    if (this.diverging || !this.settings.mirrored) return;
+    this.diverging = true;
+    this.persist();
+  }
+
+  private persist(): void {
+    const token = this.nextId++;
+    if (this.diverging && !this.divergingDurable) this.divergingToken = token;
+    if (!this.diverging) this.divergingDurable = false;
+    this.emit({ kind: 'persist', token, state: this.persistedState(false) });
+  }
+
+  /** The shell wrote the metadata of persist action `token` durably. */
+  persistDone(token: number, nowMs: number): void {
+    if (token === this.divergingToken) {
+      this.divergingDurable = true;
+      this.pump(nowMs);
+    }
+  }
+
+  /** What goes in the metadata file; `cleanShutdown` only from the shell's final write. */
+  persistedState(cleanShutdown: boolean): PersistedState {
+    const outOfSync = new TrackBitmap(this.cache.trackCount);
+    for (let t = 0; t < this.cache.trackCount; t++) if (this.outOfSync.has(t) || (cleanShutdown && this.record.isUnited(t))) outOfSync.set(t);
+    return {
+      history: [...this.history], role: this.role, cleanShutdown, diverging: this.diverging,
+      outOfSync: outOfSync.toBytes(), discardLocal: this.discardLocal,
+    };
+  }
+
+  get epoch(): number {
+    return currentEpoch(this.history);
+  }
+
+  get epochHistory(): readonly EpochEntry[] {
+    return this.history;
   }
 
   // ================================================================ shutdown

@@ -1,10 +1,11 @@
 // Wires one node: store + volume (replica core in its shell) + NBD server + admin HTTP, and for a
 // pair the replication link. This is the only place that knows all the pieces; each of them can be
 // tested alone.
+import path from 'node:path';
 import { nodeByName, peersOf, type Config, type NodeConfig } from '../config/config.js';
 import type { Logger } from '../log.js';
 import { NodeMetrics } from '../admin/metrics.js';
-import { startAdminServer } from '../admin/server.js';
+import { AdminActionError, startAdminServer, type AdminAction } from '../admin/server.js';
 import { LINK_PROTOCOL_VERSION } from '../core/link-codec.js';
 import type { LinkMessage } from '../core/replica-types.js';
 import { PeerLink } from '../link/peer-link.js';
@@ -13,7 +14,8 @@ import { openFileStore } from '../store/file-store.js';
 import { openNbdStore } from '../store/nbd-store.js';
 import type { Store } from '../store/store.js';
 import { buildStatus, LinkTraffic, type NodeStatus } from './status.js';
-import { Volume } from './volume.js';
+import { MetadataFileStore } from './metadata.js';
+import { RoleChangeError, Volume } from './volume.js';
 
 export type { NodeStatus } from './status.js';
 
@@ -32,6 +34,14 @@ export async function openStore(config: Config, node: NodeConfig): Promise<Store
     : openNbdStore(location.uri, config.sizeBytes);
 }
 
+/** Metadata lives beside a file store; an nbd:// store keeps it beside the config. */
+export function metadataPath(config: Config, node: NodeConfig): string {
+  if (node.metadata !== null) return node.metadata;
+  if (node.store.kind === 'file') return `${node.store.path}.twinblock-meta.json`;
+  const dir = config.sourcePath === null ? process.cwd() : path.dirname(config.sourcePath);
+  return path.join(dir, `${config.volume}.${node.name}.twinblock-meta.json`);
+}
+
 /** Closes what started so far when a later step of startup fails, then rethrows. */
 async function undoOnError<T>(step: Promise<T>, undo: Array<() => Promise<unknown>>): Promise<T> {
   try {
@@ -46,9 +56,20 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
   const nodeConfig = nodeByName(config, nodeName);
   const peerConfig = peersOf(config, nodeName)[0] ?? null;
   const store = await openStore(config, nodeConfig);
+  const metadata = new MetadataFileStore(metadataPath(config, nodeConfig), { volume: config.volume, sizeBytes: config.sizeBytes, trackSizeBytes: config.trackSizeBytes }, nodeName);
+  let persisted;
+  try {
+    // A store created just now has no history whatever old metadata says: it starts fresh.
+    persisted = store.createdFresh ? null : await metadata.load();
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
   let metrics: NodeMetrics | null = null;
   let link: PeerLink | null = null;
   const volume = new Volume({
+    node: nodeName,
+    metadata: { persisted, save: (state) => metadata.save(state) },
     name: config.volume,
     description: `twinblock volume ${config.volume} on node ${nodeName}`,
     sizeBytes: config.sizeBytes,
@@ -63,6 +84,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
     store,
     ...(peerConfig === null ? {} : {
       mirror: {
+        peer: peerConfig.name,
         role: config.primary === nodeName ? 'primary' as const : 'secondary' as const,
         tracker: config.tracker,
         flush: config.flush,
@@ -94,7 +116,20 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
   }), undo);
   undo.push(() => nbd.close());
   const status = (): NodeStatus => buildStatus({ config, node: nodeConfig, peer: peerConfig, volume, link, traffic, nbdPort: nbd.port, nbdConnections: nbd.connections() });
-  const admin = await undoOnError(startAdminServer({ host: nodeConfig.admin.host, port: nodeConfig.admin.port, getStatus: status, metrics, log }), undo);
+  // POST /promote (?force=1), /demote, /resolve {"discardLocal": true}: a refused change is 409.
+  const asAdmin = <T extends object>(run: () => Promise<T>) => run().catch((err: unknown) => {
+    throw err instanceof RoleChangeError ? new AdminActionError(409, err.message) : err;
+  });
+  const actions: Record<string, AdminAction> = {
+    promote: (p) => asAdmin(() => volume.promote(p['force'] === true)),
+    demote: () => asAdmin(() => volume.demote()),
+    resolve: (p) => asAdmin(async () => {
+      if (p['discardLocal'] !== true) throw new RoleChangeError('resolve needs discardLocal: this node is the side whose changes are discarded');
+      await volume.resolveDiscardLocal();
+      return { resolved: true, discardLocal: true };
+    }),
+  };
+  const admin = await undoOnError(startAdminServer({ host: nodeConfig.admin.host, port: nodeConfig.admin.port, getStatus: status, metrics, log, actions }), undo);
   log.info({ nbd: status().nbd.uri, admin: admin.port, store: store.description, role: volume.core.role, peer: peerConfig?.name ?? null }, 'node serving');
 
   let stopping: Promise<void> | null = null;
@@ -128,7 +163,7 @@ function startLink(config: Config, node: NodeConfig, peer: NodeConfig, volume: V
       protocolVersion: LINK_PROTOCOL_VERSION, volumeId: config.volume, sizeBytes: config.sizeBytes,
       trackSizeBytes: config.trackSizeBytes, rangeTracks: config.rangeTracks,
     },
-    getRoleAndEpoch: () => ({ role: volume.core.role, epoch: 0 }),
+    getRoleAndEpoch: () => ({ role: volume.core.role, epoch: volume.core.epoch }),
     heartbeatIntervalMs: Math.max(25, Math.floor(config.heartbeatTimeoutMs / 4)),
     heartbeatTimeoutMs: config.heartbeatTimeoutMs,
     log: (level, msg, fields) => log[level]({ ...fields }, msg),

@@ -6,11 +6,13 @@ import { BLOCK_SIZE_BYTES, type CacheStats, type HardenJob } from '../core/cache
 import type { HardenReason, HardeningSettings } from '../core/hardening.js';
 import type { TrackerKind } from '../core/notifier.js';
 import { ReplicaCore, type ReplicaCounters } from '../core/replica.js';
-import type { DegradedPolicy, FlushPolicy, LinkMessage, PeerState, ReplicaAction, Role } from '../core/replica-types.js';
+import type { DegradedPolicy, FlushPolicy, LinkMessage, PeerState, PersistedState, ReplicaAction, Role } from '../core/replica-types.js';
 import { NbdRequestError, type NbdExport } from '../nbd/export.js';
 import type { Store } from '../store/store.js';
 
 export interface VolumeOptions {
+  /** This node's name (epoch history entries carry it). */
+  node?: string;
   name: string;
   description: string;
   sizeBytes: number;
@@ -19,8 +21,11 @@ export interface VolumeOptions {
   rangeTracks: number;
   hardening: Omit<HardeningSettings, 'maxJobBytes' | 'pressureFraction'>;
   store: Store;
+  /** The metadata from the last run (null: a fresh store) and how to write it atomically. */
+  metadata?: { persisted: PersistedState | null; save: (state: PersistedState) => Promise<void> };
   /** Mirroring: absent for a standalone node. */
   mirror?: {
+    peer: string;
     role: Role;
     tracker: TrackerKind;
     flush: FlushPolicy;
@@ -68,6 +73,7 @@ export class Volume implements NbdExport {
   private readonly pending = new Map<number, Pending>();
   private nextReqId = 1;
   private receivingPaused = false;
+  private persistChain: Promise<void> = Promise.resolve();
   private readonly timer: NodeJS.Timeout;
 
   constructor(private readonly opts: VolumeOptions) {
@@ -78,6 +84,8 @@ export class Volume implements NbdExport {
     this.now = opts.nowMs ?? Date.now;
     const mirror = opts.mirror;
     this.core = new ReplicaCore({
+      node: opts.node ?? 'local',
+      peer: mirror?.peer ?? null,
       geometry: { volumeSizeBytes: opts.sizeBytes, trackSizeBytes: opts.trackSizeBytes, capacityBytes: opts.cacheBytes, rangeTracks: opts.rangeTracks },
       hardening: { ...opts.hardening, maxJobBytes: Math.max(MAX_JOB_BYTES, opts.trackSizeBytes), pressureFraction: PRESSURE_FRACTION },
       tracker: mirror?.tracker ?? 'destage-scan',
@@ -90,11 +98,13 @@ export class Volume implements NbdExport {
       syncWindowChunks: SYNC_WINDOW_CHUNKS,
       syncRateBytesPerSec: mirror?.syncRateBytesPerSec ?? Number.MAX_SAFE_INTEGER,
       storeRetryMs: STORE_RETRY_MS,
-    }, this.now());
+    }, this.now(), opts.metadata?.persisted ?? null);
     // Tick often enough that the age bound holds to within a few percent.
     const tickMs = Math.max(10, Math.min(100, Math.floor(opts.hardening.maxDirtyAgeMs / 10)));
     this.timer = setInterval(() => this.run((now) => this.core.tick(now)), tickMs);
     this.timer.unref();
+    // The constructor's actions (the startup metadata write, a log line) run now.
+    this.run(() => undefined);
   }
 
   /** The secondary's export is read-only: hosts write only to the primary (DESIGN.md). */
@@ -229,6 +239,12 @@ export class Volume implements NbdExport {
       case 'log':
         this.log(action.level, action.msg, action.fields);
         return;
+      case 'persist':
+        this.persistChain = this.persistChain.then(() => this.opts.metadata?.save(action.state)).then(
+          () => this.run((now) => this.core.persistDone(action.token, now)),
+          (err: Error) => this.log('error', 'metadata write failed: unmirrored writes stay unhardened until it succeeds', { error: err.message }),
+        );
+        return;
     }
   }
 
@@ -269,13 +285,47 @@ export class Volume implements NbdExport {
     return { ...this.core.cache.stats(this.now()), waitingWrites: this.core.hardener.blockedWriterCount };
   }
 
-  /** Hardens everything, syncs and closes the store. New writes get ESHUTDOWN from now on. */
+  /**
+   * Hardens everything, syncs and closes the store, then records a clean shutdown with the
+   * out-of-sync set (issue 5 item 6). New writes get ESHUTDOWN from now on.
+   */
   async close(): Promise<void> {
     this.core.beginClose();
     // Writes already admitted (cached, queued for room, or awaiting the peer) are hardened.
     do await this.flushLocal(); while (!this.core.quiescent);
     clearInterval(this.timer);
     await this.store.close();
+    await this.persistChain;
+    await this.opts.metadata?.save(this.core.persistedState(true));
+  }
+
+  // ---------------------------------------------------------------- roles
+
+  /** Promote to primary; resolves once the new epoch is on disk (before any write is served). */
+  async promote(force: boolean): Promise<{ epoch: number }> {
+    let result: ReturnType<ReplicaCore['promote']> = { ok: false, error: 'not run' };
+    this.run((now) => { result = this.core.promote(force, now); });
+    if (!result.ok) throw new RoleChangeError(result.error);
+    await this.persistChain;
+    return { epoch: this.core.epoch };
+  }
+
+  /** Demote to secondary: new writes get EPERM; resolves once in-flight writes have completed. */
+  async demote(): Promise<{ epoch: number }> {
+    let result: ReturnType<ReplicaCore['demote']> = { ok: false, error: 'not run' };
+    this.run(() => { result = this.core.demote(); });
+    if (!result.ok) throw new RoleChangeError(result.error);
+    while (!this.core.writesDrained) await new Promise((resolve) => setTimeout(resolve, 5));
+    await this.persistChain;
+    return { epoch: this.core.epoch };
+  }
+
+  /** Split brain: discard this node's changes; it becomes the target of a resync. */
+  async resolveDiscardLocal(): Promise<void> {
+    let result: ReturnType<ReplicaCore['resolveDiscardLocal']> = { ok: false, error: 'not run' };
+    this.run((now) => { result = this.core.resolveDiscardLocal(now); });
+    if (!result.ok) throw new RoleChangeError(result.error);
+    await this.persistChain;
   }
 
   /** A local harden-everything (FLUSH as a standalone node would do it), for shutdown. */
@@ -286,6 +336,11 @@ export class Volume implements NbdExport {
     this.run((now) => this.core.hostFlushLocal(reqId, now));
     await done;
   }
+}
+
+/** A refused promote/demote/resolve; the message is for the operator. */
+export class RoleChangeError extends Error {
+  override readonly name = 'RoleChangeError';
 }
 
 function alignOut(offsetBytes: number, lengthBytes: number): { start: number; end: number } {

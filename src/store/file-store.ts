@@ -11,8 +11,9 @@ const zeroChunk = Buffer.alloc(ZERO_CHUNK_BYTES);
 
 export async function openFileStore(path: string, sizeBytes: number): Promise<Store> {
   let fd: number;
+  let created: boolean;
   try {
-    fd = await openOrCreate(path, sizeBytes);
+    ({ fd, created } = await openOrCreate(path, sizeBytes));
   } catch (err) {
     if (err instanceof StoreOpenError) throw err;
     throw new StoreOpenError(`store ${path}: ${(err as Error).message}`);
@@ -26,19 +27,19 @@ export async function openFileStore(path: string, sizeBytes: number): Promise<St
     fs.closeSync(fd);
     throw err;
   }
-  return new FileStore(fd, path, sizeBytes);
+  return new FileStore(fd, path, sizeBytes, created);
 }
 
-async function openOrCreate(path: string, sizeBytes: number): Promise<number> {
+async function openOrCreate(path: string, sizeBytes: number): Promise<{ fd: number; created: boolean }> {
   try {
-    return await fsCall<number>((cb) => fs.open(path, 'r+', cb));
+    return { fd: await fsCall<number>((cb) => fs.open(path, 'r+', cb)), created: false };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
   // 'wx' fails if someone created it meanwhile: we never truncate an existing file.
   const fd = await fsCall<number>((cb) => fs.open(path, 'wx+', cb));
   await fsCall<void>((cb) => fs.ftruncate(fd, sizeBytes, cb)); // sparse: no blocks allocated
-  return fd;
+  return { fd, created: true };
 }
 
 async function deviceOrFileSize(fd: number, path: string): Promise<number> {
@@ -61,7 +62,7 @@ function fsCall<T>(start: (cb: (err: NodeJS.ErrnoException | null, value: T) => 
 class FileStore implements Store {
   private closed = false;
 
-  constructor(private readonly fd: number, readonly description: string, readonly sizeBytes: number) {}
+  constructor(private readonly fd: number, readonly description: string, readonly sizeBytes: number, readonly createdFresh: boolean) {}
 
   read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     const buf = Buffer.allocUnsafe(lengthBytes);

@@ -7,6 +7,8 @@ export interface Store {
   readonly sizeBytes: number;
   /** Human-readable, for logs and status: a path or an nbd:// URI. */
   readonly description: string;
+  /** True when opening created it just now (a new, empty store: any old metadata is stale). */
+  readonly createdFresh?: boolean;
   read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
   write(offsetBytes: number, data: Uint8Array): Promise<void>;
   writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void>;

@@ -1,0 +1,103 @@
+// Who resyncs whom, and what (DESIGN.md "Failures"; seed: the returning node "asks for a data
+// update", and the survivor "transfers ... the data in all the tracks that are marked in the
+// united bitmap"). Pure.
+//
+// At link-up each side announces its state (epoch history, whether its store and its out-of-sync
+// set can be trusted). The node whose epoch history is newer is the sync source; equal histories
+// leave the last primary as source; histories that diverged mean both sides accepted writes as
+// primary since their last common epoch — split brain — unless one side was told to discard its
+// changes. The source sends the out-of-sync tracks of both sides (its own: written while the peer
+// was away or held only in the peer's RAM; the target's: written by the target while it was a
+// primary the source never heard from). Anything it cannot vouch for turns the resync into a full one.
+import { TrackBitmap } from './bitmap.js';
+import { compareHistories, lastPrimary, type EpochEntry } from './epochs.js';
+
+export interface SideState {
+  node: string;
+  history: readonly EpochEntry[];
+  /** Every hardened write is known to the peer or listed in outOfSync (no unrecorded divergence). */
+  storeTrusted: boolean;
+  /** outOfSync is complete (the node did not crash since it started collecting it). */
+  outOfSyncValid: boolean;
+  discardLocal: boolean;
+}
+
+export type SyncDecision =
+  | { kind: 'source'; full: boolean; reason: string }
+  | { kind: 'target' }
+  | { kind: 'split-brain'; reason: string };
+
+export function decideSync(me: SideState, peer: SideState): SyncDecision {
+  const relation = compareHistories(me.history, peer.history);
+  if (me.discardLocal !== peer.discardLocal) {
+    // An operator resolved a split brain (or forced a side): the discarding side is the target of
+    // a resync of every track either side changed.
+    return me.discardLocal ? { kind: 'target' } : sourceDecision(me, peer, 'peer discards its changes');
+  }
+  if (relation === 'diverged') {
+    return { kind: 'split-brain', reason: `both ${me.node} and ${peer.node} were primary since their last common epoch` };
+  }
+  const iAmSource = relation === 'mine-newer' || (relation === 'equal' && lastPrimary(me.history) === me.node);
+  return iAmSource ? sourceDecision(me, peer, relation === 'equal' ? 'same epoch history' : 'newer epoch history') : { kind: 'target' };
+}
+
+function sourceDecision(me: SideState, peer: SideState, why: string): SyncDecision {
+  if (!me.outOfSyncValid) return { kind: 'source', full: true, reason: `${why}; this node restarted without a clean shutdown, so its out-of-sync set is lost` };
+  if (!peer.storeTrusted) return { kind: 'source', full: true, reason: `${why}; ${peer.node}'s store may hold writes no bitmap records (new, wiped, or crashed while primary alone)` };
+  return { kind: 'source', full: false, reason: why };
+}
+
+/** The tracks to send: everything, or the union of both sides' out-of-sync sets. */
+export function resyncTracks(trackCount: number, full: boolean, mine: TrackBitmap, theirs: TrackBitmap | null): TrackBitmap {
+  const set = new TrackBitmap(trackCount);
+  for (let t = 0; t < trackCount; t++) if (full || mine.has(t) || theirs?.has(t)) set.set(t);
+  return set;
+}
+
+/** Walks a track set as coalesced spans of at most chunkBytes, in ascending order. */
+export class ResyncPlan {
+  readonly totalBytes: number;
+  issuedBytes = 0;
+  sentBytes = 0;
+  readsInFlight = 0;
+  private cursorTrack = 0;
+
+  constructor(
+    private readonly tracks: TrackBitmap,
+    private readonly trackSizeBytes: number,
+    private readonly volumeSizeBytes: number,
+    private readonly chunkBytes: number,
+    readonly startMs: number,
+  ) {
+    let total = 0;
+    for (let t = 0; t < tracks.trackCount; t++) if (tracks.has(t)) total += this.trackBytes(t);
+    this.totalBytes = total;
+  }
+
+  private trackBytes(track: number): number {
+    return Math.min(this.trackSizeBytes, this.volumeSizeBytes - track * this.trackSizeBytes);
+  }
+
+  /** The next span to read and send, or null when every track has been issued. */
+  nextChunk(): { offsetBytes: number; lengthBytes: number } | null {
+    const count = this.tracks.trackCount;
+    while (this.cursorTrack < count && !this.tracks.has(this.cursorTrack)) this.cursorTrack++;
+    if (this.cursorTrack >= count) return null;
+    const first = this.cursorTrack;
+    let lengthBytes = 0;
+    while (this.cursorTrack < count && this.tracks.has(this.cursorTrack) && lengthBytes + this.trackBytes(this.cursorTrack) <= Math.max(this.chunkBytes, this.trackSizeBytes)) {
+      lengthBytes += this.trackBytes(this.cursorTrack);
+      this.cursorTrack++;
+    }
+    this.issuedBytes += lengthBytes;
+    return { offsetBytes: first * this.trackSizeBytes, lengthBytes };
+  }
+
+  get finished(): boolean {
+    return this.sentBytes === this.totalBytes && this.readsInFlight === 0;
+  }
+
+  get trackCount(): number {
+    return this.tracks.count();
+  }
+}

@@ -1,0 +1,101 @@
+// Node metadata beside the store (issue 5 item 3): volume identity, epoch history, the
+// clean-shutdown flag and the persisted out-of-sync bitmap. Written atomically — write a temporary
+// file, fsync it, rename it over the old one, fsync the directory — so a crash leaves either the
+// old or the new metadata, never a torn one.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { PersistedState } from '../core/replica-types.js';
+
+const FORMAT_VERSION = 1;
+
+export interface VolumeIdentity {
+  volume: string;
+  sizeBytes: number;
+  trackSizeBytes: number;
+}
+
+interface MetadataFile extends VolumeIdentity {
+  formatVersion: number;
+  node: string;
+  history: { epoch: number; node: string }[];
+  role: 'primary' | 'secondary';
+  cleanShutdown: boolean;
+  diverging: boolean;
+  outOfSync: string | null;
+  discardLocal: boolean;
+}
+
+export class MetadataError extends Error {
+  override readonly name = 'MetadataError';
+}
+
+export class MetadataFileStore {
+  private chain: Promise<void> = Promise.resolve();
+
+  constructor(readonly filePath: string, private readonly identity: VolumeIdentity, private readonly node: string) {}
+
+  /** The persisted state, or null when there is none (a fresh store). */
+  async load(): Promise<PersistedState | null> {
+    let text: string;
+    try {
+      text = await fs.readFile(this.filePath, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw new MetadataError(`metadata ${this.filePath}: ${(err as Error).message}`);
+    }
+    let data: MetadataFile;
+    try {
+      data = JSON.parse(text) as MetadataFile;
+    } catch {
+      throw new MetadataError(`metadata ${this.filePath} is not valid JSON (move it away to start this store as new)`);
+    }
+    this.checkIdentity(data);
+    return {
+      history: data.history, role: data.role, cleanShutdown: data.cleanShutdown, diverging: data.diverging,
+      outOfSync: data.outOfSync === null ? null : Uint8Array.from(Buffer.from(data.outOfSync, 'base64')), discardLocal: data.discardLocal,
+    };
+  }
+
+  private checkIdentity(data: MetadataFile): void {
+    if (data.formatVersion !== FORMAT_VERSION) throw new MetadataError(`metadata ${this.filePath} has format ${data.formatVersion}, this twinblock reads ${FORMAT_VERSION}`);
+    for (const key of ['volume', 'sizeBytes', 'trackSizeBytes'] as const) {
+      if (data[key] !== this.identity[key]) {
+        throw new MetadataError(`metadata ${this.filePath} belongs to another volume: ${key} ${String(data[key])} there, ${String(this.identity[key])} in the config`);
+      }
+    }
+  }
+
+  /** Writes the state atomically; writes are applied in call order. */
+  save(state: PersistedState): Promise<void> {
+    const next = this.chain.then(() => this.writeAtomically(state));
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+
+  async remove(): Promise<void> {
+    await fs.rm(this.filePath, { force: true });
+  }
+
+  private async writeAtomically(state: PersistedState): Promise<void> {
+    const data: MetadataFile = {
+      formatVersion: FORMAT_VERSION, ...this.identity, node: this.node,
+      history: state.history, role: state.role, cleanShutdown: state.cleanShutdown, diverging: state.diverging,
+      outOfSync: state.outOfSync === null ? null : Buffer.from(state.outOfSync).toString('base64'), discardLocal: state.discardLocal,
+    };
+    const tmp = `${this.filePath}.tmp`;
+    const handle = await fs.open(tmp, 'w');
+    try {
+      await handle.writeFile(`${JSON.stringify(data)}\n`);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await fs.rename(tmp, this.filePath);
+    const dir = await fs.open(path.dirname(this.filePath), 'r');
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
+  }
+}
