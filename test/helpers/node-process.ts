@@ -22,6 +22,8 @@ const MAX_STDERR_CHARS = 64 * 1024;
 const DEFAULT_START_TIMEOUT_MS = 15_000;
 const DEFAULT_STOP_TIMEOUT_MS = 30_000;
 const POLL_INTERVAL_MS = 50;
+/** Attempts to start a node when a port we picked was taken meanwhile. */
+const PORT_RETRIES = 3;
 
 // ------------------------------------------------------------------------------------ cleanup
 
@@ -295,6 +297,19 @@ function portOf(address: string): number {
  * missing; a node that exits or does not come up in time fails with its stderr in the message.
  */
 export async function startNode(opts: StartNodeOptions): Promise<NodeProcess> {
+  // freePort() closes its probe before the node binds, so another process on a busy CI runner can
+  // take the port in between. Only ports we picked are retried; a test's own ports never are.
+  const picksPorts = Object.values(opts.config.nodes).some((e) => e.nbd === undefined || e.admin === undefined);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startNodeOnce(opts);
+    } catch (err) {
+      if (!picksPorts || attempt >= PORT_RETRIES || !/already in use/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+async function startNodeOnce(opts: StartNodeOptions): Promise<NodeProcess> {
   const config = await withPorts(opts.config);
   const name = opts.nodeName ?? Object.keys(config.nodes)[0];
   if (name === undefined) throw new Error('config has no nodes');
