@@ -13,6 +13,8 @@ import { startNode, type RunningNode } from '../node/node.js';
 import { formatStatus } from './status-format.js';
 
 const STATUS_TIMEOUT_MS = 5000;
+/** Demote waits for in-flight writes; give it longer than a status read. */
+const ACTION_TIMEOUT_MS = 60_000;
 
 function oneLine(err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
@@ -201,7 +203,38 @@ function buildProgram(): Command {
     .option('--admin <url>', "the node's admin URL", 'http://127.0.0.1:8801')
     .option('--json', 'print the raw /status JSON')
     .action((opts: { admin: string; json?: boolean }) => statusCommand(opts));
+  program.command('promote').description('make a secondary the primary (bumps and persists the epoch)')
+    .requiredOption('--admin <url>', "the node's admin URL")
+    .option('--force', 'promote even while a connected peer is primary or this node is mid-resync (risks split brain)')
+    .action((opts: { admin: string; force?: boolean }) => actionCommand(opts.admin, 'promote', { force: opts.force === true }));
+  program.command('demote').description('make a primary secondary (in-flight writes complete first)')
+    .requiredOption('--admin <url>', "the node's admin URL")
+    .action((opts: { admin: string }) => actionCommand(opts.admin, 'demote', {}));
+  program.command('resolve').description('end a split brain: this node discards its changes and resyncs from its peer')
+    .requiredOption('--admin <url>', "the node's admin URL")
+    .requiredOption('--discard-local', 'required: this node is the side whose changes are discarded')
+    .action((opts: { admin: string; discardLocal?: boolean }) => actionCommand(opts.admin, 'resolve', { discardLocal: opts.discardLocal === true }));
   return program;
+}
+
+/** POST an admin action; a refusal (HTTP 409) is a one-line error and exit 1. */
+async function actionCommand(admin: string, action: string, body: Record<string, unknown>): Promise<void> {
+  const url = new URL(action, statusUrl(admin));
+  let res: Response;
+  try {
+    res = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' }, signal: AbortSignal.timeout(ACTION_TIMEOUT_MS) });
+  } catch (err) {
+    throw new Error(`cannot reach admin at ${url.origin}: ${describeFetchError(err)}`);
+  }
+  const text = await res.text();
+  let answer: Record<string, unknown> = {};
+  try {
+    answer = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    // keep the raw text for the message below
+  }
+  if (!res.ok) throw new Error(`${action} refused by ${url.origin}: ${typeof answer['error'] === 'string' ? answer['error'] : text.trim()}`);
+  process.stdout.write(`${action}: done ${JSON.stringify(answer)}\n`);
 }
 
 buildProgram().parseAsync(process.argv).catch(fail);

@@ -142,11 +142,25 @@ function counterLines(counters: Json): string[] {
 
 function peerLines(peers: unknown[]): string[] {
   if (peers.length === 0) return ['  peers: none (standalone)'];
-  return peers.map((p) => {
+  return peers.flatMap((p) => {
     const peer = isObject(p) ? p : {};
     const connected = peer['connected'] === true ? 'yes' : peer['connected'] === false ? 'no' : '?';
-    return `  peer ${str(peer['node'])} connected:${connected} state:${str(peer['state'])} ` +
-      `united:${plural(peer['unitedTracks'], 'track')} out-of-sync:${plural(peer['outOfSyncTracks'], 'track')}`;
+    const rtt = num(peer['rttMs']);
+    const lines = [`  peer ${str(peer['node'])} connected:${connected} state:${str(peer['state'])} ` +
+      `united:${plural(peer['unitedTracks'], 'track')} out-of-sync:${plural(peer['outOfSyncTracks'], 'track')}` +
+      (rtt === undefined ? '' : ` rtt:${rtt.toFixed(2)}ms`)];
+    const sync = isObject(peer['sync']) ? peer['sync'] : null;
+    if (sync !== null) {
+      const total = num(sync['totalBytes']) ?? 0;
+      const done = num(sync['doneBytes']) ?? 0;
+      const pct = total > 0 ? Math.floor((100 * done) / total) : 100;
+      const eta = num(sync['etaSeconds']);
+      lines.push(`    resync: ${bytes(done)} of ${bytes(total)} (${pct}%)` +
+        (num(sync['rateBytesPerSec']) ? `, ${bytes(sync['rateBytesPerSec'])}/s` : '') + (eta === undefined ? '' : `, ETA ${eta}s`) +
+        (sync['full'] === true ? ', full' : ''));
+    }
+    if (peer['state'] === 'split-brain') lines.push('    SPLIT BRAIN: both nodes were primary; run `twinblock resolve --discard-local` on the side to overwrite');
+    return lines;
   });
 }
 

@@ -26,6 +26,8 @@ export interface NodeStatus {
   role: Role;
   mode: 'standalone' | 'mirrored';
   epoch: number;
+  /** Who was primary when, oldest first (decides the sync source; detects split brain). */
+  epochHistory: { epoch: number; node: string }[];
   pid: number;
   sizeBytes: number;
   trackSizeBytes: number;
@@ -102,7 +104,8 @@ export function buildStatus(src: StatusSources): NodeStatus {
     volume: config.volume,
     role: core.role,
     mode: src.peer === null ? 'standalone' : 'mirrored',
-    epoch: 0,
+    epoch: core.epoch,
+    epochHistory: [...core.epochHistory],
     pid: process.pid,
     sizeBytes: config.sizeBytes,
     trackSizeBytes: config.trackSizeBytes,
