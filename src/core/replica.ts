@@ -782,7 +782,7 @@ export class ReplicaCore {
     } else {
       this.peerState = this.peerState === 'split-brain' ? 'split-brain' : 'degraded';
     }
-    if (!this.mirroring) this.markDiverging();
+    if (!this.mirroring) this.diverging = true; // the new epoch above is this generation
     this.persist();
     this.emit({ kind: 'log', level: 'warn', msg: 'promoted to primary', fields: { epoch: currentEpoch(this.history), outOfSyncTracks: this.outOfSync.count(), force } });
     return { ok: true };
@@ -834,6 +834,9 @@ export class ReplicaCore {
   private markDiverging(): void {
     if (this.diverging || !this.settings.mirrored) return;
     this.diverging = true;
+    // A new data generation (as DRBD does): if the peer is promoted meanwhile, the two histories
+    // diverge and the pair sees a split brain instead of silently dropping these writes.
+    this.history.push({ epoch: nextEpoch(this.history), node: this.settings.node });
     this.persist();
   }
 
