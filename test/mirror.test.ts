@@ -3,106 +3,25 @@
 // policies, initial sync under concurrent writes, and back-pressure on a small secondary cache.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { Volume } from '../src/node/volume.js';
-import type { LinkMessage } from '../src/core/replica-types.js';
+import type { Volume } from '../src/node/volume.js';
 import type { TrackerKind } from '../src/core/notifier.js';
 import type { FlushPolicy } from '../src/core/replica-types.js';
-import type { Store } from '../src/store/store.js';
 
-const KiB = 1024;
-const MiB = 1024 * KiB;
+import { inSync, KiB, makePair as makeNodes, MiB, pattern, waitFor, type MemoryNode, type MemoryStore } from './helpers/memory-pair.js';
 
-class MemoryStore implements Store {
-  readonly description = 'memory';
-  readonly bytes: Buffer;
-  synced: Buffer;
-  writes = 0;
-  constructor(readonly sizeBytes: number, private readonly writeDelayMs: number) {
-    this.bytes = Buffer.alloc(sizeBytes);
-    this.synced = Buffer.alloc(sizeBytes);
-  }
-  async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-    return Buffer.from(this.bytes.subarray(offsetBytes, offsetBytes + lengthBytes));
-  }
-  /** While set, store writes wait for it: proves an ack did not wait for any disk. */
-  gate: Promise<void> | null = null;
-  async write(offsetBytes: number, data: Uint8Array): Promise<void> {
-    await sleep(this.writeDelayMs);
-    if (this.gate) await this.gate;
-    this.bytes.set(data, offsetBytes);
-    this.writes++;
-  }
-  async writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void> {
-    await this.write(offsetBytes, Buffer.alloc(lengthBytes));
-  }
-  async sync(): Promise<void> {
-    this.synced = Buffer.from(this.bytes);
-  }
-  async close(): Promise<void> {}
-}
+interface Pair { primary: Volume; secondary: Volume; pStore: MemoryStore; sStore: MemoryStore; linkBytes: { data: number; notice: number }; connect(): void; a: MemoryNode; b: MemoryNode }
 
-interface Pair { primary: Volume; secondary: Volume; pStore: MemoryStore; sStore: MemoryStore; linkBytes: { data: number; notice: number }; connect(): void }
-
-/** An ordered in-memory link: each direction delivers in send order, asynchronously. */
 function makePair(opts: { tracker?: TrackerKind; flush?: FlushPolicy; sizeBytes?: number; secondaryCacheBytes?: number; storeDelayMs?: number; maxDirtyAgeMs?: number } = {}): Pair {
-  const sizeBytes = opts.sizeBytes ?? 4 * MiB;
-  const pStore = new MemoryStore(sizeBytes, opts.storeDelayMs ?? 1);
-  const sStore = new MemoryStore(sizeBytes, opts.storeDelayMs ?? 1);
-  const linkBytes = { data: 0, notice: 0 };
-  let connected = false;
-  const queues: [LinkMessage[], LinkMessage[]] = [[], []];
-  const volumes: Volume[] = [];
-  const deliver = (to: number) => {
-    const msg = queues[to]!.shift();
-    if (msg && connected) volumes[to]!.linkMessage(msg);
-  };
-  const sender = (to: number) => (msg: LinkMessage) => {
-    if (!connected) return true;
-    if (msg.type === 'notice') linkBytes.notice += 16 + msg.ranges.length * 4;
-    else if (msg.type === 'write' || msg.type === 'syncData') linkBytes.data += 32 + msg.data.length;
-    queues[to]!.push(msg);
-    setImmediate(() => deliver(to));
-    return true;
-  };
-  const common = {
-    sizeBytes, trackSizeBytes: 64 * KiB, rangeTracks: 4,
-    hardening: { maxDirtyAgeMs: opts.maxDirtyAgeMs ?? 200, destageIntervalMs: 50, rangeDirtyThresholdTracks: 2 },
-  };
-  const mirror = (role: 'primary' | 'secondary', to: number) => ({
-    peer: role === 'primary' ? 's' : 'p', role, tracker: opts.tracker ?? 'destage-scan', flush: opts.flush ?? 'memory', degraded: 'write-through' as const,
-    syncRateBytesPerSec: 1024 * MiB, send: sender(to), setReceiving: () => undefined,
-  });
-  const primary = new Volume({ ...common, node: 'p', name: 'v', description: 'p', cacheBytes: 1 * MiB, store: pStore, mirror: mirror('primary', 1) });
-  const secondary = new Volume({ ...common, node: 's', name: 'v', description: 's', cacheBytes: opts.secondaryCacheBytes ?? 1 * MiB, store: sStore, mirror: mirror('secondary', 0) });
-  volumes.push(primary, secondary);
+  const { a, b, link } = makeNodes(opts);
   return {
-    primary, secondary, pStore, sStore, linkBytes,
-    connect() {
-      connected = true;
-      secondary.linkEstablished();
-      primary.linkEstablished();
-    },
+    get primary() { return a.volume; }, get secondary() { return b.volume; }, pStore: a.store, sStore: b.store, linkBytes: link.bytes,
+    connect: () => link.connect(), a, b,
   };
-}
-
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
-
-function pattern(lengthBytes: number, seed: number): Buffer {
-  const b = Buffer.alloc(lengthBytes);
-  for (let i = 0; i < lengthBytes; i++) b[i] = (seed * 131 + i) % 251;
-  return b;
 }
 
 async function connectAndSync(pair: Pair): Promise<void> {
   pair.connect();
-  await waitFor('in-sync', () => pair.primary.peerState === 'in-sync' && pair.secondary.peerState === 'in-sync');
+  await waitFor('in-sync', () => inSync(pair.a, pair.b));
 }
 
 test('a write acknowledged by the primary is in the secondary cache, with no disk on the path', { timeout: 20_000 }, async () => {

@@ -23,6 +23,11 @@ export interface PersistedState {
   cleanShutdown: boolean;
   /** This node may hold hardened writes its peer lacks beyond outOfSync (it was primary alone). */
   diverging: boolean;
+  /**
+   * The store is complete up to what the bitmaps record: false for a new store until its first
+   * resync finishes, and for the losing side of a split brain. A crash mid-resync keeps it false.
+   */
+  storeTrusted: boolean;
   /** Tracks the peer lacks, as a bitmap (trusted only with cleanShutdown). */
   outOfSync: Uint8Array | null;
   /** Split brain resolved against this node: it is the target of the next resync. */

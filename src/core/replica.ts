@@ -18,7 +18,7 @@
 // once hardened locally, unless `degraded: write-back`.
 import { TrackBitmap } from './bitmap.js';
 import { assert, TrackCache, type CacheGeometry } from './cache.js';
-import { currentEpoch, nextEpoch, type EpochEntry } from './epochs.js';
+import { compareHistories, currentEpoch, nextEpoch, type EpochEntry } from './epochs.js';
 import { Hardener, type HardenReason, type HardeningSettings } from './hardening.js';
 import { applyNotice, HardeningNotifier, type NoticeOp, type NotifierAction, type TrackerKind } from './notifier.js';
 import { PeerUnhardenedRecord } from './peer-record.js';
@@ -132,7 +132,7 @@ export class ReplicaCore {
     this.outOfSync = new TrackBitmap(this.cache.trackCount);
     this.history = persisted === null ? [] : [...persisted.history];
     this.discardLocal = persisted?.discardLocal ?? false;
-    this.storeTrusted = persisted !== null && (persisted.cleanShutdown || !persisted.diverging) && !this.discardLocal;
+    this.storeTrusted = persisted !== null && persisted.storeTrusted && (persisted.cleanShutdown || !persisted.diverging) && !this.discardLocal;
     this.outOfSyncValid = persisted?.cleanShutdown === true;
     if (persisted?.cleanShutdown && persisted.outOfSync !== null) {
       const saved = TrackBitmap.fromBytes(this.cache.trackCount, persisted.outOfSync);
@@ -515,6 +515,8 @@ export class ReplicaCore {
       const dirty = TrackBitmap.fromBytes(this.cache.trackCount, msg.dirty);
       for (let t = 0; t < dirty.trackCount; t++) if (dirty.has(t)) this.record.mark(t);
     }
+    // In sync with the same history (a demote, say): nothing to decide, only the role changed.
+    if (this.peerState === 'in-sync' && compareHistories(this.history, msg.history) === 'equal') return;
     this.decide(nowMs);
   }
 
@@ -530,14 +532,22 @@ export class ReplicaCore {
     }
     if (decision.kind === 'target') {
       this.receivingResync = true;
+      if (this.peerState === 'split-brain') this.peerState = 'connecting';
       if (this.role === 'primary') {
+        // Nothing of ours was mirrored yet on this link (no decision had been made), so no
+        // write of ours is in flight to a peer that would ignore it.
         this.emit({ kind: 'log', level: 'warn', msg: 'peer holds newer data: this node steps down to secondary', fields: { peer: this.peerName } });
         this.setRole('secondary');
+        this.persist();
       }
       return;
     }
-    if (peer.role === 'primary' && this.role === 'primary') return; // the peer will step down first
     this.startResync(decision.full, decision.reason, peer, nowMs);
+  }
+
+  /** The peer's role as it last announced it (null before its state arrives). */
+  get peerRole(): Role | null {
+    return this.peerView?.role ?? null;
   }
 
   private sideState(): SideState {
@@ -737,6 +747,8 @@ export class ReplicaCore {
     this.peerState = 'in-sync';
     this.outOfSync.clearSpan(0, this.outOfSync.trackCount);
     this.outOfSyncValid = true;
+    // The source's store is the reference the peer now matches (a fresh primary's included).
+    this.storeTrusted = true;
     this.diverging = false;
     this.persist();
     this.emit({ kind: 'log', level: 'info', msg: 'resync complete: in-sync', fields: { bytes: plan.sentBytes, full: this.resyncFull, ms: nowMs - plan.startMs } });
@@ -771,9 +783,13 @@ export class ReplicaCore {
     if (!force && this.receivingResync) return { ok: false, error: 'this node is still being resynced: its data is incomplete (use --force to promote anyway)' };
     this.history = [...this.history, { epoch: nextEpoch(this.history), node: this.settings.node }];
     this.setRole('primary');
-    // The old primary may lack whatever it held only in RAM: the united bitmap becomes out-of-sync.
-    const united = this.record.united();
-    for (let t = 0; t < united.trackCount; t++) if (united.has(t)) this.outOfSync.set(t);
+    // A failover: the old primary may have lost whatever it held only in RAM, so the united bitmap
+    // becomes out-of-sync. A planned switchover (connected and in sync) keeps it as the record
+    // instead: the old primary is alive and hardens its RAM; a later link loss folds it in.
+    if (!(this.linkIsUp && this.peerState === 'in-sync')) {
+      const united = this.record.united();
+      for (let t = 0; t < united.trackCount; t++) if (united.has(t)) this.outOfSync.set(t);
+    }
     this.receivingResync = false;
     if (this.linkIsUp) {
       this.peerState = 'degraded';
@@ -861,7 +877,7 @@ export class ReplicaCore {
     for (let t = 0; t < this.cache.trackCount; t++) if (this.outOfSync.has(t) || (cleanShutdown && this.record.isUnited(t))) outOfSync.set(t);
     return {
       history: [...this.history], role: this.role, cleanShutdown, diverging: this.diverging,
-      outOfSync: outOfSync.toBytes(), discardLocal: this.discardLocal,
+      storeTrusted: this.storeTrusted, outOfSync: outOfSync.toBytes(), discardLocal: this.discardLocal,
     };
   }
 

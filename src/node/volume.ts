@@ -74,6 +74,7 @@ export class Volume implements NbdExport {
   private nextReqId = 1;
   private receivingPaused = false;
   private persistChain: Promise<void> = Promise.resolve();
+  private abandoned = false;
   private readonly timer: NodeJS.Timeout;
 
   constructor(private readonly opts: VolumeOptions) {
@@ -202,6 +203,7 @@ export class Volume implements NbdExport {
 
   /** Feeds one event to the core, then carries out every action it emitted. */
   private run(event: (nowMs: number) => void): void {
+    if (this.abandoned) return;
     event(this.now());
     for (const action of this.core.takeActions()) this.perform(action);
     const blocked = this.core.inboundBlocked;
@@ -297,6 +299,12 @@ export class Volume implements NbdExport {
     await this.store.close();
     await this.persistChain;
     await this.opts.metadata?.save(this.core.persistedState(true));
+  }
+
+  /** Tests and the simulator: the process died here (no hardening, no more events or actions). */
+  abandon(): void {
+    this.abandoned = true;
+    clearInterval(this.timer);
   }
 
   // ---------------------------------------------------------------- roles

@@ -1,0 +1,191 @@
+// Failures, in process (issue 5): the sync decision table, failover after a primary crash with
+// writes in flight, a secondary crash, failback, the out-of-sync set across a clean restart,
+// a crashed survivor's full resync, and split brain — each checked on the bytes of both stores.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { decideSync, type SideState } from '../src/core/resync.js';
+import { inSync, KiB, makePair, MiB, pattern, waitFor, type MemoryNode } from './helpers/memory-pair.js';
+
+const TRACK = 64 * KiB;
+
+function side(node: string, history: [number, string][], over: Partial<SideState> = {}): SideState {
+  return { node, history: history.map(([epoch, n]) => ({ epoch, node: n })), storeTrusted: true, outOfSyncValid: true, discardLocal: false, ...over };
+}
+
+test('decideSync: newer history is the source; divergence is split brain; what cannot be vouched for is resent in full', () => {
+  assert.deepEqual(decideSync(side('b', [[1, 'a'], [2, 'b']]), side('a', [[1, 'a']])).kind, 'source');
+  assert.deepEqual(decideSync(side('a', [[1, 'a']]), side('b', [[1, 'a'], [2, 'b']])), { kind: 'target' });
+  assert.equal(decideSync(side('a', [[1, 'a']]), side('b', [[1, 'a']])).kind, 'source', 'equal: the last primary is the source');
+  assert.equal(decideSync(side('a', [[1, 'a'], [2, 'a']]), side('b', [[1, 'a'], [2, 'b']])).kind, 'split-brain');
+  const full = decideSync(side('b', [[1, 'a'], [2, 'b']], { outOfSyncValid: false }), side('a', [[1, 'a']]));
+  assert.ok(full.kind === 'source' && full.full && /clean shutdown/.test(full.reason));
+  const untrusted = decideSync(side('a', [[1, 'a']]), side('b', [], { storeTrusted: false }));
+  assert.ok(untrusted.kind === 'source' && untrusted.full);
+  const resolved = decideSync(side('a', [[1, 'a'], [2, 'a']]), side('b', [[1, 'a'], [2, 'b']], { discardLocal: true, storeTrusted: false }));
+  assert.ok(resolved.kind === 'source' && !resolved.full, 'discard-local: delta of what either side changed');
+});
+
+async function syncedPair(opts: Parameters<typeof makePair>[0] = {}) {
+  const pair = makePair(opts);
+  pair.link.connect();
+  await waitFor('in-sync', () => inSync(pair.a, pair.b));
+  return pair;
+}
+
+async function closeAndCompare(x: MemoryNode, y: MemoryNode): Promise<void> {
+  await x.volume.close();
+  await y.volume.close();
+  assert.ok(x.store.bytes.equals(y.store.bytes), 'the two stores are byte-identical');
+}
+
+/**
+ * What a read of each 4 KiB block may return: its last acknowledged payload, or one still in
+ * flight (issued, never acknowledged) when a node died — a concurrent write may or may not land.
+ */
+class Ledger {
+  readonly acked = new Map<number, Buffer>();
+  private readonly inFlight = new Map<number, Set<Buffer>>();
+
+  issue(offset: number, data: Buffer): void {
+    if (!this.inFlight.has(offset)) this.inFlight.set(offset, new Set());
+    this.inFlight.get(offset)!.add(data);
+  }
+
+  ack(offset: number, data: Buffer): void {
+    this.acked.set(offset, data);
+    this.inFlight.get(offset)?.delete(data);
+  }
+
+  async check(node: MemoryNode, what: string): Promise<void> {
+    for (const [offset, data] of this.acked) {
+      const got = await node.volume.read(offset, 4 * KiB);
+      const ok = got.equals(data) || [...(this.inFlight.get(offset) ?? [])].some((d) => got.equals(d));
+      assert.ok(ok, `${what}: block at ${offset} holds neither its last acknowledged write nor one in flight`);
+    }
+  }
+}
+
+/** Writes 4 KiB blocks with unique payloads, concurrently, recording them in the ledger. */
+async function writeMany(node: MemoryNode, count: number, seed: number, ledger: Ledger): Promise<void> {
+  const writes: Promise<void>[] = [];
+  for (let i = 0; i < count; i++) {
+    const offset = ((i * 7919 + seed * 31) % 1000) * 4 * KiB;
+    const data = pattern(4 * KiB, seed * 10_000 + i);
+    ledger.issue(offset, data);
+    writes.push(node.volume.write(offset, data, false).then(() => ledger.ack(offset, data), () => undefined));
+  }
+  await Promise.all(writes);
+}
+
+test('kill the primary with writes in flight: promote, every acknowledged write survives, the old primary returns by delta', async () => {
+  const { a, b, link } = await syncedPair();
+  const acked = new Ledger();
+  await writeMany(a, 300, 1, acked);
+  // A burst left in flight: some acknowledged, some not, when a dies.
+  void writeMany(a, 200, 2, acked);
+  await new Promise((resolve) => setImmediate(resolve));
+  a.crash();
+  link.cut();
+  await b.volume.promote(false);
+  await acked.check(b, 'after failover');
+  await writeMany(b, 100, 3, acked);
+  const outOfSync = b.volume.core.outOfSync.count();
+  a.restart();
+  assert.equal(a.volume.core.role, 'secondary', 'a crashed primary comes back secondary');
+  link.connect();
+  await waitFor('in-sync', () => inSync(a, b));
+  assert.ok(b.volume.counters.syncBytesSent <= outOfSync * TRACK * 1.05, `delta resync: ${b.volume.counters.syncBytesSent} bytes for ${outOfSync} out-of-sync tracks`);
+  await acked.check(a, 'on the returned old primary');
+  await closeAndCompare(a, b);
+});
+
+test('kill the secondary under load; it returns and gets only the out-of-sync tracks', async () => {
+  const { a, b, link } = await syncedPair();
+  const acked = new Ledger();
+  await writeMany(a, 200, 4, acked);
+  b.crash();
+  link.cut();
+  await writeMany(a, 100, 5, acked);
+  assert.equal(a.volume.peerState, 'degraded');
+  const outOfSync = a.volume.core.outOfSync.count();
+  b.restart();
+  link.connect();
+  await waitFor('in-sync', () => inSync(a, b));
+  assert.ok(a.volume.counters.syncBytesSent - 4 * MiB <= outOfSync * TRACK * 1.05, 'resync bytes follow the out-of-sync tracks');
+  await closeAndCompare(a, b);
+});
+
+test('failback: demote one side, promote the other, while connected; nothing lost, no full resync', async () => {
+  const { a, b } = await syncedPair();
+  const acked = new Ledger();
+  await writeMany(a, 100, 6, acked);
+  const sentBefore = a.volume.counters.syncBytesSent + b.volume.counters.syncBytesSent;
+  await a.volume.demote();
+  await waitFor('b sees a secondary', () => b.volume.core.peerRole === 'secondary');
+  await b.volume.promote(false);
+  await waitFor('in-sync after the swap', () => inSync(a, b));
+  await writeMany(b, 100, 7, acked);
+  await b.volume.demote();
+  await waitFor('a sees b secondary', () => a.volume.core.peerRole === 'secondary');
+  await a.volume.promote(false);
+  await waitFor('in-sync after failback', () => inSync(a, b));
+  await writeMany(a, 50, 8, acked);
+  await acked.check(a, 'on a');
+  await acked.check(b, 'on b');
+  const resent = a.volume.counters.syncBytesSent + b.volume.counters.syncBytesSent - sentBefore;
+  assert.ok(resent < 1 * MiB, `role swaps resend only what the old primary may hold in RAM (${resent} bytes)`);
+  await closeAndCompare(a, b);
+});
+
+test('promote refuses while a connected peer is primary, unless forced', async () => {
+  const { a, b } = await syncedPair();
+  await assert.rejects(b.volume.promote(false), /primary and connected/);
+  await assert.rejects(a.volume.promote(false), /already primary/);
+  await closeAndCompare(a, b);
+});
+
+test('the out-of-sync set survives a clean restart of the survivor; a crashed survivor falls back to a full resync', async () => {
+  const { a, b, link } = await syncedPair();
+  b.crash();
+  link.cut();
+  const acked = new Ledger();
+  await writeMany(a, 50, 9, acked);
+  const outOfSync = a.volume.core.outOfSync.count();
+  await a.volume.close(); // clean: the set is persisted
+  a.restart();
+  assert.equal(a.volume.core.role, 'primary', 'a clean primary comes back primary');
+  b.restart();
+  link.connect();
+  await waitFor('in-sync', () => inSync(a, b));
+  assert.ok(a.volume.counters.syncBytesSent <= outOfSync * TRACK * 1.05, `delta after a clean restart: ${a.volume.counters.syncBytesSent} bytes, ${outOfSync} tracks`);
+  // Now the survivor crashes while alone: its set is lost, so the next resync is full.
+  b.crash();
+  link.cut();
+  await writeMany(a, 20, 10, acked);
+  a.crash();
+  a.restart();
+  b.restart();
+  await a.volume.promote(false);
+  link.connect();
+  await waitFor('in-sync', () => inSync(a, b));
+  assert.equal(a.volume.counters.syncBytesSent, 4 * MiB, 'full resync after the survivor crashed');
+  await acked.check(b, 'after the full resync');
+  await closeAndCompare(a, b);
+});
+
+test('split brain: both sides wrote as primary; no silent merge; resolve --discard-local makes one side the target', async () => {
+  const { a, b, link } = await syncedPair();
+  link.cut();
+  await b.volume.promote(false);
+  await a.volume.write(0, pattern(4 * KiB, 100), false);
+  await b.volume.write(8 * KiB, pattern(4 * KiB, 200), false);
+  link.connect();
+  await waitFor('split brain on both', () => a.volume.peerState === 'split-brain' && b.volume.peerState === 'split-brain');
+  assert.deepEqual(await a.volume.read(8 * KiB, 4 * KiB), Buffer.alloc(4 * KiB), 'nothing of b reached a');
+  await b.volume.resolveDiscardLocal();
+  await waitFor('in-sync after resolve', () => inSync(a, b));
+  assert.equal(b.volume.core.role, 'secondary');
+  assert.deepEqual(await b.volume.read(0, 4 * KiB), pattern(4 * KiB, 100), "a's write is on b");
+  assert.deepEqual(await b.volume.read(8 * KiB, 4 * KiB), Buffer.alloc(4 * KiB), "b's write is discarded");
+  await closeAndCompare(a, b);
+});
