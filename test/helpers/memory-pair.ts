@@ -82,7 +82,6 @@ export class MemoryNode {
 
   private start(): Volume {
     this.alive = true;
-    const me = this;
     return new Volume({
       node: this.name, name: 'v', description: this.name, sizeBytes: this.store.sizeBytes, trackSizeBytes: 64 * KiB,
       cacheBytes: this.opts.cacheBytes ?? 1 * MiB, rangeTracks: 4,
@@ -90,7 +89,7 @@ export class MemoryNode {
       store: this.store,
       metadata: {
         persisted: this.persisted,
-        save: async (state) => { if (me.alive) me.persisted = state; },
+        save: async (state) => { if (this.alive) this.persisted = state; },
       },
       mirror: {
         peer: this.peer, role: this.role, tracker: this.opts.tracker ?? 'destage-scan', flush: this.opts.flush ?? 'memory',
