@@ -4,38 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Volume } from '../src/node/volume.js';
-import type { Store } from '../src/store/store.js';
-
-const KiB = 1024;
-
-/** A store in RAM; writes take `writeDelayMs`; `synced` is what a power cut would leave. */
-class MemoryStore implements Store {
-  readonly description = 'memory';
-  readonly bytes: Buffer;
-  synced: Buffer;
-  writes = 0;
-  failWrites = false;
-  constructor(readonly sizeBytes: number, private readonly writeDelayMs: number) {
-    this.bytes = Buffer.alloc(sizeBytes);
-    this.synced = Buffer.alloc(sizeBytes);
-  }
-  async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-    return Buffer.from(this.bytes.subarray(offsetBytes, offsetBytes + lengthBytes));
-  }
-  async write(offsetBytes: number, data: Uint8Array): Promise<void> {
-    await sleep(this.writeDelayMs);
-    if (this.failWrites) throw new Error('injected store failure');
-    this.bytes.set(data, offsetBytes);
-    this.writes++;
-  }
-  async writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void> {
-    await this.write(offsetBytes, Buffer.alloc(lengthBytes));
-  }
-  async sync(): Promise<void> {
-    this.synced = Buffer.from(this.bytes);
-  }
-  async close(): Promise<void> {}
-}
+import { KiB, MemoryStore } from './helpers/memory-pair.js';
 
 function makeVolume(store: MemoryStore, overrides: { cacheBytes?: number; maxDirtyAgeMs?: number } = {}): Volume {
   return new Volume({
