@@ -16,80 +16,26 @@
 // the mirrored ack; with `flush: disk` they also harden on both nodes. Standalone, a FLUSH or FUA
 // hardens locally. A primary without its peer (connecting, degraded) acknowledges a write only
 // once hardened locally, unless `degraded: write-back`.
+//
+// Failures (DESIGN.md "Failures"): at link-up both sides exchange state (epoch history, trust,
+// out-of-sync and dirty bitmaps); the newer history is the resync source and sends the out-of-sync
+// tracks of both sides, reading each chunk through its cache in the same step it sends it, while
+// host writes keep flowing behind it on the ordered link; diverged histories are split brain. The
+// primary never hardens a mirrored write the peer has not acknowledged, and a primary alone starts
+// a new epoch (persisted) before it hardens anything its peer lacks.
+//
+// This file is the link half (state exchange, resync, roles, persisted state); replica-base.ts is
+// the cache half (host writes, durability ops, hardening, notices).
 import { TrackBitmap } from './bitmap.js';
-import { assert, TrackCache, type CacheGeometry } from './cache.js';
+import { assert } from './cache.js';
 import { compareHistories, currentEpoch, nextEpoch, type EpochEntry } from './epochs.js';
-import { Hardener, type HardenReason, type HardeningSettings } from './hardening.js';
-import { applyNotice, HardeningNotifier, type NoticeOp, type NotifierAction, type TrackerKind } from './notifier.js';
-import { PeerUnhardenedRecord } from './peer-record.js';
-import type { DegradedPolicy, FlushPolicy, LinkMessage, PeerState, PersistedState, ReplicaAction, ReplyErrno, Role } from './replica-types.js';
+import { ReplicaBase, type ReplicaSettings } from './replica-base.js';
+import type { LinkMessage, PersistedState, Role } from './replica-types.js';
 import { decideSync, ResyncPlan, resyncTracks, type SideState } from './resync.js';
 
-export interface ReplicaSettings {
-  /** This node's name, and its peer's (null when standalone). */
-  node: string;
-  peer: string | null;
-  geometry: CacheGeometry;
-  hardening: HardeningSettings;
-  tracker: TrackerKind;
-  flush: FlushPolicy;
-  degraded: DegradedPolicy;
-  /** The config's primary: the role of a node starting on a fresh store. */
-  role: Role;
-  /** False for a standalone node (one node in the config). */
-  mirrored: boolean;
-  maxHardensInFlight: number;
-  syncChunkBytes: number;
-  syncWindowChunks: number;
-  syncRateBytesPerSec: number;
-  /** After a failed store write, wait this long before hardening again. */
-  storeRetryMs: number;
-}
+export type { ReplicaCounters, ReplicaSettings } from './replica-base.js';
 
-interface HostWrite { reqId: number; piecesLeft: number; offsetBytes: number; lengthBytes: number; fua: boolean; errno: ReplyErrno | null }
-interface Piece { write: HostWrite; offsetBytes: number; lengthBytes: number; data: Uint8Array | null; trim: boolean }
-type OpDone = { reply: number } | { flushAck: number };
-interface Op { done: OpDone; localPending: boolean; remotePending: boolean; errno: ReplyErrno | null }
-type WaiterPurpose = { op: number } | { range: number };
-
-export interface ReplicaCounters {
-  writes: number;
-  writtenBytes: number;
-  hardenedBytes: number;
-  hardenWrites: number;
-  hardenRuns: Record<HardenReason, number>;
-  mirroredWrites: number;
-  syncBytesSent: number;
-  syncBytesReceived: number;
-  noticesSent: number;
-  noticesReceived: number;
-}
-
-export class ReplicaCore {
-  readonly cache: TrackCache;
-  readonly hardener: Hardener;
-  /** What the peer may hold only in its RAM (seed Fig. 3). */
-  readonly record: PeerUnhardenedRecord;
-  readonly notifier: HardeningNotifier;
-  /** Tracks the peer lacks (written while it was away): the resync set. */
-  readonly outOfSync: TrackBitmap;
-  readonly counters: ReplicaCounters = {
-    writes: 0, writtenBytes: 0, hardenedBytes: 0, hardenWrites: 0,
-    hardenRuns: { flush: 0, pressure: 0, age: 0, threshold: 0, scan: 0 },
-    mirroredWrites: 0, syncBytesSent: 0, syncBytesReceived: 0, noticesSent: 0, noticesReceived: 0,
-  };
-  role: Role;
-  peerState: PeerState;
-  private readonly actions: ReplicaAction[] = [];
-  private readonly hostQueue: Piece[] = [];
-  private readonly pendingAcks = new Map<number, Piece>();
-  private readonly inbound: LinkMessage[] = [];
-  /** Bytes of the head inbound write already applied (a big write goes in as room allows). */
-  private inboundAppliedBytes = 0;
-  private readonly ops = new Map<number, Op>();
-  private readonly waiterPurposes = new Map<number, WaiterPurpose>();
-  private readonly storeSyncs = new Map<number, number>();
-  private readonly outNotices = new Map<NoticeOp, number[]>();
+export class ReplicaCore extends ReplicaBase {
   /** The resync this node is sending (as source), or null. */
   private resync: ResyncPlan | null = null;
   private resyncFull = false;
@@ -104,32 +50,18 @@ export class ReplicaCore {
   /** outOfSync is complete (no crash since it was collected). */
   private outOfSyncValid: boolean;
   private discardLocal: boolean;
-  /** May hold hardened writes the peer lacks (a primary without its peer). */
-  private diverging = false;
-  /** The persisted metadata says diverging: hardening of unmirrored writes may proceed. */
-  private divergingDurable = false;
   private divergingToken = -1;
   private syncReceivedBytes = 0;
   private syncTotalBytes = 0;
-  private sendSeq = 0;
-  /** The link to the peer is up and authenticated: notices flow. */
-  private linkIsUp = false;
-  private nextId = 1;
-  private hardensInFlight = 0;
-  private pausedUntilMs = 0;
   private linkWritable = true;
-  closing = false;
 
   /**
    * `persisted` is the node's metadata from its last run, or null for a fresh store. A node that
    * crashed comes back secondary (its peer may have been promoted meanwhile); one that shut down
    * cleanly as primary, or a standalone node, comes back primary in a new epoch.
    */
-  constructor(readonly settings: ReplicaSettings, nowMs: number, persisted: PersistedState | null = null) {
-    this.cache = new TrackCache(settings.geometry);
-    this.hardener = new Hardener(this.cache, settings.hardening, nowMs);
-    this.record = new PeerUnhardenedRecord(this.cache.trackCount, settings.geometry.rangeTracks);
-    this.outOfSync = new TrackBitmap(this.cache.trackCount);
+  constructor(settings: ReplicaSettings, nowMs: number, persisted: PersistedState | null = null) {
+    super(settings, nowMs, startupRole(settings, persisted));
     this.history = persisted === null ? [] : [...persisted.history];
     this.discardLocal = persisted?.discardLocal ?? false;
     this.storeTrusted = persisted !== null && persisted.storeTrusted && (persisted.cleanShutdown || !persisted.diverging) && !this.discardLocal;
@@ -139,343 +71,11 @@ export class ReplicaCore {
       for (let t = 0; t < saved.trackCount; t++) if (saved.has(t)) this.outOfSync.set(t);
     }
     this.diverging = persisted?.diverging ?? false;
-    this.role = this.startupRole(persisted);
-    this.notifier = new HardeningNotifier(settings.tracker, this.cache.trackCount, settings.geometry.rangeTracks, this.role === 'primary');
-    this.peerState = settings.mirrored ? (this.role === 'primary' ? 'degraded' : 'connecting') : 'standalone';
     if (this.role === 'primary') this.history.push({ epoch: nextEpoch(this.history), node: settings.node });
     if (this.role === 'primary' && settings.mirrored) this.diverging = true;
     this.persist();
     if (persisted !== null && !persisted.cleanShutdown && settings.mirrored) {
       this.emit({ kind: 'log', level: 'warn', msg: 'restarted after a crash: coming up secondary', fields: { storeTrusted: this.storeTrusted, epoch: currentEpoch(this.history) } });
-    }
-  }
-
-  private startupRole(persisted: PersistedState | null): Role {
-    if (!this.settings.mirrored) return 'primary';
-    if (persisted === null) return this.settings.role;
-    return persisted.cleanShutdown && persisted.role === 'primary' && !persisted.discardLocal ? 'primary' : 'secondary';
-  }
-
-  /** Takes the actions emitted so far, in order. */
-  takeActions(): ReplicaAction[] {
-    this.flushNotices();
-    return this.actions.splice(0, this.actions.length);
-  }
-
-  private emit(action: ReplicaAction): void {
-    this.actions.push(action);
-  }
-
-  private send(msg: LinkMessage): void {
-    this.emit({ kind: 'send', msg });
-  }
-
-  /** Is the peer receiving our writes now (so they are mirrored)? */
-  get mirroring(): boolean {
-    return this.peerState === 'in-sync' || this.peerState === 'resyncing';
-  }
-
-  // ================================================================ host requests
-
-  /** NBD WRITE / WRITE_ZEROES / TRIM (data null = zeros), 512-aligned. Answered by a reply action. */
-  hostWrite(reqId: number, offsetBytes: number, lengthBytes: number, data: Uint8Array | null, trim: boolean, fua: boolean, nowMs: number): void {
-    if (this.role !== 'primary') return this.emit({ kind: 'reply', reqId, errno: 'EPERM', message: 'this node is secondary: writes go to the primary' });
-    if (this.closing) return this.emit({ kind: 'reply', reqId, errno: 'ESHUTDOWN', message: 'node is shutting down' });
-    const write: HostWrite = { reqId, piecesLeft: 0, offsetBytes, lengthBytes, fua, errno: null };
-    const pieces = this.splitPieces(offsetBytes, lengthBytes).map(([off, len]): Piece => ({
-      write, offsetBytes: off, lengthBytes: len, data: data === null ? null : data.subarray(off - offsetBytes, off - offsetBytes + len), trim,
-    }));
-    write.piecesLeft = pieces.length;
-    if (pieces.length === 0) return this.finishWrite(write);
-    this.counters.writes++;
-    this.counters.writtenBytes += lengthBytes;
-    for (const piece of pieces) this.hostQueue.push(piece);
-    this.drainHostQueue(nowMs);
-    this.pump(nowMs);
-  }
-
-  /** Track-aligned pieces no larger than half the cache: each fits once hardening empties it. */
-  private splitPieces(offsetBytes: number, lengthBytes: number): [number, number][] {
-    const { trackSizeBytes, capacityBytes } = this.settings.geometry;
-    const pieceBytes = Math.max(trackSizeBytes, Math.floor(capacityBytes / 2 / trackSizeBytes) * trackSizeBytes);
-    const out: [number, number][] = [];
-    const end = offsetBytes + lengthBytes;
-    for (let pos = offsetBytes; pos < end;) {
-      const pieceEnd = Math.min(end, (Math.floor(pos / pieceBytes) + 1) * pieceBytes);
-      out.push([pos, pieceEnd - pos]);
-      pos = pieceEnd;
-    }
-    return out;
-  }
-
-  private drainHostQueue(nowMs: number): void {
-    while (this.hostQueue.length > 0) {
-      const piece = this.hostQueue[0]!;
-      if (!this.applyLocal(piece.offsetBytes, piece.lengthBytes, piece.data, nowMs)) break;
-      this.hostQueue.shift();
-      this.afterPieceApplied(piece, nowMs);
-    }
-    this.updateBlockedWriters();
-  }
-
-  /** Host writes and peer messages waiting for cache room both count as pressure. */
-  private updateBlockedWriters(): void {
-    this.hardener.setBlockedWriters(this.hostQueue.length + this.inbound.length);
-  }
-
-  /** Puts bytes into the cache; false (nothing changed) when there is no room yet. */
-  private applyLocal(offsetBytes: number, lengthBytes: number, data: Uint8Array | null, nowMs: number): boolean {
-    const ok = data === null ? this.cache.writeZeroes(offsetBytes, lengthBytes, nowMs) : this.cache.write(offsetBytes, data, nowMs);
-    if (ok) this.hardener.noteWrite(this.cache.tracksOf(offsetBytes, lengthBytes));
-    return ok;
-  }
-
-  private afterPieceApplied(piece: Piece, nowMs: number): void {
-    const tracks = this.cache.tracksOf(piece.offsetBytes, piece.lengthBytes);
-    if (!this.mirroring) {
-      // The peer will lack these tracks: they join the resync set (seed: "a further record").
-      if (this.settings.mirrored) for (const t of tracks) this.outOfSync.set(t);
-      return this.pieceDone(piece);
-    }
-    const seq = ++this.sendSeq;
-    this.markSentToPeer(tracks, nowMs); // step 62
-    this.cache.holdHardening(tracks); // not on our disk before it is in the peer's cache
-    this.pendingAcks.set(seq, piece);
-    this.counters.mirroredWrites++;
-    this.send(piece.data === null
-      ? { type: 'zero', seq, offsetBytes: piece.offsetBytes, lengthBytes: piece.lengthBytes, trim: piece.trim }
-      : { type: 'write', seq, offsetBytes: piece.offsetBytes, data: piece.data }); // step 64
-  }
-
-  /** Marks the peer's copy of these tracks as possibly unhardened, and mirrors the mark. */
-  private markSentToPeer(tracks: number[], nowMs: number): void {
-    for (const t of tracks) this.record.mark(t);
-    this.notifyMarked(tracks, nowMs);
-  }
-
-  /**
-   * The peer just marked these tracks as ours-maybe-unhardened: mirror the marks. A track that is
-   * clean here (initial sync sends hardened data too) counts as hardened at once, or the Fig. 6
-   * counter M would wait forever for a harden that never comes.
-   */
-  private notifyMarked(tracks: number[], nowMs: number): void {
-    this.runNotifier(this.notifier.onWriteApplied(tracks, nowMs));
-    const clean = tracks.filter((t) => !this.cache.isTrackDirty(t));
-    if (clean.length > 0) this.runNotifier(this.notifier.onTracksClean(clean));
-    this.startCyclesOverThreshold(tracks);
-  }
-
-  private pieceDone(piece: Piece): void {
-    if (--piece.write.piecesLeft === 0) this.finishWrite(piece.write);
-  }
-
-  /** All pieces are in the cache(s): answer now, or after the durability the policy asks for. */
-  private finishWrite(write: HostWrite): void {
-    const tracks = this.cache.tracksOf(write.offsetBytes, write.lengthBytes);
-    const local = { seq: this.cache.sequence, tracks };
-    const done = { reply: write.reqId };
-    if (this.peerState === 'standalone') return this.startOp(done, write.fua ? local : null, null);
-    if (!this.mirroring) {
-      const hardenFirst = write.fua || this.settings.degraded === 'write-through';
-      return this.startOp(done, hardenFirst ? local : null, null);
-    }
-    const onDisk = write.fua && this.settings.flush === 'disk';
-    this.startOp(done, onDisk ? local : null, onDisk ? { offsetBytes: write.offsetBytes, lengthBytes: write.lengthBytes } : null);
-  }
-
-  /** NBD FLUSH: every write completed before it is as durable as the policy promises. */
-  hostFlush(reqId: number, nowMs: number): void {
-    const local = { seq: this.cache.sequence, tracks: null };
-    const done = { reply: reqId };
-    if (this.peerState === 'in-sync' && this.settings.flush === 'memory') {
-      // Every completed write was acknowledged by the peer's cache: it is in both caches already.
-      return this.startOp(done, null, null);
-    }
-    const remote = this.mirroring && this.settings.flush === 'disk' ? { offsetBytes: 0, lengthBytes: 0 } : null;
-    this.startOp(done, local, remote);
-    this.pump(nowMs);
-  }
-
-  /** Harden everything written so far, whatever the policy (shutdown). */
-  hostFlushLocal(reqId: number, nowMs: number): void {
-    this.startOp({ reply: reqId }, { seq: this.cache.sequence, tracks: null }, null);
-    this.pump(nowMs);
-  }
-
-  // ================================================================ durability ops
-
-  /** An op completes when its local part (harden + store sync) and remote part (peer flush) are done. */
-  private startOp(done: OpDone, local: { seq: number; tracks: number[] | null } | null, remote: { offsetBytes: number; lengthBytes: number } | null): void {
-    const id = this.nextId++;
-    const op: Op = { done, localPending: local !== null, remotePending: remote !== null, errno: null };
-    this.ops.set(id, op);
-    if (remote) this.send({ type: 'flushReq', id, offsetBytes: remote.offsetBytes, lengthBytes: remote.lengthBytes });
-    if (local) {
-      const waiterId = this.nextId++;
-      this.waiterPurposes.set(waiterId, { op: id });
-      this.hardener.addWaiter(waiterId, local.seq, local.tracks);
-      this.settleWaiters();
-    }
-    this.finishOpIfDone(id);
-  }
-
-  private opPartDone(opId: number, part: 'local' | 'remote', errno: ReplyErrno | null): void {
-    const op = this.ops.get(opId);
-    if (op === undefined) return;
-    op.errno ??= errno;
-    if (part === 'local') op.localPending = false;
-    else op.remotePending = false;
-    this.finishOpIfDone(opId);
-  }
-
-  private finishOpIfDone(opId: number): void {
-    const op = this.ops.get(opId);
-    if (op === undefined || op.localPending || op.remotePending) return;
-    this.ops.delete(opId);
-    if ('reply' in op.done) this.emit({ kind: 'reply', reqId: op.done.reply, errno: op.errno, ...(op.errno ? { message: 'store write failed' } : {}) });
-    else this.send({ type: 'flushAck', id: op.done.flushAck, ok: op.errno === null });
-  }
-
-  private settleWaiters(): void {
-    for (const waiterId of this.hardener.takeSatisfiedWaiters()) {
-      const purpose = this.waiterPurposes.get(waiterId);
-      this.waiterPurposes.delete(waiterId);
-      if (purpose === undefined) continue;
-      if ('op' in purpose) {
-        const syncId = this.nextId++;
-        this.storeSyncs.set(syncId, purpose.op);
-        this.emit({ kind: 'sync-store', syncId });
-      } else if (this.notifier.rangeState(purpose.range) === 'hardening') {
-        this.runNotifier(this.notifier.rangeHardened(purpose.range)); // step 78
-      }
-    }
-  }
-
-  /** The store's fdatasync finished (ok false: it failed). */
-  storeSynced(syncId: number, ok: boolean): void {
-    const opId = this.storeSyncs.get(syncId);
-    this.storeSyncs.delete(syncId);
-    if (opId !== undefined) this.opPartDone(opId, 'local', ok ? null : 'EIO');
-  }
-
-  // ================================================================ hardening
-
-  private pump(nowMs: number): void {
-    if (nowMs < this.pausedUntilMs) return;
-    // A primary without its peer hardens only once its metadata says so (markDiverging).
-    if (this.diverging && !this.divergingDurable && this.role === 'primary' && !this.mirroring) return;
-    while (this.hardensInFlight < this.settings.maxHardensInFlight) {
-      const next = this.hardener.nextJob(nowMs);
-      if (next === null) return;
-      this.hardensInFlight++;
-      this.emit({ kind: 'harden', job: next.job, reason: next.reason });
-    }
-  }
-
-  hardenDone(jobId: number, bytes: number, storeWrites: number, reason: HardenReason, nowMs: number): void {
-    this.hardensInFlight--;
-    const cleaned = this.cache.completeHarden(jobId);
-    this.counters.hardenedBytes += bytes;
-    this.counters.hardenWrites += storeWrites;
-    this.counters.hardenRuns[reason]++;
-    this.runNotifier(this.notifier.onTracksClean(cleaned));
-    this.afterRoomFreed(nowMs);
-  }
-
-  /** A store write failed: the data stays dirty; hosts waiting on durability get EIO. */
-  hardenFailed(jobId: number, message: string, nowMs: number): void {
-    this.hardensInFlight--;
-    this.cache.abandonHarden(jobId);
-    this.pausedUntilMs = nowMs + this.settings.storeRetryMs;
-    this.emit({ kind: 'log', level: 'error', msg: 'store write failed; data stays in cache and is retried', fields: { error: message } });
-    for (const [waiterId, purpose] of this.waiterPurposes) {
-      if (!('op' in purpose)) continue;
-      this.waiterPurposes.delete(waiterId);
-      this.hardener.removeWaiter(waiterId);
-      this.opPartDone(purpose.op, 'local', 'EIO');
-    }
-    this.afterRoomFreed(nowMs);
-  }
-
-  private afterRoomFreed(nowMs: number): void {
-    this.drainHostQueue(nowMs);
-    this.drainInbound(nowMs);
-    this.settleWaiters();
-    this.pump(nowMs);
-  }
-
-  tick(nowMs: number): void {
-    this.hardener.tick(nowMs);
-    this.startDueCycles(nowMs);
-    this.pumpSync(nowMs);
-    this.pump(nowMs);
-  }
-
-  // ================================================================ hardening notices
-
-  private runNotifier(actions: NotifierAction[]): void {
-    for (const a of actions) {
-      if (a.kind === 'send') {
-        this.queueNotice(a.notice.op, a.notice.range);
-      } else if (a.tracks.length === 0) {
-        this.runNotifier(this.notifier.rangeHardened(a.range));
-      } else {
-        // Step 76: harden what was dirty at the ack — every write up to now in those tracks.
-        const waiterId = this.nextId++;
-        this.waiterPurposes.set(waiterId, { range: a.range });
-        this.hardener.addWaiter(waiterId, this.cache.sequence, a.tracks);
-      }
-    }
-  }
-
-  /** Notices are batched per op into one frame per event: ranges, not tracks, keep them cheap. */
-  private queueNotice(op: NoticeOp, range: number): void {
-    if (!this.linkIsUp) return;
-    const list = this.outNotices.get(op) ?? [];
-    list.push(range);
-    this.outNotices.set(op, list);
-  }
-
-  private flushNotices(): void {
-    for (const [op, ranges] of this.outNotices) {
-      this.counters.noticesSent += ranges.length;
-      this.send({ type: 'notice', op, ranges });
-    }
-    this.outNotices.clear();
-  }
-
-  private startDueCycles(nowMs: number): void {
-    if (!this.linkIsUp) return;
-    const { destageIntervalMs, maxDirtyAgeMs } = this.settings.hardening;
-    for (const range of this.notifier.rangesDue(nowMs - Math.min(destageIntervalMs, maxDirtyAgeMs / 2))) {
-      this.runNotifier(this.notifier.startCycle(range)); // step 70 / step 90
-    }
-  }
-
-  private startCyclesOverThreshold(tracks: number[]): void {
-    if (!this.linkIsUp) return;
-    const threshold = this.settings.hardening.rangeDirtyThresholdTracks;
-    let lastRange = -1;
-    for (const t of tracks) {
-      const range = this.cache.rangeOfTrack(t);
-      if (range === lastRange) continue;
-      lastRange = range;
-      if (this.notifier.wantsCycle(range) && this.cache.dirtyTracksInRange(range) >= threshold) {
-        this.runNotifier(this.notifier.startCycle(range));
-      }
-    }
-  }
-
-  private handleNotice(op: NoticeOp, ranges: number[]): void {
-    this.counters.noticesReceived += ranges.length;
-    for (const range of ranges) {
-      if (range < 0 || range >= this.record.rangeCount) continue;
-      if (op === 'save-ack') {
-        if (this.notifier.rangeState(range) === 'awaiting-ack') this.runNotifier(this.notifier.onSaveAck(range, this.cache.dirtyTracksOfRange(range)));
-        continue;
-      }
-      const reply = applyNotice(this.record, { op, range }); // steps 72-74, 80
-      if (reply) this.queueNotice(reply.op, reply.range);
     }
   }
 
@@ -613,7 +213,7 @@ export class ReplicaCore {
     return this.inbound.length > 0;
   }
 
-  private drainInbound(nowMs: number): void {
+  protected drainInbound(nowMs: number): void {
     while (this.inbound.length > 0 && this.processInbound(this.inbound[0]!, nowMs)) this.inbound.shift();
     this.updateBlockedWriters();
   }
@@ -709,7 +309,7 @@ export class ReplicaCore {
 
   // ================================================================ resync (source)
 
-  private pumpSync(nowMs: number): void {
+  protected pumpSync(nowMs: number): void {
     const plan = this.resync;
     if (plan === null || !this.linkWritable) return;
     const { syncChunkBytes, syncWindowChunks, syncRateBytesPerSec } = this.settings;
@@ -905,4 +505,11 @@ export class ReplicaCore {
     this.cache.checkInvariants();
     assert(this.hardensInFlight >= 0, 'negative hardens in flight');
   }
+}
+
+/** A crashed pair node comes back secondary (its peer may have been promoted meanwhile). */
+function startupRole(settings: ReplicaSettings, persisted: PersistedState | null): Role {
+  if (!settings.mirrored) return 'primary';
+  if (persisted === null) return settings.role;
+  return persisted.cleanShutdown && persisted.role === 'primary' && !persisted.discardLocal ? 'primary' : 'secondary';
 }

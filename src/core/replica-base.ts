@@ -1,0 +1,427 @@
+// The replica core, part one: the cache-facing half of one node's state machine — host writes
+// (Fig. 4 steps 60-64 on the primary), durability ops for FLUSH/FUA, hardening, and hardening
+// notices (Figs. 5-6). src/core/replica.ts extends it with the link half: the state exchange,
+// resync and roles. Split along that seam only to keep each file readable; together they are one
+// pure, synchronous state machine (see the theory of operation in replica.ts).
+import { TrackBitmap } from './bitmap.js';
+import { TrackCache, type CacheGeometry } from './cache.js';
+import { Hardener, type HardenReason, type HardeningSettings } from './hardening.js';
+import { applyNotice, HardeningNotifier, type NoticeOp, type NotifierAction, type TrackerKind } from './notifier.js';
+import { PeerUnhardenedRecord } from './peer-record.js';
+import type { DegradedPolicy, FlushPolicy, LinkMessage, PeerState, ReplicaAction, ReplyErrno, Role } from './replica-types.js';
+
+export interface ReplicaSettings {
+  /** This node's name, and its peer's (null when standalone). */
+  node: string;
+  peer: string | null;
+  geometry: CacheGeometry;
+  hardening: HardeningSettings;
+  tracker: TrackerKind;
+  flush: FlushPolicy;
+  degraded: DegradedPolicy;
+  /** The config's primary: the role of a node starting on a fresh store. */
+  role: Role;
+  /** False for a standalone node (one node in the config). */
+  mirrored: boolean;
+  maxHardensInFlight: number;
+  syncChunkBytes: number;
+  syncWindowChunks: number;
+  syncRateBytesPerSec: number;
+  /** After a failed store write, wait this long before hardening again. */
+  storeRetryMs: number;
+}
+
+interface HostWrite { reqId: number; piecesLeft: number; offsetBytes: number; lengthBytes: number; fua: boolean; errno: ReplyErrno | null }
+interface Piece { write: HostWrite; offsetBytes: number; lengthBytes: number; data: Uint8Array | null; trim: boolean }
+type OpDone = { reply: number } | { flushAck: number };
+interface Op { done: OpDone; localPending: boolean; remotePending: boolean; errno: ReplyErrno | null }
+type WaiterPurpose = { op: number } | { range: number };
+
+export interface ReplicaCounters {
+  writes: number;
+  writtenBytes: number;
+  hardenedBytes: number;
+  hardenWrites: number;
+  hardenRuns: Record<HardenReason, number>;
+  mirroredWrites: number;
+  syncBytesSent: number;
+  syncBytesReceived: number;
+  noticesSent: number;
+  noticesReceived: number;
+}
+
+export abstract class ReplicaBase {
+  readonly cache: TrackCache;
+  readonly hardener: Hardener;
+  /** What the peer may hold only in its RAM (seed Fig. 3). */
+  readonly record: PeerUnhardenedRecord;
+  readonly notifier: HardeningNotifier;
+  /** Tracks the peer lacks (written while it was away): the resync set. */
+  readonly outOfSync: TrackBitmap;
+  readonly counters: ReplicaCounters = {
+    writes: 0, writtenBytes: 0, hardenedBytes: 0, hardenWrites: 0,
+    hardenRuns: { flush: 0, pressure: 0, age: 0, threshold: 0, scan: 0 },
+    mirroredWrites: 0, syncBytesSent: 0, syncBytesReceived: 0, noticesSent: 0, noticesReceived: 0,
+  };
+  role: Role;
+  peerState: PeerState;
+  protected readonly actions: ReplicaAction[] = [];
+  protected readonly hostQueue: Piece[] = [];
+  protected readonly pendingAcks = new Map<number, Piece>();
+  protected readonly inbound: LinkMessage[] = [];
+  /** Bytes of the head inbound write already applied (a big write goes in as room allows). */
+  protected inboundAppliedBytes = 0;
+  protected readonly ops = new Map<number, Op>();
+  protected readonly waiterPurposes = new Map<number, WaiterPurpose>();
+  protected readonly storeSyncs = new Map<number, number>();
+  protected readonly outNotices = new Map<NoticeOp, number[]>();
+  /** May hold hardened writes the peer lacks (a primary without its peer). */
+  protected diverging = false;
+  /** The persisted metadata says diverging: hardening of unmirrored writes may proceed. */
+  protected divergingDurable = false;
+  protected sendSeq = 0;
+  /** The link to the peer is up and authenticated: notices flow. */
+  protected linkIsUp = false;
+  protected nextId = 1;
+  protected hardensInFlight = 0;
+  protected pausedUntilMs = 0;
+  closing = false;
+
+  constructor(readonly settings: ReplicaSettings, nowMs: number, role: Role) {
+    this.cache = new TrackCache(settings.geometry);
+    this.hardener = new Hardener(this.cache, settings.hardening, nowMs);
+    this.record = new PeerUnhardenedRecord(this.cache.trackCount, settings.geometry.rangeTracks);
+    this.outOfSync = new TrackBitmap(this.cache.trackCount);
+    this.role = role;
+    this.notifier = new HardeningNotifier(settings.tracker, this.cache.trackCount, settings.geometry.rangeTracks, role === 'primary');
+    this.peerState = settings.mirrored ? (role === 'primary' ? 'degraded' : 'connecting') : 'standalone';
+  }
+
+  /** The link side (src/core/replica.ts) drains the peer's held-back stream when room frees up. */
+  protected abstract drainInbound(nowMs: number): void;
+  /** The link side issues resync reads as the window and rate allow. */
+  protected abstract pumpSync(nowMs: number): void;
+
+  /** Takes the actions emitted so far, in order. */
+  takeActions(): ReplicaAction[] {
+    this.flushNotices();
+    return this.actions.splice(0, this.actions.length);
+  }
+
+  protected emit(action: ReplicaAction): void {
+    this.actions.push(action);
+  }
+
+  protected send(msg: LinkMessage): void {
+    this.emit({ kind: 'send', msg });
+  }
+
+  /** Is the peer receiving our writes now (so they are mirrored)? */
+  get mirroring(): boolean {
+    return this.peerState === 'in-sync' || this.peerState === 'resyncing';
+  }
+
+  // ================================================================ host requests
+
+  /** NBD WRITE / WRITE_ZEROES / TRIM (data null = zeros), 512-aligned. Answered by a reply action. */
+  hostWrite(reqId: number, offsetBytes: number, lengthBytes: number, data: Uint8Array | null, trim: boolean, fua: boolean, nowMs: number): void {
+    if (this.role !== 'primary') return this.emit({ kind: 'reply', reqId, errno: 'EPERM', message: 'this node is secondary: writes go to the primary' });
+    if (this.closing) return this.emit({ kind: 'reply', reqId, errno: 'ESHUTDOWN', message: 'node is shutting down' });
+    const write: HostWrite = { reqId, piecesLeft: 0, offsetBytes, lengthBytes, fua, errno: null };
+    const pieces = this.splitPieces(offsetBytes, lengthBytes).map(([off, len]): Piece => ({
+      write, offsetBytes: off, lengthBytes: len, data: data === null ? null : data.subarray(off - offsetBytes, off - offsetBytes + len), trim,
+    }));
+    write.piecesLeft = pieces.length;
+    if (pieces.length === 0) return this.finishWrite(write);
+    this.counters.writes++;
+    this.counters.writtenBytes += lengthBytes;
+    for (const piece of pieces) this.hostQueue.push(piece);
+    this.drainHostQueue(nowMs);
+    this.pump(nowMs);
+  }
+
+  /** Track-aligned pieces no larger than half the cache: each fits once hardening empties it. */
+  protected splitPieces(offsetBytes: number, lengthBytes: number): [number, number][] {
+    const { trackSizeBytes, capacityBytes } = this.settings.geometry;
+    const pieceBytes = Math.max(trackSizeBytes, Math.floor(capacityBytes / 2 / trackSizeBytes) * trackSizeBytes);
+    const out: [number, number][] = [];
+    const end = offsetBytes + lengthBytes;
+    for (let pos = offsetBytes; pos < end;) {
+      const pieceEnd = Math.min(end, (Math.floor(pos / pieceBytes) + 1) * pieceBytes);
+      out.push([pos, pieceEnd - pos]);
+      pos = pieceEnd;
+    }
+    return out;
+  }
+
+  protected drainHostQueue(nowMs: number): void {
+    while (this.hostQueue.length > 0) {
+      const piece = this.hostQueue[0]!;
+      if (!this.applyLocal(piece.offsetBytes, piece.lengthBytes, piece.data, nowMs)) break;
+      this.hostQueue.shift();
+      this.afterPieceApplied(piece, nowMs);
+    }
+    this.updateBlockedWriters();
+  }
+
+  /** Host writes and peer messages waiting for cache room both count as pressure. */
+  protected updateBlockedWriters(): void {
+    this.hardener.setBlockedWriters(this.hostQueue.length + this.inbound.length);
+  }
+
+  /** Puts bytes into the cache; false (nothing changed) when there is no room yet. */
+  protected applyLocal(offsetBytes: number, lengthBytes: number, data: Uint8Array | null, nowMs: number): boolean {
+    const ok = data === null ? this.cache.writeZeroes(offsetBytes, lengthBytes, nowMs) : this.cache.write(offsetBytes, data, nowMs);
+    if (ok) this.hardener.noteWrite(this.cache.tracksOf(offsetBytes, lengthBytes));
+    return ok;
+  }
+
+  protected afterPieceApplied(piece: Piece, nowMs: number): void {
+    const tracks = this.cache.tracksOf(piece.offsetBytes, piece.lengthBytes);
+    if (!this.mirroring) {
+      // The peer will lack these tracks: they join the resync set (seed: "a further record").
+      if (this.settings.mirrored) for (const t of tracks) this.outOfSync.set(t);
+      return this.pieceDone(piece);
+    }
+    const seq = ++this.sendSeq;
+    this.markSentToPeer(tracks, nowMs); // step 62
+    this.cache.holdHardening(tracks); // not on our disk before it is in the peer's cache
+    this.pendingAcks.set(seq, piece);
+    this.counters.mirroredWrites++;
+    this.send(piece.data === null
+      ? { type: 'zero', seq, offsetBytes: piece.offsetBytes, lengthBytes: piece.lengthBytes, trim: piece.trim }
+      : { type: 'write', seq, offsetBytes: piece.offsetBytes, data: piece.data }); // step 64
+  }
+
+  /** Marks the peer's copy of these tracks as possibly unhardened, and mirrors the mark. */
+  protected markSentToPeer(tracks: number[], nowMs: number): void {
+    for (const t of tracks) this.record.mark(t);
+    this.notifyMarked(tracks, nowMs);
+  }
+
+  /**
+   * The peer just marked these tracks as ours-maybe-unhardened: mirror the marks. A track that is
+   * clean here (initial sync sends hardened data too) counts as hardened at once, or the Fig. 6
+   * counter M would wait forever for a harden that never comes.
+   */
+  protected notifyMarked(tracks: number[], nowMs: number): void {
+    this.runNotifier(this.notifier.onWriteApplied(tracks, nowMs));
+    const clean = tracks.filter((t) => !this.cache.isTrackDirty(t));
+    if (clean.length > 0) this.runNotifier(this.notifier.onTracksClean(clean));
+    this.startCyclesOverThreshold(tracks);
+  }
+
+  protected pieceDone(piece: Piece): void {
+    if (--piece.write.piecesLeft === 0) this.finishWrite(piece.write);
+  }
+
+  /** All pieces are in the cache(s): answer now, or after the durability the policy asks for. */
+  protected finishWrite(write: HostWrite): void {
+    const tracks = this.cache.tracksOf(write.offsetBytes, write.lengthBytes);
+    const local = { seq: this.cache.sequence, tracks };
+    const done = { reply: write.reqId };
+    if (this.peerState === 'standalone') return this.startOp(done, write.fua ? local : null, null);
+    if (!this.mirroring) {
+      const hardenFirst = write.fua || this.settings.degraded === 'write-through';
+      return this.startOp(done, hardenFirst ? local : null, null);
+    }
+    const onDisk = write.fua && this.settings.flush === 'disk';
+    this.startOp(done, onDisk ? local : null, onDisk ? { offsetBytes: write.offsetBytes, lengthBytes: write.lengthBytes } : null);
+  }
+
+  /** NBD FLUSH: every write completed before it is as durable as the policy promises. */
+  hostFlush(reqId: number, nowMs: number): void {
+    const local = { seq: this.cache.sequence, tracks: null };
+    const done = { reply: reqId };
+    if (this.peerState === 'in-sync' && this.settings.flush === 'memory') {
+      // Every completed write was acknowledged by the peer's cache: it is in both caches already.
+      return this.startOp(done, null, null);
+    }
+    const remote = this.mirroring && this.settings.flush === 'disk' ? { offsetBytes: 0, lengthBytes: 0 } : null;
+    this.startOp(done, local, remote);
+    this.pump(nowMs);
+  }
+
+  /** Harden everything written so far, whatever the policy (shutdown). */
+  hostFlushLocal(reqId: number, nowMs: number): void {
+    this.startOp({ reply: reqId }, { seq: this.cache.sequence, tracks: null }, null);
+    this.pump(nowMs);
+  }
+
+  // ================================================================ durability ops
+
+  /** An op completes when its local part (harden + store sync) and remote part (peer flush) are done. */
+  protected startOp(done: OpDone, local: { seq: number; tracks: number[] | null } | null, remote: { offsetBytes: number; lengthBytes: number } | null): void {
+    const id = this.nextId++;
+    const op: Op = { done, localPending: local !== null, remotePending: remote !== null, errno: null };
+    this.ops.set(id, op);
+    if (remote) this.send({ type: 'flushReq', id, offsetBytes: remote.offsetBytes, lengthBytes: remote.lengthBytes });
+    if (local) {
+      const waiterId = this.nextId++;
+      this.waiterPurposes.set(waiterId, { op: id });
+      this.hardener.addWaiter(waiterId, local.seq, local.tracks);
+      this.settleWaiters();
+    }
+    this.finishOpIfDone(id);
+  }
+
+  protected opPartDone(opId: number, part: 'local' | 'remote', errno: ReplyErrno | null): void {
+    const op = this.ops.get(opId);
+    if (op === undefined) return;
+    op.errno ??= errno;
+    if (part === 'local') op.localPending = false;
+    else op.remotePending = false;
+    this.finishOpIfDone(opId);
+  }
+
+  protected finishOpIfDone(opId: number): void {
+    const op = this.ops.get(opId);
+    if (op === undefined || op.localPending || op.remotePending) return;
+    this.ops.delete(opId);
+    if ('reply' in op.done) this.emit({ kind: 'reply', reqId: op.done.reply, errno: op.errno, ...(op.errno ? { message: 'store write failed' } : {}) });
+    else this.send({ type: 'flushAck', id: op.done.flushAck, ok: op.errno === null });
+  }
+
+  protected settleWaiters(): void {
+    for (const waiterId of this.hardener.takeSatisfiedWaiters()) {
+      const purpose = this.waiterPurposes.get(waiterId);
+      this.waiterPurposes.delete(waiterId);
+      if (purpose === undefined) continue;
+      if ('op' in purpose) {
+        const syncId = this.nextId++;
+        this.storeSyncs.set(syncId, purpose.op);
+        this.emit({ kind: 'sync-store', syncId });
+      } else if (this.notifier.rangeState(purpose.range) === 'hardening') {
+        this.runNotifier(this.notifier.rangeHardened(purpose.range)); // step 78
+      }
+    }
+  }
+
+  /** The store's fdatasync finished (ok false: it failed). */
+  storeSynced(syncId: number, ok: boolean): void {
+    const opId = this.storeSyncs.get(syncId);
+    this.storeSyncs.delete(syncId);
+    if (opId !== undefined) this.opPartDone(opId, 'local', ok ? null : 'EIO');
+  }
+
+  // ================================================================ hardening
+
+  protected pump(nowMs: number): void {
+    if (nowMs < this.pausedUntilMs) return;
+    // A primary without its peer hardens only once its metadata says so (markDiverging).
+    if (this.diverging && !this.divergingDurable && this.role === 'primary' && !this.mirroring) return;
+    while (this.hardensInFlight < this.settings.maxHardensInFlight) {
+      const next = this.hardener.nextJob(nowMs);
+      if (next === null) return;
+      this.hardensInFlight++;
+      this.emit({ kind: 'harden', job: next.job, reason: next.reason });
+    }
+  }
+
+  hardenDone(jobId: number, bytes: number, storeWrites: number, reason: HardenReason, nowMs: number): void {
+    this.hardensInFlight--;
+    const cleaned = this.cache.completeHarden(jobId);
+    this.counters.hardenedBytes += bytes;
+    this.counters.hardenWrites += storeWrites;
+    this.counters.hardenRuns[reason]++;
+    this.runNotifier(this.notifier.onTracksClean(cleaned));
+    this.afterRoomFreed(nowMs);
+  }
+
+  /** A store write failed: the data stays dirty; hosts waiting on durability get EIO. */
+  hardenFailed(jobId: number, message: string, nowMs: number): void {
+    this.hardensInFlight--;
+    this.cache.abandonHarden(jobId);
+    this.pausedUntilMs = nowMs + this.settings.storeRetryMs;
+    this.emit({ kind: 'log', level: 'error', msg: 'store write failed; data stays in cache and is retried', fields: { error: message } });
+    for (const [waiterId, purpose] of this.waiterPurposes) {
+      if (!('op' in purpose)) continue;
+      this.waiterPurposes.delete(waiterId);
+      this.hardener.removeWaiter(waiterId);
+      this.opPartDone(purpose.op, 'local', 'EIO');
+    }
+    this.afterRoomFreed(nowMs);
+  }
+
+  protected afterRoomFreed(nowMs: number): void {
+    this.drainHostQueue(nowMs);
+    this.drainInbound(nowMs);
+    this.settleWaiters();
+    this.pump(nowMs);
+  }
+
+  tick(nowMs: number): void {
+    this.hardener.tick(nowMs);
+    this.startDueCycles(nowMs);
+    this.pumpSync(nowMs);
+    this.pump(nowMs);
+  }
+
+  // ================================================================ hardening notices
+
+  protected runNotifier(actions: NotifierAction[]): void {
+    for (const a of actions) {
+      if (a.kind === 'send') {
+        this.queueNotice(a.notice.op, a.notice.range);
+      } else if (a.tracks.length === 0) {
+        this.runNotifier(this.notifier.rangeHardened(a.range));
+      } else {
+        // Step 76: harden what was dirty at the ack — every write up to now in those tracks.
+        const waiterId = this.nextId++;
+        this.waiterPurposes.set(waiterId, { range: a.range });
+        this.hardener.addWaiter(waiterId, this.cache.sequence, a.tracks);
+      }
+    }
+  }
+
+  /** Notices are batched per op into one frame per event: ranges, not tracks, keep them cheap. */
+  protected queueNotice(op: NoticeOp, range: number): void {
+    if (!this.linkIsUp) return;
+    const list = this.outNotices.get(op) ?? [];
+    list.push(range);
+    this.outNotices.set(op, list);
+  }
+
+  protected flushNotices(): void {
+    for (const [op, ranges] of this.outNotices) {
+      this.counters.noticesSent += ranges.length;
+      this.send({ type: 'notice', op, ranges });
+    }
+    this.outNotices.clear();
+  }
+
+  protected startDueCycles(nowMs: number): void {
+    if (!this.linkIsUp) return;
+    const { destageIntervalMs, maxDirtyAgeMs } = this.settings.hardening;
+    for (const range of this.notifier.rangesDue(nowMs - Math.min(destageIntervalMs, maxDirtyAgeMs / 2))) {
+      this.runNotifier(this.notifier.startCycle(range)); // step 70 / step 90
+    }
+  }
+
+  protected startCyclesOverThreshold(tracks: number[]): void {
+    if (!this.linkIsUp) return;
+    const threshold = this.settings.hardening.rangeDirtyThresholdTracks;
+    let lastRange = -1;
+    for (const t of tracks) {
+      const range = this.cache.rangeOfTrack(t);
+      if (range === lastRange) continue;
+      lastRange = range;
+      if (this.notifier.wantsCycle(range) && this.cache.dirtyTracksInRange(range) >= threshold) {
+        this.runNotifier(this.notifier.startCycle(range));
+      }
+    }
+  }
+
+  protected handleNotice(op: NoticeOp, ranges: number[]): void {
+    this.counters.noticesReceived += ranges.length;
+    for (const range of ranges) {
+      if (range < 0 || range >= this.record.rangeCount) continue;
+      if (op === 'save-ack') {
+        if (this.notifier.rangeState(range) === 'awaiting-ack') this.runNotifier(this.notifier.onSaveAck(range, this.cache.dirtyTracksOfRange(range)));
+        continue;
+      }
+      const reply = applyNotice(this.record, { op, range }); // steps 72-74, 80
+      if (reply) this.queueNotice(reply.op, reply.range);
+    }
+  }
+}
