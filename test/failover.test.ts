@@ -19,6 +19,8 @@ test('decideSync: newer history is the source; divergence is split brain; what c
   assert.equal(decideSync(side('a', [[1, 'a'], [2, 'a']]), side('b', [[1, 'a'], [2, 'b']])).kind, 'split-brain');
   const full = decideSync(side('b', [[1, 'a'], [2, 'b']], { outOfSyncValid: false }), side('a', [[1, 'a']]));
   assert.ok(full.kind === 'source' && full.full && /clean shutdown/.test(full.reason));
+  const fresh = decideSync(side('a', [[1, 'a']], { outOfSyncValid: false }), side('b', [], { storeTrusted: false }));
+  assert.ok(fresh.kind === 'source' && fresh.full && /store is new/.test(fresh.reason), 'a new pair is not reported as a crash');
   const untrusted = decideSync(side('a', [[1, 'a']]), side('b', [], { storeTrusted: false }));
   assert.ok(untrusted.kind === 'source' && untrusted.full);
   const resolved = decideSync(side('a', [[1, 'a'], [2, 'a']]), side('b', [[1, 'a'], [2, 'b']], { discardLocal: true, storeTrusted: false }));

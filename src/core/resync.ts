@@ -45,8 +45,8 @@ function sourceDecision(me: SideState, peer: SideState, why: string): SyncDecisi
   // A split brain's losing side vouches for what it changed (its out-of-sync set) even though its
   // store is not trusted as a whole: every track either side changed is resent.
   if (peer.discardLocal && me.outOfSyncValid && peer.outOfSyncValid) return { kind: 'source', full: false, reason: `${why}; every track either side changed` };
-  if (!me.outOfSyncValid) return { kind: 'source', full: true, reason: `${why}; this node restarted without a clean shutdown, so its out-of-sync set is lost` };
-  if (!peer.storeTrusted) return { kind: 'source', full: true, reason: `${why}; ${peer.node}'s store may hold writes no bitmap records (new, wiped, or crashed while primary alone)` };
+  if (!peer.storeTrusted) return { kind: 'source', full: true, reason: `${why}; ${peer.node}'s store is new, mid-resync, or may hold writes no bitmap records (it crashed while primary alone)` };
+  if (!me.outOfSyncValid) return { kind: 'source', full: true, reason: `${why}; this node's out-of-sync set is not known (it restarted without a clean shutdown)` };
   return { kind: 'source', full: false, reason: why };
 }
 

@@ -178,7 +178,8 @@ function startLink(config: Config, node: NodeConfig, peer: NodeConfig, volume: V
     log.warn({ peer: peer.name, reason }, 'link down');
     volume.linkDown();
   });
-  link.on('refused', (reason) => log.error({ peer: peer.name, reason }, 'link refused'));
+  // A misconfigured peer is retried every few seconds: say it loudly once, then quietly.
+  link.on('refused', (reason, repeated) => log[repeated ? 'debug' : 'error']({ peer: peer.name, reason }, 'link refused'));
   link.on('message', (msg) => volume.linkMessage(msg));
   link.on('drain', () => volume.linkDrained());
   metrics.registerLinkGauges(() => {
