@@ -139,10 +139,14 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
     status,
     stop: () => {
       stopping ??= (async () => {
+        // Hosts first (their in-flight writes still get the peer's acks), then the link (a peer
+        // still writing to us would keep us from ever being clean), then harden everything.
         await nbd.close();
+        const linkWasUp = link?.connected ?? false;
+        await link?.close(); // emits nothing after close: tell the core ourselves
+        if (linkWasUp) volume.linkDown();
         const before = volume.stats();
         await volume.close();
-        await link?.close();
         log.info({ hardenedBytes: before.dirtyBytes }, 'hardened everything; store closed');
         await admin.close();
       })();
