@@ -16,6 +16,8 @@ test('decideSync: newer history is the source; divergence is split brain; what c
   assert.deepEqual(decideSync(side('b', [[1, 'a'], [2, 'b']]), side('a', [[1, 'a']])).kind, 'source');
   assert.deepEqual(decideSync(side('a', [[1, 'a']]), side('b', [[1, 'a'], [2, 'b']])), { kind: 'target' });
   assert.equal(decideSync(side('a', [[1, 'a']]), side('b', [[1, 'a']])).kind, 'source', 'equal: the last primary is the source');
+  assert.deepEqual(decideSync(side('a', [[1, 'a']], { outOfSyncValid: false }), side('b', [[1, 'a']])), { kind: 'target' },
+    'equal, but the last primary crashed: the survivor is the source, never the stale crashed store');
   assert.equal(decideSync(side('a', [[1, 'a'], [2, 'a']]), side('b', [[1, 'a'], [2, 'b']])).kind, 'split-brain');
   const full = decideSync(side('b', [[1, 'a'], [2, 'b']], { outOfSyncValid: false }), side('a', [[1, 'a']]));
   assert.ok(full.kind === 'source' && full.full && /clean shutdown/.test(full.reason));
@@ -99,6 +101,39 @@ test('kill the primary with writes in flight: promote, every acknowledged write 
   assert.ok(b.volume.counters.syncBytesSent <= outOfSync * TRACK * 1.05, `delta resync: ${b.volume.counters.syncBytesSent} bytes for ${outOfSync} out-of-sync tracks`);
   await acked.check(a, 'on the returned old primary');
   await closeAndCompare(a, b);
+});
+
+test('kill the primary and restart it without a promotion: the secondary is the source, no acknowledged write is lost', async () => {
+  const { a, b, link } = await syncedPair({ maxDirtyAgeMs: 60_000 });
+  const acked = new Ledger();
+  await writeMany(a, 300, 11, acked);
+  a.crash();
+  link.cut();
+  a.restart();
+  assert.equal(a.volume.core.role, 'secondary');
+  link.connect();
+  await waitFor('in-sync', () => inSync(a, b));
+  assert.equal(a.volume.counters.syncBytesSent, 0, 'the crashed primary sent nothing');
+  const sent = b.volume.counters.syncBytesSent;
+  assert.ok(sent > 0 && sent < 4 * MiB, `the survivor sent a delta (${sent} bytes)`);
+  await acked.check(a, 'on the restarted node');
+  await acked.check(b, 'on the survivor');
+  await closeAndCompare(a, b);
+});
+
+test('a node whose resync was cut off refuses promotion without --force', async () => {
+  const { a, b, link } = await syncedPair();
+  b.crash();
+  link.cut();
+  await writeMany(a, 200, 12, new Ledger());
+  b.restart();
+  link.connect();
+  await waitFor('resync started', () => b.volume.core.incompleteResync);
+  a.crash();
+  link.cut();
+  await assert.rejects(b.volume.promote(false), /has not finished/);
+  await b.volume.promote(true);
+  await b.volume.close();
 });
 
 test('kill the secondary under load; it returns and gets only the out-of-sync tracks', async () => {

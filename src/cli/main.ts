@@ -3,6 +3,7 @@
 // or show a node's status. Startup errors are operator errors far more often than bugs (a typo in
 // the config, a port in use), so they print ONE line, "twinblock: <message>", and exit 1; a stack
 // trace would bury the line that says what to fix. Set TWINBLOCK_DEBUG=1 to get the stack too.
+import './threadpool.js'; // first: sizes libuv's pool before any store I/O
 import { mkdirSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';

@@ -53,11 +53,25 @@ interface TrackLine {
   chargeBytes: number;
 }
 
-/** One store write of a harden job: `data` null means write zeros. */
+/**
+ * One store write of a harden job. `buffers` are views of the lines' bytes as they were when the
+ * job was taken (a write to a hardening line copies the line first: copy-on-write), to be written
+ * back to back at offsetBytes; null means write zeros. `data` is the same bytes as one buffer.
+ */
 export interface HardenRun {
-  offsetBytes: number;
-  lengthBytes: number;
-  data: Buffer | null;
+  readonly offsetBytes: number;
+  readonly lengthBytes: number;
+  readonly buffers: Buffer[] | null;
+  readonly data: Buffer | null;
+}
+
+function hardenRun(offsetBytes: number, lengthBytes: number, buffers: Buffer[] | null): HardenRun {
+  return {
+    offsetBytes, lengthBytes, buffers,
+    get data() {
+      return buffers === null ? null : buffers.length === 1 ? buffers[0]! : Buffer.concat(buffers, lengthBytes);
+    },
+  };
 }
 
 export interface HardenJob {
@@ -108,6 +122,12 @@ export class TrackCache {
   /** Tracks with reads in flight: their lines must not be evicted (the store may be stale). */
   private readonly readPins = new Map<number, number>();
   private readonly rangeDirtyTracks: Uint32Array;
+  /**
+   * Full-track buffers of evicted lines, reused for new lines: allocating and dropping a 64 KiB
+   * buffer per line made the garbage collector the p99 of every write (docs/benchmarks.md). Line
+   * bytes never leave the cache by reference (reads and hardening copy them), so reuse is safe.
+   */
+  private readonly bufferPool: Buffer[] = [];
   private chargedBytes = 0;
   /** Charge of the dirty lines: the pressure signal, kept incrementally (writes are hot). */
   private dirtyChargeBytes = 0;
@@ -176,6 +196,12 @@ export class TrackCache {
   /** Copies bytes (or zeros) into a line, keeping the line's data representation right. */
   private fillLine(line: TrackLine, startInLine: number, lengthBytes: number, bytes: Uint8Array | null): void {
     const wholeLine = startInLine === 0 && lengthBytes === line.lengthBytes;
+    if (line.rewritten !== null && line.data !== null && !(wholeLine && bytes === null)) {
+      // Copy-on-write: a harden job holds views of this buffer; give the line its own copy.
+      const copy = this.takeBuffer(line.lengthBytes);
+      line.data.copy(copy);
+      line.data = copy;
+    }
     if (bytes === null) {
       if (wholeLine) {
         this.setLineData(line, null);
@@ -187,13 +213,32 @@ export class TrackCache {
     }
     if (line.data === null) {
       // A zero line (or a fresh one) gets a buffer; zero-filled only if it holds valid zeros.
-      const hasZeros = line.valid.includes(1) && !wholeLine;
-      this.setLineData(line, hasZeros ? Buffer.alloc(line.lengthBytes) : Buffer.allocUnsafe(line.lengthBytes));
+      const buffer = this.takeBuffer(line.lengthBytes);
+      if (line.valid.includes(1) && !wholeLine) buffer.fill(0);
+      this.setLineData(line, buffer);
     }
     (line.data as Buffer).set(bytes, startInLine);
   }
 
+  private takeBuffer(lengthBytes: number): Buffer {
+    if (lengthBytes === this.geometry.trackSizeBytes) {
+      const pooled = this.bufferPool.pop();
+      if (pooled !== undefined) return pooled;
+    }
+    return Buffer.allocUnsafe(lengthBytes);
+  }
+
+  private recycle(data: Buffer | null): void {
+    // Evictions come in bursts right before the same number of new lines: a quarter of the cache
+    // is plenty, and bounds what the pool can hold beyond the cache itself.
+    if (data !== null && data.length === this.geometry.trackSizeBytes && this.bufferPool.length * data.length < this.geometry.capacityBytes / 4) {
+      this.bufferPool.push(data);
+    }
+  }
+
   private setLineData(line: TrackLine, data: Buffer | null): void {
+    // A hardening line's buffer is still being written to the store: the GC frees it later.
+    if (line.data !== null && line.data !== data && line.rewritten === null) this.recycle(line.data);
     const charge = data === null ? ZERO_LINE_CHARGE_BYTES : line.lengthBytes;
     this.chargedBytes += charge - line.chargeBytes;
     if (line.dirtyBlocks > 0) this.dirtyChargeBytes += charge - line.chargeBytes;
@@ -276,6 +321,7 @@ export class TrackCache {
     this.cleanLru.delete(line.track);
     this.lines.delete(line.track);
     this.chargedBytes -= line.chargeBytes;
+    this.recycle(line.data);
   }
 
   // ---------------------------------------------------------------- reads
@@ -378,7 +424,7 @@ export class TrackCache {
     return job;
   }
 
-  /** Copies the dirty runs of `lines` (sorted by track) into coalesced store writes. */
+  /** The dirty runs of `lines` (sorted by track), coalesced into store writes. */
   private snapshotRuns(lines: TrackLine[]): HardenRun[] {
     const { trackSizeBytes } = this.geometry;
     const pieces: { offsetBytes: number; lengthBytes: number; line: TrackLine; startInLine: number }[] = [];
@@ -402,16 +448,9 @@ export class TrackCache {
         j++;
       }
       const offsetBytes = pieces[i]!.offsetBytes;
-      const lengthBytes = end - offsetBytes;
-      let data: Buffer | null = null;
-      if (!isZero) {
-        data = Buffer.allocUnsafe(lengthBytes);
-        for (let k = i; k < j; k++) {
-          const p = pieces[k]!;
-          (p.line.data as Buffer).copy(data, p.offsetBytes - offsetBytes, p.startInLine, p.startInLine + p.lengthBytes);
-        }
-      }
-      runs.push({ offsetBytes, lengthBytes, data });
+      // No copy: the views stay valid because a write to a hardening line copies the line first.
+      const buffers = isZero ? null : pieces.slice(i, j).map((p) => (p.line.data as Buffer).subarray(p.startInLine, p.startInLine + p.lengthBytes));
+      runs.push(hardenRun(offsetBytes, end - offsetBytes, buffers));
       i = j;
     }
     return runs;

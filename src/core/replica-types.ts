@@ -28,6 +28,8 @@ export interface PersistedState {
    * resync finishes, and for the losing side of a split brain. A crash mid-resync keeps it false.
    */
   storeTrusted: boolean;
+  /** A resync into this node started and did not finish: its store mixes old and new tracks. */
+  resyncIncomplete: boolean;
   /** Tracks the peer lacks, as a bitmap (trusted only with cleanShutdown). */
   outOfSync: Uint8Array | null;
   /** Split brain resolved against this node: it is the target of the next resync. */

@@ -41,6 +41,11 @@ export class ReplicaCore extends ReplicaBase {
   private resyncFull = false;
   /** This node is the target of a resync (decided, or syncStart received) not yet done. */
   private receivingResync = false;
+  /**
+   * A resync into this node started and has not finished, across link drops and restarts
+   * (persisted): its store is a mix of old and new tracks, so promote refuses without --force.
+   */
+  private resyncIncomplete: boolean;
   /** The peer's latest state message (link-up exchange, role changes). */
   private peerView: Extract<LinkMessage, { type: 'state' }> | null = null;
   /** Who was primary when (persisted): decides the sync source, detects split brain. */
@@ -71,6 +76,7 @@ export class ReplicaCore extends ReplicaBase {
       for (let t = 0; t < saved.trackCount; t++) if (saved.has(t)) this.outOfSync.set(t);
     }
     this.diverging = persisted?.diverging ?? false;
+    this.resyncIncomplete = persisted?.resyncIncomplete ?? false;
     if (this.role === 'primary') this.history.push({ epoch: nextEpoch(this.history), node: settings.node });
     if (this.role === 'primary' && settings.mirrored) this.diverging = true;
     this.persist();
@@ -132,6 +138,7 @@ export class ReplicaCore extends ReplicaBase {
     }
     if (decision.kind === 'target') {
       this.receivingResync = true;
+      this.markResyncIncomplete();
       if (this.peerState === 'split-brain') this.peerState = 'connecting';
       if (this.role === 'primary') {
         // Nothing of ours was mirrored yet on this link (no decision had been made), so no
@@ -250,6 +257,7 @@ export class ReplicaCore extends ReplicaBase {
         return true;
       case 'syncStart':
         this.receivingResync = true;
+        this.markResyncIncomplete();
         this.peerState = 'resyncing';
         this.syncReceivedBytes = 0;
         this.syncTotalBytes = msg.totalBytes;
@@ -294,8 +302,15 @@ export class ReplicaCore extends ReplicaBase {
   }
 
   /** The target's side of syncDone: its store now matches the source; adopt its epoch history. */
+  private markResyncIncomplete(): void {
+    if (this.resyncIncomplete) return;
+    this.resyncIncomplete = true;
+    this.persist();
+  }
+
   private resyncReceived(): void {
     this.receivingResync = false;
+    this.resyncIncomplete = false;
     this.peerState = 'in-sync';
     if (this.peerView !== null) this.history = [...this.peerView.history];
     this.storeTrusted = true;
@@ -360,15 +375,23 @@ export class ReplicaCore extends ReplicaBase {
     this.resync = null;
   }
 
-  syncStatus(nowMs: number): { totalBytes: number; doneBytes: number; rateBytesPerSec: number; etaSeconds: number | null; full: boolean } | null {
+  syncStatus(nowMs: number): { totalBytes: number; doneBytes: number; tracksLeft: number; rateBytesPerSec: number; etaSeconds: number | null; full: boolean } | null {
+    const track = this.settings.geometry.trackSizeBytes;
     if (this.resync !== null) {
-      const elapsedSec = Math.max(0.001, (nowMs - this.resync.startMs) / 1000);
-      const rate = this.resync.sentBytes / elapsedSec;
-      const left = this.resync.totalBytes - this.resync.sentBytes;
-      return { totalBytes: this.resync.totalBytes, doneBytes: this.resync.sentBytes, rateBytesPerSec: Math.round(rate), etaSeconds: rate > 0 ? Math.ceil(left / rate) : null, full: this.resyncFull };
+      const plan = this.resync;
+      const elapsedSec = Math.max(0.001, (nowMs - plan.startMs) / 1000);
+      // The first window of chunks goes out at once: leave it out of the rate, or early ETAs lie.
+      const burstBytes = this.settings.syncChunkBytes * this.settings.syncWindowChunks;
+      const rate = Math.max(0, plan.sentBytes - burstBytes) / elapsedSec;
+      const left = plan.totalBytes - plan.sentBytes;
+      return {
+        totalBytes: plan.totalBytes, doneBytes: plan.sentBytes, tracksLeft: Math.ceil(left / track), rateBytesPerSec: Math.round(rate),
+        etaSeconds: rate > 0 ? Math.ceil(left / rate) : null, full: this.resyncFull,
+      };
     }
     if (this.receivingResync && this.peerState === 'resyncing') {
-      return { totalBytes: this.syncTotalBytes, doneBytes: this.syncReceivedBytes, rateBytesPerSec: 0, etaSeconds: null, full: false };
+      const left = this.syncTotalBytes - this.syncReceivedBytes;
+      return { totalBytes: this.syncTotalBytes, doneBytes: this.syncReceivedBytes, tracksLeft: Math.ceil(left / track), rateBytesPerSec: 0, etaSeconds: null, full: false };
     }
     return null;
   }
@@ -380,7 +403,7 @@ export class ReplicaCore extends ReplicaBase {
     if (!this.settings.mirrored) return { ok: false, error: 'a standalone node is always primary' };
     if (this.role === 'primary') return { ok: false, error: 'already primary' };
     if (!force && this.linkIsUp && this.peerView?.role === 'primary') return { ok: false, error: `peer ${this.peerName} is primary and connected: demote it first, or use --force` };
-    if (!force && this.receivingResync) return { ok: false, error: 'this node is still being resynced: its data is incomplete (use --force to promote anyway)' };
+    if (!force && (this.receivingResync || this.resyncIncomplete)) return { ok: false, error: 'a resync into this node has not finished: its data is incomplete (use --force to promote anyway)' };
     this.history = [...this.history, { epoch: nextEpoch(this.history), node: this.settings.node }];
     this.setRole('primary');
     // A failover: the old primary may have lost whatever it held only in RAM, so the united bitmap
@@ -391,6 +414,7 @@ export class ReplicaCore extends ReplicaBase {
       for (let t = 0; t < united.trackCount; t++) if (united.has(t)) this.outOfSync.set(t);
     }
     this.receivingResync = false;
+    this.resyncIncomplete = false; // forced: this node's data is now the reference
     if (this.linkIsUp) {
       this.peerState = 'degraded';
       this.sendState();
@@ -477,8 +501,13 @@ export class ReplicaCore extends ReplicaBase {
     for (let t = 0; t < this.cache.trackCount; t++) if (this.outOfSync.has(t) || (cleanShutdown && this.record.isUnited(t))) outOfSync.set(t);
     return {
       history: [...this.history], role: this.role, cleanShutdown, diverging: this.diverging,
-      storeTrusted: this.storeTrusted, outOfSync: outOfSync.toBytes(), discardLocal: this.discardLocal,
+      storeTrusted: this.storeTrusted, resyncIncomplete: this.resyncIncomplete, outOfSync: outOfSync.toBytes(), discardLocal: this.discardLocal,
     };
+  }
+
+  /** A resync into this node is unfinished (status shows it; promote refuses without --force). */
+  get incompleteResync(): boolean {
+    return this.resyncIncomplete;
   }
 
   get epoch(): number {

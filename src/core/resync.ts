@@ -37,7 +37,12 @@ export function decideSync(me: SideState, peer: SideState): SyncDecision {
   if (relation === 'diverged') {
     return { kind: 'split-brain', reason: `both ${me.node} and ${peer.node} were primary since their last common epoch` };
   }
-  const iAmSource = relation === 'mine-newer' || (relation === 'equal' && lastPrimary(me.history) === me.node);
+  // Equal histories: nobody was promoted since the link went down. The side that did not crash
+  // (its out-of-sync set is intact) holds every acknowledged write — a primary never hardens what
+  // its peer has not acknowledged — so it is the source; a crashed primary must not push its
+  // stale store over its peer. If both or neither crashed, the last primary is.
+  const survivor = me.outOfSyncValid !== peer.outOfSyncValid ? me.outOfSyncValid : lastPrimary(me.history) === me.node;
+  const iAmSource = relation === 'mine-newer' || (relation === 'equal' && survivor);
   return iAmSource ? sourceDecision(me, peer, relation === 'equal' ? 'same epoch history' : 'newer epoch history') : { kind: 'target' };
 }
 

@@ -116,9 +116,10 @@ export class ByteQueue {
 
   /**
    * Consume lengthBytes (which must be available) as one Buffer: a view of the received chunk
-   * when the bytes lie in one chunk, else a single copy.
+   * when the bytes lie in one chunk, else a single copy into a buffer from `allocate` (the
+   * server passes a pool, since the codec itself stays free of state beyond its input).
    */
-  take(lengthBytes: number): Buffer {
+  take(lengthBytes: number, allocate: (lengthBytes: number) => Buffer = Buffer.allocUnsafe): Buffer {
     const first = this.chunks[0];
     if (lengthBytes === 0 || first === undefined) return Buffer.alloc(0);
     if (first.length - this.headOffset >= lengthBytes) {
@@ -126,7 +127,7 @@ export class ByteQueue {
       this.skip(lengthBytes);
       return result;
     }
-    const result = Buffer.allocUnsafe(lengthBytes);
+    const result = allocate(lengthBytes);
     this.copyOut(result, lengthBytes, true);
     return result;
   }

@@ -36,6 +36,9 @@ export class NbdServerDecoder {
   private phase: Phase = { name: 'clientFlags' };
   private failure: NbdProtocolError | null = null;
 
+  /** `allocatePayload` provides the buffer a WRITE payload spanning several chunks is copied into. */
+  constructor(private readonly allocatePayload: (lengthBytes: number) => Buffer = Buffer.allocUnsafe) {}
+
   feed(chunk: Buffer): void {
     this.queue.push(chunk);
   }
@@ -89,7 +92,7 @@ export class NbdServerDecoder {
         case 'requestPayload': {
           const request = phase.request;
           if (this.queue.length < request.lengthBytes) return null;
-          request.data = this.queue.take(request.lengthBytes);
+          request.data = this.queue.take(request.lengthBytes, this.allocatePayload);
           this.phase = { name: 'requestHeader' };
           return request;
         }

@@ -17,6 +17,7 @@ import {
   parseInfoRequestData, writeSimpleReplyHeader, type NbdClientMessage, type NbdRequest,
 } from './codec.js';
 import { NbdRequestError, type NbdErrno, type NbdExport, type NbdRequestObserver } from './export.js';
+import { acquirePayload, releasePayload } from './payload-pool.js';
 
 export type NbdLog = (level: 'info' | 'warn' | 'debug', msg: string, fields?: object) => void;
 
@@ -109,7 +110,7 @@ async function closeServer(server: net.Server, connections: Set<NbdConnection>):
 }
 
 class NbdConnection {
-  private readonly decoder = new NbdServerDecoder();
+  private readonly decoder = new NbdServerDecoder(acquirePayload);
   private readonly remote: string;
   private readonly transmissionFlags: number;
   private readonly closed: Promise<void>;
@@ -423,6 +424,8 @@ class NbdConnection {
   private complete(request: NbdRequest, errno: NbdErrno | null, data: Buffer | null, startedMs: number): void {
     this.inFlight -= 1;
     this.sendReply(request, errno, request.type === NBD_CMD_READ ? data : null, startedMs);
+    // Answered: the export (cache, link) is done with the payload; its buffer can be reused.
+    if (request.type === NBD_CMD_WRITE) releasePayload(request.data);
     if (this.disconnecting || this.shuttingDown) this.finishIfIdle();
     else this.pump();
   }
@@ -450,14 +453,15 @@ class NbdConnection {
   }
 
   /**
-   * Replies completed in the same tick leave in one writev: at queue depth 32 many requests
-   * finish together, and one syscall for all of them is much cheaper than one each.
+   * Replies completed in the same event-loop turn leave in one writev: at queue depth 32 many
+   * requests finish together (store reads complete one callback each, so nextTick would uncork
+   * after every one), and one syscall for all of them is much cheaper than one each.
    */
   private corkUntilNextTick(): void {
     if (this.corked) return;
     this.corked = true;
     this.socket.cork();
-    process.nextTick(() => {
+    setImmediate(() => {
       this.corked = false;
       this.socket.uncork();
     });

@@ -22,6 +22,7 @@ interface MetadataFile extends VolumeIdentity {
   cleanShutdown: boolean;
   diverging: boolean;
   storeTrusted: boolean;
+  resyncIncomplete?: boolean;
   outOfSync: string | null;
   discardLocal: boolean;
 }
@@ -53,7 +54,7 @@ export class MetadataFileStore {
     this.checkIdentity(data);
     return {
       history: data.history, role: data.role, cleanShutdown: data.cleanShutdown, diverging: data.diverging,
-      storeTrusted: data.storeTrusted === true, outOfSync: data.outOfSync === null ? null : Uint8Array.from(Buffer.from(data.outOfSync, 'base64')), discardLocal: data.discardLocal,
+      storeTrusted: data.storeTrusted === true, resyncIncomplete: data.resyncIncomplete === true, outOfSync: data.outOfSync === null ? null : Uint8Array.from(Buffer.from(data.outOfSync, 'base64')), discardLocal: data.discardLocal,
     };
   }
 
@@ -81,7 +82,7 @@ export class MetadataFileStore {
     const data: MetadataFile = {
       formatVersion: FORMAT_VERSION, ...this.identity, node: this.node,
       history: state.history, role: state.role, cleanShutdown: state.cleanShutdown, diverging: state.diverging,
-      storeTrusted: state.storeTrusted, outOfSync: state.outOfSync === null ? null : Buffer.from(state.outOfSync).toString('base64'), discardLocal: state.discardLocal,
+      storeTrusted: state.storeTrusted, resyncIncomplete: state.resyncIncomplete, outOfSync: state.outOfSync === null ? null : Buffer.from(state.outOfSync).toString('base64'), discardLocal: state.discardLocal,
     };
     const tmp = `${this.filePath}.tmp`;
     const handle = await fs.open(tmp, 'w');

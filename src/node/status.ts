@@ -15,7 +15,9 @@ export interface PeerStatus {
   /** Tracks the peer lacks and must be sent on resync. */
   outOfSyncTracks: number;
   rttMs: number | null;
-  sync: { totalBytes: number; doneBytes: number; rateBytesPerSec: number; etaSeconds: number | null } | null;
+  sync: { totalBytes: number; doneBytes: number; tracksLeft: number; rateBytesPerSec: number; etaSeconds: number | null; full: boolean } | null;
+  /** A resync into this node started and has not finished (its data is incomplete). */
+  incompleteResync: boolean;
   /** Per range with any mark: counts in the current and old bitmaps. */
   ranges: { range: number; current: number; old: number }[];
 }
@@ -136,6 +138,7 @@ export function buildStatus(src: StatusSources): NodeStatus {
       outOfSyncTracks: core.outOfSync.count(),
       rttMs: connection?.lastRttMs ?? null,
       sync: core.syncStatus(Date.now()),
+      incompleteResync: core.incompleteResync,
       ranges: core.record.rangeSummary().sort((a, b) => b.current + b.old - a.current - a.old).slice(0, MAX_RANGES_LISTED),
     }],
   };

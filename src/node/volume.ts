@@ -253,9 +253,9 @@ export class Volume implements NbdExport {
   private async runHardenJob(job: HardenJob, reason: HardenReason): Promise<void> {
     const started = process.hrtime.bigint();
     try {
-      await Promise.all(job.runs.map((r) => (r.data === null
+      await Promise.all(job.runs.map((r) => (r.buffers === null
         ? this.store.writeZeroes(r.offsetBytes, r.lengthBytes)
-        : this.store.write(r.offsetBytes, r.data))));
+        : this.store.writev(r.offsetBytes, r.buffers))));
     } catch (err) {
       this.run((now) => this.core.hardenFailed(job.id, (err as Error).message, now));
       return;

@@ -90,6 +90,14 @@ class FileStore implements Store {
     }
   }
 
+  async writev(offsetBytes: number, buffers: Buffer[]): Promise<void> {
+    if (buffers.length === 1) return this.write(offsetBytes, buffers[0]!);
+    const total = buffers.reduce((n, b) => n + b.length, 0);
+    const written = await fsCall<number>((cb) => fs.writev(this.fd, buffers, offsetBytes, cb));
+    // A short pwritev on a regular file is rare (signals, full disk); finish with plain writes.
+    if (written < total) await this.write(offsetBytes + written, Buffer.concat(buffers).subarray(written));
+  }
+
   async writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void> {
     for (let done = 0; done < lengthBytes; done += ZERO_CHUNK_BYTES) {
       const n = Math.min(ZERO_CHUNK_BYTES, lengthBytes - done);

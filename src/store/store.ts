@@ -11,6 +11,8 @@ export interface Store {
   readonly createdFresh?: boolean;
   read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
   write(offsetBytes: number, data: Uint8Array): Promise<void>;
+  /** Writes the buffers back to back from offsetBytes (one pwritev for a file store). */
+  writev(offsetBytes: number, buffers: Buffer[]): Promise<void>;
   writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void>;
   /** Make every completed write durable (fdatasync, or NBD FLUSH). */
   sync(): Promise<void>;

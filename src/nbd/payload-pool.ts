@@ -1,0 +1,39 @@
+// Reused buffers for WRITE payloads. A payload that straddles socket chunks is copied once into a
+// buffer of its exact size; allocating that afresh for every request made page faults the main
+// cost of 1 MiB writes on a VM (docs/benchmarks.md: fresh memory was ~60× slower to fill than
+// reused memory). Only buffers this pool handed out come back to it, and only once the request
+// is answered: by then the cache (and the replication link, whose peer acknowledged it) are done
+// with the bytes.
+
+/** At most this much memory waits in the pool. */
+const MAX_POOLED_BYTES = 64 * 1024 * 1024;
+/** Small payloads come from Node's own pool slab; pooling them gains nothing. */
+const MIN_POOLED_BYTES = 64 * 1024;
+
+const freeBySize = new Map<number, Buffer[]>();
+const issued = new WeakSet<Buffer>();
+let pooledBytes = 0;
+
+export function acquirePayload(lengthBytes: number): Buffer {
+  if (lengthBytes < MIN_POOLED_BYTES) return Buffer.allocUnsafe(lengthBytes);
+  const reused = freeBySize.get(lengthBytes)?.pop();
+  if (reused !== undefined) {
+    pooledBytes -= lengthBytes;
+    issued.add(reused);
+    return reused;
+  }
+  const fresh = Buffer.allocUnsafe(lengthBytes);
+  issued.add(fresh);
+  return fresh;
+}
+
+/** Give a payload back once nothing refers to its bytes any more; other buffers are ignored. */
+export function releasePayload(buffer: Buffer | null): void {
+  if (buffer === null || !issued.has(buffer)) return;
+  issued.delete(buffer);
+  if (pooledBytes + buffer.length > MAX_POOLED_BYTES) return;
+  const list = freeBySize.get(buffer.length) ?? [];
+  list.push(buffer);
+  freeBySize.set(buffer.length, list);
+  pooledBytes += buffer.length;
+}
