@@ -41,6 +41,11 @@ export class MemoryStore implements Store {
     this.writes++;
   }
 
+  async writev(offsetBytes: number, buffers: Buffer[]): Promise<void> {
+    // Copy now: the views belong to cache lines (which copy-on-write), like a real pwritev would.
+    await this.write(offsetBytes, Buffer.concat(buffers));
+  }
+
   async writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void> {
     await this.write(offsetBytes, Buffer.alloc(lengthBytes));
   }
