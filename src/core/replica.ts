@@ -445,7 +445,7 @@ export class ReplicaCore extends ReplicaBase {
     this.discardLocal = true;
     this.storeTrusted = false;
     if (this.role === 'primary') this.setRole('secondary');
-    this.peerState = this.linkIsUp ? 'connecting' : 'connecting';
+    this.peerState = 'connecting'; // the next state exchange makes this node the resync target
     this.persist();
     this.emit({ kind: 'log', level: 'warn', msg: 'split brain resolved: this node discards its changes and resyncs from the peer' });
     if (this.linkIsUp) {
