@@ -91,6 +91,7 @@ const samples: LinkMessage[] = [
   { type: 'syncData', offsetBytes: 65536, data: bytes(65536, 6) },
   { type: 'syncData', offsetBytes: 0, data: bytes(3, 7) },
   { type: 'syncDone' },
+  { type: 'syncZero', offsetBytes: 1048576, lengthBytes: 1048576 },
   {
     type: 'state', role: 'primary', history: [{ epoch: 1, node: 'a' }, { epoch: 2, node: 'b' }],
     storeTrusted: true, outOfSyncValid: false, discardLocal: true,

@@ -67,6 +67,8 @@ export interface FlushAckMessage { type: 'flushAck'; id: number; ok: boolean }
 export interface SyncStartMessage { type: 'syncStart'; totalBytes: number }
 export interface SyncDataMessage { type: 'syncData'; offsetBytes: number; data: Uint8Array }
 export interface SyncDoneMessage { type: 'syncDone' }
+/** A resync chunk that is all zeros: 24 bytes on the wire instead of the chunk (sparse volumes). */
+export interface SyncZeroMessage { type: 'syncZero'; offsetBytes: number; lengthBytes: number }
 /**
  * Sent by each side right after the link is up (DESIGN.md "Failures": a returning node "asks for
  * an update"): who was primary when, whether this node's store and out-of-sync set can be trusted
@@ -88,14 +90,14 @@ export type LinkMessage =
   | HelloMessage | AuthMessage | RefuseMessage
   | WriteMessage | ZeroMessage | WriteAckMessage | NoticeMessage
   | HeartbeatMessage | HeartbeatAckMessage | FlushReqMessage | FlushAckMessage
-  | SyncStartMessage | SyncDataMessage | SyncDoneMessage | StateMessage;
+  | SyncStartMessage | SyncDataMessage | SyncDoneMessage | StateMessage | SyncZeroMessage;
 
 export type LinkMessageType = LinkMessage['type'];
 
 /** Wire type codes. Never renumber: a code is part of the protocol. */
 const typeCodes: Readonly<Record<LinkMessageType, number>> = {
   hello: 1, auth: 2, refuse: 3, write: 4, zero: 5, writeAck: 6, notice: 7,
-  heartbeat: 8, heartbeatAck: 9, flushReq: 10, flushAck: 11, syncStart: 12, syncData: 13, syncDone: 14, state: 15,
+  heartbeat: 8, heartbeatAck: 9, flushReq: 10, flushAck: 11, syncStart: 12, syncData: 13, syncDone: 14, state: 15, syncZero: 16,
 };
 
 export const linkMessageTypes = Object.keys(typeCodes) as LinkMessageType[];
@@ -125,6 +127,7 @@ const maxBodyBytesByType: Readonly<Record<LinkMessageType, number>> = {
   syncData: LINK_MAX_BODY_BYTES,
   syncDone: 0,
   state: LINK_MAX_BODY_BYTES,
+  syncZero: 16,
 };
 
 const noticeOps: readonly LinkNoticeOp[] = ['save', 'save-ack', 'clear'];
@@ -336,6 +339,9 @@ function writeFixedBody(b: Buffer, at: number, msg: LinkMessage): void {
     case 'state':
       writeStateBody(b, at, msg);
       return;
+    case 'syncZero':
+      writeU64(b, msg.lengthBytes, writeU64(b, msg.offsetBytes, at, 'syncZero.offsetBytes'), 'syncZero.lengthBytes');
+      return;
   }
 }
 
@@ -437,6 +443,7 @@ function decodeBody(type: LinkMessageType, body: Buffer): LinkMessage {
     case 'syncData': msg = { type, offsetBytes: r.u64(), data: r.rest() }; break;
     case 'syncDone': msg = { type }; break;
     case 'state': msg = decodeState(r); break;
+    case 'syncZero': msg = { type, offsetBytes: r.u64(), lengthBytes: r.u64() }; break;
   }
   r.end();
   return msg;

@@ -231,6 +231,7 @@ export class ReplicaCore extends ReplicaBase {
       case 'write':
       case 'zero':
       case 'syncData':
+      case 'syncZero':
         return this.applyPeerData(msg, nowMs);
       case 'writeAck': {
         const piece = this.pendingAcks.get(msg.seq);
@@ -272,13 +273,13 @@ export class ReplicaCore extends ReplicaBase {
   }
 
   /** Step 66 on the secondary: cache the peer's bytes, mark the record, ack writes. */
-  private applyPeerData(msg: Extract<LinkMessage, { type: 'write' | 'zero' | 'syncData' }>, nowMs: number): boolean {
+  private applyPeerData(msg: Extract<LinkMessage, { type: 'write' | 'zero' | 'syncData' | 'syncZero' }>, nowMs: number): boolean {
     if (this.role !== 'secondary') {
       this.emit({ kind: 'log', level: 'error', msg: 'primary received volume data from its peer: ignored', fields: { type: msg.type } });
       return true;
     }
-    const lengthBytes = msg.type === 'zero' ? msg.lengthBytes : msg.data.length;
-    const data = msg.type === 'zero' ? null : msg.data;
+    const lengthBytes = msg.type === 'zero' || msg.type === 'syncZero' ? msg.lengthBytes : msg.data.length;
+    const data = msg.type === 'zero' || msg.type === 'syncZero' ? null : msg.data;
     // A write larger than half our cache goes in as pieces while room allows (our cache may be
     // smaller than the primary's); the message keeps its place until all of it is in.
     for (const [off, len] of this.splitPieces(msg.offsetBytes + this.inboundAppliedBytes, lengthBytes - this.inboundAppliedBytes)) {
@@ -290,7 +291,7 @@ export class ReplicaCore extends ReplicaBase {
     const tracks = this.cache.tracksOf(msg.offsetBytes, lengthBytes);
     for (const t of tracks) this.record.mark(t); // step 66
     this.notifyMarked(tracks, nowMs);
-    if (msg.type === 'syncData') {
+    if (msg.type === 'syncData' || msg.type === 'syncZero') {
       this.syncReceivedBytes += lengthBytes;
       this.counters.syncBytesReceived += lengthBytes;
     } else {
@@ -347,7 +348,8 @@ export class ReplicaCore extends ReplicaBase {
     if (plan === null || this.peerState !== 'resyncing') return; // the link dropped meanwhile
     plan.readsInFlight--;
     this.markSentToPeer(this.cache.tracksOf(offsetBytes, data.length), nowMs);
-    this.send({ type: 'syncData', offsetBytes, data });
+    // Sparse volumes are mostly zeros: a zero chunk crosses the link as its extent only.
+    this.send(isAllZero(data) ? { type: 'syncZero', offsetBytes, lengthBytes: data.length } : { type: 'syncData', offsetBytes, data });
     plan.sentBytes += data.length;
     this.counters.syncBytesSent += data.length;
     this.pumpSync(nowMs);
@@ -541,4 +543,14 @@ function startupRole(settings: ReplicaSettings, persisted: PersistedState | null
   if (!settings.mirrored) return 'primary';
   if (persisted === null) return settings.role;
   return persisted.cleanShutdown && persisted.role === 'primary' && !persisted.discardLocal ? 'primary' : 'secondary';
+}
+
+const ZERO_PAGE = new Uint8Array(64 * 1024);
+
+function isAllZero(data: Uint8Array): boolean {
+  for (let at = 0; at < data.length; at += ZERO_PAGE.length) {
+    const piece = data.subarray(at, Math.min(data.length, at + ZERO_PAGE.length));
+    if (!Buffer.from(piece.buffer, piece.byteOffset, piece.length).equals(ZERO_PAGE.subarray(0, piece.length))) return false;
+  }
+  return true;
 }

@@ -72,7 +72,7 @@ export interface LinkCloseInfo {
 const authLabel = Buffer.from('twinblock-link-v1', 'utf8');
 const handshakeTypes: LinkMessageType[] = ['hello', 'auth', 'refuse'];
 const afterHandshakeTypes = linkMessageTypes.filter((t) => t !== 'hello' && t !== 'auth');
-const volumeDataTypes = new Set<LinkMessageType>(['write', 'zero', 'syncStart', 'syncData', 'syncDone']);
+const volumeDataTypes = new Set<LinkMessageType>(['write', 'zero', 'syncStart', 'syncData', 'syncZero', 'syncDone']);
 const defaultHighWaterMarkBytes = 4 * 1024 * 1024;
 
 /** HMAC-SHA256(secret, "twinblock-link-v1" | peerNonce | ownNonce | ownNode): what a node sends to prove the secret. */

@@ -98,9 +98,16 @@ class FileStore implements Store {
     if (written < total) await this.write(offsetBytes + written, Buffer.concat(buffers).subarray(written));
   }
 
+  /**
+   * Zeros, skipping pieces that already read as zeros: a sparse file's holes read back at memory
+   * speed, and not writing zeros over them keeps the file sparse (Node cannot punch holes, so
+   * TRIM and the zero runs of a resync would otherwise allocate every block they touch).
+   */
   async writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void> {
     for (let done = 0; done < lengthBytes; done += ZERO_CHUNK_BYTES) {
       const n = Math.min(ZERO_CHUNK_BYTES, lengthBytes - done);
+      const current = await this.read(offsetBytes + done, n);
+      if (current.equals(zeroChunk.subarray(0, n))) continue;
       await this.write(offsetBytes + done, zeroChunk.subarray(0, n));
     }
   }
