@@ -155,10 +155,12 @@ function peerLines(peers: unknown[]): string[] {
       const done = num(sync['doneBytes']) ?? 0;
       const pct = total > 0 ? Math.floor((100 * done) / total) : 100;
       const eta = num(sync['etaSeconds']);
-      lines.push(`    resync: ${bytes(done)} of ${bytes(total)} (${pct}%)` +
+      const tracksLeft = num(sync['tracksLeft']);
+      lines.push(`    resync: ${bytes(done)} of ${bytes(total)} (${pct}%)` + (tracksLeft === undefined ? '' : `, ${plural(tracksLeft, 'track')} left`) +
         (num(sync['rateBytesPerSec']) ? `, ${bytes(sync['rateBytesPerSec'])}/s` : '') + (eta === undefined ? '' : `, ETA ${eta}s`) +
         (sync['full'] === true ? ', full' : ''));
     }
+    if (peer['incompleteResync'] === true && sync === null) lines.push('    this node\'s last resync did not finish: its data is incomplete until the next one does');
     if (peer['state'] === 'split-brain') lines.push('    SPLIT BRAIN: both nodes were primary; run `twinblock resolve --discard-local` on the side to overwrite');
     return lines;
   });
