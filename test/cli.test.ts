@@ -216,6 +216,18 @@ describe('status formatting', () => {
     assert.match(text, /peer a connected:no state:degraded united:1 track out-of-sync:7 tracks/);
   });
 
+  it('a resync in progress, a split brain', () => {
+    const resyncing = formatStatus({
+      node: 'a', role: 'primary', volume: 'vol0',
+      peers: [{ node: 'b', connected: true, state: 'resyncing', unitedTracks: 3, outOfSyncTracks: 40, rttMs: 0.25,
+        sync: { totalBytes: 4194304, doneBytes: 1048576, tracksLeft: 48, rateBytesPerSec: 1048576, etaSeconds: 3, full: false } }],
+    });
+    assert.match(resyncing, /peer b connected:yes state:resyncing united:3 tracks out-of-sync:40 tracks rtt:0\.25ms/);
+    assert.match(resyncing, /resync: 1MiB of 4MiB \(25%\), 48 tracks left, 1MiB\/s, ETA 3s/);
+    const split = formatStatus({ node: 'a', peers: [{ node: 'b', connected: true, state: 'split-brain' }] });
+    assert.match(split, /SPLIT BRAIN: both nodes were primary; run `twinblock resolve --discard-local` on the side to overwrite/);
+  });
+
   it('tolerates missing fields and non-objects', () => {
     assert.equal(formatStatus({ node: 'a' }), '(volume ?) node:a role:?\n');
     assert.match(formatStatus({ cache: { dirtyBytes: 0 }, peers: [] }), /exposure: none \(everything hardened\)\n {2}peers: none \(standalone\)/);
