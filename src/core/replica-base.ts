@@ -74,7 +74,8 @@ export abstract class ReplicaBase {
   protected readonly ops = new Map<number, Op>();
   protected readonly waiterPurposes = new Map<number, WaiterPurpose>();
   protected readonly storeSyncs = new Map<number, number>();
-  protected readonly outNotices = new Map<NoticeOp, number[]>();
+  /** Notices queued in this event, in order: one batch of ranges while the op stays the same. */
+  protected outNotices: { op: NoticeOp; ranges: number[] } | null = null;
   /** May hold hardened writes the peer lacks (a primary without its peer). */
   protected diverging = false;
   /** The persisted metadata says diverging: hardening of unmirrored writes may proceed. */
@@ -113,6 +114,7 @@ export abstract class ReplicaBase {
   }
 
   protected send(msg: LinkMessage): void {
+    this.flushNotices(); // anything queued before this message goes before it
     this.emit({ kind: 'send', msg });
   }
 
@@ -184,16 +186,21 @@ export abstract class ReplicaBase {
       return this.pieceDone(piece);
     }
     const seq = ++this.sendSeq;
-    this.markSentToPeer(tracks, nowMs); // step 62
     this.cache.holdHardening(tracks); // not on our disk before it is in the peer's cache
     this.pendingAcks.set(seq, piece);
     this.counters.mirroredWrites++;
     this.send(piece.data === null
       ? { type: 'zero', seq, offsetBytes: piece.offsetBytes, lengthBytes: piece.lengthBytes, trim: piece.trim }
       : { type: 'write', seq, offsetBytes: piece.offsetBytes, data: piece.data }); // step 64
+    this.markSentToPeer(tracks, nowMs); // step 62
   }
 
-  /** Marks the peer's copy of these tracks as possibly unhardened, and mirrors the mark. */
+  /**
+   * Marks the peer's copy of these tracks as possibly unhardened, and mirrors the mark. Called
+   * right after the message carrying them is queued: a notice this starts (a SAVE over the
+   * threshold) must follow that message on the link, where the peer marks them (found by the
+   * simulator: a SAVE sent ahead of its write left the mark in the peer's current bitmap forever).
+   */
   protected markSentToPeer(tracks: number[], nowMs: number): void {
     for (const t of tracks) this.record.mark(t);
     this.notifyMarked(tracks, nowMs);
@@ -220,6 +227,10 @@ export abstract class ReplicaBase {
     const tracks = this.cache.tracksOf(write.offsetBytes, write.lengthBytes);
     const local = { seq: this.cache.sequence, tracks };
     const done = { reply: write.reqId };
+    // A demoted node finishing a write its peer never acknowledged is no longer the authority:
+    // the new primary may never see these bytes (found by the simulator, seed 474).
+    if (this.role !== 'primary' && this.peerState !== 'standalone' && !this.mirroring) write.errno = 'EIO';
+    if (write.errno !== null) return this.emit({ kind: 'reply', reqId: write.reqId, errno: write.errno, message: 'the peer never acknowledged this write and this node is no longer primary' });
     if (this.peerState === 'standalone') return this.startOp(done, write.fua ? local : null, null);
     if (!this.mirroring) {
       const hardenFirst = write.fua || this.settings.degraded === 'write-through';
@@ -374,20 +385,24 @@ export abstract class ReplicaBase {
     }
   }
 
-  /** Notices are batched per op into one frame per event: ranges, not tracks, keep them cheap. */
+  /**
+   * Notices for consecutive ranges with the same op share one frame: ranges, not tracks, keep
+   * them cheap. Order on the link is never changed — a SAVE and a CLEAR of one range, or a SAVE and
+   * a write, must reach the peer in the order they happened (the mirror swaps at that point).
+   */
   protected queueNotice(op: NoticeOp, range: number): void {
     if (!this.linkIsUp) return;
-    const list = this.outNotices.get(op) ?? [];
-    list.push(range);
-    this.outNotices.set(op, list);
+    if (this.outNotices !== null && this.outNotices.op !== op) this.flushNotices();
+    this.outNotices ??= { op, ranges: [] };
+    this.outNotices.ranges.push(range);
   }
 
   protected flushNotices(): void {
-    for (const [op, ranges] of this.outNotices) {
-      this.counters.noticesSent += ranges.length;
-      this.send({ type: 'notice', op, ranges });
-    }
-    this.outNotices.clear();
+    const batch = this.outNotices;
+    if (batch === null) return;
+    this.outNotices = null;
+    this.counters.noticesSent += batch.ranges.length;
+    this.actions.push({ kind: 'send', msg: { type: 'notice', op: batch.op, ranges: batch.ranges } });
   }
 
   protected startDueCycles(nowMs: number): void {

@@ -97,11 +97,26 @@ export class ReplicaCore extends ReplicaBase {
     this.linkWritable = true;
     this.peerView = null;
     this.record.reset();
-    this.notifier.reset();
+    this.resetNotifier();
     if (this.peerState !== 'split-brain') this.peerState = this.role === 'primary' ? 'degraded' : 'connecting';
-    const dirty = this.cache.dirtyTracks();
-    this.notifyMarked(dirty, nowMs); // the peer marks these when our state arrives: first on the stream
+    // The state goes first on the new stream; the peer marks our dirty tracks when it reads it,
+    // and our mirror marks them at the same point (notices it may start come after the state).
     this.sendState();
+    this.notifyMarked(this.cache.dirtyTracks(), nowMs);
+  }
+
+  /**
+   * Cycles in progress die with the link, and so do their destage waits: a wait left over from the
+   * old link would otherwise end the new link's cycle of the same range before its tracks are
+   * hardened (found by the simulator, seed 570: a CLEAR for a range still holding sync data).
+   */
+  private resetNotifier(): void {
+    this.notifier.reset();
+    for (const [waiterId, purpose] of this.waiterPurposes) {
+      if ('op' in purpose) continue;
+      this.waiterPurposes.delete(waiterId);
+      this.hardener.removeWaiter(waiterId);
+    }
   }
 
   private sendState(): void {
@@ -181,8 +196,14 @@ export class ReplicaCore extends ReplicaBase {
   /** The link dropped (reset, heartbeat timeout). */
   linkDown(nowMs: number): void {
     this.linkIsUp = false;
-    this.outNotices.clear();
-    this.notifier.reset();
+    // Messages of the dead link still held back by a full cache must not be applied once a new
+    // link has reset both sides' records (found by the simulator, seed 7). Dropping them is safe:
+    // none was acknowledged, so the peer counts their tracks as out-of-sync and resends them.
+    this.inbound.length = 0;
+    this.inboundAppliedBytes = 0;
+    this.updateBlockedWriters();
+    this.outNotices = null;
+    this.resetNotifier();
     this.resync = null;
     this.receivingResync = false;
     this.peerView = null;
@@ -193,10 +214,15 @@ export class ReplicaCore extends ReplicaBase {
     const united = this.record.united();
     for (let t = 0; t < united.trackCount; t++) if (united.has(t)) this.outOfSync.set(t);
     if (this.role === 'primary') this.markDiverging();
-    // Writes the peer never acknowledged now complete under the degraded policy.
+    // Writes the peer never acknowledged now complete under the degraded policy — but only on a
+    // primary: a node demoted meanwhile is no longer the authority, and the new primary may never
+    // see these bytes, so they fail with EIO (found by the simulator, seed 474).
     const unacked = [...this.pendingAcks.values()];
     this.pendingAcks.clear();
-    for (const piece of unacked) this.pieceDone(piece);
+    for (const piece of unacked) {
+      if (this.role !== 'primary') piece.write.errno = 'EIO';
+      this.pieceDone(piece);
+    }
     // A peer flush that can no longer be answered: the local part alone decides (degraded).
     for (const [id, op] of this.ops) if (op.remotePending) this.opPartDone(id, 'remote', null);
     this.pump(nowMs);
@@ -257,6 +283,7 @@ export class ReplicaCore extends ReplicaBase {
         this.onPeerState(msg, nowMs);
         return true;
       case 'syncStart':
+        if (this.role === 'primary') return true; // a forced promotion abandoned this resync
         this.receivingResync = true;
         this.markResyncIncomplete();
         this.peerState = 'resyncing';
@@ -265,7 +292,9 @@ export class ReplicaCore extends ReplicaBase {
         this.emit({ kind: 'log', level: 'info', msg: 'resync from the peer started', fields: { bytes: msg.totalBytes } });
         return true;
       case 'syncDone':
-        this.resyncReceived();
+        // Only the end of a resync we are still receiving: after a forced promotion the stream's
+        // tail must not bring back the old epoch history (found by the simulator, seed 577).
+        if (this.receivingResync && this.role === 'secondary') this.resyncReceived();
         return true;
       default:
         return true; // handshake and heartbeat messages belong to the link layer
@@ -288,9 +317,6 @@ export class ReplicaCore extends ReplicaBase {
       this.inboundAppliedBytes += len;
     }
     this.inboundAppliedBytes = 0;
-    const tracks = this.cache.tracksOf(msg.offsetBytes, lengthBytes);
-    for (const t of tracks) this.record.mark(t); // step 66
-    this.notifyMarked(tracks, nowMs);
     if (msg.type === 'syncData' || msg.type === 'syncZero') {
       this.syncReceivedBytes += lengthBytes;
       this.counters.syncBytesReceived += lengthBytes;
@@ -299,6 +325,9 @@ export class ReplicaCore extends ReplicaBase {
       this.counters.writtenBytes += lengthBytes;
       this.send({ type: 'writeAck', seq: msg.seq });
     }
+    const tracks = this.cache.tracksOf(msg.offsetBytes, lengthBytes);
+    for (const t of tracks) this.record.mark(t); // step 66
+    this.notifyMarked(tracks, nowMs);
     return true;
   }
 
@@ -347,9 +376,9 @@ export class ReplicaCore extends ReplicaBase {
     const plan = this.resync;
     if (plan === null || this.peerState !== 'resyncing') return; // the link dropped meanwhile
     plan.readsInFlight--;
-    this.markSentToPeer(this.cache.tracksOf(offsetBytes, data.length), nowMs);
     // Sparse volumes are mostly zeros: a zero chunk crosses the link as its extent only.
     this.send(isAllZero(data) ? { type: 'syncZero', offsetBytes, lengthBytes: data.length } : { type: 'syncData', offsetBytes, data });
+    this.markSentToPeer(this.cache.tracksOf(offsetBytes, data.length), nowMs);
     plan.sentBytes += data.length;
     this.counters.syncBytesSent += data.length;
     this.pumpSync(nowMs);
@@ -418,9 +447,13 @@ export class ReplicaCore extends ReplicaBase {
     this.receivingResync = false;
     this.resyncIncomplete = false; // forced: this node's data is now the reference
     if (this.linkIsUp) {
-      this.peerState = 'degraded';
       this.sendState();
-      this.decide(nowMs);
+      // A resync we are sending goes on (the peer adopts our new history at its end); otherwise
+      // the pair decides afresh with our new epoch (found by the simulator, seed 105).
+      if (this.resync === null) {
+        this.peerState = 'degraded';
+        this.decide(nowMs);
+      }
     } else {
       this.peerState = this.peerState === 'split-brain' ? 'split-brain' : 'degraded';
     }
