@@ -78,6 +78,8 @@ export abstract class ReplicaBase {
   protected outNotices: { op: NoticeOp; ranges: number[] } | null = null;
   /** May hold hardened writes the peer lacks (a primary without its peer). */
   protected diverging = false;
+  /** A persist that must be durable before anything more is hardened (see linkDown), or null. */
+  protected untrustToken: number | null = null;
   /** The persisted metadata says diverging: hardening of unmirrored writes may proceed. */
   protected divergingDurable = false;
   protected sendSeq = 0;
@@ -319,8 +321,10 @@ export abstract class ReplicaBase {
 
   protected pump(nowMs: number): void {
     if (nowMs < this.pausedUntilMs) return;
-    // A primary without its peer hardens only once its metadata says so (markDiverging).
+    // A primary without its peer hardens only once its metadata says so (markDiverging); a demoted
+    // node holding unacknowledged writes only once its store is marked untrusted on disk.
     if (this.diverging && !this.divergingDurable && this.role === 'primary' && !this.mirroring) return;
+    if (this.untrustToken !== null) return;
     while (this.hardensInFlight < this.settings.maxHardensInFlight) {
       const next = this.hardener.nextJob(nowMs);
       if (next === null) return;
@@ -362,6 +366,10 @@ export abstract class ReplicaBase {
   }
 
   tick(nowMs: number): void {
+    // Room can appear without a harden completing (reads that pinned clean lines finish): retry
+    // the held-back queues on every tick too (simulator, seed 1962: a demote never drained).
+    this.drainHostQueue(nowMs);
+    this.drainInbound(nowMs);
     this.hardener.tick(nowMs);
     this.startDueCycles(nowMs);
     this.pumpSync(nowMs);

@@ -51,7 +51,7 @@ export type ReplicaAction =
   /** Write the node metadata atomically, then call persistDone(token). */
   | { kind: 'persist'; token: number; state: PersistedState }
   /** Read this span for the initial sync (cache-aware), then call syncChunkRead. */
-  | { kind: 'sync-read'; offsetBytes: number; lengthBytes: number }
+  | { kind: 'sync-read'; offsetBytes: number; lengthBytes: number; resyncId: number }
   | { kind: 'log'; level: 'info' | 'warn' | 'error'; msg: string; fields?: Record<string, unknown> };
 
 export type { LinkMessage };

@@ -46,6 +46,7 @@ export class ReplicaCore extends ReplicaBase {
    * (persisted): its store is a mix of old and new tracks, so promote refuses without --force.
    */
   private resyncIncomplete: boolean;
+  private lastPersistToken = -1;
   /** The peer's latest state message (link-up exchange, role changes). */
   private peerView: Extract<LinkMessage, { type: 'state' }> | null = null;
   /** Who was primary when (persisted): decides the sync source, detects split brain. */
@@ -184,7 +185,7 @@ export class ReplicaCore extends ReplicaBase {
     const { volumeSizeBytes, trackSizeBytes } = this.settings.geometry;
     const theirs = peer.outOfSyncValid ? TrackBitmap.fromBytes(this.cache.trackCount, peer.outOfSync) : null;
     const tracks = resyncTracks(this.cache.trackCount, full, this.outOfSync, theirs);
-    this.resync = new ResyncPlan(tracks, trackSizeBytes, volumeSizeBytes, this.settings.syncChunkBytes, nowMs);
+    this.resync = new ResyncPlan(tracks, trackSizeBytes, volumeSizeBytes, this.settings.syncChunkBytes, nowMs, this.nextId++);
     this.resyncFull = full;
     this.peerState = 'resyncing';
     this.send({ type: 'syncStart', totalBytes: this.resync.totalBytes });
@@ -219,6 +220,14 @@ export class ReplicaCore extends ReplicaBase {
     // see these bytes, so they fail with EIO (found by the simulator, seed 474).
     const unacked = [...this.pendingAcks.values()];
     this.pendingAcks.clear();
+    if (this.role !== 'primary' && unacked.length > 0) {
+      // Those bytes will be hardened here although the new primary may lack them and no bitmap
+      // may say so after a crash: this store is no longer trusted for a delta, on disk first
+      // (simulator, seed 2529).
+      this.storeTrusted = false;
+      this.persist();
+      this.untrustToken = this.lastPersistToken;
+    }
     for (const piece of unacked) {
       if (this.role !== 'primary') piece.write.errno = 'EIO';
       this.pieceDone(piece);
@@ -315,6 +324,9 @@ export class ReplicaCore extends ReplicaBase {
       const rel = off - msg.offsetBytes;
       if (!this.applyLocal(off, len, data === null ? null : data.subarray(rel, rel + len), nowMs)) return false;
       this.inboundAppliedBytes += len;
+      // Step 66 per piece: if the link drops before the last piece, the applied ones are marked
+      // (simulator, seed 3330).
+      for (const t of this.cache.tracksOf(off, len)) this.record.mark(t);
     }
     this.inboundAppliedBytes = 0;
     if (msg.type === 'syncData' || msg.type === 'syncZero') {
@@ -363,7 +375,7 @@ export class ReplicaCore extends ReplicaBase {
       const chunk = plan.nextChunk();
       if (chunk === null) break;
       plan.readsInFlight++;
-      this.emit({ kind: 'sync-read', offsetBytes: chunk.offsetBytes, lengthBytes: chunk.lengthBytes });
+      this.emit({ kind: 'sync-read', offsetBytes: chunk.offsetBytes, lengthBytes: chunk.lengthBytes, resyncId: plan.id });
     }
   }
 
@@ -372,9 +384,12 @@ export class ReplicaCore extends ReplicaBase {
    * synchronous step as the cache's finishRead: the chunk then reflects every write applied so
    * far, and every later write follows it on the ordered link.
    */
-  syncChunkRead(offsetBytes: number, data: Uint8Array, nowMs: number): void {
+  syncChunkRead(offsetBytes: number, data: Uint8Array, nowMs: number, resyncId?: number): void {
     const plan = this.resync;
     if (plan === null || this.peerState !== 'resyncing') return; // the link dropped meanwhile
+    // A read issued by an earlier resync (before a link loss) must not count for this one
+    // (simulator, seed 679: a chunk counted twice and the last one never sent).
+    if (resyncId !== undefined && resyncId !== plan.id) return;
     plan.readsInFlight--;
     // Sparse volumes are mostly zeros: a zero chunk crosses the link as its extent only.
     this.send(isAllZero(data) ? { type: 'syncZero', offsetBytes, lengthBytes: data.length } : { type: 'syncData', offsetBytes, data });
@@ -517,6 +532,7 @@ export class ReplicaCore extends ReplicaBase {
 
   private persist(): void {
     const token = this.nextId++;
+    this.lastPersistToken = token;
     if (this.diverging && !this.divergingDurable) this.divergingToken = token;
     if (!this.diverging) this.divergingDurable = false;
     this.emit({ kind: 'persist', token, state: this.persistedState(false) });
@@ -524,6 +540,10 @@ export class ReplicaCore extends ReplicaBase {
 
   /** The shell wrote the metadata of persist action `token` durably. */
   persistDone(token: number, nowMs: number): void {
+    if (token === this.untrustToken) {
+      this.untrustToken = null;
+      this.pump(nowMs);
+    }
     if (token === this.divergingToken) {
       this.divergingDurable = true;
       this.pump(nowMs);

@@ -76,6 +76,8 @@ export class ResyncPlan {
     private readonly volumeSizeBytes: number,
     private readonly chunkBytes: number,
     readonly startMs: number,
+    /** Tags this resync's reads, so a read from an earlier one is recognised. */
+    readonly id: number,
   ) {
     let total = 0;
     for (let t = 0; t < tracks.trackCount; t++) if (tracks.has(t)) total += this.trackBytes(t);

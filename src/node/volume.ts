@@ -235,7 +235,7 @@ export class Volume implements NbdExport {
         );
         return;
       case 'sync-read':
-        this.readAligned(action.offsetBytes, action.lengthBytes, (bytes) => this.core.syncChunkRead(action.offsetBytes, bytes, this.now()))
+        this.readAligned(action.offsetBytes, action.lengthBytes, (bytes) => this.core.syncChunkRead(action.offsetBytes, bytes, this.now(), action.resyncId))
           .then(() => this.run(() => undefined), (err: Error) => this.run(() => this.core.syncChunkFailed(err.message)));
         return;
       case 'log':
@@ -252,12 +252,14 @@ export class Volume implements NbdExport {
 
   private async runHardenJob(job: HardenJob, reason: HardenReason): Promise<void> {
     const started = process.hrtime.bigint();
-    try {
-      await Promise.all(job.runs.map((r) => (r.buffers === null
-        ? this.store.writeZeroes(r.offsetBytes, r.lengthBytes)
-        : this.store.writev(r.offsetBytes, r.buffers))));
-    } catch (err) {
-      this.run((now) => this.core.hardenFailed(job.id, (err as Error).message, now));
+    // allSettled, not all: a failure is reported only once every run of the job has landed or
+    // failed, or a stale run could land after the retry's newer data (simulator, seed 6328).
+    const results = await Promise.allSettled(job.runs.map((r) => (r.buffers === null
+      ? this.store.writeZeroes(r.offsetBytes, r.lengthBytes)
+      : this.store.writev(r.offsetBytes, r.buffers))));
+    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failure !== undefined) {
+      this.run((now) => this.core.hardenFailed(job.id, (failure.reason as Error).message, now));
       return;
     }
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
