@@ -1,0 +1,176 @@
+// The fault injector and the operator. Faults come at random gaps while the workload runs; the
+// operator does what issue 5 asks a person (or a monitor) to do: after the primary dies, promote
+// the survivor; from time to time, switch roles over while in sync (demote, then promote).
+//
+// The seed promises survival of any *single* failure, so the injector never stacks two failures
+// that could lose data: the primary may crash only while the pair is in sync on a live link (the
+// secondary then holds every acknowledged write), the secondary only while the primary is up,
+// and nothing crashes while the operator is in the middle of a failover or switchover. Link faults
+// (drop, partition, corrupt frame) and store write errors may come at any time: alone they lose
+// nothing.
+import type { Scheduler } from './events.js';
+import type { Host } from './host.js';
+import type { Network } from './network.js';
+import type { SimNode } from './node.js';
+import type { FaultWeights, SimOptions } from './options.js';
+import type { Prng } from './prng.js';
+
+export interface FaultView {
+  readonly sched: Scheduler;
+  readonly nodes: readonly [SimNode, SimNode];
+  readonly network: Network;
+  readonly host: Host;
+  readonly opts: SimOptions;
+  readonly stats: Record<string, number>;
+  readonly healing: boolean;
+  trace(line: string): void;
+  maybeConnect(): void;
+  /** The config role a node starts with on a fresh store. */
+  configRole(node: SimNode): 'primary' | 'secondary';
+  readonly shellFixes: ReadonlySet<string>;
+}
+
+/** Gap between operator retries (a refused promote: the survivor has not noticed the loss yet). */
+const OPERATOR_RETRY_MS = 5;
+
+export class Faults {
+  /** A failover or switchover in progress: no crash until it is done. */
+  private operatorBusy = false;
+
+  constructor(private readonly v: FaultView, private readonly prng: Prng) {}
+
+  get busy(): boolean {
+    return this.operatorBusy;
+  }
+
+  schedule(): void {
+    if (this.v.healing) return;
+    this.v.sched.after(this.prng.delay(this.v.opts.faultGapMeanMs), 'fault', () => {
+      if (this.v.healing) return;
+      this.inject();
+      this.schedule();
+    });
+  }
+
+  private pick(): keyof FaultWeights | 'switchover' | null {
+    const entries: [keyof FaultWeights | 'switchover', number][] = [
+      ...(Object.entries(this.v.opts.faults) as [keyof FaultWeights, number][]),
+      ['switchover', this.v.opts.switchoverWeight],
+    ];
+    const total = entries.reduce((n, [, w]) => n + w, 0);
+    let r = this.prng.int(Math.max(1, total));
+    for (const [k, w] of entries) {
+      if (r < w) return k;
+      r -= w;
+    }
+    return null;
+  }
+
+  private inject(): void {
+    const { network, stats } = this.v;
+    switch (this.pick()) {
+      case 'drop':
+        if (network.liveConnId !== null) { stats.drops!++; network.drop('reset'); }
+        return;
+      case 'partition': {
+        stats.partitions!++;
+        network.drop('partition');
+        const until = this.v.sched.nowMs + 1 + this.prng.delay(this.v.opts.partitionMeanMs);
+        network.partitionedUntil = Math.max(network.partitionedUntil, until);
+        this.v.sched.at(until, 'partition heals', () => this.v.maybeConnect());
+        return;
+      }
+      case 'corrupt':
+        if (network.corrupt()) stats.corrupts!++;
+        return;
+      case 'crashSecondary': return this.crashSecondary();
+      case 'crashPrimary': return this.crashPrimary();
+      case 'storeFail': {
+        const n = this.prng.pick(this.v.nodes.filter((x) => x.alive));
+        if (n !== undefined) { stats.storeFails!++; n.store.failNextWrites++; this.v.trace(`${n.name}: next store write fails`); }
+        return;
+      }
+      case 'switchover': return this.switchover();
+      default:
+    }
+  }
+
+  private crashSecondary(): void {
+    if (this.operatorBusy) return;
+    const primary = this.v.host.primary();
+    const victim = this.v.nodes.find((n) => n !== primary && n.alive);
+    if (primary === null || victim === undefined) return;
+    this.crash(victim);
+  }
+
+  /** With `settled-roles`: each node's view of the other's role is current (see sim/fixes.ts). */
+  private rolesSettled(primary: SimNode, secondary: SimNode): boolean {
+    if (!this.v.shellFixes.has('settled-roles')) return true;
+    return primary.core!.peerRole === 'secondary' && secondary.core!.peerRole === 'primary';
+  }
+
+  /** Only while in sync: then the secondary holds every acknowledged write, and is promoted. */
+  private crashPrimary(): void {
+    if (this.operatorBusy || !this.v.host.mirroredNow()) return;
+    const primary = this.v.host.primary();
+    const survivor = this.v.nodes.find((n) => n !== primary);
+    if (primary === null || survivor === undefined || !this.rolesSettled(primary, survivor)) return;
+    this.crash(primary);
+    this.operatorBusy = true;
+    // The operator notices and promotes: maybe before the old primary is back, maybe after.
+    this.v.sched.after(1 + this.prng.delay(this.v.opts.promoteMeanMs), `operator promotes ${survivor.name}`, () => this.promote(survivor, 0));
+  }
+
+  crash(node: SimNode): void {
+    this.v.stats.crashes!++;
+    node.crash();
+    this.v.network.nodeCrashed(node.index);
+    this.v.host.nodeCrashed(node);
+    const downMs = this.v.healing ? 1 : 1 + this.prng.delay(this.v.opts.downMeanMs);
+    this.v.sched.after(downMs, `restart ${node.name}`, () => this.restart(node));
+  }
+
+  restart(node: SimNode): void {
+    if (node.alive) return;
+    node.start(this.v.configRole(node));
+    this.v.maybeConnect();
+  }
+
+  /** `twinblock promote` until it succeeds; refusals are expected while the old link lingers. */
+  private promote(node: SimNode, attempt: number): void {
+    if (!node.alive) { this.operatorBusy = false; return; }
+    if (node.core!.role === 'primary') { this.operatorBusy = false; return; }
+    // After many refusals an operator reaches for --force (e.g. "still being resynced").
+    const force = attempt >= 40;
+    const result = node.promote(force);
+    this.v.trace(`operator: promote ${node.name}${force ? ' --force' : ''}: ${result.ok ? 'ok' : result.error}`);
+    if (result.ok) {
+      this.v.stats.promotions!++;
+      this.operatorBusy = false;
+      return;
+    }
+    this.v.sched.after(OPERATOR_RETRY_MS, `operator retries ${node.name}`, () => this.promote(node, attempt + 1));
+  }
+
+  /** Failback (issue 5 item 5): demote the primary, wait for its writes to drain, promote the other. */
+  private switchover(): void {
+    if (this.operatorBusy || !this.v.host.mirroredNow()) return;
+    const from = this.v.host.primary();
+    const to = this.v.nodes.find((n) => n !== from);
+    if (from === null || to === undefined) return;
+    if (!this.rolesSettled(from, to)) return;
+    const result = from.demote();
+    this.v.trace(`operator: demote ${from.name}: ${result.ok ? 'ok' : result.error}`);
+    if (!result.ok) return;
+    this.v.stats.switchovers!++;
+    this.operatorBusy = true;
+    const waitDrained = (): void => {
+      if (from.alive && !from.core!.writesDrained) {
+        this.v.sched.after(2, `operator waits for ${from.name} to drain`, waitDrained);
+        return;
+      }
+      this.promote(to, 0);
+    };
+    waitDrained();
+  }
+}

@@ -1,0 +1,145 @@
+// Per-seed options, drawn from the seed (swarm testing, as in TigerBeetle's VOPR: every seed gets
+// its own mix of geometry, policies, latencies and fault rates, so one run of many seeds covers
+// configurations no hand-written test would combine). Volumes are tiny on purpose: a few dozen
+// tracks of 4-8 KiB with caches of a few tracks, so back-pressure, eviction and range cycles
+// happen within a few hundred host operations.
+import type { TrackerKind } from '../src/core/notifier.js';
+import type { DegradedPolicy, FlushPolicy } from '../src/core/replica-types.js';
+import type { Prng } from './prng.js';
+
+export interface NodeOptions {
+  cacheTracks: number;
+  storeWriteMeanMs: number;
+  storeReadMeanMs: number;
+  storeSyncMeanMs: number;
+}
+
+export interface FaultWeights {
+  drop: number;
+  partition: number;
+  corrupt: number;
+  crashSecondary: number;
+  crashPrimary: number;
+  storeFail: number;
+}
+
+export interface SimOptions {
+  trackSizeBytes: number;
+  trackCount: number;
+  rangeTracks: number;
+  tracker: TrackerKind;
+  flush: FlushPolicy;
+  degraded: DegradedPolicy;
+  maxDirtyAgeMs: number;
+  destageIntervalMs: number;
+  rangeDirtyThresholdTracks: number;
+  maxJobTracks: number;
+  pressureFraction: number;
+  maxHardensInFlight: number;
+  syncChunkTracks: number;
+  syncWindowChunks: number;
+  syncRateBytesPerSec: number;
+  storeRetryMs: number;
+  nodes: [NodeOptions, NodeOptions];
+  linkDelayMeanMs: number;
+  /** Messages queued on a direction before the sender is told to stop (link back-pressure). */
+  linkHighWater: number;
+  /** Heartbeat-timeout-like delay before a node notices a silent dead link. */
+  detectMeanMs: number;
+  reconnectMeanMs: number;
+  hostOps: number;
+  hostQueueDepth: number;
+  hostGapMeanMs: number;
+  maxOpBlocks: number;
+  /** Fraction of writes aimed at a small hot span, so writes overlap and race. */
+  hotFraction: number;
+  faultGapMeanMs: number;
+  faults: FaultWeights;
+  /** Weight of a planned switchover (demote, then promote the other) among the faults. */
+  switchoverWeight: number;
+  /** How long the operator takes to promote the survivor after the primary dies. */
+  promoteMeanMs: number;
+  downMeanMs: number;
+  partitionMeanMs: number;
+  /** Model machine power loss (unsynced writes lost) in crashes. Off by default: see README. */
+  powerLoss: boolean;
+  /** Simulated time after the workload ends within which the pair must be in sync again. */
+  livenessLimitMs: number;
+}
+
+export interface OptionOverrides {
+  faults?: boolean;
+  powerLoss?: boolean;
+  tracker?: TrackerKind;
+  flush?: FlushPolicy;
+}
+
+export function drawOptions(prng: Prng, overrides: OptionOverrides = {}): SimOptions {
+  const trackSizeBytes = prng.pick([4096, 8192]);
+  const trackCount = prng.range(16, 48);
+  const minCache = 6;
+  const node = (): NodeOptions => ({
+    cacheTracks: prng.range(minCache, 16),
+    storeWriteMeanMs: prng.range(1, 15),
+    storeReadMeanMs: prng.range(0, 4),
+    storeSyncMeanMs: prng.range(0, 10),
+  });
+  const nodes: [NodeOptions, NodeOptions] = [node(), node()];
+  const rangeTracks = prng.pick([1, 2, 4, 8]);
+  const maxDirtyAgeMs = prng.range(40, 600);
+  const faultsOn = overrides.faults ?? true;
+  return {
+    trackSizeBytes,
+    trackCount,
+    rangeTracks,
+    tracker: overrides.tracker ?? prng.pick<TrackerKind>(['destage-scan', 'toggle-counter', 'selective']),
+    flush: overrides.flush ?? prng.pick<FlushPolicy>(['memory', 'disk']),
+    degraded: prng.pick<DegradedPolicy>(['write-through', 'write-through', 'write-back']),
+    maxDirtyAgeMs,
+    destageIntervalMs: prng.range(10, 400),
+    rangeDirtyThresholdTracks: prng.range(1, rangeTracks + 1),
+    maxJobTracks: prng.range(1, 4),
+    pressureFraction: prng.pick([0.3, 0.5, 0.8, 0.95]),
+    maxHardensInFlight: prng.range(1, 4),
+    // A sync chunk must fit in half of either cache, or the secondary applies it in pieces.
+    syncChunkTracks: prng.range(1, Math.floor(minCache / 2)),
+    syncWindowChunks: prng.range(1, 4),
+    syncRateBytesPerSec: prng.pick([2, 8, 64, 1024]) * 1024 * 1024,
+    storeRetryMs: prng.range(20, 200),
+    nodes,
+    linkDelayMeanMs: prng.range(0, 4),
+    linkHighWater: prng.range(4, 64),
+    detectMeanMs: prng.range(5, 100),
+    reconnectMeanMs: prng.range(5, 100),
+    hostOps: prng.range(150, 400),
+    hostQueueDepth: prng.range(1, 8),
+    hostGapMeanMs: prng.range(0, 4),
+    maxOpBlocks: prng.range(1, (2 * trackSizeBytes) / 512),
+    hotFraction: prng.pick([0, 0.3, 0.7]),
+    faultGapMeanMs: prng.range(20, 300),
+    faults: faultsOn ? {
+      drop: prng.range(0, 4),
+      partition: prng.range(0, 3),
+      corrupt: prng.range(0, 3),
+      crashSecondary: prng.range(0, 4),
+      crashPrimary: prng.range(0, 4),
+      storeFail: prng.range(0, 1),
+    } : { drop: 0, partition: 0, corrupt: 0, crashSecondary: 0, crashPrimary: 0, storeFail: 0 },
+    switchoverWeight: faultsOn ? prng.range(0, 2) : 0,
+    promoteMeanMs: prng.range(5, 300),
+    downMeanMs: prng.range(10, 200),
+    partitionMeanMs: prng.range(10, 300),
+    powerLoss: overrides.powerLoss ?? false,
+    livenessLimitMs: 60_000,
+  };
+}
+
+/** One line for the trace header: enough to see which corner of the swarm a seed is in. */
+export function describeOptions(o: SimOptions): string {
+  return [
+    `tracks=${o.trackCount}x${o.trackSizeBytes / 1024}KiB range=${o.rangeTracks}`,
+    `tracker=${o.tracker} flush=${o.flush} degraded=${o.degraded}`,
+    `cache=${o.nodes[0].cacheTracks}/${o.nodes[1].cacheTracks}tr age=${o.maxDirtyAgeMs}ms scan=${o.destageIntervalMs}ms thr=${o.rangeDirtyThresholdTracks}`,
+    `ops=${o.hostOps} qd=${o.hostQueueDepth} faults=${JSON.stringify(o.faults)} powerLoss=${o.powerLoss}`,
+  ].join(' ');
+}

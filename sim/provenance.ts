@@ -1,0 +1,121 @@
+// Which write each unhardened block of a node's cache holds, and whether the peer has marked it:
+// the ground truth the bitmap-coverage invariant is checked against.
+//
+// The seed's claim (Fig. 3 text): "there are no tracks that have not been hardened on subsystem 22
+// whose corresponding bits are not marked in the union of bitmaps 50 and 52 held by subsystem 24".
+// Not every dirty track counts, though (test/trackers.test.ts, checkCovered): the peer can only
+// have marked a write it has seen. The primary marks at send (step 62), so every block the
+// secondary applied from the link counts at once; the secondary marks on receipt (step 66), so a
+// block the primary holds counts only once the secondary has applied (and acked) that write — a
+// write still on the wire was never acknowledged, and losing it is allowed.
+//
+// So per block we keep a WriteRef: the connection the write travelled on and the incarnation of
+// the peer that marked it (null: not marked yet). The shell sets it in the order the core applies
+// writes, and a harden job clears exactly the blocks it snapshotted unless a newer write replaced
+// them meanwhile — the same rule as the cache's `rewritten` mask, at block granularity.
+import type { HardenJob } from '../src/core/cache.js';
+import type { LinkMessage } from '../src/core/replica-types.js';
+
+export interface WriteRef {
+  /** The connection the write (or sync chunk) was sent on. */
+  readonly conn: number;
+  /** Incarnation id of the node whose record holds the mark; null until marked. */
+  markedBy: number | null;
+  readonly what: string;
+}
+
+const BLOCK = 512;
+
+interface ShadowEntry {
+  msg: LinkMessage;
+  ref: WriteRef | null;
+  /** Bytes of it our account has applied so far. */
+  appliedBytes: number;
+}
+
+export class Provenance {
+  readonly src: (WriteRef | null)[];
+  /** Data delivered to this node whose application we have not seen yet (it may wait for room). */
+  private shadow: ShadowEntry[] = [];
+  private readonly jobs = new Map<number, [number, WriteRef][]>();
+
+  constructor(readonly blockCount: number) {
+    this.src = new Array<WriteRef | null>(blockCount).fill(null);
+  }
+
+  setSpan(offsetBytes: number, lengthBytes: number, ref: WriteRef | null): void {
+    const first = offsetBytes / BLOCK;
+    const end = first + lengthBytes / BLOCK;
+    for (let b = first; b < end; b++) this.src[b] = ref;
+  }
+
+  /** A message reached this node; the core applies its inbound stream in order, maybe later. */
+  delivered(msg: LinkMessage, ref: WriteRef | null): void {
+    this.shadow.push({ msg, ref, appliedBytes: 0 });
+  }
+
+  /**
+   * After a step: `queued` messages are still held back in the core's inbound queue (waiting for
+   * cache room), so every earlier one has been applied, in the order they arrived. The head of the
+   * queue may be partly applied already (`headAppliedBytes`): a message larger than half the
+   * receiver's cache goes in piece by piece. `receiving`: the node is secondary, so it applies data.
+   */
+  resolveApplied(queued: number, headAppliedBytes: number, receiving: boolean): void {
+    const upTo = Math.max(0, this.shadow.length - queued);
+    // A node that is not secondary (any more) ignores volume data from its peer: it is consumed
+    // from the queue but lands nowhere.
+    for (let i = 0; i < upTo; i++) if (receiving) this.applyEntry(this.shadow[i]!, Infinity);
+    if (upTo > 0) this.shadow = this.shadow.slice(upTo);
+    const head = this.shadow[0];
+    if (queued > 0 && head !== undefined && headAppliedBytes > head.appliedBytes) this.applyEntry(head, headAppliedBytes);
+  }
+
+  /** Sets the source of the entry's bytes from where we left off up to `endBytes` of it. */
+  private applyEntry(e: ShadowEntry, endBytes: number): void {
+    const { msg, ref } = e;
+    if (ref === null) return;
+    let length = 0;
+    if (msg.type === 'write' || msg.type === 'syncData') length = msg.data.length;
+    else if (msg.type === 'zero') length = msg.lengthBytes;
+    else return;
+    const end = Math.min(length, endBytes);
+    if (end > e.appliedBytes) this.setSpan(msg.offsetBytes + e.appliedBytes, end - e.appliedBytes, ref);
+    e.appliedBytes = end;
+  }
+
+  /** The core dropped the last `count` messages it held back, unapplied. */
+  forgetQueued(count: number): void {
+    this.shadow.length = Math.max(0, this.shadow.length - count);
+  }
+
+  /** The core snapshotted these blocks into a store write. */
+  hardenStarted(job: HardenJob): void {
+    const snap: [number, WriteRef][] = [];
+    for (const run of job.runs) {
+      const first = run.offsetBytes / BLOCK;
+      const end = first + run.lengthBytes / BLOCK;
+      for (let b = first; b < end; b++) {
+        const ref = this.src[b];
+        if (ref) snap.push([b, ref]);
+      }
+    }
+    this.jobs.set(job.id, snap);
+  }
+
+  /** The job is on the store: its blocks are hardened unless written again since. */
+  hardenDone(jobId: number): void {
+    for (const [b, ref] of this.jobs.get(jobId) ?? []) if (this.src[b] === ref) this.src[b] = null;
+    this.jobs.delete(jobId);
+  }
+
+  hardenFailed(jobId: number): void {
+    this.jobs.delete(jobId);
+  }
+
+  /** The node crashed: its cache, and everything we knew about it, is gone. */
+  reset(): void {
+    this.src.fill(null);
+    this.shadow = [];
+    this.jobs.clear();
+  }
+}

@@ -1,0 +1,5 @@
+// Worker-thread entry for sim/batch.ts: runs the seed range it is given and posts the result.
+import { parentPort, workerData } from 'node:worker_threads';
+import { runBatch, type BatchSpec } from './batch.js';
+
+parentPort?.postMessage(runBatch(workerData as BatchSpec));
