@@ -74,6 +74,15 @@ export abstract class ReplicaBase {
   protected readonly ops = new Map<number, Op>();
   protected readonly waiterPurposes = new Map<number, WaiterPurpose>();
   protected readonly storeSyncs = new Map<number, number>();
+  /**
+   * "Hardened" means written to the store, which may still sit in the OS page cache: a power loss
+   * of this node would take it. Before the peer is told to drop a mark (CLEAR, or a toggle-counter
+   * track counted as hardened), the store is fdatasync'd. Hardening events wait here for that.
+   */
+  protected pendingDurable: { tracks: number[]; ranges: number[] } = { tracks: [], ranges: [] };
+  protected durableSync: { syncId: number; tracks: number[]; ranges: number[]; generation: number } | null = null;
+  /** Bumped when the link's cycles are reset: a range hardened for a dead link's cycle is moot. */
+  protected cycleGeneration = 0;
   /** Notices queued in this event, in order: one batch of ranges while the op stays the same. */
   protected outNotices: { op: NoticeOp; ranges: number[] } | null = null;
   /** May hold hardened writes the peer lacks (a primary without its peer). */
@@ -216,7 +225,7 @@ export abstract class ReplicaBase {
   protected notifyMarked(tracks: number[], nowMs: number): void {
     this.runNotifier(this.notifier.onWriteApplied(tracks, nowMs));
     const clean = tracks.filter((t) => !this.cache.isTrackDirty(t));
-    if (clean.length > 0) this.runNotifier(this.notifier.onTracksClean(clean));
+    if (clean.length > 0) this.afterDurable(clean, []);
     this.startCyclesOverThreshold(tracks);
   }
 
@@ -304,17 +313,54 @@ export abstract class ReplicaBase {
         const syncId = this.nextId++;
         this.storeSyncs.set(syncId, purpose.op);
         this.emit({ kind: 'sync-store', syncId });
-      } else if (this.notifier.rangeState(purpose.range) === 'hardening') {
-        this.runNotifier(this.notifier.rangeHardened(purpose.range)); // step 78
+      } else {
+        this.afterDurable([], [purpose.range]); // step 78, once on disk for real
       }
     }
   }
 
   /** The store's fdatasync finished (ok false: it failed). */
   storeSynced(syncId: number, ok: boolean): void {
+    if (this.durableSync?.syncId === syncId) return this.durableSynced(ok);
     const opId = this.storeSyncs.get(syncId);
     this.storeSyncs.delete(syncId);
     if (opId !== undefined) this.opPartDone(opId, 'local', ok ? null : 'EIO');
+  }
+
+  /** Queue hardening events for the notifier until an fdatasync makes them true on disk. */
+  protected afterDurable(tracks: number[], ranges: number[]): void {
+    if (!this.settings.mirrored) return; // no peer keeps marks of a standalone node
+    this.pendingDurable.tracks.push(...tracks);
+    this.pendingDurable.ranges.push(...ranges);
+    this.startDurableSync();
+  }
+
+  /** One fdatasync at a time covers every hardening event queued before it started. */
+  private startDurableSync(): void {
+    const { tracks, ranges } = this.pendingDurable;
+    if (this.durableSync !== null || (tracks.length === 0 && ranges.length === 0)) return;
+    const syncId = this.nextId++;
+    this.durableSync = { syncId, tracks, ranges, generation: this.cycleGeneration };
+    this.pendingDurable = { tracks: [], ranges: [] };
+    this.emit({ kind: 'sync-store', syncId });
+  }
+
+  private durableSynced(ok: boolean): void {
+    const batch = this.durableSync!;
+    this.durableSync = null;
+    if (!ok) {
+      this.pendingDurable.tracks.push(...batch.tracks);
+      this.pendingDurable.ranges.push(...batch.ranges);
+    } else {
+      // A track written again since it was hardened is not hardened now: its new data is not.
+      this.runNotifier(this.notifier.onTracksClean(batch.tracks.filter((t) => !this.cache.isTrackDirty(t))));
+      if (batch.generation === this.cycleGeneration) {
+        for (const range of batch.ranges) {
+          if (this.notifier.rangeState(range) === 'hardening') this.runNotifier(this.notifier.rangeHardened(range));
+        }
+      }
+    }
+    this.startDurableSync();
   }
 
   // ================================================================ hardening
@@ -339,7 +385,7 @@ export abstract class ReplicaBase {
     this.counters.hardenedBytes += bytes;
     this.counters.hardenWrites += storeWrites;
     this.counters.hardenRuns[reason]++;
-    this.runNotifier(this.notifier.onTracksClean(cleaned));
+    this.afterDurable(cleaned, []);
     this.afterRoomFreed(nowMs);
   }
 
@@ -383,7 +429,7 @@ export abstract class ReplicaBase {
       if (a.kind === 'send') {
         this.queueNotice(a.notice.op, a.notice.range);
       } else if (a.tracks.length === 0) {
-        this.runNotifier(this.notifier.rangeHardened(a.range));
+        this.afterDurable([], [a.range]);
       } else {
         // Step 76: harden what was dirty at the ack — every write up to now in those tracks.
         const waiterId = this.nextId++;

@@ -113,6 +113,8 @@ export class ReplicaCore extends ReplicaBase {
    */
   private resetNotifier(): void {
     this.notifier.reset();
+    this.cycleGeneration++;
+    this.pendingDurable.ranges = [];
     for (const [waiterId, purpose] of this.waiterPurposes) {
       if ('op' in purpose) continue;
       this.waiterPurposes.delete(waiterId);
