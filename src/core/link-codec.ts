@@ -496,6 +496,9 @@ function decodeNotice(r: BodyReader, bodyBytes: number): NoticeMessage {
  */
 export class LinkDecoder {
   private readonly queue = new ByteQueue();
+
+  /** `allocate` provides the buffer a frame spanning several chunks is copied into (a pool). */
+  constructor(private readonly allocate: (lengthBytes: number) => Buffer = Buffer.allocUnsafe) {}
   private pending: { type: LinkMessageType; bodyBytes: number } | null = null;
   private failure: LinkProtocolError | null = null;
   private allowed: ReadonlySet<LinkMessageType> | null = null;
@@ -568,7 +571,7 @@ export class LinkDecoder {
   private readBody(): LinkMessage | null {
     const { type, bodyBytes } = this.pending!;
     if (this.queue.length < bodyBytes + LINK_TRAILER_BYTES) return null;
-    const frame = this.queue.take(bodyBytes + LINK_TRAILER_BYTES);
+    const frame = this.queue.take(bodyBytes + LINK_TRAILER_BYTES, this.allocate);
     this.pending = null;
     const body = frame.subarray(0, bodyBytes);
     if (crc32c(body) !== frame.readUInt32BE(bodyBytes)) {

@@ -22,6 +22,7 @@
 //   errors  A frame that fails its CRC or any protocol check closes the connection: the decoder
 //           stays failed, so nothing from or after the corrupt frame is delivered.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { acquirePayload } from '../nbd/payload-pool.js';
 import type net from 'node:net';
 import {
   LINK_MAX_STRING_BYTES, LINK_NONCE_BYTES, LinkDecoder, LinkProtocolError, encode, linkMessageTypes,
@@ -123,7 +124,9 @@ export class LinkConnection {
   readonly receivedBytesByType = zeroCounts();
 
   private readonly socket: net.Socket;
-  private readonly decoder = new LinkDecoder();
+  // Frame bodies come from the payload pool: a 1 MiB write or sync chunk in fresh memory cost more
+  // in page faults than in copying (docs/benchmarks.md). The node gives them back once applied.
+  private readonly decoder = new LinkDecoder(acquirePayload);
   private readonly nonce = randomBytes(LINK_NONCE_BYTES);
   private readonly nowMs: () => number;
   private readonly heartbeatIntervalMs: number;

@@ -12,6 +12,8 @@ const MIN_POOLED_BYTES = 64 * 1024;
 
 const freeBySize = new Map<number, Buffer[]>();
 const issued = new WeakSet<Buffer>();
+/** Pooled buffers by their memory, so a view into one (a decoded message's data) finds it. */
+const byMemory = new WeakMap<ArrayBufferLike, Buffer>();
 let pooledBytes = 0;
 
 export function acquirePayload(lengthBytes: number): Buffer {
@@ -22,9 +24,17 @@ export function acquirePayload(lengthBytes: number): Buffer {
     issued.add(reused);
     return reused;
   }
-  const fresh = Buffer.allocUnsafe(lengthBytes);
+  // allocUnsafeSlow: a buffer of its own memory (never a slice of Node's shared pool slab).
+  const fresh = Buffer.allocUnsafeSlow(lengthBytes);
   issued.add(fresh);
+  byMemory.set(fresh.buffer, fresh);
   return fresh;
+}
+
+/** Give back the pooled buffer a view was cut from (a link message's data); others are ignored. */
+export function releasePayloadOf(view: Uint8Array): void {
+  const buffer = byMemory.get(view.buffer);
+  if (buffer !== undefined) releasePayload(buffer);
 }
 
 /** Give a payload back once nothing refers to its bytes any more; other buffers are ignored. */

@@ -8,6 +8,7 @@ import type { TrackerKind } from '../core/notifier.js';
 import { ReplicaCore, type ReplicaCounters } from '../core/replica.js';
 import type { DegradedPolicy, FlushPolicy, LinkMessage, PeerState, PersistedState, ReplicaAction, Role } from '../core/replica-types.js';
 import { NbdRequestError, type NbdExport } from '../nbd/export.js';
+import { releasePayloadOf } from '../nbd/payload-pool.js';
 import type { Store } from '../store/store.js';
 
 export interface VolumeOptions {
@@ -74,6 +75,8 @@ export class Volume implements NbdExport {
   private nextReqId = 1;
   private receivingPaused = false;
   private persistChain: Promise<void> = Promise.resolve();
+  /** Data of peer messages passed to the core and not yet known to be applied. */
+  private readonly appliedOrHeld: Uint8Array[] = [];
   private abandoned = false;
   private readonly timer: NodeJS.Timeout;
 
@@ -193,6 +196,18 @@ export class Volume implements NbdExport {
 
   linkMessage(msg: LinkMessage): void {
     this.run((now) => this.core.linkMessage(msg, now));
+    if (msg.type === 'write' || msg.type === 'syncData') this.appliedOrHeld.push(msg.data);
+    this.releaseAppliedMessages();
+  }
+
+  /**
+   * A peer message's data is in the cache (copied) once the core is no longer holding the stream
+   * back; only then may its pooled buffer be reused.
+   */
+  private releaseAppliedMessages(): void {
+    if (this.core.inboundBlocked) return;
+    for (const data of this.appliedOrHeld) releasePayloadOf(data);
+    this.appliedOrHeld.length = 0;
   }
 
   linkDrained(): void {
@@ -206,6 +221,7 @@ export class Volume implements NbdExport {
     if (this.abandoned) return;
     event(this.now());
     for (const action of this.core.takeActions()) this.perform(action);
+    if (this.appliedOrHeld.length > 0) this.releaseAppliedMessages();
     const blocked = this.core.inboundBlocked;
     if (blocked !== this.receivingPaused) {
       this.receivingPaused = blocked;
