@@ -6,9 +6,7 @@
 //
 // Ratios are always "how many times better twinblock is": IOPS twinblock/nbdkit for throughput
 // rows, latency nbdkit/twinblock for the QD1 row. Above 1.0 means twinblock is better.
-import { execFileSync } from 'node:child_process';
-import { randomFillSync } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -16,10 +14,10 @@ import {
   cleanupAll, freePort, makeTempDir, run, startBackground, startNode, type NodeProcess,
 } from '../test/helpers/node-process.js';
 import { ensureTools } from '../test/helpers/tools.js';
+import {
+  commitDescription, fmtNumber, loadAverage, machine, MiB, printProfiles, syncFs, waitForLowLoad, writeDataFile,
+} from './common.js';
 import { medianMeasurement, rows, runFio, type Measurement, type Row } from './fio.js';
-import { topSelfTime } from './profile.js';
-
-const MiB = 1024 * 1024;
 
 const usage = `usage: npm run bench -- [options]
   --runs N          fio runs per row and target (default 3)
@@ -30,6 +28,7 @@ const usage = `usage: npm run bench -- [options]
   --rows a,b        only these row ids (${rows.map((r) => r.id).join(', ')})
   --quick           short runs, smaller volume: a smoke test of the bench itself
   --profile         run twinblock under node --cpu-prof; print top self-time functions
+  --max-load L      before starting, wait (up to --max-wait s, default 600) for 1-min load <= L
   --markdown FILE   also write the results (table, machine, command) to FILE`;
 
 interface Options {
@@ -40,6 +39,8 @@ interface Options {
   dir: string | null;
   rowIds: string[] | null;
   profile: boolean;
+  maxLoad: number | null;
+  maxWaitSec: number;
   markdownPath: string | null;
 }
 
@@ -48,7 +49,7 @@ function parseOptions(): Options {
     options: {
       runs: { type: 'string' }, runtime: { type: 'string' }, size: { type: 'string' }, cache: { type: 'string' },
       dir: { type: 'string' }, rows: { type: 'string' }, quick: { type: 'boolean' }, profile: { type: 'boolean' },
-      markdown: { type: 'string' }, help: { type: 'boolean' },
+      markdown: { type: 'string' }, help: { type: 'boolean' }, 'max-load': { type: 'string' }, 'max-wait': { type: 'string' },
     },
   });
   if (values.help === true) {
@@ -70,22 +71,10 @@ function parseOptions(): Options {
     dir: values.dir ?? null,
     rowIds: values.rows === undefined ? null : values.rows.split(','),
     profile: values.profile === true,
+    maxLoad: values['max-load'] === undefined ? null : Number(values['max-load']),
+    maxWaitSec: int(values['max-wait'], 600, 'max-wait'),
     markdownPath: values.markdown ?? null,
   };
-}
-
-/** Fill a file with incompressible data so random reads hit real data on both targets. */
-function writeDataFile(filePath: string, sizeBytes: number): void {
-  const chunk = Buffer.alloc(MiB);
-  const fd = openSync(filePath, 'w');
-  try {
-    for (let off = 0; off < sizeBytes; off += chunk.length) {
-      randomFillSync(chunk);
-      writeSync(fd, chunk, 0, Math.min(chunk.length, sizeBytes - off), off);
-    }
-  } finally {
-    closeSync(fd);
-  }
 }
 
 interface Target {
@@ -105,36 +94,6 @@ async function waitHardened(node: NodeProcess, timeoutMs: number): Promise<void>
   console.error(`warning: twinblock still has unhardened data after ${timeoutMs} ms`);
 }
 
-function syncFs(): void {
-  execFileSync('sync');
-}
-
-function machine(): Record<string, string> {
-  const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
-  const model = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1] ?? 'unknown';
-  const version = (cmd: string, args: string[]): string => {
-    try {
-      return execFileSync(cmd, args, { encoding: 'utf8' }).split('\n')[0]!.trim();
-    } catch {
-      return 'unknown';
-    }
-  };
-  return {
-    cpus: `${os.availableParallelism()} × ${model}`,
-    ram: `${(os.totalmem() / 1024 ** 3).toFixed(1)} GiB`,
-    kernel: `${os.type()} ${os.release()}`,
-    // Other work on the machine skews the CPU-bound side more: say how busy it was.
-    'load average at end (1/5/15 min)': os.loadavg().map((l) => l.toFixed(2)).join(' / '),
-    node: process.version,
-    fio: version('fio', ['--version']),
-    nbdkit: version('nbdkit', ['--version']),
-  };
-}
-
-function fmtNumber(n: number, digits = 0): string {
-  return Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : 'n/a';
-}
-
 function describeMeasurement(row: Row, m: Measurement): string {
   if (row.kind === 'latency') return `p50 ${fmtNumber(m.p50LatencyUs, 1)} µs, p99 ${fmtNumber(m.p99LatencyUs, 1)} µs (${fmtNumber(m.iops)} IOPS)`;
   if (row.id.includes('1m')) return `${fmtNumber(m.bandwidthBytesPerSec / MiB)} MiB/s`;
@@ -148,7 +107,7 @@ function ratioOf(row: Row, tb: Measurement, kit: Measurement): string {
   return `${(tb.iops / kit.iops).toFixed(2)}×`;
 }
 
-function resultsMarkdown(opts: Options, results: Map<Row, Record<Target['name'], Measurement>>, command: string): string {
+function resultsMarkdown(opts: Options, results: Map<Row, Record<Target['name'], Measurement>>, command: string, loadBefore: string): string {
   const lines = [
     '| row | twinblock | nbdkit file | twinblock vs nbdkit (>1 = twinblock better) |',
     '| --- | --- | --- | --- |',
@@ -160,8 +119,10 @@ function resultsMarkdown(opts: Options, results: Map<Row, Record<Target['name'],
   lines.push('', `Medians of ${opts.runs} runs of ${opts.runtimeSec} s each (plus 1 s ramp), targets alternating;`,
     `volume ${opts.sizeBytes / MiB} MiB, twinblock cache ${opts.cache}. Ratios: IOPS (or MiB/s) twinblock/nbdkit;`,
     'for QD1 latency nbdkit/twinblock, so above 1.0 always means twinblock is better.', '',
-    `- date: ${new Date().toISOString()}`,
+    `- date: ${new Date().toISOString()} (commit ${commitDescription()})`,
     ...Object.entries(m).map(([k, v]) => `- ${k}: ${v}`),
+    // Other work on the machine skews the CPU-bound side more: say how busy it was.
+    `- load average (1/5/15 min) before: ${loadBefore}; after: ${loadAverage()}`,
     `- command: \`${command}\``);
   return lines.join('\n');
 }
@@ -172,6 +133,7 @@ async function main(): Promise<void> {
   const selected = opts.rowIds === null ? rows : rows.filter((r) => opts.rowIds!.includes(r.id));
   if (selected.length === 0) throw new Error(`no rows match --rows ${opts.rowIds?.join(',')}`);
   const command = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim();
+  const loadBefore = opts.maxLoad === null ? loadAverage() : await waitForLowLoad(opts.maxLoad, opts.maxWaitSec);
 
   const dir = opts.dir ?? makeTempDir('twinblock-bench-');
   const tbFile = path.join(dir, `bench-twinblock-${process.pid}.img`);
@@ -218,19 +180,12 @@ async function main(): Promise<void> {
     await kit.stop();
   }
 
-  const markdown = resultsMarkdown(opts, results, command);
+  const markdown = resultsMarkdown(opts, results, command, loadBefore);
   console.log(markdown);
   if (opts.markdownPath !== null) writeFileSync(opts.markdownPath, `${markdown}\n`);
 
   if (profileDir !== null) {
-    const files = readdirSync(profileDir).filter((f) => f.endsWith('.cpuprofile'));
-    for (const f of files) {
-      console.log(`\nTop self time in twinblock (${path.join(profileDir, f)}):`);
-      for (const s of topSelfTime(path.join(profileDir, f))) {
-        console.log(`${(s.share * 100).toFixed(1).padStart(5)}%  ${s.selfMs.toFixed(0).padStart(7)} ms  ${s.name}`);
-      }
-    }
-    if (files.length === 0) console.log('\nno .cpuprofile written (did the node exit cleanly?)');
+    printProfiles(profileDir, () => 'twinblock');
   }
   // A directory the user chose is not ours to delete: remove just our two files from it.
   if (opts.dir !== null) await run('rm', ['-f', tbFile, kitFile]);

@@ -1,0 +1,351 @@
+// Mirroring benchmark (issue 4 item 11), run by hand: `npm run bench:mirror -- [options]`.
+//
+// In one run, on one machine, fio's nbd engine against three targets:
+//   mirrored  a twinblock pair (two node processes on loopback, file stores, flush: memory); fio
+//             writes to the primary, which answers once the write is in both RAM caches;
+//   nbdkit    `nbdkit file` on the same kind of file (one node, no mirror, defaults);
+//   disk      a twinblock pair with flush: disk, and fio sending NBD_CMD_FLUSH after every write
+//             (--fsync=1): each write is then durable on both nodes' disks before the next one —
+//             the synchronous disk mirroring of the seed's background.
+// fio's nbd engine cannot set FUA (engines/nbd.c passes flags 0 to nbd_aio_pwrite; --sync=1 is
+// ignored, checked against nbdkit's log filter), so a second table drives real FUA writes
+// (NBD_CMD_FLAG_FUA on every write) with our own NBD client against the same three targets.
+//
+// Each row runs N times per target with the order rotated every run; tables show medians. All
+// files start with the same random data (one file, copied); each pair finishes its initial full
+// sync before anything is measured; before every run the target settles (nothing unhardened on
+// either node, then `sync`).
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { cleanupAll, freePort, makeTempDir, run, startBackground } from '../test/helpers/node-process.js';
+import { ensureTools } from '../test/helpers/tools.js';
+import {
+  commitDescription, copyFile, fmtNumber, loadAverage, machine, MiB, syncFs, waitForLowLoad, writeDataFile,
+} from './common.js';
+import { topSelfTime, type ProfileWindow } from './profile.js';
+import { fioArgs, medianMeasurement, rows as allRows, runFio, type Measurement, type Row } from './fio.js';
+import { medianLoad, runWriteLoad, type LoadResult } from './nbd-load.js';
+import { BenchPair, pairPaths } from './pair.js';
+
+const mirrorRowIds = ['randwrite-4k-qd32', 'seqwrite-1m-qd8', 'randwrite-4k-qd1'];
+const fuaDepths = [1, 32];
+
+const usage = `usage: npm run bench:mirror -- [options]
+  --runs N          runs per row and target (default 3)
+  --runtime SEC     seconds per fio run (default 10; --quick: 3)
+  --fua-runtime SEC seconds per FUA-client run (default 5; --quick: 2)
+  --warmup SEC      an unmeasured fio run per row and target first (default 3; 0: none)
+  --size SIZE_MIB   volume and file size in MiB (default 1024; --quick: 256)
+  --cache SIZE      twinblock cache per node, config syntax (default 256MiB)
+  --dir DIR         where the five files go (default: a temp dir under $TMPDIR)
+  --rows a,b        only these fio rows (${mirrorRowIds.join(', ')}); "none" for none
+  --no-fua          skip the FUA-client table
+  --quick           short runs, smaller volume: a smoke test of the bench itself
+  --profile         run the mirrored pair's nodes under node --cpu-prof; print top self time
+  --max-load L      before starting, wait (up to --max-wait s, default 600) for 1-min load <= L
+  --markdown FILE   also write the results to FILE`;
+
+type TargetName = 'mirrored' | 'nbdkit' | 'disk';
+const targetNames: TargetName[] = ['mirrored', 'nbdkit', 'disk'];
+const targetLabel: Record<TargetName, string> = {
+  mirrored: 'twinblock pair, flush: memory',
+  nbdkit: 'nbdkit file (one node)',
+  disk: 'twinblock pair, flush: disk, FLUSH after every write',
+};
+
+interface Options {
+  runs: number;
+  runtimeSec: number;
+  fuaRuntimeSec: number;
+  warmupSec: number;
+  sizeBytes: number;
+  cache: string;
+  dir: string | null;
+  rowIds: string[];
+  fua: boolean;
+  profile: boolean;
+  maxLoad: number | null;
+  maxWaitSec: number;
+  markdownPath: string | null;
+}
+
+function parseOptions(): Options {
+  const { values } = parseArgs({
+    options: {
+      runs: { type: 'string' }, runtime: { type: 'string' }, 'fua-runtime': { type: 'string' }, size: { type: 'string' }, warmup: { type: 'string' },
+      cache: { type: 'string' }, dir: { type: 'string' }, rows: { type: 'string' }, 'no-fua': { type: 'boolean' },
+      quick: { type: 'boolean' }, profile: { type: 'boolean' }, 'max-load': { type: 'string' }, 'max-wait': { type: 'string' },
+      markdown: { type: 'string' }, help: { type: 'boolean' },
+    },
+  });
+  if (values.help === true) {
+    console.log(usage);
+    process.exit(0);
+  }
+  const quick = values.quick === true;
+  const int = (v: string | undefined, fallback: number, name: string, min = 1): number => {
+    if (v === undefined) return fallback;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} wants an integer ≥ ${min}, got "${v}"`);
+    return n;
+  };
+  const rowIds = values.rows === undefined ? mirrorRowIds : values.rows === 'none' ? [] : values.rows.split(',');
+  for (const id of rowIds) if (!mirrorRowIds.includes(id)) throw new Error(`unknown row ${id} (rows: ${mirrorRowIds.join(', ')})`);
+  const maxLoad = values['max-load'] === undefined ? null : Number(values['max-load']);
+  if (maxLoad !== null && !(maxLoad > 0)) throw new Error('--max-load wants a positive number');
+  return {
+    runs: int(values.runs, 3, 'runs'),
+    runtimeSec: int(values.runtime, quick ? 3 : 10, 'runtime'),
+    fuaRuntimeSec: int(values['fua-runtime'], quick ? 2 : 5, 'fua-runtime'),
+    warmupSec: int(values.warmup, quick ? 1 : 3, 'warmup', 0),
+    sizeBytes: int(values.size, quick ? 256 : 1024, 'size') * MiB,
+    cache: values.cache ?? '256MiB',
+    dir: values.dir ?? null,
+    rowIds,
+    fua: values['no-fua'] !== true,
+    profile: values.profile === true,
+    maxLoad,
+    maxWaitSec: int(values['max-wait'], 600, 'max-wait'),
+    markdownPath: values.markdown ?? null,
+  };
+}
+
+interface Target {
+  name: TargetName;
+  uri: string;
+  /** fio arguments this target adds to every row. */
+  fioExtra: string[];
+  settle(): Promise<void>;
+}
+
+function describeFio(row: Row, t: TargetName, m: Measurement): string {
+  if (row.kind === 'latency') {
+    const base = `p50 ${fmtNumber(m.p50LatencyUs, 1)} µs, p99 ${fmtNumber(m.p99LatencyUs, 1)} µs (${fmtNumber(m.iops)} IOPS)`;
+    if (t !== 'disk' || Number.isNaN(m.syncP50LatencyUs)) return base;
+    return `write + FLUSH: p50 ${fmtNumber(durableP50(m), 1)} µs (write ${fmtNumber(m.p50LatencyUs, 1)} + FLUSH ${fmtNumber(m.syncP50LatencyUs, 1)}), `
+      + `p99 write ${fmtNumber(m.p99LatencyUs, 1)} / FLUSH ${fmtNumber(m.syncP99LatencyUs, 1)} µs (${fmtNumber(m.iops)} writes/s)`;
+  }
+  if (row.id.includes('1m')) return `${fmtNumber(m.bandwidthBytesPerSec / MiB)} MiB/s`;
+  return `${fmtNumber(m.iops)} IOPS`;
+}
+
+/** A durable 4 KiB write in disk mode is a WRITE then a FLUSH: the sum of their medians. */
+function durableP50(m: Measurement): number {
+  return m.p50LatencyUs + (Number.isNaN(m.syncP50LatencyUs) ? 0 : m.syncP50LatencyUs);
+}
+
+function describeLoad(r: LoadResult): string {
+  return `p50 ${fmtNumber(r.p50LatencyUs, 1)} µs, p99 ${fmtNumber(r.p99LatencyUs, 1)} µs, ${fmtNumber(r.iops)} IOPS`;
+}
+
+interface Verdict { target: string; measured: string; met: boolean }
+
+function verdicts(fio: Map<Row, Record<TargetName, Measurement>>, fua: Map<number, Record<TargetName, LoadResult>>): Verdict[] {
+  const out: Verdict[] = [];
+  const byId = (id: string): Record<TargetName, Measurement> | undefined => [...fio.entries()].find(([r]) => r.id === id)?.[1];
+  const qd32 = byId('randwrite-4k-qd32');
+  if (qd32) {
+    const r = qd32.mirrored.iops / qd32.nbdkit.iops;
+    out.push({ target: 'mirrored 4 KiB randwrite QD32 ≥ 0.6× nbdkit IOPS', measured: `${r.toFixed(2)}×`, met: r >= 0.6 });
+  }
+  const seq = byId('seqwrite-1m-qd8');
+  if (seq) {
+    const r = seq.mirrored.bandwidthBytesPerSec / seq.nbdkit.bandwidthBytesPerSec;
+    out.push({ target: 'mirrored 1 MiB seq write QD8 ≥ 0.8× nbdkit MiB/s', measured: `${r.toFixed(2)}×`, met: r >= 0.8 });
+  }
+  const qd1 = byId('randwrite-4k-qd1');
+  if (qd1) {
+    const r = qd1.mirrored.p50LatencyUs / qd1.nbdkit.p50LatencyUs;
+    out.push({ target: 'mirrored 4 KiB QD1 p50 latency ≤ 2.5× nbdkit', measured: `${r.toFixed(2)}× nbdkit's p50`, met: r <= 2.5 });
+    const d = durableP50(qd1.disk) / qd1.mirrored.p50LatencyUs;
+    out.push({ target: 'mirrored 4 KiB QD1 p50 ≥ 10× lower than flush: disk (fio: write + FLUSH)', measured: `${d.toFixed(1)}× lower`, met: d >= 10 });
+  }
+  const f1 = fua.get(1);
+  if (f1) {
+    const d = f1.disk.p50LatencyUs / f1.mirrored.p50LatencyUs;
+    out.push({ target: 'same, with real FUA writes (our client, QD1)', measured: `${d.toFixed(1)}× lower`, met: d >= 10 });
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const opts = parseOptions();
+  ensureTools(['fio', 'nbdkit']);
+  const selected = mirrorRowIds.filter((id) => opts.rowIds.includes(id)).map((id) => allRows.find((r) => r.id === id)!);
+  const command = `npm run bench:mirror -- ${process.argv.slice(2).join(' ')}`.trim();
+  const loadBefore = opts.maxLoad === null ? loadAverage() : await waitForLowLoad(opts.maxLoad, opts.maxWaitSec);
+
+  const dir = opts.dir ?? makeTempDir('twinblock-bench-mirror-');
+  const base = path.join(dir, `bench-mirror-${process.pid}`);
+  const kitFile = `${base}-nbdkit.img`;
+  const mem = pairPaths(base, 'memory');
+  const disk = pairPaths(base, 'disk');
+  console.error(`writing a ${opts.sizeBytes / MiB} MiB random file and four copies under ${base} ...`);
+  execFileSync('mkdir', ['-p', mem.dir, disk.dir]);
+  writeDataFile(kitFile, opts.sizeBytes);
+  for (const f of [mem.stores.a, mem.stores.b, disk.stores.a, disk.stores.b]) copyFile(kitFile, f);
+  syncFs();
+
+  const profileDir = opts.profile ? mkdtempSync(path.join(os.tmpdir(), 'twinblock-cpuprof-')) : null;
+  const profArgs = profileDir === null ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir];
+  const size = `${opts.sizeBytes / MiB}MiB`;
+  const memPair = await BenchPair.start({ dir: mem.dir, stores: mem.stores, size, cache: opts.cache, flush: 'memory', nodeArgs: { a: profArgs, b: profArgs } });
+  const diskPair = await BenchPair.start({ dir: disk.dir, stores: disk.stores, size, cache: opts.cache, flush: 'disk' });
+  const kitPort = await freePort();
+  const kit = await startBackground('nbdkit', ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(kitPort), 'file', kitFile], kitPort);
+
+  const fioResults = new Map<Row, Record<TargetName, Measurement>>();
+  const fuaResults = new Map<number, Record<TargetName, LoadResult>>();
+  let loadAfter = '';
+  const initialSyncMs: Record<string, number> = {};
+  /** Wall-clock spans (Date.now) of the mirrored target's runs, per row: profile windows. */
+  const mirroredSpans = new Map<string, Array<[number, number]>>();
+  const span = async <T>(key: string, t: TargetName, f: () => Promise<T>): Promise<T> => {
+    const from = Date.now();
+    const r = await f();
+    if (t === 'mirrored') mirroredSpans.set(key, [...(mirroredSpans.get(key) ?? []), [from, Date.now()]]);
+    return r;
+  };
+  try {
+    // A new pair always starts with a full sync of the volume: wait for both, one after the other.
+    // Both pairs sync at once (they share the machine): times are from each pair's start.
+    await memPair.waitInSync(300_000);
+    initialSyncMs['memory'] = Date.now() - memPair.spawnedAtMs.b;
+    await diskPair.waitInSync(300_000);
+    initialSyncMs['disk'] = Date.now() - diskPair.spawnedAtMs.b;
+    console.error(`initial full sync done (memory pair ${initialSyncMs['memory']} ms, disk pair ${initialSyncMs['disk']} ms after start)`);
+
+    const settlePair = (pair: BenchPair) => async (): Promise<void> => {
+      await pair.waitHardened(180_000);
+      syncFs();
+    };
+    const targets: Target[] = [
+      { name: 'mirrored', uri: memPair.uri('a'), fioExtra: [], settle: settlePair(memPair) },
+      { name: 'nbdkit', uri: `nbd://127.0.0.1:${kitPort}/`, fioExtra: [], settle: async () => syncFs() },
+      { name: 'disk', uri: diskPair.uri('a'), fioExtra: ['--fsync=1'], settle: settlePair(diskPair) },
+    ];
+    const rotated = (i: number): Target[] => targets.map((_, k) => targets[(k + i) % targets.length]!);
+
+    for (const row of selected) {
+      // Unmeasured: a fresh cache allocates (and the kernel faults in) its line buffers on first
+      // use, which costs far more than a copy on this VM; measure the steady state instead.
+      if (opts.warmupSec > 0) {
+        for (const t of targets) {
+          await t.settle();
+          await runFio(row, t.uri, opts.sizeBytes, opts.warmupSec, t.fioExtra);
+        }
+      }
+      const samples: Record<TargetName, Measurement[]> = { mirrored: [], nbdkit: [], disk: [] };
+      for (let i = 0; i < opts.runs; i++) {
+        for (const t of rotated(i)) {
+          await t.settle();
+          const m = await span(row.id, t.name, () => runFio(row, t.uri, opts.sizeBytes, opts.runtimeSec, t.fioExtra));
+          samples[t.name].push(m);
+          console.error(`${row.id} run ${i + 1}/${opts.runs} ${t.name}: ${describeFio(row, t.name, m)} (load ${loadAverage()})`);
+        }
+      }
+      fioResults.set(row, {
+        mirrored: medianMeasurement(samples.mirrored), nbdkit: medianMeasurement(samples.nbdkit), disk: medianMeasurement(samples.disk),
+      });
+    }
+
+    if (opts.fua) {
+      for (const depth of fuaDepths) {
+        const samples: Record<TargetName, LoadResult[]> = { mirrored: [], nbdkit: [], disk: [] };
+        for (let i = 0; i < opts.runs; i++) {
+          for (const t of rotated(i)) {
+            await t.settle();
+            const r = await span(`fua-4k-qd${depth}`, t.name, () => runWriteLoad({
+              uri: t.uri, blockBytes: 4096, depth, runtimeSec: opts.fuaRuntimeSec, rampSec: 1, fua: true, spanBytes: opts.sizeBytes,
+            }));
+            samples[t.name].push(r);
+            console.error(`fua-4k-qd${depth} run ${i + 1}/${opts.runs} ${t.name}: ${describeLoad(r)} (load ${loadAverage()})`);
+          }
+        }
+        fuaResults.set(depth, { mirrored: medianLoad(samples.mirrored), nbdkit: medianLoad(samples.nbdkit), disk: medianLoad(samples.disk) });
+      }
+    }
+    loadAfter = loadAverage();
+  } finally {
+    await memPair.stop();
+    await diskPair.stop();
+    await kit.stop();
+  }
+
+  const md: string[] = [];
+  if (fioResults.size > 0) {
+    md.push(`| row (fio, nbd engine) | ${targetNames.map((t) => targetLabel[t]).join(' | ')} | mirrored vs nbdkit | mirrored vs disk |`,
+      '| --- | --- | --- | --- | --- | --- |');
+    for (const [row, r] of fioResults) {
+      let vsKit: string;
+      let vsDisk: string;
+      if (row.kind === 'latency') {
+        vsKit = `p50 ${(r.mirrored.p50LatencyUs / r.nbdkit.p50LatencyUs).toFixed(2)}× nbdkit's, p99 ${(r.mirrored.p99LatencyUs / r.nbdkit.p99LatencyUs).toFixed(2)}×`;
+        vsDisk = `p50 ${(durableP50(r.disk) / r.mirrored.p50LatencyUs).toFixed(1)}× lower`;
+      } else {
+        const key = row.id.includes('1m') ? 'bandwidthBytesPerSec' : 'iops';
+        vsKit = `${(r.mirrored[key] / r.nbdkit[key]).toFixed(2)}×`;
+        vsDisk = `${(r.mirrored[key] / r.disk[key]).toFixed(1)}×`;
+      }
+      md.push(`| ${row.label} | ${targetNames.map((t) => describeFio(row, t, r[t])).join(' | ')} | ${vsKit} | ${vsDisk} |`);
+    }
+    md.push('');
+  }
+  if (fuaResults.size > 0) {
+    md.push(`| 4 KiB random write, FUA on every write (our client) | ${targetNames.map((t) => targetLabel[t].replace(', FLUSH after every write', '')).join(' | ')} | disk / mirrored p50 |`,
+      '| --- | --- | --- | --- | --- |');
+    for (const [depth, r] of fuaResults) {
+      md.push(`| QD${depth} | ${targetNames.map((t) => describeLoad(r[t])).join(' | ')} | ${(r.disk.p50LatencyUs / r.mirrored.p50LatencyUs).toFixed(1)}× |`);
+    }
+    md.push('');
+  }
+  const vs = verdicts(fioResults, fuaResults);
+  if (vs.length > 0) {
+    md.push('| target | measured | met? |', '| --- | --- | --- |');
+    for (const v of vs) md.push(`| ${v.target} | ${v.measured} | ${v.met ? 'yes' : '**no**'} |`);
+    md.push('');
+  }
+  const exampleRow = selected[0] ?? allRows[0]!;
+  md.push(`Medians of ${opts.runs} runs per target, order rotated every run, after one unmeasured ${opts.warmupSec} s warm-up run per row and target; fio runs ${opts.runtimeSec} s (+1 s ramp),`,
+    `FUA-client runs ${opts.fuaRuntimeSec} s (+1 s ramp). Volume ${opts.sizeBytes / MiB} MiB, twinblock cache ${opts.cache} per node,`,
+    'default trackSize (64 KiB), tracker (destage-scan), syncRate and maxDirtyAgeMs.', '',
+    `- date: ${new Date().toISOString()} (commit ${commitDescription()})`,
+    ...Object.entries(machine()).map(([k, v]) => `- ${k}: ${v}`),
+    `- load average (1/5/15 min) before: ${loadBefore}; after: ${loadAfter}`,
+    `- initial full sync before measuring: memory pair ${initialSyncMs['memory']} ms, disk pair ${initialSyncMs['disk']} ms (from each pair's start to both in-sync; the two pairs synced at the same time)`,
+    `- command: \`${command}\``,
+    `- fio per run, e.g.: \`fio ${fioArgs(exampleRow, 'nbd://127.0.0.1:PORT/vol0', opts.sizeBytes, opts.runtimeSec).join(' ')}\`; the disk target adds \`--fsync=1\``);
+  const markdown = md.join('\n');
+  console.log(markdown);
+  if (opts.markdownPath !== null) writeFileSync(opts.markdownPath, `${markdown}\n`);
+
+  if (profileDir !== null) {
+    // One profile per node of the mirrored pair; print each row's share, only while it ran.
+    for (const name of ['a', 'b'] as const) {
+      const pid = memPair.node(name).pid;
+      const file = readdirSync(profileDir).find((f) => f.endsWith('.cpuprofile') && f.includes(`.${pid}.`));
+      if (file === undefined) {
+        console.log(`\nno .cpuprofile for node ${name} (pid ${pid}) in ${profileDir}`);
+        continue;
+      }
+      for (const [key, spans] of mirroredSpans) {
+        const windows: ProfileWindow[] = spans.map(([from, to]) => ({ fromMs: from - memPair.spawnedAtMs[name], toMs: to - memPair.spawnedAtMs[name] }));
+        console.log(`\nTop self time in the mirrored pair's ${name === 'a' ? 'primary a' : 'secondary b'} during ${key} (${path.join(profileDir, file)}):`);
+        for (const s of topSelfTime(path.join(profileDir, file), 15, windows)) {
+          console.log(`${(s.share * 100).toFixed(1).padStart(5)}%  ${s.selfMs.toFixed(0).padStart(7)} ms  ${s.name}`);
+        }
+      }
+    }
+  }
+  if (opts.dir !== null) await run('rm', ['-rf', kitFile, mem.dir, disk.dir, base]);
+  await cleanupAll();
+}
+
+main().catch(async (err: unknown) => {
+  console.error(`bench:mirror: ${(err as Error).stack ?? (err as Error).message}`);
+  await cleanupAll();
+  process.exit(1);
+});

@@ -1,0 +1,228 @@
+// A mirrored pair as two real node processes, for the benchmarks: fixed ports per node (a
+// restarted node comes back on the same NBD, admin and link ports), one config file per node in
+// the pair's own directory, every JSON log line of every run kept with the time we received it
+// (the resync benchmark reads "resync ... started" / "resync complete" lines), and the waits a
+// benchmark needs: both in-sync, both hardened.
+//
+// Deliberately separate from test/helpers/failover-pair.ts: tests change with the code they test;
+// the benchmark's own pair should not move under a benchmark run.
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { freePort, startNode, type ConfigSpec, type NodeEntry, type NodeProcess } from '../test/helpers/node-process.js';
+import { sleep } from './common.js';
+
+export type NodeName = 'a' | 'b';
+
+export interface PeerView {
+  node: string;
+  connected: boolean;
+  state: 'connecting' | 'resyncing' | 'in-sync' | 'degraded' | 'split-brain';
+  unitedTracks: number;
+  outOfSyncTracks: number;
+  sync: { totalBytes: number; doneBytes: number; rateBytesPerSec: number; full?: boolean } | null;
+}
+
+export interface BenchStatus {
+  node: string;
+  role: 'primary' | 'secondary';
+  epoch: number;
+  pid: number;
+  cache: { dirtyTracks: number; hardeningTracks?: number; [key: string]: unknown };
+  exposure: { unhardenedBytes: number; [key: string]: unknown };
+  counters: { writes: number; resyncBytesSent: number; syncBytesSent: number; syncBytesReceived: number; linkBytesSent: number; [key: string]: unknown };
+  peers: PeerView[];
+}
+
+/** One JSON log line of a node, with when we read it (ms since epoch) and which start of the node. */
+export type LogLine = Record<string, unknown> & { msg?: string; receivedAtMs: number; run: number };
+
+export interface BenchPairOptions {
+  /** The pair's own directory (configs, and metadata beside the stores). */
+  dir: string;
+  stores: Record<NodeName, string>;
+  size: string;
+  cache: string;
+  flush: 'memory' | 'disk';
+  /** Resync and initial-sync bandwidth limit (config syntax); default: the node's default. */
+  syncRate?: string;
+  heartbeatTimeoutMs?: number;
+  /** Extra node(1) flags per node, e.g. --cpu-prof. */
+  nodeArgs?: Partial<Record<NodeName, string[]>>;
+}
+
+interface Ports { nbd: number; admin: number; link: number }
+
+const addr = (port: number): string => `127.0.0.1:${port}`;
+
+export class BenchPair {
+  readonly nodes: Record<NodeName, NodeProcess | null> = { a: null, b: null };
+  readonly logs: Record<NodeName, LogLine[]> = { a: [], b: [] };
+  /** Date.now() just before each node's latest spawn (lines a --cpu-prof profile up with our clock). */
+  readonly spawnedAtMs: Record<NodeName, number> = { a: 0, b: 0 };
+  private readonly runs: Record<NodeName, number> = { a: 0, b: 0 };
+
+  private constructor(readonly opts: BenchPairOptions, readonly ports: Record<NodeName, Ports>) {}
+
+  /** Start b (the acceptor) then a (primary, the dialer); does not wait for the initial sync. */
+  static async start(opts: BenchPairOptions): Promise<BenchPair> {
+    mkdirSync(opts.dir, { recursive: true });
+    const used = new Set<number>();
+    while (used.size < 6) used.add(await freePort());
+    const [an, aa, al, bn, ba, bl] = [...used] as [number, number, number, number, number, number];
+    const pair = new BenchPair(opts, { a: { nbd: an, admin: aa, link: al }, b: { nbd: bn, admin: ba, link: bl } });
+    await pair.startNode('b');
+    await pair.startNode('a');
+    return pair;
+  }
+
+  config(): ConfigSpec {
+    const o = this.opts;
+    const entry = (n: NodeName): NodeEntry & { link: string } => ({
+      nbd: addr(this.ports[n].nbd), admin: addr(this.ports[n].admin), link: addr(this.ports[n].link), store: o.stores[n], cache: o.cache,
+    });
+    return {
+      volume: 'vol0',
+      size: o.size,
+      flush: o.flush,
+      ...(o.syncRate === undefined ? {} : { syncRate: o.syncRate }),
+      ...(o.heartbeatTimeoutMs === undefined ? {} : { heartbeatTimeoutMs: o.heartbeatTimeoutMs }),
+      secret: 'twinblock benchmark pair secret',
+      primary: 'a',
+      nodes: { a: entry('a'), b: entry('b') },
+    };
+  }
+
+  /** Start (or restart) one node with the pair's config. */
+  async startNode(name: NodeName): Promise<NodeProcess> {
+    const current = this.nodes[name];
+    if (current !== null && !current.hasExited) throw new Error(`node ${name} still runs (pid ${current.pid})`);
+    this.spawnedAtMs[name] = Date.now();
+    const node = await startNode({
+      config: this.config(), nodeName: name, dir: this.opts.dir, startTimeoutMs: 30_000, nodeArgs: this.opts.nodeArgs?.[name] ?? [],
+    });
+    this.nodes[name] = node;
+    this.attachLog(name, node);
+    return node;
+  }
+
+  private attachLog(name: NodeName, node: NodeProcess): void {
+    const run = ++this.runs[name];
+    let partial = '';
+    const feed = (text: string): void => {
+      const parts = (partial + text).split('\n');
+      partial = parts.pop() ?? '';
+      const now = Date.now();
+      for (const line of parts) {
+        if (!line.startsWith('{')) continue;
+        try {
+          this.logs[name].push({ ...(JSON.parse(line) as Record<string, unknown>), receivedAtMs: now, run });
+        } catch {
+          // not a JSON log line
+        }
+      }
+    };
+    feed(node.stderr); // what it printed before startNode returned
+    node.child.stderr?.on('data', (chunk: string | Buffer) => feed(String(chunk)));
+  }
+
+  node(name: NodeName): NodeProcess {
+    const n = this.nodes[name];
+    if (n === null) throw new Error(`node ${name} never started`);
+    return n;
+  }
+
+  uri(name: NodeName): string {
+    return `nbd://127.0.0.1:${this.ports[name].nbd}/vol0`;
+  }
+
+  adminUrl(name: NodeName): string {
+    return `http://127.0.0.1:${this.ports[name].admin}`;
+  }
+
+  async status(name: NodeName): Promise<BenchStatus> {
+    const res = await fetch(`${this.adminUrl(name)}/status`, { signal: AbortSignal.timeout(10_000) });
+    if (!res.ok) throw new Error(`GET ${name}/status: HTTP ${res.status}`);
+    return (await res.json()) as BenchStatus;
+  }
+
+  async post(name: NodeName, action: 'promote' | 'demote'): Promise<{ status: number; text: string }> {
+    const res = await fetch(`${this.adminUrl(name)}/${action}`, { method: 'POST', signal: AbortSignal.timeout(30_000) });
+    return { status: res.status, text: await res.text() };
+  }
+
+  /** Log lines of one node with this msg, from index `since` of its log on. */
+  lines(name: NodeName, msg: string, since = 0): LogLine[] {
+    return this.logs[name].slice(since).filter((l) => l.msg === msg);
+  }
+
+  /** Poll until check() is ok; throws with its last detail and the log tails on timeout. */
+  async waitFor(what: string, check: () => Promise<{ ok: boolean; detail: string }>, timeoutMs: number, pollMs = 20): Promise<number> {
+    const started = Date.now();
+    let last = 'not checked yet';
+    while (Date.now() - started < timeoutMs) {
+      for (const n of ['a', 'b'] as const) {
+        const node = this.nodes[n];
+        if (node !== null && node.hasExited && node.child.signalCode !== 'SIGKILL' && node.child.exitCode !== 0) {
+          throw new Error(`waiting for ${what}: node ${n} exited (${node.child.exitCode}); stderr tail:\n${node.stderr.slice(-3000)}`);
+        }
+      }
+      try {
+        const r = await check();
+        if (r.ok) return Date.now() - started;
+        last = r.detail;
+      } catch (err) {
+        last = `check failed: ${(err as Error).message}`;
+      }
+      await sleep(pollMs);
+    }
+    throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${last}\n--- a\n${this.tail('a')}\n--- b\n${this.tail('b')}`);
+  }
+
+  tail(name: NodeName, count = 15): string {
+    return this.logs[name].slice(-count).map((l) => {
+      const { level: _l, time: _t, pid: _p, hostname: _h, receivedAtMs: _r, ...rest } = l;
+      return JSON.stringify(rest);
+    }).join('\n');
+  }
+
+  /** Both nodes connected and in-sync; returns how long it took from the call. */
+  waitInSync(timeoutMs = 120_000, pollMs = 20): Promise<number> {
+    return this.waitFor('both nodes in-sync', async () => {
+      const [sa, sb] = await Promise.all([this.status('a'), this.status('b')]);
+      const ok = [sa, sb].every((s) => s.peers[0]?.connected === true && s.peers[0].state === 'in-sync');
+      return { ok, detail: `${describe(sa)} | ${describe(sb)}` };
+    }, timeoutMs, pollMs);
+  }
+
+  /** Nothing unhardened and the peer records empty on both running nodes. */
+  waitHardened(timeoutMs = 120_000): Promise<number> {
+    return this.waitFor('both nodes hardened', async () => {
+      const running = (['a', 'b'] as const).filter((n) => this.nodes[n] !== null && !this.nodes[n]!.hasExited);
+      const all = await Promise.all(running.map((n) => this.status(n)));
+      const ok = all.every((s) => s.exposure.unhardenedBytes === 0 && (s.peers[0]?.unitedTracks ?? 0) === 0);
+      return { ok, detail: all.map(describe).join(' | ') };
+    }, timeoutMs, 100);
+  }
+
+  /** SIGTERM both (clean: each hardens first). */
+  async stop(): Promise<void> {
+    await Promise.all((['a', 'b'] as const).map(async (n) => {
+      const node = this.nodes[n];
+      if (node === null || node.hasExited) return;
+      const code = await node.stop({ timeoutMs: 300_000 });
+      if (code !== 0) console.error(`warning: node ${n} exited ${code}; stderr tail:\n${node.stderr.slice(-3000)}`);
+    }));
+  }
+}
+
+export function describe(s: BenchStatus): string {
+  const p = s.peers[0];
+  const peer = p === undefined ? 'no peer' : `peer ${p.state}${p.connected ? '' : ' (not connected)'} united=${p.unitedTracks} outOfSync=${p.outOfSyncTracks}${p.sync ? ` sync ${p.sync.doneBytes}/${p.sync.totalBytes}` : ''}`;
+  return `${s.node} ${s.role} epoch ${s.epoch}: ${peer}, dirty=${s.cache.dirtyTracks}`;
+}
+
+/** Where a pair's files go: DIR/<label>/{a,b}.img. */
+export function pairPaths(dir: string, label: string): { dir: string; stores: Record<NodeName, string> } {
+  const d = path.join(dir, label);
+  return { dir: d, stores: { a: path.join(d, 'a.img'), b: path.join(d, 'b.img') } };
+}
