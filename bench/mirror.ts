@@ -310,7 +310,7 @@ async function main(): Promise<void> {
   }
   const exampleRow = selected[0] ?? allRows[0]!;
   md.push(`Medians of ${opts.runs} runs per target, order rotated every run, after one unmeasured ${opts.warmupSec} s warm-up run per row and target; fio runs ${opts.runtimeSec} s (+1 s ramp),`,
-    `FUA-client runs ${opts.fuaRuntimeSec} s (+1 s ramp). Volume ${opts.sizeBytes / MiB} MiB, twinblock cache ${opts.cache} per node,`,
+    `${opts.fua ? `FUA-client runs ${opts.fuaRuntimeSec} s (+1 s ramp). ` : ''}Volume ${opts.sizeBytes / MiB} MiB, twinblock cache ${opts.cache} per node,`,
     'default trackSize (64 KiB), tracker (destage-scan), syncRate and maxDirtyAgeMs.', '',
     `- date: ${new Date().toISOString()} (commit ${commitDescription()})`,
     ...Object.entries(machine()).map(([k, v]) => `- ${k}: ${v}`),
