@@ -28,6 +28,7 @@
 // the cache half (host writes, durability ops, hardening, notices).
 import { TrackBitmap } from './bitmap.js';
 import { assert } from './cache.js';
+import { isAllZero } from './zero.js';
 import { compareHistories, currentEpoch, nextEpoch, type EpochEntry } from './epochs.js';
 import { ReplicaBase, type ReplicaSettings } from './replica-base.js';
 import type { LinkMessage, PersistedState, Role } from './replica-types.js';
@@ -598,14 +599,4 @@ function startupRole(settings: ReplicaSettings, persisted: PersistedState | null
   if (!settings.mirrored) return 'primary';
   if (persisted === null) return settings.role;
   return persisted.cleanShutdown && persisted.role === 'primary' && !persisted.discardLocal ? 'primary' : 'secondary';
-}
-
-const ZERO_PAGE = new Uint8Array(64 * 1024);
-
-function isAllZero(data: Uint8Array): boolean {
-  for (let at = 0; at < data.length; at += ZERO_PAGE.length) {
-    const piece = data.subarray(at, Math.min(data.length, at + ZERO_PAGE.length));
-    if (!Buffer.from(piece.buffer, piece.byteOffset, piece.length).equals(ZERO_PAGE.subarray(0, piece.length))) return false;
-  }
-  return true;
 }
