@@ -103,18 +103,12 @@ export class Faults {
     this.crash(victim);
   }
 
-  /** With `settled-roles`: each node's view of the other's role is current (see sim/fixes.ts). */
-  private rolesSettled(primary: SimNode, secondary: SimNode): boolean {
-    if (!this.v.shellFixes.has('settled-roles')) return true;
-    return primary.core!.peerRole === 'secondary' && secondary.core!.peerRole === 'primary';
-  }
-
   /** Only while in sync: then the secondary holds every acknowledged write, and is promoted. */
   private crashPrimary(): void {
     if (this.operatorBusy || !this.v.host.mirroredNow()) return;
     const primary = this.v.host.primary();
     const survivor = this.v.nodes.find((n) => n !== primary);
-    if (primary === null || survivor === undefined || !this.rolesSettled(primary, survivor)) return;
+    if (primary === null || survivor === undefined) return;
     this.crash(primary);
     this.operatorBusy = true;
     // The operator notices and promotes: maybe before the old primary is back, maybe after.
@@ -142,14 +136,16 @@ export class Faults {
     if (node.core!.role === 'primary') { this.operatorBusy = false; return; }
     // After many refusals an operator reaches for --force (e.g. "still being resynced").
     const force = attempt >= 40;
-    const result = node.promote(force);
-    this.v.trace(`operator: promote ${node.name}${force ? ' --force' : ''}: ${result.ok ? 'ok' : result.error}`);
-    if (result.ok) {
-      this.v.stats.promotions!++;
-      this.operatorBusy = false;
-      return;
-    }
-    this.v.sched.after(OPERATOR_RETRY_MS, `operator retries ${node.name}`, () => this.promote(node, attempt + 1));
+    // Connected, the verdict comes once the peer confirmed (or refused, or the link dropped).
+    node.promote(force, (error) => {
+      this.v.trace(`operator: promote ${node.name}${force ? ' --force' : ''}: ${error ?? 'ok'}`);
+      if (error === null) {
+        this.v.stats.promotions!++;
+        this.operatorBusy = false;
+        return;
+      }
+      this.v.sched.after(OPERATOR_RETRY_MS, `operator retries ${node.name}`, () => this.promote(node, attempt + 1));
+    });
   }
 
   /** Failback (issue 5 item 5): demote the primary, wait for its writes to drain, promote the other. */
@@ -158,7 +154,6 @@ export class Faults {
     const from = this.v.host.primary();
     const to = this.v.nodes.find((n) => n !== from);
     if (from === null || to === undefined) return;
-    if (!this.rolesSettled(from, to)) return;
     const result = from.demote();
     this.v.trace(`operator: demote ${from.name}: ${result.ok ? 'ok' : result.error}`);
     if (!result.ok) return;

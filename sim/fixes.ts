@@ -13,22 +13,16 @@ import type { ReplicaCore } from '../src/core/replica.js';
 export const assumedFixes: Record<string, (core: ReplicaCore) => void> = {};
 
 /**
- * Fixes (or avoidances) on the shell and operator side, applied by sim/node.ts and sim/faults.ts:
- *  - settled-roles: an avoidance. Promote and the state exchange decide on each node's last view
- *    of its peer. A primary that crashes before its peer learned of its promotion comes back with
- *    the newer epoch history and is the resync source, although it lost its RAM and the survivor
- *    holds acknowledged writes it lacks (seed 1101: b promoted at 1127 ms, crashed at 1139; a held
- *    w110; b's full resync of a erases it); and a switchover started 2 ms after the previous one
- *    gives both nodes the same epoch number and a split brain (seed 3337). With this, the injector
- *    crashes a primary, and the operator switches over, only once each node's view of the other's
- *    role is current.
+ * Fixes (or avoidances) on the shell and operator side, applied by sim/node.ts and sim/faults.ts.
+ * Empty now: `settled-roles` (seeds 1101, 3337: role changes decided on a stale view of the peer)
+ * went when promote while connected became two-phase, confirmed by the peer (src/core/replica.ts).
  */
-export const shellFixes = ['settled-roles'] as const;
+export const shellFixes: readonly string[] = [];
 
 export type AssumedFix = string;
 
 export function isAssumedFix(name: string): boolean {
-  return Object.hasOwn(assumedFixes, name) || (shellFixes as readonly string[]).includes(name);
+  return Object.hasOwn(assumedFixes, name) || shellFixes.includes(name);
 }
 
 /** The core wrappers among the named fixes (the others are applied by the shell and operator). */
@@ -48,10 +42,7 @@ export interface KnownBug {
  * The bugs found and not yet fixed, each with a seed that shows it on the current core. Replay:
  * `npm run sim -- --seed S --verbose` (fails) and `... --assume-known-fixes` (passes).
  */
-export const KNOWN_BUGS: readonly KnownBug[] = [
-  { fix: 'settled-roles', seed: 1101, summary: 'a primary that crashes before its peer learned of its promotion is the resync source on return (newer epoch history) and erases acknowledged writes the survivor holds' },
-  { fix: 'settled-roles', seed: 3337, summary: 'a switchover right after another (b promoted, demoted 2 ms later, a promoted before b\'s state arrived) gives both nodes epoch 14: split brain without any failure' },
-];
+export const KNOWN_BUGS: readonly KnownBug[] = [];
 
 /** Every fix in KNOWN_BUGS: what the seed test assumes until the core is fixed. */
 export const KNOWN_FIXES: readonly AssumedFix[] = [...new Set(KNOWN_BUGS.map((b) => b.fix))];

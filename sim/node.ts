@@ -50,6 +50,9 @@ export class SimNode {
   private readonly prng: Prng;
   /** Delivered write seq → the incarnation that sent it (acks name only the seq). */
   private readonly senderOfSeq = new Map<number, number>();
+  /** Promotions waiting for the peer's confirmation: request id → the operator's continuation. */
+  private readonly promotions = new Map<number, (error: string | null) => void>();
+  private nextPromoteId = 1;
   /** Host writes applied in the current event; those not mirrored are nobody's mark. */
   private localApplies: Span[] = [];
   /** Metadata writes, one at a time in order, as Volume chains them. */
@@ -131,16 +134,27 @@ export class SimNode {
     this.persistQueue.length = 0;
     this.core = null;
     this.liveConn = null;
+    const promotions = [...this.promotions.values()];
+    this.promotions.clear();
+    for (const done of promotions) done('node crashed');
     this.prov.reset();
     this.senderOfSeq.clear();
     this.host.trace(`${this.name}: CRASH`);
   }
 
-  /** POST /promote: the core decides; Volume then waits for the metadata, which we model as-is. */
-  promote(force: boolean): { ok: true } | { ok: false; error: string } {
-    let result: { ok: true } | { ok: false; error: string } = { ok: false, error: 'node is down' };
-    this.run((core, now) => { result = core.promote(force, now); });
-    return result;
+  /**
+   * POST /promote: the core decides, at once or (connected) once the peer confirmed; `done` gets
+   * the verdict (null: now primary). Volume then waits for the metadata, which we model as-is.
+   */
+  promote(force: boolean, done: (error: string | null) => void): void {
+    const requestId = this.nextPromoteId++;
+    let result: ReturnType<ReplicaCore['promote']> | null = null;
+    this.run((core, now) => { result = core.promote(force, now, requestId); });
+    const verdict = result as ReturnType<ReplicaCore['promote']> | null;
+    if (verdict === null) return done('node is down');
+    if (!verdict.ok) return done(verdict.error);
+    if (!verdict.pending) return done(null);
+    this.promotions.set(requestId, done);
   }
 
   /** POST /demote: new writes get EPERM; Volume then waits for writesDrained. */
@@ -212,6 +226,11 @@ export class SimNode {
       case 'sync-store': return this.runStoreSync(action.syncId);
       case 'sync-read': return this.runSyncRead(action.offsetBytes, action.lengthBytes, action.resyncId);
       case 'persist': return this.queuePersist(action.token, action.state);
+      case 'promote-done': {
+        const done = this.promotions.get(action.requestId);
+        this.promotions.delete(action.requestId);
+        return done?.(action.error);
+      }
       case 'log':
         this.host.trace(`${this.name}: ${action.level} ${action.msg}${action.fields ? ' ' + JSON.stringify(action.fields) : ''}`);
         return;

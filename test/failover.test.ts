@@ -27,6 +27,13 @@ test('decideSync: newer history is the source; divergence is split brain; what c
   assert.ok(untrusted.kind === 'source' && untrusted.full);
   const resolved = decideSync(side('a', [[1, 'a'], [2, 'a']]), side('b', [[1, 'a'], [2, 'b']], { discardLocal: true, storeTrusted: false }));
   assert.ok(resolved.kind === 'source' && !resolved.full, 'discard-local: delta of what either side changed');
+  // b adopted a's proposal a3 whose confirmation was lost with the link; a retried alone as a4.
+  // b was secondary throughout: no split brain, a is newer (simulator, seed 576).
+  const adopted = side('b', [[1, 'a'], [2, 'b'], [3, 'a']]);
+  assert.equal(decideSync(side('a', [[1, 'a'], [2, 'b'], [4, 'a']]), adopted).kind, 'source');
+  assert.deepEqual(decideSync(adopted, side('a', [[1, 'a'], [2, 'b'], [4, 'a']])), { kind: 'target' });
+  assert.equal(decideSync(side('a', [[1, 'a'], [2, 'b'], [3, 'a']]), side('b', [[1, 'a'], [2, 'b'], [4, 'b']])).kind, 'split-brain',
+    'an entry of the peer\'s own is a real divergence');
 });
 
 async function syncedPair(opts: Parameters<typeof makePair>[0] = {}) {
@@ -178,6 +185,77 @@ test('promote refuses while a connected peer is primary, unless forced', async (
   const { a, b } = await syncedPair();
   await assert.rejects(b.volume.promote(false), /primary and connected/);
   await assert.rejects(a.volume.promote(false), /already primary/);
+  await closeAndCompare(a, b);
+});
+
+test('a switchover is confirmed by the peer: the new primary dies at once, the survivor knows its epoch and no acknowledged write is lost', async () => {
+  // Seed 1101's shape: b is promoted, then crashes holding a's acknowledged writes only in RAM.
+  // Had a not learned of b's epoch, b would return with the newer history as the resync source
+  // and overwrite a with a store that lacks those writes.
+  const { a, b, link } = await syncedPair({ maxDirtyAgeMs: 60_000, destageIntervalMs: 60_000, rangeDirtyThresholdTracks: 1000 });
+  const acked = new Ledger();
+  await Promise.all(Array.from({ length: 64 }, (_, i) => {
+    const data = pattern(4 * KiB, 2100 + i);
+    acked.issue(i * 8 * KiB, data);
+    return a.volume.write(i * 8 * KiB, data, false).then(() => acked.ack(i * 8 * KiB, data));
+  }));
+  await a.volume.demote();
+  await waitFor('b sees a secondary', () => b.volume.core.peerRole === 'secondary');
+  await b.volume.promote(false);
+  assert.deepEqual(a.volume.core.epochHistory, b.volume.core.epochHistory, "a adopted b's new epoch before b served a write");
+  assert.ok(b.volume.core.cache.stats(0).dirtyTracks > 0, "b holds some of a's acknowledged writes only in RAM (else this test shows nothing)");
+  b.crash();
+  link.cut();
+  b.restart();
+  link.connect();
+  await waitFor('in-sync', () => inSync(a, b));
+  await acked.check(a, 'on the survivor');
+  await acked.check(b, 'on the restarted new primary');
+  await closeAndCompare(a, b);
+});
+
+test('two secondaries promoted at once while connected: both wait for the other, neither becomes primary, a retry does', async () => {
+  const { a, b } = await syncedPair();
+  await a.volume.demote();
+  await waitFor('b sees a secondary', () => b.volume.core.peerRole === 'secondary');
+  const results = await Promise.allSettled([a.volume.promote(false), b.volume.promote(false)]);
+  for (const r of results) assert.ok(r.status === 'rejected' && /being promoted too/.test(String(r.reason)), `refused: ${String(r.status === 'rejected' ? r.reason : 'ok')}`);
+  assert.equal(a.volume.core.role, 'secondary');
+  assert.equal(b.volume.core.role, 'secondary');
+  await b.volume.promote(false);
+  await waitFor('in-sync', () => inSync(a, b));
+  assert.deepEqual(a.volume.core.epochHistory, b.volume.core.epochHistory);
+  const epochs = b.volume.core.epochHistory.map((e) => e.epoch);
+  assert.equal(new Set(epochs).size, epochs.length, `no epoch taken twice: ${JSON.stringify(b.volume.core.epochHistory)}`);
+  await b.volume.write(0, pattern(4 * KiB, 5), false);
+  await closeAndCompare(a, b);
+});
+
+test('a promote waiting for the peer fails when the link drops; a retry without the link promotes alone', async () => {
+  const { a, b, link } = await syncedPair();
+  await a.volume.demote();
+  await waitFor('b sees a secondary', () => b.volume.core.peerRole === 'secondary');
+  const waiting = b.volume.promote(false);
+  link.cut();
+  await assert.rejects(waiting, /went down before it confirmed/);
+  assert.equal(b.volume.core.role, 'secondary');
+  await b.volume.promote(false);
+  assert.equal(b.volume.core.role, 'primary');
+  await b.volume.write(0, pattern(4 * KiB, 6), false);
+  link.connect();
+  await waitFor('in-sync', () => inSync(a, b));
+  assert.deepEqual(await a.volume.read(0, 4 * KiB), pattern(4 * KiB, 6));
+  await closeAndCompare(a, b);
+});
+
+test('a resync read that fails is retried after a pause; the resync completes', async () => {
+  const { a, b, link } = makePair();
+  a.store.bytes.set(pattern(64 * KiB, 77), 128 * KiB); // data the initial sync must read from a's store
+  a.store.failReads = 2;
+  link.connect();
+  await waitFor('in-sync despite two failed reads', () => inSync(a, b), 10_000);
+  assert.equal(a.store.failReads, 0, 'both injected failures were hit');
+  assert.deepEqual(await b.volume.read(128 * KiB, 64 * KiB), pattern(64 * KiB, 77));
   await closeAndCompare(a, b);
 });
 

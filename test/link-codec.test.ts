@@ -97,6 +97,10 @@ const samples: LinkMessage[] = [
     storeTrusted: true, outOfSyncValid: false, discardLocal: true,
     outOfSync: Uint8Array.from([1, 2, 3, 0, 0, 128]), dirty: Uint8Array.from([0, 255]),
   },
+  { type: 'promoteReq', id: 7, history: [{ epoch: 1, node: 'a' }, { epoch: 3, node: 'b' }] },
+  { type: 'promoteReq', id: 0, history: [] },
+  { type: 'promoteAck', id: 7, ok: true, reason: '' },
+  { type: 'promoteAck', id: 8, ok: false, reason: 'a is primary: demote it first' },
 ];
 
 // ---- CRC32C --------------------------------------------------------------------------------

@@ -16,12 +16,31 @@ function sameEntry(a: EpochEntry, b: EpochEntry): boolean {
   return a.epoch === b.epoch && a.node === b.node;
 }
 
-/** How my history relates to the peer's: one a prefix of the other, equal, or diverged. */
-export function compareHistories(mine: readonly EpochEntry[], theirs: readonly EpochEntry[]): HistoryRelation {
-  const common = Math.min(mine.length, theirs.length);
-  for (let i = 0; i < common; i++) if (!sameEntry(mine[i]!, theirs[i]!)) return 'diverged';
-  if (mine.length === theirs.length) return 'equal';
-  return mine.length > theirs.length ? 'mine-newer' : 'theirs-newer';
+/**
+ * How my history relates to the peer's: one a prefix of the other, equal, or diverged.
+ *
+ * With `nodes`, entries past the common prefix that the other side holds only because it adopted
+ * a promotion that node proposed and never served in (a promote whose confirmation was lost with
+ * the link: the proposer retried with a later epoch) do not make a divergence: the side holding
+ * them was secondary all along, so the proposer's history is the newer one. A proposer's own
+ * history never lacks an epoch it served writes in (it persists the entry before serving).
+ */
+export function compareHistories(mine: readonly EpochEntry[], theirs: readonly EpochEntry[], nodes?: { me: string; peer: string }): HistoryRelation {
+  let common = 0;
+  while (common < mine.length && common < theirs.length && sameEntry(mine[common]!, theirs[common]!)) common++;
+  const mineAfter = mine.slice(common);
+  const theirsAfter = theirs.slice(common);
+  if (mineAfter.length === 0 && theirsAfter.length === 0) return 'equal';
+  if (theirsAfter.length === 0) return 'mine-newer';
+  if (mineAfter.length === 0) return 'theirs-newer';
+  if (nodes !== undefined) {
+    const onlyBy = (entries: EpochEntry[], node: string): boolean => entries.every((e) => e.node === node);
+    const theirsOnlyMyProposals = onlyBy(theirsAfter, nodes.me);
+    const mineOnlyTheirProposals = onlyBy(mineAfter, nodes.peer);
+    if (theirsOnlyMyProposals && !mineOnlyTheirProposals) return 'mine-newer';
+    if (mineOnlyTheirProposals && !theirsOnlyMyProposals) return 'theirs-newer';
+  }
+  return 'diverged';
 }
 
 /** The epoch a node promoting now takes: one past every epoch it knows of. */

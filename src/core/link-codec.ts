@@ -23,7 +23,7 @@ export const LINK_MAGIC = 0x54424c4b; // 'TBLK'
 /** Frame layout version; the message semantics are versioned by hello.protocolVersion. */
 export const LINK_FRAME_VERSION = 1;
 /** Compared in the handshake: peers speaking different protocol versions refuse each other. */
-export const LINK_PROTOCOL_VERSION = 1;
+export const LINK_PROTOCOL_VERSION = 2;
 export const LINK_HEADER_BYTES = 16;
 export const LINK_TRAILER_BYTES = 4;
 /** 32 MiB (the largest NBD write, DESIGN.md "NBD") plus room for the fields around it. */
@@ -86,11 +86,21 @@ export interface StateMessage {
   dirty: Uint8Array;
 }
 
+/**
+ * A promote while connected is two-phase (DESIGN.md "Failures", roles): the secondary proposes its
+ * new epoch history; the peer adopts it (on disk) and confirms, or refuses with a reason. Only
+ * then does the proposer serve writes, so the peer never decides a later resync or promotion on a
+ * stale view of who was primary when.
+ */
+export interface PromoteReqMessage { type: 'promoteReq'; id: number; history: { epoch: number; node: string }[] }
+export interface PromoteAckMessage { type: 'promoteAck'; id: number; ok: boolean; reason: string }
+
 export type LinkMessage =
   | HelloMessage | AuthMessage | RefuseMessage
   | WriteMessage | ZeroMessage | WriteAckMessage | NoticeMessage
   | HeartbeatMessage | HeartbeatAckMessage | FlushReqMessage | FlushAckMessage
-  | SyncStartMessage | SyncDataMessage | SyncDoneMessage | StateMessage | SyncZeroMessage;
+  | SyncStartMessage | SyncDataMessage | SyncDoneMessage | StateMessage | SyncZeroMessage
+  | PromoteReqMessage | PromoteAckMessage;
 
 export type LinkMessageType = LinkMessage['type'];
 
@@ -98,6 +108,7 @@ export type LinkMessageType = LinkMessage['type'];
 const typeCodes: Readonly<Record<LinkMessageType, number>> = {
   hello: 1, auth: 2, refuse: 3, write: 4, zero: 5, writeAck: 6, notice: 7,
   heartbeat: 8, heartbeatAck: 9, flushReq: 10, flushAck: 11, syncStart: 12, syncData: 13, syncDone: 14, state: 15, syncZero: 16,
+  promoteReq: 17, promoteAck: 18,
 };
 
 export const linkMessageTypes = Object.keys(typeCodes) as LinkMessageType[];
@@ -128,6 +139,8 @@ const maxBodyBytesByType: Readonly<Record<LinkMessageType, number>> = {
   syncDone: 0,
   state: LINK_MAX_BODY_BYTES,
   syncZero: 16,
+  promoteReq: LINK_MAX_BODY_BYTES,
+  promoteAck: 4 + 1 + 2 + LINK_MAX_STRING_BYTES,
 };
 
 const noticeOps: readonly LinkNoticeOp[] = ['save', 'save-ack', 'clear'];
@@ -186,11 +199,16 @@ function checkFixed(value: Uint8Array, lengthBytes: number, field: string): void
   if (value.length !== lengthBytes) throw new RangeError(`link: ${field} must be ${lengthBytes} bytes, not ${value.length}`);
 }
 
-/** flags u8, history count u16, entries (u64 epoch, string node), two length-prefixed bitmaps. */
+/** An epoch history: count u16, entries (u64 epoch, string node). */
+function historyBytes(history: readonly { node: string }[], field: string): number {
+  let n = 2;
+  for (const e of history) n += 8 + 2 + checkString(e.node, `${field}.node`);
+  return n;
+}
+
+/** flags u8, history, two length-prefixed bitmaps. */
 function stateBodyBytes(msg: StateMessage): number {
-  let n = 1 + 2;
-  for (const e of msg.history) n += 8 + 2 + checkString(e.node, 'state.history.node');
-  return n + 4 + msg.outOfSync.length + 4 + msg.dirty.length;
+  return 1 + historyBytes(msg.history, 'state.history') + 4 + msg.outOfSync.length + 4 + msg.dirty.length;
 }
 
 /** Body bytes before the data of a write or syncData, or the whole body of any other type. */
@@ -202,6 +220,8 @@ function fixedBodyBytes(msg: LinkMessage): number {
     case 'write': return 16;
     case 'syncData': return 8;
     case 'state': return stateBodyBytes(msg);
+    case 'promoteReq': return 4 + historyBytes(msg.history, 'promoteReq.history');
+    case 'promoteAck': return 4 + 1 + 2 + checkString(msg.reason, 'promoteAck.reason');
     default: return maxBodyBytesByType[msg.type];
   }
 }
@@ -342,15 +362,28 @@ function writeFixedBody(b: Buffer, at: number, msg: LinkMessage): void {
     case 'syncZero':
       writeU64(b, msg.lengthBytes, writeU64(b, msg.offsetBytes, at, 'syncZero.offsetBytes'), 'syncZero.lengthBytes');
       return;
+    case 'promoteReq':
+      writeHistory(b, writeU32(b, msg.id, at, 'promoteReq.id'), msg.history, 'promoteReq.history');
+      return;
+    case 'promoteAck':
+      at = writeU32(b, msg.id, at, 'promoteAck.id');
+      b[at] = msg.ok ? 1 : 0;
+      writeString(b, msg.reason, at + 1);
+      return;
   }
 }
 
-function writeStateBody(b: Buffer, at: number, msg: StateMessage): void {
-  if (msg.history.length > 0xffff) throw new RangeError('link: state.history has too many entries');
-  b[at++] = (msg.role === 'primary' ? 1 : 0) | (msg.storeTrusted ? 2 : 0) | (msg.outOfSyncValid ? 4 : 0) | (msg.discardLocal ? 8 : 0);
-  b.writeUInt16BE(msg.history.length, at);
+function writeHistory(b: Buffer, at: number, history: readonly { epoch: number; node: string }[], field: string): number {
+  if (history.length > 0xffff) throw new RangeError(`link: ${field} has too many entries`);
+  b.writeUInt16BE(history.length, at);
   at += 2;
-  for (const e of msg.history) at = writeString(b, e.node, writeU64(b, e.epoch, at, 'state.history.epoch'));
+  for (const e of history) at = writeString(b, e.node, writeU64(b, e.epoch, at, `${field}.epoch`));
+  return at;
+}
+
+function writeStateBody(b: Buffer, at: number, msg: StateMessage): void {
+  b[at++] = (msg.role === 'primary' ? 1 : 0) | (msg.storeTrusted ? 2 : 0) | (msg.outOfSyncValid ? 4 : 0) | (msg.discardLocal ? 8 : 0);
+  at = writeHistory(b, at, msg.history, 'state.history');
   for (const bitmap of [msg.outOfSync, msg.dirty]) {
     at = writeU32(b, bitmap.length, at, 'state bitmap length');
     b.set(bitmap, at);
@@ -444,6 +477,8 @@ function decodeBody(type: LinkMessageType, body: Buffer): LinkMessage {
     case 'syncDone': msg = { type }; break;
     case 'state': msg = decodeState(r); break;
     case 'syncZero': msg = { type, offsetBytes: r.u64(), lengthBytes: r.u64() }; break;
+    case 'promoteReq': msg = { type, id: r.u32(), history: readHistory(r) }; break;
+    case 'promoteAck': msg = { type, id: r.u32(), ok: r.bool(), reason: r.string() }; break;
   }
   r.end();
   return msg;
@@ -452,15 +487,20 @@ function decodeBody(type: LinkMessageType, body: Buffer): LinkMessage {
 function decodeState(r: BodyReader): StateMessage {
   const flags = r.u8();
   if (flags > 15) r.fail(`has flags ${flags}`);
-  const count = r.u16();
-  const history: { epoch: number; node: string }[] = [];
-  for (let i = 0; i < count; i++) history.push({ epoch: r.u64(), node: r.string() });
+  const history = readHistory(r);
   const outOfSync = r.bytes(r.u32());
   const dirty = r.bytes(r.u32());
   return {
     type: 'state', role: (flags & 1) !== 0 ? 'primary' : 'secondary', history,
     storeTrusted: (flags & 2) !== 0, outOfSyncValid: (flags & 4) !== 0, discardLocal: (flags & 8) !== 0, outOfSync, dirty,
   };
+}
+
+function readHistory(r: BodyReader): { epoch: number; node: string }[] {
+  const count = r.u16();
+  const history: { epoch: number; node: string }[] = [];
+  for (let i = 0; i < count; i++) history.push({ epoch: r.u64(), node: r.string() });
+  return history;
 }
 
 function decodeHello(r: BodyReader): HelloMessage {

@@ -34,6 +34,11 @@ export interface PersistedState {
   outOfSync: Uint8Array | null;
   /** Split brain resolved against this node: it is the target of the next resync. */
   discardLocal: boolean;
+  /**
+   * The highest epoch this node ever proposed to its peer in a promote request (0: none). The peer
+   * may have adopted it although the request then failed, so it is never proposed or taken again.
+   */
+  proposedEpoch: number;
 }
 
 export type FlushPolicy = 'memory' | 'disk';
@@ -52,6 +57,8 @@ export type ReplicaAction =
   | { kind: 'persist'; token: number; state: PersistedState }
   /** Read this span for the initial sync (cache-aware), then call syncChunkRead. */
   | { kind: 'sync-read'; offsetBytes: number; lengthBytes: number; resyncId: number }
+  /** A promote that waited for the peer's confirmation has ended (error null: now primary). */
+  | { kind: 'promote-done'; requestId: number; error: string | null }
   | { kind: 'log'; level: 'info' | 'warn' | 'error'; msg: string; fields?: Record<string, unknown> };
 
 export type { LinkMessage };

@@ -28,7 +28,7 @@ export type SyncDecision =
   | { kind: 'split-brain'; reason: string };
 
 export function decideSync(me: SideState, peer: SideState): SyncDecision {
-  const relation = compareHistories(me.history, peer.history);
+  const relation = compareHistories(me.history, peer.history, { me: me.node, peer: peer.node });
   if (me.discardLocal !== peer.discardLocal) {
     // An operator resolved a split brain (or forced a side): the discarding side is the target of
     // a resync of every track either side changed.
@@ -68,7 +68,11 @@ export class ResyncPlan {
   issuedBytes = 0;
   sentBytes = 0;
   readsInFlight = 0;
+  /** Reads again no sooner than this (after a failed read). */
+  retryAtMs = 0;
   private cursorTrack = 0;
+  /** Chunks whose read failed, read again before any new one. */
+  private readonly retries: { offsetBytes: number; lengthBytes: number }[] = [];
 
   constructor(
     private readonly tracks: TrackBitmap,
@@ -90,6 +94,8 @@ export class ResyncPlan {
 
   /** The next span to read and send, or null when every track has been issued. */
   nextChunk(): { offsetBytes: number; lengthBytes: number } | null {
+    const retry = this.retries.shift();
+    if (retry !== undefined) return retry;
     const count = this.tracks.trackCount;
     while (this.cursorTrack < count && !this.tracks.has(this.cursorTrack)) this.cursorTrack++;
     if (this.cursorTrack >= count) return null;
@@ -101,6 +107,12 @@ export class ResyncPlan {
     }
     this.issuedBytes += lengthBytes;
     return { offsetBytes: first * this.trackSizeBytes, lengthBytes };
+  }
+
+  /** A chunk whose read failed: issued again (counted once) from `atMs` on. */
+  retry(chunk: { offsetBytes: number; lengthBytes: number }, atMs: number): void {
+    this.retries.push(chunk);
+    this.retryAtMs = atMs;
   }
 
   get finished(): boolean {

@@ -4,6 +4,7 @@
 // old or the new metadata, never a torn one.
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { z } from 'zod';
 import type { PersistedState } from '../core/replica-types.js';
 
 const FORMAT_VERSION = 1;
@@ -14,18 +15,26 @@ export interface VolumeIdentity {
   trackSizeBytes: number;
 }
 
-interface MetadataFile extends VolumeIdentity {
-  formatVersion: number;
-  node: string;
-  history: { epoch: number; node: string }[];
-  role: 'primary' | 'secondary';
-  cleanShutdown: boolean;
-  diverging: boolean;
-  storeTrusted: boolean;
-  resyncIncomplete?: boolean;
-  outOfSync: string | null;
-  discardLocal: boolean;
-}
+/** The file's shape, checked on load: a hand-edited or damaged file gets a clear error. */
+const metadataFileSchema = z.object({
+  formatVersion: z.number(),
+  volume: z.string(),
+  sizeBytes: z.number(),
+  trackSizeBytes: z.number(),
+  node: z.string(),
+  history: z.array(z.object({ epoch: z.number().int().nonnegative(), node: z.string() })),
+  role: z.enum(['primary', 'secondary']),
+  cleanShutdown: z.boolean(),
+  diverging: z.boolean(),
+  storeTrusted: z.boolean(),
+  resyncIncomplete: z.boolean().optional(),
+  outOfSync: z.string().nullable(),
+  discardLocal: z.boolean(),
+  // Absent in files written before promotions were confirmed by the peer.
+  proposedEpoch: z.number().int().nonnegative().optional(),
+});
+
+type MetadataFile = z.infer<typeof metadataFileSchema>;
 
 export class MetadataError extends Error {
   override readonly name = 'MetadataError';
@@ -45,16 +54,23 @@ export class MetadataFileStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw new MetadataError(`metadata ${this.filePath}: ${(err as Error).message}`);
     }
-    let data: MetadataFile;
+    let json: unknown;
     try {
-      data = JSON.parse(text) as MetadataFile;
+      json = JSON.parse(text);
     } catch {
       throw new MetadataError(`metadata ${this.filePath} is not valid JSON (move it away to start this store as new)`);
     }
+    const parsed = metadataFileSchema.safeParse(json);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw new MetadataError(`metadata ${this.filePath}: ${issue.path.join('.') || 'file'}: ${issue.message} (move it away to start this store as new)`);
+    }
+    const data = parsed.data;
     this.checkIdentity(data);
     return {
       history: data.history, role: data.role, cleanShutdown: data.cleanShutdown, diverging: data.diverging,
       storeTrusted: data.storeTrusted === true, resyncIncomplete: data.resyncIncomplete === true, outOfSync: data.outOfSync === null ? null : Uint8Array.from(Buffer.from(data.outOfSync, 'base64')), discardLocal: data.discardLocal,
+      proposedEpoch: data.proposedEpoch ?? 0,
     };
   }
 
@@ -83,6 +99,7 @@ export class MetadataFileStore {
       formatVersion: FORMAT_VERSION, ...this.identity, node: this.node,
       history: state.history, role: state.role, cleanShutdown: state.cleanShutdown, diverging: state.diverging,
       storeTrusted: state.storeTrusted, resyncIncomplete: state.resyncIncomplete, outOfSync: state.outOfSync === null ? null : Buffer.from(state.outOfSync).toString('base64'), discardLocal: state.discardLocal,
+      proposedEpoch: state.proposedEpoch,
     };
     const tmp = `${this.filePath}.tmp`;
     const handle = await fs.open(tmp, 'w');

@@ -52,6 +52,8 @@ const PRESSURE_FRACTION = 0.5;
 const STORE_RETRY_MS = 1000;
 const SYNC_CHUNK_BYTES = 1024 * 1024;
 const SYNC_WINDOW_CHUNKS = 4;
+/** How long a connected promote waits for the peer to confirm (it persists, then answers). */
+const PROMOTE_CONFIRM_TIMEOUT_MS = 5000;
 
 export interface VolumeStats extends CacheStats {
   waitingWrites: number;
@@ -73,6 +75,8 @@ export class Volume implements NbdExport {
   private readonly now: () => number;
   private readonly pending = new Map<number, Pending>();
   private nextReqId = 1;
+  /** Promotions waiting for the peer's confirmation: request id → resolve(error or null). */
+  private readonly promotions = new Map<number, (error: string | null) => void>();
   private receivingPaused = false;
   private persistChain: Promise<void> = Promise.resolve();
   /** Data of peer messages passed to the core and not yet known to be applied. */
@@ -252,10 +256,14 @@ export class Volume implements NbdExport {
         return;
       case 'sync-read':
         this.readAligned(action.offsetBytes, action.lengthBytes, (bytes) => this.core.syncChunkRead(action.offsetBytes, bytes, this.now(), action.resyncId))
-          .then(() => this.run(() => undefined), (err: Error) => this.run(() => this.core.syncChunkFailed(err.message)));
+          .then(() => this.run(() => undefined), (err: Error) => this.run((now) => this.core.syncChunkFailed(action.offsetBytes, action.lengthBytes, err.message, now, action.resyncId)));
         return;
       case 'log':
         this.log(action.level, action.msg, action.fields);
+        return;
+      case 'promote-done':
+        this.promotions.get(action.requestId)?.(action.error);
+        this.promotions.delete(action.requestId);
         return;
       case 'persist':
         this.persistChain = this.persistChain.then(() => this.opts.metadata?.save(action.state)).then(
@@ -329,27 +337,41 @@ export class Volume implements NbdExport {
 
   /** Promote to primary; resolves once the new epoch is on disk (before any write is served). */
   async promote(force: boolean): Promise<{ epoch: number }> {
-    let result: ReturnType<ReplicaCore['promote']> = { ok: false, error: 'not run' };
-    this.run((now) => { result = this.core.promote(force, now); });
+    const requestId = this.nextReqId++;
+    const result = this.roleChange((now) => this.core.promote(force, now, requestId));
     if (!result.ok) throw new RoleChangeError(result.error);
+    if (result.pending) {
+      // Connected: the peer confirms first (two-phase, src/core/replica.ts). A link loss ends the
+      // wait at once; a peer whose disk hangs does not answer, so the wait is bounded too.
+      const confirmed = new Promise<string | null>((resolve) => this.promotions.set(requestId, resolve));
+      const timer = setTimeout(() => this.run(() => this.core.cancelPromotion(`peer did not confirm the promotion within ${PROMOTE_CONFIRM_TIMEOUT_MS} ms`)), PROMOTE_CONFIRM_TIMEOUT_MS);
+      const error = await confirmed.finally(() => clearTimeout(timer));
+      if (error !== null) throw new RoleChangeError(error);
+    }
     await this.persistChain;
     return { epoch: this.core.epoch };
   }
 
   /** Demote to secondary: new writes get EPERM; resolves once in-flight writes have completed. */
   async demote(): Promise<{ epoch: number }> {
-    let result: ReturnType<ReplicaCore['demote']> = { ok: false, error: 'not run' };
-    this.run(() => { result = this.core.demote(); });
+    const result = this.roleChange(() => this.core.demote());
     if (!result.ok) throw new RoleChangeError(result.error);
     while (!this.core.writesDrained) await new Promise((resolve) => setTimeout(resolve, 5));
     await this.persistChain;
     return { epoch: this.core.epoch };
   }
 
+  /** Runs a role change in the core and returns its verdict (a stopped node refuses). */
+  private roleChange<T>(change: (nowMs: number) => T): T {
+    if (this.abandoned) throw new RoleChangeError('the node has stopped');
+    const verdicts: T[] = [];
+    this.run((now) => { verdicts.push(change(now)); });
+    return verdicts[0]!;
+  }
+
   /** Split brain: discard this node's changes; it becomes the target of a resync. */
   async resolveDiscardLocal(): Promise<void> {
-    let result: ReturnType<ReplicaCore['resolveDiscardLocal']> = { ok: false, error: 'not run' };
-    this.run((now) => { result = this.core.resolveDiscardLocal(now); });
+    const result = this.roleChange((now) => this.core.resolveDiscardLocal(now));
     if (!result.ok) throw new RoleChangeError(result.error);
     await this.persistChain;
   }

@@ -17,6 +17,8 @@ export class MemoryStore implements Store {
   synced: Buffer;
   writes = 0;
   failWrites = false;
+  /** The next this-many reads fail with EIO. */
+  failReads = 0;
   /** While set, store writes wait for it: proves an ack did not wait for any disk. */
   gate: Promise<void> | null = null;
   /** Bumped by a crash: writes issued before it never land. */
@@ -28,6 +30,10 @@ export class MemoryStore implements Store {
   }
 
   async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    if (this.failReads > 0) {
+      this.failReads--;
+      throw new Error('injected read failure');
+    }
     return Buffer.from(this.bytes.subarray(offsetBytes, offsetBytes + lengthBytes));
   }
 
@@ -69,6 +75,9 @@ export interface NodeOptions {
   flush?: FlushPolicy;
   storeDelayMs?: number;
   maxDirtyAgeMs?: number;
+  /** Hardening by range threshold and destage scan (default 2 tracks, every 50 ms). */
+  rangeDirtyThresholdTracks?: number;
+  destageIntervalMs?: number;
 }
 
 /** One node: a store and metadata that outlive the process, and the running Volume. */
@@ -90,7 +99,10 @@ export class MemoryNode {
     return new Volume({
       node: this.name, name: 'v', description: this.name, sizeBytes: this.store.sizeBytes, trackSizeBytes: 64 * KiB,
       cacheBytes: this.opts.cacheBytes ?? 1 * MiB, rangeTracks: 4,
-      hardening: { maxDirtyAgeMs: this.opts.maxDirtyAgeMs ?? 200, destageIntervalMs: 50, rangeDirtyThresholdTracks: 2 },
+      hardening: {
+        maxDirtyAgeMs: this.opts.maxDirtyAgeMs ?? 200, destageIntervalMs: this.opts.destageIntervalMs ?? 50,
+        rangeDirtyThresholdTracks: this.opts.rangeDirtyThresholdTracks ?? 2,
+      },
       store: this.store,
       metadata: {
         persisted: this.persisted,

@@ -1,0 +1,530 @@
+// The replica core, part two: the link half of one node's state machine — the state exchange at
+// link-up, the peer's messages in link order, the resync (as source and as target) and the
+// persisted state. replica-base.ts is the cache half; replica.ts adds roles (promote, demote,
+// resolve) and shutdown, and carries the theory of operation. Split along these seams only to keep
+// each file readable; together they are one pure, synchronous state machine.
+import { TrackBitmap } from './bitmap.js';
+import { isAllZero } from './zero.js';
+import { compareHistories, currentEpoch, nextEpoch, type EpochEntry } from './epochs.js';
+import { ReplicaBase, type ReplicaSettings } from './replica-base.js';
+import type { LinkMessage, PersistedState, Role } from './replica-types.js';
+import { decideSync, ResyncPlan, resyncTracks, type SideState } from './resync.js';
+
+type PromoteReq = Extract<LinkMessage, { type: 'promoteReq' }>;
+type PromoteAck = Extract<LinkMessage, { type: 'promoteAck' }>;
+
+export abstract class ReplicaLink extends ReplicaBase {
+  /** The resync this node is sending (as source), or null. */
+  protected resync: ResyncPlan | null = null;
+  private resyncFull = false;
+  /** This node is the target of a resync (decided, or syncStart received) not yet done. */
+  protected receivingResync = false;
+  /**
+   * A resync into this node started and has not finished, across link drops and restarts
+   * (persisted): its store is a mix of old and new tracks, so promote refuses without --force.
+   */
+  protected resyncIncomplete: boolean;
+  protected lastPersistToken = -1;
+  /** The peer's latest state message (link-up exchange, role changes). */
+  protected peerView: Extract<LinkMessage, { type: 'state' }> | null = null;
+  /** Who was primary when (persisted): decides the sync source, detects split brain. */
+  protected history: EpochEntry[];
+  /** Every hardened write is known to the peer or listed in outOfSync. */
+  protected storeTrusted: boolean;
+  /** outOfSync is complete (no crash since it was collected). */
+  private outOfSyncValid: boolean;
+  protected discardLocal: boolean;
+  private divergingToken = -1;
+  private syncReceivedBytes = 0;
+  /** Persisted: the highest epoch ever proposed to (or adopted from) the peer; never taken again. */
+  protected proposedEpoch: number;
+  private syncTotalBytes = 0;
+  private linkWritable = true;
+
+  /**
+   * `persisted` is the node's metadata from its last run, or null for a fresh store. A node that
+   * crashed comes back secondary (its peer may have been promoted meanwhile); one that shut down
+   * cleanly as primary, or a standalone node, comes back primary in a new epoch.
+   */
+  constructor(settings: ReplicaSettings, nowMs: number, persisted: PersistedState | null = null) {
+    super(settings, nowMs, startupRole(settings, persisted));
+    this.history = persisted === null ? [] : [...persisted.history];
+    this.discardLocal = persisted?.discardLocal ?? false;
+    this.storeTrusted = persisted !== null && persisted.storeTrusted && (persisted.cleanShutdown || !persisted.diverging) && !this.discardLocal;
+    this.outOfSyncValid = persisted?.cleanShutdown === true;
+    if (persisted?.cleanShutdown && persisted.outOfSync !== null) {
+      const saved = TrackBitmap.fromBytes(this.cache.trackCount, persisted.outOfSync);
+      for (let t = 0; t < saved.trackCount; t++) if (saved.has(t)) this.outOfSync.set(t);
+    }
+    this.diverging = persisted?.diverging ?? false;
+    this.resyncIncomplete = persisted?.resyncIncomplete ?? false;
+    this.proposedEpoch = persisted?.proposedEpoch ?? 0;
+    if (this.role === 'primary') this.history.push(this.newEpochEntry());
+    if (this.role === 'primary' && settings.mirrored) this.diverging = true;
+    this.persist();
+    if (persisted !== null && !persisted.cleanShutdown && settings.mirrored) {
+      this.emit({ kind: 'log', level: 'warn', msg: 'restarted after a crash: coming up secondary', fields: { storeTrusted: this.storeTrusted, epoch: currentEpoch(this.history) } });
+    }
+  }
+
+
+  // ================================================================ link and state exchange
+
+  /**
+   * The link is up and authenticated. Each side announces its state (seed: the returning node
+   * "asks for a data update"); nothing is mirrored until both have decided who is the source.
+   * Both records restart from what each side now holds only in RAM.
+   */
+  linkEstablished(nowMs: number): void {
+    this.linkIsUp = true;
+    this.linkWritable = true;
+    this.peerView = null;
+    this.record.reset();
+    this.resetNotifier();
+    if (this.peerState !== 'split-brain') this.peerState = this.role === 'primary' ? 'degraded' : 'connecting';
+    // The state goes first on the new stream; the peer marks our dirty tracks when it reads it,
+    // and our mirror marks them at the same point (notices it may start come after the state).
+    this.sendState();
+    this.notifyMarked(this.cache.dirtyTracks(), nowMs);
+  }
+
+  /**
+   * Cycles in progress die with the link, and so do their destage waits: a wait left over from the
+   * old link would otherwise end the new link's cycle of the same range before its tracks are
+   * hardened (found by the simulator, seed 570: a CLEAR for a range still holding sync data).
+   */
+  private resetNotifier(): void {
+    this.notifier.reset();
+    this.cycleGeneration++;
+    this.pendingDurable.ranges = [];
+    for (const [waiterId, purpose] of this.waiterPurposes) {
+      if ('op' in purpose) continue;
+      this.waiterPurposes.delete(waiterId);
+      this.hardener.removeWaiter(waiterId);
+    }
+  }
+
+  protected sendState(): void {
+    const dirty = new TrackBitmap(this.cache.trackCount);
+    for (const t of this.cache.dirtyTracks()) dirty.set(t);
+    this.send({
+      type: 'state', role: this.role, history: [...this.history], storeTrusted: this.storeTrusted,
+      outOfSyncValid: this.outOfSyncValid, discardLocal: this.discardLocal,
+      outOfSync: this.outOfSync.toBytes(), dirty: dirty.toBytes(),
+    });
+  }
+
+  private onPeerState(msg: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void {
+    const first = this.peerView === null;
+    this.peerView = msg;
+    if (first) {
+      const dirty = TrackBitmap.fromBytes(this.cache.trackCount, msg.dirty);
+      for (let t = 0; t < dirty.trackCount; t++) if (dirty.has(t)) this.record.mark(t);
+    }
+    // In sync with the same history (a demote, say): nothing to decide, only the role changed.
+    if (this.peerState === 'in-sync' && compareHistories(this.history, msg.history) === 'equal') return;
+    this.decide(nowMs);
+  }
+
+  /** Picks source, target or split brain from both sides' states (src/core/resync.ts). */
+  protected decide(nowMs: number): void {
+    const peer = this.peerView;
+    if (peer === null || !this.linkIsUp || this.resync !== null || this.receivingResync) return;
+    const decision = decideSync(this.sideState(), { ...peer, node: this.peerName });
+    if (decision.kind === 'split-brain') {
+      if (this.peerState !== 'split-brain') this.emit({ kind: 'log', level: 'error', msg: 'split brain: refusing to mirror; resolve with `twinblock resolve --discard-local` on the side to overwrite', fields: { reason: decision.reason } });
+      this.peerState = 'split-brain';
+      return;
+    }
+    if (decision.kind === 'target') {
+      this.receivingResync = true;
+      this.markResyncIncomplete();
+      if (this.peerState === 'split-brain') this.peerState = 'connecting';
+      if (this.role === 'primary') {
+        // Nothing of ours was mirrored yet on this link (no decision had been made), so no
+        // write of ours is in flight to a peer that would ignore it.
+        this.emit({ kind: 'log', level: 'warn', msg: 'peer holds newer data: this node steps down to secondary', fields: { peer: this.peerName } });
+        this.setRole('secondary');
+        this.persist();
+      }
+      return;
+    }
+    this.startResync(decision.full, decision.reason, peer, nowMs);
+  }
+
+  /** The peer's role as it last announced it (null before its state arrives). */
+  get peerRole(): Role | null {
+    return this.peerView?.role ?? null;
+  }
+
+  private sideState(): SideState {
+    return { node: this.settings.node, history: this.history, storeTrusted: this.storeTrusted, outOfSyncValid: this.outOfSyncValid, discardLocal: this.discardLocal };
+  }
+
+  protected get peerName(): string {
+    return this.settings.peer ?? 'peer';
+  }
+
+  private startResync(full: boolean, reason: string, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void {
+    const { volumeSizeBytes, trackSizeBytes } = this.settings.geometry;
+    const theirs = peer.outOfSyncValid ? TrackBitmap.fromBytes(this.cache.trackCount, peer.outOfSync) : null;
+    const tracks = resyncTracks(this.cache.trackCount, full, this.outOfSync, theirs);
+    this.resync = new ResyncPlan(tracks, trackSizeBytes, volumeSizeBytes, this.settings.syncChunkBytes, nowMs, this.nextId++);
+    this.resyncFull = full;
+    this.peerState = 'resyncing';
+    this.send({ type: 'syncStart', totalBytes: this.resync.totalBytes });
+    this.emit({ kind: 'log', level: full ? 'warn' : 'info', msg: full ? 'full resync of the peer started' : 'resync of the out-of-sync tracks started', fields: { tracks: this.resync.trackCount, bytes: this.resync.totalBytes, reason } });
+    this.pumpSync(nowMs);
+    this.finishResyncIfDone(nowMs);
+  }
+
+  /** The link dropped (reset, heartbeat timeout). */
+  linkDown(nowMs: number): void {
+    this.linkIsUp = false;
+    // Messages of the dead link still held back by a full cache must not be applied once a new
+    // link has reset both sides' records (found by the simulator, seed 7). Dropping them is safe:
+    // none was acknowledged, so the peer counts their tracks as out-of-sync and resends them.
+    this.inbound.length = 0;
+    this.inboundAppliedBytes = 0;
+    this.updateBlockedWriters();
+    this.outNotices = null;
+    this.resetNotifier();
+    this.resync = null;
+    this.receivingResync = false;
+    this.peerView = null;
+    this.abandonPromotion();
+    this.cache.releaseAllHolds();
+    if (this.peerState === 'standalone') return;
+    if (this.peerState !== 'split-brain') this.peerState = this.role === 'primary' ? 'degraded' : 'connecting';
+    // The peer may have lost whatever it held only in RAM: those tracks need resending.
+    const united = this.record.united();
+    for (let t = 0; t < united.trackCount; t++) if (united.has(t)) this.outOfSync.set(t);
+    if (this.role === 'primary') this.markDiverging();
+    // Writes the peer never acknowledged now complete under the degraded policy — but only on a
+    // primary: a node demoted meanwhile is no longer the authority, and the new primary may never
+    // see these bytes, so they fail with EIO (found by the simulator, seed 474).
+    const unacked = [...this.pendingAcks.values()];
+    this.pendingAcks.clear();
+    if (this.role !== 'primary' && unacked.length > 0) {
+      // Those bytes will be hardened here although the new primary may lack them and no bitmap
+      // may say so after a crash: this store is no longer trusted for a delta, on disk first
+      // (simulator, seed 2529).
+      this.storeTrusted = false;
+      this.persist();
+      this.untrustToken = this.lastPersistToken;
+    }
+    for (const piece of unacked) {
+      if (this.role !== 'primary') piece.write.errno = 'EIO';
+      this.pieceDone(piece);
+    }
+    // A FLUSH or FUA still waiting for the peer: on a primary the local part alone decides
+    // (degraded); a node demoted meanwhile fails it, as it fails its unacknowledged writes above
+    // (found by the simulator, seed 2610: a demoted node's FUA answered ok, then overwritten by
+    // the resync from the new primary that had crashed before hardening it).
+    for (const [id, op] of this.ops) if (op.remotePending) this.opPartDone(id, 'remote', this.role === 'primary' ? null : 'EIO');
+    this.pump(nowMs);
+  }
+
+  /** The shell's link send buffer crossed its high-water mark (false) or drained (true). */
+  setLinkWritable(writable: boolean, nowMs: number): void {
+    this.linkWritable = writable;
+    if (writable) this.pumpSync(nowMs);
+  }
+
+  /** A message from the authenticated peer, in link order. */
+  linkMessage(msg: LinkMessage, nowMs: number): void {
+    if (this.inbound.length > 0 || !this.processInbound(msg, nowMs)) this.inbound.push(msg);
+    this.updateBlockedWriters();
+    this.pump(nowMs);
+  }
+
+  /** Is the inbound stream held back by a full cache? The shell pauses the socket meanwhile. */
+  get inboundBlocked(): boolean {
+    return this.inbound.length > 0;
+  }
+
+  protected drainInbound(nowMs: number): void {
+    while (this.inbound.length > 0 && this.processInbound(this.inbound[0]!, nowMs)) this.inbound.shift();
+    this.updateBlockedWriters();
+  }
+
+  /** Applies one message; false when it must wait for cache room (it keeps its place). */
+  private processInbound(msg: LinkMessage, nowMs: number): boolean {
+    switch (msg.type) {
+      case 'write':
+      case 'zero':
+      case 'syncData':
+      case 'syncZero':
+        return this.applyPeerData(msg, nowMs);
+      case 'writeAck': {
+        const piece = this.pendingAcks.get(msg.seq);
+        this.pendingAcks.delete(msg.seq);
+        if (piece) {
+          this.cache.releaseHardening(this.cache.tracksOf(piece.offsetBytes, piece.lengthBytes));
+          this.pieceDone(piece);
+        }
+        return true;
+      }
+      case 'notice':
+        this.handleNotice(msg.op, msg.ranges);
+        return true;
+      case 'flushReq': {
+        const tracks = msg.lengthBytes === 0 ? null : this.cache.tracksOf(msg.offsetBytes, msg.lengthBytes);
+        this.startOp({ flushAck: msg.id }, { seq: this.cache.sequence, tracks }, null);
+        return true;
+      }
+      case 'flushAck':
+        if (this.ops.get(msg.id)?.remotePending) this.opPartDone(msg.id, 'remote', msg.ok ? null : 'EIO');
+        return true;
+      case 'state':
+        this.onPeerState(msg, nowMs);
+        return true;
+      case 'promoteReq':
+        this.onPromoteRequest(msg);
+        return true;
+      case 'promoteAck':
+        this.onPromoteAck(msg, nowMs);
+        return true;
+      case 'syncStart':
+        if (this.role === 'primary') return true; // a forced promotion abandoned this resync
+        this.receivingResync = true;
+        this.markResyncIncomplete();
+        this.peerState = 'resyncing';
+        this.syncReceivedBytes = 0;
+        this.syncTotalBytes = msg.totalBytes;
+        this.emit({ kind: 'log', level: 'info', msg: 'resync from the peer started', fields: { bytes: msg.totalBytes } });
+        return true;
+      case 'syncDone':
+        // Only the end of a resync we are still receiving: after a forced promotion the stream's
+        // tail must not bring back the old epoch history (found by the simulator, seed 577).
+        if (this.receivingResync && this.role === 'secondary') this.resyncReceived();
+        return true;
+      default:
+        return true; // handshake and heartbeat messages belong to the link layer
+    }
+  }
+
+  /** Step 66 on the secondary: cache the peer's bytes, mark the record, ack writes. */
+  private applyPeerData(msg: Extract<LinkMessage, { type: 'write' | 'zero' | 'syncData' | 'syncZero' }>, nowMs: number): boolean {
+    if (this.role !== 'secondary') {
+      this.emit({ kind: 'log', level: 'error', msg: 'primary received volume data from its peer: ignored', fields: { type: msg.type } });
+      return true;
+    }
+    const lengthBytes = msg.type === 'zero' || msg.type === 'syncZero' ? msg.lengthBytes : msg.data.length;
+    const data = msg.type === 'zero' || msg.type === 'syncZero' ? null : msg.data;
+    // A write larger than half our cache goes in as pieces while room allows (our cache may be
+    // smaller than the primary's); the message keeps its place until all of it is in.
+    for (const [off, len] of this.splitPieces(msg.offsetBytes + this.inboundAppliedBytes, lengthBytes - this.inboundAppliedBytes)) {
+      const rel = off - msg.offsetBytes;
+      if (!this.applyLocal(off, len, data === null ? null : data.subarray(rel, rel + len), nowMs)) return false;
+      this.inboundAppliedBytes += len;
+      // Step 66 per piece: if the link drops before the last piece, the applied ones are marked
+      // (simulator, seed 3330).
+      for (const t of this.cache.tracksOf(off, len)) this.record.mark(t);
+    }
+    this.inboundAppliedBytes = 0;
+    if (msg.type === 'syncData' || msg.type === 'syncZero') {
+      this.syncReceivedBytes += lengthBytes;
+      this.counters.syncBytesReceived += lengthBytes;
+    } else {
+      this.counters.writes++;
+      this.counters.writtenBytes += lengthBytes;
+      this.send({ type: 'writeAck', seq: msg.seq });
+    }
+    const tracks = this.cache.tracksOf(msg.offsetBytes, lengthBytes);
+    for (const t of tracks) this.record.mark(t); // step 66
+    this.notifyMarked(tracks, nowMs);
+    return true;
+  }
+
+  /** The target's side of syncDone: its store now matches the source; adopt its epoch history. */
+  private markResyncIncomplete(): void {
+    if (this.resyncIncomplete) return;
+    this.resyncIncomplete = true;
+    this.persist();
+  }
+
+  private resyncReceived(): void {
+    this.receivingResync = false;
+    this.resyncIncomplete = false;
+    this.peerState = 'in-sync';
+    if (this.peerView !== null) this.history = [...this.peerView.history];
+    this.storeTrusted = true;
+    this.discardLocal = false;
+    this.outOfSyncValid = true;
+    this.outOfSync.clearSpan(0, this.outOfSync.trackCount);
+    this.diverging = false;
+    this.persist();
+    this.emit({ kind: 'log', level: 'info', msg: 'resync complete: in-sync', fields: { bytes: this.syncReceivedBytes } });
+  }
+
+  // ================================================================ resync (source)
+
+  protected pumpSync(nowMs: number): void {
+    const plan = this.resync;
+    if (plan === null || !this.linkWritable || nowMs < plan.retryAtMs) return;
+    const { syncChunkBytes, syncWindowChunks, syncRateBytesPerSec } = this.settings;
+    const allowedBytes = syncRateBytesPerSec * Math.max(0, nowMs - plan.startMs) / 1000 + syncChunkBytes * syncWindowChunks;
+    while (plan.readsInFlight < syncWindowChunks && plan.issuedBytes < allowedBytes) {
+      const chunk = plan.nextChunk();
+      if (chunk === null) break;
+      plan.readsInFlight++;
+      this.emit({ kind: 'sync-read', offsetBytes: chunk.offsetBytes, lengthBytes: chunk.lengthBytes, resyncId: plan.id });
+    }
+  }
+
+  /**
+   * The shell read a resync chunk (cache overlaid on store). It must call this in the same
+   * synchronous step as the cache's finishRead: the chunk then reflects every write applied so
+   * far, and every later write follows it on the ordered link.
+   */
+  syncChunkRead(offsetBytes: number, data: Uint8Array, nowMs: number, resyncId?: number): void {
+    const plan = this.resync;
+    if (plan === null || this.peerState !== 'resyncing') return; // the link dropped meanwhile
+    // A read issued by an earlier resync (before a link loss) must not count for this one
+    // (simulator, seed 679: a chunk counted twice and the last one never sent).
+    if (resyncId !== undefined && resyncId !== plan.id) return;
+    plan.readsInFlight--;
+    // Sparse volumes are mostly zeros: a zero chunk crosses the link as its extent only.
+    this.send(isAllZero(data) ? { type: 'syncZero', offsetBytes, lengthBytes: data.length } : { type: 'syncData', offsetBytes, data });
+    this.markSentToPeer(this.cache.tracksOf(offsetBytes, data.length), nowMs);
+    plan.sentBytes += data.length;
+    this.counters.syncBytesSent += data.length;
+    this.pumpSync(nowMs);
+    this.finishResyncIfDone(nowMs);
+  }
+
+  private finishResyncIfDone(nowMs: number): void {
+    const plan = this.resync;
+    if (plan === null || !plan.finished || plan.issuedBytes < plan.totalBytes) return;
+    this.send({ type: 'syncDone' });
+    this.resync = null;
+    this.peerState = 'in-sync';
+    this.outOfSync.clearSpan(0, this.outOfSync.trackCount);
+    this.outOfSyncValid = true;
+    // The source's store is the reference the peer now matches (a fresh primary's included).
+    this.storeTrusted = true;
+    this.diverging = false;
+    this.persist();
+    this.emit({ kind: 'log', level: 'info', msg: 'resync complete: in-sync', fields: { bytes: plan.sentBytes, full: this.resyncFull, ms: nowMs - plan.startMs } });
+  }
+
+  /**
+   * A resync read failed (the store said EIO, say). The chunk goes back to the front of the plan
+   * and the resync pauses for storeRetryMs, then reads it again: a transient error costs a pause,
+   * never a resync stuck until the next link-up; a lasting one keeps saying so in the log.
+   */
+  syncChunkFailed(offsetBytes: number, lengthBytes: number, message: string, nowMs: number, resyncId?: number): void {
+    const plan = this.resync;
+    if (plan === null || (resyncId !== undefined && resyncId !== plan.id)) return;
+    plan.readsInFlight--;
+    plan.retry({ offsetBytes, lengthBytes }, nowMs + this.settings.storeRetryMs);
+    this.emit({ kind: 'log', level: 'error', msg: 'resync read failed: retrying', fields: { offsetBytes, lengthBytes, error: message, retryInMs: this.settings.storeRetryMs } });
+  }
+
+  syncStatus(nowMs: number): { totalBytes: number; doneBytes: number; tracksLeft: number; rateBytesPerSec: number; etaSeconds: number | null; full: boolean } | null {
+    const track = this.settings.geometry.trackSizeBytes;
+    if (this.resync !== null) {
+      const plan = this.resync;
+      const elapsedSec = Math.max(0.001, (nowMs - plan.startMs) / 1000);
+      // The first window of chunks goes out at once: leave it out of the rate, or early ETAs lie.
+      const burstBytes = this.settings.syncChunkBytes * this.settings.syncWindowChunks;
+      const rate = Math.max(0, plan.sentBytes - burstBytes) / elapsedSec;
+      const left = plan.totalBytes - plan.sentBytes;
+      return {
+        totalBytes: plan.totalBytes, doneBytes: plan.sentBytes, tracksLeft: Math.ceil(left / track), rateBytesPerSec: Math.round(rate),
+        etaSeconds: rate > 0 ? Math.ceil(left / rate) : null, full: this.resyncFull,
+      };
+    }
+    if (this.receivingResync && this.peerState === 'resyncing') {
+      const left = this.syncTotalBytes - this.syncReceivedBytes;
+      return { totalBytes: this.syncTotalBytes, doneBytes: this.syncReceivedBytes, tracksLeft: Math.ceil(left / track), rateBytesPerSec: 0, etaSeconds: null, full: false };
+    }
+    return null;
+  }
+
+  // ================================================================ persisted state
+
+  /**
+   * A primary without its peer hardens writes the peer lacks. Before the first such harden, the
+   * fact must be on disk: after a crash it tells the pair this store cannot be trusted for a delta.
+   */
+  private markDiverging(): void {
+    if (this.diverging || !this.settings.mirrored) return;
+    this.diverging = true;
+    // A new data generation (as DRBD does): if the peer is promoted meanwhile, the two histories
+    // diverge and the pair sees a split brain instead of silently dropping these writes.
+    this.history.push(this.newEpochEntry());
+    this.persist();
+  }
+
+  /** The entry of a new epoch of ours: past every epoch we know of or ever proposed. */
+  protected newEpochEntry(): EpochEntry {
+    return { epoch: Math.max(nextEpoch(this.history), this.proposedEpoch + 1), node: this.settings.node };
+  }
+
+  protected persist(): void {
+    const token = this.nextId++;
+    this.lastPersistToken = token;
+    if (this.diverging && !this.divergingDurable) this.divergingToken = token;
+    if (!this.diverging) this.divergingDurable = false;
+    this.emit({ kind: 'persist', token, state: this.persistedState(false) });
+  }
+
+  /** The shell wrote the metadata of persist action `token` durably. */
+  persistDone(token: number, nowMs: number): void {
+    this.onPersisted(token);
+    if (token === this.untrustToken) {
+      this.untrustToken = null;
+      this.pump(nowMs);
+    }
+    if (token === this.divergingToken) {
+      this.divergingDurable = true;
+      this.pump(nowMs);
+    }
+  }
+
+  /** What goes in the metadata file; `cleanShutdown` only from the shell's final write. */
+  persistedState(cleanShutdown: boolean): PersistedState {
+    const outOfSync = new TrackBitmap(this.cache.trackCount);
+    for (let t = 0; t < this.cache.trackCount; t++) if (this.outOfSync.has(t) || (cleanShutdown && this.record.isUnited(t))) outOfSync.set(t);
+    return {
+      history: [...this.history], role: this.role, cleanShutdown, diverging: this.diverging,
+      storeTrusted: this.storeTrusted, resyncIncomplete: this.resyncIncomplete, outOfSync: outOfSync.toBytes(), discardLocal: this.discardLocal,
+      proposedEpoch: this.proposedEpoch,
+    };
+  }
+
+  /** A resync into this node is unfinished (status shows it; promote refuses without --force). */
+  get incompleteResync(): boolean {
+    return this.resyncIncomplete;
+  }
+
+  get epoch(): number {
+    return currentEpoch(this.history);
+  }
+
+  get epochHistory(): readonly EpochEntry[] {
+    return this.history;
+  }
+
+  protected setRole(role: Role): void {
+    this.role = role;
+    this.notifier.setSendsWrites(role === 'primary');
+  }
+
+  /** Roles (replica.ts): the peer's promotion request, its answer to ours, and the link's loss. */
+  protected abstract onPromoteRequest(msg: PromoteReq): void;
+  protected abstract onPromoteAck(msg: PromoteAck, nowMs: number): void;
+  protected abstract abandonPromotion(): void;
+  /** Roles: a persist action's metadata is now durable. */
+  protected abstract onPersisted(token: number): void;
+}
+
+
+/** A crashed pair node comes back secondary (its peer may have been promoted meanwhile). */
+function startupRole(settings: ReplicaSettings, persisted: PersistedState | null): Role {
+  if (!settings.mirrored) return 'primary';
+  if (persisted === null) return settings.role;
+  return persisted.cleanShutdown && persisted.role === 'primary' && !persisted.discardLocal ? 'primary' : 'secondary';
+}
