@@ -15,8 +15,13 @@ import { SimStore } from './disk.js';
 import { Owner, type Scheduler } from './events.js';
 import type { NodeOptions, SimOptions } from './options.js';
 import type { Prng } from './prng.js';
-import { hostQueue, inboundQueue, type Span } from './peek.js';
 import { Provenance, type WriteRef } from './provenance.js';
+
+/** A byte span of the volume. */
+interface Span {
+  readonly offsetBytes: number;
+  readonly lengthBytes: number;
+}
 
 /** What a node needs from the cluster around it. */
 export interface NodeHost {
@@ -171,7 +176,7 @@ export class SimNode {
   run(event: (core: ReplicaCore, nowMs: number) => void, hostWrite?: { offsetBytes: number; lengthBytes: number }): void {
     const core = this.core;
     if (core === null) return;
-    const queuedBefore = hostQueue(core).slice();
+    const queuedBefore = core.queuedHostPieces.slice();
     event(core, this.sched.nowMs);
     this.localApplies = this.hostPiecesApplied(core, queuedBefore, hostWrite);
     this.flushActions();
@@ -179,7 +184,7 @@ export class SimNode {
 
   /** Host write pieces that went into the cache during the event (queued ones wait for room). */
   private hostPiecesApplied(core: ReplicaCore, before: Span[], hostWrite?: { offsetBytes: number; lengthBytes: number }): Span[] {
-    const queue = hostQueue(core);
+    const queue = core.queuedHostPieces;
     const still = new Set(queue);
     const applied: Span[] = before.filter((p) => !still.has(p)).map((p) => ({ offsetBytes: p.offsetBytes, lengthBytes: p.lengthBytes }));
     if (hostWrite !== undefined && core.role === 'primary') {
@@ -209,7 +214,7 @@ export class SimNode {
    * that went into the cache without being mirrored (their `send` would set them otherwise).
    */
   private resolveApplied(actions: ReplicaAction[]): void {
-    const { queued, headAppliedBytes } = inboundQueue(this.core!);
+    const { queued, headAppliedBytes } = this.core!.heldInbound;
     this.prov.resolveApplied(queued, headAppliedBytes, this.core!.role === 'secondary');
     if (this.localApplies.length === 0) return;
     const sent = new Set<number>();
@@ -356,9 +361,9 @@ export class SimNode {
     this.run((core, now) => {
       // A core that forgets the messages it held back (they were never acked) leaves our account
       // of them behind too: drop the unapplied tail.
-      const before = inboundQueue(core).queued;
+      const before = core.heldInbound.queued;
       core.linkDown(now);
-      const after = inboundQueue(core).queued;
+      const after = core.heldInbound.queued;
       if (after < before) this.prov.forgetQueued(before - after);
     });
   }

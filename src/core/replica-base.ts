@@ -129,6 +129,11 @@ export abstract class ReplicaBase {
     this.emit({ kind: 'send', msg });
   }
 
+  /** Host write pieces waiting for cache room, oldest first (read-only; the simulator tracks them). */
+  get queuedHostPieces(): readonly { readonly offsetBytes: number; readonly lengthBytes: number }[] {
+    return this.hostQueue;
+  }
+
   /** Is the peer receiving our writes now (so they are mirrored)? */
   get mirroring(): boolean {
     return this.peerState === 'in-sync' || this.peerState === 'resyncing';

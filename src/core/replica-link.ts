@@ -243,6 +243,14 @@ export abstract class ReplicaLink extends ReplicaBase {
     return this.inbound.length > 0;
   }
 
+  /**
+   * Peer messages held back for cache room, and the bytes of the first already in the cache (the
+   * simulator's account of which write each cached block holds needs exactly this).
+   */
+  get heldInbound(): { queued: number; headAppliedBytes: number } {
+    return { queued: this.inbound.length, headAppliedBytes: this.inboundAppliedBytes };
+  }
+
   protected drainInbound(nowMs: number): void {
     while (this.inbound.length > 0 && this.processInbound(this.inbound[0]!, nowMs)) this.inbound.shift();
     this.updateBlockedWriters();
