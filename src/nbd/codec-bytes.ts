@@ -147,3 +147,30 @@ export class ByteQueue {
     if (consume) this.skip(lengthBytes);
   }
 }
+
+/**
+ * What both NBD decoders share: bytes go in with feed(), messages come out of next(), and once the
+ * peer broke the protocol every later next() throws the same error (the connection is done; no
+ * byte after a framing error can be trusted). Subclasses decode one message in step().
+ */
+export abstract class StickyDecoder<Message> {
+  protected readonly queue = new ByteQueue();
+  private failure: NbdProtocolError | null = null;
+
+  feed(chunk: Buffer): void {
+    this.queue.push(chunk);
+  }
+
+  /** The next complete message, or null until more bytes arrive. */
+  next(): Message | null {
+    if (this.failure) throw this.failure;
+    try {
+      return this.step();
+    } catch (err) {
+      if (err instanceof NbdProtocolError) this.failure = err;
+      throw err;
+    }
+  }
+
+  protected abstract step(): Message | null;
+}

@@ -3,7 +3,7 @@
 // follows (proto.md "Transmission": it is impossible to tell from server traffic alone), so the
 // decoder asks its owner for the READ length of each cookie. Malformed input throws
 // NbdProtocolError and the decoder stays failed.
-import { ByteQueue, NbdProtocolError, readUint64 } from './codec-bytes.js';
+import { NbdProtocolError, readUint64, StickyDecoder } from './codec-bytes.js';
 import {
   NBD_CLISERV_MAGIC, NBD_EXPORT_NAME_PADDING_BYTES, NBD_INIT_MAGIC, NBD_OPTION_REPLY_MAGIC,
   NBD_OPTS_MAGIC, NBD_SIMPLE_REPLY_MAGIC, NBD_STRUCTURED_REPLY_MAGIC,
@@ -37,15 +37,11 @@ type Phase =
   | { name: 'replyHeader' }
   | { name: 'replyPayload'; reply: NbdSimpleReply; lengthBytes: number };
 
-export class NbdClientDecoder {
-  private readonly queue = new ByteQueue();
+export class NbdClientDecoder extends StickyDecoder<NbdServerMessage> {
   private phase: Phase = { name: 'greeting' };
-  private failure: NbdProtocolError | null = null;
 
-  constructor(private readonly replyPayloadBytes: ReplyPayloadLookup) {}
-
-  feed(chunk: Buffer): void {
-    this.queue.push(chunk);
+  constructor(private readonly replyPayloadBytes: ReplyPayloadLookup) {
+    super();
   }
 
   /** After sending NBD_OPT_EXPORT_NAME: its reply has no option-reply framing. */
@@ -58,18 +54,7 @@ export class NbdClientDecoder {
     this.phase = { name: 'replyHeader' };
   }
 
-  /** The next complete message, or null until more bytes arrive. */
-  next(): NbdServerMessage | null {
-    if (this.failure) throw this.failure;
-    try {
-      return this.step();
-    } catch (err) {
-      if (err instanceof NbdProtocolError) this.failure = err;
-      throw err;
-    }
-  }
-
-  private step(): NbdServerMessage | null {
+  protected step(): NbdServerMessage | null {
     const phase = this.phase;
     switch (phase.name) {
       case 'greeting':

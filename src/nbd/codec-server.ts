@@ -2,7 +2,7 @@
 // then (once the server says so) transmission requests. Feed it any split of the byte stream;
 // pull messages with next(). Malformed input throws NbdProtocolError, and the decoder stays
 // failed: the same error is thrown again on every later call.
-import { ByteQueue, NbdProtocolError } from './codec-bytes.js';
+import { NbdProtocolError, StickyDecoder } from './codec-bytes.js';
 import {
   NBD_CMD_WRITE, NBD_KNOWN_CLIENT_FLAGS, NBD_MAX_PAYLOAD_BYTES, NBD_OPTS_MAGIC, NBD_REQUEST_MAGIC,
 } from './codec-constants.js';
@@ -31,16 +31,12 @@ type Phase =
   | { name: 'requestHeader' }
   | { name: 'requestPayload'; request: NbdRequest };
 
-export class NbdServerDecoder {
-  private readonly queue = new ByteQueue();
+export class NbdServerDecoder extends StickyDecoder<NbdClientMessage> {
   private phase: Phase = { name: 'clientFlags' };
-  private failure: NbdProtocolError | null = null;
 
   /** `allocatePayload` provides the buffer a WRITE payload spanning several chunks is copied into. */
-  constructor(private readonly allocatePayload: (lengthBytes: number) => Buffer = Buffer.allocUnsafe) {}
-
-  feed(chunk: Buffer): void {
-    this.queue.push(chunk);
+  constructor(private readonly allocatePayload: (lengthBytes: number) => Buffer = Buffer.allocUnsafe) {
+    super();
   }
 
   /** Bytes received but not yet decoded. */
@@ -57,18 +53,7 @@ export class NbdServerDecoder {
     this.phase = { name: 'requestHeader' };
   }
 
-  /** The next complete message, or null until more bytes arrive. */
-  next(): NbdClientMessage | null {
-    if (this.failure) throw this.failure;
-    try {
-      return this.step();
-    } catch (err) {
-      if (err instanceof NbdProtocolError) this.failure = err;
-      throw err;
-    }
-  }
-
-  private step(): NbdClientMessage | null {
+  protected step(): NbdClientMessage | null {
     for (;;) {
       const phase = this.phase;
       switch (phase.name) {
