@@ -73,7 +73,7 @@ export class Cluster implements NodeHost, LinkHost {
   private readonly sentRefs = new Map<string, WriteRef>();
   private readonly primaryOfEpoch = new Map<number, string>();
   readonly stats: Record<string, number> = {
-    crashes: 0, drops: 0, partitions: 0, corrupts: 0, storeFails: 0, promotions: 0, switchovers: 0, probes: 0, connects: 0,
+    crashes: 0, cleanRestarts: 0, drops: 0, partitions: 0, corrupts: 0, storeFails: 0, promotions: 0, switchovers: 0, probes: 0, connects: 0,
   };
 
   constructor(readonly seed: number, private readonly hooks: RunHooks = {}) {
@@ -224,7 +224,7 @@ export class Cluster implements NodeHost, LinkHost {
   /** Reconnects after a backoff once both nodes are up, the old link is finished and no partition. */
   maybeConnect(): void {
     if (this.network.connectScheduled) return;
-    const ready = (): boolean => this.nodes.every((n) => n.alive) && !this.network.partitioned && this.network.idle;
+    const ready = (): boolean => this.nodes.every((n) => n.connectable) && !this.network.partitioned && this.network.idle;
     if (!ready()) return;
     this.network.connectScheduled = true;
     this.sched.after(1 + this.connectPrng.delay(this.opts.reconnectMeanMs), 'connect', () => {

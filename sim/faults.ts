@@ -1,6 +1,7 @@
 // The fault injector and the operator. Faults come at random gaps while the workload runs; the
 // operator does what issue 5 asks a person (or a monitor) to do: after the primary dies, promote
-// the survivor; from time to time, switch roles over while in sync (demote, then promote).
+// the survivor; from time to time, switch roles over while in sync (demote, then promote), or stop
+// a node cleanly (SIGTERM) and start it again.
 //
 // The seed promises survival of any *single* failure, so the injector never stacks two failures
 // that could lose data: the primary may crash only while the pair is in sync on a live link (the
@@ -52,10 +53,11 @@ export class Faults {
     });
   }
 
-  private pick(): keyof FaultWeights | 'switchover' | null {
-    const entries: [keyof FaultWeights | 'switchover', number][] = [
+  private pick(): keyof FaultWeights | 'switchover' | 'cleanRestart' | null {
+    const entries: [keyof FaultWeights | 'switchover' | 'cleanRestart', number][] = [
       ...(Object.entries(this.v.opts.faults) as [keyof FaultWeights, number][]),
       ['switchover', this.v.opts.switchoverWeight],
+      ['cleanRestart', this.v.opts.cleanRestartWeight],
     ];
     const total = entries.reduce((n, [, w]) => n + w, 0);
     let r = this.prng.int(Math.max(1, total));
@@ -91,6 +93,7 @@ export class Faults {
         return;
       }
       case 'switchover': return this.switchover();
+      case 'cleanRestart': return this.cleanRestart();
       default:
     }
   }
@@ -113,6 +116,29 @@ export class Faults {
     this.operatorBusy = true;
     // The operator notices and promotes: maybe before the old primary is back, maybe after.
     this.v.sched.after(1 + this.prng.delay(this.v.opts.promoteMeanMs), `operator promotes ${survivor.name}`, () => this.promote(survivor, 0));
+  }
+
+  /**
+   * SIGTERM and start again (issue 5 item 6: the out-of-sync set survives a clean restart). Either
+   * node, but only one failure at a time: not while the other is down or the operator is busy.
+   * A primary stopped cleanly comes back primary, so nobody is promoted meanwhile.
+   */
+  private cleanRestart(): void {
+    if (this.operatorBusy || !this.v.nodes.every((n) => n.alive)) return;
+    const node = this.prng.pick([...this.v.nodes])!;
+    this.v.stats.cleanRestarts!++;
+    this.operatorBusy = true;
+    // node.ts stops the NBD server and the link before the volume.
+    this.v.network.nodeCrashed(node.index);
+    this.v.host.nodeCrashed(node);
+    node.stopCleanly(() => {
+      this.v.host.nodeCrashed(node);
+      const downMs = this.v.healing ? 1 : 1 + this.prng.delay(this.v.opts.downMeanMs);
+      this.v.sched.after(downMs, `restart ${node.name}`, () => {
+        this.operatorBusy = false;
+        this.restart(node);
+      });
+    });
   }
 
   crash(node: SimNode): void {

@@ -62,9 +62,9 @@ export class Host {
     return this.pending.size;
   }
 
-  /** The node serving host writes now: alive and primary. */
+  /** The node serving host writes now: up (not shutting down: its NBD server is closed) and primary. */
   primary(): SimNode | null {
-    return this.view.nodes.find((n) => n.core?.role === 'primary') ?? null;
+    return this.view.nodes.find((n) => n.connectable && n.core?.role === 'primary') ?? null;
   }
 
   private next(thread: number): void {
@@ -79,7 +79,7 @@ export class Host {
       this.view.sched.after(5, `host${thread} waits`, () => this.next(thread));
       return;
     }
-    const secondary = this.view.nodes.find((n) => n !== primary && n.core?.role === 'secondary') ?? null;
+    const secondary = this.view.nodes.find((n) => n !== primary && n.connectable && n.core?.role === 'secondary') ?? null;
     const target = op.atSecondary && secondary !== null ? secondary : primary;
     this.issued++;
     this.issue(op, target, thread);

@@ -42,6 +42,17 @@ export const mutants = {
   'harden-unacked': (core: ReplicaCore): void => {
     core.cache.holdHardening = () => undefined;
   },
+  /**
+   * The race issue 5 left open until promote became two-phase: a connected secondary promotes on
+   * its own view of the peer (as if forced whenever that view says "secondary"), so the peer may
+   * not know the new epoch when the new primary dies (seed 1101's shape), or two quick switchovers
+   * give both nodes one epoch (seed 3337's).
+   */
+  'promote-unconfirmed': (core: ReplicaCore): void => {
+    const promote = core.promote.bind(core);
+    core.promote = (force: boolean, nowMs: number, requestId?: number) =>
+      promote(force || (core.peerRole !== 'primary' && !core.incompleteResync), nowMs, requestId);
+  },
 } as const;
 
 export function isMutant(name: string): name is MutantName {

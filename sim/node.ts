@@ -58,6 +58,10 @@ export class SimNode {
   /** Promotions waiting for the peer's confirmation: request id → the operator's continuation. */
   private readonly promotions = new Map<number, (error: string | null) => void>();
   private nextPromoteId = 1;
+  /** A clean shutdown in progress: what to call once the node is down; null otherwise. */
+  private stopping: (() => void) | null = null;
+  /** The shutdown's local FLUSHes (negative request ids, never the host's). */
+  private localFlushId = 0;
   /** Host writes applied in the current event; those not mirrored are nobody's mark. */
   private localApplies: Span[] = [];
   /** Metadata writes, one at a time in order, as Volume chains them. */
@@ -78,6 +82,11 @@ export class SimNode {
 
   get alive(): boolean {
     return this.core !== null;
+  }
+
+  /** Up and not shutting down: may be connected to its peer. */
+  get connectable(): boolean {
+    return this.core !== null && this.stopping === null;
   }
 
   private get sched(): Scheduler {
@@ -128,13 +137,48 @@ export class SimNode {
     }, this.owner);
   }
 
+  /**
+   * SIGTERM, as node.ts stops a node: the link goes first (the caller drops it), then what
+   * Volume.close does — refuse new host writes, a local FLUSH until quiescent, then the metadata
+   * with the clean-shutdown flag and the out-of-sync set. `stopped` runs once the node is down.
+   */
+  stopCleanly(stopped: () => void): void {
+    if (this.core === null || this.stopping !== null) return;
+    this.stopping = stopped;
+    this.host.trace(`${this.name}: SIGTERM`);
+    // node.ts closes the link before the volume: the core hears of it at once.
+    if (this.liveConn !== null) this.linkDown(this.liveConn);
+    this.run((core) => core.beginClose());
+    this.flushUntilQuiescent();
+  }
+
+  private flushUntilQuiescent(): void {
+    const core = this.core;
+    if (core === null) return; // crashed meanwhile
+    if (core.quiescent && this.persistInFlight === null && this.persistQueue.length === 0) return this.finishStop(core);
+    const reqId = --this.localFlushId;
+    this.run((c, now) => c.hostFlushLocal(reqId, now));
+  }
+
+  private finishStop(core: ReplicaCore): void {
+    const stopped = this.stopping!;
+    this.store.meta = structuredClone(core.persistedState(true));
+    this.goDown('STOPPED (clean shutdown)');
+    stopped();
+  }
+
   /** kill -9: the core, its cache and everything in flight are gone; the store keeps what landed. */
   crash(): void {
-    this.owner.cancelled = true;
     if (this.opts.powerLoss && this.prng.chance(0.5)) this.store.crashPower();
     else this.store.crashProcess(this.prng);
     // The metadata file is replaced by rename: the write in flight happened entirely or not at all.
     if (this.persistInFlight !== null && this.prng.chance(0.5)) this.store.meta = structuredClone(this.persistInFlight.state);
+    this.goDown('CRASH');
+  }
+
+  private goDown(how: string): void {
+    this.owner.cancelled = true;
+    this.stopping = null;
     this.persistInFlight = null;
     this.persistQueue.length = 0;
     this.core = null;
@@ -144,7 +188,7 @@ export class SimNode {
     for (const done of promotions) done('node crashed');
     this.prov.reset();
     this.senderOfSeq.clear();
-    this.host.trace(`${this.name}: CRASH`);
+    this.host.trace(`${this.name}: ${how}`);
   }
 
   /**
@@ -225,7 +269,10 @@ export class SimNode {
 
   private perform(action: ReplicaAction): void {
     switch (action.kind) {
-      case 'reply': return this.host.reply(this, action.reqId, action.errno);
+      case 'reply':
+        // The shutdown's own FLUSH: again until nothing is left (after a pause if the store failed).
+        if (action.reqId < 0) return this.sched.after(action.errno === null ? 1 : this.opts.storeRetryMs, `${this.name} shutdown flush`, () => this.flushUntilQuiescent(), this.owner);
+        return this.host.reply(this, action.reqId, action.errno);
       case 'send': return this.performSend(action.msg);
       case 'harden': return this.runHardenJob(action.job, action.reason);
       case 'sync-store': return this.runStoreSync(action.syncId);

@@ -63,6 +63,8 @@ export interface SimOptions {
   partitionMeanMs: number;
   /** Model machine power loss (unsynced writes lost) in crashes. Off by default: see README. */
   powerLoss: boolean;
+  /** Weight of a clean restart (SIGTERM: harden all, clean-shutdown metadata, start again). */
+  cleanRestartWeight: number;
   /** Simulated time after the workload ends within which the pair must be in sync again. */
   livenessLimitMs: number;
 }
@@ -131,6 +133,8 @@ export function drawOptions(prng: Prng, overrides: OptionOverrides = {}): SimOpt
     partitionMeanMs: prng.range(10, 300),
     powerLoss: overrides.powerLoss ?? false,
     livenessLimitMs: 60_000,
+    // Drawn last, so that adding it left every earlier draw of a seed as it was.
+    cleanRestartWeight: faultsOn ? prng.range(0, 2) : 0,
   };
 }
 
