@@ -460,3 +460,33 @@ export interface FioReport {
   jobs: Array<{ jobname: string; error: number; read: FioIoStats; write: FioIoStats; [key: string]: unknown }>;
   [key: string]: unknown;
 }
+
+/**
+ * Polls check() until it says ok and returns the time that took. Fails at once, with `logs()`, if
+ * one of `nodes` exits meanwhile; on timeout, with the last description check() gave (or the last
+ * error it threw) and `logs()`.
+ */
+export async function pollNodes(
+  what: string, nodes: readonly NodeProcess[], check: () => Promise<{ ok: boolean; detail: string }>,
+  logs: () => string, timeoutMs: number, pollMs: number,
+): Promise<number> {
+  const started = Date.now();
+  let last = 'not checked yet';
+  while (Date.now() - started < timeoutMs) {
+    for (const node of nodes) {
+      if (node.hasExited) {
+        const { code, signal } = await node.waitExit();
+        throw new Error(`waiting for ${what}: node ${node.name} exited (code ${code}, signal ${signal})\n${logs()}`);
+      }
+    }
+    try {
+      const r = await check();
+      if (r.ok) return Date.now() - started;
+      last = r.detail;
+    } catch (err) {
+      last = `check failed: ${(err as Error).message}`;
+    }
+    await sleep(pollMs);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${last}\n${logs()}`);
+}

@@ -9,10 +9,9 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import {
-  describeRun, freePort, makeTempDir, startNode, type ConfigSpec, type NodeEntry, type NodeProcess, type NodeStatus, type RunResult,
+  describeRun, freePort, makeTempDir, pollNodes, startNode, type ConfigSpec, type NodeEntry, type NodeProcess, type NodeStatus, type RunResult,
 } from './node-process.js';
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 // ------------------------------------------------------------------------------------ status
 
@@ -185,28 +184,10 @@ export function pairLogs(pair: Pair, chars = 3000): string {
  * Poll check() until it returns true; on timeout throw with the last description it gave (or the
  * last error it threw) and both nodes' logs.
  */
-export async function waitForPair(
+export function waitForPair(
   pair: Pair, what: string, check: () => Promise<{ ok: boolean; detail: string }>, timeoutMs: number, pollMs = 100,
 ): Promise<number> {
-  const started = Date.now();
-  let last = 'not checked yet';
-  while (Date.now() - started < timeoutMs) {
-    for (const node of [pair.a, pair.b]) {
-      if (node.hasExited) {
-        const { code, signal } = await node.waitExit();
-        throw new Error(`waiting for ${what}: node ${node.name} exited (code ${code}, signal ${signal})\n${pairLogs(pair)}`);
-      }
-    }
-    try {
-      const r = await check();
-      if (r.ok) return Date.now() - started;
-      last = r.detail;
-    } catch (err) {
-      last = `check failed: ${(err as Error).message}`;
-    }
-    await sleep(pollMs);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${last}\n${pairLogs(pair)}`);
+  return pollNodes(what, [pair.a, pair.b], check, () => pairLogs(pair), timeoutMs, pollMs);
 }
 
 /** Both nodes report their peer connected and in-sync; returns how long it took. */
