@@ -37,6 +37,7 @@ const usage = `usage: npm run bench:resync -- [options]
   --depth N          writes in flight while making tracks dirty (default 16)
   --crash            kill -9 the secondary instead of SIGTERM
   --promote-runs N   failover measurements (default 5; 0 to skip)
+  --switchover-runs N  planned switchovers (demote, then promote, connected: two-phase; default 5)
   --no-nbdcopy       skip the nbdcopy baseline
   --dir DIR          where the files go (default: a temp dir under $TMPDIR)
   --quick            smaller volume, fewer runs: a smoke test of the bench itself
@@ -52,6 +53,7 @@ interface Options {
   depth: number;
   crash: boolean;
   promoteRuns: number;
+  switchoverRuns: number;
   nbdcopy: boolean;
   dir: string | null;
   maxLoad: number | null;
@@ -64,7 +66,7 @@ function parseOptions(): Options {
     options: {
       runs: { type: 'string' }, percent: { type: 'string' }, size: { type: 'string' }, cache: { type: 'string' },
       'sync-rate': { type: 'string' }, depth: { type: 'string' }, crash: { type: 'boolean' }, 'promote-runs': { type: 'string' },
-      'no-nbdcopy': { type: 'boolean' }, dir: { type: 'string' }, quick: { type: 'boolean' }, 'max-load': { type: 'string' },
+      'switchover-runs': { type: 'string' }, 'no-nbdcopy': { type: 'boolean' }, dir: { type: 'string' }, quick: { type: 'boolean' }, 'max-load': { type: 'string' },
       'max-wait': { type: 'string' }, markdown: { type: 'string' }, help: { type: 'boolean' },
     },
   });
@@ -90,6 +92,7 @@ function parseOptions(): Options {
     depth: int(values.depth, 16, 'depth'),
     crash: values.crash === true,
     promoteRuns: int(values['promote-runs'], quick ? 2 : 5, 'promote-runs', 0),
+    switchoverRuns: int(values['switchover-runs'], quick ? 2 : 5, 'switchover-runs', 0),
     nbdcopy: values['no-nbdcopy'] !== true,
     dir: values.dir ?? null,
     maxLoad: values['max-load'] === undefined ? null : Number(values['max-load']),
@@ -293,6 +296,41 @@ async function measurePromote(pair: BenchPair, from: NodeName, to: NodeName, spa
   };
 }
 
+interface SwitchoverRun {
+  from: NodeName;
+  to: NodeName;
+  demoteMs: number;
+  promoteMs: number;
+  promoteToFirstWriteMs: number;
+}
+
+/**
+ * A planned switchover under a QD8 write load: POST /demote to the primary (it drains its writes),
+ * then POST /promote to the secondary. Connected, the promote is two-phase (the peer persists the
+ * new epoch and confirms before the first write is served), so this times that round trip too.
+ */
+async function measureSwitchover(pair: BenchPair, from: NodeName, to: NodeName, spanBytes: number): Promise<SwitchoverRun> {
+  await pair.waitInSync();
+  const writer = backgroundWriter(pair.uri(from), spanBytes);
+  await writer.started;
+  await sleep(1000);
+  const t0 = performance.now();
+  const demoted = await pair.post(from, 'demote');
+  const tDemoted = performance.now();
+  if (demoted.status !== 200) throw new Error(`POST ${from}/demote: HTTP ${demoted.status} ${demoted.text}`);
+  await writer.stop();
+  const t1 = performance.now();
+  const promoted = await pair.post(to, 'promote');
+  const tPromoted = performance.now();
+  if (promoted.status !== 200) throw new Error(`POST ${to}/promote: HTTP ${promoted.status} ${promoted.text}`);
+  const client = await NbdClient.connect(pair.uri(to));
+  if (client.readOnly) throw new Error(`${to} still exports read-only after promote`);
+  await client.write(0, randomFillSync(Buffer.allocUnsafe(4096)));
+  const tWrite = performance.now();
+  await client.disconnect();
+  return { from, to, demoteMs: tDemoted - t0, promoteMs: tPromoted - t1, promoteToFirstWriteMs: tWrite - t1 };
+}
+
 async function main(): Promise<void> {
   const opts = parseOptions();
   ensureTools(['nbdcopy', 'nbdkit']);
@@ -312,6 +350,7 @@ async function main(): Promise<void> {
   });
   const resyncRuns: ResyncRun[] = [];
   const promoteRuns: PromoteRun[] = [];
+  const switchoverRuns: SwitchoverRun[] = [];
   const copies = new Map<number, CopyRun[]>();
   let initialSyncMs = 0;
   let loadAfterResync = '';
@@ -336,6 +375,14 @@ async function main(): Promise<void> {
       promoteRuns.push(r);
       console.error(`promote run ${i + 1}/${opts.promoteRuns} (${from} killed, ${to} promoted): noticed ${r.noticedMs.toFixed(0)} ms after kill; `
         + `POST ${r.postMs.toFixed(1)} ms; promote → first write ${r.promoteToFirstWriteMs.toFixed(1)} ms (load ${loadAverage()})`);
+    }
+    for (let i = 0; i < opts.switchoverRuns; i++) {
+      const primary: NodeName = (await pair.status('a')).role === 'primary' ? 'a' : 'b';
+      const [from, to]: [NodeName, NodeName] = primary === 'a' ? ['a', 'b'] : ['b', 'a'];
+      const r = await measureSwitchover(pair, from, to, opts.sizeBytes);
+      switchoverRuns.push(r);
+      console.error(`switchover ${i + 1}/${opts.switchoverRuns} (${from} → ${to}): demote ${r.demoteMs.toFixed(1)} ms; `
+        + `promote ${r.promoteMs.toFixed(1)} ms; promote → first write ${r.promoteToFirstWriteMs.toFixed(1)} ms (load ${loadAverage()})`);
     }
   } finally {
     await pair.stop();
@@ -383,7 +430,17 @@ async function main(): Promise<void> {
     row('kill -9 → first write acknowledged (no monitor delay beyond the 5 ms poll)', promoteRuns.map((r) => r.killToFirstWriteMs), 0);
     md.push('');
   }
-  md.push(`Medians of ${opts.runs} runs per dirty share (the "out-of-sync" column lists every run), ${opts.promoteRuns} failovers (roles alternating).`,
+  if (switchoverRuns.length > 0) {
+    md.push('| planned switchover (connected, under a QD8 4 KiB write load) | median | all runs |', '| --- | --- | --- |');
+    const row = (label: string, vals: number[]): void => {
+      md.push(`| ${label} | ${fmtNumber(median(vals), 1)} ms | ${vals.map((v) => fmtNumber(v, 1)).join(', ')} |`);
+    };
+    row('POST /demote round trip (drains in-flight writes)', switchoverRuns.map((r) => r.demoteMs));
+    row('POST /promote round trip (two-phase: the peer persists the epoch and confirms)', switchoverRuns.map((r) => r.promoteMs));
+    row('**POST /promote sent → first 4 KiB write acknowledged by the new primary** (includes NBD connect + handshake)', switchoverRuns.map((r) => r.promoteToFirstWriteMs));
+    md.push('');
+  }
+  md.push(`Medians of ${opts.runs} runs per dirty share (the "out-of-sync" column lists every run), ${opts.promoteRuns} failovers (roles alternating), ${opts.switchoverRuns} switchovers.`,
     `Volume ${opts.sizeBytes / MiB} MiB, trackSize 64 KiB, cache ${opts.cache} per node, **syncRate ${opts.syncRate}** (default 200MiB:`,
     `raised so the limiter does not set the pace), heartbeatTimeoutMs default (1000). Secondary stopped with ${opts.crash ? 'kill -9' : 'SIGTERM (clean)'};`,
     `dirty tracks written as whole 64 KiB writes, ${opts.depth} in flight, spread evenly (track ⌊k·${opts.sizeBytes / TRACK_BYTES}/N⌋).`, '',
