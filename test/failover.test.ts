@@ -248,6 +248,26 @@ test('a promote waiting for the peer fails when the link drops; a retry without 
   await closeAndCompare(a, b);
 });
 
+test('a FUA a demoted node still waits on from its peer fails with EIO when the link drops', async () => {
+  // Simulator, seed 2610: the demoted node answered such a FUA ok on its own disk's word, then the
+  // new primary (which had held the write only in RAM) crashed and resynced over it.
+  const { a, b, link } = await syncedPair({ flush: 'disk' });
+  let open!: () => void;
+  b.store.gate = new Promise<void>((resolve) => { open = resolve; });
+  const fua = a.volume.write(0, pattern(4 * KiB, 31), true);
+  const outcome = fua.then(() => 'ok', (err: Error & { errno?: string }) => err.errno ?? err.message);
+  await waitFor("a's FUA waiting for b's disk", () => b.volume.core.cache.stats(0).dirtyTracks > 0 && !a.volume.core.writesDrained);
+  const demoted = a.volume.demote();
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(a.volume.core.writesDrained, false, 'demote waits for the FUA, not only for the ack');
+  link.cut();
+  assert.equal(await outcome, 'EIO');
+  await demoted;
+  open();
+  await a.volume.close();
+  await b.volume.close();
+});
+
 test('a resync read that fails is retried after a pause; the resync completes', async () => {
   const { a, b, link } = makePair();
   a.store.bytes.set(pattern(64 * KiB, 77), 128 * KiB); // data the initial sync must read from a's store
