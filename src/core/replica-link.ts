@@ -67,7 +67,6 @@ export abstract class ReplicaLink extends ReplicaBase {
     }
   }
 
-
   // ================================================================ link and state exchange
 
   /**
