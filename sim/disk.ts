@@ -31,6 +31,8 @@ export class SimStore {
   writes = 0;
   /** Fail the next n writes with EIO (a fault the simulator injects). */
   failNextWrites = 0;
+  /** The next this-many resync reads that reach the store fail (EIO). */
+  failNextSyncReads = 0;
 
   constructor(readonly sizeBytes: number, trackPowerLoss: boolean) {
     this.bytes = new Uint8Array(sizeBytes);

@@ -89,7 +89,11 @@ export class Faults {
       case 'crashPrimary': return this.crashPrimary();
       case 'storeFail': {
         const n = this.prng.pick(this.v.nodes.filter((x) => x.alive));
-        if (n !== undefined) { stats.storeFails!++; n.store.failNextWrites++; this.v.trace(`${n.name}: next store write fails`); }
+        if (n === undefined) return;
+        stats.storeFails!++;
+        // Mostly writes (hardening); sometimes a resync read, which must pause and retry, not stall.
+        if (this.prng.chance(0.7)) { n.store.failNextWrites++; this.v.trace(`${n.name}: next store write fails`); }
+        else { n.store.failNextSyncReads++; this.v.trace(`${n.name}: next resync read from the store fails`); }
         return;
       }
       case 'switchover': return this.switchover();

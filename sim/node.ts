@@ -345,7 +345,21 @@ export class SimNode {
   }
 
   private runSyncRead(offsetBytes: number, lengthBytes: number, resyncId: number): void {
-    this.read(offsetBytes, lengthBytes, (bytes, core, now) => core.syncChunkRead(offsetBytes, bytes, now, resyncId));
+    const core = this.core;
+    if (core !== null && this.store.failNextSyncReads > 0) {
+      const plan = core.cache.beginRead(offsetBytes, lengthBytes);
+      if (plan.storeRuns.length > 0) {
+        // The store says EIO, as Volume.readAligned reports it: the plan is cancelled, the core told.
+        this.store.failNextSyncReads--;
+        this.sched.after(this.prng.delay(this.nodeOpts.storeReadMeanMs), `${this.name} store-read @${offsetBytes}+${lengthBytes} fails`, () => {
+          core.cache.cancelRead(plan);
+          this.run((c, now) => c.syncChunkFailed(offsetBytes, lengthBytes, 'injected EIO', now, resyncId));
+        }, this.owner);
+        return;
+      }
+      core.cache.cancelRead(plan);
+    }
+    this.read(offsetBytes, lengthBytes, (bytes, c, now) => c.syncChunkRead(offsetBytes, bytes, now, resyncId));
   }
 
   /** Volume chains metadata writes: each starts when the previous one is durable. */
