@@ -16,7 +16,7 @@
 // view of its chunk or one copy, never the O(n^2) of re-concatenating for a 1 MiB write.
 //
 // Pure: no I/O, no clock, no randomness (the connection passes nonces and times in).
-import { ByteQueue } from '../nbd/codec-bytes.js';
+import { ByteQueue } from './byte-queue.js';
 import { crc32c } from './crc32c.js';
 
 export const LINK_MAGIC = 0x54424c4b; // 'TBLK'
