@@ -45,7 +45,7 @@ test('damaged or foreign metadata is refused with the file and the field named',
   const good = JSON.parse(readFileSync(meta.filePath, 'utf8')) as Record<string, unknown>;
   const cases: [Record<string, unknown> | string, RegExp][] = [
     ['{"formatVersion": 1,', /is not valid JSON/],
-    [{ ...good, history: [{ epoch: 'one', node: 'a' }] }, /bad\.json: history\.0\.epoch: .*move it away/],
+    [{ ...good, history: [{ epoch: 'one', node: 'a' }] }, /bad\.json: history\.0\.epoch: .*moving the file away makes this store new/],
     [{ ...good, role: 'leader' }, /bad\.json: role: /],
     [{ ...good, cleanShutdown: undefined }, /bad\.json: cleanShutdown: /],
     [{ ...good, sizeBytes: 2 << 20 }, /belongs to another volume: sizeBytes 2097152 there, 1048576 in the config/],

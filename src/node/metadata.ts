@@ -54,16 +54,17 @@ export class MetadataFileStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw new MetadataError(`metadata ${this.filePath}: ${(err as Error).message}`);
     }
+    const remedy = 'if the peer holds this volume\'s data, moving the file away makes this store new: it then gets a full resync from the peer';
     let json: unknown;
     try {
       json = JSON.parse(text);
     } catch {
-      throw new MetadataError(`metadata ${this.filePath} is not valid JSON (move it away to start this store as new)`);
+      throw new MetadataError(`metadata ${this.filePath} is not valid JSON (${remedy})`);
     }
     const parsed = metadataFileSchema.safeParse(json);
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
-      throw new MetadataError(`metadata ${this.filePath}: ${issue.path.join('.') || 'file'}: ${issue.message} (move it away to start this store as new)`);
+      throw new MetadataError(`metadata ${this.filePath}: ${issue.path.join('.') || 'file'}: ${issue.message} (${remedy})`);
     }
     const data = parsed.data;
     this.checkIdentity(data);
