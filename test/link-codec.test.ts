@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { crc32c } from '../src/core/crc32c.js';
+import { crc32c, crc32cImplementation, crc32cJs } from '../src/core/crc32c.js';
 import {
   LINK_HEADER_BYTES, LINK_MAGIC, LINK_MAX_BODY_BYTES, LinkDecoder, LinkProtocolError, encode, frameBytes,
   linkMessageTypes, type LinkMessage,
@@ -131,6 +131,19 @@ test('crc32c equals the bitwise definition at every alignment and length, and ch
       const at = Math.min(cut, data.length);
       assert.equal(crc32c(data.subarray(at), crc32c(data.subarray(0, at))), crc32c(data));
     }), { numRuns: 300 });
+});
+
+test('the native CRC32C is in use and agrees with the JavaScript one, whole and chained (fast-check)', () => {
+  assert.equal(crc32cImplementation.kind, 'native', `native CRC32C did not load: ${crc32cImplementation.loadError}`);
+  assert.equal(crc32c(Buffer.alloc(4096, 0x5a)), crc32cJs(Buffer.alloc(4096, 0x5a)));
+  fc.assert(fc.property(fc.uint8Array({ minLength: 200, maxLength: 70_000 }), fc.nat({ max: 7 }), fc.nat(), fc.nat({ max: 70_000 }),
+    (data, shift, seed, cut) => {
+      const shifted = new Uint8Array(data.length + shift).subarray(shift);
+      shifted.set(data);
+      assert.equal(crc32c(shifted, seed), crc32cJs(data, seed));
+      const at = Math.min(cut, data.length);
+      assert.equal(crc32c(data.subarray(at), crc32c(data.subarray(0, at))), crc32cJs(data));
+    }), { numRuns: 200 });
 });
 
 // ---- round trips ---------------------------------------------------------------------------

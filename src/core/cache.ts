@@ -225,7 +225,12 @@ export class TrackCache {
       const pooled = this.bufferPool.pop();
       if (pooled !== undefined) return pooled;
     }
-    return Buffer.allocUnsafe(lengthBytes);
+    // Touch every page of a new buffer once, now. A new buffer is untouched memory and a small
+    // write faults in only its own page, so the buffer went round the pool with most pages still
+    // untouched and random 4 KiB writes kept faulting long after start: fillLine was 15% of the
+    // primary's time on 4 KiB QD32, ~49 µs per write (a first touch costs ~4 ms per MiB on this
+    // VM; docs/benchmarks.md). Now each buffer faults in once, at most one cache's worth.
+    return Buffer.allocUnsafe(lengthBytes).fill(0);
   }
 
   private recycle(data: Buffer | null): void {

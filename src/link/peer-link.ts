@@ -21,6 +21,7 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import type { LinkMessage } from '../core/link-codec.js';
 import { encode } from '../core/link-codec.js';
+import { crc32cImplementation } from '../core/crc32c.js';
 import { LinkConnection, type LinkIdentity, type RoleAndEpoch } from './connection.js';
 
 export type LinkLogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -106,7 +107,10 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
     server.on('error', (err) => this.opts.log('warn', 'link: server error', { error: err.message }));
     this.server = server;
     this.listenPort = (server.address() as net.AddressInfo).port;
-    this.opts.log('info', 'link: listening', { host, port: this.listenPort, dials: this.dials, peer: this.opts.peer.name });
+    const crc = crc32cImplementation;
+    this.opts.log('info', 'link: listening', { host, port: this.listenPort, dials: this.dials, peer: this.opts.peer.name, crc32c: crc.kind });
+    // Several times slower per byte: say so once, with the reason, rather than run slow unnoticed.
+    if (crc.loadError !== null) this.opts.log('warn', 'link: native CRC32C (@node-rs/crc32) did not load; using the JavaScript one', { error: crc.loadError });
     if (this.closed) return;
     if (this.dials) this.dial();
   }
