@@ -8,8 +8,7 @@
 // the benchmark's own pair should not move under a benchmark run.
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { freePort, startNode, type ConfigSpec, type NodeEntry, type NodeProcess } from '../test/helpers/node-process.js';
-import { sleep } from './common.js';
+import { freePort, pollNodes, startNode, type ConfigSpec, type NodeEntry, type NodeProcess } from '../test/helpers/node-process.js';
 
 export type NodeName = 'a' | 'b';
 
@@ -155,27 +154,13 @@ export class BenchPair {
     return this.logs[name].slice(since).filter((l) => l.msg === msg);
   }
 
-  /** Poll until check() is ok; throws with its last detail and the log tails on timeout. */
-  async waitFor(what: string, check: () => Promise<{ ok: boolean; detail: string }>, timeoutMs: number, pollMs = 20): Promise<number> {
-    const started = Date.now();
-    let last = 'not checked yet';
-    while (Date.now() - started < timeoutMs) {
-      for (const n of ['a', 'b'] as const) {
-        const node = this.nodes[n];
-        if (node !== null && node.hasExited && node.child.signalCode !== 'SIGKILL' && node.child.exitCode !== 0) {
-          throw new Error(`waiting for ${what}: node ${n} exited (${node.child.exitCode}); stderr tail:\n${node.stderr.slice(-3000)}`);
-        }
-      }
-      try {
-        const r = await check();
-        if (r.ok) return Date.now() - started;
-        last = r.detail;
-      } catch (err) {
-        last = `check failed: ${(err as Error).message}`;
-      }
-      await sleep(pollMs);
-    }
-    throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${last}\n--- a\n${this.tail('a')}\n--- b\n${this.tail('b')}`);
+  /**
+   * Poll until check() is ok; throws with its last detail and the log tails on timeout, or at once
+   * if a node that was running when the wait began exits (one killed before it is not watched).
+   */
+  waitFor(what: string, check: () => Promise<{ ok: boolean; detail: string }>, timeoutMs: number, pollMs = 20): Promise<number> {
+    const running = (['a', 'b'] as const).flatMap((n) => (this.nodes[n] !== null && !this.nodes[n]!.hasExited ? [this.nodes[n]!] : []));
+    return pollNodes(what, running, check, () => `--- a\n${this.tail('a')}\n--- b\n${this.tail('b')}`, timeoutMs, pollMs);
   }
 
   tail(name: NodeName, count = 15): string {
