@@ -24,81 +24,15 @@
 // memory stays bounded and no write ever fails for lack of room.
 //
 // Pure: no I/O, no clocks. Time (`nowMs`) is an argument; the shell does the store I/O.
+import { assert } from './assert.js';
+import {
+  BLOCK_SIZE_BYTES, hardenRun, type CacheGeometry, type CacheStats, type HardenJob, type HardenRun, type ReadPlan, type TrackLine,
+} from './cache-types.js';
+import { LineBufferPool } from './line-buffer-pool.js';
 
-export const BLOCK_SIZE_BYTES = 512;
-
-export interface CacheGeometry {
-  volumeSizeBytes: number;
-  trackSizeBytes: number;
-  capacityBytes: number;
-  rangeTracks: number;
-}
-
-/** A line of the cache: one track. */
-interface TrackLine {
-  readonly track: number;
-  readonly lengthBytes: number; // trackSizeBytes, or less for the volume's last track
-  data: Buffer | null; // null: every valid block is zero
-  readonly valid: Uint8Array;
-  readonly dirty: Uint8Array;
-  dirtyBlocks: number;
-  /** Global write sequence when the oldest unhardened write of this line landed. */
-  dirtySeq: number;
-  /** Time the oldest unhardened write of this line landed. */
-  dirtySinceMs: number;
-  /** Set while a harden job holds a snapshot of this line; marks blocks written meanwhile. */
-  rewritten: Uint8Array | null;
-  rewrittenSeq: number;
-  rewrittenSinceMs: number;
-  chargeBytes: number;
-}
-
-/**
- * One store write of a harden job. `buffers` are views of the lines' bytes as they were when the
- * job was taken (a write to a hardening line copies the line first: copy-on-write), to be written
- * back to back at offsetBytes; null means write zeros. `data` is the same bytes as one buffer.
- */
-export interface HardenRun {
-  readonly offsetBytes: number;
-  readonly lengthBytes: number;
-  readonly buffers: Buffer[] | null;
-  readonly data: Buffer | null;
-}
-
-function hardenRun(offsetBytes: number, lengthBytes: number, buffers: Buffer[] | null): HardenRun {
-  return {
-    offsetBytes, lengthBytes, buffers,
-    get data() {
-      return buffers === null ? null : buffers.length === 1 ? buffers[0]! : Buffer.concat(buffers, lengthBytes);
-    },
-  };
-}
-
-export interface HardenJob {
-  readonly id: number;
-  readonly tracks: number[];
-  readonly runs: HardenRun[];
-  readonly bytes: number;
-}
-
-/** Parts of a read the cache cannot serve; the shell reads them from the store. */
-export interface ReadPlan {
-  readonly offsetBytes: number;
-  readonly lengthBytes: number;
-  readonly storeRuns: { offsetBytes: number; lengthBytes: number }[];
-  readonly firstTrack: number;
-  readonly lastTrack: number;
-}
-
-export interface CacheStats {
-  cachedTracks: number;
-  dirtyTracks: number;
-  dirtyBytes: number;
-  chargedBytes: number;
-  capacityBytes: number;
-  hardeningTracks: number;
-  oldestDirtyAgeMs: number;
-}
+// The shapes the cache hands out are part of its interface: importers need only this file.
+export { BLOCK_SIZE_BYTES } from './cache-types.js';
+export type { CacheGeometry, CacheStats, HardenJob, HardenRun, ReadPlan } from './cache-types.js';
 
 /** Charge of a line that holds no data buffer (zeros): bookkeeping only. */
 const ZERO_LINE_CHARGE_BYTES = 1024;
@@ -122,12 +56,8 @@ export class TrackCache {
   /** Tracks with reads in flight: their lines must not be evicted (the store may be stale). */
   private readonly readPins = new Map<number, number>();
   private readonly rangeDirtyTracks: Uint32Array;
-  /**
-   * Full-track buffers of evicted lines, reused for new lines: allocating and dropping a 64 KiB
-   * buffer per line made the garbage collector the p99 of every write (docs/benchmarks.md). Line
-   * bytes never leave the cache by reference (reads and hardening copy them), so reuse is safe.
-   */
-  private readonly bufferPool: Buffer[] = [];
+  /** Full-track buffers of evicted lines, reused for new lines. */
+  private readonly bufferPool: LineBufferPool;
   private chargedBytes = 0;
   /** Charge of the dirty lines: the pressure signal, kept incrementally (writes are hot). */
   private dirtyChargeBytes = 0;
@@ -144,6 +74,7 @@ export class TrackCache {
     this.trackCount = Math.ceil(volumeSizeBytes / trackSizeBytes);
     this.rangeCount = Math.ceil(this.trackCount / rangeTracks);
     this.rangeDirtyTracks = new Uint32Array(this.rangeCount);
+    this.bufferPool = new LineBufferPool(trackSizeBytes, capacityBytes / 4);
   }
 
   /** The current write sequence: every write and zero bumps it. Flush waits are expressed in it. */
@@ -198,7 +129,7 @@ export class TrackCache {
     const wholeLine = startInLine === 0 && lengthBytes === line.lengthBytes;
     if (line.rewritten !== null && line.data !== null && !(wholeLine && bytes === null)) {
       // Copy-on-write: a harden job holds views of this buffer; give the line its own copy.
-      const copy = this.takeBuffer(line.lengthBytes);
+      const copy = this.bufferPool.take(line.lengthBytes);
       line.data.copy(copy);
       line.data = copy;
     }
@@ -213,37 +144,16 @@ export class TrackCache {
     }
     if (line.data === null) {
       // A zero line (or a fresh one) gets a buffer; zero-filled only if it holds valid zeros.
-      const buffer = this.takeBuffer(line.lengthBytes);
+      const buffer = this.bufferPool.take(line.lengthBytes);
       if (line.valid.includes(1) && !wholeLine) buffer.fill(0);
       this.setLineData(line, buffer);
     }
     (line.data as Buffer).set(bytes, startInLine);
   }
 
-  private takeBuffer(lengthBytes: number): Buffer {
-    if (lengthBytes === this.geometry.trackSizeBytes) {
-      const pooled = this.bufferPool.pop();
-      if (pooled !== undefined) return pooled;
-    }
-    // Touch every page of a new buffer once, now. A new buffer is untouched memory and a small
-    // write faults in only its own page, so the buffer went round the pool with most pages still
-    // untouched and random 4 KiB writes kept faulting long after start: fillLine was 15% of the
-    // primary's time on 4 KiB QD32, ~49 µs per write (a first touch costs ~4 ms per MiB on this
-    // VM; docs/benchmarks.md). Now each buffer faults in once, at most one cache's worth.
-    return Buffer.allocUnsafe(lengthBytes).fill(0);
-  }
-
-  private recycle(data: Buffer | null): void {
-    // Evictions come in bursts right before the same number of new lines: a quarter of the cache
-    // is plenty, and bounds what the pool can hold beyond the cache itself.
-    if (data !== null && data.length === this.geometry.trackSizeBytes && this.bufferPool.length * data.length < this.geometry.capacityBytes / 4) {
-      this.bufferPool.push(data);
-    }
-  }
-
   private setLineData(line: TrackLine, data: Buffer | null): void {
     // A hardening line's buffer is still being written to the store: the GC frees it later.
-    if (line.data !== null && line.data !== data && line.rewritten === null) this.recycle(line.data);
+    if (line.data !== null && line.data !== data && line.rewritten === null) this.bufferPool.give(line.data);
     const charge = data === null ? ZERO_LINE_CHARGE_BYTES : line.lengthBytes;
     this.chargedBytes += charge - line.chargeBytes;
     if (line.dirtyBlocks > 0) this.dirtyChargeBytes += charge - line.chargeBytes;
@@ -326,7 +236,7 @@ export class TrackCache {
     this.cleanLru.delete(line.track);
     this.lines.delete(line.track);
     this.chargedBytes -= line.chargeBytes;
-    this.recycle(line.data);
+    this.bufferPool.give(line.data);
   }
 
   // ---------------------------------------------------------------- reads
@@ -653,8 +563,4 @@ export class TrackCache {
     assert(offsetBytes % BLOCK_SIZE_BYTES === 0 && lengthBytes % BLOCK_SIZE_BYTES === 0, 'cache I/O must be 512-aligned');
     assert(offsetBytes >= 0 && offsetBytes + lengthBytes <= this.geometry.volumeSizeBytes, 'cache I/O past the end of the volume');
   }
-}
-
-export function assert(condition: unknown, message: string): asserts condition {
-  if (!condition) throw new Error(`assertion failed: ${message}`);
 }

@@ -14,7 +14,8 @@
 //
 // Pure: the shell calls `nextJob(nowMs)` when a hardening slot is free and runs the store I/O.
 
-import { assert, type HardenJob, type TrackCache } from './cache.js';
+import { assert } from './assert.js';
+import type { HardenJob, TrackCache } from './cache.js';
 
 export type HardenReason = 'flush' | 'pressure' | 'age' | 'threshold' | 'scan';
 

@@ -21,7 +21,7 @@
 // saving: the secondary swaps when SAVE-ACK arrives. (DESIGN.md: the FIFO link is what makes it so.)
 //
 // Pure: actions out, no I/O.
-import { assert } from './cache.js';
+import { assert } from './assert.js';
 import { PeerUnhardenedRecord } from './peer-record.js';
 
 export type TrackerKind = 'destage-scan' | 'toggle-counter' | 'selective';

@@ -26,7 +26,7 @@
 // The state machine is split in three files along its seams: replica-base.ts (the cache half: host
 // writes, durability ops, hardening, notices), replica-link.ts (the link half: state exchange,
 // resync, persisted state) and this file (roles: promote, demote, resolve; shutdown).
-import { assert } from './cache.js';
+import { assert } from './assert.js';
 import { compareHistories, currentEpoch, type EpochEntry } from './epochs.js';
 import type { LinkMessage } from './replica-types.js';
 import { ReplicaLink } from './replica-link.js';

@@ -1,0 +1,77 @@
+// The track cache's data shapes (src/core/cache.ts): its geometry, a line, and what it hands the
+// shell — harden jobs and their runs, read plans, stats. Pure.
+
+export const BLOCK_SIZE_BYTES = 512;
+
+export interface CacheGeometry {
+  volumeSizeBytes: number;
+  trackSizeBytes: number;
+  capacityBytes: number;
+  rangeTracks: number;
+}
+
+/** A line of the cache: one track (internal to the cache). */
+export interface TrackLine {
+  readonly track: number;
+  readonly lengthBytes: number; // trackSizeBytes, or less for the volume's last track
+  data: Buffer | null; // null: every valid block is zero
+  readonly valid: Uint8Array;
+  readonly dirty: Uint8Array;
+  dirtyBlocks: number;
+  /** Global write sequence when the oldest unhardened write of this line landed. */
+  dirtySeq: number;
+  /** Time the oldest unhardened write of this line landed. */
+  dirtySinceMs: number;
+  /** Set while a harden job holds a snapshot of this line; marks blocks written meanwhile. */
+  rewritten: Uint8Array | null;
+  rewrittenSeq: number;
+  rewrittenSinceMs: number;
+  chargeBytes: number;
+}
+
+/**
+ * One store write of a harden job. `buffers` are views of the lines' bytes as they were when the
+ * job was taken (a write to a hardening line copies the line first: copy-on-write), to be written
+ * back to back at offsetBytes; null means write zeros. `data` is the same bytes as one buffer.
+ */
+export interface HardenRun {
+  readonly offsetBytes: number;
+  readonly lengthBytes: number;
+  readonly buffers: Buffer[] | null;
+  readonly data: Buffer | null;
+}
+
+export function hardenRun(offsetBytes: number, lengthBytes: number, buffers: Buffer[] | null): HardenRun {
+  return {
+    offsetBytes, lengthBytes, buffers,
+    get data() {
+      return buffers === null ? null : buffers.length === 1 ? buffers[0]! : Buffer.concat(buffers, lengthBytes);
+    },
+  };
+}
+
+export interface HardenJob {
+  readonly id: number;
+  readonly tracks: number[];
+  readonly runs: HardenRun[];
+  readonly bytes: number;
+}
+
+/** Parts of a read the cache cannot serve; the shell reads them from the store. */
+export interface ReadPlan {
+  readonly offsetBytes: number;
+  readonly lengthBytes: number;
+  readonly storeRuns: { offsetBytes: number; lengthBytes: number }[];
+  readonly firstTrack: number;
+  readonly lastTrack: number;
+}
+
+export interface CacheStats {
+  cachedTracks: number;
+  dirtyTracks: number;
+  dirtyBytes: number;
+  chargedBytes: number;
+  capacityBytes: number;
+  hardeningTracks: number;
+  oldestDirtyAgeMs: number;
+}
