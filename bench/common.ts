@@ -113,3 +113,39 @@ export function printProfiles(profileDir: string, label: (file: string) => strin
   }
   if (files.length === 0) console.log('\nno .cpuprofile written (did the node exit cleanly?)');
 }
+
+// ---- command-line options shared by the bench scripts ------------------------------------------
+
+/** A bad command-line option: the scripts print its message alone, not a stack. */
+export class OptionError extends Error {
+  override readonly name = 'OptionError';
+}
+
+/** The line a script prints when it fails: the message for bad options, the stack otherwise. */
+export function failureLine(script: string, err: unknown): string {
+  const e = err as Error;
+  return `${script}: ${e instanceof OptionError ? e.message : e.stack ?? e.message}`;
+}
+
+/** --help: print the usage and exit. */
+export function exitWithUsageIf(help: boolean | undefined, usage: string): void {
+  if (help !== true) return;
+  console.log(usage);
+  process.exit(0);
+}
+
+/** An integer option: `fallback` when absent, else at least `min`, or a one-line error. */
+export function intOption(value: string | undefined, fallback: number, name: string, min = 1): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) throw new OptionError(`--${name} wants an integer ≥ ${min}, got "${value}"`);
+  return n;
+}
+
+/** --max-load: null when absent, else a positive number. */
+export function maxLoadOption(value: string | undefined): number | null {
+  if (value === undefined) return null;
+  const maxLoad = Number(value);
+  if (!(maxLoad > 0)) throw new OptionError(`--max-load wants a positive number, got "${value}"`);
+  return maxLoad;
+}

@@ -23,7 +23,7 @@ import { parseArgs } from 'node:util';
 import { cleanupAll, freePort, makeTempDir, run, startBackground } from '../test/helpers/node-process.js';
 import { ensureTools } from '../test/helpers/tools.js';
 import {
-  commitDescription, copyFile, fmtNumber, loadAverage, machine, MiB, syncFs, waitForLowLoad, writeDataFile,
+  commitDescription, copyFile, exitWithUsageIf, failureLine, OptionError, fmtNumber, intOption, loadAverage, machine, maxLoadOption, MiB, syncFs, waitForLowLoad, writeDataFile,
 } from './common.js';
 import { topSelfTime, type ProfileWindow } from './profile.js';
 import { fioArgs, medianMeasurement, rows as allRows, runFio, type Measurement, type Row } from './fio.js';
@@ -81,34 +81,24 @@ function parseOptions(): Options {
       markdown: { type: 'string' }, help: { type: 'boolean' },
     },
   });
-  if (values.help === true) {
-    console.log(usage);
-    process.exit(0);
-  }
+  exitWithUsageIf(values.help, usage);
   const quick = values.quick === true;
-  const int = (v: string | undefined, fallback: number, name: string, min = 1): number => {
-    if (v === undefined) return fallback;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} wants an integer ≥ ${min}, got "${v}"`);
-    return n;
-  };
   const rowIds = values.rows === undefined ? mirrorRowIds : values.rows === 'none' ? [] : values.rows.split(',');
-  for (const id of rowIds) if (!mirrorRowIds.includes(id)) throw new Error(`unknown row ${id} (rows: ${mirrorRowIds.join(', ')})`);
-  const maxLoad = values['max-load'] === undefined ? null : Number(values['max-load']);
-  if (maxLoad !== null && !(maxLoad > 0)) throw new Error('--max-load wants a positive number');
+  for (const id of rowIds) if (!mirrorRowIds.includes(id)) throw new OptionError(`unknown row ${id} (rows: ${mirrorRowIds.join(', ')})`);
+  const maxLoad = maxLoadOption(values['max-load']);
   return {
-    runs: int(values.runs, 3, 'runs'),
-    runtimeSec: int(values.runtime, quick ? 3 : 10, 'runtime'),
-    fuaRuntimeSec: int(values['fua-runtime'], quick ? 2 : 5, 'fua-runtime'),
-    warmupSec: int(values.warmup, quick ? 1 : 3, 'warmup', 0),
-    sizeBytes: int(values.size, quick ? 256 : 1024, 'size') * MiB,
+    runs: intOption(values.runs, 3, 'runs'),
+    runtimeSec: intOption(values.runtime, quick ? 3 : 10, 'runtime'),
+    fuaRuntimeSec: intOption(values['fua-runtime'], quick ? 2 : 5, 'fua-runtime'),
+    warmupSec: intOption(values.warmup, quick ? 1 : 3, 'warmup', 0),
+    sizeBytes: intOption(values.size, quick ? 256 : 1024, 'size') * MiB,
     cache: values.cache ?? '256MiB',
     dir: values.dir ?? null,
     rowIds,
     fua: values['no-fua'] !== true,
     profile: values.profile === true,
     maxLoad,
-    maxWaitSec: int(values['max-wait'], 600, 'max-wait'),
+    maxWaitSec: intOption(values['max-wait'], 600, 'max-wait'),
     markdownPath: values.markdown ?? null,
   };
 }
@@ -345,7 +335,7 @@ async function main(): Promise<void> {
 }
 
 main().catch(async (err: unknown) => {
-  console.error(`bench:mirror: ${(err as Error).stack ?? (err as Error).message}`);
+  console.error(failureLine('bench:mirror', err));
   await cleanupAll();
   process.exit(1);
 });

@@ -22,7 +22,7 @@ import { NbdClient } from '../src/nbd/client.js';
 import { cleanupAll, freePort, makeTempDir, run, startBackground } from '../test/helpers/node-process.js';
 import { ensureTools } from '../test/helpers/tools.js';
 import {
-  commitDescription, copyFile, fmtNumber, KiB, loadAverage, machine, median, MiB, sleep, syncFs, waitForLowLoad, writeDataFile,
+  commitDescription, copyFile, exitWithUsageIf, failureLine, OptionError, fmtNumber, intOption, KiB, loadAverage, machine, maxLoadOption, median, MiB, sleep, syncFs, waitForLowLoad, writeDataFile,
 } from './common.js';
 import { BenchPair, describe, pairPaths, type NodeName } from './pair.js';
 
@@ -70,33 +70,24 @@ function parseOptions(): Options {
       'max-wait': { type: 'string' }, markdown: { type: 'string' }, help: { type: 'boolean' },
     },
   });
-  if (values.help === true) {
-    console.log(usage);
-    process.exit(0);
-  }
+  exitWithUsageIf(values.help, usage);
   const quick = values.quick === true;
-  const int = (v: string | undefined, fallback: number, name: string, min = 1): number => {
-    if (v === undefined) return fallback;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} wants an integer ≥ ${min}, got "${v}"`);
-    return n;
-  };
   const percents = (values.percent ?? '1,10,100').split(',').map(Number);
-  if (percents.some((p) => !(p > 0 && p <= 100))) throw new Error(`--percent wants numbers in (0, 100], got "${values.percent}"`);
+  if (percents.some((p) => !(p > 0 && p <= 100))) throw new OptionError(`--percent wants numbers in (0, 100], got "${values.percent}"`);
   return {
-    runs: int(values.runs, quick ? 1 : 3, 'runs'),
+    runs: intOption(values.runs, quick ? 1 : 3, 'runs'),
     percents,
-    sizeBytes: int(values.size, quick ? 256 : 1024, 'size') * MiB,
+    sizeBytes: intOption(values.size, quick ? 256 : 1024, 'size') * MiB,
     cache: values.cache ?? '256MiB',
     syncRate: values['sync-rate'] ?? '4GiB',
-    depth: int(values.depth, 16, 'depth'),
+    depth: intOption(values.depth, 16, 'depth'),
     crash: values.crash === true,
-    promoteRuns: int(values['promote-runs'], quick ? 2 : 5, 'promote-runs', 0),
-    switchoverRuns: int(values['switchover-runs'], quick ? 2 : 5, 'switchover-runs', 0),
+    promoteRuns: intOption(values['promote-runs'], quick ? 2 : 5, 'promote-runs', 0),
+    switchoverRuns: intOption(values['switchover-runs'], quick ? 2 : 5, 'switchover-runs', 0),
     nbdcopy: values['no-nbdcopy'] !== true,
     dir: values.dir ?? null,
-    maxLoad: values['max-load'] === undefined ? null : Number(values['max-load']),
-    maxWaitSec: int(values['max-wait'], 600, 'max-wait'),
+    maxLoad: maxLoadOption(values['max-load']),
+    maxWaitSec: intOption(values['max-wait'], 600, 'max-wait'),
     markdownPath: values.markdown ?? null,
   };
 }
@@ -266,6 +257,22 @@ function backgroundWriter(uri: string, spanBytes: number): { stop(): Promise<num
   };
 }
 
+/**
+ * POST /promote to `to`, then one 4 KiB write through a fresh NBD connection to it: when the promote
+ * answered and when the write was acknowledged (performance.now() times).
+ */
+async function promoteAndWrite(pair: BenchPair, to: NodeName): Promise<{ postedAt: number; firstWriteAt: number }> {
+  const res = await pair.post(to, 'promote');
+  const postedAt = performance.now();
+  if (res.status !== 200) throw new Error(`POST ${to}/promote: HTTP ${res.status} ${res.text}`);
+  const client = await NbdClient.connect(pair.uri(to));
+  if (client.readOnly) throw new Error(`${to} still exports read-only after promote`);
+  await client.write(0, randomFillSync(Buffer.allocUnsafe(4096)));
+  const firstWriteAt = performance.now();
+  await client.disconnect();
+  return { postedAt, firstWriteAt };
+}
+
 async function measurePromote(pair: BenchPair, from: NodeName, to: NodeName, spanBytes: number): Promise<PromoteRun> {
   await pair.waitInSync();
   const writer = backgroundWriter(pair.uri(from), spanBytes);
@@ -280,14 +287,7 @@ async function measurePromote(pair: BenchPair, from: NodeName, to: NodeName, spa
   }, 10_000, 5);
   const t0 = performance.now();
   const noticedMs = t0 - killedAt;
-  const res = await pair.post(to, 'promote');
-  const tPosted = performance.now();
-  if (res.status !== 200) throw new Error(`POST ${to}/promote: HTTP ${res.status} ${res.text}`);
-  const client = await NbdClient.connect(pair.uri(to));
-  if (client.readOnly) throw new Error(`${to} still exports read-only after promote`);
-  await client.write(0, randomFillSync(Buffer.allocUnsafe(4096)));
-  const tWrite = performance.now();
-  await client.disconnect();
+  const { postedAt: tPosted, firstWriteAt: tWrite } = await promoteAndWrite(pair, to);
   // The old primary returns (as secondary, after a crash) and gets a delta resync.
   await pair.startNode(from);
   await pair.waitInSync(300_000);
@@ -320,14 +320,7 @@ async function measureSwitchover(pair: BenchPair, from: NodeName, to: NodeName, 
   if (demoted.status !== 200) throw new Error(`POST ${from}/demote: HTTP ${demoted.status} ${demoted.text}`);
   await writer.stop();
   const t1 = performance.now();
-  const promoted = await pair.post(to, 'promote');
-  const tPromoted = performance.now();
-  if (promoted.status !== 200) throw new Error(`POST ${to}/promote: HTTP ${promoted.status} ${promoted.text}`);
-  const client = await NbdClient.connect(pair.uri(to));
-  if (client.readOnly) throw new Error(`${to} still exports read-only after promote`);
-  await client.write(0, randomFillSync(Buffer.allocUnsafe(4096)));
-  const tWrite = performance.now();
-  await client.disconnect();
+  const { postedAt: tPromoted, firstWriteAt: tWrite } = await promoteAndWrite(pair, to);
   return { from, to, demoteMs: tDemoted - t0, promoteMs: tPromoted - t1, promoteToFirstWriteMs: tWrite - t1 };
 }
 
@@ -459,7 +452,7 @@ async function main(): Promise<void> {
 }
 
 main().catch(async (err: unknown) => {
-  console.error(`bench:resync: ${(err as Error).stack ?? (err as Error).message}`);
+  console.error(failureLine('bench:resync', err));
   await cleanupAll();
   process.exit(1);
 });

@@ -15,7 +15,7 @@ import {
 } from '../test/helpers/node-process.js';
 import { ensureTools } from '../test/helpers/tools.js';
 import {
-  commitDescription, fmtNumber, loadAverage, machine, MiB, printProfiles, syncFs, waitForLowLoad, writeDataFile,
+  commitDescription, exitWithUsageIf, fmtNumber, intOption, loadAverage, machine, maxLoadOption, MiB, printProfiles, syncFs, waitForLowLoad, writeDataFile,
 } from './common.js';
 import { medianMeasurement, rows, runFio, type Measurement, type Row } from './fio.js';
 
@@ -52,27 +52,18 @@ function parseOptions(): Options {
       markdown: { type: 'string' }, help: { type: 'boolean' }, 'max-load': { type: 'string' }, 'max-wait': { type: 'string' },
     },
   });
-  if (values.help === true) {
-    console.log(usage);
-    process.exit(0);
-  }
+  exitWithUsageIf(values.help, usage);
   const quick = values.quick === true;
-  const int = (v: string | undefined, fallback: number, name: string): number => {
-    if (v === undefined) return fallback;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} wants a positive integer, got "${v}"`);
-    return n;
-  };
   return {
-    runs: int(values.runs, 3, 'runs'),
-    runtimeSec: int(values.runtime, quick ? 3 : 10, 'runtime'),
-    sizeBytes: int(values.size, quick ? 256 : 1024, 'size') * MiB,
+    runs: intOption(values.runs, 3, 'runs'),
+    runtimeSec: intOption(values.runtime, quick ? 3 : 10, 'runtime'),
+    sizeBytes: intOption(values.size, quick ? 256 : 1024, 'size') * MiB,
     cache: values.cache ?? '256MiB',
     dir: values.dir ?? null,
     rowIds: values.rows === undefined ? null : values.rows.split(','),
     profile: values.profile === true,
-    maxLoad: values['max-load'] === undefined ? null : Number(values['max-load']),
-    maxWaitSec: int(values['max-wait'], 600, 'max-wait'),
+    maxLoad: maxLoadOption(values['max-load']),
+    maxWaitSec: intOption(values['max-wait'], 600, 'max-wait'),
     markdownPath: values.markdown ?? null,
   };
 }
