@@ -83,6 +83,26 @@ test('a write during hardening keeps its blocks dirty and restarts the age from 
   cache.checkInvariants();
 });
 
+test('writes to a line being hardened copy it once; the job keeps its snapshot; the store ends right', () => {
+  const cache = new TrackCache({ volumeSizeBytes: 256 * KiB, trackSizeBytes: 64 * KiB, capacityBytes: 256 * KiB, rangeTracks: 4 });
+  const store = Buffer.alloc(256 * KiB);
+  cache.write(0, pattern(8 * KiB, 1), 0);
+  const job = cache.takeHardenJob([0], 1 << 30)!;
+  cache.write(0, pattern(4 * KiB, 2), 1); // copies the line: the job's bytes stay pattern 1
+  cache.write(4 * KiB, pattern(4 * KiB, 3), 2); // goes to the copy
+  assert.deepEqual(job.runs[0]!.data, pattern(8 * KiB, 1));
+  applyJob(store, job);
+  cache.completeHarden(job.id);
+  // The job's buffer went back to the pool; a new line may take it, and the line's bytes stay right.
+  cache.write(64 * KiB, pattern(64 * KiB, 4), 3);
+  const expected = Buffer.concat([pattern(4 * KiB, 2), pattern(4 * KiB, 3)]);
+  assert.deepEqual(readThrough(cache, store, 0, 8 * KiB), expected);
+  hardenAll(cache, store);
+  assert.deepEqual(store.subarray(0, 8 * KiB), expected);
+  assert.deepEqual(store.subarray(64 * KiB, 128 * KiB), pattern(64 * KiB, 4));
+  cache.checkInvariants();
+});
+
 test('a full cache refuses writes (back-pressure) until hardening frees lines, and never loses data', () => {
   const cache = new TrackCache({ volumeSizeBytes: 1024 * KiB, trackSizeBytes: 64 * KiB, capacityBytes: 128 * KiB, rangeTracks: 4 });
   const store = Buffer.alloc(1024 * KiB);
@@ -167,6 +187,10 @@ test('property: reads always return the last write; hardening everything makes t
     const truth = Buffer.alloc(volumeBytes);
     const store = Buffer.alloc(volumeBytes);
     const jobs: HardenJob[] = [];
+    // What each job's runs held when it was taken: a harden job's snapshot must not change while
+    // it is in flight, whatever is written to its lines meanwhile (copy-on-write).
+    const taken = new Map<number, string>();
+    const snapshotOf = (job: HardenJob): string => job.runs.map((r) => (r.data === null ? `z${r.lengthBytes}` : r.data.toString('hex'))).join('|');
     for (const o of ops) {
       if (o.kind === 'write' || o.kind === 'zero' || o.kind === 'read') {
         const off = o.block * 512;
@@ -182,9 +206,10 @@ test('property: reads always return the last write; hardening everything makes t
       } else if (o.kind === 'take') {
         const tracks = Array.from({ length: o.count }, (_, i) => (o.track + i) % 16);
         const job = cache.takeHardenJob(tracks, 1 << 30);
-        if (job) jobs.push(job);
+        if (job) { jobs.push(job); taken.set(job.id, snapshotOf(job)); }
       } else if (jobs.length > 0) {
         const job = jobs.splice(o.which % jobs.length, 1)[0]!;
+        assert.equal(snapshotOf(job), taken.get(job.id), `harden job ${job.id}'s snapshot changed in flight`);
         if (o.fail) cache.abandonHarden(job.id);
         else { applyJob(store, job); cache.completeHarden(job.id); }
       }

@@ -24,6 +24,12 @@ export interface TrackLine {
   dirtySinceMs: number;
   /** Set while a harden job holds a snapshot of this line; marks blocks written meanwhile. */
   rewritten: Uint8Array | null;
+  /**
+   * The buffer a harden job's runs view (the line's data when the job was taken), while it lasts.
+   * A write copies the line only while `data` is still this buffer (copy-on-write, once per job);
+   * when the job ends the buffer goes back to the pool if the line has moved on to a copy.
+   */
+  hardenBuffer: Buffer | null;
   rewrittenSeq: number;
   rewrittenSinceMs: number;
   chargeBytes: number;

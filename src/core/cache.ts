@@ -127,8 +127,9 @@ export class TrackCache {
   /** Copies bytes (or zeros) into a line, keeping the line's data representation right. */
   private fillLine(line: TrackLine, startInLine: number, lengthBytes: number, bytes: Uint8Array | null): void {
     const wholeLine = startInLine === 0 && lengthBytes === line.lengthBytes;
-    if (line.rewritten !== null && line.data !== null && !(wholeLine && bytes === null)) {
-      // Copy-on-write: a harden job holds views of this buffer; give the line its own copy.
+    if (line.data !== null && line.data === line.hardenBuffer && !(wholeLine && bytes === null)) {
+      // Copy-on-write: a harden job holds views of this buffer; give the line its own copy (once:
+      // later writes during the same job go to the copy).
       const copy = this.bufferPool.take(line.lengthBytes);
       line.data.copy(copy);
       line.data = copy;
@@ -152,8 +153,8 @@ export class TrackCache {
   }
 
   private setLineData(line: TrackLine, data: Buffer | null): void {
-    // A hardening line's buffer is still being written to the store: the GC frees it later.
-    if (line.data !== null && line.data !== data && line.rewritten === null) this.bufferPool.give(line.data);
+    // A buffer a harden job still writes to the store goes back to the pool when the job ends.
+    if (line.data !== null && line.data !== data && line.data !== line.hardenBuffer) this.bufferPool.give(line.data);
     const charge = data === null ? ZERO_LINE_CHARGE_BYTES : line.lengthBytes;
     this.chargedBytes += charge - line.chargeBytes;
     if (line.dirtyBlocks > 0) this.dirtyChargeBytes += charge - line.chargeBytes;
@@ -197,7 +198,7 @@ export class TrackCache {
     const blocks = lengthBytes / BLOCK_SIZE_BYTES;
     const line: TrackLine = {
       track, lengthBytes, data: null, valid: new Uint8Array(blocks), dirty: new Uint8Array(blocks),
-      dirtyBlocks: 0, dirtySeq: 0, dirtySinceMs: 0, rewritten: null, rewrittenSeq: 0, rewrittenSinceMs: 0,
+      dirtyBlocks: 0, dirtySeq: 0, dirtySinceMs: 0, rewritten: null, hardenBuffer: null, rewrittenSeq: 0, rewrittenSinceMs: 0,
       chargeBytes: ZERO_LINE_CHARGE_BYTES,
     };
     this.chargedBytes += ZERO_LINE_CHARGE_BYTES;
@@ -333,7 +334,10 @@ export class TrackCache {
     if (chosen.length === 0) return null;
     chosen.sort((a, b) => a.track - b.track);
     const runs = this.snapshotRuns(chosen);
-    for (const line of chosen) line.rewritten = new Uint8Array(line.valid.length);
+    for (const line of chosen) {
+      line.rewritten = new Uint8Array(line.valid.length);
+      line.hardenBuffer = line.data;
+    }
     const job: HardenJob = { id: this.nextJobId++, tracks: chosen.map((l) => l.track), runs, bytes };
     this.hardeningJobs.set(job.id, job);
     return job;
@@ -384,7 +388,7 @@ export class TrackCache {
       const line = this.lines.get(track);
       assert(line !== undefined && line.rewritten !== null, 'hardening line vanished');
       const rewritten = line.rewritten;
-      line.rewritten = null;
+      this.endHarden(line);
       line.dirtyBlocks = 0;
       for (let b = 0; b < line.dirty.length; b++) {
         line.dirty[b] = rewritten[b]!;
@@ -423,8 +427,15 @@ export class TrackCache {
     this.hardeningJobs.delete(jobId);
     for (const track of job.tracks) {
       const line = this.lines.get(track);
-      if (line !== undefined) line.rewritten = null;
+      if (line !== undefined) this.endHarden(line);
     }
+  }
+
+  /** A harden job is over (its store writes all settled): release the line's snapshot. */
+  private endHarden(line: TrackLine): void {
+    if (line.hardenBuffer !== null && line.hardenBuffer !== line.data) this.bufferPool.give(line.hardenBuffer);
+    line.hardenBuffer = null;
+    line.rewritten = null;
   }
 
   // ---------------------------------------------------------------- queries for the policy
