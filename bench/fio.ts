@@ -47,6 +47,8 @@ export interface Measurement {
    */
   syncP50LatencyUs: number;
   syncP99LatencyUs: number;
+  /** fio's own CPU (user + system, its usr_cpu and sys_cpu), in cores: the load generator's share. */
+  fioCores: number;
 }
 
 // Total latency (submission + completion), not clat: with the nbd engine the request is sent during
@@ -87,6 +89,7 @@ export async function runFio(row: Row, uri: string, sizeBytes: number, runtimeSe
     p99LatencyUs: percentileUs(stats, '99.000000'),
     syncP50LatencyUs: percentileUs(syncStats, '50.000000'),
     syncP99LatencyUs: percentileUs(syncStats, '99.000000'),
+    fioCores: ((Number(job['usr_cpu']) || 0) + (Number(job['sys_cpu']) || 0)) / 100,
   };
 }
 
@@ -99,5 +102,6 @@ export function medianMeasurement(ms: Measurement[]): Measurement {
     p99LatencyUs: median(ms.map((m) => m.p99LatencyUs)),
     syncP50LatencyUs: median(ms.map((m) => m.syncP50LatencyUs)),
     syncP99LatencyUs: median(ms.map((m) => m.syncP99LatencyUs)),
+    fioCores: median(ms.map((m) => m.fioCores)),
   };
 }

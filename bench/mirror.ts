@@ -26,7 +26,8 @@ import {
   commitDescription, copyFile, exitWithUsageIf, failureLine, OptionError, fmtNumber, intOption, loadAverage, machine, maxLoadOption, MiB, syncFs, waitForLowLoad, writeDataFile,
 } from './common.js';
 import { topSelfTime, type ProfileWindow } from './profile.js';
-import { fioArgs, medianMeasurement, rows as allRows, runFio, type Measurement, type Row } from './fio.js';
+import { withCpuUse, type CpuUse } from './cpu.js';
+import { fioArgs, median, medianMeasurement, rows as allRows, runFio, type Measurement, type Row } from './fio.js';
 import { medianLoad, runWriteLoad, type LoadResult } from './nbd-load.js';
 import { BenchPair, pairPaths } from './pair.js';
 
@@ -109,6 +110,23 @@ interface Target {
   /** fio arguments this target adds to every row. */
   fioExtra: string[];
   settle(): Promise<void>;
+  /** The target's server processes (both nodes of a pair), for CPU accounting. */
+  pids(): number[];
+}
+
+/** CPU per I/O of one fio run: the target's servers, fio itself, and how busy the machine was. */
+interface CpuSample { serverUsPerIo: number; fioUsPerIo: number; machineCores: number }
+
+function cpuSample(m: Measurement, cpu: CpuUse): CpuSample {
+  return { serverUsPerIo: (cpu.serverCores * 1e6) / m.iops, fioUsPerIo: (m.fioCores * 1e6) / m.iops, machineCores: cpu.machineCores };
+}
+
+function medianCpu(samples: CpuSample[]): CpuSample {
+  return {
+    serverUsPerIo: median(samples.map((c) => c.serverUsPerIo)),
+    fioUsPerIo: median(samples.map((c) => c.fioUsPerIo)),
+    machineCores: median(samples.map((c) => c.machineCores)),
+  };
 }
 
 function describeFio(row: Row, t: TargetName, m: Measurement): string {
@@ -189,6 +207,7 @@ async function main(): Promise<void> {
 
   const fioResults = new Map<Row, Record<TargetName, Measurement>>();
   const fuaResults = new Map<number, Record<TargetName, LoadResult>>();
+  const cpuResults = new Map<Row, Record<TargetName, CpuSample>>();
   let loadAfter = '';
   const initialSyncMs: Record<string, number> = {};
   /** Wall-clock spans (Date.now) of the mirrored target's runs, per row: profile windows. */
@@ -213,9 +232,9 @@ async function main(): Promise<void> {
       syncFs();
     };
     const targets: Target[] = [
-      { name: 'mirrored', uri: memPair.uri('a'), fioExtra: [], settle: settlePair(memPair) },
-      { name: 'nbdkit', uri: `nbd://127.0.0.1:${kitPort}/`, fioExtra: [], settle: async () => syncFs() },
-      { name: 'disk', uri: diskPair.uri('a'), fioExtra: ['--fsync=1'], settle: settlePair(diskPair) },
+      { name: 'mirrored', uri: memPair.uri('a'), fioExtra: [], settle: settlePair(memPair), pids: () => pairPids(memPair) },
+      { name: 'nbdkit', uri: `nbd://127.0.0.1:${kitPort}/`, fioExtra: [], settle: async () => syncFs(), pids: () => [kit.child.pid!] },
+      { name: 'disk', uri: diskPair.uri('a'), fioExtra: ['--fsync=1'], settle: settlePair(diskPair), pids: () => pairPids(diskPair) },
     ];
     const rotated = (i: number): Target[] => targets.map((_, k) => targets[(k + i) % targets.length]!);
 
@@ -229,17 +248,20 @@ async function main(): Promise<void> {
         }
       }
       const samples: Record<TargetName, Measurement[]> = { mirrored: [], nbdkit: [], disk: [] };
+      const cpuSamples: Record<TargetName, CpuSample[]> = { mirrored: [], nbdkit: [], disk: [] };
       for (let i = 0; i < opts.runs; i++) {
         for (const t of rotated(i)) {
           await t.settle();
-          const m = await span(row.id, t.name, () => runFio(row, t.uri, opts.sizeBytes, opts.runtimeSec, t.fioExtra));
+          const [m, cpu] = await withCpuUse(t.pids(), () => span(row.id, t.name, () => runFio(row, t.uri, opts.sizeBytes, opts.runtimeSec, t.fioExtra)));
           samples[t.name].push(m);
+          cpuSamples[t.name].push(cpuSample(m, cpu));
           console.error(`${row.id} run ${i + 1}/${opts.runs} ${t.name}: ${describeFio(row, t.name, m)} (load ${loadAverage()})`);
         }
       }
       fioResults.set(row, {
         mirrored: medianMeasurement(samples.mirrored), nbdkit: medianMeasurement(samples.nbdkit), disk: medianMeasurement(samples.disk),
       });
+      if (row.kind === 'throughput') cpuResults.set(row, { mirrored: medianCpu(cpuSamples.mirrored), nbdkit: medianCpu(cpuSamples.nbdkit), disk: medianCpu(cpuSamples.disk) });
     }
 
     if (opts.fua) {
@@ -292,6 +314,7 @@ async function main(): Promise<void> {
     }
     md.push('');
   }
+  if (cpuResults.size > 0) md.push(...cpuTable(cpuResults), '');
   const vs = verdicts(fioResults, fuaResults);
   if (vs.length > 0) {
     md.push('| target | measured | met? |', '| --- | --- | --- |');
@@ -332,6 +355,25 @@ async function main(): Promise<void> {
   }
   if (opts.dir !== null) await run('rm', ['-rf', kitFile, mem.dir, disk.dir, base]);
   await cleanupAll();
+}
+
+function pairPids(pair: BenchPair): number[] {
+  return (['a', 'b'] as const).map((n) => pair.node(n).pid);
+}
+
+/**
+ * CPU per I/O (µs, user + system, medians over the runs): the target's servers (both nodes of a
+ * pair, all their threads), fio, and the machine's busy cores during the run. With the machine
+ * near its 2 cores, a target's throughput is about (2 cores) / (its total CPU per I/O).
+ */
+function cpuTable(cpu: Map<Row, Record<TargetName, CpuSample>>): string[] {
+  const cell = (c: CpuSample): string => `${fmtNumber(c.serverUsPerIo)} + fio ${fmtNumber(c.fioUsPerIo)} = ${fmtNumber(c.serverUsPerIo + c.fioUsPerIo)} µs (machine ${c.machineCores.toFixed(2)} cores busy)`;
+  const out = [`| CPU per I/O: servers + fio = total | ${targetNames.map((t) => targetLabel[t]).join(' | ')} | mirrored / nbdkit |`, '| --- | --- | --- | --- | --- |'];
+  for (const [row, c] of cpu) {
+    const ratio = (c.mirrored.serverUsPerIo + c.mirrored.fioUsPerIo) / (c.nbdkit.serverUsPerIo + c.nbdkit.fioUsPerIo);
+    out.push(`| ${row.label} | ${targetNames.map((t) => cell(c[t])).join(' | ')} | ${ratio.toFixed(2)}× |`);
+  }
+  return out;
 }
 
 main().catch(async (err: unknown) => {
