@@ -10,10 +10,14 @@ export interface CacheGeometry {
   rangeTracks: number;
 }
 
-/** A line of the cache: one track (internal to the cache). */
+/**
+ * A line of the cache: one track (internal to the cache). Evicted lines are reused for new tracks
+ * (TrackCache.lineFor), arrays and all: a random-write load evicts one line per write, and lines
+ * live long enough to be promoted, so fresh ones per write kept the old-space GC busy.
+ */
 export interface TrackLine {
-  readonly track: number;
-  readonly lengthBytes: number; // trackSizeBytes, or less for the volume's last track
+  track: number;
+  lengthBytes: number; // trackSizeBytes, or less for the volume's last track
   data: Buffer | null; // null: every valid block is zero
   readonly valid: Uint8Array;
   readonly dirty: Uint8Array;
@@ -24,6 +28,8 @@ export interface TrackLine {
   dirtySinceMs: number;
   /** Set while a harden job holds a snapshot of this line; marks blocks written meanwhile. */
   rewritten: Uint8Array | null;
+  /** The array `rewritten` points to while a job runs (allocated once per line). */
+  readonly rewrittenSpare: Uint8Array;
   /**
    * The buffer a harden job's runs view (the line's data when the job was taken), while it lasts.
    * A write copies the line only while `data` is still this buffer (copy-on-write, once per job);
@@ -48,12 +54,17 @@ export interface HardenRun {
 }
 
 export function hardenRun(offsetBytes: number, lengthBytes: number, buffers: Buffer[] | null): HardenRun {
-  return {
-    offsetBytes, lengthBytes, buffers,
-    get data() {
-      return buffers === null ? null : buffers.length === 1 ? buffers[0]! : Buffer.concat(buffers, lengthBytes);
-    },
-  };
+  return new Run(offsetBytes, lengthBytes, buffers);
+}
+
+/** A class, not an object literal with a getter: one allocation per run, no closure. */
+class Run implements HardenRun {
+  constructor(readonly offsetBytes: number, readonly lengthBytes: number, readonly buffers: Buffer[] | null) {}
+
+  get data(): Buffer | null {
+    const { buffers } = this;
+    return buffers === null ? null : buffers.length === 1 ? buffers[0]! : Buffer.concat(buffers, this.lengthBytes);
+  }
 }
 
 export interface HardenJob {

@@ -58,6 +58,9 @@ export class TrackCache {
   private readonly rangeDirtyTracks: Uint32Array;
   /** Full-track buffers of evicted lines, reused for new lines. */
   private readonly bufferPool: LineBufferPool;
+  /** Evicted full-track lines, reused by lineFor (bounded like the buffer pool). */
+  private readonly spareLines: TrackLine[] = [];
+  private readonly maxSpareLines: number;
   private chargedBytes = 0;
   /** Charge of the dirty lines: the pressure signal, kept incrementally (writes are hot). */
   private dirtyChargeBytes = 0;
@@ -75,6 +78,7 @@ export class TrackCache {
     this.rangeCount = Math.ceil(this.trackCount / rangeTracks);
     this.rangeDirtyTracks = new Uint32Array(this.rangeCount);
     this.bufferPool = new LineBufferPool(trackSizeBytes, capacityBytes / 4);
+    this.maxSpareLines = Math.ceil(capacityBytes / 4 / trackSizeBytes);
   }
 
   /** The current write sequence: every write and zero bumps it. Flush waits are expressed in it. */
@@ -195,12 +199,7 @@ export class TrackCache {
       return existing;
     }
     const lengthBytes = Math.min(this.geometry.trackSizeBytes, this.geometry.volumeSizeBytes - track * this.geometry.trackSizeBytes);
-    const blocks = lengthBytes / BLOCK_SIZE_BYTES;
-    const line: TrackLine = {
-      track, lengthBytes, data: null, valid: new Uint8Array(blocks), dirty: new Uint8Array(blocks),
-      dirtyBlocks: 0, dirtySeq: 0, dirtySinceMs: 0, rewritten: null, hardenBuffer: null, rewrittenSeq: 0, rewrittenSinceMs: 0,
-      chargeBytes: ZERO_LINE_CHARGE_BYTES,
-    };
+    const line = this.newLine(track, lengthBytes);
     this.chargedBytes += ZERO_LINE_CHARGE_BYTES;
     this.lines.set(track, line);
     this.cleanLru.set(track, line);
@@ -238,6 +237,31 @@ export class TrackCache {
     this.lines.delete(line.track);
     this.chargedBytes -= line.chargeBytes;
     this.bufferPool.give(line.data);
+    line.data = null;
+    if (line.lengthBytes === this.geometry.trackSizeBytes && this.spareLines.length < this.maxSpareLines) this.spareLines.push(line);
+  }
+
+  /** A clean, empty line for `track`: an evicted one reset, or a new one. */
+  private newLine(track: number, lengthBytes: number): TrackLine {
+    const spare = lengthBytes === this.geometry.trackSizeBytes ? this.spareLines.pop() : undefined;
+    if (spare !== undefined) {
+      spare.track = track;
+      spare.valid.fill(0);
+      spare.dirty.fill(0);
+      spare.dirtyBlocks = 0;
+      spare.dirtySeq = 0;
+      spare.dirtySinceMs = 0;
+      spare.rewrittenSeq = 0;
+      spare.rewrittenSinceMs = 0;
+      spare.chargeBytes = ZERO_LINE_CHARGE_BYTES;
+      return spare;
+    }
+    const blocks = lengthBytes / BLOCK_SIZE_BYTES;
+    return {
+      track, lengthBytes, data: null, valid: new Uint8Array(blocks), dirty: new Uint8Array(blocks),
+      dirtyBlocks: 0, dirtySeq: 0, dirtySinceMs: 0, rewritten: null, rewrittenSpare: new Uint8Array(blocks), hardenBuffer: null,
+      rewrittenSeq: 0, rewrittenSinceMs: 0, chargeBytes: ZERO_LINE_CHARGE_BYTES,
+    };
   }
 
   // ---------------------------------------------------------------- reads
@@ -335,7 +359,7 @@ export class TrackCache {
     chosen.sort((a, b) => a.track - b.track);
     const runs = this.snapshotRuns(chosen);
     for (const line of chosen) {
-      line.rewritten = new Uint8Array(line.valid.length);
+      line.rewritten = line.rewrittenSpare.fill(0);
       line.hardenBuffer = line.data;
     }
     const job: HardenJob = { id: this.nextJobId++, tracks: chosen.map((l) => l.track), runs, bytes };
@@ -343,35 +367,42 @@ export class TrackCache {
     return job;
   }
 
-  /** The dirty runs of `lines` (sorted by track), coalesced into store writes. */
+  /**
+   * The dirty runs of `lines` (sorted by track), coalesced into store writes: one pass, no
+   * intermediate objects (a random 4 KiB load builds one run per write on both nodes).
+   */
   private snapshotRuns(lines: TrackLine[]): HardenRun[] {
     const { trackSizeBytes } = this.geometry;
-    const pieces: { offsetBytes: number; lengthBytes: number; line: TrackLine; startInLine: number }[] = [];
+    const runs: HardenRun[] = [];
+    let runOffset = -1;
+    let runEnd = -1;
+    let runBuffers: Buffer[] | null = null;
+    let runIsZero = false;
     for (const line of lines) {
       const lineStart = line.track * trackSizeBytes;
+      const isZero = line.data === null;
       for (let b = 0; b < line.dirty.length;) {
         if (line.dirty[b] === 0) { b++; continue; }
         let e = b;
         while (e < line.dirty.length && line.dirty[e] === 1) e++;
-        pieces.push({ offsetBytes: lineStart + b * BLOCK_SIZE_BYTES, lengthBytes: (e - b) * BLOCK_SIZE_BYTES, line, startInLine: b * BLOCK_SIZE_BYTES });
+        const offsetBytes = lineStart + b * BLOCK_SIZE_BYTES;
+        const endBytes = lineStart + e * BLOCK_SIZE_BYTES;
+        // No copy: the views stay valid because a write to a hardening line copies the line first.
+        const view = isZero ? null : (line.data as Buffer).subarray(b * BLOCK_SIZE_BYTES, e * BLOCK_SIZE_BYTES);
+        if (offsetBytes === runEnd && isZero === runIsZero) {
+          runEnd = endBytes;
+          if (view !== null) runBuffers!.push(view);
+        } else {
+          if (runOffset >= 0) runs.push(hardenRun(runOffset, runEnd - runOffset, runBuffers));
+          runOffset = offsetBytes;
+          runEnd = endBytes;
+          runIsZero = isZero;
+          runBuffers = view === null ? null : [view];
+        }
         b = e;
       }
     }
-    const runs: HardenRun[] = [];
-    for (let i = 0; i < pieces.length;) {
-      const isZero = pieces[i]!.line.data === null;
-      let j = i + 1;
-      let end = pieces[i]!.offsetBytes + pieces[i]!.lengthBytes;
-      while (j < pieces.length && pieces[j]!.offsetBytes === end && (pieces[j]!.line.data === null) === isZero) {
-        end += pieces[j]!.lengthBytes;
-        j++;
-      }
-      const offsetBytes = pieces[i]!.offsetBytes;
-      // No copy: the views stay valid because a write to a hardening line copies the line first.
-      const buffers = isZero ? null : pieces.slice(i, j).map((p) => (p.line.data as Buffer).subarray(p.startInLine, p.startInLine + p.lengthBytes));
-      runs.push(hardenRun(offsetBytes, end - offsetBytes, buffers));
-      i = j;
-    }
+    if (runOffset >= 0) runs.push(hardenRun(runOffset, runEnd - runOffset, runBuffers));
     return runs;
   }
 
