@@ -11,6 +11,8 @@ import {
   startBackground, startNode, type ConfigSpec, type NodeProcess,
 } from './helpers/node-process.js';
 import { ensureTools } from './helpers/tools.js';
+import { openFileStore } from '../src/store/file-store.js';
+import { hardenRun } from '../src/core/cache-types.js';
 
 ensureTools(['qemu-io', 'fio', 'nbdkit']);
 
@@ -158,6 +160,27 @@ describe('file store', () => {
       `read -P 0xe3 ${7 * MiB} ${192 * KiB}`, `read -P 0 ${9 * MiB} 512`, `read -P 0xe4 ${9 * MiB + 512} 1024`,
     ]);
     await stopCleanly(second);
+  });
+
+  it('writeRuns lands every run of a harden job (one buffer, several, zeros) and rejects only after all settle', async () => {
+    const storePath = path.join(makeTempDir(), 'runs.img');
+    writeFileSync(storePath, Buffer.alloc(1 * MiB, 0x55));
+    const store = await openFileStore(storePath, 1 * MiB);
+    const a = Buffer.alloc(4 * KiB, 0xa1);
+    const b1 = Buffer.alloc(512, 0xb1);
+    const b2 = Buffer.alloc(1536, 0xb2);
+    await store.writeRuns([hardenRun(0, 4 * KiB, [a]), hardenRun(64 * KiB, 2 * KiB, [b1, b2]), hardenRun(128 * KiB, 8 * KiB, null)]);
+    const bytes = readFileSync(storePath);
+    assert.deepEqual(bytes.subarray(0, 4 * KiB), a);
+    assert.deepEqual(bytes.subarray(64 * KiB, 64 * KiB + 2 * KiB), Buffer.concat([b1, b2]));
+    assert.ok(bytes.subarray(128 * KiB, 136 * KiB).every((x) => x === 0), 'the zero run landed');
+    assert.equal(bytes[4 * KiB], 0x55, 'nothing else was touched');
+    await store.writeRuns([]);
+    // One run fails (its length exceeds its buffer: fs.write throws): one rejection, once the good run landed.
+    const c = Buffer.alloc(4 * KiB, 0xc1);
+    await assert.rejects(store.writeRuns([hardenRun(16 * KiB, 8 * KiB, [c]), hardenRun(8 * KiB, 4 * KiB, [c])]), /out of range|length/i);
+    assert.deepEqual(readFileSync(storePath).subarray(8 * KiB, 12 * KiB), c);
+    await store.close();
   });
 
   it('refuses a store file of the wrong size with one line and exit 1', async () => {

@@ -276,14 +276,12 @@ export class Volume implements NbdExport {
 
   private async runHardenJob(job: HardenJob, reason: HardenReason): Promise<void> {
     const started = process.hrtime.bigint();
-    // allSettled, not all: a failure is reported only once every run of the job has landed or
-    // failed, or a stale run could land after the retry's newer data (simulator, seed 6328).
-    const results = await Promise.allSettled(job.runs.map((r) => (r.buffers === null
-      ? this.store.writeZeroes(r.offsetBytes, r.lengthBytes)
-      : this.store.writev(r.offsetBytes, r.buffers))));
-    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failure !== undefined) {
-      this.run((now) => this.core.hardenFailed(job.id, (failure.reason as Error).message, now));
+    // writeRuns settles only once every run of the job has landed or failed, or a stale run could
+    // land after the retry's newer data (simulator, seed 6328).
+    try {
+      await this.store.writeRuns(job.runs);
+    } catch (err) {
+      this.run((now) => this.core.hardenFailed(job.id, (err as Error).message, now));
       return;
     }
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;

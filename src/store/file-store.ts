@@ -4,6 +4,7 @@
 // config must not destroy someone's disk image.
 import fs from 'node:fs';
 import { StoreOpenError, type Store } from './store.js';
+import type { HardenRun } from '../core/cache-types.js';
 
 /** Largest single pwrite of zeros; zero runs longer than this are written in pieces. */
 const ZERO_CHUNK_BYTES = 1024 * 1024;
@@ -96,6 +97,46 @@ class FileStore implements Store {
     const written = await fsCall<number>((cb) => fs.writev(this.fd, buffers, offsetBytes, cb));
     // A short pwritev on a regular file is rare (signals, full disk); finish with plain writes.
     if (written < total) await this.write(offsetBytes + written, Buffer.concat(buffers).subarray(written));
+  }
+
+  /**
+   * A harden job's runs: every pwrite/pwritev goes to libuv at once, with one promise for the job
+   * rather than a promise, a closure and a settled-result object per run (a random 4 KiB load has
+   * one run per host write on both nodes: that garbage was a sixth of the nodes' allocations).
+   */
+  writeRuns(runs: readonly HardenRun[]): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let left = runs.length;
+      let firstError: Error | null = null;
+      const settle = (err: Error | null): void => {
+        if (err !== null) firstError ??= err;
+        if (--left > 0) return;
+        if (firstError === null) resolve();
+        else reject(firstError);
+      };
+      if (left === 0) return resolve();
+      for (const run of runs) this.startRun(run, settle);
+    });
+  }
+
+  private startRun(run: HardenRun, settle: (err: Error | null) => void): void {
+    const { buffers, offsetBytes, lengthBytes } = run;
+    if (buffers === null) {
+      this.writeZeroes(offsetBytes, lengthBytes).then(() => settle(null), settle);
+      return;
+    }
+    const done = (err: NodeJS.ErrnoException | null, written: number): void => {
+      if (err !== null) return settle(err);
+      if (written === lengthBytes) return settle(null);
+      // A short write on a regular file is rare (signals, full disk): finish the rest slowly.
+      this.write(offsetBytes + written, Buffer.concat(buffers, lengthBytes).subarray(written)).then(() => settle(null), settle);
+    };
+    try {
+      if (buffers.length === 1) fs.write(this.fd, buffers[0]!, 0, lengthBytes, offsetBytes, done);
+      else fs.writev(this.fd, buffers, offsetBytes, done);
+    } catch (err) {
+      settle(err as Error); // bad arguments throw at once; the job still settles as a whole
+    }
   }
 
   /**

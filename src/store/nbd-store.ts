@@ -2,7 +2,8 @@
 // may be an nbd://host:port/export URI). One pipelined NbdClient connection; large requests are
 // split so no single request nears the server's maximum payload (proto.md "Size constraints").
 import { NbdClient, parseNbdUri } from '../nbd/client.js';
-import { StoreOpenError, type Store } from './store.js';
+import { StoreOpenError, writeRunsEach, type Store } from './store.js';
+import type { HardenRun } from '../core/cache-types.js';
 
 /**
  * Largest READ/WRITE we send, even when the server allows 32 MiB: chunks of this size keep the
@@ -69,6 +70,10 @@ class NbdStore implements Store {
   async write(offsetBytes: number, data: Uint8Array): Promise<void> {
     await Promise.all(pieces(data.length, this.chunkBytes).map(([at, n]) =>
       this.client.write(offsetBytes + at, data.subarray(at, at + n))));
+  }
+
+  writeRuns(runs: readonly HardenRun[]): Promise<void> {
+    return writeRunsEach(this, runs);
   }
 
   async writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void> {

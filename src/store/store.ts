@@ -1,6 +1,7 @@
 // A store is a node's non-volatile media (DESIGN.md vocabulary): a file or block device, or a
 // remote disk reached over NBD (seed Fig. 2, "remote disk 46"). The cache hardens into it.
 // Every method may be called concurrently; the cache never issues two overlapping writes at once.
+import type { HardenRun } from '../core/cache-types.js';
 
 export interface Store {
   /** Size of the store in bytes; equals the volume size. */
@@ -14,9 +15,24 @@ export interface Store {
   /** Writes the buffers back to back from offsetBytes (one pwritev for a file store). */
   writev(offsetBytes: number, buffers: Buffer[]): Promise<void>;
   writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void>;
+  /**
+   * Writes a harden job's runs, all at once. Settles only when every run has landed or failed
+   * (a failed job is retried, and a stale run landing after the retry's newer data would undo it:
+   * simulator, seed 6328), rejecting with the first error.
+   */
+  writeRuns(runs: readonly HardenRun[]): Promise<void>;
   /** Make every completed write durable (fdatasync, or NBD FLUSH). */
   sync(): Promise<void>;
   close(): Promise<void>;
+}
+
+/** writeRuns for any store: one call per run, settled together. */
+export async function writeRunsEach(store: Store, runs: readonly HardenRun[]): Promise<void> {
+  const results = await Promise.allSettled(runs.map((r) => (r.buffers === null
+    ? store.writeZeroes(r.offsetBytes, r.lengthBytes)
+    : store.writev(r.offsetBytes, r.buffers))));
+  const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failure !== undefined) throw failure.reason;
 }
 
 /** A store failed to open or does not fit the volume; message is one line, for the CLI. */

@@ -5,7 +5,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { TrackerKind } from '../../src/core/notifier.js';
 import type { FlushPolicy, LinkMessage, PersistedState, Role } from '../../src/core/replica-types.js';
 import { Volume } from '../../src/node/volume.js';
-import type { Store } from '../../src/store/store.js';
+import { writeRunsEach, type Store } from '../../src/store/store.js';
+import type { HardenRun } from '../../src/core/cache-types.js';
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
@@ -54,6 +55,10 @@ export class MemoryStore implements Store {
 
   async writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void> {
     await this.write(offsetBytes, Buffer.alloc(lengthBytes));
+  }
+
+  writeRuns(runs: readonly HardenRun[]): Promise<void> {
+    return writeRunsEach(this, runs);
   }
 
   async sync(): Promise<void> {
