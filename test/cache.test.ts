@@ -24,7 +24,7 @@ function readThrough(cache: TrackCache, store: Buffer, offsetBytes: number, leng
 
 function hardenAll(cache: TrackCache, store: Buffer): void {
   for (;;) {
-    const job = cache.takeHardenJob(cache.dirtyTracksOldestFirst(), 1 << 30);
+    const job = cache.takeOldestHardenJob(1 << 30);
     if (job === null) return;
     applyJob(store, job);
     cache.completeHarden(job.id);
@@ -58,7 +58,7 @@ test('hardening coalesces adjacent dirty runs across tracks into one store write
   // Tail of track 0 + head of track 1, plus a separate run in track 3.
   cache.write(60 * KiB, pattern(8 * KiB, 3), 0);
   cache.write(200 * KiB, pattern(4 * KiB, 4), 0);
-  const job = cache.takeHardenJob(cache.dirtyTracksOldestFirst(), 1 << 30);
+  const job = cache.takeOldestHardenJob(1 << 30);
   assert.ok(job);
   assert.deepEqual(job.runs.map((r) => [r.offsetBytes, r.lengthBytes]), [[60 * KiB, 8 * KiB], [200 * KiB, 4 * KiB]]);
   assert.deepEqual(job.runs[0]!.data, pattern(8 * KiB, 3));
@@ -122,7 +122,7 @@ test('TRIM/WRITE_ZEROES of whole tracks cost no data memory and harden as zero r
   assert.equal(cache.writeZeroes(0, 64 * 64 * KiB, 0), true, '4 MiB of zeros fits a 256 KiB cache');
   assert.ok(cache.stats(0).chargedBytes <= 256 * KiB);
   assert.deepEqual(readThrough(cache, store, 100 * KiB, 8 * KiB), Buffer.alloc(8 * KiB));
-  const job = cache.takeHardenJob(cache.dirtyTracksOldestFirst(), 1 << 30)!;
+  const job = cache.takeOldestHardenJob(1 << 30)!;
   assert.deepEqual(job.runs.map((r) => [r.offsetBytes, r.lengthBytes, r.data]), [[0, 64 * 64 * KiB, null]]);
   applyJob(store, job);
   cache.completeHarden(job.id);

@@ -350,11 +350,36 @@ export class TrackCache {
     let bytes = 0;
     for (const t of tracks) {
       const line = this.lines.get(t);
-      if (line === undefined || line.dirtyBlocks === 0 || line.rewritten !== null || this.hardenHolds.has(t)) continue;
+      if (line === undefined || !this.canHarden(line)) continue;
       chosen.push(line);
       bytes += line.dirtyBlocks * BLOCK_SIZE_BYTES;
       if (bytes >= maxBytes) break;
     }
+    return this.startHardenJob(chosen, bytes);
+  }
+
+  /**
+   * takeHardenJob over the dirty tracks not being hardened, oldest first (LRU pressure). Walks the
+   * dirty lines itself: a generator here allocated a result object per track it passed, and under
+   * pressure it passes every line already being hardened first.
+   */
+  takeOldestHardenJob(maxBytes: number): HardenJob | null {
+    const chosen: TrackLine[] = [];
+    let bytes = 0;
+    for (const line of this.dirtyLines.values()) {
+      if (!this.canHarden(line)) continue;
+      chosen.push(line);
+      bytes += line.dirtyBlocks * BLOCK_SIZE_BYTES;
+      if (bytes >= maxBytes) break;
+    }
+    return this.startHardenJob(chosen, bytes);
+  }
+
+  private canHarden(line: TrackLine): boolean {
+    return line.dirtyBlocks > 0 && line.rewritten === null && !this.hardenHolds.has(line.track);
+  }
+
+  private startHardenJob(chosen: TrackLine[], bytes: number): HardenJob | null {
     if (chosen.length === 0) return null;
     chosen.sort((a, b) => a.track - b.track);
     const runs = this.snapshotRuns(chosen);
@@ -470,11 +495,6 @@ export class TrackCache {
   }
 
   // ---------------------------------------------------------------- queries for the policy
-
-  /** Dirty tracks not being hardened, roughly oldest first. */
-  *dirtyTracksOldestFirst(): Generator<number> {
-    for (const line of this.dirtyLines.values()) if (line.rewritten === null) yield line.track;
-  }
 
   /** Dirty tracks whose oldest unhardened write is at or before `seq` (hardening or not). */
   *dirtyTracksUpToSeq(seq: number): Generator<number> {

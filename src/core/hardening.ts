@@ -110,7 +110,7 @@ export class Hardener {
       if (job !== null) return { job, reason: 'flush' };
     }
     if (this.blockedWriters > 0 || this.cache.dirtyFraction() >= this.settings.pressureFraction) {
-      const job = this.cache.takeHardenJob(this.cache.dirtyTracksOldestFirst(), max);
+      const job = this.cache.takeOldestHardenJob(max);
       if (job !== null) return { job, reason: 'pressure' };
     }
     if (this.ageDue) {
