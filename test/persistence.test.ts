@@ -12,7 +12,7 @@ import {
 } from './helpers/node-process.js';
 import { ensureTools } from './helpers/tools.js';
 import { openFileStore } from '../src/store/file-store.js';
-import { hardenRun } from '../src/core/cache-types.js';
+import { hardenRun } from '../src/core/harden-runs.js';
 
 ensureTools(['qemu-io', 'fio', 'nbdkit']);
 

@@ -10,11 +10,7 @@ export interface CacheGeometry {
   rangeTracks: number;
 }
 
-/**
- * A line of the cache: one track (internal to the cache). Evicted lines are reused for new tracks
- * (TrackCache.lineFor), arrays and all: a random-write load evicts one line per write, and lines
- * live long enough to be promoted, so fresh ones per write kept the old-space GC busy.
- */
+/** A line of the cache: one track (internal to the cache; evicted lines are reused, SpareLines). */
 export interface TrackLine {
   track: number;
   lengthBytes: number; // trackSizeBytes, or less for the volume's last track
@@ -51,20 +47,6 @@ export interface HardenRun {
   readonly lengthBytes: number;
   readonly buffers: Buffer[] | null;
   readonly data: Buffer | null;
-}
-
-export function hardenRun(offsetBytes: number, lengthBytes: number, buffers: Buffer[] | null): HardenRun {
-  return new Run(offsetBytes, lengthBytes, buffers);
-}
-
-/** A class, not an object literal with a getter: one allocation per run, no closure. */
-class Run implements HardenRun {
-  constructor(readonly offsetBytes: number, readonly lengthBytes: number, readonly buffers: Buffer[] | null) {}
-
-  get data(): Buffer | null {
-    const { buffers } = this;
-    return buffers === null ? null : buffers.length === 1 ? buffers[0]! : Buffer.concat(buffers, this.lengthBytes);
-  }
 }
 
 export interface HardenJob {

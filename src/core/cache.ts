@@ -12,11 +12,12 @@
 // A line whose `data` is null holds zeros in every valid block: TRIM and WRITE_ZEROES over whole
 // tracks cost no data memory, and harden as store zero-writes ("zero runs").
 //
-// Hardening takes a *snapshot* of the dirty runs of some lines (copying their bytes, so the store
-// write is stable while new writes land), marks those lines `hardening` so no second job touches
-// them (the store never sees two overlapping writes at once), and on completion clears the dirty
-// blocks that were not written again meanwhile (`rewritten`). Adjacent dirty runs of neighbouring
-// tracks coalesce into one store write.
+// Hardening takes a *snapshot* of the dirty runs of some lines (views of their buffers; a write to
+// a line while its job runs copies the line first, so the store write stays stable), marks those
+// lines `hardening` so no second job touches them (the store never sees two overlapping writes at
+// once), and on completion clears the dirty blocks that were not written again meanwhile
+// (`rewritten`). Adjacent dirty runs of neighbouring tracks coalesce into one store write
+// (src/core/harden-runs.ts).
 //
 // Capacity: every line is charged against `capacityBytes` (a full line when it holds data, a small
 // fixed cost for a zero line). When a write needs room and no clean, unpinned line can be evicted,
@@ -25,10 +26,9 @@
 //
 // Pure: no I/O, no clocks. Time (`nowMs`) is an argument; the shell does the store I/O.
 import { assert } from './assert.js';
-import {
-  BLOCK_SIZE_BYTES, hardenRun, type CacheGeometry, type CacheStats, type HardenJob, type HardenRun, type ReadPlan, type TrackLine,
-} from './cache-types.js';
-import { LineBufferPool } from './line-buffer-pool.js';
+import { BLOCK_SIZE_BYTES, type CacheGeometry, type CacheStats, type HardenJob, type ReadPlan, type TrackLine } from './cache-types.js';
+import { snapshotRuns } from './harden-runs.js';
+import { LineBufferPool, SpareLines } from './line-buffer-pool.js';
 
 // The shapes the cache hands out are part of its interface: importers need only this file.
 export { BLOCK_SIZE_BYTES } from './cache-types.js';
@@ -58,9 +58,8 @@ export class TrackCache {
   private readonly rangeDirtyTracks: Uint32Array;
   /** Full-track buffers of evicted lines, reused for new lines. */
   private readonly bufferPool: LineBufferPool;
-  /** Evicted full-track lines, reused by lineFor (bounded like the buffer pool). */
-  private readonly spareLines: TrackLine[] = [];
-  private readonly maxSpareLines: number;
+  /** Evicted full-track lines, reused by lineFor. */
+  private readonly spareLines: SpareLines;
   private chargedBytes = 0;
   /** Charge of the dirty lines: the pressure signal, kept incrementally (writes are hot). */
   private dirtyChargeBytes = 0;
@@ -78,7 +77,7 @@ export class TrackCache {
     this.rangeCount = Math.ceil(this.trackCount / rangeTracks);
     this.rangeDirtyTracks = new Uint32Array(this.rangeCount);
     this.bufferPool = new LineBufferPool(trackSizeBytes, capacityBytes / 4);
-    this.maxSpareLines = Math.ceil(capacityBytes / 4 / trackSizeBytes);
+    this.spareLines = new SpareLines(trackSizeBytes, Math.ceil(capacityBytes / 4 / trackSizeBytes));
   }
 
   /** The current write sequence: every write and zero bumps it. Flush waits are expressed in it. */
@@ -199,7 +198,7 @@ export class TrackCache {
       return existing;
     }
     const lengthBytes = Math.min(this.geometry.trackSizeBytes, this.geometry.volumeSizeBytes - track * this.geometry.trackSizeBytes);
-    const line = this.newLine(track, lengthBytes);
+    const line = this.spareLines.take(track, lengthBytes, ZERO_LINE_CHARGE_BYTES);
     this.chargedBytes += ZERO_LINE_CHARGE_BYTES;
     this.lines.set(track, line);
     this.cleanLru.set(track, line);
@@ -238,30 +237,7 @@ export class TrackCache {
     this.chargedBytes -= line.chargeBytes;
     this.bufferPool.give(line.data);
     line.data = null;
-    if (line.lengthBytes === this.geometry.trackSizeBytes && this.spareLines.length < this.maxSpareLines) this.spareLines.push(line);
-  }
-
-  /** A clean, empty line for `track`: an evicted one reset, or a new one. */
-  private newLine(track: number, lengthBytes: number): TrackLine {
-    const spare = lengthBytes === this.geometry.trackSizeBytes ? this.spareLines.pop() : undefined;
-    if (spare !== undefined) {
-      spare.track = track;
-      spare.valid.fill(0);
-      spare.dirty.fill(0);
-      spare.dirtyBlocks = 0;
-      spare.dirtySeq = 0;
-      spare.dirtySinceMs = 0;
-      spare.rewrittenSeq = 0;
-      spare.rewrittenSinceMs = 0;
-      spare.chargeBytes = ZERO_LINE_CHARGE_BYTES;
-      return spare;
-    }
-    const blocks = lengthBytes / BLOCK_SIZE_BYTES;
-    return {
-      track, lengthBytes, data: null, valid: new Uint8Array(blocks), dirty: new Uint8Array(blocks),
-      dirtyBlocks: 0, dirtySeq: 0, dirtySinceMs: 0, rewritten: null, rewrittenSpare: new Uint8Array(blocks), hardenBuffer: null,
-      rewrittenSeq: 0, rewrittenSinceMs: 0, chargeBytes: ZERO_LINE_CHARGE_BYTES,
-    };
+    this.spareLines.give(line);
   }
 
   // ---------------------------------------------------------------- reads
@@ -312,6 +288,16 @@ export class TrackCache {
   }
 
   /** Copies every valid cached block inside the plan's span into `out`. */
+  /** A read whose store I/O failed: release its pins. */
+  cancelRead(plan: ReadPlan): void {
+    if (plan.storeRuns.length === 0) return;
+    for (let t = plan.firstTrack; t <= plan.lastTrack; t++) {
+      const pins = (this.readPins.get(t) ?? 1) - 1;
+      if (pins === 0) this.readPins.delete(t);
+      else this.readPins.set(t, pins);
+    }
+  }
+
   private overlayCache(plan: ReadPlan, out: Buffer): void {
     const { trackSizeBytes } = this.geometry;
     const endBytes = plan.offsetBytes + plan.lengthBytes;
@@ -346,16 +332,12 @@ export class TrackCache {
    * Returns null when there is nothing to harden.
    */
   takeHardenJob(tracks: Iterable<number>, maxBytes: number): HardenJob | null {
-    const chosen: TrackLine[] = [];
-    let bytes = 0;
+    const job = new JobChoice(maxBytes);
     for (const t of tracks) {
       const line = this.lines.get(t);
-      if (line === undefined || !this.canHarden(line)) continue;
-      chosen.push(line);
-      bytes += line.dirtyBlocks * BLOCK_SIZE_BYTES;
-      if (bytes >= maxBytes) break;
+      if (line !== undefined && this.canHarden(line) && job.add(line)) break;
     }
-    return this.startHardenJob(chosen, bytes);
+    return this.startHardenJob(job);
   }
 
   /**
@@ -364,25 +346,19 @@ export class TrackCache {
    * pressure it passes every line already being hardened first.
    */
   takeOldestHardenJob(maxBytes: number): HardenJob | null {
-    const chosen: TrackLine[] = [];
-    let bytes = 0;
-    for (const line of this.dirtyLines.values()) {
-      if (!this.canHarden(line)) continue;
-      chosen.push(line);
-      bytes += line.dirtyBlocks * BLOCK_SIZE_BYTES;
-      if (bytes >= maxBytes) break;
-    }
-    return this.startHardenJob(chosen, bytes);
+    const job = new JobChoice(maxBytes);
+    for (const line of this.dirtyLines.values()) if (this.canHarden(line) && job.add(line)) break;
+    return this.startHardenJob(job);
   }
 
   private canHarden(line: TrackLine): boolean {
     return line.dirtyBlocks > 0 && line.rewritten === null && !this.hardenHolds.has(line.track);
   }
 
-  private startHardenJob(chosen: TrackLine[], bytes: number): HardenJob | null {
+  private startHardenJob({ lines: chosen, bytes }: JobChoice): HardenJob | null {
     if (chosen.length === 0) return null;
     chosen.sort((a, b) => a.track - b.track);
-    const runs = this.snapshotRuns(chosen);
+    const runs = snapshotRuns(chosen, this.geometry.trackSizeBytes);
     for (const line of chosen) {
       line.rewritten = line.rewrittenSpare.fill(0);
       line.hardenBuffer = line.data;
@@ -390,45 +366,6 @@ export class TrackCache {
     const job: HardenJob = { id: this.nextJobId++, tracks: chosen.map((l) => l.track), runs, bytes };
     this.hardeningJobs.set(job.id, job);
     return job;
-  }
-
-  /**
-   * The dirty runs of `lines` (sorted by track), coalesced into store writes: one pass, no
-   * intermediate objects (a random 4 KiB load builds one run per write on both nodes).
-   */
-  private snapshotRuns(lines: TrackLine[]): HardenRun[] {
-    const { trackSizeBytes } = this.geometry;
-    const runs: HardenRun[] = [];
-    let runOffset = -1;
-    let runEnd = -1;
-    let runBuffers: Buffer[] | null = null;
-    let runIsZero = false;
-    for (const line of lines) {
-      const lineStart = line.track * trackSizeBytes;
-      const isZero = line.data === null;
-      for (let b = 0; b < line.dirty.length;) {
-        if (line.dirty[b] === 0) { b++; continue; }
-        let e = b;
-        while (e < line.dirty.length && line.dirty[e] === 1) e++;
-        const offsetBytes = lineStart + b * BLOCK_SIZE_BYTES;
-        const endBytes = lineStart + e * BLOCK_SIZE_BYTES;
-        // No copy: the views stay valid because a write to a hardening line copies the line first.
-        const view = isZero ? null : (line.data as Buffer).subarray(b * BLOCK_SIZE_BYTES, e * BLOCK_SIZE_BYTES);
-        if (offsetBytes === runEnd && isZero === runIsZero) {
-          runEnd = endBytes;
-          if (view !== null) runBuffers!.push(view);
-        } else {
-          if (runOffset >= 0) runs.push(hardenRun(runOffset, runEnd - runOffset, runBuffers));
-          runOffset = offsetBytes;
-          runEnd = endBytes;
-          runIsZero = isZero;
-          runBuffers = view === null ? null : [view];
-        }
-        b = e;
-      }
-    }
-    if (runOffset >= 0) runs.push(hardenRun(runOffset, runEnd - runOffset, runBuffers));
-    return runs;
   }
 
   /**
@@ -464,16 +401,6 @@ export class TrackCache {
       }
     }
     return cleaned;
-  }
-
-  /** A read whose store I/O failed: release its pins. */
-  cancelRead(plan: ReadPlan): void {
-    if (plan.storeRuns.length === 0) return;
-    for (let t = plan.firstTrack; t <= plan.lastTrack; t++) {
-      const pins = (this.readPins.get(t) ?? 1) - 1;
-      if (pins === 0) this.readPins.delete(t);
-      else this.readPins.set(t, pins);
-    }
   }
 
   /** The store write failed: the lines stay dirty (and keep their age), to be retried. */
@@ -624,5 +551,20 @@ export class TrackCache {
   private assertAlignedInVolume(offsetBytes: number, lengthBytes: number): void {
     assert(offsetBytes % BLOCK_SIZE_BYTES === 0 && lengthBytes % BLOCK_SIZE_BYTES === 0, 'cache I/O must be 512-aligned');
     assert(offsetBytes >= 0 && offsetBytes + lengthBytes <= this.geometry.volumeSizeBytes, 'cache I/O past the end of the volume');
+  }
+}
+
+/** The lines a harden job is being built from, up to a byte budget. */
+class JobChoice {
+  readonly lines: TrackLine[] = [];
+  bytes = 0;
+
+  constructor(private readonly maxBytes: number) {}
+
+  /** Adds a line; true once the job holds its budget. */
+  add(line: TrackLine): boolean {
+    this.lines.push(line);
+    this.bytes += line.dirtyBlocks * BLOCK_SIZE_BYTES;
+    return this.bytes >= this.maxBytes;
   }
 }

@@ -1,9 +1,12 @@
-// Full-track buffers for cache lines, reused (part of the track cache, src/core/cache.ts). Pure.
+// Full-track buffers and line objects for cache lines, reused (part of the track cache,
+// src/core/cache.ts). Pure.
 //
 // Allocating and dropping a 64 KiB buffer per line made the garbage collector the p99 of every
 // write (docs/benchmarks.md), so evicted lines give their buffers back here and new lines take
 // them. Line bytes never leave the cache by reference (reads and hardening copy them), so reuse is
 // safe. A reused buffer holds stale bytes: the cache zero-fills what it needs zeroed.
+
+import { BLOCK_SIZE_BYTES, type TrackLine } from './cache-types.js';
 
 export class LineBufferPool {
   private readonly buffers: Buffer[] = [];
@@ -31,5 +34,44 @@ export class LineBufferPool {
 
   give(data: Buffer | null): void {
     if (data !== null && data.length === this.lineBytes && this.buffers.length * data.length < this.maxPooledBytes) this.buffers.push(data);
+  }
+}
+
+/**
+ * Evicted full-track lines, arrays and all, reset for the next track: a random-write load evicts
+ * one line per write, and lines live long enough to be promoted, so a fresh one per write kept the
+ * old-space GC busy (docs/benchmarks.md, "CPU per I/O"). Bounded like the buffer pool.
+ */
+export class SpareLines {
+  private readonly lines: TrackLine[] = [];
+
+  constructor(private readonly lineBytes: number, private readonly maxLines: number) {}
+
+  /** A clean, empty line holding no data buffer: an evicted one reset, or a new one. */
+  take(track: number, lengthBytes: number, chargeBytes: number): TrackLine {
+    const spare = lengthBytes === this.lineBytes ? this.lines.pop() : undefined;
+    if (spare === undefined) {
+      const blocks = lengthBytes / BLOCK_SIZE_BYTES;
+      return {
+        track, lengthBytes, data: null, valid: new Uint8Array(blocks), dirty: new Uint8Array(blocks),
+        dirtyBlocks: 0, dirtySeq: 0, dirtySinceMs: 0, rewritten: null, rewrittenSpare: new Uint8Array(blocks), hardenBuffer: null,
+        rewrittenSeq: 0, rewrittenSinceMs: 0, chargeBytes,
+      };
+    }
+    spare.track = track;
+    spare.valid.fill(0);
+    spare.dirty.fill(0);
+    spare.dirtyBlocks = 0;
+    spare.dirtySeq = 0;
+    spare.dirtySinceMs = 0;
+    spare.rewrittenSeq = 0;
+    spare.rewrittenSinceMs = 0;
+    spare.chargeBytes = chargeBytes;
+    return spare;
+  }
+
+  /** An evicted line (no data buffer, not hardening). */
+  give(line: TrackLine): void {
+    if (line.lengthBytes === this.lineBytes && this.lines.length < this.maxLines) this.lines.push(line);
   }
 }

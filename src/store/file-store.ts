@@ -95,8 +95,12 @@ class FileStore implements Store {
     if (buffers.length === 1) return this.write(offsetBytes, buffers[0]!);
     const total = buffers.reduce((n, b) => n + b.length, 0);
     const written = await fsCall<number>((cb) => fs.writev(this.fd, buffers, offsetBytes, cb));
-    // A short pwritev on a regular file is rare (signals, full disk); finish with plain writes.
-    if (written < total) await this.write(offsetBytes + written, Buffer.concat(buffers).subarray(written));
+    if (written < total) await this.finishShortWrite(offsetBytes, buffers, total, written);
+  }
+
+  /** A short pwrite(v) on a regular file is rare (signals, full disk): finish with plain writes. */
+  private finishShortWrite(offsetBytes: number, buffers: Buffer[], totalBytes: number, writtenBytes: number): Promise<void> {
+    return this.write(offsetBytes + writtenBytes, Buffer.concat(buffers, totalBytes).subarray(writtenBytes));
   }
 
   /**
@@ -128,8 +132,7 @@ class FileStore implements Store {
     const done = (err: NodeJS.ErrnoException | null, written: number): void => {
       if (err !== null) return settle(err);
       if (written === lengthBytes) return settle(null);
-      // A short write on a regular file is rare (signals, full disk): finish the rest slowly.
-      this.write(offsetBytes + written, Buffer.concat(buffers, lengthBytes).subarray(written)).then(() => settle(null), settle);
+      this.finishShortWrite(offsetBytes, buffers, lengthBytes, written).then(() => settle(null), settle);
     };
     try {
       if (buffers.length === 1) fs.write(this.fd, buffers[0]!, 0, lengthBytes, offsetBytes, done);
