@@ -3,10 +3,13 @@
 // exact outcome (error value or closed socket) and that another connection is still served.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startNbdServer, type NbdServerHandle } from '../src/nbd/server.js';
 import { NbdRequestError, type NbdErrno, type NbdExport, type NbdRequestObserver } from '../src/nbd/export.js';
+import {
+  CMD, ERR_INVALID, ERR_UNKNOWN, ERR_UNSUP, IHAVEOPT, MiB, OPT, REP_ACK, REP_INFO, REP_SERVER, REPLY_MAGIC, Raw,
+  infoData, negotiate, option, request, u16, u32,
+} from './helpers/nbd-raw.js';
 
 // ---- an in-memory export -------------------------------------------------------------------
 
@@ -52,135 +55,9 @@ class MemoryExport implements NbdExport {
   }
 }
 
-// ---- wire helpers, written independently of src/nbd/codec ----------------------------------
+// ---- wire helpers, written independently of src/nbd/codec (test/helpers/nbd-raw.ts) -------
 
-const IHAVEOPT = Buffer.from('IHAVEOPT');
-const REPLY_MAGIC = Buffer.from('0003e889045565a9', 'hex');
-const REP_ACK = 1;
-const REP_SERVER = 2;
-const REP_INFO = 3;
-const ERR_UNSUP = 0x80000001;
-const ERR_INVALID = 0x80000003;
-const ERR_UNKNOWN = 0x80000006;
-const OPT = { EXPORT_NAME: 1, ABORT: 2, LIST: 3, STARTTLS: 5, INFO: 6, GO: 7, STRUCTURED_REPLY: 8, EXTENDED_HEADERS: 11 };
-const CMD = { READ: 0, WRITE: 1, DISC: 2, FLUSH: 3, TRIM: 4, CACHE: 5, WRITE_ZEROES: 6 };
 const ERRNO: Record<NbdErrno, number> = { EPERM: 1, EIO: 5, ENOMEM: 12, EINVAL: 22, ENOSPC: 28, EOVERFLOW: 75, ENOTSUP: 95, ESHUTDOWN: 108 };
-const MiB = 1024 * 1024;
-
-function u16(v: number): Buffer { const b = Buffer.alloc(2); b.writeUInt16BE(v); return b; }
-function u32(v: number): Buffer { const b = Buffer.alloc(4); b.writeUInt32BE(v); return b; }
-function u64(v: number): Buffer { const b = Buffer.alloc(8); b.writeBigUInt64BE(BigInt(v)); return b; }
-
-function option(code: number, data: Buffer = Buffer.alloc(0)): Buffer {
-  return Buffer.concat([IHAVEOPT, u32(code), u32(data.length), data]);
-}
-
-function infoData(name: string, infos: number[] = []): Buffer {
-  const n = Buffer.from(name);
-  return Buffer.concat([u32(n.length), n, u16(infos.length), ...infos.map(u16)]);
-}
-
-function request(type: number, cookie: number, offsetBytes: number, lengthBytes: number, flags = 0, data?: Buffer): Buffer {
-  const header = Buffer.concat([u32(0x25609513), u16(flags), u16(type), u32(0), u32(cookie), u64(offsetBytes), u32(lengthBytes)]);
-  return data ? Buffer.concat([header, data]) : header;
-}
-
-/** A raw client socket with exact-length reads. */
-class Raw {
-  private received = Buffer.alloc(0);
-  private wake: (() => void) | null = null;
-  ended = false;
-  readonly closed: Promise<void>;
-
-  private constructor(readonly socket: net.Socket) {
-    socket.on('data', (chunk: Buffer) => {
-      this.received = Buffer.concat([this.received, chunk]);
-      this.wake?.();
-    });
-    socket.on('error', () => { /* the close event reports it */ });
-    this.closed = new Promise((resolve) => socket.once('close', () => {
-      this.ended = true;
-      this.wake?.();
-      resolve();
-    }));
-  }
-
-  static connect(port: number): Promise<Raw> {
-    return new Promise((resolve, reject) => {
-      const socket = net.connect(port, '127.0.0.1', () => resolve(new Raw(socket)));
-      socket.once('error', reject);
-    });
-  }
-
-  send(...parts: Buffer[]): void {
-    this.socket.write(Buffer.concat(parts));
-  }
-
-  async read(lengthBytes: number): Promise<Buffer> {
-    const deadline = Date.now() + 5000;
-    while (this.received.length < lengthBytes) {
-      if (this.ended) throw new Error(`connection closed with ${this.received.length}/${lengthBytes} bytes`);
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${lengthBytes} bytes`);
-      await new Promise<void>((resolve) => { this.wake = resolve; setTimeout(resolve, 100); });
-    }
-    const out = this.received.subarray(0, lengthBytes);
-    this.received = this.received.subarray(lengthBytes);
-    return out;
-  }
-
-  /** Resolves when the server closed the connection; returns any bytes it sent first. */
-  async expectClosed(): Promise<Buffer> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error('server did not close the connection')), 5000);
-    });
-    await Promise.race([this.closed, timeout]).finally(() => clearTimeout(timer));
-    return this.received;
-  }
-
-  async optionReply(): Promise<{ option: number; type: number; data: Buffer }> {
-    const header = await this.read(20);
-    assert.ok(header.subarray(0, 8).equals(REPLY_MAGIC), 'option reply magic');
-    const data = await this.read(header.readUInt32BE(16));
-    return { option: header.readUInt32BE(8), type: header.readUInt32BE(12), data: Buffer.from(data) };
-  }
-
-  /** A simple reply: [error value, cookie, data]. */
-  async reply(dataBytes = 0): Promise<{ error: number; cookie: number; data: Buffer }> {
-    const header = await this.read(16);
-    assert.equal(header.readUInt32BE(0), 0x67446698, 'simple reply magic');
-    const error = header.readUInt32BE(4);
-    assert.equal(header.readUInt32BE(8), 0, 'cookie high half echoed');
-    const data = error === 0 && dataBytes > 0 ? Buffer.from(await this.read(dataBytes)) : Buffer.alloc(0);
-    return { error, cookie: header.readUInt32BE(12), data };
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
-}
-
-/** Greeting, client flags, GO: returns [size, transmission flags]. */
-async function negotiate(raw: Raw, exportName = 'vol'): Promise<{ sizeBytes: number; flags: number }> {
-  const greeting = await raw.read(18);
-  assert.equal(greeting.toString('latin1', 0, 16), 'NBDMAGICIHAVEOPT');
-  assert.equal(greeting.readUInt16BE(16), 3, 'FIXED_NEWSTYLE | NO_ZEROES');
-  raw.send(u32(3), option(OPT.GO, infoData(exportName)));
-  let sizeBytes = -1;
-  let flags = -1;
-  for (;;) {
-    const reply = await raw.optionReply();
-    assert.equal(reply.option, OPT.GO);
-    if (reply.type === REP_ACK) break;
-    assert.equal(reply.type, REP_INFO);
-    if (reply.data.readUInt16BE(0) === 0) {
-      assert.equal(reply.data.length, 12);
-      sizeBytes = Number(reply.data.readBigUInt64BE(2));
-      flags = reply.data.readUInt16BE(10);
-    }
-  }
-  return { sizeBytes, flags };
-}
 
 // ---- fixture -------------------------------------------------------------------------------
 
