@@ -98,7 +98,7 @@ export class Host {
     if (op.kind === 'read') return this.issueRead(reqId, op, node, thread, base);
     if (op.kind === 'flush') {
       this.counts.flushes++;
-      this.pending.set(reqId, { ...base, rec: null, issuedAt: this.model.now() });
+      this.pending.set(reqId, { ...base, rec: null, issuedAt: this.model.openCheck() });
       this.view.trace(`host: flush r${reqId} → ${node.name}`);
       return node.run((c, now) => c.hostFlush(reqId, now));
     }
@@ -114,13 +114,14 @@ export class Host {
 
   private issueRead(reqId: number, op: HostOp, node: SimNode, thread: number, base: Omit<Pending, 'rec' | 'issuedAt'>): void {
     this.counts.reads++;
-    const readStart = this.model.now();
+    const readStart = this.model.openCheck();
     // Strict at the primary; at the secondary only while both are in sync on this very link —
     // otherwise it may legally lag (it has not heard of the link loss the primary acted on).
     const strict = node.core!.role === 'primary' || this.mirroredNow();
     this.pending.set(reqId, { ...base, rec: null, issuedAt: readStart });
     node.read(op.offsetBytes, op.lengthBytes, (bytes) => {
       if (!this.pending.delete(reqId)) return;
+      this.model.closeCheck(readStart);
       const first = op.offsetBytes / this.blockSize;
       const why = strict ? explainImage(this.model, bytes, first, readStart) : explainLoose(this.model, bytes, first);
       if (strict) this.counts.strictReads++;
@@ -154,7 +155,8 @@ export class Host {
       const inMemoryOnly = p.peerStateAtIssue === 'in-sync' && this.view.opts.flush === 'memory';
       if (!inMemoryOnly) this.checkDurable(node, reqId, p, 'FLUSH', p.issuedAt);
     }
-    this.model.prune(this.oldestPendingRead());
+    if (p.rec === null) this.model.closeCheck(p.issuedAt);
+    this.model.prune();
     this.done(p.thread);
   }
 
@@ -178,18 +180,13 @@ export class Host {
     }
   }
 
-  private oldestPendingRead(): number {
-    let oldest = this.model.now();
-    for (const p of this.pending.values()) if (p.op.kind === 'read' && p.issuedAt < oldest) oldest = p.issuedAt;
-    return oldest;
-  }
-
   /** The node crashed: its requests never get an answer; writes among them may or may not land. */
   nodeCrashed(node: SimNode): void {
     for (const [reqId, p] of [...this.pending]) {
       if (p.node !== node) continue;
       this.pending.delete(reqId);
       if (p.rec !== null) this.model.completeWrite(p.rec, false);
+      else this.model.closeCheck(p.issuedAt);
       this.done(p.thread);
     }
   }

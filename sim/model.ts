@@ -68,6 +68,12 @@ export class Model {
   private clock = 0;
   private readonly blocks: WriteRec[][];
   private completionsSincePrune = 0;
+  /**
+   * The start times of the checks still in flight, each of which will judge what it finds as of
+   * its start: reads and FLUSHes (openCheck), and writes until they complete (a FUA's check takes
+   * its issue time as the floor). prune() keeps every value any of them may still accept.
+   */
+  private readonly openChecks = new Set<number>();
   maxIssuedId = 0;
 
   constructor(readonly blockCount: number) {
@@ -79,8 +85,23 @@ export class Model {
     return ++this.clock;
   }
 
+  /**
+   * Starts a check that will judge what it finds as of now (a read, a FLUSH): returns its start
+   * time. Until closeCheck, pruning keeps every value such a check may accept.
+   */
+  openCheck(): number {
+    const at = this.now();
+    this.openChecks.add(at);
+    return at;
+  }
+
+  closeCheck(at: number): void {
+    this.openChecks.delete(at);
+  }
+
   issueWrite(id: number, firstBlock: number, count: number, zero: boolean): WriteRec {
     const rec: WriteRec = { id, zero, issuedAt: this.now(), completedAt: Infinity, ok: false };
+    this.openChecks.add(rec.issuedAt);
     for (let b = firstBlock; b < firstBlock + count; b++) this.blocks[b]!.push(rec);
     this.maxIssuedId = Math.max(this.maxIssuedId, id);
     return rec;
@@ -90,6 +111,8 @@ export class Model {
     if (rec.completedAt !== Infinity) return;
     rec.completedAt = this.now();
     rec.ok = ok;
+    // Its FUA check, if any, runs next, before anyone calls prune().
+    this.openChecks.delete(rec.issuedAt);
     this.completionsSincePrune++;
   }
 
@@ -121,16 +144,21 @@ export class Model {
   }
 
   /**
-   * Forgets writes no read can return any more: definitely overwritten before `oldestReadStart`
-   * (the start of the oldest read still in flight, or now). Keeps the per-block lists short.
+   * Forgets writes no check can accept any more: definitely overwritten before the start of the
+   * oldest check still in flight (or now). Keeps the per-block lists short. Every kind of check
+   * counts, not only reads: a FLUSH judges the store as of its start, so a write completed after
+   * it started must not push out the value it covers (seeds 5000598, 5008004, 5010253 failed on
+   * exactly that, with the store right and the model wrong).
    */
-  prune(oldestReadStart: number): void {
+  prune(): void {
     if (this.completionsSincePrune < 256) return;
     this.completionsSincePrune = 0;
+    let oldest = Infinity;
+    for (const at of this.openChecks) if (at < oldest) oldest = at;
     for (let b = 0; b < this.blockCount; b++) {
       const list = this.blocks[b]!;
       let floor = -Infinity;
-      for (const d of list) if (d.ok && d.completedAt < oldestReadStart && d.issuedAt > floor) floor = d.issuedAt;
+      for (const d of list) if (d.ok && d.completedAt < oldest && d.issuedAt > floor) floor = d.issuedAt;
       if (list.some((c) => c.completedAt < floor)) this.blocks[b] = list.filter((c) => !(c.completedAt < floor));
     }
   }

@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { hooksFor, runBatch, runParallel } from '../sim/batch.js';
 import { runSeed } from '../sim/cluster.js';
 import { KNOWN_BUGS, KNOWN_FIXES, type AssumedFix } from '../sim/fixes.js';
+import { Model } from '../sim/model.js';
 import { mutants, type MutantName } from '../sim/mutants.js';
 
 const SEEDS = 2000;
@@ -35,6 +36,58 @@ test('a seed replays exactly: same trace, same outcome', () => {
     assert.equal(second.steps, first.steps);
     assert.equal(second.failure, first.failure);
   }
+});
+
+/**
+ * Seeds outside the fixed corpus that once failed with "FLUSH answered ok but node a's store lacks
+ * a write it covers" (issue 10). The stores were right: the model had forgotten the value they
+ * held, pruned for a write issued after the FLUSH started, because pruning counted only the reads
+ * in flight and not the FLUSHes and FUAs, which are checked as of their start too.
+ */
+const FLUSH_PRUNE_SEEDS = [5000598, 5008004, 5010253];
+
+test(`seeds ${FLUSH_PRUNE_SEEDS.join(', ')}: a FLUSH in flight is judged on every value it may find`, () => {
+  const hooks = hooksFor(KNOWN_FIXES);
+  for (const seed of FLUSH_PRUNE_SEEDS) {
+    const r = runSeed(seed, hooks);
+    assert.ok(r.ok, `seed ${seed}: ${r.failure}\n  replay: npm run sim -- --seed ${seed} --verbose`);
+  }
+});
+
+/** A model with writes stamped one block each, and filler that makes prune() run. */
+function pruneModel(): { model: Model; write: (id: number, block: number) => void; pruneNow: () => void } {
+  const model = new Model(3);
+  const write = (id: number, block: number): void => model.completeWrite(model.issueWrite(id, block, 1, false), true);
+  let filler = 1000;
+  const pruneNow = (): void => {
+    for (let i = 0; i < 256; i++) write(filler++, 2); // prune() runs once per 256 completions
+    model.prune();
+  };
+  return { model, write, pruneNow };
+}
+
+test('model: pruning keeps every value a FLUSH still in flight may find on the store', () => {
+  const { model, write, pruneNow } = pruneModel();
+  write(1, 0);
+  const flushStart = model.openCheck(); // FLUSH issued: it covers write 1
+  write(4, 0); // after the FLUSH started: not covered, maybe only in RAM when it is answered
+  pruneNow();
+  assert.equal(model.explainBlock(0, 1, flushStart), null, 'the FLUSH may find write 1 on the store');
+  model.closeCheck(flushStart);
+  pruneNow(); // nothing in flight now: write 1 is definitely overwritten and goes
+  assert.match(model.explainBlock(0, 1, model.now()) ?? '', /of \[4\]$/);
+});
+
+test('model: pruning keeps every value a FUA still in flight may find on the store', () => {
+  const { model, write, pruneNow } = pruneModel();
+  const fua = model.issueWrite(2, 1, 1, false); // in flight
+  write(3, 1); // concurrent with the FUA: may land after it
+  write(5, 1); // after write 3 completed: for a later read, write 3 is definitely overwritten
+  pruneNow();
+  model.completeWrite(fua, true);
+  assert.equal(model.explainNotBefore(1, 3, fua), null, 'the FUA may find write 3 on the store');
+  pruneNow(); // nothing in flight now: write 3 goes (the FUA ended after write 5 began: it stays)
+  assert.match(model.explainBlock(1, 3, model.now()) ?? '', /of \[2 5\]$/);
 });
 
 test(`${SEEDS} seeds: every invariant holds after every step, and the pair converges`, { timeout: 170_000 }, async (t) => {
