@@ -126,6 +126,18 @@ describe('config defaults', () => {
     assert.match(errorOf(() => parseConfigText(`${base}syncRate: 1KiB\n`, '/tmp')), /syncRate: must be at least/);
     assert.match(errorOf(() => parseConfigText(`${base}heartbeatTimeoutMs: 5\n`, '/tmp')), /heartbeatTimeoutMs: must be at least 100/);
   });
+
+  it('nbdMaxConnections and nbdHandshakeTimeoutMs have defaults and are validated', () => {
+    const base = 'volume: v\nsize: 1MiB\nnodes:\n  a: { nbd: "127.0.0.1:1", admin: "127.0.0.1:2", store: /tmp/x.img }\n';
+    const c = parseConfigText(base, '/tmp');
+    assert.equal(c.nbdMaxConnections, 1024);
+    assert.equal(c.nbdHandshakeTimeoutMs, 10_000);
+    const set = parseConfigText(`${base}nbdMaxConnections: 3\nnbdHandshakeTimeoutMs: 1500\n`, '/tmp');
+    assert.deepEqual([set.nbdMaxConnections, set.nbdHandshakeTimeoutMs], [3, 1500]);
+    assert.match(errorOf(() => parseConfigText(`${base}nbdMaxConnections: 0\n`, '/tmp')), /nbdMaxConnections: must be at least 1 \(got 0\)/);
+    assert.match(errorOf(() => parseConfigText(`${base}nbdMaxConnections: lots\n`, '/tmp')), /nbdMaxConnections: expected a number/);
+    assert.match(errorOf(() => parseConfigText(`${base}nbdHandshakeTimeoutMs: 50\n`, '/tmp')), /nbdHandshakeTimeoutMs: must be at least 100/);
+  });
 });
 
 function errorOf(f: () => unknown): string {

@@ -61,6 +61,10 @@ export interface Config {
   syncRateBytesPerSec: number;
   /** A link silent this long is dead (the peer is lost); heartbeats go out at a quarter of it. */
   heartbeatTimeoutMs: number;
+  /** NBD client connections open at once (handshake or transmission); one more is closed at accept. */
+  nbdMaxConnections: number;
+  /** From accept to the transmission phase: a client still negotiating after this is dropped. */
+  nbdHandshakeTimeoutMs: number;
   /** Shared link secret; null when standalone and not given. */
   secret: string | null;
   primary: string;
@@ -83,6 +87,8 @@ export const defaults = {
   degraded: 'write-through' as DegradedPolicy,
   syncRateBytesPerSec: 200 * 1024 * 1024,
   heartbeatTimeoutMs: 1000,
+  nbdMaxConnections: 1024,
+  nbdHandshakeTimeoutMs: 10_000,
   cacheBytes: 256 * 1024 * 1024,
 } as const;
 
@@ -127,6 +133,8 @@ const fileSchema = z.strictObject({
   degraded: z.enum(['write-through', 'write-back']).optional(),
   syncRate: z.unknown().optional(),
   heartbeatTimeoutMs: intField.optional(),
+  nbdMaxConnections: intField.optional(),
+  nbdHandshakeTimeoutMs: intField.optional(),
   secret: z.string().optional(),
   primary: z.string().optional(),
   nodes: z.record(z.string(), nodeSchema),
@@ -326,6 +334,8 @@ function buildConfig(raw: RawConfig, baseDir: string, sourcePath: string | null)
     degraded: raw.degraded ?? defaults.degraded,
     syncRateBytesPerSec: atLeast('syncRate', sizeField('syncRate', raw.syncRate, defaults.syncRateBytesPerSec), 1024 * 1024),
     heartbeatTimeoutMs: atLeast('heartbeatTimeoutMs', raw.heartbeatTimeoutMs ?? defaults.heartbeatTimeoutMs, 100),
+    nbdMaxConnections: atLeast('nbdMaxConnections', raw.nbdMaxConnections ?? defaults.nbdMaxConnections, 1),
+    nbdHandshakeTimeoutMs: atLeast('nbdHandshakeTimeoutMs', raw.nbdHandshakeTimeoutMs ?? defaults.nbdHandshakeTimeoutMs, 100),
     secret: raw.secret ?? null,
     primary,
     nodes,
