@@ -5,21 +5,17 @@
 import net from 'node:net';
 import {
   NBD_CMD_DISC, NBD_CMD_FLAG_FUA, NBD_CMD_FLAG_NO_HOLE, NBD_CMD_FLUSH, NBD_CMD_READ, NBD_CMD_TRIM,
-  NBD_CMD_WRITE, NBD_CMD_WRITE_ZEROES, NBD_FLAG_C_NO_ZEROES, NBD_FLAG_CAN_MULTI_CONN,
-  NBD_FLAG_FIXED_NEWSTYLE, NBD_FLAG_HAS_FLAGS, NBD_FLAG_NO_ZEROES, NBD_FLAG_READ_ONLY,
-  NBD_FLAG_SEND_FLUSH, NBD_FLAG_SEND_FUA, NBD_FLAG_SEND_TRIM, NBD_FLAG_SEND_WRITE_ZEROES,
-  NBD_INFO_DESCRIPTION, NBD_INFO_NAME, NBD_MAX_PAYLOAD_BYTES,
-  NBD_OPT_ABORT, NBD_OPT_EXPORT_NAME, NBD_OPT_GO, NBD_OPT_INFO, NBD_OPT_LIST, NBD_REP_ACK,
-  NBD_REP_ERR_INVALID, NBD_REP_ERR_TOO_BIG, NBD_REP_ERR_UNKNOWN, NBD_REP_ERR_UNSUP, NBD_REP_INFO,
-  NBD_REP_SERVER, NBD_SIMPLE_REPLY_HEADER_BYTES, NbdProtocolError, NbdServerDecoder,
-  encodeExportNameReply, encodeGreeting, encodeInfoBlockSize, encodeInfoExport, encodeInfoString,
-  encodeOptionReply, encodeServerReplyData, nbdCommandName, nbdErrnoValue, nbdOptionName,
-  parseInfoRequestData, writeSimpleReplyHeader, type NbdClientMessage, type NbdRequest,
+  NBD_CMD_WRITE, NBD_CMD_WRITE_ZEROES, NBD_FLAG_FIXED_NEWSTYLE, NBD_FLAG_NO_ZEROES, NBD_MAX_PAYLOAD_BYTES,
+  NBD_SIMPLE_REPLY_HEADER_BYTES, NbdProtocolError, NbdServerDecoder, encodeGreeting, nbdCommandName,
+  nbdErrnoValue, writeSimpleReplyHeader, type NbdClientMessage, type NbdRequest,
 } from './codec.js';
 import { NbdRequestError, type NbdErrno, type NbdExport, type NbdRequestObserver } from './export.js';
 import { acquirePayload, releasePayload } from './payload-pool.js';
+import {
+  NBD_MIN_BLOCK_BYTES, NbdHandshake, transmissionFlagsOf, type NbdHandshakeConnection, type NbdLog,
+} from './server-handshake.js';
 
-export type NbdLog = (level: 'info' | 'warn' | 'debug', msg: string, fields?: object) => void;
+export { NBD_MIN_BLOCK_BYTES, NBD_PREFERRED_BLOCK_BYTES, transmissionFlagsOf, type NbdLog } from './server-handshake.js';
 
 export interface NbdServerOptions {
   host: string;
@@ -37,13 +33,6 @@ export interface NbdServerHandle {
   /** Open client connections, in handshake or transmission. */
   connections(): number;
 }
-
-/**
- * Advertised size constraints (DESIGN.md "Interfaces": fio and others ignore larger minimums;
- * proto.md "Size constraints"). Requests not aligned to the minimum are answered EINVAL.
- */
-export const NBD_MIN_BLOCK_BYTES = 512;
-export const NBD_PREFERRED_BLOCK_BYTES = 4096;
 
 /** Requests in flight per connection before we stop reading from it (backpressure). */
 const maxInFlightPerConnection = 256;
@@ -67,11 +56,6 @@ const validFlagsByCommand = new Map<number, number>([
   [NBD_CMD_TRIM, NBD_CMD_FLAG_FUA],
   [NBD_CMD_WRITE_ZEROES, NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE],
 ]);
-
-export function transmissionFlagsOf(nbdExport: NbdExport): number {
-  return NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM
-    | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_CAN_MULTI_CONN | (nbdExport.readOnly ? NBD_FLAG_READ_ONLY : 0);
-}
 
 export function startNbdServer(opts: NbdServerOptions): Promise<NbdServerHandle> {
   const connections = new Set<NbdConnection>();
@@ -109,13 +93,12 @@ async function closeServer(server: net.Server, connections: Set<NbdConnection>):
   await stopped;
 }
 
-class NbdConnection {
+class NbdConnection implements NbdHandshakeConnection {
   private readonly decoder = new NbdServerDecoder(acquirePayload);
-  private readonly remote: string;
-  private readonly transmissionFlags: number;
+  readonly remote: string;
+  private readonly handshake: NbdHandshake;
   private readonly closed: Promise<void>;
   private inTransmission = false;
-  private noZeroes = false;
   private inFlight = 0;
   /** No more messages are taken from the decoder: after DISC, ABORT, or a fatal error. */
   private stopped = false;
@@ -126,12 +109,12 @@ class NbdConnection {
   private closeReason = 'client closed the connection';
 
   constructor(
-    private readonly socket: net.Socket,
+    readonly socket: net.Socket,
     private readonly opts: NbdServerOptions,
     onClosed: () => void,
   ) {
     this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
-    this.transmissionFlags = transmissionFlagsOf(opts.export);
+    this.handshake = new NbdHandshake(this, opts.export, transmissionFlagsOf(opts.export), opts.log);
     // proto.md "Protocol phases": both sides SHOULD disable Nagle.
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 30_000);
@@ -194,137 +177,20 @@ class NbdConnection {
   }
 
   private handle(message: NbdClientMessage): void {
-    switch (message.kind) {
-      case 'clientFlags':
-        // The decoder already refused unknown bits. A client without C_FIXED_NEWSTYLE is still
-        // served fixed newstyle, which the spec allows ("Servers MAY choose to honour fixed
-        // newstyle from clients that didn't set this bit", proto.md "Client flags").
-        this.noZeroes = (message.clientFlags & NBD_FLAG_C_NO_ZEROES) !== 0;
-        return;
-      case 'option':
-        this.handleOption(message.option, message.data);
-        return;
-      case 'oversizedOption':
-        this.handleOversizedOption(message.option, message.lengthBytes);
-        return;
-      case 'request':
-        this.handleRequest(message);
-        return;
-    }
+    if (message.kind === 'request') this.handleRequest(message);
+    else this.handshake.handle(message);
   }
 
-  // ---- handshake -------------------------------------------------------------------------
-
-  private exportMatches(name: string): boolean {
-    // The empty name selects the default export (proto.md "NBD_OPT_EXPORT_NAME"); ours is the only one.
-    return name === '' || name === this.opts.export.name;
-  }
-
-  private handleOption(option: number, data: Buffer): void {
-    switch (option) {
-      case NBD_OPT_EXPORT_NAME:
-        this.handleExportName(data.toString('utf8'));
-        return;
-      case NBD_OPT_ABORT:
-        // "The server MUST reply with NBD_REP_ACK"; the client then drops the connection, and we
-        // close our side too rather than wait on a client that may not (proto.md "NBD_OPT_ABORT").
-        this.stopped = true;
-        this.closeReason = 'client aborted negotiation';
-        this.endGracefully(encodeOptionReply(option, NBD_REP_ACK));
-        return;
-      case NBD_OPT_LIST:
-        this.handleList(data);
-        return;
-      case NBD_OPT_INFO:
-      case NBD_OPT_GO:
-        this.handleInfoOrGo(option, data);
-        return;
-      default:
-        // STARTTLS (NOTLS mode, proto.md "NOTLS mode"), STRUCTURED_REPLY (we send simple replies
-        // only), EXTENDED_HEADERS, metadata contexts, and anything unknown: "Servers that
-        // receive messages which they do not implement MUST reply to them with
-        // NBD_REP_ERR_UNSUP, and MUST NOT fail to parse the next message" (proto.md "Baseline").
-        this.replyOptionError(option, NBD_REP_ERR_UNSUP, `${nbdOptionName(option)} is not supported`);
-    }
-  }
-
-  private handleOversizedOption(option: number, lengthBytes: number): void {
-    this.opts.log('debug', 'nbd: oversized option skipped', { remote: this.remote, option, lengthBytes });
-    if (option === NBD_OPT_EXPORT_NAME) {
-      // No way to answer an EXPORT_NAME with an error: terminate (proto.md "NBD_OPT_EXPORT_NAME").
-      this.destroy('export name too long');
-    } else if (option === NBD_OPT_ABORT) {
-      this.handleOption(option, Buffer.alloc(0));
-    } else if ([NBD_OPT_LIST, NBD_OPT_INFO, NBD_OPT_GO].includes(option)) {
-      this.replyOptionError(option, NBD_REP_ERR_TOO_BIG, `option data of ${lengthBytes} bytes is too large`);
-    } else {
-      this.replyOptionError(option, NBD_REP_ERR_UNSUP, `${nbdOptionName(option)} is not supported`);
-    }
-  }
-
-  private handleExportName(name: string): void {
-    if (!this.exportMatches(name)) {
-      // "If the chosen export does not exist ... the server MUST terminate the session."
-      this.opts.log('warn', 'nbd: unknown export requested, closing', { remote: this.remote, export: name });
-      this.destroy(`unknown export ${JSON.stringify(name)}`);
-      return;
-    }
-    this.socket.write(encodeExportNameReply(this.opts.export.sizeBytes, this.transmissionFlags, this.noZeroes));
-    this.enterTransmission('EXPORT_NAME');
-  }
-
-  private handleList(data: Buffer): void {
-    if (data.length !== 0) {
-      // "the server SHOULD reject a request that includes data with NBD_REP_ERR_INVALID".
-      this.replyOptionError(NBD_OPT_LIST, NBD_REP_ERR_INVALID, 'NBD_OPT_LIST takes no data');
-      return;
-    }
-    const nbdExport = this.opts.export;
-    this.socket.write(Buffer.concat([
-      encodeOptionReply(NBD_OPT_LIST, NBD_REP_SERVER, encodeServerReplyData(nbdExport.name, nbdExport.description)),
-      encodeOptionReply(NBD_OPT_LIST, NBD_REP_ACK),
-    ]));
-  }
-
-  /**
-   * NBD_OPT_INFO and NBD_OPT_GO (proto.md "NBD_OPT_INFO (6) and NBD_OPT_GO (7)"): always
-   * NBD_INFO_EXPORT (mandatory) and NBD_INFO_BLOCK_SIZE (we enforce a 512-byte minimum, and
-   * unrequested info is allowed); NAME and DESCRIPTION when asked for.
-   */
-  private handleInfoOrGo(option: number, data: Buffer): void {
-    const request = parseInfoRequestData(data);
-    if (request === null) {
-      this.replyOptionError(option, NBD_REP_ERR_INVALID, `malformed ${nbdOptionName(option)} data`);
-      return;
-    }
-    if (!this.exportMatches(request.exportName)) {
-      this.replyOptionError(option, NBD_REP_ERR_UNKNOWN, `no export named ${JSON.stringify(request.exportName)}`);
-      return;
-    }
-    const nbdExport = this.opts.export;
-    const infos = [
-      encodeInfoExport(nbdExport.sizeBytes, this.transmissionFlags),
-      encodeInfoBlockSize(NBD_MIN_BLOCK_BYTES, NBD_PREFERRED_BLOCK_BYTES, NBD_MAX_PAYLOAD_BYTES),
-    ];
-    // A client MUST NOT repeat an information request, but one that does gets each item once.
-    if (request.infoTypes.includes(NBD_INFO_NAME)) infos.push(encodeInfoString(NBD_INFO_NAME, nbdExport.name));
-    if (request.infoTypes.includes(NBD_INFO_DESCRIPTION)) {
-      infos.push(encodeInfoString(NBD_INFO_DESCRIPTION, nbdExport.description));
-    }
-    const replies = infos.map((info) => encodeOptionReply(option, NBD_REP_INFO, info));
-    replies.push(encodeOptionReply(option, NBD_REP_ACK));
-    this.socket.write(Buffer.concat(replies));
-    if (option === NBD_OPT_GO) this.enterTransmission('GO');
-  }
-
-  private replyOptionError(option: number, replyType: number, message: string): void {
-    this.socket.write(encodeOptionReply(option, replyType, Buffer.from(message, 'utf8')));
-  }
-
-  private enterTransmission(via: string): void {
+  enterTransmission(via: string): void {
     this.inTransmission = true;
     this.decoder.startTransmission();
     this.opts.log('debug', 'nbd: transmission phase', { remote: this.remote, via });
+  }
+
+  abort(ack: Buffer): void {
+    this.stopped = true;
+    this.closeReason = 'client aborted negotiation';
+    this.endGracefully(ack);
   }
 
   // ---- transmission ----------------------------------------------------------------------
