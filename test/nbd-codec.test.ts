@@ -289,6 +289,26 @@ test('a READ longer than the maximum payload decodes (the server answers it EINV
   assert.equal((decoder.next() as NbdRequest).lengthBytes, 0xffffffff);
 });
 
+test('nextReadBytes looks at the next whole READ header without taking it, and is 0 for anything else', () => {
+  const decoder = new NbdServerDecoder();
+  decoder.feed(encodeClientFlags(NBD_FLAG_C_FIXED_NEWSTYLE));
+  assert.equal(decoder.nextReadBytes(), 0, 'not in transmission yet');
+  decoder.next();
+  decoder.startTransmission();
+  const read = encodeRequest(request(NBD_CMD_READ, { lengthBytes: 1024 * 1024 }));
+  decoder.feed(read.subarray(0, 27));
+  assert.equal(decoder.nextReadBytes(), 0, 'header not complete');
+  decoder.feed(read.subarray(27));
+  assert.equal(decoder.nextReadBytes(), 1024 * 1024);
+  assert.equal(decoder.nextReadBytes(), 1024 * 1024, 'nothing was consumed');
+  assert.equal((decoder.next() as NbdRequest).lengthBytes, 1024 * 1024);
+  decoder.feed(encodeRequest(request(NBD_CMD_READ, { lengthBytes: NBD_MAX_PAYLOAD_BYTES + 512 })));
+  assert.equal(decoder.nextReadBytes(), 0, 'an over-long READ is refused without a buffer');
+  decoder.next();
+  decoder.feed(encodeRequest(request(NBD_CMD_WRITE, { lengthBytes: 512, data: Buffer.alloc(512) })));
+  assert.equal(decoder.nextReadBytes(), 0, 'a WRITE brings its own payload');
+});
+
 test('an oversized option is skipped as it streams in and the next option is still read', () => {
   const big = Buffer.alloc(NBD_MAX_OPTION_DATA_BYTES + 1000, 7);
   const stream = Buffer.concat([encodeClientFlags(1), encodeOption(1234, big), encodeOption(NBD_OPT_LIST)]);

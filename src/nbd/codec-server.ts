@@ -4,7 +4,7 @@
 // failed: the same error is thrown again on every later call.
 import { NbdProtocolError, StickyDecoder } from './codec-bytes.js';
 import {
-  NBD_CMD_WRITE, NBD_KNOWN_CLIENT_FLAGS, NBD_MAX_PAYLOAD_BYTES, NBD_OPTS_MAGIC, NBD_REQUEST_MAGIC,
+  NBD_CMD_READ, NBD_CMD_WRITE, NBD_KNOWN_CLIENT_FLAGS, NBD_MAX_PAYLOAD_BYTES, NBD_OPTS_MAGIC, NBD_REQUEST_MAGIC,
 } from './codec-constants.js';
 import { NBD_OPTION_HEADER_BYTES } from './codec-handshake.js';
 import { NBD_REQUEST_HEADER_BYTES, readRequestHeader, type NbdRequest } from './codec-transmission.js';
@@ -42,6 +42,21 @@ export class NbdServerDecoder extends StickyDecoder<NbdClientMessage> {
   /** Bytes received but not yet decoded. */
   get bufferedBytes(): number {
     return this.queue.length;
+  }
+
+  /**
+   * The payload a server must allocate to answer the next request: its length when the next
+   * complete message is a READ within the payload limit, else 0 (other requests bring their own
+   * payload, which is already buffered here, or none). Looks without consuming, so the server can
+   * decide whether it has room before it takes the request.
+   */
+  nextReadBytes(): number {
+    if (this.phase.name !== 'requestHeader' || !this.queue.view(NBD_REQUEST_HEADER_BYTES)) return 0;
+    const at = this.queue.viewOffset;
+    const header = this.queue.viewBuffer;
+    if (header.readUInt32BE(at) !== NBD_REQUEST_MAGIC || header.readUInt16BE(at + 6) !== NBD_CMD_READ) return 0;
+    const lengthBytes = header.readUInt32BE(at + 24);
+    return lengthBytes <= NBD_MAX_PAYLOAD_BYTES ? lengthBytes : 0;
   }
 
   /**

@@ -36,8 +36,14 @@ export interface NbdServerHandle {
 
 /** Requests in flight per connection before we stop reading from it (backpressure). */
 const maxInFlightPerConnection = 256;
-/** Queued reply bytes per connection before we stop reading from it. */
-const maxQueuedReplyBytes = 2 * NBD_MAX_PAYLOAD_BYTES;
+/**
+ * Memory one connection may hold for its client before we stop taking its requests and reading
+ * its socket (issue 9: a client that never reads its replies must not pin unbounded memory):
+ * READ buffers being filled, WRITE payloads being applied, replies not yet written out, and
+ * received bytes not yet decoded. Twice the largest request, so a client streaming maximum-size
+ * READs keeps one being read while the previous one is sent.
+ */
+const maxHeldBytesPerConnection = 2 * NBD_MAX_PAYLOAD_BYTES;
 /** READ replies up to this size are copied behind their header (one small write beats two). */
 const copyReplyLimitBytes = 16 * 1024;
 /** How long close() waits for in-flight requests before cutting connections. */
@@ -56,6 +62,11 @@ const validFlagsByCommand = new Map<number, number>([
   [NBD_CMD_TRIM, NBD_CMD_FLAG_FUA],
   [NBD_CMD_WRITE_ZEROES, NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE],
 ]);
+
+/** What a request in flight holds: the READ buffer being filled, or the WRITE payload. */
+function costOf(request: NbdRequest): number {
+  return request.type === NBD_CMD_READ || request.type === NBD_CMD_WRITE ? request.lengthBytes : 0;
+}
 
 export function startNbdServer(opts: NbdServerOptions): Promise<NbdServerHandle> {
   const connections = new Set<NbdConnection>();
@@ -100,6 +111,8 @@ class NbdConnection implements NbdHandshakeConnection {
   private readonly closed: Promise<void>;
   private inTransmission = false;
   private inFlight = 0;
+  /** READ lengths and WRITE payloads of the requests in flight. */
+  private requestBytes = 0;
   /** No more messages are taken from the decoder: after DISC, ABORT, or a fatal error. */
   private stopped = false;
   /** DISC received: close once in-flight requests are answered (proto.md "NBD_CMD_DISC"). */
@@ -153,10 +166,19 @@ class NbdConnection implements NbdHandshakeConnection {
     this.socket.destroy();
   }
 
-  /** Take decoded messages until input runs dry or too much is in flight or queued. */
+  /**
+   * Take decoded messages until input runs dry or the next one does not fit, then read the
+   * socket only if there is room for more. A request completing and the reply queue draining
+   * call this again, so a paused connection always resumes once its client reads.
+   */
   private pump(): void {
+    let blocked = false;
     try {
-      while (!this.stopped && !this.overloaded()) {
+      while (!this.stopped) {
+        if (!this.mayTake()) {
+          blocked = true;
+          break;
+        }
         const message = this.decoder.next();
         if (message === null) break;
         this.handle(message);
@@ -168,12 +190,31 @@ class NbdConnection implements NbdHandshakeConnection {
       this.destroy(`protocol violation: ${err.reason}`);
       return;
     }
-    if (this.stopped || this.overloaded()) this.socket.pause();
-    else this.socket.resume();
+    if (!this.stopped && !blocked && this.mayRead()) this.socket.resume();
+    else this.socket.pause();
   }
 
-  private overloaded(): boolean {
-    return this.inFlight >= maxInFlightPerConnection || this.socket.writableLength > maxQueuedReplyBytes;
+  /** All this connection holds for its client (maxHeldBytesPerConnection). */
+  private heldBytes(): number {
+    return this.requestBytes + this.socket.writableLength + this.decoder.bufferedBytes;
+  }
+
+  /**
+   * Nothing in flight and no 'drain' event to wait for (the reply queue is under the socket's
+   * high-water mark): one request is always taken, however large, or nothing would ever wake
+   * this connection again.
+   */
+  private idle(): boolean {
+    return this.requestBytes === 0 && this.socket.writableLength < this.socket.writableHighWaterMark;
+  }
+
+  private mayTake(): boolean {
+    if (this.inFlight >= maxInFlightPerConnection) return false;
+    return this.idle() || this.heldBytes() + this.decoder.nextReadBytes() <= maxHeldBytesPerConnection;
+  }
+
+  private mayRead(): boolean {
+    return this.idle() || this.heldBytes() < maxHeldBytesPerConnection;
   }
 
   private handle(message: NbdClientMessage): void {
@@ -242,6 +283,7 @@ class NbdConnection implements NbdHandshakeConnection {
   private dispatch(request: NbdRequest): void {
     const startedMs = performance.now();
     this.inFlight += 1;
+    this.requestBytes += costOf(request);
     let operation: Promise<Buffer | void>;
     try {
       operation = this.callExport(request);
@@ -289,6 +331,7 @@ class NbdConnection implements NbdHandshakeConnection {
 
   private complete(request: NbdRequest, errno: NbdErrno | null, data: Buffer | null, startedMs: number): void {
     this.inFlight -= 1;
+    this.requestBytes -= costOf(request);
     this.sendReply(request, errno, request.type === NBD_CMD_READ ? data : null, startedMs);
     // Answered: the export (cache, link) is done with the payload; its buffer can be reused.
     if (request.type === NBD_CMD_WRITE) releasePayload(request.data);

@@ -1,0 +1,109 @@
+// Issue 9, NBD part: bad and slow clients must not pin memory, lose answers, hold connections
+// forever or flood the log, and other clients keep working meanwhile. Every case runs against a
+// real `twinblock serve` process over raw sockets (test/helpers/nbd-raw.ts), and asserts what the
+// node did: its RSS (/proc/PID/status), what reached the socket, its log lines, /status.
+import { after, describe, test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CMD, MiB, connectNegotiated, request } from './helpers/nbd-raw.js';
+import { cleanupAll, makeTempDir, startNode, type ConfigSpec, type NodeProcess } from './helpers/node-process.js';
+
+after(cleanupAll);
+
+function standalone(size: string, extra: Record<string, unknown> = {}, cache = '16MiB'): ConfigSpec {
+  return { volume: 'vol', size, ...extra, nodes: { a: { store: path.join(makeTempDir(), 'a.img'), cache } } };
+}
+
+/** The node's resident set size, from /proc/PID/status (VmRSS, in kB). */
+function rssBytes(pid: number): number {
+  const match = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (match === null) throw new Error(`no VmRSS in /proc/${pid}/status`);
+  return Number(match[1]) * 1024;
+}
+
+/**
+ * The highest RSS seen until it stops rising: sampled every 50 ms until no sample in the last
+ * 2 s beat the peak by a MiB. A steady-state wait, not a timing assertion: a slow machine only
+ * takes longer to get there.
+ */
+async function settledPeakRss(node: NodeProcess, maxWaitMs = 30_000): Promise<number> {
+  const started = Date.now();
+  let peak = rssBytes(node.pid);
+  let peakAt = Date.now();
+  while (Date.now() - peakAt < 2000 && Date.now() - started < maxWaitMs) {
+    await sleep(50);
+    const now = rssBytes(node.pid);
+    if (now > peak + MiB) peakAt = Date.now();
+    peak = Math.max(peak, now);
+  }
+  return peak;
+}
+
+/** A 4 KiB block whose every byte says which 32 MiB region it marks. */
+function marker(region: number): Buffer {
+  return Buffer.alloc(4096, 0x41 + region);
+}
+
+/** Another client does a write and reads it back while the bad one misbehaves. */
+async function assertOthersServed(node: NodeProcess, offsetBytes: number, fill: number): Promise<void> {
+  const other = await connectNegotiated(node.nbdPort);
+  const data = Buffer.alloc(64 * 1024, fill);
+  other.send(request(CMD.WRITE, 1, offsetBytes, data.length, 0, data));
+  assert.deepEqual(await other.reply(), { error: 0, cookie: 1, data: Buffer.alloc(0) }, 'the other client\'s write');
+  other.send(request(CMD.READ, 2, offsetBytes, data.length));
+  const back = await other.reply(data.length);
+  assert.deepEqual([back.error, back.cookie], [0, 2]);
+  assert.ok(back.data.equals(data), 'the other client reads back what it wrote');
+  other.close();
+}
+
+describe('NBD robustness against bad and slow clients (real node process)', () => {
+  test('a client that sends 8 READs of 32 MiB and never reads does not pin their memory', async (t: TestContext) => {
+    const regions = 8;
+    const regionBytes = 32 * MiB;
+    const node = await startNode({ config: standalone(`${regions * 32 + 32}MiB`) });
+    // Known bytes at both ends of every region, so each reply can be checked when it finally arrives.
+    const writer = await connectNegotiated(node.nbdPort);
+    for (let i = 0; i < regions; i++) {
+      writer.send(request(CMD.WRITE, 2 * i, i * regionBytes, 4096, 0, marker(i)),
+        request(CMD.WRITE, 2 * i + 1, (i + 1) * regionBytes - 4096, 4096, 0, marker(i)));
+    }
+    for (let i = 0; i < 2 * regions; i++) assert.equal((await writer.reply()).error, 0);
+    writer.close();
+
+    const bad = await connectNegotiated(node.nbdPort);
+    bad.pause();
+    const before = rssBytes(node.pid);
+    const handshakeBytes = bad.socket.bytesWritten;
+    bad.send(...Array.from({ length: regions }, (_, i) => request(CMD.READ, i + 1, i * regionBytes, regionBytes)));
+    const peak = await settledPeakRss(node);
+    await assertOthersServed(node, regions * regionBytes, 0x5a);
+    const peakAfterOthers = Math.max(peak, rssBytes(node.pid));
+    const growthMiB = (peakAfterOthers - before) / MiB;
+    t.diagnostic(`RSS before ${(before / MiB).toFixed(0)} MiB, peak while stuck ${(peakAfterOthers / MiB).toFixed(0)} MiB (+${growthMiB.toFixed(0)} MiB)`);
+    assert.equal(bad.socket.bytesWritten - handshakeBytes, regions * 28, 'all 8 READ requests went out');
+    assert.ok(growthMiB < 120, `RSS grew by ${growthMiB.toFixed(0)} MiB for ${regions} unread 32 MiB READs (bound 120 MiB)`);
+
+    // The client starts reading: every reply arrives, whole and correct.
+    bad.resume();
+    const zeros = Buffer.alloc(regionBytes - 8192);
+    const seen = new Set<number>();
+    for (let i = 0; i < regions; i++) {
+      const reply = await bad.reply(regionBytes, 30_000);
+      assert.equal(reply.error, 0);
+      const region = reply.cookie - 1;
+      assert.ok(region >= 0 && region < regions && !seen.has(reply.cookie), `unexpected cookie ${reply.cookie}`);
+      seen.add(reply.cookie);
+      assert.ok(reply.data.subarray(0, 4096).equals(marker(region)), `region ${region} starts with its marker`);
+      assert.ok(reply.data.subarray(regionBytes - 4096).equals(marker(region)), `region ${region} ends with its marker`);
+      assert.ok(reply.data.subarray(4096, regionBytes - 4096).equals(zeros), `region ${region} is zero in between`);
+    }
+    bad.send(request(CMD.READ, 99, 0, 4096));
+    assert.ok((await bad.reply(4096)).data.equals(marker(0)), 'the connection still works');
+    t.diagnostic(`RSS after all replies were read: ${(rssBytes(node.pid) / MiB).toFixed(0)} MiB`);
+    bad.close();
+    assert.equal(await node.stop(), 0);
+  });
+});
