@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CMD, MiB, connectNegotiated, request } from './helpers/nbd-raw.js';
+import { CMD, FLAG_FUA, MiB, connectNegotiated, request } from './helpers/nbd-raw.js';
 import { cleanupAll, makeTempDir, startNode, type ConfigSpec, type NodeProcess } from './helpers/node-process.js';
 
 after(cleanupAll);
@@ -59,6 +59,22 @@ async function assertOthersServed(node: NodeProcess, offsetBytes: number, fill: 
   other.close();
 }
 
+/** Parse simple replies from a byte stream; READ cookies carry readBytes of data. */
+function parseReplies(bytes: Buffer, readCookies: Set<number>, readBytes: number): Array<{ cookie: number; error: number; data: Buffer }> {
+  const replies = [];
+  let at = 0;
+  while (at + 16 <= bytes.length) {
+    assert.equal(bytes.readUInt32BE(at), 0x67446698, `simple reply magic at byte ${at}`);
+    const error = bytes.readUInt32BE(at + 4);
+    const cookie = bytes.readUInt32BE(at + 12);
+    const dataBytes = error === 0 && readCookies.has(cookie) ? readBytes : 0;
+    replies.push({ cookie, error, data: bytes.subarray(at + 16, at + 16 + dataBytes) });
+    at += 16 + dataBytes;
+  }
+  assert.equal(at, bytes.length, 'the stream ends on a reply boundary');
+  return replies;
+}
+
 describe('NBD robustness against bad and slow clients (real node process)', () => {
   test('a client that sends 8 READs of 32 MiB and never reads does not pin their memory', async (t: TestContext) => {
     const regions = 8;
@@ -104,6 +120,36 @@ describe('NBD robustness against bad and slow clients (real node process)', () =
     assert.ok((await bad.reply(4096)).data.equals(marker(0)), 'the connection still works');
     t.diagnostic(`RSS after all replies were read: ${(rssBytes(node.pid) / MiB).toFixed(0)} MiB`);
     bad.close();
+    assert.equal(await node.stop(), 0);
+  });
+
+  test('half-close: every request received before the client shut its sending side is answered', async () => {
+    const node = await startNode({ config: standalone('64MiB') });
+    // The issue's case: 4 FUA WRITEs (they harden before answering) and 4 READs from the store.
+    const client = await connectNegotiated(node.nbdPort);
+    const writes = [0, 1, 2, 3].map((i) => Buffer.alloc(64 * 1024, 0x31 + i));
+    client.send(...writes.map((data, i) => request(CMD.WRITE, i + 1, i * MiB, data.length, FLAG_FUA, data)),
+      ...[0, 1, 2, 3].map((i) => request(CMD.READ, i + 5, (8 + i) * MiB, MiB)));
+    client.socket.end();
+    const replies = parseReplies(await client.expectClosed(30_000), new Set([5, 6, 7, 8]), MiB);
+    assert.deepEqual(replies.map((r) => r.cookie).sort((a, b) => a - b), [1, 2, 3, 4, 5, 6, 7, 8], 'one reply per request');
+    assert.ok(replies.every((r) => r.error === 0), 'every request succeeded');
+
+    // Many requests pipelined, more than are ever in flight at once, then half-close.
+    const many = await connectNegotiated(node.nbdPort);
+    const count = 600;
+    many.send(...Array.from({ length: count }, (_, i) => request(CMD.READ, i, (i % 16) * 4096, 4096)));
+    many.socket.end();
+    const manyReplies = parseReplies(await many.expectClosed(30_000), new Set(Array.from({ length: count }, (_, i) => i)), 4096);
+    assert.equal(new Set(manyReplies.map((r) => r.cookie)).size, count, `${count} distinct replies`);
+
+    // The acknowledged writes are there for the next client.
+    const check = await connectNegotiated(node.nbdPort);
+    for (let i = 0; i < 4; i++) {
+      check.send(request(CMD.READ, i, i * MiB, 64 * 1024));
+      assert.ok((await check.reply(64 * 1024)).data.equals(writes[i]!), `write ${i} was applied`);
+    }
+    check.close();
     assert.equal(await node.stop(), 0);
   });
 });

@@ -70,7 +70,8 @@ function costOf(request: NbdRequest): number {
 
 export function startNbdServer(opts: NbdServerOptions): Promise<NbdServerHandle> {
   const connections = new Set<NbdConnection>();
-  const server = net.createServer((socket) => {
+  // allowHalfOpen: a client that shuts its sending side still gets every reply it is owed (issue 9).
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
     const connection = new NbdConnection(socket, opts, () => connections.delete(connection));
     connections.add(connection);
   });
@@ -117,6 +118,8 @@ class NbdConnection implements NbdHandshakeConnection {
   private stopped = false;
   /** DISC received: close once in-flight requests are answered (proto.md "NBD_CMD_DISC"). */
   private disconnecting = false;
+  /** The client shut its sending side: answer what it sent, then close. */
+  private inputEnded = false;
   private shuttingDown = false;
   private corked = false;
   private closeReason = 'client closed the connection';
@@ -145,6 +148,10 @@ class NbdConnection implements NbdHandshakeConnection {
       this.pump();
     });
     socket.on('drain', () => this.pump());
+    socket.on('end', () => {
+      this.inputEnded = true;
+      this.pump();
+    });
     socket.write(encodeGreeting(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES));
   }
 
@@ -192,6 +199,8 @@ class NbdConnection implements NbdHandshakeConnection {
     }
     if (!this.stopped && !blocked && this.mayRead()) this.socket.resume();
     else this.socket.pause();
+    // Every complete message is taken: what is left is at most part of one, which never comes.
+    if (this.inputEnded && !this.stopped && !blocked) this.finishIfIdle();
   }
 
   /** All this connection holds for its client (maxHeldBytesPerConnection). */
