@@ -7,8 +7,11 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CMD, FLAG_FUA, MiB, connectNegotiated, request } from './helpers/nbd-raw.js';
-import { cleanupAll, makeTempDir, startNode, type ConfigSpec, type NodeProcess } from './helpers/node-process.js';
+import {
+  CMD, FLAG_FUA, MiB, OPT, Raw, connectNegotiated, option, request, u32,
+} from './helpers/nbd-raw.js';
+import { cleanupAll, makeTempDir, pollNodes, startNode, type ConfigSpec, type NodeProcess } from './helpers/node-process.js';
+import { linesWithMsg } from './helpers/pair-process.js';
 
 after(cleanupAll);
 
@@ -150,6 +153,71 @@ describe('NBD robustness against bad and slow clients (real node process)', () =
       assert.ok((await check.reply(64 * 1024)).data.equals(writes[i]!), `write ${i} was applied`);
     }
     check.close();
+    assert.equal(await node.stop(), 0);
+  });
+
+  test('handshake deadline: silent and trickling clients are dropped with a warning', async () => {
+    const handshakeTimeoutMs = 1000;
+    const node = await startNode({ config: standalone('16MiB', { nbdHandshakeTimeoutMs: handshakeTimeoutMs }) });
+    const dropped = (raw: Raw) => linesWithMsg(node, 'nbd: handshake not finished in time, closing')
+      .filter((l) => l['remote'] === `127.0.0.1:${raw.localPort}`);
+
+    const silent = await Raw.connect(node.nbdPort);
+    await silent.read(18);
+    assert.equal((await silent.expectClosed(15_000)).length, 0, 'nothing after the greeting');
+    await pollNodes('the silent client\'s warning', [node], async () => ({ ok: dropped(silent).length === 1, detail: node.stderr.slice(-500) }), () => node.stderr, 5000, 50);
+
+    // One byte every 200 ms: each byte is progress, but the deadline counts from accept.
+    const trickler = await Raw.connect(node.nbdPort);
+    await trickler.read(18);
+    const handshake = Buffer.concat([u32(3), option(OPT.EXPORT_NAME, Buffer.from('vol'))]);
+    let sentBytes = 0;
+    while (!trickler.ended && sentBytes < handshake.length) {
+      trickler.socket.write(handshake.subarray(sentBytes, sentBytes + 1));
+      sentBytes += 1;
+      await sleep(200);
+    }
+    assert.ok(trickler.ended, 'the trickling client was closed');
+    assert.ok(sentBytes < handshake.length, `closed before its ${handshake.length}-byte handshake was complete (sent ${sentBytes})`);
+    await pollNodes('the trickler\'s warning', [node], async () => ({ ok: dropped(trickler).length === 1, detail: node.stderr.slice(-500) }), () => node.stderr, 5000, 50);
+
+    // A client that negotiated in time is not dropped when the deadline passes.
+    const good = await connectNegotiated(node.nbdPort);
+    await sleep(2 * handshakeTimeoutMs);
+    good.send(request(CMD.READ, 1, 0, 4096));
+    assert.equal((await good.reply(4096)).error, 0);
+    assert.equal(good.ended, false);
+    good.close();
+    assert.equal(await node.stop(), 0);
+  });
+
+  test('connection limit: a connection over nbdMaxConnections is refused with a warning', async () => {
+    const node = await startNode({ config: standalone('16MiB', { nbdMaxConnections: 3 }) });
+    const first = await connectNegotiated(node.nbdPort);
+    const second = await connectNegotiated(node.nbdPort);
+    const negotiating = await Raw.connect(node.nbdPort);
+    await negotiating.read(18);
+
+    const over = await Raw.connect(node.nbdPort);
+    assert.equal((await over.expectClosed(10_000)).length, 0, 'refused without a greeting');
+    await pollNodes('the refusal warning', [node], async () => ({
+      ok: linesWithMsg(node, 'nbd: too many connections, refusing').some((l) => l['remote'] === `127.0.0.1:${over.localPort}`),
+      detail: node.stderr.slice(-500),
+    }), () => node.stderr, 5000, 50);
+    assert.equal((await node.status()).nbd.connections, 3);
+    first.send(request(CMD.READ, 1, 0, 4096));
+    assert.equal((await first.reply(4096)).error, 0, 'connected clients keep working');
+
+    // A slot that frees up is usable again.
+    negotiating.close();
+    await pollNodes('a free slot', [node], async () => {
+      const connections = (await node.status()).nbd.connections;
+      return { ok: connections === 2, detail: `${connections} connections` };
+    }, () => node.stderr, 10_000, 50);
+    const third = await connectNegotiated(node.nbdPort);
+    third.send(request(CMD.READ, 1, 4096, 4096));
+    assert.equal((await third.reply(4096)).error, 0);
+    for (const raw of [first, second, third]) raw.close();
     assert.equal(await node.stop(), 0);
   });
 });

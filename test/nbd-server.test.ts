@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startNbdServer, type NbdServerHandle } from '../src/nbd/server.js';
+import { RateLimitedLog } from '../src/nbd/rate-limited-log.js';
 import { NbdRequestError, type NbdErrno, type NbdExport, type NbdRequestObserver } from '../src/nbd/export.js';
 import {
   CMD, ERR_INVALID, ERR_UNKNOWN, ERR_UNSUP, IHAVEOPT, MiB, OPT, REP_ACK, REP_INFO, REP_SERVER, REPLY_MAGIC, Raw,
@@ -433,5 +434,21 @@ describe('NBD server over raw sockets', () => {
   test('a second server on a used port fails with an address-in-use message', async () => {
     await assert.rejects(startNbdServer({ host: '127.0.0.1', port: server.port, export: vol, log: () => undefined }),
       /already in use/);
+  });
+});
+
+describe('RateLimitedLog', () => {
+  test('at most N lines per message per second; the next line printed counts those left out', () => {
+    let nowMs = 0;
+    const lines: Array<{ msg: string; fields: object | undefined }> = [];
+    const limited = new RateLimitedLog((_level, msg, fields) => lines.push({ msg, fields }), 2, () => nowMs);
+    for (let i = 0; i < 5; i++) limited.warn('refused', { i });
+    limited.warn('other message', { i: 9 });
+    assert.deepEqual(lines.map((l) => l.fields), [{ i: 0 }, { i: 1 }, { i: 9 }], 'two of "refused", the other message apart');
+    nowMs = 1000;
+    limited.warn('refused', { i: 5 });
+    assert.deepEqual(lines.at(-1), { msg: 'refused', fields: { i: 5, suppressedSinceLastLine: 3 } });
+    limited.warn('refused', { i: 6 });
+    assert.deepEqual(lines.at(-1)!.fields, { i: 6 }, 'the count is reported once');
   });
 });

@@ -35,6 +35,8 @@ export function transmissionFlagsOf(nbdExport: NbdExport): number {
 export interface NbdHandshakeConnection {
   readonly socket: net.Socket;
   readonly remote: string;
+  /** A rate-limited warning about this client (its remote address is added). */
+  warn(msg: string, fields: Record<string, unknown>): void;
   /** Negotiation ended (EXPORT_NAME, or GO answered with ACK): requests follow. */
   enterTransmission(via: string): void;
   /** NBD_OPT_ABORT: send the ACK, take no more messages, close. */
@@ -118,7 +120,7 @@ export class NbdHandshake {
   private handleExportName(name: string): void {
     if (!this.exportMatches(name)) {
       // "If the chosen export does not exist ... the server MUST terminate the session."
-      this.log('warn', 'nbd: unknown export requested, closing', { remote: this.connection.remote, export: name });
+      this.connection.warn('nbd: unknown export requested, closing', { export: name });
       this.connection.destroy(`unknown export ${JSON.stringify(name)}`);
       return;
     }

@@ -11,6 +11,7 @@ import {
 } from './codec.js';
 import { NbdRequestError, type NbdErrno, type NbdExport, type NbdRequestObserver } from './export.js';
 import { acquirePayload, releasePayload } from './payload-pool.js';
+import { RateLimitedLog } from './rate-limited-log.js';
 import {
   NBD_MIN_BLOCK_BYTES, NbdHandshake, transmissionFlagsOf, type NbdHandshakeConnection, type NbdLog,
 } from './server-handshake.js';
@@ -24,6 +25,10 @@ export interface NbdServerOptions {
   export: NbdExport;
   observer?: NbdRequestObserver;
   log: NbdLog;
+  /** Client connections open at once (handshake or transmission); one more is closed at accept. Default 1024. */
+  maxConnections?: number;
+  /** From accept to the transmission phase; a client still negotiating then is dropped. Default 10 s. */
+  handshakeTimeoutMs?: number;
 }
 
 export interface NbdServerHandle {
@@ -48,6 +53,9 @@ const maxHeldBytesPerConnection = 2 * NBD_MAX_PAYLOAD_BYTES;
 const copyReplyLimitBytes = 16 * 1024;
 /** How long close() waits for in-flight requests before cutting connections. */
 const shutdownGraceMs = 10_000;
+/** Defaults of NbdServerOptions (the node passes the config's nbdMaxConnections, nbdHandshakeTimeoutMs). */
+const defaultMaxConnections = 1024;
+const defaultHandshakeTimeoutMs = 10_000;
 
 /**
  * Command flags valid per command (proto.md "Command flags"). FUA is accepted on every command
@@ -70,9 +78,17 @@ function costOf(request: NbdRequest): number {
 
 export function startNbdServer(opts: NbdServerOptions): Promise<NbdServerHandle> {
   const connections = new Set<NbdConnection>();
+  const warnings = new RateLimitedLog(opts.log);
+  const maxConnections = opts.maxConnections ?? defaultMaxConnections;
   // allowHalfOpen: a client that shuts its sending side still gets every reply it is owed (issue 9).
   const server = net.createServer({ allowHalfOpen: true }, (socket) => {
-    const connection = new NbdConnection(socket, opts, () => connections.delete(connection));
+    if (connections.size >= maxConnections) {
+      // Before the greeting: a client that cannot even start negotiating has nothing to be told.
+      warnings.warn('nbd: too many connections, refusing', { remote: remoteOf(socket), maxConnections });
+      socket.destroy();
+      return;
+    }
+    const connection = new NbdConnection(socket, opts, warnings, () => connections.delete(connection));
     connections.add(connection);
   });
   return new Promise((resolve, reject) => {
@@ -92,6 +108,10 @@ export function startNbdServer(opts: NbdServerOptions): Promise<NbdServerHandle>
       });
     });
   });
+}
+
+function remoteOf(socket: net.Socket): string {
+  return `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
 }
 
 async function closeServer(server: net.Server, connections: Set<NbdConnection>): Promise<void> {
@@ -123,20 +143,26 @@ class NbdConnection implements NbdHandshakeConnection {
   private shuttingDown = false;
   private corked = false;
   private closeReason = 'client closed the connection';
+  /** Until the transmission phase: a fixed deadline from accept, never extended by trickled bytes. */
+  private handshakeTimer: NodeJS.Timeout | null;
 
   constructor(
     readonly socket: net.Socket,
     private readonly opts: NbdServerOptions,
+    private readonly warnings: RateLimitedLog,
     onClosed: () => void,
   ) {
-    this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+    this.remote = remoteOf(socket);
     this.handshake = new NbdHandshake(this, opts.export, transmissionFlagsOf(opts.export), opts.log);
+    const handshakeTimeoutMs = opts.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs;
+    this.handshakeTimer = setTimeout(() => this.handshakeExpired(handshakeTimeoutMs), handshakeTimeoutMs);
     // proto.md "Protocol phases": both sides SHOULD disable Nagle.
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 30_000);
     opts.observer?.connectionOpened();
     opts.log('debug', 'nbd: connection opened', { remote: this.remote });
     this.closed = new Promise((resolve) => socket.once('close', () => {
+      this.clearHandshakeTimer();
       onClosed();
       opts.observer?.connectionClosed(this.closeReason);
       opts.log('debug', 'nbd: connection closed', { remote: this.remote, reason: this.closeReason });
@@ -166,6 +192,10 @@ class NbdConnection implements NbdHandshakeConnection {
     return this.closed;
   }
 
+  warn(msg: string, fields: Record<string, unknown>): void {
+    this.warnings.warn(msg, { remote: this.remote, ...fields });
+  }
+
   destroy(reason: string): void {
     if (this.socket.destroyed) return;
     this.closeReason = reason;
@@ -192,8 +222,7 @@ class NbdConnection implements NbdHandshakeConnection {
       }
     } catch (err) {
       if (!(err instanceof NbdProtocolError)) throw err;
-      this.opts.log('warn', 'nbd: protocol violation, closing connection',
-        { remote: this.remote, reason: err.reason, error: err.message });
+      this.warn('nbd: protocol violation, closing connection', { reason: err.reason, error: err.message });
       this.destroy(`protocol violation: ${err.reason}`);
       return;
     }
@@ -231,7 +260,20 @@ class NbdConnection implements NbdHandshakeConnection {
     else this.handshake.handle(message);
   }
 
+  private handshakeExpired(handshakeTimeoutMs: number): void {
+    this.handshakeTimer = null;
+    // A client that sent ABORT and is being closed anyway is not worth a warning.
+    if (!this.stopped) this.warn('nbd: handshake not finished in time, closing', { handshakeTimeoutMs });
+    this.destroy(`handshake not finished within ${handshakeTimeoutMs} ms`);
+  }
+
+  private clearHandshakeTimer(): void {
+    if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = null;
+  }
+
   enterTransmission(via: string): void {
+    this.clearHandshakeTimer();
     this.inTransmission = true;
     this.decoder.startTransmission();
     this.opts.log('debug', 'nbd: transmission phase', { remote: this.remote, via });

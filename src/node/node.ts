@@ -112,6 +112,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
   }
   const nbd = await undoOnError(startNbdServer({
     host: nodeConfig.nbd.host, port: nodeConfig.nbd.port, export: volume, observer: metrics,
+    maxConnections: config.nbdMaxConnections, handshakeTimeoutMs: config.nbdHandshakeTimeoutMs,
     log: (level, msg, fields) => log[level](fields ?? {}, msg),
   }), undo);
   undo.push(() => nbd.close());

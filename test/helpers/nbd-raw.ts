@@ -43,8 +43,11 @@ export class Raw {
   private wake: (() => void) | null = null;
   ended = false;
   readonly closed: Promise<void>;
+  /** Our port, as the server logs it ("remote"); the socket forgets it once closed. */
+  readonly localPort: number;
 
   private constructor(readonly socket: net.Socket) {
+    this.localPort = socket.localPort ?? -1;
     socket.on('data', (chunk: Buffer) => {
       this.chunks.push(chunk);
       this.receivedBytes += chunk.length;
