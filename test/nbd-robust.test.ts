@@ -220,4 +220,24 @@ describe('NBD robustness against bad and slow clients (real node process)', () =
     for (const raw of [first, second, third]) raw.close();
     assert.equal(await node.stop(), 0);
   });
+
+  test('a 64 KiB export name with control characters makes a short, escaped warning', async () => {
+    const node = await startNode({ config: standalone('16MiB') });
+    const raw = await Raw.connect(node.nbdPort);
+    await raw.read(18);
+    const head = '\u001b[31mfake\nline ';
+    const name = head + 'x'.repeat(64 * 1024 - head.length);
+    assert.equal(Buffer.byteLength(name), 64 * 1024);
+    raw.send(u32(3), option(OPT.EXPORT_NAME, Buffer.from(name)));
+    await raw.expectClosed();
+    const msg = 'nbd: unknown export requested, closing';
+    await pollNodes('the warning', [node], async () => ({ ok: node.stderr.includes(msg), detail: 'not logged yet' }), () => node.stderr.slice(-2000), 5000, 50);
+    const line = node.stderr.split('\n').find((l) => l.includes(msg)) ?? '';
+    assert.ok(line.length < 1024, `the warning line is ${line.length} characters`);
+    const logged = JSON.parse(line) as { export: string };
+    assert.ok([...logged.export].every((c) => c >= ' '), `no control characters reach the log: ${JSON.stringify(logged.export.slice(0, 40))}`);
+    assert.match(logged.export, /^\\u001b\[31mfake\\u000aline x+\.\.\.\(\d+ more bytes\)$/);
+    await assertOthersServed(node, 0, 0x33);
+    assert.equal(await node.stop(), 0);
+  });
 });

@@ -12,6 +12,7 @@ import {
   NBD_REP_SERVER, encodeExportNameReply, encodeInfoBlockSize, encodeInfoExport, encodeInfoString,
   encodeOptionReply, encodeServerReplyData, nbdOptionName, parseInfoRequestData, type NbdClientMessage,
 } from './codec.js';
+import { clientText } from '../log.js';
 import type { NbdExport } from './export.js';
 
 export type NbdLog = (level: 'info' | 'warn' | 'debug', msg: string, fields?: object) => void;
@@ -120,8 +121,9 @@ export class NbdHandshake {
   private handleExportName(name: string): void {
     if (!this.exportMatches(name)) {
       // "If the chosen export does not exist ... the server MUST terminate the session."
-      this.connection.warn('nbd: unknown export requested, closing', { export: name });
-      this.connection.destroy(`unknown export ${JSON.stringify(name)}`);
+      // The name is the client's text: cut and escaped, so it cannot flood or forge log lines.
+      this.connection.warn('nbd: unknown export requested, closing', { export: clientText(name) });
+      this.connection.destroy(`unknown export "${clientText(name)}"`);
       return;
     }
     this.connection.socket.write(encodeExportNameReply(this.nbdExport.sizeBytes, this.transmissionFlags, this.noZeroes));
