@@ -19,11 +19,18 @@
 //   alive   Every heartbeatIntervalMs a heartbeat goes out and the peer echoes it (RTT); if
 //           nothing at all arrives for heartbeatTimeoutMs the connection is dead (DESIGN.md
 //           "Failures": a node notices a dead link by heartbeat timeout or reset).
+//   limits  Until the peer is authenticated, the whole handshake must finish within
+//           handshakeTimeoutMs of the connection's start, however the bytes trickle in: a
+//           deadline that restarted with every byte let four slow clients hold the acceptor's
+//           pending slots for good (issue 9). Nothing the peer says before that point is its
+//           word: a refuse frame it sends then is reported as coming from its address, escaped
+//           and cut to CLIENT_TEXT_MAX_BYTES.
 //   errors  A frame that fails its CRC or any protocol check closes the connection: the decoder
 //           stays failed, so nothing from or after the corrupt frame is delivered.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { acquirePayload } from '../nbd/payload-pool.js';
 import type net from 'node:net';
+import { clientText } from '../log.js';
 import {
   LINK_MAX_STRING_BYTES, LINK_NONCE_BYTES, LinkDecoder, LinkProtocolError, encode, linkMessageTypes,
   type HelloMessage, type LinkMessage, type LinkMessageType, type LinkRole,
@@ -55,6 +62,8 @@ export interface LinkConnectionOptions {
   roleAndEpoch: RoleAndEpoch;
   heartbeatIntervalMs?: number;
   heartbeatTimeoutMs?: number;
+  /** Hello and auth must both be done this long after the start (default: handshakeTimeoutFor). */
+  handshakeTimeoutMs?: number;
   /** send() returns false while the socket holds more than this (default 4 MiB). */
   highWaterMarkBytes?: number;
   /** Monotonic clock for heartbeats and RTT; default performance.now. */
@@ -66,8 +75,18 @@ export type LinkConnectionState = 'hello' | 'auth' | 'ready' | 'closed';
 export interface LinkCloseInfo {
   /** The handshake refused the peer (or the peer refused us): mismatch, authentication. */
   refused: boolean;
+  /** The other side sent the refusal (before authentication: anyone's word, not our verdict). */
+  byRemote: boolean;
   /** The connection had been authenticated (it was up). */
   wasReady: boolean;
+}
+
+/**
+ * The total time a handshake may take: twice the heartbeat timeout, and at least a second, so a
+ * briefly stalled event loop on either side costs a redial rather than a refused peer.
+ */
+export function handshakeTimeoutFor(heartbeatTimeoutMs: number): number {
+  return Math.max(1000, 2 * heartbeatTimeoutMs);
 }
 
 const authLabel = Buffer.from('twinblock-link-v1', 'utf8');
@@ -85,12 +104,15 @@ export function computeAuthMac(secret: string, peerNonce: Uint8Array, ownNonce: 
 
 /** Why two identities cannot mirror one volume, or null when they match. */
 export function identityMismatch(ours: LinkIdentity, peer: HelloMessage): string | null {
+  // The hello is not authenticated yet: its strings are the connecting side's, not ours to trust.
+  const node = clientText(peer.node);
   if (ours.protocolVersion !== peer.protocolVersion) {
-    return `protocol mismatch: protocolVersion ${ours.protocolVersion} here, ${peer.protocolVersion} on peer ${peer.node}`;
+    return `protocol mismatch: protocolVersion ${ours.protocolVersion} here, ${peer.protocolVersion} on peer ${node}`;
   }
   for (const field of ['volumeId', 'sizeBytes', 'trackSizeBytes', 'rangeTracks'] as const) {
     if (ours[field] !== peer[field]) {
-      return `volume mismatch: ${field} ${ours[field]} here, ${peer[field]} on peer ${peer.node}`;
+      const theirs = typeof peer[field] === 'string' ? clientText(peer[field]) : peer[field];
+      return `volume mismatch: ${field} ${ours[field]} here, ${theirs} on peer ${node}`;
     }
   }
   return null;
@@ -131,10 +153,12 @@ export class LinkConnection {
   private readonly nowMs: () => number;
   private readonly heartbeatIntervalMs: number;
   private readonly heartbeatTimeoutMs: number;
+  private readonly handshakeDeadlineMs: number;
   private readonly highWaterMarkBytes: number;
   private lastReceivedAtMs: number;
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private deadlineTimer: NodeJS.Timeout | null = null;
+  private deadlineGeneration = 0;
   private receivingPaused = false;
   private nextHeartbeatId = 0;
   private corked = false;
@@ -149,6 +173,7 @@ export class LinkConnection {
     this.heartbeatTimeoutMs = opts.heartbeatTimeoutMs ?? 1000;
     this.highWaterMarkBytes = opts.highWaterMarkBytes ?? defaultHighWaterMarkBytes;
     this.lastReceivedAtMs = this.nowMs();
+    this.handshakeDeadlineMs = this.lastReceivedAtMs + (opts.handshakeTimeoutMs ?? handshakeTimeoutFor(this.heartbeatTimeoutMs));
     // Latency is the point of the design (seed Fig. 4: the host waits for the peer's ack), so
     // frames go out at once instead of waiting for Nagle's algorithm to fill a segment.
     this.socket.setNoDelay(true);
@@ -158,7 +183,7 @@ export class LinkConnection {
     this.socket.on('error', (err: NodeJS.ErrnoException) => this.close(`socket error: ${err.code ?? err.message}`));
     this.socket.on('end', () => this.close('connection closed by peer'));
     this.socket.on('close', () => this.close('connection closed'));
-    this.armDeadline(this.heartbeatTimeoutMs);
+    this.armDeadline(this.handshakeDeadlineMs - this.nowMs());
     const { role, epoch } = opts.roleAndEpoch;
     this.send({ type: 'hello', node: opts.node, ...opts.identity, nonce: this.nonce, role, epoch });
   }
@@ -241,7 +266,7 @@ export class LinkConnection {
   }
 
   /** Close now (idempotent). */
-  close(reason: string, refused = false): void {
+  close(reason: string, refused = false, byRemote = false): void {
     if (this.stateValue === 'closed') return;
     const wasReady = this.stateValue === 'ready';
     this.stateValue = 'closed';
@@ -251,7 +276,7 @@ export class LinkConnection {
     // lasted only until the end of the tick.
     if (this.corked) this.uncork();
     this.socket.destroy();
-    this.onClose(reason, { refused, wasReady });
+    this.onClose(reason, { refused, wasReady, byRemote });
   }
 
   /**
@@ -268,7 +293,7 @@ export class LinkConnection {
     this.stopTimers();
     this.socket.end();
     setTimeout(() => this.socket.destroy(), this.heartbeatTimeoutMs).unref();
-    this.onClose(reason, { refused, wasReady });
+    this.onClose(reason, { refused, wasReady, byRemote: false });
   }
 
   private onData(chunk: Buffer): void {
@@ -297,9 +322,9 @@ export class LinkConnection {
       case 'hello': return this.onHello(msg);
       case 'auth': return this.onAuth(msg.mac);
       case 'refuse': {
-        const peer = this.peerNode ?? 'peer';
-        if (this.stateValue === 'ready') return this.close(`${peer} closed the link: ${msg.reason}`);
-        return this.close(`refused by ${peer}: ${msg.reason}`, true);
+        if (this.stateValue === 'ready') return this.close(`${this.peerNode ?? 'peer'} closed the link: ${clientText(msg.reason)}`);
+        // Not yet the peer's word: anyone can connect and send this (issue 9 item 6).
+        return this.close(`refused by ${this.remoteAddress} before authentication: ${clientText(msg.reason)}`, true, true);
       }
       case 'heartbeat':
         this.send({ type: 'heartbeatAck', id: msg.id, sentAtMs: msg.sentAtMs });
@@ -332,7 +357,7 @@ export class LinkConnection {
   private helloProblem(peer: HelloMessage): string | null {
     if (peer.node === this.node) return `peer node name "${peer.node}" is the same as ours`;
     if (this.opts.expectedPeer !== null && peer.node !== this.opts.expectedPeer) {
-      return `unexpected peer node "${peer.node}" (expected "${this.opts.expectedPeer}")`;
+      return `unexpected peer node "${clientText(peer.node)}" (expected "${this.opts.expectedPeer}")`;
     }
     if (timingSafeEqual(peer.nonce, this.nonce)) return 'peer echoed our nonce';
     return identityMismatch(this.opts.identity, peer);
@@ -344,6 +369,9 @@ export class LinkConnection {
     if (!timingSafeEqual(mac, expected)) return this.refuse('authentication failed');
     this.stateValue = 'ready';
     this.decoder.restrictTypes(afterHandshakeTypes, 'after the handshake');
+    // From here on liveness is silence-based: restart the deadline as a heartbeat deadline.
+    this.lastReceivedAtMs = this.nowMs();
+    this.armDeadline(this.heartbeatTimeoutMs);
     this.heartbeatTimer = setInterval(() => this.sendHeartbeat(), this.heartbeatIntervalMs);
     this.onReady();
   }
@@ -359,7 +387,12 @@ export class LinkConnection {
    * in the socket, and that data proves the peer alive.
    */
   private armDeadline(delayMs: number): void {
-    this.deadlineTimer = setTimeout(() => setImmediate(() => this.checkDeadline()), Math.max(1, delayMs));
+    // One deadline at a time: re-arming (at authentication) retires a check already on its way.
+    if (this.deadlineTimer !== null) clearTimeout(this.deadlineTimer);
+    const generation = ++this.deadlineGeneration;
+    this.deadlineTimer = setTimeout(() => setImmediate(() => {
+      if (generation === this.deadlineGeneration) this.checkDeadline();
+    }), Math.max(1, delayMs));
   }
 
   /**
@@ -382,10 +415,17 @@ export class LinkConnection {
 
   private checkDeadline(): void {
     if (this.stateValue === 'closed') return;
-    if (this.receivingPaused) this.lastReceivedAtMs = this.nowMs();
-    const silentMs = this.nowMs() - this.lastReceivedAtMs;
+    const nowMs = this.nowMs();
+    if (this.stateValue !== 'ready') {
+      // A fixed total: bytes arriving do not extend it (see "limits" above).
+      const leftMs = this.handshakeDeadlineMs - nowMs;
+      if (leftMs <= 0) return this.close('handshake timeout', false);
+      return this.armDeadline(leftMs);
+    }
+    if (this.receivingPaused) this.lastReceivedAtMs = nowMs;
+    const silentMs = nowMs - this.lastReceivedAtMs;
     if (silentMs < this.heartbeatTimeoutMs) return this.armDeadline(this.heartbeatTimeoutMs - silentMs);
-    this.close(this.stateValue === 'ready' ? 'heartbeat timeout' : 'handshake timeout', false);
+    this.close('heartbeat timeout', false);
   }
 
   private stopTimers(): void {

@@ -22,6 +22,7 @@ import net from 'node:net';
 import type { LinkMessage } from '../core/link-codec.js';
 import { encode } from '../core/link-codec.js';
 import { crc32cImplementation } from '../core/crc32c.js';
+import { clientText } from '../log.js';
 import { LinkConnection, type LinkIdentity, type RoleAndEpoch } from './connection.js';
 
 export type LinkLogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -53,8 +54,12 @@ export interface PeerLinkEvents {
   drain: [];
 }
 
-/** Pending (not yet authenticated) incoming connections we hold at once; more are dropped. */
-const maxPendingAccepts = 4;
+/**
+ * Pending (not yet authenticated) incoming connections we hold at once. One more evicts the
+ * oldest, so the configured peer's redial always gets in (issue 9 item 1): its handshake takes
+ * one round trip, and anyone else's holds a slot no longer than the handshake deadline.
+ */
+const maxPendingAccepts = 8;
 
 export class PeerLink extends EventEmitter<PeerLinkEvents> {
   private server: net.Server | null = null;
@@ -174,9 +179,9 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
 
   private accept(socket: net.Socket): void {
     const from = `${socket.remoteAddress}:${socket.remotePort}`;
-    if (this.closed || this.dials || this.pending.size >= maxPendingAccepts) {
+    if (this.closed || this.dials) {
       // A dialing node takes no incoming link: two connections would break the FIFO order.
-      const reason = this.dials ? `node ${this.opts.node} dials its peer and accepts no link connections` : 'busy';
+      const reason = this.dials ? `node ${this.opts.node} dials its peer and accepts no link connections` : 'link closed';
       this.opts.log('debug', 'link: incoming connection turned away', { from, reason });
       socket.on('error', () => {});
       // Read and discard, so the peer's FIN is seen and the socket closes (server.close waits for it).
@@ -184,6 +189,10 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
       socket.end(Buffer.concat(encode({ type: 'refuse', reason })));
       setTimeout(() => socket.destroy(), 1000).unref();
       return;
+    }
+    if (this.pending.size >= maxPendingAccepts) {
+      const oldest = this.pending.values().next().value!;
+      oldest.refuse(`too many unauthenticated link connections; this one, the oldest, was dropped`, false);
     }
     const connection = this.newConnection(socket);
     this.pending.add(connection);
@@ -198,7 +207,14 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
     };
     connection.onClose = (reason, info) => {
       this.pending.delete(connection);
-      this.ended(connection, reason, info.refused, info.wasReady);
+      // Our own verdict on a hello or MAC (mismatch, authentication failed) is reported as a
+      // refusal: that is how an operator learns the peer is misconfigured.
+      const ourVerdict = info.refused && !info.byRemote;
+      if (info.wasReady || ourVerdict || this.closed) return this.ended(connection, reason, info.refused, info.wasReady);
+      // Anything else that ends an incoming connection before it authenticated (its own refuse
+      // frame, a timeout, eviction, garbage) is logged with its address, never as the configured
+      // peer's word (issue 9 item 6).
+      this.opts.log('info', 'link: unauthenticated connection dropped', { from, reason: clientText(reason) });
     };
   }
 
