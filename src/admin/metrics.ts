@@ -41,7 +41,18 @@ export interface NodeMetricsOptions {
   defaultLabels?: Record<string, string>;
   /** process_* and nodejs_* metrics; default true. */
   processMetrics?: boolean;
+  /** Scrapes within this long of a generated exposition get that same text; default METRICS_REUSE_MS. */
+  reuseWithinMs?: number;
 }
+
+/**
+ * Why scrapes share one exposition for a second: prom-client's event-loop-lag collector reads and
+ * then resets a delay histogram that samples every 10 ms, so a second scrape within that window
+ * read an empty one and exposed nodejs_eventloop_lag_min_seconds 9223372036.85 and a mean of
+ * "Nan" (seen with 500 concurrent GET /metrics, issue 9 item 3). Sharing also makes a scrape flood
+ * cost one generation a second instead of one per request, CPU the NBD path keeps.
+ */
+export const METRICS_REUSE_MS = 1000;
 
 // NBD latency spans RAM-only reads (tens of µs) to writes waiting for cache space (seconds).
 const nbdLatencyBuckets = [
@@ -52,6 +63,8 @@ const hardenDurationBuckets = [100e-6, 500e-6, 1e-3, 5e-3, 10e-3, 50e-3, 100e-3,
 
 export class NodeMetrics implements NbdRequestObserver {
   readonly registry = new Registry();
+  private readonly reuseWithinMs: number;
+  private lastExposition: { text: Promise<string>; generatedAtMs: number } | null = null;
 
   /** Requests answered per command and result; bytes per command (see the constructor). */
   private readonly requestTotals = new Map<string, { command: string; result: string; count: number }>();
@@ -66,6 +79,7 @@ export class NodeMetrics implements NbdRequestObserver {
 
   constructor(private readonly getCacheStats: () => CacheStats, opts: NodeMetricsOptions = {}) {
     const registers = [this.registry];
+    this.reuseWithinMs = opts.reuseWithinMs ?? METRICS_REUSE_MS;
     if (opts.defaultLabels !== undefined) this.registry.setDefaultLabels(opts.defaultLabels);
     // Counted in plain maps per request and copied into prom-client at scrape time: its inc()
     // hashes and validates the label object on every call, which showed in the primary's heap
@@ -166,9 +180,21 @@ export class NodeMetrics implements NbdRequestObserver {
     this.hardenRuns.inc({ reason });
   }
 
-  /** Prometheus text exposition of every metric of this node. */
+  /**
+   * Prometheus text exposition of every metric of this node: generated at most once per
+   * reuseWithinMs (see METRICS_REUSE_MS); a failed generation is not reused.
+   */
   metricsText(): Promise<string> {
-    return this.registry.metrics();
+    const nowMs = performance.now();
+    const last = this.lastExposition;
+    if (last !== null && nowMs - last.generatedAtMs < this.reuseWithinMs) return last.text;
+    const text = this.registry.metrics();
+    const entry = { text, generatedAtMs: nowMs };
+    this.lastExposition = entry;
+    text.catch(() => {
+      if (this.lastExposition === entry) this.lastExposition = null;
+    });
+    return text;
   }
 
   get contentType(): string {
