@@ -2,12 +2,21 @@
 // text), POST /<action> (promote, demote, ... supplied by the node). Plain node:http: the surface
 // is four routes, and a framework would be more code to trust than the routes themselves.
 //
-// There is no authentication: bind the admin address to loopback or a management network.
+// There is no authentication: bind the admin address to loopback or a management network. Bad
+// clients still cannot hurt the node (issue 9): a request that cannot be parsed is a 4xx with a
+// one-line JSON error, and paths match exactly.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type net from 'node:net';
 import type { Logger } from 'pino';
 import { formatAddress } from '../config/config.js';
+import { clientText } from '../log.js';
+import {
+  actionParams, AdminActionError, answerRaw, clientErrorAnswer, ClientGoneError, errorBody, parseTarget, readBody, type RequestTarget,
+} from './http-input.js';
 import type { NodeMetrics } from './metrics.js';
+
+export { AdminActionError } from './http-input.js';
 
 /** An action gets the JSON body of the POST (or {}), plus query parameters as strings. */
 export type AdminAction = (params: Record<string, unknown>) => Promise<object>;
@@ -30,87 +39,80 @@ export interface AdminServer {
   close(): Promise<void>;
 }
 
-/** Throw from an action to answer with a specific HTTP status (e.g. 409 "already primary"). */
-export class AdminActionError extends Error {
-  override readonly name = 'AdminActionError';
-  constructor(readonly httpStatus: number, message: string) {
-    super(message);
-  }
+interface Context {
+  opts: AdminServerOptions;
+  log: Logger;
 }
 
-function sendJson(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  const text = `${JSON.stringify(body, null, 2)}\n`;
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers });
+function send(res: http.ServerResponse, status: number, contentType: string, text: string, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': contentType, 'content-length': String(Buffer.byteLength(text)), 'cache-control': 'no-store', ...headers });
   res.end(text);
 }
 
+function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  send(res, status, 'application/json; charset=utf-8', `${JSON.stringify(body, null, 2)}\n`);
+}
+
+/** Every refusal: a 4xx (or 500) with a one-line {"error": ...} body. */
+function sendError(res: http.ServerResponse, status: number, message: string, headers: Record<string, string> = {}): void {
+  send(res, status, 'application/json; charset=utf-8', errorBody(message), headers);
+}
+
 function methodNotAllowed(res: http.ServerResponse, allow: string): void {
-  sendJson(res, 405, { error: `method not allowed (use ${allow})` }, { allow });
+  sendError(res, 405, `method not allowed (use ${allow})`, { allow });
 }
 
-async function readParams(req: http.IncomingMessage, url: URL): Promise<Record<string, unknown>> {
-  const chunks: Buffer[] = [];
-  let bytes = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    bytes += chunk.length;
-    if (bytes > MAX_ACTION_BODY_BYTES) throw new AdminActionError(413, 'request body too large');
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks).toString('utf8').trim();
-  let body: unknown = {};
-  if (text !== '') {
-    try {
-      body = JSON.parse(text);
-    } catch {
-      throw new AdminActionError(400, 'request body is not JSON');
-    }
-  }
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new AdminActionError(400, 'request body must be a JSON object');
-  const params: Record<string, unknown> = { ...(body as Record<string, unknown>) };
-  // ?force=1 or ?force=true read as booleans, so curl -X POST '.../promote?force=1' works too.
-  for (const [key, value] of url.searchParams) params[key] = value === '1' || value === 'true' ? true : value === '0' || value === 'false' ? false : value;
-  return params;
-}
-
-async function runAction(name: string, action: AdminAction, req: http.IncomingMessage, url: URL, res: http.ServerResponse, log: Logger): Promise<void> {
+async function runAction(name: string, action: AdminAction, req: http.IncomingMessage, target: RequestTarget, res: http.ServerResponse, ctx: Context): Promise<void> {
+  const log = ctx.log;
   log.info({ action: name }, 'admin action requested');
+  let params: Record<string, unknown>;
   try {
-    const result = await action(await readParams(req, url));
-    sendJson(res, 200, result);
+    params = actionParams((await readBody(req, MAX_ACTION_BODY_BYTES)).toString('utf8'), target.query);
+  } catch (err) {
+    if (err instanceof ClientGoneError) {
+      // Nobody to answer and nothing to debug: one line, no stack (issue 9 item 6).
+      log.info({ action: name, reason: err.message }, 'admin action dropped: the client went away');
+      return;
+    }
+    if (!(err instanceof AdminActionError)) throw err;
+    log.warn({ action: name, reason: err.message }, 'admin action refused');
+    // The unread rest of a too-large body would be taken for the next request: close after answering.
+    return sendError(res, err.httpStatus, err.message, err.httpStatus === 413 ? { connection: 'close' } : {});
+  }
+  try {
+    sendJson(res, 200, await action(params));
   } catch (err) {
     const status = err instanceof AdminActionError ? err.httpStatus : 500;
     if (status >= 500) log.error({ err, action: name }, 'admin action failed');
     else log.warn({ action: name, reason: (err as Error).message }, 'admin action refused');
-    sendJson(res, status, { error: (err as Error).message });
+    sendError(res, status, (err as Error).message);
   }
 }
 
-async function route(req: http.IncomingMessage, res: http.ServerResponse, opts: AdminServerOptions): Promise<void> {
-  const url = new URL(req.url ?? '/', 'http://admin');
-  const pathname = url.pathname;
+async function route(req: http.IncomingMessage, res: http.ServerResponse, ctx: Context): Promise<void> {
   const method = req.method ?? 'GET';
-  const isRead = method === 'GET' || method === 'HEAD';
   // Only actions read a body; drain it elsewhere so keep-alive connections stay usable.
   if (method !== 'POST') req.resume();
-  if (pathname === '/status') {
+  const target = parseTarget(req.url ?? '');
+  if ('error' in target) return sendError(res, 400, target.error);
+  // RFC 9112 section 3.2: an HTTP/1.1 request without Host is a 400 (answered here, in JSON).
+  if (req.httpVersion === '1.1' && req.headers.host === undefined) return sendError(res, 400, 'HTTP/1.1 request without a Host header');
+  const isRead = method === 'GET' || method === 'HEAD';
+  if (target.path === '/status') {
     if (!isRead) return methodNotAllowed(res, 'GET');
-    return sendJson(res, 200, opts.getStatus());
+    return sendJson(res, 200, ctx.opts.getStatus());
   }
-  if (pathname === '/metrics') {
+  if (target.path === '/metrics') {
     if (!isRead) return methodNotAllowed(res, 'GET');
-    const text = await opts.metrics.metricsText();
-    res.writeHead(200, { 'content-type': opts.metrics.contentType, 'cache-control': 'no-store' });
-    res.end(text);
-    return;
+    const text = await ctx.opts.metrics.metricsText();
+    return send(res, 200, ctx.opts.metrics.contentType, text);
   }
-  const actionName = pathname.slice(1);
-  const action = Object.hasOwn(opts.actions ?? {}, actionName) ? opts.actions?.[actionName] : undefined;
-  if (action === undefined) {
-    req.resume();
-    return sendJson(res, 404, { error: `no such endpoint: ${pathname}` });
-  }
+  const actions = ctx.opts.actions ?? {};
+  const actionName = target.path.slice(1);
+  const action = Object.hasOwn(actions, actionName) ? actions[actionName] : undefined;
+  if (action === undefined) return sendError(res, 404, `no such endpoint: ${clientText(target.path, 100)}`);
   if (method !== 'POST') return methodNotAllowed(res, 'POST');
-  return runAction(actionName, action, req, url, res, opts.log);
+  return runAction(actionName, action, req, target, res, ctx);
 }
 
 function listen(server: http.Server, host: string, port: number): Promise<number> {
@@ -130,17 +132,41 @@ function listen(server: http.Server, host: string, port: number): Promise<number
   });
 }
 
+/** Requests node:http refuses before our handler sees them: answered in JSON, logged in one debug line. */
+function handleRefusals(server: http.Server, ctx: Context): void {
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
+    // A reset needs no answer; after part of a response was written, another one would corrupt it.
+    if (err.code === 'ECONNRESET' || !socket.writable || socket.bytesWritten > 0) {
+      socket.destroy();
+      return;
+    }
+    const [status, message] = clientErrorAnswer(err);
+    ctx.log.debug({ status, code: err.code, reason: message }, 'admin request refused before routing');
+    answerRaw(socket, status, message);
+  });
+  // Without these listeners node:http answers CONNECT by closing the socket, Expect by an empty 417.
+  server.on('connect', (_req: http.IncomingMessage, socket: net.Socket) => answerRaw(socket, 405, 'method not allowed (CONNECT)'));
+  server.on('checkExpectation', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    req.resume();
+    sendError(res, 417, 'unsupported Expect header (only 100-continue)', { connection: 'close' });
+  });
+}
+
 /** Start the admin HTTP server; rejects with a one-line Error when the address cannot be used. */
 export async function startAdminServer(opts: AdminServerOptions): Promise<AdminServer> {
-  const server = http.createServer((req, res) => {
-    route(req, res, opts).catch((err: unknown) => {
-      opts.log.error({ err, url: req.url }, 'admin request failed');
-      if (!res.headersSent) sendJson(res, 500, { error: (err as Error).message });
+  const ctx: Context = { opts, log: opts.log };
+  const server = http.createServer({
+    requireHostHeader: false, // checked in route(), to answer in JSON
+  }, (req, res) => {
+    route(req, res, ctx).catch((err: unknown) => {
+      opts.log.error({ err, method: req.method, url: clientText(req.url ?? '') }, 'admin request failed');
+      if (!res.headersSent) sendError(res, 500, (err as Error).message);
       else res.destroy();
     });
   });
   // Scrapers keep connections alive; a stopping node must not wait for them.
   server.keepAliveTimeout = 5000;
+  handleRefusals(server, ctx);
   const port = await listen(server, opts.host, opts.port);
   server.on('error', (err) => opts.log.error({ err }, 'admin server error'));
   opts.log.info({ address: formatAddress({ host: opts.host, port }) }, 'admin HTTP listening');
