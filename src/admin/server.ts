@@ -3,8 +3,10 @@
 // is four routes, and a framework would be more code to trust than the routes themselves.
 //
 // There is no authentication: bind the admin address to loopback or a management network. Bad
-// clients still cannot hurt the node (issue 9): a request that cannot be parsed is a 4xx with a
-// one-line JSON error, and paths match exactly.
+// and slow clients still cannot hurt the node (issue 9): a request that cannot be parsed is a 4xx
+// with a one-line JSON error, paths match exactly, every connection has time limits, and the
+// number of connections is capped so an admin flood cannot take the file descriptors that NBD
+// hosts and the replication link need.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type net from 'node:net';
@@ -24,6 +26,27 @@ export type AdminAction = (params: Record<string, unknown>) => Promise<object>;
 /** Action bodies are a few flags; anything bigger is a mistake or an attack. */
 const MAX_ACTION_BODY_BYTES = 64 * 1024;
 
+/** Time and connection limits (issue 9 item 5); the defaults suit an operator's curl and Prometheus. */
+export interface AdminLimits {
+  /** A request's head must arrive within this from its first byte (or from connect): slowloris. */
+  headersTimeoutMs: number;
+  /** The whole request, head and body; at least headersTimeoutMs. */
+  requestTimeoutMs: number;
+  /** An idle keep-alive connection is closed after this. */
+  keepAliveTimeoutMs: number;
+  /** A response the client stops reading is abandoned (connection closed) after this long without progress. */
+  idleTimeoutMs: number;
+  /** Further connections are closed at once while this many are open. */
+  maxConnections: number;
+}
+
+export const defaultAdminLimits: Readonly<AdminLimits> = {
+  headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5_000, idleTimeoutMs: 30_000, maxConnections: 512,
+};
+
+/** A dropped-connection warning at most this often, with the count since the last one. */
+const DROP_WARNING_INTERVAL_MS = 60_000;
+
 export interface AdminServerOptions {
   host: string;
   /** 0 picks a free port; the returned handle has the real one. */
@@ -32,6 +55,8 @@ export interface AdminServerOptions {
   metrics: NodeMetrics;
   log: Logger;
   actions?: Record<string, AdminAction>;
+  /** Overrides of defaultAdminLimits (tests use short timeouts). */
+  limits?: Partial<AdminLimits>;
 }
 
 export interface AdminServer {
@@ -41,25 +66,28 @@ export interface AdminServer {
 
 interface Context {
   opts: AdminServerOptions;
+  limits: AdminLimits;
   log: Logger;
 }
 
-function send(res: http.ServerResponse, status: number, contentType: string, text: string, headers: Record<string, string> = {}): void {
+function send(res: http.ServerResponse, ctx: Context, status: number, contentType: string, text: string, headers: Record<string, string> = {}): void {
+  // Bounds a client that stops reading the answer (node:http has no limit once the request is in).
+  res.setTimeout(ctx.limits.idleTimeoutMs);
   res.writeHead(status, { 'content-type': contentType, 'content-length': String(Buffer.byteLength(text)), 'cache-control': 'no-store', ...headers });
   res.end(text);
 }
 
-function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
-  send(res, status, 'application/json; charset=utf-8', `${JSON.stringify(body, null, 2)}\n`);
+function sendJson(res: http.ServerResponse, ctx: Context, status: number, body: unknown): void {
+  send(res, ctx, status, 'application/json; charset=utf-8', `${JSON.stringify(body, null, 2)}\n`);
 }
 
 /** Every refusal: a 4xx (or 500) with a one-line {"error": ...} body. */
-function sendError(res: http.ServerResponse, status: number, message: string, headers: Record<string, string> = {}): void {
-  send(res, status, 'application/json; charset=utf-8', errorBody(message), headers);
+function sendError(res: http.ServerResponse, ctx: Context, status: number, message: string, headers: Record<string, string> = {}): void {
+  send(res, ctx, status, 'application/json; charset=utf-8', errorBody(message), headers);
 }
 
-function methodNotAllowed(res: http.ServerResponse, allow: string): void {
-  sendError(res, 405, `method not allowed (use ${allow})`, { allow });
+function methodNotAllowed(res: http.ServerResponse, ctx: Context, allow: string): void {
+  sendError(res, ctx, 405, `method not allowed (use ${allow})`, { allow });
 }
 
 async function runAction(name: string, action: AdminAction, req: http.IncomingMessage, target: RequestTarget, res: http.ServerResponse, ctx: Context): Promise<void> {
@@ -77,15 +105,15 @@ async function runAction(name: string, action: AdminAction, req: http.IncomingMe
     if (!(err instanceof AdminActionError)) throw err;
     log.warn({ action: name, reason: err.message }, 'admin action refused');
     // The unread rest of a too-large body would be taken for the next request: close after answering.
-    return sendError(res, err.httpStatus, err.message, err.httpStatus === 413 ? { connection: 'close' } : {});
+    return sendError(res, ctx, err.httpStatus, err.message, err.httpStatus === 413 ? { connection: 'close' } : {});
   }
   try {
-    sendJson(res, 200, await action(params));
+    sendJson(res, ctx, 200, await action(params));
   } catch (err) {
     const status = err instanceof AdminActionError ? err.httpStatus : 500;
     if (status >= 500) log.error({ err, action: name }, 'admin action failed');
     else log.warn({ action: name, reason: (err as Error).message }, 'admin action refused');
-    sendError(res, status, (err as Error).message);
+    sendError(res, ctx, status, (err as Error).message);
   }
 }
 
@@ -94,24 +122,24 @@ async function route(req: http.IncomingMessage, res: http.ServerResponse, ctx: C
   // Only actions read a body; drain it elsewhere so keep-alive connections stay usable.
   if (method !== 'POST') req.resume();
   const target = parseTarget(req.url ?? '');
-  if ('error' in target) return sendError(res, 400, target.error);
+  if ('error' in target) return sendError(res, ctx, 400, target.error);
   // RFC 9112 section 3.2: an HTTP/1.1 request without Host is a 400 (answered here, in JSON).
-  if (req.httpVersion === '1.1' && req.headers.host === undefined) return sendError(res, 400, 'HTTP/1.1 request without a Host header');
+  if (req.httpVersion === '1.1' && req.headers.host === undefined) return sendError(res, ctx, 400, 'HTTP/1.1 request without a Host header');
   const isRead = method === 'GET' || method === 'HEAD';
   if (target.path === '/status') {
-    if (!isRead) return methodNotAllowed(res, 'GET');
-    return sendJson(res, 200, ctx.opts.getStatus());
+    if (!isRead) return methodNotAllowed(res, ctx, 'GET');
+    return sendJson(res, ctx, 200, ctx.opts.getStatus());
   }
   if (target.path === '/metrics') {
-    if (!isRead) return methodNotAllowed(res, 'GET');
+    if (!isRead) return methodNotAllowed(res, ctx, 'GET');
     const text = await ctx.opts.metrics.metricsText();
-    return send(res, 200, ctx.opts.metrics.contentType, text);
+    return send(res, ctx, 200, ctx.opts.metrics.contentType, text);
   }
   const actions = ctx.opts.actions ?? {};
   const actionName = target.path.slice(1);
   const action = Object.hasOwn(actions, actionName) ? actions[actionName] : undefined;
-  if (action === undefined) return sendError(res, 404, `no such endpoint: ${clientText(target.path, 100)}`);
-  if (method !== 'POST') return methodNotAllowed(res, 'POST');
+  if (action === undefined) return sendError(res, ctx, 404, `no such endpoint: ${clientText(target.path, 100)}`);
+  if (method !== 'POST') return methodNotAllowed(res, ctx, 'POST');
   return runAction(actionName, action, req, target, res, ctx);
 }
 
@@ -148,24 +176,39 @@ function handleRefusals(server: http.Server, ctx: Context): void {
   server.on('connect', (_req: http.IncomingMessage, socket: net.Socket) => answerRaw(socket, 405, 'method not allowed (CONNECT)'));
   server.on('checkExpectation', (req: http.IncomingMessage, res: http.ServerResponse) => {
     req.resume();
-    sendError(res, 417, 'unsupported Expect header (only 100-continue)', { connection: 'close' });
+    sendError(res, ctx, 417, 'unsupported Expect header (only 100-continue)', { connection: 'close' });
+  });
+  let dropped = 0;
+  let lastWarningMs = -Infinity;
+  server.on('drop', () => {
+    dropped++;
+    const nowMs = Date.now();
+    if (nowMs - lastWarningMs < DROP_WARNING_INTERVAL_MS) return;
+    ctx.log.warn({ dropped, maxConnections: ctx.limits.maxConnections }, 'admin connections refused: too many open');
+    lastWarningMs = nowMs;
+    dropped = 0;
   });
 }
 
 /** Start the admin HTTP server; rejects with a one-line Error when the address cannot be used. */
 export async function startAdminServer(opts: AdminServerOptions): Promise<AdminServer> {
-  const ctx: Context = { opts, log: opts.log };
+  const limits: AdminLimits = { ...defaultAdminLimits, ...opts.limits };
+  const ctx: Context = { opts, limits, log: opts.log };
   const server = http.createServer({
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    // How often node:http looks for expired requests: the timeouts above hold to within this.
+    connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(limits.headersTimeoutMs / 4))),
     requireHostHeader: false, // checked in route(), to answer in JSON
   }, (req, res) => {
     route(req, res, ctx).catch((err: unknown) => {
       opts.log.error({ err, method: req.method, url: clientText(req.url ?? '') }, 'admin request failed');
-      if (!res.headersSent) sendError(res, 500, (err as Error).message);
+      if (!res.headersSent) sendError(res, ctx, 500, (err as Error).message);
       else res.destroy();
     });
   });
-  // Scrapers keep connections alive; a stopping node must not wait for them.
-  server.keepAliveTimeout = 5000;
+  server.maxConnections = limits.maxConnections;
   handleRefusals(server, ctx);
   const port = await listen(server, opts.host, opts.port);
   server.on('error', (err) => opts.log.error({ err }, 'admin server error'));
