@@ -43,6 +43,17 @@ async function syncedPair(opts: Parameters<typeof makePair>[0] = {}) {
   return pair;
 }
 
+/**
+ * In sync, and the initial sync's data hardened on both sides with both records empty: until then
+ * the secondary holds the whole volume only in RAM, and its crash puts every track out of sync.
+ */
+async function drainedPair(opts: Parameters<typeof makePair>[0] = {}) {
+  const pair = await syncedPair(opts);
+  const drained = (n: MemoryNode): boolean => n.volume.stats().dirtyTracks === 0 && n.volume.core.record.unitedCount() === 0;
+  await waitFor('initial sync hardened on both', () => drained(pair.a) && drained(pair.b));
+  return pair;
+}
+
 async function closeAndCompare(x: MemoryNode, y: MemoryNode): Promise<void> {
   await x.volume.close();
   await y.volume.close();
@@ -62,58 +73,100 @@ class Ledger {
     this.inFlight.get(offset)!.add(data);
   }
 
+  /** No two writes to a block overlap here: an acknowledged one supersedes any issued before it. */
   ack(offset: number, data: Buffer): void {
     this.acked.set(offset, data);
-    this.inFlight.get(offset)?.delete(data);
+    this.inFlight.delete(offset);
   }
 
-  async check(node: MemoryNode, what: string): Promise<void> {
+  /**
+   * Every acknowledged block reads back (or one in flight). A check of nothing proves nothing: if
+   * every write had failed the loop below would pass, so at least minAckedBlocks must be checked.
+   */
+  async check(node: MemoryNode, what: string, minAckedBlocks: number): Promise<void> {
+    assert.ok(this.acked.size >= minAckedBlocks, `${what}: only ${this.acked.size} acknowledged blocks to check, expected at least ${minAckedBlocks} (did the writes fail?)`);
+    let verified = 0;
     for (const [offset, data] of this.acked) {
       const got = await node.volume.read(offset, 4 * KiB);
       const ok = got.equals(data) || [...(this.inFlight.get(offset) ?? [])].some((d) => got.equals(d));
       assert.ok(ok, `${what}: block at ${offset} holds neither its last acknowledged write nor one in flight`);
+      verified++;
     }
+    assert.ok(verified >= minAckedBlocks, `${what}: ${verified} blocks verified`);
   }
 }
 
-/** Writes 4 KiB blocks with unique payloads, concurrently, recording them in the ledger. */
-async function writeMany(node: MemoryNode, count: number, seed: number, ledger: Ledger): Promise<void> {
-  const writes: Promise<void>[] = [];
+/**
+ * The workload stays in 12 of the volume's 64 tracks (tracks 20..31, 19% of it): a delta resync of
+ * what it touched then sends at most 12 tracks, never to be confused with the full 4 MiB. (Spread
+ * over the whole volume, nearly every track is written, and a delta costs as much as a full one.)
+ */
+const WORKLOAD_FIRST_TRACK = 20;
+const WORKLOAD_TRACKS = 12;
+const WORKLOAD_BLOCKS = (WORKLOAD_TRACKS * TRACK) / (4 * KiB);
+const FULL_RESYNC_BYTES = 4 * MiB;
+
+/**
+ * Writes 4 KiB blocks with unique payloads to distinct blocks of the workload tracks,
+ * concurrently, recording them in the ledger. Returns how many were acknowledged.
+ */
+async function writeMany(node: MemoryNode, count: number, seed: number, ledger: Ledger): Promise<number> {
+  assert.ok(count <= WORKLOAD_BLOCKS, `${count} writes do not fit ${WORKLOAD_BLOCKS} distinct blocks`);
+  const writes: Promise<number>[] = [];
   for (let i = 0; i < count; i++) {
-    const offset = ((i * 7919 + seed * 31) % 1000) * 4 * KiB;
+    // 47 is prime to 192 blocks: i → block is one-to-one, so no two concurrent writes overlap.
+    const block = (i * 47 + seed * 31) % WORKLOAD_BLOCKS;
+    const offset = WORKLOAD_FIRST_TRACK * TRACK + block * 4 * KiB;
     const data = pattern(4 * KiB, seed * 10_000 + i);
     ledger.issue(offset, data);
-    writes.push(node.volume.write(offset, data, false).then(() => ledger.ack(offset, data), () => undefined));
+    writes.push(node.volume.write(offset, data, false).then(() => { ledger.ack(offset, data); return 1; }, () => 0));
   }
-  await Promise.all(writes);
+  return (await Promise.all(writes)).reduce((n, x) => n + x, 0);
+}
+
+/**
+ * A delta resync: it sent whole tracks, no more than the workload touched, so strictly less than
+ * the full volume; and when the source's out-of-sync set is known, exactly those tracks.
+ */
+function assertDelta(sentBytes: number, what: string, outOfSyncTracks?: number): void {
+  const detail = `${what}: ${sentBytes} bytes sent${outOfSyncTracks === undefined ? '' : ` for ${outOfSyncTracks} out-of-sync tracks`}`;
+  assert.ok(sentBytes > 0 && sentBytes % TRACK === 0, `${detail}: whole tracks, at least one`);
+  assert.ok(sentBytes <= WORKLOAD_TRACKS * TRACK, `${detail}: more than the ${WORKLOAD_TRACKS} tracks the workload touched`);
+  assert.ok(sentBytes < FULL_RESYNC_BYTES, `${detail}: as much as a full resync`);
+  if (outOfSyncTracks !== undefined) assert.equal(sentBytes, outOfSyncTracks * TRACK, detail);
+}
+
+/** writeMany on a node that must acknowledge every one of the writes. */
+async function writeAll(node: MemoryNode, count: number, seed: number, ledger: Ledger): Promise<void> {
+  assert.equal(await writeMany(node, count, seed, ledger), count, `every write to ${node.name} is acknowledged (seed ${seed})`);
 }
 
 test('kill the primary with writes in flight: promote, every acknowledged write survives, the old primary returns by delta', async () => {
-  const { a, b, link } = await syncedPair();
+  const { a, b, link } = await drainedPair();
   const acked = new Ledger();
-  await writeMany(a, 300, 1, acked);
+  await writeAll(a, 180, 1, acked);
   // A burst left in flight: some acknowledged, some not, when a dies.
-  void writeMany(a, 200, 2, acked);
+  void writeMany(a, 150, 2, acked);
   await new Promise((resolve) => setImmediate(resolve));
   a.crash();
   link.cut();
   await b.volume.promote(false);
-  await acked.check(b, 'after failover');
-  await writeMany(b, 100, 3, acked);
+  await acked.check(b, 'after failover', 180);
+  await writeAll(b, 100, 3, acked);
   const outOfSync = b.volume.core.outOfSync.count();
   a.restart();
   assert.equal(a.volume.core.role, 'secondary', 'a crashed primary comes back secondary');
   link.connect();
   await waitFor('in-sync', () => inSync(a, b));
-  assert.ok(b.volume.counters.syncBytesSent <= outOfSync * TRACK * 1.05, `delta resync: ${b.volume.counters.syncBytesSent} bytes for ${outOfSync} out-of-sync tracks`);
-  await acked.check(a, 'on the returned old primary');
+  assertDelta(b.volume.counters.syncBytesSent, 'the old primary returned', outOfSync);
+  await acked.check(a, 'on the returned old primary', 180);
   await closeAndCompare(a, b);
 });
 
 test('kill the primary and restart it without a promotion: the secondary is the source, no acknowledged write is lost', async () => {
-  const { a, b, link } = await syncedPair({ maxDirtyAgeMs: 60_000 });
+  const { a, b, link } = await drainedPair({ maxDirtyAgeMs: 60_000 });
   const acked = new Ledger();
-  await writeMany(a, 300, 11, acked);
+  await writeAll(a, 180, 11, acked);
   a.crash();
   link.cut();
   a.restart();
@@ -122,9 +175,9 @@ test('kill the primary and restart it without a promotion: the secondary is the 
   await waitFor('in-sync', () => inSync(a, b));
   assert.equal(a.volume.counters.syncBytesSent, 0, 'the crashed primary sent nothing');
   const sent = b.volume.counters.syncBytesSent;
-  assert.ok(sent > 0 && sent < 4 * MiB, `the survivor sent a delta (${sent} bytes)`);
-  await acked.check(a, 'on the restarted node');
-  await acked.check(b, 'on the survivor');
+  assertDelta(sent, 'the survivor to the restarted primary');
+  await acked.check(a, 'on the restarted node', 180);
+  await acked.check(b, 'on the survivor', 180);
   await closeAndCompare(a, b);
 });
 
@@ -132,50 +185,57 @@ test('a node whose resync was cut off refuses promotion without --force', async 
   const { a, b, link } = await syncedPair();
   b.crash();
   link.cut();
-  await writeMany(a, 200, 12, new Ledger());
+  await writeAll(a, 180, 12, new Ledger());
+  // b's disk hangs: its 1 MiB cache fills and the resync cannot finish before a dies, however fast.
+  let open!: () => void;
+  b.store.gate = new Promise<void>((resolve) => { open = resolve; });
   b.restart();
   link.connect();
   await waitFor('resync started', () => b.volume.core.incompleteResync);
   a.crash();
   link.cut();
+  assert.notEqual(b.volume.peerState, 'in-sync');
   await assert.rejects(b.volume.promote(false), /has not finished/);
   await b.volume.promote(true);
+  open();
   await b.volume.close();
 });
 
 test('kill the secondary under load; it returns and gets only the out-of-sync tracks', async () => {
-  const { a, b, link } = await syncedPair();
+  const { a, b, link } = await drainedPair();
   const acked = new Ledger();
-  await writeMany(a, 200, 4, acked);
+  await writeAll(a, 180, 4, acked);
+  const sentBefore = a.volume.counters.syncBytesSent;
   b.crash();
   link.cut();
-  await writeMany(a, 100, 5, acked);
+  await writeAll(a, 100, 5, acked);
   assert.equal(a.volume.peerState, 'degraded');
   const outOfSync = a.volume.core.outOfSync.count();
   b.restart();
   link.connect();
   await waitFor('in-sync', () => inSync(a, b));
-  assert.ok(a.volume.counters.syncBytesSent - 4 * MiB <= outOfSync * TRACK * 1.05, 'resync bytes follow the out-of-sync tracks');
+  assertDelta(a.volume.counters.syncBytesSent - sentBefore, 'the secondary returned', outOfSync);
+  await acked.check(b, 'on the returned secondary', 180);
   await closeAndCompare(a, b);
 });
 
 test('failback: demote one side, promote the other, while connected; nothing lost, no full resync', async () => {
   const { a, b } = await syncedPair();
   const acked = new Ledger();
-  await writeMany(a, 100, 6, acked);
+  await writeAll(a, 100, 6, acked);
   const sentBefore = a.volume.counters.syncBytesSent + b.volume.counters.syncBytesSent;
   await a.volume.demote();
   await waitFor('b sees a secondary', () => b.volume.core.peerRole === 'secondary');
   await b.volume.promote(false);
   await waitFor('in-sync after the swap', () => inSync(a, b));
-  await writeMany(b, 100, 7, acked);
+  await writeAll(b, 100, 7, acked);
   await b.volume.demote();
   await waitFor('a sees b secondary', () => a.volume.core.peerRole === 'secondary');
   await a.volume.promote(false);
   await waitFor('in-sync after failback', () => inSync(a, b));
-  await writeMany(a, 50, 8, acked);
-  await acked.check(a, 'on a');
-  await acked.check(b, 'on b');
+  await writeAll(a, 50, 8, acked);
+  await acked.check(a, 'on a', 100);
+  await acked.check(b, 'on b', 100);
   const resent = a.volume.counters.syncBytesSent + b.volume.counters.syncBytesSent - sentBefore;
   assert.ok(resent < 1 * MiB, `role swaps resend only what the old primary may hold in RAM (${resent} bytes)`);
   await closeAndCompare(a, b);
@@ -209,8 +269,8 @@ test('a switchover is confirmed by the peer: the new primary dies at once, the s
   b.restart();
   link.connect();
   await waitFor('in-sync', () => inSync(a, b));
-  await acked.check(a, 'on the survivor');
-  await acked.check(b, 'on the restarted new primary');
+  await acked.check(a, 'on the survivor', 64);
+  await acked.check(b, 'on the restarted new primary', 64);
   await closeAndCompare(a, b);
 });
 
@@ -280,11 +340,11 @@ test('a resync read that fails is retried after a pause; the resync completes', 
 });
 
 test('the out-of-sync set survives a clean restart of the survivor; a crashed survivor falls back to a full resync', async () => {
-  const { a, b, link } = await syncedPair();
+  const { a, b, link } = await drainedPair();
   b.crash();
   link.cut();
   const acked = new Ledger();
-  await writeMany(a, 50, 9, acked);
+  await writeAll(a, 50, 9, acked);
   const outOfSync = a.volume.core.outOfSync.count();
   await a.volume.close(); // clean: the set is persisted
   a.restart();
@@ -292,11 +352,12 @@ test('the out-of-sync set survives a clean restart of the survivor; a crashed su
   b.restart();
   link.connect();
   await waitFor('in-sync', () => inSync(a, b));
-  assert.ok(a.volume.counters.syncBytesSent <= outOfSync * TRACK * 1.05, `delta after a clean restart: ${a.volume.counters.syncBytesSent} bytes, ${outOfSync} tracks`);
+  assertDelta(a.volume.counters.syncBytesSent, 'after a clean restart of the survivor', outOfSync);
+  await acked.check(b, 'after the delta', 50);
   // Now the survivor crashes while alone: its set is lost, so the next resync is full.
   b.crash();
   link.cut();
-  await writeMany(a, 20, 10, acked);
+  await writeAll(a, 20, 10, acked);
   a.crash();
   a.restart();
   b.restart();
@@ -304,7 +365,7 @@ test('the out-of-sync set survives a clean restart of the survivor; a crashed su
   link.connect();
   await waitFor('in-sync', () => inSync(a, b));
   assert.equal(a.volume.counters.syncBytesSent, 4 * MiB, 'full resync after the survivor crashed');
-  await acked.check(b, 'after the full resync');
+  await acked.check(b, 'after the full resync', 50);
   await closeAndCompare(a, b);
 });
 
