@@ -2,6 +2,12 @@
 // newstyle handshake (proto.md "Fixed newstyle negotiation"), then serves requests with many in
 // flight, answering each as it completes (proto.md "Transmission": replies need not be in
 // request order). A protocol violation closes that one connection; a failed request never does.
+//
+// Bad and slow clients (issue 9) must not hurt the others: a connection holds at most
+// maxHeldBytesPerConnection for its client (a client that never reads its replies stops being
+// read), the server holds at most maxConnections, a client must reach the transmission phase
+// within handshakeTimeoutMs of connecting, a client that shuts its sending side still gets every
+// reply it is owed, and the warnings a client can trigger are rate limited.
 import net from 'node:net';
 import {
   NBD_CMD_DISC, NBD_CMD_FLAG_FUA, NBD_CMD_FLAG_NO_HOLE, NBD_CMD_FLUSH, NBD_CMD_READ, NBD_CMD_TRIM,

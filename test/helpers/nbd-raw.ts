@@ -86,7 +86,7 @@ export class Raw {
     return this.receivedBytes;
   }
 
-  async read(lengthBytes: number, timeoutMs = 5000): Promise<Buffer> {
+  async read(lengthBytes: number, timeoutMs = 15_000): Promise<Buffer> {
     const deadline = Date.now() + timeoutMs;
     while (this.receivedBytes < lengthBytes) {
       if (this.ended) throw new Error(`connection closed with ${this.receivedBytes}/${lengthBytes} bytes`);
@@ -119,7 +119,7 @@ export class Raw {
   }
 
   /** A simple reply: [error value, cookie, data]. */
-  async reply(dataBytes = 0, timeoutMs = 5000): Promise<{ error: number; cookie: number; data: Buffer }> {
+  async reply(dataBytes = 0, timeoutMs = 15_000): Promise<{ error: number; cookie: number; data: Buffer }> {
     const header = await this.read(16, timeoutMs);
     assert.equal(header.readUInt32BE(0), 0x67446698, 'simple reply magic');
     const error = header.readUInt32BE(4);
