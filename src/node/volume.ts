@@ -1,15 +1,17 @@
 // The I/O shell around one node's ReplicaCore: turns NBD requests into core events, carries out
 // the core's actions (store writes, fdatasync, link sends, host replies) and owns the only timer.
 // Everything that decides *what* happens lives in src/core; this file only moves bytes and wakes
-// things up.
+// things up. All its I/O goes through ports (src/node/ports.ts), so the simulator (sim/) runs this
+// very shell over a simulated clock, store, metadata and link.
 import { BLOCK_SIZE_BYTES, type CacheStats, type HardenJob } from '../core/cache.js';
 import type { HardenReason, HardeningSettings } from '../core/hardening.js';
 import type { TrackerKind } from '../core/notifier.js';
 import { ReplicaCore, type ReplicaCounters } from '../core/replica.js';
-import type { DegradedPolicy, FlushPolicy, LinkMessage, PeerState, PersistedState, ReplicaAction, Role } from '../core/replica-types.js';
+import type { DegradedPolicy, FlushPolicy, LinkMessage, PeerState, ReplicaAction, Role } from '../core/replica-types.js';
 import { NbdRequestError, type NbdExport } from '../nbd/export.js';
 import { releasePayloadOf } from '../nbd/payload-pool.js';
 import type { Store } from '../store/store.js';
+import { realClock, type Clock, type LinkPort, type MetadataPort, type TimerHandle } from './ports.js';
 
 export interface VolumeOptions {
   /** This node's name (epoch history entries carry it). */
@@ -23,24 +25,33 @@ export interface VolumeOptions {
   hardening: Omit<HardeningSettings, 'maxJobBytes' | 'pressureFraction'>;
   store: Store;
   /** The metadata from the last run (null: a fresh store) and how to write it atomically. */
-  metadata?: { persisted: PersistedState | null; save: (state: PersistedState) => Promise<void> };
+  metadata?: MetadataPort;
   /** Mirroring: absent for a standalone node. */
-  mirror?: {
+  mirror?: LinkPort & {
     peer: string;
     role: Role;
     tracker: TrackerKind;
     flush: FlushPolicy;
     degraded: DegradedPolicy;
     syncRateBytesPerSec: number;
-    /** Sends a message to the peer; false when the link's send buffer is full. */
-    send: (msg: LinkMessage) => boolean;
-    /** Stop (false) or resume (true) reading from the peer: the core's inbound stream is held by a full cache. */
-    setReceiving: (receiving: boolean) => void;
   };
   /** Called after each harden job, for metrics. */
   onHardened?: (bytes: number, storeWrites: number, seconds: number, reason: HardenReason) => void;
   log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
-  nowMs?: () => number;
+  /** Time and timers (default: the real ones). */
+  clock?: Clock;
+  /** Internal limits; production uses the defaults below, the simulator draws them per seed. */
+  tuning?: Partial<VolumeTuning>;
+}
+
+export interface VolumeTuning {
+  maxHardensInFlight: number;
+  maxJobBytes: number;
+  pressureFraction: number;
+  storeRetryMs: number;
+  syncChunkBytes: number;
+  syncWindowChunks: number;
+  promoteConfirmTimeoutMs: number;
 }
 
 /** Hardening jobs in flight at once: enough to keep a disk queue busy. */
@@ -54,6 +65,14 @@ const SYNC_CHUNK_BYTES = 1024 * 1024;
 const SYNC_WINDOW_CHUNKS = 4;
 /** How long a connected promote waits for the peer to confirm (it persists, then answers). */
 const PROMOTE_CONFIRM_TIMEOUT_MS = 5000;
+/** How often demote checks that the writes in flight have drained. */
+const DRAIN_POLL_MS = 5;
+
+const DEFAULT_TUNING: VolumeTuning = {
+  maxHardensInFlight: MAX_CONCURRENT_HARDENS, maxJobBytes: MAX_JOB_BYTES, pressureFraction: PRESSURE_FRACTION,
+  storeRetryMs: STORE_RETRY_MS, syncChunkBytes: SYNC_CHUNK_BYTES, syncWindowChunks: SYNC_WINDOW_CHUNKS,
+  promoteConfirmTimeoutMs: PROMOTE_CONFIRM_TIMEOUT_MS,
+};
 
 export interface VolumeStats extends CacheStats {
   waitingWrites: number;
@@ -72,7 +91,8 @@ export class Volume implements NbdExport {
   readonly sizeBytes: number;
   readonly core: ReplicaCore;
   private readonly store: Store;
-  private readonly now: () => number;
+  private readonly clock: Clock;
+  private readonly tuning: VolumeTuning;
   private readonly pending = new Map<number, Pending>();
   private nextReqId = 1;
   /** Promotions waiting for the peer's confirmation: request id → resolve(error or null). */
@@ -82,37 +102,58 @@ export class Volume implements NbdExport {
   /** Data of peer messages passed to the core and not yet known to be applied. */
   private readonly appliedOrHeld: Uint8Array[] = [];
   private abandoned = false;
-  private readonly timer: NodeJS.Timeout;
+  private timer: TimerHandle | null = null;
+  private readonly tickMs: number;
 
   constructor(private readonly opts: VolumeOptions) {
     this.name = opts.name;
     this.description = opts.description;
     this.sizeBytes = opts.sizeBytes;
     this.store = opts.store;
-    this.now = opts.nowMs ?? Date.now;
+    this.clock = opts.clock ?? realClock;
+    const tuning: VolumeTuning = { ...DEFAULT_TUNING, ...opts.tuning };
+    this.tuning = tuning;
     const mirror = opts.mirror;
     this.core = new ReplicaCore({
       node: opts.node ?? 'local',
       peer: mirror?.peer ?? null,
       geometry: { volumeSizeBytes: opts.sizeBytes, trackSizeBytes: opts.trackSizeBytes, capacityBytes: opts.cacheBytes, rangeTracks: opts.rangeTracks },
-      hardening: { ...opts.hardening, maxJobBytes: Math.max(MAX_JOB_BYTES, opts.trackSizeBytes), pressureFraction: PRESSURE_FRACTION },
+      hardening: { ...opts.hardening, maxJobBytes: Math.max(tuning.maxJobBytes, opts.trackSizeBytes), pressureFraction: tuning.pressureFraction },
       tracker: mirror?.tracker ?? 'destage-scan',
       flush: mirror?.flush ?? 'disk',
       degraded: mirror?.degraded ?? 'write-through',
       role: mirror?.role ?? 'primary',
       mirrored: mirror !== undefined,
-      maxHardensInFlight: MAX_CONCURRENT_HARDENS,
-      syncChunkBytes: SYNC_CHUNK_BYTES,
-      syncWindowChunks: SYNC_WINDOW_CHUNKS,
+      maxHardensInFlight: tuning.maxHardensInFlight,
+      syncChunkBytes: tuning.syncChunkBytes,
+      syncWindowChunks: tuning.syncWindowChunks,
       syncRateBytesPerSec: mirror?.syncRateBytesPerSec ?? Number.MAX_SAFE_INTEGER,
-      storeRetryMs: STORE_RETRY_MS,
+      storeRetryMs: tuning.storeRetryMs,
     }, this.now(), opts.metadata?.persisted ?? null);
     // Tick often enough that the age bound holds to within a few percent.
-    const tickMs = Math.max(10, Math.min(100, Math.floor(opts.hardening.maxDirtyAgeMs / 10)));
-    this.timer = setInterval(() => this.run((now) => this.core.tick(now)), tickMs);
-    this.timer.unref();
+    this.tickMs = Math.max(10, Math.min(100, Math.floor(opts.hardening.maxDirtyAgeMs / 10)));
+    this.armTimer();
     // The constructor's actions (the startup metadata write, a log line) run now.
     this.run(() => undefined);
+  }
+
+  private now(): number {
+    return this.clock.nowMs();
+  }
+
+  /** The one timer: wakes the core for its time-driven work (age bound, destage scans, retries). */
+  private armTimer(): void {
+    this.timer = this.clock.setTimer(this.tickMs, () => {
+      this.timer = null;
+      if (this.abandoned) return;
+      this.run((now) => this.core.tick(now));
+      this.armTimer();
+    }, true);
+  }
+
+  private stopTimer(): void {
+    this.timer?.cancel();
+    this.timer = null;
   }
 
   /** The secondary's export is read-only: hosts write only to the primary (DESIGN.md). */
@@ -319,7 +360,7 @@ export class Volume implements NbdExport {
     this.core.beginClose();
     // Writes already admitted (cached, queued for room, or awaiting the peer) are hardened.
     do await this.flushLocal(); while (!this.core.quiescent);
-    clearInterval(this.timer);
+    this.stopTimer();
     await this.store.close();
     await this.persistChain;
     await this.opts.metadata?.save(this.core.persistedState(true));
@@ -328,7 +369,7 @@ export class Volume implements NbdExport {
   /** Tests and the simulator: the process died here (no hardening, no more events or actions). */
   abandon(): void {
     this.abandoned = true;
-    clearInterval(this.timer);
+    this.stopTimer();
   }
 
   // ---------------------------------------------------------------- roles
@@ -342,8 +383,9 @@ export class Volume implements NbdExport {
       // Connected: the peer confirms first (two-phase, src/core/replica.ts). A link loss ends the
       // wait at once; a peer whose disk hangs does not answer, so the wait is bounded too.
       const confirmed = new Promise<string | null>((resolve) => this.promotions.set(requestId, resolve));
-      const timer = setTimeout(() => this.run(() => this.core.cancelPromotion(`peer did not confirm the promotion within ${PROMOTE_CONFIRM_TIMEOUT_MS} ms`)), PROMOTE_CONFIRM_TIMEOUT_MS);
-      const error = await confirmed.finally(() => clearTimeout(timer));
+      const timeoutMs = this.tuning.promoteConfirmTimeoutMs;
+      const timer = this.clock.setTimer(timeoutMs, () => this.run(() => this.core.cancelPromotion(`peer did not confirm the promotion within ${timeoutMs} ms`)));
+      const error = await confirmed.finally(() => timer.cancel());
       if (error !== null) throw new RoleChangeError(error);
     }
     await this.persistChain;
@@ -354,7 +396,7 @@ export class Volume implements NbdExport {
   async demote(): Promise<{ epoch: number }> {
     const result = this.roleChange(() => this.core.demote());
     if (!result.ok) throw new RoleChangeError(result.error);
-    while (!this.core.writesDrained) await new Promise((resolve) => setTimeout(resolve, 5));
+    while (!this.core.writesDrained) await this.sleep(DRAIN_POLL_MS);
     await this.persistChain;
     return { epoch: this.core.epoch };
   }
@@ -376,11 +418,15 @@ export class Volume implements NbdExport {
 
   /** A local harden-everything (FLUSH as a standalone node would do it), for shutdown. */
   private async flushLocal(): Promise<void> {
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    await this.sleep(0);
     const reqId = this.nextReqId++;
     const done = new Promise<void>((resolve, reject) => this.pending.set(reqId, { resolve, reject }));
     this.run((now) => this.core.hostFlushLocal(reqId, now));
     await done;
+  }
+
+  private sleep(delayMs: number): Promise<void> {
+    return new Promise((resolve) => this.clock.setTimer(delayMs, resolve));
   }
 }
 
