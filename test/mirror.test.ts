@@ -104,11 +104,28 @@ test('initial sync: a new secondary gets every byte while the primary keeps taki
 test('a small secondary cache holds the stream back (back-pressure) and loses nothing', async () => {
   const pair = makePair({ secondaryCacheBytes: 256 * KiB, storeDelayMs: 3 });
   await connectAndSync(pair);
+  const pausesBefore = pair.b.receivingPauses;
+  // The secondary's shell, sampled as each peer message is handed to it: how many peer writes wait
+  // for room in its cache (the waitingWrites its status and metrics report).
+  const secondary = pair.secondary;
+  const deliver = secondary.linkMessage.bind(secondary);
+  let peakWaiting = 0;
+  secondary.linkMessage = (msg) => {
+    deliver(msg);
+    peakWaiting = Math.max(peakWaiting, secondary.stats().waitingWrites);
+  };
   const writes: Promise<void>[] = [];
   for (let i = 0; i < 48; i++) writes.push(pair.primary.write(i * 64 * KiB, pattern(64 * KiB, i + 7), false));
   writes.push(pair.primary.write(3 * MiB, pattern(1 * MiB, 99), false)); // bigger than the whole secondary cache
   await Promise.all(writes);
+  // 4 MiB through a 256 KiB cache: peer writes queued, and the shell stopped reading the link.
+  assert.ok(peakWaiting > 0, 'peer writes waited for room in the secondary cache');
+  assert.ok(pair.b.receivingPauses > pausesBefore, `the secondary paused its link (setReceiving(false)) ${pair.b.receivingPauses - pausesBefore} times`);
+  assert.equal(secondary.core.inboundBlocked, false, 'and resumed once the stream drained');
+  for (let i = 0; i < 48; i++) assert.deepEqual(await secondary.read(i * 64 * KiB, 64 * KiB), pattern(64 * KiB, i + 7), `track ${i} on the secondary`);
+  assert.deepEqual(await secondary.read(3 * MiB, 1 * MiB), pattern(1 * MiB, 99), 'the 1 MiB write on the secondary');
   await pair.primary.close();
   await pair.secondary.close();
   assert.ok(pair.pStore.synced.equals(pair.sStore.synced), 'stores are byte-identical');
+  assert.ok(pair.sStore.synced.subarray(3 * MiB).equals(pattern(1 * MiB, 99)), 'and hold the writes');
 });

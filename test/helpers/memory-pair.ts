@@ -92,6 +92,11 @@ export class MemoryNode {
   persisted: PersistedState | null = null;
   volume: Volume;
   send: (msg: LinkMessage) => boolean = () => true;
+  /**
+   * Times the Volume asked its link to stop reading (mirror.setReceiving(false)): its cache was
+   * full and peer messages waited for room — the back-pressure a real node applies to its socket.
+   */
+  receivingPauses = 0;
   private alive = true;
 
   constructor(readonly name: string, readonly peer: string, readonly role: Role, readonly opts: NodeOptions) {
@@ -116,7 +121,7 @@ export class MemoryNode {
       mirror: {
         peer: this.peer, role: this.role, tracker: this.opts.tracker ?? 'destage-scan', flush: this.opts.flush ?? 'memory',
         degraded: 'write-through', syncRateBytesPerSec: 1024 * MiB,
-        send: (msg) => this.send(msg), setReceiving: () => undefined,
+        send: (msg) => this.send(msg), setReceiving: (receiving) => { if (!receiving) this.receivingPauses++; },
       },
     });
   }
