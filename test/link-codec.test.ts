@@ -6,9 +6,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { crc32c, crc32cImplementation, crc32cJs } from '../src/core/crc32c.js';
+import { createHash } from 'node:crypto';
 import {
-  LINK_HEADER_BYTES, LINK_MAGIC, LINK_MAX_BODY_BYTES, LinkDecoder, LinkProtocolError, encode, frameBytes,
-  linkMessageTypes, type LinkMessage,
+  LINK_HEADER_BYTES, LINK_MAGIC, LINK_MAX_BODY_BYTES, LINK_PROTOCOL_VERSION, LinkDecoder, LinkProtocolError, encode, frameBytes,
+  linkMessageTypes, type LinkMessage, type LinkMessageType,
 } from '../src/core/link-codec.js';
 
 // ---- helpers -------------------------------------------------------------------------------
@@ -228,6 +229,109 @@ test('a 32 MiB write arriving in 64 KiB chunks decodes fast (one copy, no quadra
   const elapsedMs = performance.now() - startedMs;
   assert.ok(got !== null && got.type === 'write' && got.data.length === data.length);
   assert.ok(elapsedMs < 2000, `took ${elapsedMs} ms`);
+});
+
+// ---- golden bytes --------------------------------------------------------------------------
+//
+// One fixed message of every type and its exact frame, as the encoder of protocol version 2
+// produced it (checked by hand against the layout in src/core/link-codec.ts: header 'TBLK' |
+// version | type | flags | bodyLength | headerCrc, body, bodyCrc — e.g. writeAck is
+// 54424c4b 01 06 0000 00000008 552d1265, body 0000000102030405 = seq 0x0102030405, trailer 9a0b4b14).
+// A peer of another build decodes exactly these bytes, so the round-trip tests above cannot catch
+// a wire change made on both sides at once; these do.
+//
+// CHANGING ANY BYTE HERE CHANGES THE WIRE PROTOCOL: bump LINK_PROTOCOL_VERSION in
+// src/core/link-messages.ts (peers of different versions then refuse each other in the handshake
+// instead of misreading frames), regenerate the hex, and add the new digest below under the new
+// version. Never edit the digest of a version that has shipped.
+
+const goldenFrames: Readonly<Record<LinkMessageType, { msg: LinkMessage; hex: string }>> = {
+  hello: {
+    msg: {
+      type: 'hello', protocolVersion: 2, node: 'a', volumeId: 'vol', sizeBytes: 64 * 1024 * 1024, trackSizeBytes: 65536, rangeTracks: 64,
+      nonce: Uint8Array.from({ length: 32 }, (_, i) => i), role: 'secondary', epoch: 3,
+    },
+    hex: '54424c4b0101000000000045b69bf383' + '00000002' + '0000000004000000' + '00010000' + '00000040' + '0000000000000003' + '01' +
+      '000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f' + '000161' + '0003766f6c' + '8be814d8',
+  },
+  auth: {
+    msg: { type: 'auth', mac: Uint8Array.from({ length: 32 }, (_, i) => 0x80 + i) },
+    hex: '54424c4b01020000000000205aa901a5' + '808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f' + 'd55d4c91',
+  },
+  refuse: { msg: { type: 'refuse', reason: 'no' }, hex: '54424c4b0103000000000004d58d34ac' + '00026e6f' + '4c9a0100' },
+  write: {
+    msg: { type: 'write', seq: 7, offsetBytes: 4096, data: Uint8Array.from([1, 2, 3, 4]) },
+    hex: '54424c4b0104000000000014d836434a' + '0000000000000007' + '0000000000001000' + '01020304' + '8fa00808',
+  },
+  zero: {
+    msg: { type: 'zero', seq: 8, offsetBytes: 8192, lengthBytes: 512, trim: true },
+    hex: '54424c4b01050000000000190f1d2351' + '0000000000000008' + '0000000000002000' + '0000000000000200' + '01' + '60dc0504',
+  },
+  writeAck: { msg: { type: 'writeAck', seq: 0x0102030405 }, hex: '54424c4b0106000000000008552d1265' + '0000000102030405' + '9a0b4b14' },
+  notice: {
+    msg: { type: 'notice', op: 'save-ack', ranges: [1, 0x01020304] },
+    hex: '54424c4b0107000000000009cf45bdae' + '01' + '00000001' + '01020304' + '169d1674',
+  },
+  heartbeat: { msg: { type: 'heartbeat', id: 5, sentAtMs: 1.5 }, hex: '54424c4b010800000000000ca97ce468' + '00000005' + '3ff8000000000000' + '50714113' },
+  heartbeatAck: { msg: { type: 'heartbeatAck', id: 6, sentAtMs: -2 }, hex: '54424c4b010900000000000cc17fc8a0' + '00000006' + 'c000000000000000' + '363ff059' },
+  flushReq: {
+    msg: { type: 'flushReq', id: 9, offsetBytes: 65536, lengthBytes: 0 },
+    hex: '54424c4b010a000000000014e3fd2258' + '00000009' + '0000000000010000' + '0000000000000000' + '80ae72ba',
+  },
+  flushAck: { msg: { type: 'flushAck', id: 10, ok: true }, hex: '54424c4b010b00000000000569cb4afc' + '0000000a' + '01' + '0d480660' },
+  syncStart: { msg: { type: 'syncStart', totalBytes: 2 ** 32 + 1 }, hex: '54424c4b010c000000000008cb06b6a6' + '0000000100000001' + '46525e25' },
+  syncData: {
+    msg: { type: 'syncData', offsetBytes: 131072, data: Uint8Array.from([0xaa, 0xbb]) },
+    hex: '54424c4b010d00000000000a423eea99' + '0000000000020000' + 'aabb' + '867a1c6c',
+  },
+  syncDone: { msg: { type: 'syncDone' }, hex: '54424c4b010e00000000000091d9b7f9' + '00000000' },
+  state: {
+    msg: {
+      type: 'state', role: 'primary', history: [{ epoch: 1, node: 'a' }], storeTrusted: true, outOfSyncValid: false, discardLocal: true,
+      outOfSync: Uint8Array.from([0x81]), dirty: new Uint8Array(0),
+    },
+    // flags 0b = primary 1 | storeTrusted 2 | discardLocal 8; history 1 × (epoch 1, "a"); bitmaps [81], [].
+    hex: '54424c4b010f0000000000173d4e38b5' + '0b' + '0001' + '0000000000000001' + '000161' + '00000001' + '81' + '00000000' + '8228c420',
+  },
+  syncZero: {
+    msg: { type: 'syncZero', offsetBytes: 1048576, lengthBytes: 65536 },
+    hex: '54424c4b01100000000000102617eb22' + '0000000000100000' + '0000000000010000' + 'baa1b5fd',
+  },
+  promoteReq: {
+    msg: { type: 'promoteReq', id: 11, history: [{ epoch: 2, node: 'b' }] },
+    hex: '54424c4b0111000000000011bc7f44e9' + '0000000b' + '0001' + '0000000000000002' + '000162' + '904f97a2',
+  },
+  promoteAck: { msg: { type: 'promoteAck', id: 12, ok: false, reason: 'x' }, hex: '54424c4b01120000000000086c962d12' + '0000000c' + '00' + '000178' + '41e9931e' },
+};
+
+/** sha256 of every golden frame, per LINK_PROTOCOL_VERSION: new bytes need a new version. */
+const goldenDigestByProtocolVersion: Readonly<Record<number, string>> = {
+  2: 'e646b7821aeac20e0752d7e5a4120f5db5ec3b961b5b5b6955d23a48b1f7e26d',
+};
+
+function goldenDigest(): string {
+  const lines = linkMessageTypes.map((type) => `${type} ${goldenFrames[type]?.hex ?? '(none)'}`);
+  return createHash('sha256').update(lines.join('\n')).digest('hex');
+}
+
+test('every message type has a golden frame (a new type needs one, and a protocol version bump)', () => {
+  assert.deepEqual(Object.keys(goldenFrames).sort(), [...linkMessageTypes].sort());
+  for (const type of linkMessageTypes) assert.equal(goldenFrames[type].msg.type, type);
+});
+
+test('every message type encodes to its golden bytes, and those bytes decode to the message', () => {
+  for (const type of linkMessageTypes) {
+    const { msg, hex } = goldenFrames[type];
+    assert.equal(frame(msg).toString('hex'), hex, `${type}: the encoding changed: bump LINK_PROTOCOL_VERSION (see above)`);
+    const { messages, error } = decodeAll([Buffer.from(hex, 'hex')]);
+    assert.equal(error, null, `${type}: ${String(error)}`);
+    assertSameMessages(messages, [msg]);
+  }
+});
+
+test('the golden frames are the ones recorded for LINK_PROTOCOL_VERSION', () => {
+  assert.equal(goldenDigest(), goldenDigestByProtocolVersion[LINK_PROTOCOL_VERSION],
+    `the golden frames differ from those of protocol version ${LINK_PROTOCOL_VERSION}: a wire change needs LINK_PROTOCOL_VERSION bumped and a new digest entry`);
 });
 
 // ---- bad input -----------------------------------------------------------------------------
