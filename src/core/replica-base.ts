@@ -8,6 +8,7 @@ import { TrackCache, type CacheGeometry } from './cache.js';
 import { Hardener, type HardenReason, type HardeningSettings } from './hardening.js';
 import { applyNotice, HardeningNotifier, type NoticeOp, type NotifierAction, type TrackerKind } from './notifier.js';
 import { PeerUnhardenedRecord } from './peer-record.js';
+import { initialPeerState, PeerStateMachine, type PeerEvent } from './peer-state.js';
 import type { DegradedPolicy, FlushPolicy, LinkMessage, PeerState, ReplicaAction, ReplyErrno, Role } from './replica-types.js';
 
 export interface ReplicaSettings {
@@ -63,8 +64,10 @@ export abstract class ReplicaBase {
     hardenRuns: { flush: 0, pressure: 0, age: 0, threshold: 0, scan: 0 },
     mirroredWrites: 0, syncBytesSent: 0, syncBytesReceived: 0, noticesSent: 0, noticesReceived: 0,
   };
-  role: Role;
-  peerState: PeerState;
+  /** This node's role: changed only through setRole (read-only view: `role`). */
+  private roleValue: Role;
+  /** The peer state: changed only by legal events of src/core/peer-state.ts (view: `peerState`). */
+  private readonly peer: PeerStateMachine;
   protected readonly actions: ReplicaAction[] = [];
   protected readonly hostQueue: Piece[] = [];
   protected readonly pendingAcks = new Map<number, Piece>();
@@ -104,9 +107,27 @@ export abstract class ReplicaBase {
     this.hardener = new Hardener(this.cache, settings.hardening, nowMs);
     this.record = new PeerUnhardenedRecord(this.cache.trackCount, settings.geometry.rangeTracks);
     this.outOfSync = new TrackBitmap(this.cache.trackCount);
-    this.role = role;
+    this.roleValue = role;
     this.notifier = new HardeningNotifier(settings.tracker, this.cache.trackCount, settings.geometry.rangeTracks, role === 'primary');
-    this.peerState = settings.mirrored ? (role === 'primary' ? 'degraded' : 'connecting') : 'standalone';
+    this.peer = new PeerStateMachine(initialPeerState(settings.mirrored, role));
+  }
+
+  get role(): Role {
+    return this.roleValue;
+  }
+
+  get peerState(): PeerState {
+    return this.peer.state;
+  }
+
+  protected setRole(role: Role): void {
+    this.roleValue = role;
+    this.notifier.setSendsWrites(role === 'primary');
+  }
+
+  /** Moves the peer state along the table; an illegal event throws (src/core/peer-state.ts). */
+  protected peerEvent(event: PeerEvent): void {
+    this.peer.apply(event);
   }
 
   /** The link side (src/core/replica.ts) drains the peer's held-back stream when room frees up. */

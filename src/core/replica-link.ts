@@ -8,6 +8,7 @@ import { isAllZero } from './zero.js';
 import { compareHistories, currentEpoch, nextEpoch, type EpochEntry } from './epochs.js';
 import { ReplicaBase, type ReplicaSettings } from './replica-base.js';
 import type { LinkMessage, PersistedState, Role } from './replica-types.js';
+import { PeerStateMachine } from './peer-state.js';
 import { decideSync, ResyncPlan, resyncTracks, type SideState } from './resync.js';
 
 type PromoteReq = Extract<LinkMessage, { type: 'promoteReq' }>;
@@ -80,7 +81,7 @@ export abstract class ReplicaLink extends ReplicaBase {
     this.peerView = null;
     this.record.reset();
     this.resetNotifier();
-    if (this.peerState !== 'split-brain') this.peerState = this.role === 'primary' ? 'degraded' : 'connecting';
+    this.peerEvent(PeerStateMachine.linkEvent('up', this.role));
     // The state goes first on the new stream; the peer marks our dirty tracks when it reads it,
     // and our mirror marks them at the same point (notices it may start come after the state).
     this.sendState();
@@ -132,13 +133,13 @@ export abstract class ReplicaLink extends ReplicaBase {
     const decision = decideSync(this.sideState(), { ...peer, node: this.peerName });
     if (decision.kind === 'split-brain') {
       if (this.peerState !== 'split-brain') this.emit({ kind: 'log', level: 'error', msg: 'split brain: refusing to mirror; resolve with `twinblock resolve --discard-local` on the side to overwrite', fields: { reason: decision.reason } });
-      this.peerState = 'split-brain';
+      this.peerEvent('splitBrainDetected');
       return;
     }
     if (decision.kind === 'target') {
       this.receivingResync = true;
       this.markResyncIncomplete();
-      if (this.peerState === 'split-brain') this.peerState = 'connecting';
+      this.peerEvent('targetChosen');
       if (this.role === 'primary') {
         // Nothing of ours was mirrored yet on this link (no decision had been made), so no
         // write of ours is in flight to a peer that would ignore it.
@@ -170,7 +171,7 @@ export abstract class ReplicaLink extends ReplicaBase {
     const tracks = resyncTracks(this.cache.trackCount, full, this.outOfSync, theirs);
     this.resync = new ResyncPlan(tracks, trackSizeBytes, volumeSizeBytes, this.settings.syncChunkBytes, nowMs, this.nextId++);
     this.resyncFull = full;
-    this.peerState = 'resyncing';
+    this.peerEvent('resyncStarted');
     this.send({ type: 'syncStart', totalBytes: this.resync.totalBytes });
     this.emit({ kind: 'log', level: full ? 'warn' : 'info', msg: full ? 'full resync of the peer started' : 'resync of the out-of-sync tracks started', fields: { tracks: this.resync.trackCount, bytes: this.resync.totalBytes, reason } });
     this.pumpSync(nowMs);
@@ -194,7 +195,7 @@ export abstract class ReplicaLink extends ReplicaBase {
     this.abandonPromotion();
     this.cache.releaseAllHolds();
     if (this.peerState === 'standalone') return;
-    if (this.peerState !== 'split-brain') this.peerState = this.role === 'primary' ? 'degraded' : 'connecting';
+    this.peerEvent(PeerStateMachine.linkEvent('down', this.role));
     // The peer may have lost whatever it held only in RAM: those tracks need resending.
     const united = this.record.united();
     for (let t = 0; t < united.trackCount; t++) if (united.has(t)) this.outOfSync.set(t);
@@ -296,7 +297,7 @@ export abstract class ReplicaLink extends ReplicaBase {
         if (this.role === 'primary') return true; // a forced promotion abandoned this resync
         this.receivingResync = true;
         this.markResyncIncomplete();
-        this.peerState = 'resyncing';
+        this.peerEvent('resyncStartReceived');
         this.syncReceivedBytes = 0;
         this.syncTotalBytes = msg.totalBytes;
         this.emit({ kind: 'log', level: 'info', msg: 'resync from the peer started', fields: { bytes: msg.totalBytes } });
@@ -354,7 +355,7 @@ export abstract class ReplicaLink extends ReplicaBase {
   private resyncReceived(): void {
     this.receivingResync = false;
     this.resyncIncomplete = false;
-    this.peerState = 'in-sync';
+    this.peerEvent('resyncReceived');
     if (this.peerView !== null) this.history = [...this.peerView.history];
     this.storeTrusted = true;
     this.discardLocal = false;
@@ -406,7 +407,7 @@ export abstract class ReplicaLink extends ReplicaBase {
     if (plan === null || !plan.finished || plan.issuedBytes < plan.totalBytes) return;
     this.send({ type: 'syncDone' });
     this.resync = null;
-    this.peerState = 'in-sync';
+    this.peerEvent('resyncSent');
     this.outOfSync.clearSpan(0, this.outOfSync.trackCount);
     this.outOfSyncValid = true;
     // The source's store is the reference the peer now matches (a fresh primary's included).
@@ -513,11 +514,6 @@ export abstract class ReplicaLink extends ReplicaBase {
 
   get epochHistory(): readonly EpochEntry[] {
     return this.history;
-  }
-
-  protected setRole(role: Role): void {
-    this.role = role;
-    this.notifier.setSendsWrites(role === 'primary');
   }
 
   /** Roles (replica.ts): the peer's promotion request, its answer to ours, and the link's loss. */

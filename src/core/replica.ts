@@ -163,11 +163,11 @@ export class ReplicaCore extends ReplicaLink {
       // A resync we are sending goes on (the peer adopts our new history at its end); otherwise
       // the pair decides afresh with our new epoch (found by the simulator, seed 105).
       if (this.resync === null) {
-        this.peerState = 'degraded';
+        this.peerEvent('promotedConnected');
         this.decide(nowMs);
       }
     } else {
-      this.peerState = this.peerState === 'split-brain' ? 'split-brain' : 'degraded';
+      this.peerEvent('promotedAlone');
     }
     if (!this.mirroring) this.diverging = true; // the new epoch above is this generation
     this.persist();
@@ -191,7 +191,7 @@ export class ReplicaCore extends ReplicaLink {
     this.discardLocal = true;
     this.storeTrusted = false;
     if (this.role === 'primary') this.setRole('secondary');
-    this.peerState = 'connecting'; // the next state exchange makes this node the resync target
+    this.peerEvent('splitBrainResolved'); // the next state exchange makes this node the resync target
     this.persist();
     this.emit({ kind: 'log', level: 'warn', msg: 'split brain resolved: this node discards its changes and resyncs from the peer' });
     if (this.linkIsUp) {
