@@ -45,6 +45,11 @@ export class BlockModel {
     return out;
   }
 
+  /** Blocks whose last acknowledged payload is known (written and acknowledged at least once). */
+  ackedBlockCount(): number {
+    return this.acked.reduce((n, a) => n + (a === null ? 0 : 1), 0);
+  }
+
   /** Tracks (of trackBytes) holding any written or attempted block. */
   touchedTracks(trackBytes: number): Set<number> {
     return new Set(this.touchedBlocks().map((b) => Math.floor((b * BLOCK_BYTES) / trackBytes)));
@@ -52,20 +57,26 @@ export class BlockModel {
 
   /**
    * Compare bytes read at offset with the model. Returns a description of each mismatching block
-   * (up to `limit`), and the blocks whose content is one of their uncertain payloads.
+   * (up to `limit`), the blocks whose content is one of their uncertain payloads, and the blocks
+   * that hold their last acknowledged payload (zeros where nothing was written do not count: a
+   * check of a model nothing was acknowledged into proves nothing).
    */
-  check(offset: number, bytes: Buffer, limit = 10): { mismatches: string[]; mismatchCount: number; landedUncertain: number; checkedBlocks: number } {
+  check(offset: number, bytes: Buffer, limit = 10): { mismatches: string[]; mismatchCount: number; landedUncertain: number; checkedBlocks: number; ackedBlocks: number } {
     const zeros = Buffer.alloc(BLOCK_BYTES);
     const mismatches: string[] = [];
     let mismatchCount = 0;
     let landedUncertain = 0;
     let checkedBlocks = 0;
+    let ackedBlocks = 0;
     for (let at = 0; at + BLOCK_BYTES <= bytes.length; at += BLOCK_BYTES) {
       const block = (offset + at) / BLOCK_BYTES;
       const got = bytes.subarray(at, at + BLOCK_BYTES);
       const expected = this.acked[block] ?? zeros;
       checkedBlocks++;
-      if (got.equals(expected)) continue;
+      if (got.equals(expected)) {
+        if (this.acked[block] !== null) ackedBlocks++;
+        continue;
+      }
       if (this.uncertain[block]!.some((u) => got.equals(u))) {
         landedUncertain++;
         continue;
@@ -77,7 +88,7 @@ export class BlockModel {
         mismatches.push(`block ${block} (offset ${block * BLOCK_BYTES}): ${what}, ${this.uncertain[block]!.length} uncertain; got ${isZero ? 'zeros' : got.subarray(0, 16).toString('hex') + '…'}`);
       }
     }
-    return { mismatches, mismatchCount, landedUncertain, checkedBlocks };
+    return { mismatches, mismatchCount, landedUncertain, checkedBlocks, ackedBlocks };
   }
 
   /** After a check: what the survivor holds is now the truth (uncertain payloads are settled). */
@@ -97,9 +108,9 @@ export class BlockModel {
 }
 
 /** Read the whole volume through NBD (1 MiB reads, 8 in flight) and check it against the model. */
-export async function verifyVolume(uri: string, model: BlockModel, opts: { settle?: boolean } = {}): Promise<{ mismatches: string[]; mismatchCount: number; landedUncertain: number; checkedBlocks: number }> {
+export async function verifyVolume(uri: string, model: BlockModel, opts: { settle?: boolean } = {}): Promise<{ mismatches: string[]; mismatchCount: number; landedUncertain: number; checkedBlocks: number; ackedBlocks: number }> {
   const client = await NbdClient.connect(uri);
-  const total = { mismatches: [] as string[], mismatchCount: 0, landedUncertain: 0, checkedBlocks: 0 };
+  const total = { mismatches: [] as string[], mismatchCount: 0, landedUncertain: 0, checkedBlocks: 0, ackedBlocks: 0 };
   try {
     const offsets: number[] = [];
     for (let off = 0; off < model.volumeBytes; off += MiB) offsets.push(off);
@@ -111,6 +122,7 @@ export async function verifyVolume(uri: string, model: BlockModel, opts: { settl
         total.mismatchCount += r.mismatchCount;
         total.landedUncertain += r.landedUncertain;
         total.checkedBlocks += r.checkedBlocks;
+        total.ackedBlocks += r.ackedBlocks;
         if (opts.settle === true) model.settle(off, bytes);
       }
     };
@@ -122,15 +134,16 @@ export async function verifyVolume(uri: string, model: BlockModel, opts: { settl
 }
 
 /** Check a store file (after a clean stop) against the model; every block must be exact. */
-export function verifyStoreFile(file: string, model: BlockModel): { mismatches: string[]; mismatchCount: number } {
+export function verifyStoreFile(file: string, model: BlockModel): { mismatches: string[]; mismatchCount: number; ackedBlocks: number } {
   const fd = openSync(file, 'r');
-  const out = { mismatches: [] as string[], mismatchCount: 0 };
+  const out = { mismatches: [] as string[], mismatchCount: 0, ackedBlocks: 0 };
   try {
     const buf = Buffer.alloc(MiB);
     for (let off = 0; off < model.volumeBytes; off += MiB) {
       const n = readSync(fd, buf, 0, MiB, off);
       const r = model.check(off, buf.subarray(0, n));
       out.mismatchCount += r.mismatchCount + r.landedUncertain;
+      out.ackedBlocks += r.ackedBlocks;
       if (r.landedUncertain > 0 && out.mismatches.length < 10) out.mismatches.push(`${r.landedUncertain} blocks near ${off} hold an unsettled uncertain payload`);
       out.mismatches.push(...r.mismatches.slice(0, Math.max(0, 10 - out.mismatches.length)));
     }

@@ -292,6 +292,19 @@ export class FailoverPair {
       return { ok, detail: `${describeStatus(sa)} | ${describeStatus(sb)}` };
     }, timeoutMs);
   }
+
+  /**
+   * Both nodes hardened everything and hold no peer marks. Until then a secondary may hold the
+   * initial sync only in RAM, and its crash puts any track out of sync: a delta resync after it
+   * could not be told from a full one.
+   */
+  waitDrained(timeoutMs = 30_000): Promise<number> {
+    return this.waitFor('a and b drained', async () => {
+      const [sa, sb] = await Promise.all([this.status('a'), this.status('b')]);
+      const ok = [sa, sb].every((s) => s.peers[0]?.unitedTracks === 0 && s.cache.dirtyTracks === 0);
+      return { ok, detail: `${describeStatus(sa)} | ${describeStatus(sb)}` };
+    }, timeoutMs);
+  }
 }
 
 async function freePorts(): Promise<Record<NodeName, Ports>> {
