@@ -3,8 +3,10 @@
 // notices (Figs. 5-6). src/core/replica.ts extends it with the link half: the state exchange,
 // resync and roles. Split along that seam only to keep each file readable; together they are one
 // pure, synchronous state machine (see the theory of operation in replica.ts).
+import { assert } from './assert.js';
 import { TrackBitmap } from './bitmap.js';
 import { TrackCache, type CacheGeometry } from './cache.js';
+import type { HardenJob } from './cache-types.js';
 import { Hardener, type HardenReason, type HardeningSettings } from './hardening.js';
 import { applyNotice, HardeningNotifier, type NoticeOp, type NotifierAction, type TrackerKind } from './notifier.js';
 import { PeerUnhardenedRecord } from './peer-record.js';
@@ -95,6 +97,8 @@ export abstract class ReplicaBase {
   /** The persisted metadata says diverging: hardening of unmirrored writes may proceed. */
   protected divergingDurable = false;
   protected sendSeq = 0;
+  /** The seq of the last write or zero sent on the link (checked to increase strictly). */
+  private lastSentWriteSeq = 0;
   /** The link to the peer is up and authenticated: notices flow. */
   protected linkIsUp = false;
   protected nextId = 1;
@@ -142,7 +146,56 @@ export abstract class ReplicaBase {
   }
 
   protected emit(action: ReplicaAction): void {
+    if (action.kind === 'send') this.checkSend(action.msg);
     this.actions.push(action);
+  }
+
+  /**
+   * What may go on the link, checked as it leaves: each assertion is a checked comment (TigerBeetle's
+   * TIGER_STYLE). Acks, flush acks and promote answers may trail a dead link (the shell drops them).
+   */
+  private checkSend(msg: LinkMessage): void {
+    switch (msg.type) {
+      case 'write':
+      case 'zero':
+        // Fig. 4 step 64: only while the peer receives our writes, in one ordered stream.
+        assert(this.linkIsUp && this.mirroring, `a ${msg.type} is sent only while the peer is mirrored (peer state ${this.peerState})`);
+        assert(msg.seq > this.lastSentWriteSeq && this.pendingAcks.has(msg.seq), `write seqs strictly increase on the link, each awaiting its ack (seq ${msg.seq} after ${this.lastSentWriteSeq})`);
+        this.lastSentWriteSeq = msg.seq;
+        return;
+      case 'writeAck':
+        assert(this.role === 'secondary', 'only a secondary acknowledges the peer\'s writes (step 66)');
+        return;
+      case 'flushReq':
+        assert(this.linkIsUp && this.mirroring, 'a FLUSH goes to the peer only while it is mirrored');
+        return;
+      case 'syncStart':
+      case 'syncData':
+      case 'syncZero':
+      case 'syncDone':
+        assert(this.linkIsUp && this.peerState === 'resyncing', `${msg.type} is sent only by a resync source (peer state ${this.peerState})`);
+        return;
+      case 'state':
+      case 'promoteReq':
+        assert(this.linkIsUp, `${msg.type} is sent only on a live link`);
+        return;
+      default:
+        return;
+    }
+  }
+
+  /**
+   * DESIGN.md "Failures", last point: the primary never hardens a mirrored write its peer has not
+   * acknowledged (its store would hold a write no bitmap records if it then crashed).
+   */
+  private checkHardenJob(job: HardenJob): void {
+    if (this.pendingAcks.size === 0) return;
+    const jobTracks = new Set(job.tracks);
+    for (const piece of this.pendingAcks.values()) {
+      for (const t of this.cache.tracksOf(piece.offsetBytes, piece.lengthBytes)) {
+        assert(!jobTracks.has(t), `track ${t} is hardened before the peer acknowledged its write`);
+      }
+    }
   }
 
   protected send(msg: LinkMessage): void {
@@ -400,6 +453,7 @@ export abstract class ReplicaBase {
     while (this.hardensInFlight < this.settings.maxHardensInFlight) {
       const next = this.hardener.nextJob(nowMs);
       if (next === null) return;
+      this.checkHardenJob(next.job);
       this.hardensInFlight++;
       this.emit({ kind: 'harden', job: next.job, reason: next.reason });
     }
@@ -407,6 +461,7 @@ export abstract class ReplicaBase {
 
   hardenDone(jobId: number, bytes: number, storeWrites: number, reason: HardenReason, nowMs: number): void {
     this.hardensInFlight--;
+    assert(this.hardensInFlight >= 0, 'a harden completed that was never started');
     const cleaned = this.cache.completeHarden(jobId);
     this.counters.hardenedBytes += bytes;
     this.counters.hardenWrites += storeWrites;
@@ -418,6 +473,7 @@ export abstract class ReplicaBase {
   /** A store write failed: the data stays dirty; hosts waiting on durability get EIO. */
   hardenFailed(jobId: number, message: string, nowMs: number): void {
     this.hardensInFlight--;
+    assert(this.hardensInFlight >= 0, 'a harden failed that was never started');
     this.cache.abandonHarden(jobId);
     this.pausedUntilMs = nowMs + this.settings.storeRetryMs;
     this.emit({ kind: 'log', level: 'error', msg: 'store write failed; data stays in cache and is retried', fields: { error: message } });
@@ -480,6 +536,7 @@ export abstract class ReplicaBase {
   protected flushNotices(): void {
     const batch = this.outNotices;
     if (batch === null) return;
+    assert(this.linkIsUp, 'hardening notices are sent only on a live link (linkDown drops queued ones)');
     this.outNotices = null;
     this.counters.noticesSent += batch.ranges.length;
     this.actions.push({ kind: 'send', msg: { type: 'notice', op: batch.op, ranges: batch.ranges } });

@@ -3,6 +3,7 @@
 // persisted state. replica-base.ts is the cache half; replica.ts adds roles (promote, demote,
 // resolve) and shutdown, and carries the theory of operation. Split along these seams only to keep
 // each file readable; together they are one pure, synchronous state machine.
+import { assert } from './assert.js';
 import { TrackBitmap } from './bitmap.js';
 import { isAllZero } from './zero.js';
 import { compareHistories, currentEpoch, nextEpoch, type EpochEntry } from './epochs.js';
@@ -356,7 +357,8 @@ export abstract class ReplicaLink extends ReplicaBase {
     this.receivingResync = false;
     this.resyncIncomplete = false;
     this.peerEvent('resyncReceived');
-    if (this.peerView !== null) this.history = [...this.peerView.history];
+    // A side that discards its changes (split brain resolved against it) may go back in epochs.
+    if (this.peerView !== null) this.setHistory([...this.peerView.history], this.discardLocal);
     this.storeTrusted = true;
     this.discardLocal = false;
     this.outOfSyncValid = true;
@@ -471,7 +473,18 @@ export abstract class ReplicaLink extends ReplicaBase {
     return { epoch: Math.max(nextEpoch(this.history), this.proposedEpoch + 1), node: this.settings.node };
   }
 
+  /**
+   * Replaces the epoch history. Epochs never go backwards on a node, save on the side of a split
+   * brain whose changes an operator discarded (it takes the other side's history whole).
+   */
+  protected setHistory(next: EpochEntry[], mayRollBack = false): void {
+    assert(mayRollBack || currentEpoch(next) >= currentEpoch(this.history), `epoch went backwards: ${currentEpoch(this.history)} -> ${currentEpoch(next)}`);
+    this.history = next;
+  }
+
   protected persist(): void {
+    // Every entry was appended with an epoch past all before it (newEpochEntry), on either node.
+    for (let i = 1; i < this.history.length; i++) assert(this.history[i]!.epoch > this.history[i - 1]!.epoch, 'epoch history not strictly increasing');
     const token = this.nextId++;
     this.lastPersistToken = token;
     if (this.diverging && !this.divergingDurable) this.divergingToken = token;

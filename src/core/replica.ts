@@ -27,8 +27,8 @@
 // writes, durability ops, hardening, notices), replica-link.ts (the link half: state exchange,
 // resync, persisted state) and this file (roles: promote, demote, resolve; shutdown).
 import { assert } from './assert.js';
-import { compareHistories, currentEpoch, type EpochEntry } from './epochs.js';
-import type { LinkMessage } from './replica-types.js';
+import { compareHistories, currentEpoch, lastPrimary, type EpochEntry } from './epochs.js';
+import type { LinkMessage, ReplicaAction } from './replica-types.js';
 import { ReplicaLink } from './replica-link.js';
 
 export type { ReplicaCounters, ReplicaSettings } from './replica-base.js';
@@ -58,6 +58,7 @@ export class ReplicaCore extends ReplicaLink {
     if (!force && this.linkIsUp && this.peerView?.role === 'primary') return { ok: false, error: `peer ${this.peerName} is primary and connected: demote it first, or use --force` };
     if (!force && (this.receivingResync || this.resyncIncomplete)) return { ok: false, error: 'a resync into this node has not finished: its data is incomplete (use --force to promote anyway)' };
     const entry = this.newEpochEntry();
+    assert(entry.epoch > this.proposedEpoch, 'an epoch once proposed is never proposed again');
     const history = [...this.history, entry];
     if (force || !this.linkIsUp) {
       this.becomePrimary(history, force, nowMs);
@@ -78,7 +79,7 @@ export class ReplicaCore extends ReplicaLink {
       this.send({ type: 'promoteAck', id: msg.id, ok: false, reason: refusal });
       return;
     }
-    this.history = [...msg.history];
+    this.setHistory([...msg.history]); // promoteRefusal: it extends ours by one newer entry
     this.proposedEpoch = Math.max(this.proposedEpoch, currentEpoch(msg.history));
     if (this.peerView !== null) this.peerView = { ...this.peerView, role: 'primary', history: [...msg.history] };
     this.persist();
@@ -147,7 +148,11 @@ export class ReplicaCore extends ReplicaLink {
   }
 
   private becomePrimary(history: EpochEntry[], force: boolean, nowMs: number): void {
-    this.history = history;
+    // The new epoch extends what this node knows: a proposal made on an older history would
+    // drop entries (promote refuses while a resync into this node runs; the peer refuses ours
+    // while it resyncs us).
+    assert(compareHistories(this.history, history) === 'theirs-newer' && history[history.length - 1]!.node === this.settings.node, 'a promotion extends this node\'s own epoch history');
+    this.setHistory(history);
     this.setRole('primary');
     // A failover: the old primary may have lost whatever it held only in RAM, so the united bitmap
     // becomes out-of-sync. A planned switchover (connected and in sync) keeps it as the record
@@ -219,8 +224,39 @@ export class ReplicaCore extends ReplicaLink {
     return this.hostQueue.length === 0 && this.pendingAcks.size === 0 && this.inbound.length === 0 && this.cache.stats(0).dirtyTracks === 0;
   }
 
+  // ================================================================ invariants
+
+  /**
+   * The core's boundary: the shell takes the actions after every event, so the node's own state
+   * is checked here, each time, before anything goes out. These are the invariants the three
+   * parts must keep between them; an assertion is a checked comment (TIGER_STYLE.md).
+   */
+  override takeActions(): ReplicaAction[] {
+    this.checkBoundary();
+    return super.takeActions();
+  }
+
+  private checkBoundary(): void {
+    const state = this.peerState;
+    assert((state === 'standalone') === !this.settings.mirrored, `peer state ${state} for a ${this.settings.mirrored ? 'mirrored' : 'standalone'} node`);
+    // Mirroring, resync, writes awaiting acks and held-back peer messages all belong to a link:
+    // linkDown ends every one of them.
+    assert(!this.mirroring || this.linkIsUp, `peer state ${state} without a link`);
+    assert(this.resync === null || (state === 'resyncing' && this.linkIsUp), `a resync is sent in peer state ${state}`);
+    assert(state !== 'resyncing' || this.resync !== null || this.receivingResync, 'resyncing with neither a resync sent nor one received');
+    assert(!this.receivingResync || this.linkIsUp, 'receiving a resync without a link');
+    assert(this.pendingAcks.size === 0 || this.linkIsUp, 'writes await the peer\'s ack without a link');
+    assert(this.inbound.length === 0 || this.linkIsUp, 'peer messages held back without a link');
+    assert(this.promoting === null || (this.role === 'secondary' && this.linkIsUp), 'a promotion waits for the peer while primary or without a link');
+    assert(this.hardensInFlight >= 0 && this.hardensInFlight <= this.settings.maxHardensInFlight, `hardens in flight ${this.hardensInFlight}`);
+    // A primary serves in an epoch of its own: it appended (and persisted) that entry first.
+    assert(this.role !== 'primary' || lastPrimary(this.history) === this.settings.node, `primary in epoch ${this.epoch} of ${lastPrimary(this.history) ?? 'nobody'}`);
+    assert(this.settings.mirrored || this.role === 'primary', 'a standalone node is secondary');
+  }
+
+  /** The full self-check (walks the cache): the simulator samples it. */
   checkInvariants(): void {
     this.cache.checkInvariants();
-    assert(this.hardensInFlight >= 0, 'negative hardens in flight');
+    this.checkBoundary();
   }
 }
