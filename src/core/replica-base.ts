@@ -1,8 +1,9 @@
 // The replica core, part one: the cache-facing half of one node's state machine — host writes
 // (Fig. 4 steps 60-64 on the primary), durability ops for FLUSH/FUA, hardening, and hardening
-// notices (Figs. 5-6). src/core/replica.ts extends it with the link half: the state exchange,
-// resync and roles. Split along that seam only to keep each file readable; together they are one
-// pure, synchronous state machine (see the theory of operation in replica.ts).
+// notices (Figs. 5-6). replica-link.ts extends it with the link half (the state exchange, resync)
+// and replica.ts with the roles; replica.ts also takes every event that spans the halves, so this
+// half never calls up into them. Split along these seams only to keep each file readable; together
+// they are one pure, synchronous state machine (see the theory of operation in replica.ts).
 import { assert } from './assert.js';
 import { TrackBitmap } from './bitmap.js';
 import { TrackCache, type CacheGeometry } from './cache.js';
@@ -133,11 +134,6 @@ export abstract class ReplicaBase {
   protected peerEvent(event: PeerEvent): void {
     this.peer.apply(event);
   }
-
-  /** The link side (src/core/replica.ts) drains the peer's held-back stream when room frees up. */
-  protected abstract drainInbound(nowMs: number): void;
-  /** The link side issues resync reads as the window and rate allow. */
-  protected abstract pumpSync(nowMs: number): void;
 
   /** Takes the actions emitted so far, in order. */
   takeActions(): ReplicaAction[] {
@@ -459,7 +455,8 @@ export abstract class ReplicaBase {
     }
   }
 
-  hardenDone(jobId: number, bytes: number, storeWrites: number, reason: HardenReason, nowMs: number): void {
+  /** A harden job's store write finished (ReplicaCore.hardenDone then frees what waited for room). */
+  protected hardenCompleted(jobId: number, bytes: number, storeWrites: number, reason: HardenReason): void {
     this.hardensInFlight--;
     assert(this.hardensInFlight >= 0, 'a harden completed that was never started');
     const cleaned = this.cache.completeHarden(jobId);
@@ -467,11 +464,10 @@ export abstract class ReplicaBase {
     this.counters.hardenWrites += storeWrites;
     this.counters.hardenRuns[reason]++;
     this.afterDurable(cleaned, []);
-    this.afterRoomFreed(nowMs);
   }
 
   /** A store write failed: the data stays dirty; hosts waiting on durability get EIO. */
-  hardenFailed(jobId: number, message: string, nowMs: number): void {
+  protected hardenAbandoned(jobId: number, message: string, nowMs: number): void {
     this.hardensInFlight--;
     assert(this.hardensInFlight >= 0, 'a harden failed that was never started');
     this.cache.abandonHarden(jobId);
@@ -483,25 +479,6 @@ export abstract class ReplicaBase {
       this.hardener.removeWaiter(waiterId);
       this.opPartDone(purpose.op, 'local', 'EIO');
     }
-    this.afterRoomFreed(nowMs);
-  }
-
-  protected afterRoomFreed(nowMs: number): void {
-    this.drainHostQueue(nowMs);
-    this.drainInbound(nowMs);
-    this.settleWaiters();
-    this.pump(nowMs);
-  }
-
-  tick(nowMs: number): void {
-    // Room can appear without a harden completing (reads that pinned clean lines finish): retry
-    // the held-back queues on every tick too (simulator, seed 1962: a demote never drained).
-    this.drainHostQueue(nowMs);
-    this.drainInbound(nowMs);
-    this.hardener.tick(nowMs);
-    this.startDueCycles(nowMs);
-    this.pumpSync(nowMs);
-    this.pump(nowMs);
   }
 
   // ================================================================ hardening notices

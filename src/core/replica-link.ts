@@ -1,8 +1,10 @@
 // The replica core, part two: the link half of one node's state machine — the state exchange at
 // link-up, the peer's messages in link order, the resync (as source and as target) and the
 // persisted state. replica-base.ts is the cache half; replica.ts adds roles (promote, demote,
-// resolve) and shutdown, and carries the theory of operation. Split along these seams only to keep
-// each file readable; together they are one pure, synchronous state machine.
+// resolve) and shutdown, carries the theory of operation, and routes the events that span the
+// halves (peer messages, link loss, persist completions) to this half's handlers, which never call
+// back up. Split along these seams only to keep each file readable; together they are one pure,
+// synchronous state machine.
 import { assert } from './assert.js';
 import { TrackBitmap } from './bitmap.js';
 import { isAllZero } from './zero.js';
@@ -11,9 +13,6 @@ import { ReplicaBase, type ReplicaSettings } from './replica-base.js';
 import type { LinkMessage, PersistedState, Role } from './replica-types.js';
 import { PeerStateMachine } from './peer-state.js';
 import { decideSync, ResyncPlan, resyncTracks, type SideState } from './resync.js';
-
-type PromoteReq = Extract<LinkMessage, { type: 'promoteReq' }>;
-type PromoteAck = Extract<LinkMessage, { type: 'promoteAck' }>;
 
 export abstract class ReplicaLink extends ReplicaBase {
   /** The resync this node is sending (as source), or null. */
@@ -179,8 +178,8 @@ export abstract class ReplicaLink extends ReplicaBase {
     this.finishResyncIfDone(nowMs);
   }
 
-  /** The link dropped (reset, heartbeat timeout). */
-  linkDown(nowMs: number): void {
+  /** The link dropped (reset, heartbeat timeout): the link half's part of ReplicaCore.linkDown. */
+  protected linkLost(nowMs: number): void {
     this.linkIsUp = false;
     // Messages of the dead link still held back by a full cache must not be applied once a new
     // link has reset both sides' records (found by the simulator, seed 7). Dropping them is safe:
@@ -193,7 +192,6 @@ export abstract class ReplicaLink extends ReplicaBase {
     this.resync = null;
     this.receivingResync = false;
     this.peerView = null;
-    this.abandonPromotion();
     this.cache.releaseAllHolds();
     if (this.peerState === 'standalone') return;
     this.peerEvent(PeerStateMachine.linkEvent('down', this.role));
@@ -232,13 +230,6 @@ export abstract class ReplicaLink extends ReplicaBase {
     if (writable) this.pumpSync(nowMs);
   }
 
-  /** A message from the authenticated peer, in link order. */
-  linkMessage(msg: LinkMessage, nowMs: number): void {
-    if (this.inbound.length > 0 || !this.processInbound(msg, nowMs)) this.inbound.push(msg);
-    this.updateBlockedWriters();
-    this.pump(nowMs);
-  }
-
   /** Is the inbound stream held back by a full cache? The shell pauses the socket meanwhile. */
   get inboundBlocked(): boolean {
     return this.inbound.length > 0;
@@ -252,13 +243,11 @@ export abstract class ReplicaLink extends ReplicaBase {
     return { queued: this.inbound.length, headAppliedBytes: this.inboundAppliedBytes };
   }
 
-  protected drainInbound(nowMs: number): void {
-    while (this.inbound.length > 0 && this.processInbound(this.inbound[0]!, nowMs)) this.inbound.shift();
-    this.updateBlockedWriters();
-  }
-
-  /** Applies one message; false when it must wait for cache room (it keeps its place). */
-  private processInbound(msg: LinkMessage, nowMs: number): boolean {
+  /**
+   * Applies one message of the link half (ReplicaCore.applyInbound routes the roles' messages);
+   * false when it must wait for cache room (it keeps its place).
+   */
+  protected processInbound(msg: LinkMessage, nowMs: number): boolean {
     switch (msg.type) {
       case 'write':
       case 'zero':
@@ -287,12 +276,6 @@ export abstract class ReplicaLink extends ReplicaBase {
         return true;
       case 'state':
         this.onPeerState(msg, nowMs);
-        return true;
-      case 'promoteReq':
-        this.onPromoteRequest(msg);
-        return true;
-      case 'promoteAck':
-        this.onPromoteAck(msg, nowMs);
         return true;
       case 'syncStart':
         if (this.role === 'primary') return true; // a forced promotion abandoned this resync
@@ -492,9 +475,8 @@ export abstract class ReplicaLink extends ReplicaBase {
     this.emit({ kind: 'persist', token, state: this.persistedState(false) });
   }
 
-  /** The shell wrote the metadata of persist action `token` durably. */
-  persistDone(token: number, nowMs: number): void {
-    this.onPersisted(token);
+  /** The link half's part of ReplicaCore.persistDone: hardening that waited for this metadata. */
+  protected persistDurable(token: number, nowMs: number): void {
     if (token === this.untrustToken) {
       this.untrustToken = null;
       this.pump(nowMs);
@@ -528,13 +510,6 @@ export abstract class ReplicaLink extends ReplicaBase {
   get epochHistory(): readonly EpochEntry[] {
     return this.history;
   }
-
-  /** Roles (replica.ts): the peer's promotion request, its answer to ours, and the link's loss. */
-  protected abstract onPromoteRequest(msg: PromoteReq): void;
-  protected abstract onPromoteAck(msg: PromoteAck, nowMs: number): void;
-  protected abstract abandonPromotion(): void;
-  /** Roles: a persist action's metadata is now durable. */
-  protected abstract onPersisted(token: number): void;
 }
 
 

@@ -22,11 +22,18 @@
 // tracks of both sides, reading each chunk through its cache in the same step it sends it, while
 // host writes keep flowing behind it on the ordered link; diverged histories are split brain. The
 // primary never hardens a mirrored write the peer has not acknowledged, and a primary alone starts
-// a new epoch (persisted) before it hardens anything its peer lacks.//
+// a new epoch (persisted) before it hardens anything its peer lacks.
+//
 // The state machine is split in three files along its seams: replica-base.ts (the cache half: host
 // writes, durability ops, hardening, notices), replica-link.ts (the link half: state exchange,
-// resync, persisted state) and this file (roles: promote, demote, resolve; shutdown).
+// resync, persisted state) and this file (roles: promote, demote, resolve; shutdown). Calls go one
+// way only: this class takes every event whose work spans the halves (peer messages, link loss,
+// harden and persist completions, ticks) and calls each half in turn; the halves have no abstract
+// hooks back into it. The peer state moves only along the table in peer-state.ts, role and peer
+// state are read-only outside the core, and the invariants the halves keep between them are
+// asserted after every event, at takeActions (checkBoundary).
 import { assert } from './assert.js';
+import type { HardenReason } from './hardening.js';
 import { compareHistories, currentEpoch, lastPrimary, type EpochEntry } from './epochs.js';
 import type { LinkMessage, ReplicaAction } from './replica-types.js';
 import { ReplicaLink } from './replica-link.js';
@@ -38,6 +45,73 @@ export class ReplicaCore extends ReplicaLink {
   private promoting: { id: number; requestId: number; history: EpochEntry[]; proposalToken: number | null } | null = null;
   /** Peer promotions we adopted: persist token → request id, confirmed once the token is durable. */
   private readonly confirmations = new Map<number, number>();
+
+  // ================================================================ events that cross the halves
+  //
+  // Every event whose work spans the cache half, the link half and the roles enters here, and this
+  // class calls each half in turn: the halves never call back up (no abstract hooks).
+
+  /** A message from the authenticated peer, in link order. */
+  linkMessage(msg: LinkMessage, nowMs: number): void {
+    if (this.inbound.length > 0 || !this.applyInbound(msg, nowMs)) this.inbound.push(msg);
+    this.updateBlockedWriters();
+    this.pump(nowMs);
+  }
+
+  /** Applies one peer message; false when it must wait for cache room (it keeps its place). */
+  private applyInbound(msg: LinkMessage, nowMs: number): boolean {
+    if (msg.type === 'promoteReq') this.onPromoteRequest(msg);
+    else if (msg.type === 'promoteAck') this.onPromoteAck(msg, nowMs);
+    else return this.processInbound(msg, nowMs);
+    return true;
+  }
+
+  /** The peer's held-back stream, resumed as cache room frees up. */
+  private drainInbound(nowMs: number): void {
+    while (this.inbound.length > 0 && this.applyInbound(this.inbound[0]!, nowMs)) this.inbound.shift();
+    this.updateBlockedWriters();
+  }
+
+  /** The link dropped (reset, heartbeat timeout): a pending promotion dies first, then the link half. */
+  linkDown(nowMs: number): void {
+    this.abandonPromotion();
+    this.linkLost(nowMs);
+  }
+
+  /** The shell wrote the metadata of persist action `token` durably. */
+  persistDone(token: number, nowMs: number): void {
+    this.onPersisted(token);
+    this.persistDurable(token, nowMs);
+  }
+
+  hardenDone(jobId: number, bytes: number, storeWrites: number, reason: HardenReason, nowMs: number): void {
+    this.hardenCompleted(jobId, bytes, storeWrites, reason);
+    this.afterRoomFreed(nowMs);
+  }
+
+  /** A store write failed: the data stays dirty; hosts waiting on durability get EIO. */
+  hardenFailed(jobId: number, message: string, nowMs: number): void {
+    this.hardenAbandoned(jobId, message, nowMs);
+    this.afterRoomFreed(nowMs);
+  }
+
+  private afterRoomFreed(nowMs: number): void {
+    this.drainHostQueue(nowMs);
+    this.drainInbound(nowMs);
+    this.settleWaiters();
+    this.pump(nowMs);
+  }
+
+  tick(nowMs: number): void {
+    // Room can appear without a harden completing (reads that pinned clean lines finish): retry
+    // the held-back queues on every tick too (simulator, seed 1962: a demote never drained).
+    this.drainHostQueue(nowMs);
+    this.drainInbound(nowMs);
+    this.hardener.tick(nowMs);
+    this.startDueCycles(nowMs);
+    this.pumpSync(nowMs);
+    this.pump(nowMs);
+  }
 
   // ================================================================ roles (promote, demote, resolve)
 
@@ -72,7 +146,7 @@ export class ReplicaCore extends ReplicaLink {
   }
 
   /** The peer proposes to become primary: adopt its history (on disk first) and confirm, or refuse. */
-  protected onPromoteRequest(msg: Extract<LinkMessage, { type: 'promoteReq' }>): void {
+  private onPromoteRequest(msg: Extract<LinkMessage, { type: 'promoteReq' }>): void {
     const refusal = this.promoteRefusal(msg.history);
     if (refusal !== null) {
       this.emit({ kind: 'log', level: 'warn', msg: 'refused the peer\'s promotion', fields: { peer: this.peerName, reason: refusal } });
@@ -99,7 +173,7 @@ export class ReplicaCore extends ReplicaLink {
   }
 
   /** The peer's answer to our promoteReq. */
-  protected onPromoteAck(msg: Extract<LinkMessage, { type: 'promoteAck' }>, nowMs: number): void {
+  private onPromoteAck(msg: Extract<LinkMessage, { type: 'promoteAck' }>, nowMs: number): void {
     const promoting = this.promoting;
     if (promoting === null || promoting.id !== msg.id) return;
     this.promoting = null;
@@ -111,7 +185,7 @@ export class ReplicaCore extends ReplicaLink {
     this.emit({ kind: 'promote-done', requestId: promoting.requestId, error: null });
   }
 
-  protected onPersisted(token: number): void {
+  private onPersisted(token: number): void {
     if (this.promoting?.proposalToken === token) {
       this.promoting.proposalToken = null;
       if (this.linkIsUp) this.send({ type: 'promoteReq', id: this.promoting.id, history: this.promoting.history });
@@ -124,7 +198,7 @@ export class ReplicaCore extends ReplicaLink {
   }
 
   /** A pending promotion dies with the link: the operator retries (alone, if the peer is gone). */
-  protected abandonPromotion(): void {
+  private abandonPromotion(): void {
     this.confirmations.clear();
     this.endPromotion(`the link to ${this.peerName} went down before it confirmed the promotion: retry (a retry without the link promotes alone)`);
   }
