@@ -37,14 +37,13 @@ import type { HardenReason } from './hardening.js';
 import { compareHistories, currentEpoch, lastPrimary, type EpochEntry } from './epochs.js';
 import type { LinkMessage, ReplicaAction } from './replica-types.js';
 import { ReplicaLink } from './replica-link.js';
+import { PromotionHandshake } from './replica-promotion.js';
 
 export type { ReplicaCounters, ReplicaSettings } from './replica-base.js';
 
 export class ReplicaCore extends ReplicaLink {
-  /** Our promotion waiting for the peer (proposalToken: its proposedEpoch persist, until durable). */
-  private promoting: { id: number; requestId: number; history: EpochEntry[]; proposalToken: number | null } | null = null;
-  /** Peer promotions we adopted: persist token → request id, confirmed once the token is durable. */
-  private readonly confirmations = new Map<number, number>();
+  /** The two-phase promotion's proposals and confirmations (a part with its own state). */
+  private readonly promotion = new PromotionHandshake();
 
   // ================================================================ events that cross the halves
   //
@@ -128,7 +127,7 @@ export class ReplicaCore extends ReplicaLink {
   promote(force: boolean, nowMs: number, requestId = 0): { ok: true; pending: boolean } | { ok: false; error: string } {
     if (!this.settings.mirrored) return { ok: false, error: 'a standalone node is always primary' };
     if (this.role === 'primary') return { ok: false, error: 'already primary' };
-    if (this.promoting !== null) return { ok: false, error: 'a promotion is already waiting for the peer\'s confirmation' };
+    if (this.promotion.pending) return { ok: false, error: 'a promotion is already waiting for the peer\'s confirmation' };
     if (!force && this.linkIsUp && this.peerView?.role === 'primary') return { ok: false, error: `peer ${this.peerName} is primary and connected: demote it first, or use --force` };
     if (!force && (this.receivingResync || this.resyncIncomplete)) return { ok: false, error: 'a resync into this node has not finished: its data is incomplete (use --force to promote anyway)' };
     const entry = this.newEpochEntry();
@@ -140,7 +139,7 @@ export class ReplicaCore extends ReplicaLink {
     }
     this.proposedEpoch = entry.epoch;
     this.persist();
-    this.promoting = { id: this.nextId++, requestId, history, proposalToken: this.lastPersistToken };
+    this.promotion.propose({ id: this.nextId++, requestId, history }, this.lastPersistToken);
     this.emit({ kind: 'log', level: 'info', msg: 'promotion proposed to the peer', fields: { peer: this.peerName, epoch: entry.epoch } });
     return { ok: true, pending: true };
   }
@@ -157,14 +156,14 @@ export class ReplicaCore extends ReplicaLink {
     this.proposedEpoch = Math.max(this.proposedEpoch, currentEpoch(msg.history));
     if (this.peerView !== null) this.peerView = { ...this.peerView, role: 'primary', history: [...msg.history] };
     this.persist();
-    this.confirmations.set(this.lastPersistToken, msg.id);
+    this.promotion.confirmWhenDurable(this.lastPersistToken, msg.id);
     this.emit({ kind: 'log', level: 'info', msg: 'confirmed the peer\'s promotion', fields: { peer: this.peerName, epoch: currentEpoch(msg.history) } });
   }
 
   /** Why this node cannot confirm the peer's promotion to `history`, or null. */
   private promoteRefusal(history: readonly EpochEntry[]): string | null {
     if (this.role === 'primary') return `${this.settings.node} is primary: demote it first`;
-    if (this.promoting !== null) return `${this.settings.node} is being promoted too`;
+    if (this.promotion.pending) return `${this.settings.node} is being promoted too`;
     if (this.peerState === 'split-brain') return 'split brain: resolve it first';
     if (this.resync !== null) return `${this.settings.node} is resyncing its newer data into ${this.peerName}`;
     if (history.length !== this.history.length + 1 || compareHistories(this.history, history) !== 'theirs-newer') return `epoch histories differ (${this.settings.node} is at epoch ${this.epoch})`;
@@ -174,9 +173,8 @@ export class ReplicaCore extends ReplicaLink {
 
   /** The peer's answer to our promoteReq. */
   private onPromoteAck(msg: Extract<LinkMessage, { type: 'promoteAck' }>, nowMs: number): void {
-    const promoting = this.promoting;
-    if (promoting === null || promoting.id !== msg.id) return;
-    this.promoting = null;
+    const promoting = this.promotion.answer(msg.id);
+    if (promoting === null) return;
     if (!msg.ok) {
       this.emit({ kind: 'promote-done', requestId: promoting.requestId, error: `peer ${this.peerName} refused: ${msg.reason}` });
       return;
@@ -186,20 +184,14 @@ export class ReplicaCore extends ReplicaLink {
   }
 
   private onPersisted(token: number): void {
-    if (this.promoting?.proposalToken === token) {
-      this.promoting.proposalToken = null;
-      if (this.linkIsUp) this.send({ type: 'promoteReq', id: this.promoting.id, history: this.promoting.history });
-    }
-    const confirmed = this.confirmations.get(token);
-    if (confirmed !== undefined) {
-      this.confirmations.delete(token);
-      this.send({ type: 'promoteAck', id: confirmed, ok: true, reason: '' });
-    }
+    const { promoteReq, promoteAckId } = this.promotion.persisted(token);
+    if (promoteReq !== null && this.linkIsUp) this.send({ type: 'promoteReq', ...promoteReq });
+    if (promoteAckId !== null) this.send({ type: 'promoteAck', id: promoteAckId, ok: true, reason: '' });
   }
 
   /** A pending promotion dies with the link: the operator retries (alone, if the peer is gone). */
   private abandonPromotion(): void {
-    this.confirmations.clear();
+    this.promotion.dropConfirmations();
     this.endPromotion(`the link to ${this.peerName} went down before it confirmed the promotion: retry (a retry without the link promotes alone)`);
   }
 
@@ -214,10 +206,9 @@ export class ReplicaCore extends ReplicaLink {
   }
 
   private endPromotion(error: string): boolean {
-    const promoting = this.promoting;
-    if (promoting === null) return false;
-    this.promoting = null;
-    this.emit({ kind: 'promote-done', requestId: promoting.requestId, error });
+    const requestId = this.promotion.end();
+    if (requestId === null) return false;
+    this.emit({ kind: 'promote-done', requestId, error });
     return true;
   }
 
@@ -321,7 +312,7 @@ export class ReplicaCore extends ReplicaLink {
     assert(!this.receivingResync || this.linkIsUp, 'receiving a resync without a link');
     assert(this.pendingAcks.size === 0 || this.linkIsUp, 'writes await the peer\'s ack without a link');
     assert(this.inbound.length === 0 || this.linkIsUp, 'peer messages held back without a link');
-    assert(this.promoting === null || (this.role === 'secondary' && this.linkIsUp), 'a promotion waits for the peer while primary or without a link');
+    assert(!this.promotion.pending || (this.role === 'secondary' && this.linkIsUp), 'a promotion waits for the peer while primary or without a link');
     assert(this.hardensInFlight >= 0 && this.hardensInFlight <= this.settings.maxHardensInFlight, `hardens in flight ${this.hardensInFlight}`);
     // A primary serves in an epoch of its own: it appended (and persisted) that entry first.
     assert(this.role !== 'primary' || lastPrimary(this.history) === this.settings.node, `primary in epoch ${this.epoch} of ${lastPrimary(this.history) ?? 'nobody'}`);
