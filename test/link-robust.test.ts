@@ -68,6 +68,13 @@ class TrickleSwarm {
   }
 }
 
+/** A wait that fails the test instead of hanging it. */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms); });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 /** The peer entry's connected/state on both nodes. */
 async function bothConnected(pair: Pair): Promise<{ ok: boolean; detail: string }> {
   const [sa, sb] = await Promise.all([pairStatus(pair.a), pairStatus(pair.b)]);
@@ -140,9 +147,13 @@ test('a refuse frame from an unauthenticated connection is not logged as the pee
       const socket = net.connect({ host: '127.0.0.1', port });
       socket.on('error', () => {});
       socket.resume();
-      await new Promise((resolve) => socket.once('connect', resolve));
+      await within(new Promise((resolve) => socket.once('connect', resolve)), 5000, `connect to link port ${port}`);
       socket.write(Buffer.concat(encode({ type: 'refuse', reason: forged })));
-      await new Promise((resolve) => socket.once('close', resolve));
+      try {
+        await within(new Promise((resolve) => socket.once('close', resolve)), 5000, `link port ${port} to close a connection that refused it`);
+      } finally {
+        socket.destroy();
+      }
     }
     // Both nodes still mirror, and their logs carry none of the forged text at warn or above.
     const s = await pairStatus(pair.a);
