@@ -12,12 +12,11 @@ import { compareHistories, currentEpoch, nextEpoch, type EpochEntry } from './ep
 import { ReplicaBase, type ReplicaSettings } from './replica-base.js';
 import type { LinkMessage, PersistedState, Role } from './replica-types.js';
 import { PeerStateMachine } from './peer-state.js';
-import { decideSync, ResyncPlan, resyncTracks, type SideState } from './resync.js';
+import { decideSync, ResyncPlan, resyncTracks, type SideState, type SyncProgress } from './resync.js';
 
 export abstract class ReplicaLink extends ReplicaBase {
   /** The resync this node is sending (as source), or null. */
   protected resync: ResyncPlan | null = null;
-  private resyncFull = false;
   /** This node is the target of a resync (decided, or syncStart received) not yet done. */
   protected receivingResync = false;
   /**
@@ -169,8 +168,8 @@ export abstract class ReplicaLink extends ReplicaBase {
     const { volumeSizeBytes, trackSizeBytes } = this.settings.geometry;
     const theirs = peer.outOfSyncValid ? TrackBitmap.fromBytes(this.cache.trackCount, peer.outOfSync) : null;
     const tracks = resyncTracks(this.cache.trackCount, full, this.outOfSync, theirs);
-    this.resync = new ResyncPlan(tracks, trackSizeBytes, volumeSizeBytes, this.settings.syncChunkBytes, nowMs, this.nextId++);
-    this.resyncFull = full;
+    const pace = { chunkBytes: this.settings.syncChunkBytes, windowChunks: this.settings.syncWindowChunks, rateBytesPerSec: this.settings.syncRateBytesPerSec };
+    this.resync = new ResyncPlan(tracks, trackSizeBytes, volumeSizeBytes, pace, nowMs, this.nextId++, full);
     this.peerEvent('resyncStarted');
     this.send({ type: 'syncStart', totalBytes: this.resync.totalBytes });
     this.emit({ kind: 'log', level: full ? 'warn' : 'info', msg: full ? 'full resync of the peer started' : 'resync of the out-of-sync tracks started', fields: { tracks: this.resync.trackCount, bytes: this.resync.totalBytes, reason } });
@@ -355,13 +354,8 @@ export abstract class ReplicaLink extends ReplicaBase {
 
   protected pumpSync(nowMs: number): void {
     const plan = this.resync;
-    if (plan === null || !this.linkWritable || nowMs < plan.retryAtMs) return;
-    const { syncChunkBytes, syncWindowChunks, syncRateBytesPerSec } = this.settings;
-    const allowedBytes = syncRateBytesPerSec * Math.max(0, nowMs - plan.startMs) / 1000 + syncChunkBytes * syncWindowChunks;
-    while (plan.readsInFlight < syncWindowChunks && plan.issuedBytes < allowedBytes) {
-      const chunk = plan.nextChunk();
-      if (chunk === null) break;
-      plan.readsInFlight++;
+    if (plan === null || !this.linkWritable) return;
+    for (const chunk of plan.readsDue(nowMs)) {
       this.emit({ kind: 'sync-read', offsetBytes: chunk.offsetBytes, lengthBytes: chunk.lengthBytes, resyncId: plan.id });
     }
   }
@@ -377,11 +371,10 @@ export abstract class ReplicaLink extends ReplicaBase {
     // A read issued by an earlier resync (before a link loss) must not count for this one
     // (simulator, seed 679: a chunk counted twice and the last one never sent).
     if (resyncId !== undefined && resyncId !== plan.id) return;
-    plan.readsInFlight--;
     // Sparse volumes are mostly zeros: a zero chunk crosses the link as its extent only.
     this.send(isAllZero(data) ? { type: 'syncZero', offsetBytes, lengthBytes: data.length } : { type: 'syncData', offsetBytes, data });
     this.markSentToPeer(this.cache.tracksOf(offsetBytes, data.length), nowMs);
-    plan.sentBytes += data.length;
+    plan.chunkSent(data.length);
     this.counters.syncBytesSent += data.length;
     this.pumpSync(nowMs);
     this.finishResyncIfDone(nowMs);
@@ -389,7 +382,7 @@ export abstract class ReplicaLink extends ReplicaBase {
 
   private finishResyncIfDone(nowMs: number): void {
     const plan = this.resync;
-    if (plan === null || !plan.finished || plan.issuedBytes < plan.totalBytes) return;
+    if (plan === null || !plan.complete) return;
     this.send({ type: 'syncDone' });
     this.resync = null;
     this.peerEvent('resyncSent');
@@ -399,7 +392,7 @@ export abstract class ReplicaLink extends ReplicaBase {
     this.storeTrusted = true;
     this.diverging = false;
     this.persist();
-    this.emit({ kind: 'log', level: 'info', msg: 'resync complete: in-sync', fields: { bytes: plan.sentBytes, full: this.resyncFull, ms: nowMs - plan.startMs } });
+    this.emit({ kind: 'log', level: 'info', msg: 'resync complete: in-sync', fields: { bytes: plan.sentBytes, full: plan.full, ms: nowMs - plan.startMs } });
   }
 
   /**
@@ -410,25 +403,13 @@ export abstract class ReplicaLink extends ReplicaBase {
   syncChunkFailed(offsetBytes: number, lengthBytes: number, message: string, nowMs: number, resyncId?: number): void {
     const plan = this.resync;
     if (plan === null || (resyncId !== undefined && resyncId !== plan.id)) return;
-    plan.readsInFlight--;
-    plan.retry({ offsetBytes, lengthBytes }, nowMs + this.settings.storeRetryMs);
+    plan.chunkFailed({ offsetBytes, lengthBytes }, nowMs + this.settings.storeRetryMs);
     this.emit({ kind: 'log', level: 'error', msg: 'resync read failed: retrying', fields: { offsetBytes, lengthBytes, error: message, retryInMs: this.settings.storeRetryMs } });
   }
 
-  syncStatus(nowMs: number): { totalBytes: number; doneBytes: number; tracksLeft: number; rateBytesPerSec: number; etaSeconds: number | null; full: boolean } | null {
+  syncStatus(nowMs: number): SyncProgress | null {
     const track = this.settings.geometry.trackSizeBytes;
-    if (this.resync !== null) {
-      const plan = this.resync;
-      const elapsedSec = Math.max(0.001, (nowMs - plan.startMs) / 1000);
-      // The first window of chunks goes out at once: leave it out of the rate, or early ETAs lie.
-      const burstBytes = this.settings.syncChunkBytes * this.settings.syncWindowChunks;
-      const rate = Math.max(0, plan.sentBytes - burstBytes) / elapsedSec;
-      const left = plan.totalBytes - plan.sentBytes;
-      return {
-        totalBytes: plan.totalBytes, doneBytes: plan.sentBytes, tracksLeft: Math.ceil(left / track), rateBytesPerSec: Math.round(rate),
-        etaSeconds: rate > 0 ? Math.ceil(left / rate) : null, full: this.resyncFull,
-      };
-    }
+    if (this.resync !== null) return this.resync.progress(nowMs);
     if (this.receivingResync && this.peerState === 'resyncing') {
       const left = this.syncTotalBytes - this.syncReceivedBytes;
       return { totalBytes: this.syncTotalBytes, doneBytes: this.syncReceivedBytes, tracksLeft: Math.ceil(left / track), rateBytesPerSec: 0, etaSeconds: null, full: false };

@@ -9,6 +9,7 @@
 // changes. The source sends the out-of-sync tracks of both sides (its own: written while the peer
 // was away or held only in the peer's RAM; the target's: written by the target while it was a
 // primary the source never heard from). Anything it cannot vouch for turns the resync into a full one.
+import { assert } from './assert.js';
 import { TrackBitmap } from './bitmap.js';
 import { compareHistories, lastPrimary, type EpochEntry } from './epochs.js';
 
@@ -62,26 +63,50 @@ export function resyncTracks(trackCount: number, full: boolean, mine: TrackBitma
   return set;
 }
 
-/** Walks a track set as coalesced spans of at most chunkBytes, in ascending order. */
+/** How fast a resync source reads and sends: chunk size, reads in flight, and a rate cap. */
+export interface SyncPace {
+  chunkBytes: number;
+  windowChunks: number;
+  rateBytesPerSec: number;
+}
+
+export interface SyncProgress {
+  totalBytes: number;
+  doneBytes: number;
+  tracksLeft: number;
+  rateBytesPerSec: number;
+  etaSeconds: number | null;
+  full: boolean;
+}
+
+type Chunk = { offsetBytes: number; lengthBytes: number };
+
+/**
+ * One resync as its source runs it: walks a track set as coalesced spans of at most chunkBytes, in
+ * ascending order, within a window of reads in flight and a rate cap, and counts what was sent.
+ * The plan owns these counters; the core asks it what to read next and tells it what happened.
+ */
 export class ResyncPlan {
   readonly totalBytes: number;
-  issuedBytes = 0;
-  sentBytes = 0;
-  readsInFlight = 0;
+  private issuedBytes = 0;
+  private sent = 0;
+  private readsInFlight = 0;
   /** Reads again no sooner than this (after a failed read). */
-  retryAtMs = 0;
+  private retryAtMs = 0;
   private cursorTrack = 0;
   /** Chunks whose read failed, read again before any new one. */
-  private readonly retries: { offsetBytes: number; lengthBytes: number }[] = [];
+  private readonly retries: Chunk[] = [];
 
   constructor(
     private readonly tracks: TrackBitmap,
     private readonly trackSizeBytes: number,
     private readonly volumeSizeBytes: number,
-    private readonly chunkBytes: number,
+    private readonly pace: SyncPace,
     readonly startMs: number,
     /** Tags this resync's reads, so a read from an earlier one is recognised. */
     readonly id: number,
+    /** Every track, not only the out-of-sync ones. */
+    readonly full: boolean,
   ) {
     let total = 0;
     for (let t = 0; t < tracks.trackCount; t++) if (tracks.has(t)) total += this.trackBytes(t);
@@ -92,8 +117,23 @@ export class ResyncPlan {
     return Math.min(this.trackSizeBytes, this.volumeSizeBytes - track * this.trackSizeBytes);
   }
 
+  /** The chunks to read now: as many as the window of reads in flight and the rate allow. */
+  readsDue(nowMs: number): Chunk[] {
+    if (nowMs < this.retryAtMs) return [];
+    const { chunkBytes, windowChunks, rateBytesPerSec } = this.pace;
+    const allowedBytes = rateBytesPerSec * Math.max(0, nowMs - this.startMs) / 1000 + chunkBytes * windowChunks;
+    const due: Chunk[] = [];
+    while (this.readsInFlight < windowChunks && this.issuedBytes < allowedBytes) {
+      const chunk = this.nextChunk();
+      if (chunk === null) break;
+      this.readsInFlight++;
+      due.push(chunk);
+    }
+    return due;
+  }
+
   /** The next span to read and send, or null when every track has been issued. */
-  nextChunk(): { offsetBytes: number; lengthBytes: number } | null {
+  private nextChunk(): Chunk | null {
     const retry = this.retries.shift();
     if (retry !== undefined) return retry;
     const count = this.tracks.trackCount;
@@ -101,7 +141,7 @@ export class ResyncPlan {
     if (this.cursorTrack >= count) return null;
     const first = this.cursorTrack;
     let lengthBytes = 0;
-    while (this.cursorTrack < count && this.tracks.has(this.cursorTrack) && lengthBytes + this.trackBytes(this.cursorTrack) <= Math.max(this.chunkBytes, this.trackSizeBytes)) {
+    while (this.cursorTrack < count && this.tracks.has(this.cursorTrack) && lengthBytes + this.trackBytes(this.cursorTrack) <= Math.max(this.pace.chunkBytes, this.trackSizeBytes)) {
       lengthBytes += this.trackBytes(this.cursorTrack);
       this.cursorTrack++;
     }
@@ -109,17 +149,45 @@ export class ResyncPlan {
     return { offsetBytes: first * this.trackSizeBytes, lengthBytes };
   }
 
+  /** A chunk's read finished and its data went to the peer. */
+  chunkSent(lengthBytes: number): void {
+    assert(this.readsInFlight > 0, 'a resync chunk was sent that was never read');
+    this.readsInFlight--;
+    this.sent += lengthBytes;
+    assert(this.sent <= this.issuedBytes && this.sent <= this.totalBytes, `resync sent ${this.sent} of ${this.totalBytes} bytes (${this.issuedBytes} issued)`);
+  }
+
   /** A chunk whose read failed: issued again (counted once) from `atMs` on. */
-  retry(chunk: { offsetBytes: number; lengthBytes: number }, atMs: number): void {
+  chunkFailed(chunk: Chunk, atMs: number): void {
+    assert(this.readsInFlight > 0, 'a resync read failed that was never issued');
+    this.readsInFlight--;
     this.retries.push(chunk);
     this.retryAtMs = atMs;
   }
 
-  get finished(): boolean {
-    return this.sentBytes === this.totalBytes && this.readsInFlight === 0;
+  get sentBytes(): number {
+    return this.sent;
+  }
+
+  /** Every track was read and sent: the source may send syncDone. */
+  get complete(): boolean {
+    return this.sent === this.totalBytes && this.readsInFlight === 0 && this.issuedBytes >= this.totalBytes;
   }
 
   get trackCount(): number {
     return this.tracks.count();
+  }
+
+  /** Progress for /status: bytes, tracks left, the rate so far and an estimate of the time left. */
+  progress(nowMs: number): SyncProgress {
+    const elapsedSec = Math.max(0.001, (nowMs - this.startMs) / 1000);
+    // The first window of chunks goes out at once: leave it out of the rate, or early ETAs lie.
+    const burstBytes = this.pace.chunkBytes * this.pace.windowChunks;
+    const rate = Math.max(0, this.sent - burstBytes) / elapsedSec;
+    const left = this.totalBytes - this.sent;
+    return {
+      totalBytes: this.totalBytes, doneBytes: this.sent, tracksLeft: Math.ceil(left / this.trackSizeBytes), rateBytesPerSec: Math.round(rate),
+      etaSeconds: rate > 0 ? Math.ceil(left / rate) : null, full: this.full,
+    };
   }
 }
