@@ -11,6 +11,7 @@ import type { HardenJob } from './cache-types.js';
 import { Hardener, type HardenReason, type HardeningSettings } from './hardening.js';
 import { applyNotice, HardeningNotifier, type NoticeOp, type NotifierAction, type TrackerKind } from './notifier.js';
 import { PeerUnhardenedRecord } from './peer-record.js';
+import { DurableNotices } from './replica-durable.js';
 import { initialPeerState, PeerStateMachine, type PeerEvent } from './peer-state.js';
 import type { DegradedPolicy, FlushPolicy, LinkMessage, PeerState, ReplicaAction, ReplyErrno, Role } from './replica-types.js';
 
@@ -80,15 +81,8 @@ export abstract class ReplicaBase {
   protected readonly ops = new Map<number, Op>();
   protected readonly waiterPurposes = new Map<number, WaiterPurpose>();
   protected readonly storeSyncs = new Map<number, number>();
-  /**
-   * "Hardened" means written to the store, which may still sit in the OS page cache: a power loss
-   * of this node would take it. Before the peer is told to drop a mark (CLEAR, or a toggle-counter
-   * track counted as hardened), the store is fdatasync'd. Hardening events wait here for that.
-   */
-  protected pendingDurable: { tracks: number[]; ranges: number[] } = { tracks: [], ranges: [] };
-  protected durableSync: { syncId: number; tracks: number[]; ranges: number[]; generation: number } | null = null;
-  /** Bumped when the link's cycles are reset: a range hardened for a dead link's cycle is moot. */
-  protected cycleGeneration = 0;
+  /** Hardening events waiting for an fdatasync before the peer hears of them (a part). */
+  protected readonly durable = new DurableNotices();
   /** Notices queued in this event, in order: one batch of ranges while the op stays the same. */
   protected outNotices: { op: NoticeOp; ranges: number[] } | null = null;
   /** May hold hardened writes the peer lacks (a primary without its peer). */
@@ -396,7 +390,7 @@ export abstract class ReplicaBase {
 
   /** The store's fdatasync finished (ok false: it failed). */
   storeSynced(syncId: number, ok: boolean): void {
-    if (this.durableSync?.syncId === syncId) return this.durableSynced(ok);
+    if (this.durable.owns(syncId)) return this.durableSynced(ok);
     const opId = this.storeSyncs.get(syncId);
     this.storeSyncs.delete(syncId);
     if (opId !== undefined) this.opPartDone(opId, 'local', ok ? null : 'EIO');
@@ -405,34 +399,25 @@ export abstract class ReplicaBase {
   /** Queue hardening events for the notifier until an fdatasync makes them true on disk. */
   protected afterDurable(tracks: number[], ranges: number[]): void {
     if (!this.settings.mirrored) return; // no peer keeps marks of a standalone node
-    this.pendingDurable.tracks.push(...tracks);
-    this.pendingDurable.ranges.push(...ranges);
+    this.durable.add(tracks, ranges);
     this.startDurableSync();
   }
 
   /** One fdatasync at a time covers every hardening event queued before it started. */
   private startDurableSync(): void {
-    const { tracks, ranges } = this.pendingDurable;
-    if (this.durableSync !== null || (tracks.length === 0 && ranges.length === 0)) return;
+    if (!this.durable.canStart) return;
     const syncId = this.nextId++;
-    this.durableSync = { syncId, tracks, ranges, generation: this.cycleGeneration };
-    this.pendingDurable = { tracks: [], ranges: [] };
+    this.durable.start(syncId);
     this.emit({ kind: 'sync-store', syncId });
   }
 
   private durableSynced(ok: boolean): void {
-    const batch = this.durableSync!;
-    this.durableSync = null;
-    if (!ok) {
-      this.pendingDurable.tracks.push(...batch.tracks);
-      this.pendingDurable.ranges.push(...batch.ranges);
-    } else {
+    const batch = this.durable.synced(ok);
+    if (batch !== null) {
       // A track written again since it was hardened is not hardened now: its new data is not.
       this.runNotifier(this.notifier.onTracksClean(batch.tracks.filter((t) => !this.cache.isTrackDirty(t))));
-      if (batch.generation === this.cycleGeneration) {
-        for (const range of batch.ranges) {
-          if (this.notifier.rangeState(range) === 'hardening') this.runNotifier(this.notifier.rangeHardened(range));
-        }
+      for (const range of batch.ranges) {
+        if (this.notifier.rangeState(range) === 'hardening') this.runNotifier(this.notifier.rangeHardened(range));
       }
     }
     this.startDurableSync();

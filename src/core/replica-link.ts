@@ -94,8 +94,7 @@ export abstract class ReplicaLink extends ReplicaBase {
    */
   private resetNotifier(): void {
     this.notifier.reset();
-    this.cycleGeneration++;
-    this.pendingDurable.ranges = [];
+    this.durable.resetCycles();
     for (const [waiterId, purpose] of this.waiterPurposes) {
       if ('op' in purpose) continue;
       this.waiterPurposes.delete(waiterId);

@@ -1,0 +1,64 @@
+// The hardening events that wait for an fdatasync before the peer may hear of them, a part the
+// replica core owns. "Hardened" means written to the store, which may still sit in the OS page
+// cache: a power loss of this node would take it. Before the peer is told to drop a mark (CLEAR,
+// or a toggle-counter track counted as hardened), the store is fdatasync'd. One fdatasync at a
+// time covers every event queued before it started. Pure: the core allocates the sync's id, emits
+// the sync-store action and hands the result back; this part only keeps the batches.
+import { assert } from './assert.js';
+
+export interface DurableBatch {
+  /** Tracks hardened before the sync started (the core drops any written again since). */
+  tracks: number[];
+  /** Ranges whose destage finished before the sync started, for the current link's cycles only. */
+  ranges: number[];
+}
+
+export class DurableNotices {
+  private pending: DurableBatch = { tracks: [], ranges: [] };
+  private inFlight: (DurableBatch & { syncId: number; generation: number }) | null = null;
+  /** Bumped when the link's cycles are reset: a range hardened for a dead link's cycle is moot. */
+  private generation = 0;
+
+  add(tracks: readonly number[], ranges: readonly number[]): void {
+    this.pending.tracks.push(...tracks);
+    this.pending.ranges.push(...ranges);
+  }
+
+  /** True when no sync is in flight and events wait for one. */
+  get canStart(): boolean {
+    return this.inFlight === null && (this.pending.tracks.length > 0 || this.pending.ranges.length > 0);
+  }
+
+  /** The sync `syncId` now covers every waiting event. */
+  start(syncId: number): void {
+    assert(this.canStart, 'a durable sync started while one is in flight, or with nothing to cover');
+    this.inFlight = { ...this.pending, syncId, generation: this.generation };
+    this.pending = { tracks: [], ranges: [] };
+  }
+
+  /** Is `syncId` this part's fdatasync (rather than a FLUSH's)? */
+  owns(syncId: number): boolean {
+    return this.inFlight?.syncId === syncId;
+  }
+
+  /**
+   * The sync finished. Ok: the events it covered are now true on disk (ranges of an older
+   * generation dropped). Failed: they wait for the next sync, and null is returned.
+   */
+  synced(ok: boolean): DurableBatch | null {
+    const batch = this.inFlight;
+    assert(batch !== null, 'a durable sync finished that was never started');
+    this.inFlight = null;
+    if (!ok) {
+      this.add(batch.tracks, batch.ranges);
+      return null;
+    }
+    return { tracks: batch.tracks, ranges: batch.generation === this.generation ? batch.ranges : [] };
+  }
+
+  /** The link's cycles were reset: waiting range events are moot, and so is any in flight. */
+  resetCycles(): void {
+    this.generation++;
+    this.pending.ranges = [];
+  }
+}
