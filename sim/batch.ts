@@ -34,11 +34,11 @@ export function hooksFor(fixes: readonly AssumedFix[], mutant?: MutantName): Run
   };
 }
 
-export function runBatch(spec: BatchSpec): BatchResult {
+export async function runBatch(spec: BatchSpec): Promise<BatchResult> {
   const hooks = hooksFor(spec.fixes, spec.mutant);
   const result: BatchResult = { seeds: 0, steps: 0, failures: [] };
   for (let i = 0; i < spec.count; i++) {
-    const r = runSeed((spec.from + i) >>> 0, hooks);
+    const r = await runSeed((spec.from + i) >>> 0, hooks);
     result.seeds++;
     result.steps += r.steps;
     if (!r.ok) {

@@ -11,9 +11,11 @@
 //     records empty, stores byte-identical, and every block the last acknowledged write.
 //
 // Invariants run after every step (sim/invariants.ts); the first violation ends the run with the
-// seed, the step and the tail of the trace.
+// seed, the step and the tail of the trace. The nodes run the production shell (src/node/volume.ts),
+// which is asynchronous: a step is one event plus every promise continuation it set off, all run
+// before the checks (a macrotask turn drains them; nothing in a run waits on real I/O or time).
 import type { ReplicaCore } from '../src/core/replica.js';
-import type { LinkMessage, ReplyErrno } from '../src/core/replica-types.js';
+import type { LinkMessage } from '../src/core/replica-types.js';
 import { Scheduler } from './events.js';
 import { Faults } from './faults.js';
 import { Host } from './host.js';
@@ -72,6 +74,8 @@ export class Cluster implements NodeHost, LinkHost {
   private readonly tail: string[] = [];
   private readonly sentRefs = new Map<string, WriteRef>();
   private readonly primaryOfEpoch = new Map<number, string>();
+  /** The first check that failed inside a promise continuation (or a rejection nobody handled). */
+  private asyncFailure: unknown = null;
   readonly stats: Record<string, number> = {
     crashes: 0, cleanRestarts: 0, drops: 0, partitions: 0, corrupts: 0, storeFails: 0, promotions: 0, switchovers: 0, probes: 0, connects: 0,
   };
@@ -91,6 +95,7 @@ export class Cluster implements NodeHost, LinkHost {
       liveConnId: () => this.network.liveConnId,
       trace: (line) => this.trace(line),
       writeAcknowledged: (node, epoch) => this.writeAcknowledged(node, epoch),
+      fail: (err) => this.fail(err),
     }, root.fork());
     this.faults = new Faults(this, faultPrng);
   }
@@ -103,18 +108,25 @@ export class Cluster implements NodeHost, LinkHost {
     return node.index === 0 ? 'primary' : 'secondary';
   }
 
-  run(): RunResult {
+  async run(): Promise<RunResult> {
     this.trace(`seed ${this.seed}: ${describeOptions(this.opts)}`);
     let failure: string | null = null;
+    // A rejection the shell did not handle would crash a real node: here it fails the run.
+    const onUnhandled = (err: unknown): void => this.fail(err);
+    process.on('unhandledRejection', onUnhandled);
     try {
       this.nodes[0].start('primary');
       this.nodes[1].start('secondary');
       this.maybeConnect();
       this.host.start();
       this.faults.schedule();
-      failure = this.loop();
+      await settle();
+      this.throwIfFailed();
+      failure = await this.loop();
     } catch (err) {
       failure = err instanceof SimFailure ? err.message : `exception: ${(err as Error).stack ?? String(err)}`;
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
     }
     if (failure !== null) this.trace(`FAILED at step ${this.sched.steps}, t=${this.sched.nowMs}ms: ${failure}`);
     return {
@@ -125,13 +137,15 @@ export class Cluster implements NodeHost, LinkHost {
   }
 
   /** Runs steps until the pair converges after the faults, or a check fails (its message). */
-  private loop(): string | null {
+  private async loop(): Promise<string | null> {
     while (this.sched.steps < MAX_STEPS) {
       if (this.sched.nowMs > MAX_FAULT_PHASE_MS && this.phase === 'faults') {
         return `liveness: the workload did not finish in ${MAX_FAULT_PHASE_MS} ms simulated (${this.host.inFlight} requests in flight; ${this.syncSummary()})`;
       }
       const label = this.sched.step();
       if (label === null) return 'the event queue ran dry (nothing left to happen, yet not converged)';
+      await settle();
+      this.throwIfFailed();
       this.trace(label);
       this.checkStep();
       if (this.phase === 'faults' && this.host.finished) this.startHeal();
@@ -144,6 +158,14 @@ export class Cluster implements NodeHost, LinkHost {
   }
 
   // ---------------------------------------------------------------- invariants
+
+  private fail(err: unknown): void {
+    this.asyncFailure ??= err;
+  }
+
+  private throwIfFailed(): void {
+    if (this.asyncFailure !== null) throw this.asyncFailure;
+  }
 
   private checkStep(): void {
     const [a, b] = this.nodes;
@@ -241,10 +263,6 @@ export class Cluster implements NodeHost, LinkHost {
     return this.network.send(from.index, from.liveConn, msg, ref);
   }
 
-  reply(node: SimNode, reqId: number, errno: ReplyErrno | null): void {
-    this.host.reply(node, reqId, errno);
-  }
-
   writeSent(node: SimNode, seq: number, ref: WriteRef): void {
     this.sentRefs.set(`${node.incarnation}:${seq}`, ref);
   }
@@ -289,6 +307,11 @@ export class Cluster implements NodeHost, LinkHost {
   }
 }
 
-export function runSeed(seed: number, hooks: RunHooks = {}): RunResult {
+export function runSeed(seed: number, hooks: RunHooks = {}): Promise<RunResult> {
   return new Cluster(seed, hooks).run();
+}
+
+/** Lets every promise continuation queued so far run (and those they queue): one macrotask turn. */
+function settle(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }

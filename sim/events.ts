@@ -1,7 +1,9 @@
 // The simulated clock and its event queue. One step = one event: the simulator pops the earliest
 // event (ties broken by insertion order, so the order is a pure function of the seed), advances
 // the clock to it, runs it, and then checks every invariant. Nothing happens between events, which
-// is what makes "after every step" a meaningful place to check.
+// is what makes "after every step" a meaningful place to check. (A step also runs the promise
+// continuations its event set off: the simulator drains them before it checks; sim/cluster.ts.)
+import type { Clock, TimerHandle } from '../src/node/ports.js';
 
 /**
  * Who an event belongs to. A node's crash cancels its token: every store completion, timer and
@@ -18,6 +20,7 @@ interface Event {
   label: string;
   owner: Owner | null;
   run: () => void;
+  cancelled: boolean;
 }
 
 export class Scheduler {
@@ -26,13 +29,15 @@ export class Scheduler {
   private readonly heap: Event[] = [];
   private seq = 0;
 
-  /** Runs `run` at `atMs` (never in the past). */
-  at(atMs: number, label: string, run: () => void, owner: Owner | null = null): void {
-    this.push({ at: Math.max(atMs, this.nowMs), seq: this.seq++, label, owner, run });
+  /** Runs `run` at `atMs` (never in the past). A cancelled event is skipped, not a step. */
+  at(atMs: number, label: string, run: () => void, owner: Owner | null = null): TimerHandle {
+    const ev: Event = { at: Math.max(atMs, this.nowMs), seq: this.seq++, label, owner, run, cancelled: false };
+    this.push(ev);
+    return { cancel: () => { ev.cancelled = true; } };
   }
 
-  after(delayMs: number, label: string, run: () => void, owner: Owner | null = null): void {
-    this.at(this.nowMs + delayMs, label, run, owner);
+  after(delayMs: number, label: string, run: () => void, owner: Owner | null = null): TimerHandle {
+    return this.at(this.nowMs + delayMs, label, run, owner);
   }
 
   get pending(): number {
@@ -43,7 +48,7 @@ export class Scheduler {
   step(): string | null {
     while (this.heap.length > 0) {
       const ev = this.pop();
-      if (ev.owner?.cancelled) continue;
+      if (ev.cancelled || ev.owner?.cancelled) continue;
       this.nowMs = ev.at;
       this.steps++;
       ev.run();
@@ -93,4 +98,12 @@ export class Scheduler {
     }
     return top;
   }
+}
+
+/** The clock port (src/node/ports.ts) of one node incarnation: simulated time, timers as events it owns. */
+export function simClock(sched: Scheduler, owner: Owner, label: string): Clock {
+  return {
+    nowMs: () => sched.nowMs,
+    setTimer: (delayMs, fn) => sched.after(delayMs, label, fn, owner),
+  };
 }

@@ -33,6 +33,8 @@ export interface FaultView {
 
 /** Gap between operator retries (a refused promote: the survivor has not noticed the loss yet). */
 const OPERATOR_RETRY_MS = 5;
+/** How often a switchover is followed at once by another, back. */
+const QUICK_SWITCHBACK_CHANCE = 0.25;
 
 export class Faults {
   /** A failover or switchover in progress: no crash until it is done. */
@@ -91,9 +93,9 @@ export class Faults {
         const n = this.prng.pick(this.v.nodes.filter((x) => x.alive));
         if (n === undefined) return;
         stats.storeFails!++;
-        // Mostly writes (hardening); sometimes a resync read, which must pause and retry, not stall.
+        // Mostly writes (hardening); sometimes a read (a resync's must pause and retry, not stall).
         if (this.prng.chance(0.7)) { n.store.failNextWrites++; this.v.trace(`${n.name}: next store write fails`); }
-        else { n.store.failNextSyncReads++; this.v.trace(`${n.name}: next resync read from the store fails`); }
+        else { n.store.failNextReads++; this.v.trace(`${n.name}: next store read fails`); }
         return;
       }
       case 'switchover': return this.switchover();
@@ -161,7 +163,7 @@ export class Faults {
   }
 
   /** `twinblock promote` until it succeeds; refusals are expected while the old link lingers. */
-  private promote(node: SimNode, attempt: number): void {
+  private promote(node: SimNode, attempt: number, promoted?: () => void): void {
     if (!node.alive) { this.operatorBusy = false; return; }
     if (node.core!.role === 'primary') { this.operatorBusy = false; return; }
     // After many refusals an operator reaches for --force (e.g. "still being resynced").
@@ -172,9 +174,10 @@ export class Faults {
       if (error === null) {
         this.v.stats.promotions!++;
         this.operatorBusy = false;
+        promoted?.();
         return;
       }
-      this.v.sched.after(OPERATOR_RETRY_MS, `operator retries ${node.name}`, () => this.promote(node, attempt + 1));
+      this.v.sched.after(OPERATOR_RETRY_MS, `operator retries ${node.name}`, () => this.promote(node, attempt + 1, promoted));
     });
   }
 
@@ -184,18 +187,20 @@ export class Faults {
     const from = this.v.host.primary();
     const to = this.v.nodes.find((n) => n !== from);
     if (from === null || to === undefined) return;
-    const result = from.demote();
-    this.v.trace(`operator: demote ${from.name}: ${result.ok ? 'ok' : result.error}`);
-    if (!result.ok) return;
-    this.v.stats.switchovers!++;
     this.operatorBusy = true;
-    const waitDrained = (): void => {
-      if (from.alive && !from.core!.writesDrained) {
-        this.v.sched.after(2, `operator waits for ${from.name} to drain`, waitDrained);
+    // The operator promotes the other side once the demoted node has drained (sim/node.ts demote).
+    from.demote((error) => {
+      this.v.trace(`operator: demote ${from.name}: ${error ?? 'ok'}`);
+      if (error !== null) {
+        this.operatorBusy = false;
         return;
       }
-      this.promote(to, 0);
-    };
-    waitDrained();
+      this.v.stats.switchovers!++;
+      this.promote(to, 0, () => {
+        // Sometimes the operator switches straight back (a failback right after a failover): the
+        // old primary may not know the new epoch yet (seed 3337's shape).
+        if (this.prng.chance(QUICK_SWITCHBACK_CHANCE)) this.v.sched.after(this.prng.int(3), 'operator switches back', () => this.switchover());
+      });
+    });
   }
 }

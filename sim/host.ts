@@ -33,6 +33,8 @@ export interface HostView {
   trace(line: string): void;
   /** `node` acknowledged a write it accepted as primary in `epoch` (one primary per epoch). */
   writeAcknowledged(node: SimNode, epoch: number): void;
+  /** A check failed in a promise continuation (a reply, a read): the run fails with it. */
+  fail(err: unknown): void;
 }
 
 export class Host {
@@ -100,7 +102,7 @@ export class Host {
       this.counts.flushes++;
       this.pending.set(reqId, { ...base, rec: null, issuedAt: this.model.openCheck() });
       this.view.trace(`host: flush r${reqId} → ${node.name}`);
-      return node.run((c, now) => c.hostFlush(reqId, now));
+      return this.answer(node, reqId, node.submit(op, null));
     }
     this.counts.writes++;
     const id = this.nextWriteId++;
@@ -109,7 +111,12 @@ export class Host {
     this.pending.set(reqId, { ...base, rec, issuedAt: rec.issuedAt });
     const data = zero ? null : stampedData(id, firstBlock, count);
     this.view.trace(`host: ${op.kind} w${id} r${reqId} @${firstBlock}+${count} → ${node.name}`);
-    node.run((c, now) => c.hostWrite(reqId, op.offsetBytes, op.lengthBytes, data, op.kind === 'trim', op.kind === 'fua', now), op);
+    this.answer(node, reqId, node.submit(op, data));
+  }
+
+  /** The node's reply, whenever it comes (never, if the node dies first). */
+  private answer(node: SimNode, reqId: number, reply: Promise<ReplyErrno | null>): void {
+    reply.then((errno) => this.reply(node, reqId, errno)).catch((err: unknown) => this.view.fail(err));
   }
 
   private issueRead(reqId: number, op: HostOp, node: SimNode, thread: number, base: Omit<Pending, 'rec' | 'issuedAt'>): void {
@@ -119,9 +126,15 @@ export class Host {
     // otherwise it may legally lag (it has not heard of the link loss the primary acted on).
     const strict = node.core!.role === 'primary' || this.mirroredNow();
     this.pending.set(reqId, { ...base, rec: null, issuedAt: readStart });
-    node.read(op.offsetBytes, op.lengthBytes, (bytes) => {
+    node.read(op.offsetBytes, op.lengthBytes).then((bytes) => {
       if (!this.pending.delete(reqId)) return;
       this.model.closeCheck(readStart);
+      if (bytes === null) {
+        // The store failed the read (an injected EIO): the host gets an error, which is allowed.
+        this.view.trace(`host: read r${reqId} from ${node.name}: EIO`);
+        this.done(thread);
+        return;
+      }
       const first = op.offsetBytes / this.blockSize;
       const why = strict ? explainImage(this.model, bytes, first, readStart) : explainLoose(this.model, bytes, first);
       if (strict) this.counts.strictReads++;
@@ -129,7 +142,7 @@ export class Host {
         throw new SimFailure(`read r${reqId} at ${node.name} (${strict ? 'strict' : 'stale allowed'}) of blocks ${first}+${bytes.length / this.blockSize}: ${why} — an acknowledged write is lost or a read returned garbage`);
       }
       this.done(thread);
-    });
+    }).catch((err: unknown) => this.view.fail(err));
   }
 
   /** Both nodes in sync on one live link: the secondary holds every acknowledged write. */
@@ -139,7 +152,7 @@ export class Host {
     return conn !== null && a.liveConn === conn && b.liveConn === conn && a.core?.peerState === 'in-sync' && b.core?.peerState === 'in-sync';
   }
 
-  /** A reply action from a node's core. */
+  /** A node's reply to a write or FLUSH. */
   reply(node: SimNode, reqId: number, errno: ReplyErrno | null): void {
     const p = this.pending.get(reqId);
     if (p === undefined || p.node !== node) return;
@@ -174,7 +187,7 @@ export class Host {
       && p.linkAtIssue === this.view.liveConnId() && this.mirroredNow();
     if (mirroredThroughout) stores.push(peer);
     for (const n of stores) {
-      const bytes = n.store.read(first * this.blockSize, len);
+      const bytes = n.store.peek(first * this.blockSize, len);
       const why = p.rec === null ? explainImage(this.model, bytes, first, asOf) : explainNotBefore(this.model, bytes, first, p.rec);
       if (why !== null) throw new SimFailure(`${what} r${reqId} answered ok by ${node.name} but node ${n.name}'s store lacks a write it covers: ${why} (DESIGN.md "Durability policy")`);
     }

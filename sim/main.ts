@@ -3,6 +3,7 @@
 //   npm run sim -- --seeds N [--from S]          run seeds S .. S+N-1 (default from 0)
 // Options: --mutant NAME (sim/mutants.ts); --assume-fix NAME, --assume-known-fixes (sim/fixes.ts:
 // look past bugs already reported); --tracker T, --flush P, --no-faults, --power-loss;
+// --stop-failure-exits (a failed SIGTERM stop exits, as the CLI does; see sim/node.ts);
 // --keep-going (do not stop at the first failing seed).
 // A failing seed prints the command that replays it, the options it drew, and the trace's tail.
 import type { TrackerKind } from '../src/core/notifier.js';
@@ -51,6 +52,7 @@ function parseArgs(argv: string[]): Args {
       case '--flush': overrides.flush = value() as FlushPolicy; break;
       case '--no-faults': overrides.faults = false; break;
       case '--power-loss': overrides.powerLoss = true; break;
+      case '--stop-failure-exits': overrides.stopFailureExits = true; break;
       default: throw new Error(`unknown argument ${a} (see sim/main.ts)`);
     }
   }
@@ -87,11 +89,11 @@ function report(result: RunResult, argv: string[]): void {
   console.log(`  replay: ${replayCommand(result.seed, argv)}`);
 }
 
-function main(argv: string[]): number {
+async function main(argv: string[]): Promise<number> {
   const args = parseArgs(argv);
   if (args.seed !== null) {
     const hooks: RunHooks = args.verbose ? { ...args.hooks, onTrace: (line) => console.log(line) } : args.hooks;
-    const result = runSeed(args.seed, hooks);
+    const result = await runSeed(args.seed, hooks);
     if (!result.ok) {
       report(result, argv);
       return 1;
@@ -105,7 +107,7 @@ function main(argv: string[]): number {
   let seedsRun = 0;
   for (let i = 0; i < args.seeds; i++) {
     const seed = (args.from + i) >>> 0;
-    const result = runSeed(seed, args.hooks);
+    const result = await runSeed(seed, args.hooks);
     seedsRun++;
     steps += result.steps;
     if (!result.ok) {
@@ -120,4 +122,4 @@ function main(argv: string[]): number {
   return failed > 0 ? 1 : 0;
 }
 
-process.exitCode = main(process.argv.slice(2));
+process.exitCode = await main(process.argv.slice(2));

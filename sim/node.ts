@@ -1,21 +1,23 @@
-// One simulated node: a ReplicaCore, its simulated store, and a shell that does what
-// src/node/volume.ts does — carry out the core's actions, feed completions back — but with the
-// simulated clock, store and link, so every interleaving is a function of the seed.
-//
-// Kept deliberately close to Volume: a harden job completes when all its runs are on the store
-// (and fails at the first failed run, like Promise.all); a sync-read reads through the cache
-// (beginRead → store → finishRead) and calls syncChunkRead in that same step; a read with nothing
-// to fetch from the store finishes synchronously. Where the simulator differs (no real timers, no
-// sockets), it says so.
-import type { HardenJob } from '../src/core/cache.js';
-import type { HardenReason } from '../src/core/hardening.js';
-import { ReplicaCore, type ReplicaSettings } from '../src/core/replica.js';
-import type { LinkMessage, PersistedState, ReplicaAction, ReplyErrno, Role } from '../src/core/replica-types.js';
-import { SimStore } from './disk.js';
-import { Owner, type Scheduler } from './events.js';
+// One simulated node: the production shell (src/node/volume.ts, the replica core inside it) over
+// the simulated ports — the clock and timers of the seeded scheduler (sim/events.ts), the store and
+// metadata of sim/disk.ts, and the link of sim/network.ts — so the code the invariants judge is the
+// code that runs in production. Nothing here decides what the node does; this file holds:
+//  - the port glue: the link port's send (and the inbound events back into Volume), and the
+//    lifecycle a process has around its Volume: start over the store and last durable metadata,
+//    kill -9 (the incarnation's pending I/O and timers are cancelled with its Owner: Volume is
+//    abandoned), SIGTERM (Volume.close, as src/node/node.ts stops a node);
+//  - the observation the invariants need (sim/provenance.ts: which write each unhardened block
+//    holds and who marked it), taken by wrapping a few core methods the way the mutants do.
+import type { ReplicaCore } from '../src/core/replica.js';
+import type { LinkMessage, ReplicaAction, ReplyErrno, Role } from '../src/core/replica-types.js';
+import { NbdRequestError } from '../src/nbd/export.js';
+import { Volume } from '../src/node/volume.js';
+import { SimMetadata, SimStore } from './disk.js';
+import { Owner, simClock, type Scheduler } from './events.js';
 import type { NodeOptions, SimOptions } from './options.js';
 import type { Prng } from './prng.js';
 import { Provenance, type WriteRef } from './provenance.js';
+import type { HostOp } from './workload.js';
 
 /** A byte span of the volume. */
 interface Span {
@@ -28,7 +30,6 @@ export interface NodeHost {
   readonly sched: Scheduler;
   /** Sends on the node's current connection; false = over the high-water mark. */
   send(from: SimNode, msg: LinkMessage, ref: WriteRef | null): boolean;
-  reply(node: SimNode, reqId: number, errno: ReplyErrno | null): void;
   /** The secondary applied (and acked) write `seq` of sender incarnation `from`: it marked it. */
   writeAcked(node: SimNode, from: number, seq: number): void;
   /** The primary applied and sent a write: its copy of it, to be marked when acked. */
@@ -42,9 +43,11 @@ export interface NodeHost {
 }
 
 const BLOCK = 512;
+/** The message a store error carries (sim/disk.ts): the only error a host may legitimately see. */
+const INJECTED_EIO = 'injected EIO';
 
 export class SimNode {
-  core: ReplicaCore | null = null;
+  volume: Volume | null = null;
   owner = new Owner('none');
   incarnation = 0;
   /** The connection this incarnation has been told is up, and not yet told is down. */
@@ -53,26 +56,29 @@ export class SimNode {
   readonly prov: Provenance;
   readonly name: string;
   private readonly prng: Prng;
+  private metadata: SimMetadata | null = null;
   /** Delivered write seq → the incarnation that sent it (acks name only the seq). */
   private readonly senderOfSeq = new Map<number, number>();
-  /** Promotions waiting for the peer's confirmation: request id → the operator's continuation. */
-  private readonly promotions = new Map<number, (error: string | null) => void>();
-  private nextPromoteId = 1;
-  /** A clean shutdown in progress: what to call once the node is down; null otherwise. */
-  private stopping: (() => void) | null = null;
-  /** The shutdown's local FLUSHes (negative request ids, never the host's). */
-  private localFlushId = 0;
-  /** Host writes applied in the current event; those not mirrored are nobody's mark. */
-  private localApplies: Span[] = [];
-  /** Metadata writes, one at a time in order, as Volume chains them. */
-  private readonly persistQueue: { token: number; state: PersistedState }[] = [];
-  private persistInFlight: { token: number; state: PersistedState } | null = null;
+  /** Operator requests (promote, demote) waiting for Volume's answer; a crash answers them. */
+  private readonly waiting = new Set<(error: string | null) => void>();
+  /** Among them, the promotions: answered as soon as the core is primary (see promote). */
+  private readonly promoting = new Set<(error: string | null) => void>();
+  /** And the demotions: answered as soon as the core is secondary with its writes drained. */
+  private readonly demoting = new Set<(error: string | null) => void>();
+  /** A clean shutdown (Volume.close) in progress. */
+  private stopping = false;
+  /** The host write being submitted right now, so we can tell which of it went into the cache. */
+  private hostWrite: Span | null = null;
+  /** The core's queue of host write pieces waiting for room, as of its last batch of actions. */
+  private queuedBefore: Span[] = [];
+  /** Writes the core is about to send → the provenance of the copy on the wire (see afterEvent). */
+  private readonly wireRefs = new WeakMap<LinkMessage, WriteRef>();
 
   constructor(readonly index: 0 | 1, private readonly opts: SimOptions, private readonly host: NodeHost, prng: Prng) {
     this.name = 'ab'[index]!;
     this.prng = prng;
     const size = opts.trackCount * opts.trackSizeBytes;
-    this.store = new SimStore(size, opts.powerLoss);
+    this.store = new SimStore(this.name, size, opts.powerLoss, host.sched, prng, this.nodeOpts);
     this.prov = new Provenance(size / BLOCK);
   }
 
@@ -80,13 +86,17 @@ export class SimNode {
     return this.opts.nodes[this.index];
   }
 
-  get alive(): boolean {
-    return this.core !== null;
+  get core(): ReplicaCore | null {
+    return this.volume?.core ?? null;
   }
 
-  /** Up and not shutting down: may be connected to its peer. */
+  get alive(): boolean {
+    return this.volume !== null;
+  }
+
+  /** Up and not shutting down: may be connected to its peer, and serves hosts. */
   get connectable(): boolean {
-    return this.core !== null && this.stopping === null;
+    return this.volume !== null && !this.stopping;
   }
 
   private get sched(): Scheduler {
@@ -94,144 +104,295 @@ export class SimNode {
   }
 
   /**
-   * Starts (or restarts, after a crash) a fresh core over this node's store and its last durable
-   * metadata. `configRole` is the config's role, used only by a fresh store.
+   * Starts (or restarts, after a crash) a fresh Volume over this node's store and its last durable
+   * metadata, as src/node/node.ts does. `configRole` is the config's role, used only by a fresh store.
    */
   start(configRole: Role): void {
     this.incarnation = this.host.newIncarnation();
-    this.owner = new Owner(`${this.name}${this.incarnation}`);
-    const persisted = this.store.meta === null ? null : structuredClone(this.store.meta);
-    this.core = new ReplicaCore(this.settings(configRole), this.sched.nowMs, persisted);
-    this.host.wrapCore?.(this.core, this);
+    const owner = new Owner(`${this.name}${this.incarnation}`);
+    this.owner = owner;
+    this.store.owner = owner;
+    this.metadata = new SimMetadata(this.store, this.sched, this.prng, this.nodeOpts, owner);
     this.liveConn = null;
-    this.localApplies = [];
-    this.host.trace(`${this.name}: start #${this.incarnation} as ${this.core.role}, epoch ${this.core.epoch}`);
-    this.flushActions();
-    this.scheduleTick();
-  }
-
-  private settings(role: Role): ReplicaSettings {
+    this.queuedBefore = [];
     const o = this.opts;
-    return {
-      node: this.name, peer: this.index === 0 ? 'b' : 'a',
-      geometry: {
-        volumeSizeBytes: o.trackCount * o.trackSizeBytes, trackSizeBytes: o.trackSizeBytes,
-        capacityBytes: this.nodeOpts.cacheTracks * o.trackSizeBytes, rangeTracks: o.rangeTracks,
+    const volume = new Volume({
+      node: this.name, name: 'sim', description: `sim node ${this.name}`,
+      sizeBytes: this.store.sizeBytes, trackSizeBytes: o.trackSizeBytes,
+      cacheBytes: this.nodeOpts.cacheTracks * o.trackSizeBytes, rangeTracks: o.rangeTracks,
+      hardening: { maxDirtyAgeMs: o.maxDirtyAgeMs, destageIntervalMs: o.destageIntervalMs, rangeDirtyThresholdTracks: o.rangeDirtyThresholdTracks },
+      store: this.store,
+      metadata: this.metadata,
+      mirror: {
+        peer: this.index === 0 ? 'b' : 'a', role: configRole, tracker: o.tracker, flush: o.flush, degraded: o.degraded,
+        syncRateBytesPerSec: o.syncRateBytesPerSec,
+        send: (msg) => this.send(msg),
+        // The simulated link has no socket to stop reading: the core holds its inbound stream itself.
+        setReceiving: () => undefined,
       },
-      hardening: {
-        maxDirtyAgeMs: o.maxDirtyAgeMs, destageIntervalMs: o.destageIntervalMs, rangeDirtyThresholdTracks: o.rangeDirtyThresholdTracks,
-        maxJobBytes: o.maxJobTracks * o.trackSizeBytes, pressureFraction: o.pressureFraction,
+      log: (level, msg, fields) => this.host.trace(`${this.name}: ${level} ${msg}${fields ? ' ' + JSON.stringify(fields) : ''}`),
+      clock: simClock(this.sched, owner, `${this.name} timer`),
+      tuning: {
+        maxHardensInFlight: o.maxHardensInFlight, maxJobBytes: o.maxJobTracks * o.trackSizeBytes, pressureFraction: o.pressureFraction,
+        storeRetryMs: o.storeRetryMs, syncChunkBytes: o.syncChunkTracks * o.trackSizeBytes, syncWindowChunks: o.syncWindowChunks,
       },
-      tracker: o.tracker, flush: o.flush, degraded: o.degraded, role, mirrored: true,
-      maxHardensInFlight: o.maxHardensInFlight, syncChunkBytes: o.syncChunkTracks * o.trackSizeBytes,
-      syncWindowChunks: o.syncWindowChunks, syncRateBytesPerSec: o.syncRateBytesPerSec, storeRetryMs: o.storeRetryMs,
-    };
-  }
-
-  /** Same cadence as Volume: often enough that the age bound holds to within a few percent. */
-  private scheduleTick(): void {
-    const tickMs = Math.max(10, Math.min(100, Math.floor(this.opts.maxDirtyAgeMs / 10)));
-    this.sched.after(tickMs, `tick ${this.name}`, () => {
-      this.run((core, now) => core.tick(now));
-      this.scheduleTick();
-    }, this.owner);
+    });
+    this.volume = volume;
+    this.observe(volume.core);
+    this.host.wrapCore?.(volume.core, this);
+    this.host.trace(`${this.name}: start #${this.incarnation} as ${volume.core.role}, epoch ${volume.core.epoch}`);
   }
 
   /**
-   * SIGTERM, as node.ts stops a node: the link goes first (the caller drops it), then what
-   * Volume.close does — refuse new host writes, a local FLUSH until quiescent, then the metadata
-   * with the clean-shutdown flag and the out-of-sync set. `stopped` runs once the node is down.
+   * SIGTERM, as node.ts stops a node: the link goes first (the caller drops it), then
+   * Volume.close. `stopped` runs once the node is down.
+   *
+   * A close fails when a store write fails while it hardens. The CLI then exits ("stop failed",
+   * exit 1), and that loses acknowledged writes (`--stop-failure-exits`, seeds 551, 782, 875,
+   * 1286, 1702 of the default corpus): a primary stopping has closed its link first, so it
+   * hardens as a primary alone, in a new epoch on disk; dying, it keeps that newer history, and
+   * restarted it resyncs over the peer that holds the writes its RAM lost (or, with nobody
+   * promoted, the pair waits forever with two secondaries: seeds 1202, 1320, 1966). By default
+   * the node retries the stop after the store's retry pause, as the simulator always did.
    */
   stopCleanly(stopped: () => void): void {
-    if (this.core === null || this.stopping !== null) return;
-    this.stopping = stopped;
+    const volume = this.volume;
+    if (volume === null || this.stopping) return;
+    this.stopping = true;
     this.host.trace(`${this.name}: SIGTERM`);
-    // node.ts closes the link before the volume: the core hears of it at once.
     if (this.liveConn !== null) this.linkDown(this.liveConn);
-    this.run((core) => core.beginClose());
-    this.flushUntilQuiescent();
+    this.close(volume, this.owner, stopped);
   }
 
-  private flushUntilQuiescent(): void {
-    const core = this.core;
-    if (core === null) return; // crashed meanwhile
-    if (core.quiescent && this.persistInFlight === null && this.persistQueue.length === 0) return this.finishStop(core);
-    const reqId = --this.localFlushId;
-    this.run((c, now) => c.hostFlushLocal(reqId, now));
+  private close(volume: Volume, owner: Owner, stopped: () => void): void {
+    volume.close().then(() => {
+      if (this.owner !== owner) return;
+      this.goDown('STOPPED (clean shutdown)');
+      stopped();
+    }, (err: Error) => {
+      if (this.owner !== owner) return;
+      if (this.opts.stopFailureExits) {
+        this.host.trace(`${this.name}: stop failed (${err.message}): exit 1`);
+        this.crash();
+        stopped();
+        return;
+      }
+      this.host.trace(`${this.name}: stop failed (${err.message}): stopping again`);
+      this.sched.after(this.opts.storeRetryMs, `${this.name} stops again`, () => this.close(volume, owner, stopped), owner);
+    });
   }
 
-  private finishStop(core: ReplicaCore): void {
-    const stopped = this.stopping!;
-    this.store.meta = structuredClone(core.persistedState(true));
-    this.goDown('STOPPED (clean shutdown)');
-    stopped();
-  }
-
-  /** kill -9: the core, its cache and everything in flight are gone; the store keeps what landed. */
+  /** kill -9: Volume, its cache and everything in flight are gone; the store keeps what landed. */
   crash(): void {
     if (this.opts.powerLoss && this.prng.chance(0.5)) this.store.crashPower();
     else this.store.crashProcess(this.prng);
-    // The metadata file is replaced by rename: the write in flight happened entirely or not at all.
-    if (this.persistInFlight !== null && this.prng.chance(0.5)) this.store.meta = structuredClone(this.persistInFlight.state);
+    this.metadata?.crash(this.prng);
     this.goDown('CRASH');
   }
 
   private goDown(how: string): void {
     this.owner.cancelled = true;
-    this.stopping = null;
-    this.persistInFlight = null;
-    this.persistQueue.length = 0;
-    this.core = null;
+    this.volume?.abandon();
+    this.volume = null;
+    this.metadata = null;
+    this.stopping = false;
     this.liveConn = null;
-    const promotions = [...this.promotions.values()];
-    this.promotions.clear();
-    for (const done of promotions) done('node crashed');
+    this.hostWrite = null;
+    this.queuedBefore = [];
+    const waiting = [...this.waiting];
+    this.waiting.clear();
+    this.promoting.clear();
+    this.demoting.clear();
+    for (const done of waiting) done('node crashed');
     this.prov.reset();
     this.senderOfSeq.clear();
     this.host.trace(`${this.name}: ${how}`);
   }
 
+  // ---------------------------------------------------------------- operator (admin actions)
+
   /**
-   * POST /promote: the core decides, at once or (connected) once the peer confirmed; `done` gets
-   * the verdict (null: now primary). Volume then waits for the metadata, which we model as-is.
+   * POST /promote: `done` gets the verdict (null: now primary). The operator counts the failover
+   * done, and faults may strike again, the moment the core is primary, before Volume's answer
+   * (which waits for the new epoch to be on disk): a crash right then is one more single failure
+   * the pair must survive, and the window where the peer may not know the new epoch yet (seed
+   * 1101's shape, the mutant promote-unconfirmed).
    */
   promote(force: boolean, done: (error: string | null) => void): void {
-    const requestId = this.nextPromoteId++;
-    let result: ReturnType<ReplicaCore['promote']> | null = null;
-    this.run((core, now) => { result = core.promote(force, now, requestId); });
-    const verdict = result as ReturnType<ReplicaCore['promote']> | null;
-    if (verdict === null) return done('node is down');
-    if (!verdict.ok) return done(verdict.error);
-    if (!verdict.pending) return done(null);
-    this.promotions.set(requestId, done);
-  }
-
-  /** POST /demote: new writes get EPERM; Volume then waits for writesDrained. */
-  demote(): { ok: true } | { ok: false; error: string } {
-    let result: { ok: true } | { ok: false; error: string } = { ok: false, error: 'node is down' };
-    this.run((core) => { result = core.demote(); });
-    return result;
+    this.adminAction((v) => v.promote(force), done, this.promoting);
   }
 
   /**
-   * Feeds one event to the core, then carries out every action it emitted. `hostWrite` names the
-   * span of a host write this event submits, so we can tell which of it went into the cache now.
+   * POST /demote: `done` gets the verdict once the writes in flight drained (null: ok). As with
+   * promote, the operator moves on when the core is there (secondary, drained), not when Volume's
+   * answer comes (after the role is on disk): a switchover tool that promotes the other side at
+   * once leaves the peer the least time to learn the new epoch (seed 3337's shape).
    */
-  run(event: (core: ReplicaCore, nowMs: number) => void, hostWrite?: { offsetBytes: number; lengthBytes: number }): void {
-    const core = this.core;
-    if (core === null) return;
-    const queuedBefore = core.queuedHostPieces.slice();
-    event(core, this.sched.nowMs);
-    this.localApplies = this.hostPiecesApplied(core, queuedBefore, hostWrite);
-    this.flushActions();
+  demote(done: (error: string | null) => void): void {
+    this.adminAction((v) => v.demote(), done, this.demoting);
+  }
+
+  private adminAction(action: (volume: Volume) => Promise<unknown>, done: (error: string | null) => void, also?: Set<(error: string | null) => void>): void {
+    const volume = this.volume;
+    if (volume === null) return done('node is down');
+    const answer = (error: string | null): void => {
+      also?.delete(answer);
+      if (this.waiting.delete(answer)) done(error);
+    };
+    this.waiting.add(answer);
+    also?.add(answer);
+    action(volume).then(() => answer(null), (err: Error) => answer(err.message));
+  }
+
+  // ---------------------------------------------------------------- host requests (NBD)
+
+  /** A host write, FUA, WRITE_ZEROES or TRIM through Volume; resolves to its reply. */
+  submit(op: HostOp, data: Buffer | null): Promise<ReplyErrno | null> {
+    const volume = this.volume!;
+    const { offsetBytes, lengthBytes } = op;
+    if (op.kind !== 'flush') this.hostWrite = { offsetBytes, lengthBytes };
+    let done: Promise<void>;
+    try {
+      if (op.kind === 'flush') done = volume.flush();
+      else if (op.kind === 'zero') done = volume.writeZeroes(offsetBytes, lengthBytes, false);
+      else if (op.kind === 'trim') done = volume.trim(offsetBytes, lengthBytes, false);
+      else done = volume.write(offsetBytes, data!, op.kind === 'fua');
+    } finally {
+      this.hostWrite = null;
+    }
+    return done.then(() => null, (err: unknown) => {
+      if (err instanceof NbdRequestError) return err.errno as ReplyErrno;
+      throw err;
+    });
+  }
+
+  /** A host read through Volume; resolves to null when the store failed it (EIO to the host). */
+  read(offsetBytes: number, lengthBytes: number): Promise<Buffer | null> {
+    return this.volume!.read(offsetBytes, lengthBytes).catch((err: Error) => {
+      if (err.message === INJECTED_EIO) return null;
+      throw err;
+    });
+  }
+
+  /** The node's whole view of the volume (cache over store), read synchronously: for probes. */
+  viewNow(): Buffer {
+    const core = this.core!;
+    const size = this.store.sizeBytes;
+    const plan = core.cache.beginRead(0, size);
+    return core.cache.finishRead(plan, plan.storeRuns.map((r) => this.store.peek(r.offsetBytes, r.lengthBytes)));
+  }
+
+  // ---------------------------------------------------------------- the link port
+
+  /** Volume's send: the provenance the copy on the wire carries, then the simulated network. */
+  private send(msg: LinkMessage): boolean {
+    const conn = this.liveConn ?? -1;
+    let wireRef: WriteRef | null = this.wireRefs.get(msg) ?? null;
+    if (msg.type === 'syncData') {
+      wireRef = { conn, markedBy: this.incarnation, what: `${this.name}:sync@${msg.offsetBytes}` };
+    } else if (msg.type === 'writeAck') {
+      const from = this.senderOfSeq.get(msg.seq);
+      this.senderOfSeq.delete(msg.seq);
+      if (from !== undefined) this.host.writeAcked(this, from, msg.seq);
+    }
+    return this.host.send(this, msg, wireRef);
+  }
+
+  linkUp(connId: number): void {
+    this.liveConn = connId;
+    this.volume?.linkEstablished();
+  }
+
+  linkDown(connId: number): void {
+    if (this.liveConn !== connId) return;
+    this.liveConn = null;
+    this.volume?.linkDown();
+  }
+
+  deliver(connId: number, msg: LinkMessage, ref: WriteRef | null): void {
+    if (this.liveConn !== connId || this.volume === null) return;
+    this.prov.delivered(msg, ref);
+    if ((msg.type === 'write' || msg.type === 'zero') && ref?.markedBy != null) this.senderOfSeq.set(msg.seq, ref.markedBy);
+    this.volume.linkMessage(msg);
+  }
+
+  drained(connId: number): void {
+    if (this.liveConn !== connId) return;
+    this.volume?.linkDrained();
+  }
+
+  // ---------------------------------------------------------------- observation (sim/provenance.ts)
+
+  /**
+   * Keeps the provenance in step with what the core does, by wrapping the core's own methods:
+   * after each event (Volume takes its actions once per event) the provenance catches up with what
+   * the core applied, before the actions run (a harden job among them snapshots those blocks); a
+   * harden's completion and a link loss update it as they reach the core.
+   */
+  private observe(core: ReplicaCore): void {
+    const mine = (): boolean => this.volume?.core === core;
+    const takeActions = core.takeActions.bind(core);
+    core.takeActions = () => {
+      const actions = takeActions();
+      if (mine()) this.afterEvent(core, actions);
+      return actions;
+    };
+    const linkDown = core.linkDown.bind(core);
+    core.linkDown = (nowMs: number) => {
+      // A core that forgets the messages it held back (they were never acked) leaves our account
+      // of them behind too: drop the unapplied tail.
+      const before = core.heldInbound.queued;
+      linkDown(nowMs);
+      const after = core.heldInbound.queued;
+      if (mine() && after < before) this.prov.forgetQueued(before - after);
+    };
+    const hardenDone = core.hardenDone.bind(core);
+    core.hardenDone = (jobId, ...rest) => {
+      if (mine()) {
+        this.prov.hardenDone(jobId);
+        this.host.trace(`${this.name}: hardened j${jobId}`);
+      }
+      hardenDone(jobId, ...rest);
+    };
+    const hardenFailed = core.hardenFailed.bind(core);
+    core.hardenFailed = (jobId, ...rest) => {
+      if (mine()) this.prov.hardenFailed(jobId);
+      hardenFailed(jobId, ...rest);
+    };
+  }
+
+  private afterEvent(core: ReplicaCore, actions: ReplicaAction[]): void {
+    const applied = this.hostPiecesApplied(core, this.queuedBefore, this.hostWrite);
+    this.hostWrite = null;
+    this.queuedBefore = core.queuedHostPieces.slice();
+    this.resolveApplied(core, actions, applied);
+    if (core.role === 'primary') for (const answer of [...this.promoting]) answer(null);
+    if (core.role === 'secondary' && core.writesDrained) for (const answer of [...this.demoting]) answer(null);
+    // In the order Volume carries them out: a harden job after a send snapshots the sent write.
+    for (const a of actions) {
+      if (a.kind === 'send' && (a.msg.type === 'write' || a.msg.type === 'zero')) this.writeSending(a.msg);
+      if (a.kind !== 'harden') continue;
+      this.host.trace(`${this.name}: harden j${a.job.id} ${a.reason} tracks ${a.job.tracks.join(',')}`);
+      this.prov.hardenStarted(a.job);
+    }
+  }
+
+  private writeSending(msg: Extract<LinkMessage, { type: 'write' | 'zero' }>): void {
+    const conn = this.liveConn ?? -1;
+    // Step 62: we mark the peer's copy before sending, so the receiver's copy is marked by us.
+    // Our own copy is marked by the peer only once it applies the write (step 66), i.e. acks.
+    const local: WriteRef = { conn, markedBy: null, what: `${this.name}#${msg.seq}` };
+    this.prov.setSpan(msg.offsetBytes, msg.type === 'zero' ? msg.lengthBytes : msg.data.length, local);
+    this.host.writeSent(this, msg.seq, local);
+    this.wireRefs.set(msg, { conn, markedBy: this.incarnation, what: `${this.name}#${msg.seq}` });
   }
 
   /** Host write pieces that went into the cache during the event (queued ones wait for room). */
-  private hostPiecesApplied(core: ReplicaCore, before: Span[], hostWrite?: { offsetBytes: number; lengthBytes: number }): Span[] {
+  private hostPiecesApplied(core: ReplicaCore, before: Span[], hostWrite: Span | null): Span[] {
     const queue = core.queuedHostPieces;
     const still = new Set(queue);
     const applied: Span[] = before.filter((p) => !still.has(p)).map((p) => ({ offsetBytes: p.offsetBytes, lengthBytes: p.lengthBytes }));
-    if (hostWrite !== undefined && core.role === 'primary') {
+    if (hostWrite !== null && core.role === 'primary') {
       // Its pieces are contiguous and only a suffix of them can still be queued.
       const mine = queue.filter((p) => !before.includes(p));
       const end = mine.length > 0 ? mine[0]!.offsetBytes : hostWrite.offsetBytes + hostWrite.lengthBytes;
@@ -240,205 +401,17 @@ export class SimNode {
     return applied;
   }
 
-  /** Like Volume.run's loop; a synchronous sync-read feeds the core again, so drain until empty. */
-  private flushActions(): void {
-    for (;;) {
-      const core = this.core;
-      if (core === null) return;
-      const actions = core.takeActions();
-      this.resolveApplied(actions);
-      if (actions.length === 0) return;
-      for (const a of actions) this.perform(a);
-    }
-  }
-
   /**
-   * Brings the provenance up to what the core applied in this event, before the actions (a harden
-   * job among them snapshots those blocks): peer data taken off the inbound queue, and host writes
-   * that went into the cache without being mirrored (their `send` would set them otherwise).
+   * Brings the provenance up to what the core applied in this event: peer data taken off the
+   * inbound queue, and host writes that went into the cache without being mirrored (their `send`
+   * would set them otherwise).
    */
-  private resolveApplied(actions: ReplicaAction[]): void {
-    const { queued, headAppliedBytes } = this.core!.heldInbound;
-    this.prov.resolveApplied(queued, headAppliedBytes, this.core!.role === 'secondary');
-    if (this.localApplies.length === 0) return;
+  private resolveApplied(core: ReplicaCore, actions: ReplicaAction[], localApplies: Span[]): void {
+    const { queued, headAppliedBytes } = core.heldInbound;
+    this.prov.resolveApplied(queued, headAppliedBytes, core.role === 'secondary');
+    if (localApplies.length === 0) return;
     const sent = new Set<number>();
     for (const a of actions) if (a.kind === 'send' && (a.msg.type === 'write' || a.msg.type === 'zero')) sent.add(a.msg.offsetBytes);
-    for (const span of this.localApplies) if (!sent.has(span.offsetBytes)) this.prov.setSpan(span.offsetBytes, span.lengthBytes, null);
-    this.localApplies = [];
-  }
-
-  private perform(action: ReplicaAction): void {
-    switch (action.kind) {
-      case 'reply':
-        // The shutdown's own FLUSH: again until nothing is left (after a pause if the store failed).
-        if (action.reqId < 0) return this.sched.after(action.errno === null ? 1 : this.opts.storeRetryMs, `${this.name} shutdown flush`, () => this.flushUntilQuiescent(), this.owner);
-        return this.host.reply(this, action.reqId, action.errno);
-      case 'send': return this.performSend(action.msg);
-      case 'harden': return this.runHardenJob(action.job, action.reason);
-      case 'sync-store': return this.runStoreSync(action.syncId);
-      case 'sync-read': return this.runSyncRead(action.offsetBytes, action.lengthBytes, action.resyncId);
-      case 'persist': return this.queuePersist(action.token, action.state);
-      case 'promote-done': {
-        const done = this.promotions.get(action.requestId);
-        this.promotions.delete(action.requestId);
-        return done?.(action.error);
-      }
-      case 'log':
-        this.host.trace(`${this.name}: ${action.level} ${action.msg}${action.fields ? ' ' + JSON.stringify(action.fields) : ''}`);
-        return;
-    }
-  }
-
-  private performSend(msg: LinkMessage): void {
-    const conn = this.liveConn ?? -1;
-    let wireRef: WriteRef | null = null;
-    if (msg.type === 'write' || msg.type === 'zero') {
-      // Step 62: we mark the peer's copy before sending, so the receiver's copy is marked by us.
-      // Our own copy is marked by the peer only once it applies the write (step 66), i.e. acks.
-      const local: WriteRef = { conn, markedBy: null, what: `${this.name}#${msg.seq}` };
-      this.prov.setSpan(msg.offsetBytes, msg.type === 'zero' ? msg.lengthBytes : msg.data.length, local);
-      this.host.writeSent(this, msg.seq, local);
-      wireRef = { conn, markedBy: this.incarnation, what: `${this.name}#${msg.seq}` };
-    } else if (msg.type === 'syncData') {
-      wireRef = { conn, markedBy: this.incarnation, what: `${this.name}:sync@${msg.offsetBytes}` };
-    } else if (msg.type === 'writeAck') {
-      const from = this.senderOfSeq.get(msg.seq);
-      this.senderOfSeq.delete(msg.seq);
-      if (from !== undefined) this.host.writeAcked(this, from, msg.seq);
-    }
-    if (!this.host.send(this, msg, wireRef)) this.core?.setLinkWritable(false, this.sched.nowMs);
-  }
-
-  private runHardenJob(job: HardenJob, reason: HardenReason): void {
-    this.host.trace(`${this.name}: harden j${job.id} ${reason} tracks ${job.tracks.join(',')}`);
-    this.prov.hardenStarted(job);
-    let left = job.runs.length;
-    let failed = false;
-    let reported = false;
-    for (const run of job.runs) {
-      const { id, fails } = this.store.begin(run.offsetBytes, run.data, run.lengthBytes);
-      this.sched.after(this.prng.delay(this.nodeOpts.storeWriteMeanMs), `${this.name} store-write j${job.id}`, () => {
-        this.store.complete(id, !fails);
-        left--;
-        if (fails) failed = true;
-        // Volume waits for every run to settle (Promise.allSettled) before it reports a failure.
-        if (failed && !reported && left === 0) {
-          reported = true;
-          this.prov.hardenFailed(job.id);
-          this.run((core, now) => core.hardenFailed(job.id, 'injected EIO', now));
-          return;
-        }
-        if (failed || left > 0) return;
-        this.prov.hardenDone(job.id);
-        this.host.trace(`${this.name}: hardened j${job.id}`);
-        this.run((core, now) => core.hardenDone(job.id, job.bytes, job.runs.length, reason, now));
-      }, this.owner);
-    }
-  }
-
-  private runStoreSync(syncId: number): void {
-    const token = this.store.beginSync();
-    this.sched.after(this.prng.delay(this.nodeOpts.storeSyncMeanMs), `${this.name} fsync`, () => {
-      this.store.completeSync(token);
-      this.run((core) => core.storeSynced(syncId, true));
-    }, this.owner);
-  }
-
-  private runSyncRead(offsetBytes: number, lengthBytes: number, resyncId: number): void {
-    const core = this.core;
-    if (core !== null && this.store.failNextSyncReads > 0) {
-      const plan = core.cache.beginRead(offsetBytes, lengthBytes);
-      if (plan.storeRuns.length > 0) {
-        // The store says EIO, as Volume.readAligned reports it: the plan is cancelled, the core told.
-        this.store.failNextSyncReads--;
-        this.sched.after(this.prng.delay(this.nodeOpts.storeReadMeanMs), `${this.name} store-read @${offsetBytes}+${lengthBytes} fails`, () => {
-          core.cache.cancelRead(plan);
-          this.run((c, now) => c.syncChunkFailed(offsetBytes, lengthBytes, 'injected EIO', now, resyncId));
-        }, this.owner);
-        return;
-      }
-      core.cache.cancelRead(plan);
-    }
-    this.read(offsetBytes, lengthBytes, (bytes, c, now) => c.syncChunkRead(offsetBytes, bytes, now, resyncId));
-  }
-
-  /** Volume chains metadata writes: each starts when the previous one is durable. */
-  private queuePersist(token: number, state: PersistedState): void {
-    this.persistQueue.push({ token, state: structuredClone(state) });
-    this.startPersist();
-  }
-
-  private startPersist(): void {
-    if (this.persistInFlight !== null) return;
-    const next = this.persistQueue.shift();
-    if (next === undefined) return;
-    this.persistInFlight = next;
-    this.sched.after(1 + this.prng.delay(this.nodeOpts.storeSyncMeanMs), `${this.name} persist t${next.token}`, () => {
-      this.store.meta = next.state;
-      this.persistInFlight = null;
-      this.run((core, now) => core.persistDone(next.token, now));
-      this.startPersist();
-    }, this.owner);
-  }
-
-  /**
-   * Reads through the cache, as Volume.readAligned: `done` runs in the same step as finishRead.
-   * With nothing to fetch from the store it all happens now, synchronously.
-   */
-  read(offsetBytes: number, lengthBytes: number, done: (bytes: Buffer, core: ReplicaCore, nowMs: number) => void): void {
-    const core = this.core;
-    if (core === null) return;
-    const plan = core.cache.beginRead(offsetBytes, lengthBytes);
-    const finish = (): void => {
-      const parts = plan.storeRuns.map((r) => this.store.read(r.offsetBytes, r.lengthBytes));
-      const bytes = core.cache.finishRead(plan, parts);
-      done(bytes, core, this.sched.nowMs);
-    };
-    if (plan.storeRuns.length === 0) return finish();
-    this.sched.after(this.prng.delay(this.nodeOpts.storeReadMeanMs), `${this.name} store-read @${offsetBytes}+${lengthBytes}`, () => {
-      finish();
-      this.flushActions();
-    }, this.owner);
-  }
-
-  /** The node's whole view of the volume (cache over store), read synchronously: for probes. */
-  viewNow(): Buffer {
-    const core = this.core!;
-    const size = this.store.sizeBytes;
-    const plan = core.cache.beginRead(0, size);
-    return core.cache.finishRead(plan, plan.storeRuns.map((r) => this.store.read(r.offsetBytes, r.lengthBytes)));
-  }
-
-  // ---------------------------------------------------------------- link events
-
-  linkUp(connId: number): void {
-    this.liveConn = connId;
-    this.run((core, now) => core.linkEstablished(now));
-  }
-
-  linkDown(connId: number): void {
-    if (this.liveConn !== connId) return;
-    this.liveConn = null;
-    this.run((core, now) => {
-      // A core that forgets the messages it held back (they were never acked) leaves our account
-      // of them behind too: drop the unapplied tail.
-      const before = core.heldInbound.queued;
-      core.linkDown(now);
-      const after = core.heldInbound.queued;
-      if (after < before) this.prov.forgetQueued(before - after);
-    });
-  }
-
-  deliver(connId: number, msg: LinkMessage, ref: WriteRef | null): void {
-    if (this.liveConn !== connId || this.core === null) return;
-    this.prov.delivered(msg, ref);
-    if ((msg.type === 'write' || msg.type === 'zero') && ref?.markedBy != null) this.senderOfSeq.set(msg.seq, ref.markedBy);
-    this.run((core, now) => core.linkMessage(msg, now));
-  }
-
-  drained(connId: number): void {
-    if (this.liveConn !== connId) return;
-    this.run((core, now) => core.setLinkWritable(true, now));
+    for (const span of localApplies) if (!sent.has(span.offsetBytes)) this.prov.setSpan(span.offsetBytes, span.lengthBytes, null);
   }
 }
-

@@ -2,4 +2,4 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { runBatch, type BatchSpec } from './batch.js';
 
-parentPort?.postMessage(runBatch(workerData as BatchSpec));
+void runBatch(workerData as BatchSpec).then((result) => parentPort?.postMessage(result));
