@@ -42,18 +42,22 @@ export class DurableNotices {
   }
 
   /**
-   * The sync finished. Ok: the events it covered are now true on disk (ranges of an older
-   * generation dropped). Failed: they wait for the next sync, and null is returned.
+   * The sync finished. Ok: the events it covered are now true on disk. Failed: they wait for the
+   * next sync, and null is returned. Either way a range event of an older generation is dropped:
+   * requeued after a failure, it would join the next sync under the new generation and end the new
+   * link's cycle of that range before its tracks are hardened (a COMPLETE too early, so the peer
+   * would clear marks of tracks still only in this node's RAM).
    */
   synced(ok: boolean): DurableBatch | null {
     const batch = this.inFlight;
     assert(batch !== null, 'a durable sync finished that was never started');
     this.inFlight = null;
+    const ranges = batch.generation === this.generation ? batch.ranges : [];
     if (!ok) {
-      this.add(batch.tracks, batch.ranges);
+      this.add(batch.tracks, ranges);
       return null;
     }
-    return { tracks: batch.tracks, ranges: batch.generation === this.generation ? batch.ranges : [] };
+    return { tracks: batch.tracks, ranges };
   }
 
   /** The link's cycles were reset: waiting range events are moot, and so is any in flight. */

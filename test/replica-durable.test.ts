@@ -1,0 +1,43 @@
+// The hardening events that wait for an fdatasync (src/core/replica-durable.ts): a range's
+// "destaged" event belongs to the link's cycle it was hardened for, and must never end a cycle of a
+// later link — not even when the fdatasync covering it failed and is retried after the reset (a
+// COMPLETE for the new cycle would let the peer clear an old bitmap whose tracks are still only in
+// this node's RAM; seed 570 was the same hole through the destage waits).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { DurableNotices } from '../src/core/replica-durable.js';
+
+test('durable notices: one sync at a time covers everything queued before it', () => {
+  const durable = new DurableNotices();
+  assert.equal(durable.canStart, false);
+  durable.add([1, 2], [0]);
+  durable.start(10);
+  durable.add([3], []);
+  assert.equal(durable.canStart, false, 'a second sync waits for the first');
+  assert.equal(durable.owns(10), true);
+  assert.deepEqual(durable.synced(true), { tracks: [1, 2], ranges: [0] });
+  assert.equal(durable.canStart, true);
+  durable.start(11);
+  assert.deepEqual(durable.synced(true), { tracks: [3], ranges: [] });
+  assert.throws(() => durable.synced(true), /never started/);
+});
+
+test('durable notices: a failed sync leaves its events for the next one', () => {
+  const durable = new DurableNotices();
+  durable.add([1], [2]);
+  durable.start(1);
+  assert.equal(durable.synced(false), null);
+  durable.start(2);
+  assert.deepEqual(durable.synced(true), { tracks: [1], ranges: [2] });
+});
+
+test('durable notices: range events of a dead link\'s cycles never reach a later link\'s, even after a failed sync', () => {
+  const durable = new DurableNotices();
+  durable.add([], [5]); // range 5 destaged for link 1's cycle
+  durable.start(1);
+  durable.resetCycles(); // link 1 dropped, link 2 up: range 5 may be in a new cycle of link 2
+  durable.add([7], []);
+  assert.equal(durable.synced(false), null); // the fdatasync covering range 5 failed
+  durable.start(2);
+  assert.deepEqual(durable.synced(true), { tracks: [7], ranges: [] }, 'range 5 must not end link 2\'s cycle');
+});
