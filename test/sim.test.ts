@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { hooksFor, runBatch, runParallel } from '../sim/batch.js';
+import { hooksFor, runBatchInWorker, runParallel } from '../sim/batch.js';
 import { runSeed } from '../sim/cluster.js';
 import { KNOWN_BUGS, KNOWN_FIXES, type AssumedFix } from '../sim/fixes.js';
 import { Model } from '../sim/model.js';
@@ -23,8 +23,9 @@ const MUTANT_BUDGET = 300;
 /**
  * Some mutants need a crash or a switchover at just the wrong moment: rarer, so more seeds.
  * When these budgets were set, harden-unacked was first caught at seed 275 and
- * promote-unconfirmed at seed 965 (about 40 s); since the simulator runs the production shell
- * (issue 10), at seeds 319 and 290.
+ * promote-unconfirmed at seed 965 (about 40 s); when the simulator moved onto the production shell
+ * (issue 10), at seeds 319 and 290; since the core asserts its own transitions (23510d5 and the
+ * peer-state table), at seeds 0 and 1.
  */
 const MUTANT_BUDGETS: Partial<Record<MutantName, number>> = { 'harden-unacked': 800, 'promote-unconfirmed': 1500 };
 
@@ -113,7 +114,10 @@ for (const bug of KNOWN_BUGS) {
 for (const name of Object.keys(mutants) as MutantName[]) {
   const budget = MUTANT_BUDGETS[name] ?? MUTANT_BUDGET;
   test(`mutant ${name} is caught within ${budget} seeds`, { timeout: 170_000 }, async () => {
-    const r = await runBatch({ from: 0, count: budget, fixes: KNOWN_FIXES, mutant: name, stopAtFailure: true });
+    // In a worker thread: a mutant may break the core inside one of the shell's promise
+    // continuations, which the run reports as its failure; node:test would also count that
+    // rejection against this test if it happened in this thread.
+    const r = await runBatchInWorker({ from: 0, count: budget, fixes: KNOWN_FIXES, mutant: name, stopAtFailure: true });
     assert.ok(r.failures.length > 0, `mutant ${name} survived ${budget} seeds`);
     const first = r.failures[0]!;
     process.stdout.write(`# mutant ${name}: caught at seed ${first.seed} (${r.seeds} seeds run): ${first.failure.slice(0, 160)}\n`);
