@@ -27,7 +27,12 @@ class Trickler {
     this.socket = net.connect({ host: '127.0.0.1', port });
     this.socket.on('error', () => {});
     this.socket.resume();
-    this.closed = new Promise((resolve) => this.socket.on('close', () => resolve(performance.now() - this.openedAtMs)));
+    this.closed = new Promise((resolve) => this.socket.on('close', () => {
+      // A trickler the node dropped must not leave its interval behind: it would keep the test
+      // process alive after every test has passed.
+      if (this.timer !== null) clearInterval(this.timer);
+      resolve(performance.now() - this.openedAtMs);
+    }));
     this.socket.once('connect', () => {
       this.socket.write(helloHeader);
       this.timer = setInterval(() => { if (!this.socket.destroyed) this.socket.write(Buffer.of(0)); }, intervalMs);
