@@ -1,0 +1,76 @@
+// Parts the replica core owns (issue 10 item 4), each with its own state and no calls back into
+// the core: the two-phase promotion's bookkeeping (src/core/replica-promotion.ts) and a resync
+// source's plan (src/core/resync.ts ResyncPlan).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { TrackBitmap } from '../src/core/bitmap.js';
+import { PromotionHandshake } from '../src/core/replica-promotion.js';
+import { ResyncPlan } from '../src/core/resync.js';
+
+const history = [{ epoch: 1, node: 'a' }, { epoch: 2, node: 'b' }];
+
+test('promotion: the promoteReq goes out only once the proposal is durable, and the ack ends it', () => {
+  const promotion = new PromotionHandshake();
+  promotion.propose({ id: 7, requestId: 3, history }, 40);
+  assert.equal(promotion.pending, true);
+  assert.throws(() => promotion.propose({ id: 8, requestId: 4, history }, 41), /one promotion at a time/);
+  assert.deepEqual(promotion.persisted(39), { promoteReq: null, promoteAckId: null });
+  assert.deepEqual(promotion.persisted(40), { promoteReq: { id: 7, history }, promoteAckId: null });
+  assert.deepEqual(promotion.persisted(40), { promoteReq: null, promoteAckId: null }, 'sent once');
+  assert.equal(promotion.answer(6), null, 'an ack for another proposal is ignored');
+  assert.equal(promotion.answer(7)?.requestId, 3);
+  assert.equal(promotion.pending, false);
+  assert.equal(promotion.end(), null);
+});
+
+test('promotion: a confirmation goes out once the adopted history is durable, unless the link dropped', () => {
+  const promotion = new PromotionHandshake();
+  promotion.confirmWhenDurable(5, 99);
+  assert.deepEqual(promotion.persisted(5), { promoteReq: null, promoteAckId: 99 });
+  promotion.confirmWhenDurable(6, 100);
+  promotion.dropConfirmations();
+  assert.deepEqual(promotion.persisted(6), { promoteReq: null, promoteAckId: null });
+  promotion.propose({ id: 1, requestId: 2, history }, 7);
+  assert.equal(promotion.end(), 2, 'a cancelled proposal names its request');
+  assert.deepEqual(promotion.persisted(7), { promoteReq: null, promoteAckId: null }, 'nothing sent for a cancelled proposal');
+});
+
+function plan(tracks: number[], pace = { chunkBytes: 128, windowChunks: 2, rateBytesPerSec: 1e9 }): ResyncPlan {
+  const set = new TrackBitmap(8);
+  for (const t of tracks) set.set(t);
+  return new ResyncPlan(set, 64, 8 * 64, pace, 0, 1, false);
+}
+
+test('resync plan: coalesced chunks within the window of reads in flight', () => {
+  const p = plan([0, 1, 2, 5]);
+  assert.equal(p.totalBytes, 4 * 64);
+  assert.deepEqual(p.readsDue(0), [{ offsetBytes: 0, lengthBytes: 128 }, { offsetBytes: 128, lengthBytes: 64 }]);
+  assert.deepEqual(p.readsDue(0), [], 'the window is full');
+  p.chunkSent(128);
+  assert.deepEqual(p.readsDue(0), [{ offsetBytes: 320, lengthBytes: 64 }]);
+  p.chunkSent(64);
+  p.chunkSent(64);
+  assert.equal(p.complete, true);
+  assert.throws(() => p.chunkSent(64), /never read/);
+});
+
+test('resync plan: a failed read is issued again after the pause, counted once', () => {
+  const p = plan([0, 1]);
+  const [chunk] = p.readsDue(0);
+  p.chunkFailed(chunk!, 50);
+  assert.deepEqual(p.readsDue(49), [], 'paused');
+  assert.deepEqual(p.readsDue(50), [chunk]);
+  p.chunkSent(chunk!.lengthBytes);
+  assert.equal(p.complete, true);
+  assert.equal(p.progress(1000).doneBytes, 128);
+});
+
+test('resync plan: the rate caps what is issued beyond the first window', () => {
+  const p = plan([0, 1, 2, 3, 4, 5, 6, 7], { chunkBytes: 64, windowChunks: 1, rateBytesPerSec: 64 });
+  assert.equal(p.readsDue(0).length, 1);
+  p.chunkSent(64);
+  assert.deepEqual(p.readsDue(0), [], 'the first window is spent and no time has passed');
+  assert.equal(p.readsDue(1000).length, 1, 'a second at 64 B/s allows one more chunk');
+  p.chunkSent(64);
+  assert.deepEqual(p.readsDue(1000), []);
+});
