@@ -1,18 +1,59 @@
 // The volume shell over an in-memory store with a write latency we control: back-pressure, FLUSH
 // and FUA durability, the maxDirtyAgeMs bound and shutdown hardening, observed on the store bytes.
+// Also: the shell's time comes only from the clock port it is given (what lets the simulator run it).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { Clock, TimerHandle } from '../src/node/ports.js';
 import { Volume } from '../src/node/volume.js';
 import { KiB, MemoryStore } from './helpers/memory-pair.js';
 
-function makeVolume(store: MemoryStore, overrides: { cacheBytes?: number; maxDirtyAgeMs?: number } = {}): Volume {
+function makeVolume(store: MemoryStore, overrides: { cacheBytes?: number; maxDirtyAgeMs?: number; clock?: Clock } = {}): Volume {
   return new Volume({
     name: 'v', description: 'test', sizeBytes: store.sizeBytes, trackSizeBytes: 64 * KiB,
     cacheBytes: overrides.cacheBytes ?? 1024 * KiB, rangeTracks: 4,
     hardening: { maxDirtyAgeMs: overrides.maxDirtyAgeMs ?? 60_000, destageIntervalMs: 60_000, rangeDirtyThresholdTracks: 1000 },
     store,
+    ...(overrides.clock === undefined ? {} : { clock: overrides.clock }),
   });
+}
+
+/** A clock the test moves by hand: the shell's timers fire only when it advances. */
+class ManualClock implements Clock {
+  private now = 0;
+  private timers: { atMs: number; fn: () => void; live: boolean }[] = [];
+
+  nowMs(): number {
+    return this.now;
+  }
+
+  setTimer(delayMs: number, fn: () => void): TimerHandle {
+    const timer = { atMs: this.now + delayMs, fn, live: true };
+    this.timers.push(timer);
+    return { cancel: () => { timer.live = false; } };
+  }
+
+  /** Moves time forward by `ms`, firing every timer that falls due, in time order. */
+  advance(ms: number): void {
+    const end = this.now + ms;
+    for (;;) {
+      const due = this.timers.filter((t) => t.live && t.atMs <= end).sort((x, y) => x.atMs - y.atMs)[0];
+      if (due === undefined) break;
+      due.live = false;
+      this.now = due.atMs;
+      due.fn();
+    }
+    this.now = end;
+    this.timers = this.timers.filter((t) => t.live);
+  }
+}
+
+/** Lets the store's real I/O finish, firing the shell's zero-delay timers meanwhile, until `done`. */
+async function settle(clock: ManualClock, done: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000 && !done(); i++) {
+    clock.advance(0);
+    await sleep(1);
+  }
 }
 
 function fill(lengthBytes: number, byte: number): Buffer {
@@ -60,6 +101,25 @@ test('no track stays dirty longer than maxDirtyAgeMs', async () => {
   assert.equal(volume.stats().dirtyTracks, 0);
   assert.deepEqual(store.bytes.subarray(0, 4 * KiB), fill(4 * KiB, 7));
   await volume.close();
+});
+
+test('the age bound runs on the clock the shell is given, not on wall time', async () => {
+  const store = new MemoryStore(1024 * KiB, 1);
+  const clock = new ManualClock();
+  const volume = makeVolume(store, { maxDirtyAgeMs: 60_000, clock });
+  await volume.write(0, fill(4 * KiB, 7), false);
+  clock.advance(25_000);
+  await settle(clock, () => store.writes > 0);
+  assert.equal(store.writes, 0, 'dirty for less than half the age bound (clock time): not hardened yet');
+  assert.equal(volume.stats().oldestDirtyAgeMs, 25_000, 'the age is measured on the given clock');
+  clock.advance(10_000); // 35 s of clock time, past half the bound: the age sweep hardens it
+  await settle(clock, () => volume.stats().dirtyTracks === 0);
+  assert.equal(volume.stats().dirtyTracks, 0);
+  assert.deepEqual(store.bytes.subarray(0, 4 * KiB), fill(4 * KiB, 7));
+  let closed = false;
+  void volume.close().then(() => { closed = true; });
+  await settle(clock, () => closed);
+  assert.ok(closed, 'close finishes on the given clock too');
 });
 
 test('unaligned writes and zeroes go through read-modify-write and read back exactly', async () => {
