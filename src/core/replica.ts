@@ -319,9 +319,17 @@ export class ReplicaCore extends ReplicaLink {
     assert(this.settings.mirrored || this.role === 'primary', 'a standalone node is secondary');
   }
 
-  /** The full self-check (walks the cache): the simulator samples it. */
+  /** The full self-check (walks the cache and the writes in flight): the simulator samples it. */
   checkInvariants(): void {
     this.cache.checkInvariants();
     this.checkBoundary();
+    // Step 62 before step 64's ack: a write the peer has not acknowledged is marked as maybe only
+    // in the peer's RAM. A cycle cannot clear it first: the peer's COMPLETE follows its SAVE-ACK,
+    // and a write sent before that SAVE-ACK reaches the peer before it, so is acked before COMPLETE.
+    for (const piece of this.pendingAcks.values()) {
+      for (const t of this.cache.tracksOf(piece.offsetBytes, piece.lengthBytes)) assert(this.record.isUnited(t), `track ${t} awaits the peer's ack but is not in the united bitmap`);
+    }
+    // No peer, no record of it and nothing out of sync.
+    assert(this.settings.mirrored || (this.record.unitedCount() === 0 && this.outOfSync.count() === 0), 'a standalone node keeps a record of a peer');
   }
 }
