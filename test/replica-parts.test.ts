@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { TrackBitmap } from '../src/core/bitmap.js';
 import { PromotionHandshake } from '../src/core/replica-promotion.js';
 import { ResyncPlan } from '../src/core/resync.js';
+import { ReplicaCore } from '../src/core/replica.js';
 
 const history = [{ epoch: 1, node: 'a' }, { epoch: 2, node: 'b' }];
 
@@ -73,4 +74,34 @@ test('resync plan: the rate caps what is issued beyond the first window', () => 
   assert.equal(p.readsDue(1000).length, 1, 'a second at 64 B/s allows one more chunk');
   p.chunkSent(64);
   assert.deepEqual(p.readsDue(1000), []);
+});
+
+test('inbound stream: a held-back peer write dropped whole (this node was promoted) leaves no applied bytes behind for the next one', () => {
+  // A secondary with a 4-track cache gets a 2-track write, then a 4-track write that goes in half
+  // (the rest waits for room). A forced promotion makes it ignore the rest of that write; demoted
+  // again, the next peer write must land from its first byte, not from where the dropped one
+  // stopped (its bytes were acked: skipping them would lose an acknowledged write).
+  const KiB = 1024;
+  const core = new ReplicaCore({
+    node: 'b', peer: 'a', role: 'secondary', mirrored: true, tracker: 'destage-scan', flush: 'memory', degraded: 'write-back',
+    geometry: { volumeSizeBytes: 1024 * KiB, trackSizeBytes: 64 * KiB, rangeTracks: 4, capacityBytes: 256 * KiB },
+    hardening: { maxDirtyAgeMs: 1e9, destageIntervalMs: 1e9, rangeDirtyThresholdTracks: 100, maxJobBytes: 1024 * KiB, pressureFraction: 1 },
+    maxHardensInFlight: 0, syncChunkBytes: 64 * KiB, syncWindowChunks: 1, syncRateBytesPerSec: 1e9, storeRetryMs: 100,
+  }, 0, null);
+  core.linkEstablished(0);
+  core.linkMessage({ type: 'write', seq: 1, offsetBytes: 0, data: new Uint8Array(128 * KiB).fill(1) }, 0);
+  core.linkMessage({ type: 'write', seq: 2, offsetBytes: 256 * KiB, data: new Uint8Array(256 * KiB).fill(2) }, 0);
+  assert.deepEqual(core.heldInbound, { queued: 1, headAppliedBytes: 128 * KiB });
+  assert.deepEqual(core.promote(true, 0), { ok: true, pending: false });
+  core.tick(1);
+  assert.equal(core.heldInbound.queued, 0, 'a primary ignores the rest of the peer\'s write');
+  assert.equal(core.demote().ok, true);
+  core.linkMessage({ type: 'write', seq: 3, offsetBytes: 0, data: new Uint8Array(64 * KiB).fill(3) }, 2);
+  const acks = core.takeActions().filter((a) => a.kind === 'send' && a.msg.type === 'writeAck');
+  assert.equal(acks.length, 2, 'writes 1 and 3 acked');
+  const plan = core.cache.beginRead(0, 64 * KiB);
+  assert.equal(plan.storeRuns.length, 0);
+  const bytes = core.cache.finishRead(plan, []);
+  assert.equal(bytes[0], 3, 'the acknowledged write 3 is in the cache from its first byte');
+  assert.equal(bytes[64 * KiB - 1], 3);
 });

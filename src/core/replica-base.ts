@@ -12,6 +12,7 @@ import { Hardener, type HardenReason, type HardeningSettings } from './hardening
 import { applyNotice, HardeningNotifier, type NoticeOp, type NotifierAction, type TrackerKind } from './notifier.js';
 import { PeerUnhardenedRecord } from './peer-record.js';
 import { DurableNotices } from './replica-durable.js';
+import { InboundStream } from './replica-inbound.js';
 import { initialPeerState, PeerStateMachine, type PeerEvent } from './peer-state.js';
 import type { DegradedPolicy, FlushPolicy, LinkMessage, PeerState, ReplicaAction, ReplyErrno, Role } from './replica-types.js';
 
@@ -75,9 +76,8 @@ export abstract class ReplicaBase {
   protected readonly actions: ReplicaAction[] = [];
   protected readonly hostQueue: Piece[] = [];
   protected readonly pendingAcks = new Map<number, Piece>();
-  protected readonly inbound: LinkMessage[] = [];
-  /** Bytes of the head inbound write already applied (a big write goes in as room allows). */
-  protected inboundAppliedBytes = 0;
+  /** The peer's messages held back for cache room, in link order (a part). */
+  protected readonly inbound = new InboundStream();
   protected readonly ops = new Map<number, Op>();
   protected readonly waiterPurposes = new Map<number, WaiterPurpose>();
   protected readonly storeSyncs = new Map<number, number>();

@@ -182,8 +182,7 @@ export abstract class ReplicaLink extends ReplicaBase {
     // Messages of the dead link still held back by a full cache must not be applied once a new
     // link has reset both sides' records (found by the simulator, seed 7). Dropping them is safe:
     // none was acknowledged, so the peer counts their tracks as out-of-sync and resends them.
-    this.inbound.length = 0;
-    this.inboundAppliedBytes = 0;
+    this.inbound.clear();
     this.updateBlockedWriters();
     this.outNotices = null;
     this.resetNotifier();
@@ -238,7 +237,7 @@ export abstract class ReplicaLink extends ReplicaBase {
    * simulator's account of which write each cached block holds needs exactly this).
    */
   get heldInbound(): { queued: number; headAppliedBytes: number } {
-    return { queued: this.inbound.length, headAppliedBytes: this.inboundAppliedBytes };
+    return { queued: this.inbound.length, headAppliedBytes: this.inbound.headAppliedBytes };
   }
 
   /**
@@ -304,15 +303,15 @@ export abstract class ReplicaLink extends ReplicaBase {
     const data = msg.type === 'zero' || msg.type === 'syncZero' ? null : msg.data;
     // A write larger than half our cache goes in as pieces while room allows (our cache may be
     // smaller than the primary's); the message keeps its place until all of it is in.
-    for (const [off, len] of this.splitPieces(msg.offsetBytes + this.inboundAppliedBytes, lengthBytes - this.inboundAppliedBytes)) {
+    const appliedBytes = this.inbound.headAppliedBytes;
+    for (const [off, len] of this.splitPieces(msg.offsetBytes + appliedBytes, lengthBytes - appliedBytes)) {
       const rel = off - msg.offsetBytes;
       if (!this.applyLocal(off, len, data === null ? null : data.subarray(rel, rel + len), nowMs)) return false;
-      this.inboundAppliedBytes += len;
+      this.inbound.noteApplied(len);
       // Step 66 per piece: if the link drops before the last piece, the applied ones are marked
       // (simulator, seed 3330).
       for (const t of this.cache.tracksOf(off, len)) this.record.mark(t);
     }
-    this.inboundAppliedBytes = 0;
     if (msg.type === 'syncData' || msg.type === 'syncZero') {
       this.syncReceivedBytes += lengthBytes;
       this.counters.syncBytesReceived += lengthBytes;

@@ -52,7 +52,7 @@ export class ReplicaCore extends ReplicaLink {
 
   /** A message from the authenticated peer, in link order. */
   linkMessage(msg: LinkMessage, nowMs: number): void {
-    if (this.inbound.length > 0 || !this.applyInbound(msg, nowMs)) this.inbound.push(msg);
+    this.inbound.offer(msg, (m) => this.applyInbound(m, nowMs));
     this.updateBlockedWriters();
     this.pump(nowMs);
   }
@@ -67,7 +67,7 @@ export class ReplicaCore extends ReplicaLink {
 
   /** The peer's held-back stream, resumed as cache room frees up. */
   private drainInbound(nowMs: number): void {
-    while (this.inbound.length > 0 && this.applyInbound(this.inbound[0]!, nowMs)) this.inbound.shift();
+    this.inbound.drain((m) => this.applyInbound(m, nowMs));
     this.updateBlockedWriters();
   }
 
