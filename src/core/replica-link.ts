@@ -12,13 +12,13 @@ import { compareHistories, currentEpoch, nextEpoch, type EpochEntry } from './ep
 import { ReplicaBase, type ReplicaSettings } from './replica-base.js';
 import type { LinkMessage, PersistedState, Role } from './replica-types.js';
 import { PeerStateMachine } from './peer-state.js';
-import { decideSync, ResyncPlan, resyncTracks, type SideState, type SyncProgress } from './resync.js';
+import { decideSync, ResyncIntake, ResyncPlan, resyncTracks, type SideState, type SyncProgress } from './resync.js';
 
 export abstract class ReplicaLink extends ReplicaBase {
   /** The resync this node is sending (as source), or null. */
   protected resync: ResyncPlan | null = null;
   /** This node is the target of a resync (decided, or syncStart received) not yet done. */
-  protected receivingResync = false;
+  protected readonly intake = new ResyncIntake();
   /**
    * A resync into this node started and has not finished, across link drops and restarts
    * (persisted): its store is a mix of old and new tracks, so promote refuses without --force.
@@ -35,10 +35,8 @@ export abstract class ReplicaLink extends ReplicaBase {
   private outOfSyncValid: boolean;
   protected discardLocal: boolean;
   private divergingToken = -1;
-  private syncReceivedBytes = 0;
   /** Persisted: the highest epoch ever proposed to (or adopted from) the peer; never taken again. */
   protected proposedEpoch: number;
-  private syncTotalBytes = 0;
   private linkWritable = true;
 
   /**
@@ -127,7 +125,7 @@ export abstract class ReplicaLink extends ReplicaBase {
   /** Picks source, target or split brain from both sides' states (src/core/resync.ts). */
   protected decide(nowMs: number): void {
     const peer = this.peerView;
-    if (peer === null || !this.linkIsUp || this.resync !== null || this.receivingResync) return;
+    if (peer === null || !this.linkIsUp || this.resync !== null || this.intake.active) return;
     const decision = decideSync(this.sideState(), { ...peer, node: this.peerName });
     if (decision.kind === 'split-brain') {
       if (this.peerState !== 'split-brain') this.emit({ kind: 'log', level: 'error', msg: 'split brain: refusing to mirror; resolve with `twinblock resolve --discard-local` on the side to overwrite', fields: { reason: decision.reason } });
@@ -135,7 +133,7 @@ export abstract class ReplicaLink extends ReplicaBase {
       return;
     }
     if (decision.kind === 'target') {
-      this.receivingResync = true;
+      this.intake.expect();
       this.markResyncIncomplete();
       this.peerEvent('targetChosen');
       if (this.role === 'primary') {
@@ -187,7 +185,7 @@ export abstract class ReplicaLink extends ReplicaBase {
     this.outNotices = null;
     this.resetNotifier();
     this.resync = null;
-    this.receivingResync = false;
+    this.intake.end();
     this.peerView = null;
     this.cache.releaseAllHolds();
     if (this.peerState === 'standalone') return;
@@ -276,17 +274,15 @@ export abstract class ReplicaLink extends ReplicaBase {
         return true;
       case 'syncStart':
         if (this.role === 'primary') return true; // a forced promotion abandoned this resync
-        this.receivingResync = true;
+        this.intake.start(msg.totalBytes);
         this.markResyncIncomplete();
         this.peerEvent('resyncStartReceived');
-        this.syncReceivedBytes = 0;
-        this.syncTotalBytes = msg.totalBytes;
         this.emit({ kind: 'log', level: 'info', msg: 'resync from the peer started', fields: { bytes: msg.totalBytes } });
         return true;
       case 'syncDone':
         // Only the end of a resync we are still receiving: after a forced promotion the stream's
         // tail must not bring back the old epoch history (found by the simulator, seed 577).
-        if (this.receivingResync && this.role === 'secondary') this.resyncReceived();
+        if (this.intake.active && this.role === 'secondary') this.resyncReceived();
         return true;
       default:
         return true; // handshake and heartbeat messages belong to the link layer
@@ -313,7 +309,7 @@ export abstract class ReplicaLink extends ReplicaBase {
       for (const t of this.cache.tracksOf(off, len)) this.record.mark(t);
     }
     if (msg.type === 'syncData' || msg.type === 'syncZero') {
-      this.syncReceivedBytes += lengthBytes;
+      this.intake.received(lengthBytes);
       this.counters.syncBytesReceived += lengthBytes;
     } else {
       this.counters.writes++;
@@ -334,7 +330,7 @@ export abstract class ReplicaLink extends ReplicaBase {
   }
 
   private resyncReceived(): void {
-    this.receivingResync = false;
+    const receivedBytes = this.intake.end();
     this.resyncIncomplete = false;
     this.peerEvent('resyncReceived');
     // A side that discards its changes (split brain resolved against it) may go back in epochs.
@@ -345,7 +341,7 @@ export abstract class ReplicaLink extends ReplicaBase {
     this.outOfSync.clearSpan(0, this.outOfSync.trackCount);
     this.diverging = false;
     this.persist();
-    this.emit({ kind: 'log', level: 'info', msg: 'resync complete: in-sync', fields: { bytes: this.syncReceivedBytes } });
+    this.emit({ kind: 'log', level: 'info', msg: 'resync complete: in-sync', fields: { bytes: receivedBytes } });
   }
 
   // ================================================================ resync (source)
@@ -408,10 +404,7 @@ export abstract class ReplicaLink extends ReplicaBase {
   syncStatus(nowMs: number): SyncProgress | null {
     const track = this.settings.geometry.trackSizeBytes;
     if (this.resync !== null) return this.resync.progress(nowMs);
-    if (this.receivingResync && this.peerState === 'resyncing') {
-      const left = this.syncTotalBytes - this.syncReceivedBytes;
-      return { totalBytes: this.syncTotalBytes, doneBytes: this.syncReceivedBytes, tracksLeft: Math.ceil(left / track), rateBytesPerSec: 0, etaSeconds: null, full: false };
-    }
+    if (this.intake.active && this.peerState === 'resyncing') return this.intake.progress(track);
     return null;
   }
 

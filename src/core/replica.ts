@@ -129,7 +129,7 @@ export class ReplicaCore extends ReplicaLink {
     if (this.role === 'primary') return { ok: false, error: 'already primary' };
     if (this.promotion.pending) return { ok: false, error: 'a promotion is already waiting for the peer\'s confirmation' };
     if (!force && this.linkIsUp && this.peerView?.role === 'primary') return { ok: false, error: `peer ${this.peerName} is primary and connected: demote it first, or use --force` };
-    if (!force && (this.receivingResync || this.resyncIncomplete)) return { ok: false, error: 'a resync into this node has not finished: its data is incomplete (use --force to promote anyway)' };
+    if (!force && (this.intake.active || this.resyncIncomplete)) return { ok: false, error: 'a resync into this node has not finished: its data is incomplete (use --force to promote anyway)' };
     const entry = this.newEpochEntry();
     assert(entry.epoch > this.proposedEpoch, 'an epoch once proposed is never proposed again');
     const history = [...this.history, entry];
@@ -226,7 +226,7 @@ export class ReplicaCore extends ReplicaLink {
       const united = this.record.united();
       for (let t = 0; t < united.trackCount; t++) if (united.has(t)) this.outOfSync.set(t);
     }
-    this.receivingResync = false;
+    this.intake.end();
     this.resyncIncomplete = false; // forced: this node's data is now the reference
     if (this.linkIsUp) {
       this.sendState();
@@ -308,8 +308,8 @@ export class ReplicaCore extends ReplicaLink {
     // linkDown ends every one of them.
     assert(!this.mirroring || this.linkIsUp, `peer state ${state} without a link`);
     assert(this.resync === null || (state === 'resyncing' && this.linkIsUp), `a resync is sent in peer state ${state}`);
-    assert(state !== 'resyncing' || this.resync !== null || this.receivingResync, 'resyncing with neither a resync sent nor one received');
-    assert(!this.receivingResync || this.linkIsUp, 'receiving a resync without a link');
+    assert(state !== 'resyncing' || this.resync !== null || this.intake.active, 'resyncing with neither a resync sent nor one received');
+    assert(!this.intake.active || this.linkIsUp, 'receiving a resync without a link');
     assert(this.pendingAcks.size === 0 || this.linkIsUp, 'writes await the peer\'s ack without a link');
     assert(this.inbound.length === 0 || this.linkIsUp, 'peer messages held back without a link');
     assert(!this.promotion.pending || (this.role === 'secondary' && this.linkIsUp), 'a promotion waits for the peer while primary or without a link');

@@ -191,3 +191,45 @@ export class ResyncPlan {
     };
   }
 }
+
+/**
+ * A resync into this node, as its target sees it: active from the moment the state exchange made
+ * this node the target (or the source's syncStart arrived) until syncDone or the link's loss, and
+ * how many of the announced bytes arrived.
+ */
+export class ResyncIntake {
+  private activeValue = false;
+  private totalBytes = 0;
+  private receivedBytes = 0;
+
+  get active(): boolean {
+    return this.activeValue;
+  }
+
+  /** This node is the target: the source's syncStart follows. */
+  expect(): void {
+    this.activeValue = true;
+  }
+
+  /** The source's syncStart: it will send `totalBytes`. */
+  start(totalBytes: number): void {
+    this.activeValue = true;
+    this.totalBytes = totalBytes;
+    this.receivedBytes = 0;
+  }
+
+  received(bytes: number): void {
+    this.receivedBytes += bytes;
+  }
+
+  /** The resync ended (syncDone), or was abandoned: the bytes received. */
+  end(): number {
+    this.activeValue = false;
+    return this.receivedBytes;
+  }
+
+  progress(trackSizeBytes: number): SyncProgress {
+    const left = this.totalBytes - this.receivedBytes;
+    return { totalBytes: this.totalBytes, doneBytes: this.receivedBytes, tracksLeft: Math.ceil(left / trackSizeBytes), rateBytesPerSec: 0, etaSeconds: null, full: false };
+  }
+}
