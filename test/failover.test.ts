@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decideSync, type SideState } from '../src/core/resync.js';
-import { inSync, KiB, makePair, MiB, pattern, waitFor, type MemoryNode } from './helpers/memory-pair.js';
+import { inSync, KiB, makePair, MiB, pattern, waitFor, type MemoryLink, type MemoryNode } from './helpers/memory-pair.js';
 
 const TRACK = 64 * KiB;
 
@@ -178,6 +178,70 @@ test('kill the primary and restart it without a promotion: the secondary is the 
   assertDelta(sent, 'the survivor to the restarted primary');
   await acked.check(a, 'on the restarted node', 180);
   await acked.check(b, 'on the survivor', 180);
+  await closeAndCompare(a, b);
+});
+
+/** Counts the store writes that fail (MemoryStore.failWrites) from now on. */
+function countFailedWrites(node: MemoryNode): { readonly count: number } {
+  const counter = { count: 0 };
+  const write = node.store.write.bind(node.store);
+  node.store.write = (offsetBytes, data) => write(offsetBytes, data).catch((err: unknown) => { counter.count++; throw err; });
+  return counter;
+}
+
+/** node.ts's stop of a node of the memory pair: Volume.stop, leaving the link when it is told to. */
+function stopNode(node: MemoryNode, link: MemoryLink): { promise: Promise<void>; outcome: () => 'running' | 'stopped' | 'failed' } {
+  let outcome: 'running' | 'stopped' | 'failed' = 'running';
+  const promise = node.volume.stop(async () => link.cut()).then(() => { outcome = 'stopped'; }, () => { outcome = 'failed'; });
+  return { promise, outcome: () => outcome };
+}
+
+test('a SIGTERM stop whose hardening fails keeps trying, mirrored; killed then, the primary returns under its peer and no acknowledged write is lost', async () => {
+  // Simulator seeds 551, 782, 875, 1286, 1702: the stop left the link first (a new epoch alone),
+  // failed, and the restarted primary resynced its stale store over the peer's copy.
+  const { a, b, link } = await drainedPair({ maxDirtyAgeMs: 60_000 });
+  a.store.failWrites = true;
+  const acked = new Ledger();
+  await writeAll(a, 180, 21, acked); // in both caches, never on a's store
+  const failed = countFailedWrites(a);
+  const stop = stopNode(a, link);
+  await waitFor('two failed attempts, or the stop over', () => failed.count >= 2 || stop.outcome() !== 'running');
+  const outcome = stop.outcome();
+  const linkUp = link.connected;
+  // A second signal (or systemd's SIGKILL): the process dies with what it holds.
+  a.crash();
+  link.cut();
+  a.store.failWrites = false;
+  a.restart();
+  assert.equal(a.volume.core.role, 'secondary', 'a primary killed in its stop comes back secondary');
+  link.connect();
+  await waitFor('in-sync', () => inSync(a, b));
+  await acked.check(a, 'on the primary killed in its stop', 180);
+  await acked.check(b, 'on its peer', 180);
+  assert.equal(outcome, 'running', 'a failing store does not end the stop: it retries');
+  assert.ok(linkUp, 'a primary hardens while its peer still mirrors it, and only then leaves the link');
+  await closeAndCompare(a, b);
+});
+
+test('a SIGTERM stop whose store fails completes once the store recovers; the primary comes back primary with every write', async () => {
+  const { a, b, link } = await drainedPair({ maxDirtyAgeMs: 60_000 });
+  a.store.failWrites = true;
+  const acked = new Ledger();
+  await writeAll(a, 100, 22, acked);
+  const failed = countFailedWrites(a);
+  const stop = stopNode(a, link);
+  await waitFor('a failed attempt', () => failed.count >= 1 || stop.outcome() !== 'running');
+  assert.equal(stop.outcome(), 'running');
+  a.store.failWrites = false;
+  await stop.promise;
+  assert.equal(stop.outcome(), 'stopped');
+  assert.equal(a.persisted?.cleanShutdown, true, 'the stop ended clean');
+  a.restart();
+  assert.equal(a.volume.core.role, 'primary', 'a primary stopped cleanly comes back primary');
+  await acked.check(a, 'on the restarted primary', 100);
+  link.connect();
+  await waitFor('in-sync', () => inSync(a, b));
+  await acked.check(b, 'on its peer', 100);
   await closeAndCompare(a, b);
 });
 

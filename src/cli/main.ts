@@ -40,8 +40,11 @@ function packageVersion(): string {
 
 /**
  * First SIGTERM/SIGINT: stop the node, which hardens every dirty track before it returns, then
- * exit 0. A second signal means the operator will not wait: exit 1 at once (unhardened data in
- * this node's RAM is lost; the peer, if connected, still holds it).
+ * exit 0. A store that fails meanwhile does not end the stop: the node logs it and keeps trying
+ * (it may hold acknowledged writes nobody else holds; Volume.stop), so it exits 1 only on a fault
+ * after everything is hardened (closing the store, the last metadata write). A second signal
+ * means the operator will not wait: exit 1 at once (unhardened data in this node's RAM is lost; a
+ * primary hardens before it leaves the link, so a peer still connected holds all of it).
  */
 function stopOnSignals(node: RunningNode, log: Logger): void {
   let stopping = false;

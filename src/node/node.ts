@@ -23,7 +23,10 @@ export interface RunningNode {
   nbdPort: number;
   adminPort: number;
   status(): NodeStatus;
-  /** Stops serving, hardens everything, syncs and closes the store. */
+  /**
+   * Stops serving, hardens everything, syncs and closes the store. While the store fails it keeps
+   * trying (Volume.stop): it resolves only once every acknowledged write is hardened.
+   */
   stop(): Promise<void>;
 }
 
@@ -140,14 +143,17 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
     status,
     stop: () => {
       stopping ??= (async () => {
-        // Hosts first (their in-flight writes still get the peer's acks), then the link (a peer
-        // still writing to us would keep us from ever being clean), then harden everything.
+        // Hosts first (their in-flight writes still get the peer's acks), then Volume.stop: a
+        // primary hardens everything while its peer still mirrors it, then leaves the link; a
+        // secondary leaves first (a primary still writing to it would keep it from ever being
+        // clean). A failing store makes it retry, not fail (Volume.stop).
         await nbd.close();
-        const linkWasUp = link?.connected ?? false;
-        await link?.close(); // emits nothing after close: tell the core ourselves
-        if (linkWasUp) volume.linkDown();
         const before = volume.stats();
-        await volume.close();
+        await volume.stop(async () => {
+          const linkWasUp = link?.connected ?? false;
+          await link?.close(); // emits nothing after close: tell the core ourselves
+          if (linkWasUp) volume.linkDown();
+        });
         log.info({ hardenedBytes: before.dirtyBytes }, 'hardened everything; store closed');
         await admin.close();
       })();

@@ -353,17 +353,60 @@ export class Volume implements NbdExport {
   }
 
   /**
+   * A clean stop (SIGTERM, src/node/node.ts), once the hosts are gone (the NBD server closed):
+   * harden everything, leave the link (`leaveLink` closes it; Volume is told the link went down),
+   * then close(). A primary hardens *before* it leaves: while the link is up its peer still
+   * mirrors it in the same epoch, so if this hardening fails and the process dies anyway (a second
+   * signal, systemd's SIGKILL) it is a primary killed in sync, and the peer — which holds every
+   * acknowledged write — is the sync source when it returns (src/core/resync.ts: equal histories,
+   * the side that did not crash). Leaving first made it a primary alone, which starts a new epoch
+   * (DESIGN.md "Failures") before hardening: dying then, it came back as the newer side and
+   * resynced its stale store over the peer's copy of the writes its RAM lost (simulator, seeds 551,
+   * 782, 875, 1286, 1702). A secondary leaves first: a primary still writing to it would keep it
+   * from ever being clean, and a secondary's loss starts no epoch.
+   */
+  async stop(leaveLink: () => Promise<void>): Promise<void> {
+    this.core.beginClose();
+    if (this.core.role === 'primary') await this.hardenAll();
+    await leaveLink();
+    await this.close();
+  }
+
+  /**
    * Hardens everything, syncs and closes the store, then records a clean shutdown with the
    * out-of-sync set (issue 5 item 6). New writes get ESHUTDOWN from now on.
    */
   async close(): Promise<void> {
     this.core.beginClose();
-    // Writes already admitted (cached, queued for room, or awaiting the peer) are hardened.
-    do await this.flushLocal(); while (!this.core.quiescent);
+    await this.hardenAll();
     this.stopTimer();
     await this.store.close();
     await this.persistChain;
     await this.opts.metadata?.save(this.core.persistedState(true));
+  }
+
+  /**
+   * Hardens every write already admitted (cached, queued for room, or awaiting the peer). A store
+   * write that fails does not end the stop: this node may hold acknowledged writes only in its RAM
+   * (alone, nobody else holds them), so it logs the failure and tries again after the store retry
+   * pause until everything is hardened, or the operator kills it (README "Failures and recovery").
+   */
+  private async hardenAll(): Promise<void> {
+    for (let failures = 0; ; ) {
+      try {
+        await this.flushLocal();
+      } catch (err) {
+        if (this.abandoned) throw err;
+        failures++;
+        // Every failure at first, then at 2, 4, 8, ... failures: a dead store must not flood the log.
+        if ((failures & (failures - 1)) === 0) this.log('error', 'stopping: store write failed while hardening; this node keeps its unhardened data and tries again (signal again to exit at once)', {
+          error: (err as Error).message, failures, dirtyTracks: this.core.cache.stats(this.now()).dirtyTracks, retryMs: this.tuning.storeRetryMs,
+        });
+        await this.sleep(this.tuning.storeRetryMs);
+        continue;
+      }
+      if (this.core.quiescent) return;
+    }
   }
 
   /** Tests and the simulator: the process died here (no hardening, no more events or actions). */
