@@ -99,7 +99,8 @@ export abstract class ReplicaBase {
   protected nextId = 1;
   protected hardensInFlight = 0;
   protected pausedUntilMs = 0;
-  closing = false;
+  /** Refusing new host writes (beginClose): shutdown has begun. */
+  protected closing = false;
 
   constructor(readonly settings: ReplicaSettings, nowMs: number, role: Role) {
     this.cache = new TrackCache(settings.geometry);
