@@ -8,7 +8,8 @@
 //   connecting  no decision on this link yet, as a node that does not serve writes alone (a
 //               secondary; or a primary about to step down as a resync target).
 //   degraded    no decision yet (or no link), as a primary that serves writes alone: every write
-//               joins the out-of-sync set (seed: "a further record").
+//               joins the out-of-sync set (seed: "a further record"). A node demoted, or chosen
+//               as resync target, keeps it until the next event (no event fires for a demote).
 //   resyncing   the link is up and a resync runs, this node being its source or its target.
 //   in-sync     the link is up and every write is mirrored (seed Fig. 4).
 //   split-brain both sides were primary since their last common epoch: nothing is mirrored until
