@@ -77,7 +77,7 @@ export class Cluster implements NodeHost, LinkHost {
   /** The first check that failed inside a promise continuation (or a rejection nobody handled). */
   private asyncFailure: unknown = null;
   readonly stats: Record<string, number> = {
-    crashes: 0, cleanRestarts: 0, drops: 0, partitions: 0, corrupts: 0, storeFails: 0, promotions: 0, switchovers: 0, probes: 0, connects: 0,
+    crashes: 0, cleanRestarts: 0, stopKills: 0, drops: 0, partitions: 0, corrupts: 0, storeFails: 0, promotions: 0, switchovers: 0, probes: 0, connects: 0,
   };
 
   constructor(readonly seed: number, private readonly hooks: RunHooks = {}) {

@@ -128,23 +128,76 @@ export class Faults {
    * SIGTERM and start again (issue 5 item 6: the out-of-sync set survives a clean restart). Either
    * node, but only one failure at a time: not while the other is down or the operator is busy.
    * A primary stopped cleanly comes back primary, so nobody is promoted meanwhile.
+   *
+   * A stop whose hardening meets a store failure keeps trying (Volume.stop); an operator (or
+   * systemd's stop timeout) may lose patience and kill it — but only if the pair was in sync at
+   * SIGTERM and no link fault came since: then the kill is the one failure the seed promises to
+   * survive. A primary hardens before it leaves its link, so its peer still holds every
+   * acknowledged write, and the operator fails over to it as after any crash of the primary. A stop that fails outright (the CLI's "stop failed", exit 1) is a crash too.
    */
   private cleanRestart(): void {
     if (this.operatorBusy || !this.v.nodes.every((n) => n.alive)) return;
     const node = this.prng.pick([...this.v.nodes])!;
     this.v.stats.cleanRestarts!++;
     this.operatorBusy = true;
-    // node.ts stops the NBD server and the link before the volume.
-    this.v.network.nodeCrashed(node.index);
+    // In sync at SIGTERM and no link fault since: the pair is still one failure away from losing
+    // anything, however the stop treats its link (leaving it first lost writes: seed 551).
+    const inSyncAtStop = this.v.host.mirroredNow();
+    const linkFaultsAtStop = this.linkFaults();
+    // node.ts closes the NBD server first; Volume.stop leaves the link when it is ready to.
     this.v.host.nodeCrashed(node);
-    node.stopCleanly(() => {
+    let down = false;
+    const died = (): void => {
+      down = true;
       this.v.host.nodeCrashed(node);
+    };
+    node.stopCleanly(() => this.v.network.nodeCrashed(node.index), (clean) => {
+      died();
+      if (!clean) return this.stopDied(node, false);
       const downMs = this.v.healing ? 1 : 1 + this.prng.delay(this.v.opts.downMeanMs);
       this.v.sched.after(downMs, `restart ${node.name}`, () => {
         this.operatorBusy = false;
         this.restart(node);
       });
     });
+    const patienceMs = 1 + this.prng.delay(this.v.opts.storeRetryMs);
+    this.v.sched.after(patienceMs, `operator's patience with ${node.name}'s stop`, () => {
+      if (down || !node.stopStuck || !inSyncAtStop || this.linkFaults() !== linkFaultsAtStop) return;
+      this.v.trace(`operator: ${node.name}'s stop keeps failing: second signal (exit 1 at once)`);
+      this.v.stats.stopKills!++;
+      node.crash();
+      this.v.network.nodeCrashed(node.index);
+      died();
+      this.stopDied(node, true);
+    });
+  }
+
+  private linkFaults(): number {
+    const { drops, partitions, corrupts } = this.v.stats;
+    return drops! + partitions! + corrupts!;
+  }
+
+  /**
+   * A node died in its stop, killed while in sync or failed outright (after it hardened all and
+   * left the link: closing the store or the last metadata write failed). It comes back secondary
+   * (no clean shutdown). If nobody is primary then, the operator promotes someone, or nobody would
+   * ever be again (seeds 1202, 1320, 1966 waited forever so): killed in sync, the survivor (it
+   * holds every acknowledged write), as after any crash of the primary; failed outright, the node
+   * itself once it is back (it hardened everything, and alone in a new epoch it is the newer side).
+   */
+  private stopDied(node: SimNode, inSync: boolean): void {
+    const survivor = this.v.nodes.find((n) => n !== node)!;
+    const leaderless = this.v.host.primary() === null;
+    const downMs = this.v.healing ? 1 : 1 + this.prng.delay(this.v.opts.downMeanMs);
+    this.v.sched.after(downMs, `restart ${node.name}`, () => {
+      this.restart(node);
+      if (leaderless && !inSync) this.promote(node, 0);
+    });
+    if (leaderless && inSync) {
+      this.v.sched.after(1 + this.prng.delay(this.v.opts.promoteMeanMs), `operator promotes ${survivor.name}`, () => this.promote(survivor, 0));
+    } else if (!leaderless) {
+      this.operatorBusy = false;
+    }
   }
 
   crash(node: SimNode): void {

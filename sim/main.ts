@@ -3,7 +3,8 @@
 //   npm run sim -- --seeds N [--from S]          run seeds S .. S+N-1 (default from 0)
 // Options: --mutant NAME (sim/mutants.ts); --assume-fix NAME, --assume-known-fixes (sim/fixes.ts:
 // look past bugs already reported); --tracker T, --flush P, --no-faults, --power-loss;
-// --stop-failure-exits (a failed SIGTERM stop exits, as the CLI does; see sim/node.ts);
+// --stop-failure-exits (accepted, and the only behaviour now: a failed SIGTERM stop exits, as the
+// CLI does; see sim/node.ts stopCleanly);
 // --keep-going (do not stop at the first failing seed).
 // A failing seed prints the command that replays it, the options it drew, and the trace's tail.
 import type { TrackerKind } from '../src/core/notifier.js';
@@ -52,7 +53,7 @@ function parseArgs(argv: string[]): Args {
       case '--flush': overrides.flush = value() as FlushPolicy; break;
       case '--no-faults': overrides.faults = false; break;
       case '--power-loss': overrides.powerLoss = true; break;
-      case '--stop-failure-exits': overrides.stopFailureExits = true; break;
+      case '--stop-failure-exits': break;
       default: throw new Error(`unknown argument ${a} (see sim/main.ts)`);
     }
   }

@@ -5,7 +5,7 @@
 //  - the port glue: the link port's send (and the inbound events back into Volume), and the
 //    lifecycle a process has around its Volume: start over the store and last durable metadata,
 //    kill -9 (the incarnation's pending I/O and timers are cancelled with its Owner: Volume is
-//    abandoned), SIGTERM (Volume.close, as src/node/node.ts stops a node);
+//    abandoned), SIGTERM (Volume.stop, as src/node/node.ts stops a node);
 //  - the observation the invariants need (sim/provenance.ts: which write each unhardened block
 //    holds and who marked it), taken by wrapping a few core methods the way the mutants do.
 import type { ReplicaCore } from '../src/core/replica.js';
@@ -65,8 +65,10 @@ export class SimNode {
   private readonly promoting = new Set<(error: string | null) => void>();
   /** And the demotions: answered as soon as the core is secondary with its writes drained. */
   private readonly demoting = new Set<(error: string | null) => void>();
-  /** A clean shutdown (Volume.close) in progress. */
+  /** A clean shutdown (Volume.stop) in progress. */
   private stopping = false;
+  /** ... and Volume said its hardening failed and it is trying again. */
+  private stopRetrying = false;
   /** The host write being submitted right now, so we can tell which of it went into the cache. */
   private hostWrite: Span | null = null;
   /** The core's queue of host write pieces waiting for room, as of its last batch of actions. */
@@ -130,7 +132,10 @@ export class SimNode {
         // The simulated link has no socket to stop reading: the core holds its inbound stream itself.
         setReceiving: () => undefined,
       },
-      log: (level, msg, fields) => this.host.trace(`${this.name}: ${level} ${msg}${fields ? ' ' + JSON.stringify(fields) : ''}`),
+      log: (level, msg, fields) => {
+        if (msg.startsWith('stopping: store write failed')) this.stopRetrying = true;
+        this.host.trace(`${this.name}: ${level} ${msg}${fields ? ' ' + JSON.stringify(fields) : ''}`);
+      },
       clock: simClock(this.sched, owner, `${this.name} timer`),
       tuning: {
         maxHardensInFlight: o.maxHardensInFlight, maxJobBytes: o.maxJobTracks * o.trackSizeBytes, pressureFraction: o.pressureFraction,
@@ -144,42 +149,45 @@ export class SimNode {
   }
 
   /**
-   * SIGTERM, as node.ts stops a node: the link goes first (the caller drops it), then
-   * Volume.close. `stopped` runs once the node is down.
+   * SIGTERM, as node.ts stops a node once its NBD server closed: Volume.stop, which hardens a
+   * primary's data while its link is still up and then calls `leaveLink` (the caller drops the
+   * connection; we tell Volume the link went down, as node.ts does). `stopped(clean)` runs once
+   * the node is down: clean, or the stop failed and the process exited 1 (the CLI's "stop failed")
+   * with what it held — a crash.
    *
-   * A close fails when a store write fails while it hardens. The CLI then exits ("stop failed",
-   * exit 1), and that loses acknowledged writes (`--stop-failure-exits`, seeds 551, 782, 875,
-   * 1286, 1702 of the default corpus): a primary stopping has closed its link first, so it
-   * hardens as a primary alone, in a new epoch on disk; dying, it keeps that newer history, and
-   * restarted it resyncs over the peer that holds the writes its RAM lost (or, with nobody
-   * promoted, the pair waits forever with two secondaries: seeds 1202, 1320, 1966). By default
-   * the node retries the stop after the store's retry pause, as the simulator always did.
+   * A store write failing while it hardens no longer fails the stop: Volume retries until all is
+   * hardened. It used to fail it, after a primary had left its link first and started a new epoch
+   * alone: dead with writes only in its RAM, it came back the newer side and resynced its stale
+   * store over the peer's copy of them (seeds 551, 782, 875, 1286, 1702; with nobody promoted,
+   * the pair also waited forever with two secondaries: 1202, 1320, 1966).
    */
-  stopCleanly(stopped: () => void): void {
+  stopCleanly(leaveLink: () => void, stopped: (clean: boolean) => void): void {
     const volume = this.volume;
     if (volume === null || this.stopping) return;
     this.stopping = true;
+    this.stopRetrying = false;
     this.host.trace(`${this.name}: SIGTERM`);
-    if (this.liveConn !== null) this.linkDown(this.liveConn);
-    this.close(volume, this.owner, stopped);
-  }
-
-  private close(volume: Volume, owner: Owner, stopped: () => void): void {
-    volume.close().then(() => {
+    const owner = this.owner;
+    volume.stop(async () => {
+      if (this.owner !== owner) return;
+      const conn = this.liveConn;
+      leaveLink();
+      if (conn !== null) this.linkDown(conn);
+    }).then(() => {
       if (this.owner !== owner) return;
       this.goDown('STOPPED (clean shutdown)');
-      stopped();
+      stopped(true);
     }, (err: Error) => {
       if (this.owner !== owner) return;
-      if (this.opts.stopFailureExits) {
-        this.host.trace(`${this.name}: stop failed (${err.message}): exit 1`);
-        this.crash();
-        stopped();
-        return;
-      }
-      this.host.trace(`${this.name}: stop failed (${err.message}): stopping again`);
-      this.sched.after(this.opts.storeRetryMs, `${this.name} stops again`, () => this.close(volume, owner, stopped), owner);
+      this.host.trace(`${this.name}: stop failed (${err.message}): exit 1`);
+      this.crash();
+      stopped(false);
     });
+  }
+
+  /** A clean stop is under way and its hardening has met a store failure (it keeps trying). */
+  get stopStuck(): boolean {
+    return this.stopping && this.stopRetrying;
   }
 
   /** kill -9: Volume, its cache and everything in flight are gone; the store keeps what landed. */
@@ -196,6 +204,7 @@ export class SimNode {
     this.volume = null;
     this.metadata = null;
     this.stopping = false;
+    this.stopRetrying = false;
     this.liveConn = null;
     this.hostWrite = null;
     this.queuedBefore = [];

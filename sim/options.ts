@@ -63,12 +63,6 @@ export interface SimOptions {
   partitionMeanMs: number;
   /** Model machine power loss (unsynced writes lost) in crashes. Off by default: see README. */
   powerLoss: boolean;
-  /**
-   * A clean stop that fails (a store error while hardening for SIGTERM) exits, as the CLI does
-   * (`stop failed`, exit 1): the node dies with what it holds. Off by default: the node retries
-   * the stop instead (see sim/node.ts stopCleanly for what this finds).
-   */
-  stopFailureExits: boolean;
   /** Weight of a clean restart (SIGTERM: harden all, clean-shutdown metadata, start again). */
   cleanRestartWeight: number;
   /** Simulated time after the workload ends within which the pair must be in sync again. */
@@ -78,7 +72,6 @@ export interface SimOptions {
 export interface OptionOverrides {
   faults?: boolean;
   powerLoss?: boolean;
-  stopFailureExits?: boolean;
   tracker?: TrackerKind;
   flush?: FlushPolicy;
 }
@@ -139,7 +132,6 @@ export function drawOptions(prng: Prng, overrides: OptionOverrides = {}): SimOpt
     downMeanMs: prng.range(10, 200),
     partitionMeanMs: prng.range(10, 300),
     powerLoss: overrides.powerLoss ?? false,
-    stopFailureExits: overrides.stopFailureExits ?? false,
     livenessLimitMs: 60_000,
     // Drawn last, so that adding it left every earlier draw of a seed as it was.
     cleanRestartWeight: faultsOn ? prng.range(0, 2) : 0,

@@ -56,6 +56,26 @@ test(`seeds ${FLUSH_PRUNE_SEEDS.join(', ')}: a FLUSH in flight is judged on ever
   }
 });
 
+/**
+ * Seeds that failed when a SIGTERM stop whose hardening met a store error failed and exited (as
+ * the CLI does): the primary had left its link first and started a new epoch alone, so restarted
+ * it resynced its stale store over the peer's copy of the writes it lost from RAM (551, 782, 875,
+ * 1286, 1702), or, with nobody promoted, the pair waited forever with two secondaries (1202,
+ * 1320, 1966). Now a primary hardens while its peer still mirrors it and a failing store is
+ * retried (Volume.stop); a stop that dies anyway is a crash the operator fails over from. In 551
+ * and 1048 the operator kills a primary whose stop is stuck on its store, while in sync: with the
+ * stop leaving its link first, 551 fails again (a split brain that never heals).
+ */
+const STOP_FAILURE_SEEDS = [551, 782, 875, 1286, 1702, 1202, 1320, 1966, 1048];
+
+test(`seeds ${STOP_FAILURE_SEEDS.join(', ')}: a SIGTERM stop whose store fails loses no acknowledged write and leaves a primary`, async () => {
+  const hooks = hooksFor(KNOWN_FIXES);
+  for (const seed of STOP_FAILURE_SEEDS) {
+    const r = await runSeed(seed, hooks);
+    assert.ok(r.ok, `seed ${seed}: ${r.failure}\n  replay: npm run sim -- --seed ${seed} --verbose`);
+  }
+});
+
 /** A model with writes stamped one block each, and filler that makes prune() run. */
 function pruneModel(): { model: Model; write: (id: number, block: number) => void; pruneNow: () => void } {
   const model = new Model(3);

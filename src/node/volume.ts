@@ -398,7 +398,7 @@ export class Volume implements NbdExport {
       } catch (err) {
         if (this.abandoned) throw err;
         failures++;
-        // Every failure at first, then at 2, 4, 8, ... failures: a dead store must not flood the log.
+        // Logged at 1, 2, 4, 8, ... failures: a store that stays dead must not flood the log.
         if ((failures & (failures - 1)) === 0) this.log('error', 'stopping: store write failed while hardening; this node keeps its unhardened data and tries again (signal again to exit at once)', {
           error: (err as Error).message, failures, dirtyTracks: this.core.cache.stats(this.now()).dirtyTracks, retryMs: this.tuning.storeRetryMs,
         });
