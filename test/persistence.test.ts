@@ -3,13 +3,14 @@
 // disk over NBD (nbdkit memory), and a restarted node must read back exactly the same bytes.
 // Also: a store that does not fit the volume is refused with one line and exit 1.
 import assert from 'node:assert/strict';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import {
   cleanupAll, describeRun, freePort, makeTempDir, parseFioJson, qemuIo, qemuIoProblem, run, serveExpectingFailure,
   startBackground, startNode, type ConfigSpec, type NodeProcess,
 } from './helpers/node-process.js';
+import { logLines } from './helpers/pair-process.js';
 import { ensureTools } from './helpers/tools.js';
 import { openFileStore } from '../src/store/file-store.js';
 import { hardenRun } from '../src/core/harden-runs.js';
@@ -225,6 +226,34 @@ describe('remote store over NBD (nbdkit memory)', () => {
     const whileRunning = await qemuIo(storeUri, [`read -P 0xd1 ${30 * MiB} ${64 * KiB}`]);
     assert.equal(qemuIoProblem(whileRunning), null, qemuIoProblem(whileRunning) ?? '');
     await stopCleanly(second);
+    await disk.stop();
+  });
+
+  it('a SIGTERM whose store writes fail keeps the node up and trying; once the store recovers it hardens everything and exits 0', { timeout: 90_000 }, async () => {
+    const diskPort = await freePort();
+    const dir = makeTempDir();
+    // nbdkit's error filter fails every write and zero while the trigger file exists.
+    const trigger = path.join(dir, 'store-fails');
+    const failWhileTriggered = ['pwrite', 'zero'].flatMap((op) => [`error-${op}=EIO`, `error-${op}-rate=100%`, `error-${op}-file=${trigger}`]);
+    const disk = await startBackground('nbdkit', ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(diskPort), '--filter=error', 'memory', '64M', ...failWhileTriggered], diskPort);
+    const storeUri = `nbd://127.0.0.1:${diskPort}/disk`;
+    const config: ConfigSpec = { size: '64MiB', ...lazyHardening, nodes: { a: { store: storeUri, cache: '256MiB' } } };
+    const node = await startNode({ dir, config });
+    await writeAndCheckUnhardened(node);
+    writeFileSync(trigger, '');
+    node.child.kill('SIGTERM');
+    // It used to fail the stop and exit 1 with the writes still only in its RAM.
+    const retrying = (): boolean => logLines(node).some((l) => l.msg?.startsWith('stopping: store write failed while hardening') === true);
+    while (!retrying()) {
+      if (node.hasExited) assert.fail(`the node exited (code ${(await node.waitExit()).code}) instead of retrying its store; stderr:\n${node.stderr.slice(-4000)}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.ok(!node.hasExited, 'a stop whose store fails keeps the node running');
+    rmSync(trigger);
+    const { code } = await node.waitExit();
+    assert.equal(code, 0, `exit code after the store recovered; stderr:\n${node.stderr.slice(-4000)}`);
+    const direct = await qemuIo(storeUri, readCommands());
+    assert.equal(qemuIoProblem(direct), null, `${qemuIoProblem(direct)}\n--- nbdkit stderr\n${disk.stderr()}`);
     await disk.stop();
   });
 });
