@@ -77,7 +77,7 @@ export class Cluster implements NodeHost, LinkHost {
   /** The first check that failed inside a promise continuation (or a rejection nobody handled). */
   private asyncFailure: unknown = null;
   readonly stats: Record<string, number> = {
-    crashes: 0, cleanRestarts: 0, stopKills: 0, drops: 0, partitions: 0, corrupts: 0, storeFails: 0, promotions: 0, switchovers: 0, probes: 0, connects: 0,
+    crashes: 0, cleanRestarts: 0, stopKills: 0, drops: 0, partitions: 0, corrupts: 0, storeWriteFails: 0, storeReadFails: 0, promotions: 0, switchovers: 0, probes: 0, connects: 0,
   };
 
   constructor(readonly seed: number, private readonly hooks: RunHooks = {}) {
@@ -132,7 +132,7 @@ export class Cluster implements NodeHost, LinkHost {
     return {
       seed: this.seed, ok: failure === null, failure, steps: this.sched.steps, simMs: this.sched.nowMs,
       traceHash: this.hash >>> 0, tail: [...this.tail], options: describeOptions(this.opts),
-      stats: { ...this.stats, ...this.host.counts },
+      stats: { ...this.stats, ...this.host.counts, powerLosses: this.nodes[0].store.powerLosses + this.nodes[1].store.powerLosses },
     };
   }
 

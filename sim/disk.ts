@@ -46,6 +46,8 @@ export class SimStore implements Store {
   writes = 0;
   /** Fail the next n writes with EIO (a fault the simulator injects). */
   failNextWrites = 0;
+  /** Power losses this store went through (un-synced writes dropped), for the run's fault counts. */
+  powerLosses = 0;
   /** The next this-many reads fail (EIO): a resync or host read must report it, not stall. */
   failNextReads = 0;
   /** The incarnation whose I/O this is: set by the node at each start. */
@@ -166,6 +168,7 @@ export class SimStore implements Store {
 
   /** The machine lost power: in-flight writes are lost, and so is everything not synced. */
   crashPower(): void {
+    this.powerLosses++;
     this.pending.clear();
     if (this.durable !== null) this.bytes.set(this.durable);
   }

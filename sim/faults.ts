@@ -92,10 +92,16 @@ export class Faults {
       case 'storeFail': {
         const n = this.prng.pick(this.v.nodes.filter((x) => x.alive));
         if (n === undefined) return;
-        stats.storeFails!++;
         // Mostly writes (hardening); sometimes a read (a resync's must pause and retry, not stall).
-        if (this.prng.chance(0.7)) { n.store.failNextWrites++; this.v.trace(`${n.name}: next store write fails`); }
-        else { n.store.failNextReads++; this.v.trace(`${n.name}: next store read fails`); }
+        if (this.prng.chance(0.7)) {
+          stats.storeWriteFails!++;
+          n.store.failNextWrites++;
+          this.v.trace(`${n.name}: next store write fails`);
+        } else {
+          stats.storeReadFails!++;
+          n.store.failNextReads++;
+          this.v.trace(`${n.name}: next store read fails`);
+        }
         return;
       }
       case 'switchover': return this.switchover();

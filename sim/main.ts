@@ -5,7 +5,9 @@
 // look past bugs already reported); --tracker T, --flush P, --no-faults, --power-loss;
 // --stop-failure-exits (accepted, and the only behaviour now: a failed SIGTERM stop exits, as the
 // CLI does; see sim/node.ts stopCleanly);
-// --keep-going (do not stop at the first failing seed).
+// --keep-going (do not stop at the first failing seed); --json (the last line is one JSON object:
+// seeds, failed, and the faults injected by kind); --list-mutants (one mutant name per line).
+// Exits non-zero when a seed fails.
 // A failing seed prints the command that replays it, the options it drew, and the trace's tail.
 import type { TrackerKind } from '../src/core/notifier.js';
 import type { FlushPolicy } from '../src/core/replica-types.js';
@@ -20,13 +22,15 @@ interface Args {
   from: number;
   verbose: boolean;
   keepGoing: boolean;
+  json: boolean;
+  listMutants: boolean;
   mutant: string | null;
   fixes: AssumedFix[];
   hooks: RunHooks;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { seed: null, seeds: 1, from: 0, verbose: false, keepGoing: false, mutant: null, fixes: [], hooks: { overrides: {} } };
+  const args: Args = { seed: null, seeds: 1, from: 0, verbose: false, keepGoing: false, json: false, listMutants: false, mutant: null, fixes: [], hooks: { overrides: {} } };
   const overrides = args.hooks.overrides!;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -41,6 +45,8 @@ function parseArgs(argv: string[]): Args {
       case '--from': args.from = parseSeed(value()); break;
       case '--verbose': case '-v': args.verbose = true; break;
       case '--keep-going': args.keepGoing = true; break;
+      case '--json': args.json = true; break;
+      case '--list-mutants': args.listMutants = true; break;
       case '--mutant': args.mutant = value(); break;
       case '--assume-known-fixes': args.fixes.push(...KNOWN_FIXES.filter((f) => !args.fixes.includes(f))); break;
       case '--assume-fix': {
@@ -90,8 +96,30 @@ function report(result: RunResult, argv: string[]): void {
   console.log(`  replay: ${replayCommand(result.seed, argv)}`);
 }
 
+/**
+ * The faults a run injected, by the kinds issue 10 names. Kinds the simulator does not inject yet
+ * (fdatasync, metadata write/fsync/rename failures, stalled stores) count 0, so a summary shows
+ * what a run did not exercise rather than hiding it.
+ */
+function faultCounts(stats: Record<string, number>): Record<string, number> {
+  const n = (key: string): number => stats[key] ?? 0;
+  return {
+    storeWrite: n('storeWriteFails'), storeRead: n('storeReadFails'), fsync: n('fsyncFails'), metadata: n('metadataFails'),
+    powerLoss: n('powerLosses'), stall: n('stalls'), crash: n('crashes'), partition: n('partitions'), corrupt: n('corrupts'),
+    drop: n('drops'), cleanRestart: n('cleanRestarts'), switchover: n('switchovers'),
+  };
+}
+
+function addCounts(total: Record<string, number>, more: Record<string, number>): void {
+  for (const [key, value] of Object.entries(more)) total[key] = (total[key] ?? 0) + value;
+}
+
 async function main(argv: string[]): Promise<number> {
   const args = parseArgs(argv);
+  if (args.listMutants) {
+    for (const name of Object.keys(mutants)) console.log(name);
+    return 0;
+  }
   if (args.seed !== null) {
     const hooks: RunHooks = args.verbose ? { ...args.hooks, onTrace: (line) => console.log(line) } : args.hooks;
     const result = await runSeed(args.seed, hooks);
@@ -106,11 +134,13 @@ async function main(argv: string[]): Promise<number> {
   let failed = 0;
   let steps = 0;
   let seedsRun = 0;
+  const faults: Record<string, number> = {};
   for (let i = 0; i < args.seeds; i++) {
     const seed = (args.from + i) >>> 0;
     const result = await runSeed(seed, args.hooks);
     seedsRun++;
     steps += result.steps;
+    addCounts(faults, faultCounts(result.stats));
     if (!result.ok) {
       failed++;
       report(result, argv);
@@ -120,6 +150,7 @@ async function main(argv: string[]): Promise<number> {
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   const ran = failed > 0 && !args.keepGoing ? `stopped at the first failure after ${seedsRun} seeds` : `${seedsRun} seeds`;
   console.log(`${ran} from ${args.from}: ${failed} failed; ${seconds.toFixed(1)} s, ${(steps / seconds).toFixed(0)} steps/s, ${(seedsRun / seconds).toFixed(1)} seeds/s`);
+  if (args.json) console.log(JSON.stringify({ seeds: seedsRun, failed, faults }));
   return failed > 0 ? 1 : 0;
 }
 
