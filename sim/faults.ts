@@ -169,12 +169,14 @@ export class Faults {
     const patienceMs = 1 + this.prng.delay(this.v.opts.storeRetryMs);
     this.v.sched.after(patienceMs, `operator's patience with ${node.name}'s stop`, () => {
       if (down || !node.stopStuck || !inSyncAtStop || this.linkFaults() !== linkFaultsAtStop) return;
-      this.v.trace(`operator: ${node.name}'s stop keeps failing: second signal (exit 1 at once)`);
+      // Still connected (the peer's status says so), or it had hardened all and left its link.
+      const connected = this.v.host.mirroredNow();
+      this.v.trace(`operator: ${node.name}'s stop keeps failing: second signal (exit 1 at once), ${connected ? 'still connected' : 'link already left'}`);
       this.v.stats.stopKills!++;
       node.crash();
       this.v.network.nodeCrashed(node.index);
       died();
-      this.stopDied(node, true);
+      this.stopDied(node, connected);
     });
   }
 
@@ -184,12 +186,13 @@ export class Faults {
   }
 
   /**
-   * A node died in its stop, killed while in sync or failed outright (after it hardened all and
-   * left the link: closing the store or the last metadata write failed). It comes back secondary
-   * (no clean shutdown). If nobody is primary then, the operator promotes someone, or nobody would
-   * ever be again (seeds 1202, 1320, 1966 waited forever so): killed in sync, the survivor (it
-   * holds every acknowledged write), as after any crash of the primary; failed outright, the node
-   * itself once it is back (it hardened everything, and alone in a new epoch it is the newer side).
+   * A node died in its stop: killed while still connected in sync, or after it had hardened all
+   * and left its link (killed, or failed outright: closing the store or the last metadata write
+   * failed). It comes back secondary (no clean shutdown). If nobody is primary then, the operator
+   * promotes someone, or nobody would ever be again (seeds 1202, 1320, 1966 waited forever so):
+   * killed in sync, the survivor (it holds every acknowledged write), as after any crash of the
+   * primary; past its link, the node itself once it is back (it hardened everything, and alone in
+   * a new epoch it is the newer side: promoting the survivor instead is a split brain, seed 4211).
    */
   private stopDied(node: SimNode, inSync: boolean): void {
     const survivor = this.v.nodes.find((n) => n !== node)!;

@@ -63,10 +63,11 @@ test(`seeds ${FLUSH_PRUNE_SEEDS.join(', ')}: a FLUSH in flight is judged on ever
  * 1286, 1702), or, with nobody promoted, the pair waited forever with two secondaries (1202,
  * 1320, 1966). Now a primary hardens while its peer still mirrors it and a failing store is
  * retried (Volume.stop); a stop that dies anyway is a crash the operator fails over from. In 551
- * and 1048 the operator kills a primary whose stop is stuck on its store, while in sync: with the
- * stop leaving its link first, 551 fails again (a split brain that never heals).
+ * and 1048 the operator kills a primary whose stop is stuck on its store while still in sync
+ * (with the stop leaving its link first, 551 loses acknowledged writes again); in 4211 it kills one
+ * that had hardened everything and left its link, and promotes it, not its peer (a split brain).
  */
-const STOP_FAILURE_SEEDS = [551, 782, 875, 1286, 1702, 1202, 1320, 1966, 1048];
+const STOP_FAILURE_SEEDS = [551, 782, 875, 1286, 1702, 1202, 1320, 1966, 1048, 4211];
 
 test(`seeds ${STOP_FAILURE_SEEDS.join(', ')}: a SIGTERM stop whose store fails loses no acknowledged write and leaves a primary`, async () => {
   const hooks = hooksFor(KNOWN_FIXES);
