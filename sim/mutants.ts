@@ -29,6 +29,7 @@ interface CoreInsides {
   finishWrite(write: { reqId: number; fua: boolean; errno: string | null }): void;
   linkLost(nowMs: number): void;
   onPersisted(token: number): void;
+  send(msg: LinkMessage): void;
   promotion: { propose(proposal: unknown, token: number): void; confirmWhenDurable(token: number, id: number): void };
 }
 
@@ -281,6 +282,22 @@ export const mutants = {
     const record = core.record;
     const mark = record.mark.bind(record);
     record.mark = (track: number): boolean => (core.role === 'primary' ? false : mark(track));
+  },
+  /**
+   * Fig. 4 step 66 out of order: the secondary acknowledges a write as it arrives, before the data
+   * is in its cache (a full cache holds the message back, and a link loss drops it unapplied).
+   * The primary then answers the host for a write only its own RAM holds. The real ack that
+   * follows finds no pending piece on the primary (a no-op).
+   * First caught at seed 0 (bitmap coverage: the primary holds a track unhardened that the
+   * secondary, its write still held back, has not marked).
+   */
+  'ack-before-apply': (core: ReplicaCore): void => {
+    const c = insides(core);
+    const deliver = core.linkMessage.bind(core);
+    core.linkMessage = (msg: LinkMessage, nowMs: number): void => {
+      if ((msg.type === 'write' || msg.type === 'zero') && core.role === 'secondary') c.send({ type: 'writeAck', seq: msg.seq });
+      deliver(msg, nowMs);
+    };
   },
 } as const;
 
