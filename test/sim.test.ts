@@ -8,6 +8,7 @@
 //  - each deliberate mutant must be caught within a handful of seeds: proof that the checks bite.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomInt } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -121,6 +122,22 @@ test(`${SEEDS} seeds: every invariant holds after every step, and the pair conve
   t.diagnostic(`${result.seeds} seeds, ${result.steps} steps in ${seconds.toFixed(1)} s on ${workers} threads: ${(result.seeds / seconds).toFixed(1)} seeds/s`);
   const shown = result.failures.slice(0, 5).map((f) => `seed ${f.seed}: ${f.failure}\n  replay: npm run sim -- --seed ${f.seed} --assume-known-fixes --verbose`);
   assert.equal(result.failures.length, 0, `${result.failures.length} failing seeds:\n${shown.join('\n')}`);
+});
+
+/**
+ * Fresh seeds on every run (issue 10 item 6): the corpus above is fixed, so it only ever checks
+ * the interleavings it already has; these explore. The start is printed in the test's name, and
+ * SIM_FRESH_FROM pins it to replay a failure.
+ */
+const FRESH_SEEDS = 300;
+const freshFrom = process.env['SIM_FRESH_FROM'] !== undefined ? Number(process.env['SIM_FRESH_FROM']) : 1_000_000 + randomInt(2 ** 31);
+test(`${FRESH_SEEDS} fresh seeds from ${freshFrom} (replay: npm run sim -- --seeds ${FRESH_SEEDS} --from ${freshFrom} --keep-going)`, { timeout: 170_000 }, async (t) => {
+  const workers = Math.max(1, Math.min(4, availableParallelism()));
+  const result = await runParallel({ from: freshFrom, count: FRESH_SEEDS, fixes: KNOWN_FIXES }, workers);
+  t.diagnostic(`fresh seeds ${freshFrom} .. ${freshFrom + FRESH_SEEDS - 1}: ${result.seeds} run, ${result.failures.length} failed`);
+  assert.equal(result.seeds, FRESH_SEEDS);
+  const shown = result.failures.slice(0, 5).map((f) => `seed ${f.seed}: ${f.failure}\n  replay: npm run sim -- --seed ${f.seed} --verbose`);
+  assert.equal(result.failures.length, 0, `${result.failures.length} failing fresh seeds:\n${shown.join('\n')}`);
 });
 
 for (const bug of KNOWN_BUGS) {
