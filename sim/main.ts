@@ -3,8 +3,6 @@
 //   npm run sim -- --seeds N [--from S]          run seeds S .. S+N-1 (default from 0)
 // Options: --mutant NAME (sim/mutants.ts); --assume-fix NAME, --assume-known-fixes (sim/fixes.ts:
 // look past bugs already reported); --tracker T, --flush P, --no-faults, --power-loss;
-// --stop-failure-exits (accepted, and the only behaviour now: a failed SIGTERM stop exits, as the
-// CLI does; see sim/node.ts stopCleanly);
 // --keep-going (do not stop at the first failing seed); --json (the last line is one JSON object:
 // seeds, failed, and the faults injected by kind); --list-mutants (one mutant name per line).
 // Exits non-zero when a seed fails.
@@ -59,7 +57,6 @@ function parseArgs(argv: string[]): Args {
       case '--flush': overrides.flush = value() as FlushPolicy; break;
       case '--no-faults': overrides.faults = false; break;
       case '--power-loss': overrides.powerLoss = true; break;
-      case '--stop-failure-exits': break;
       default: throw new Error(`unknown argument ${a} (see sim/main.ts)`);
     }
   }
