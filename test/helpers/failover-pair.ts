@@ -144,8 +144,10 @@ export class FailoverPair {
         await pair.kill();
         await pair.proxy?.close();
         // freePort() closes its probe before the node binds: on a busy runner another process
-        // may take the port in between. Start over with new ports (the stores are untouched).
-        if (attempt >= 3 || !/already in use/.test((err as Error).message)) throw err;
+        // may take the port in between, or the proxy's own ephemeral port may be one we probed
+        // (the config then names one port twice). Start over with new ports (the stores are
+        // untouched).
+        if (attempt >= 3 || !/already in use|is already used by/.test((err as Error).message)) throw err;
       }
     }
   }
