@@ -1,6 +1,8 @@
 // Runs a range of seeds with one configuration, in this thread or in a worker thread, so the test
 // suite can use every core (test/sim.test.ts) and the CLI can stay single-threaded (sim/main.ts).
 import { Worker } from 'node:worker_threads';
+import type { ReplicaCore } from '../src/core/replica.js';
+import type { Volume } from '../src/node/volume.js';
 import { runSeed, type RunHooks } from './cluster.js';
 import { coreFixes, type AssumedFix } from './fixes.js';
 import { mutants, type MutantName } from './mutants.js';
@@ -23,24 +25,41 @@ export interface BatchResult {
   seeds: number;
   steps: number;
   failures: BatchFailure[];
+  /** The faults injected, by the kinds issue 10 names (faultCounts). */
+  faults: Record<string, number>;
+}
+
+/** The faults a run injected, by the kinds issue 10 names (a kind never injected counts 0, not absent). */
+export function faultCounts(stats: Record<string, number>): Record<string, number> {
+  const n = (key: string): number => stats[key] ?? 0;
+  return {
+    storeWrite: n('storeWriteFails'), storeRead: n('storeReadFails'), fsync: n('fsyncFails'), metadata: n('metadataFails'),
+    powerLoss: n('powerLosses'), stall: n('stalls'), crash: n('crashes'), partition: n('partitions'), corrupt: n('corrupts'),
+    drop: n('drops'), cleanRestart: n('cleanRestarts'), switchover: n('switchovers'),
+  };
+}
+
+export function addCounts(total: Record<string, number>, more: Record<string, number>): void {
+  for (const [key, value] of Object.entries(more)) total[key] = (total[key] ?? 0) + value;
 }
 
 export function hooksFor(fixes: readonly AssumedFix[], mutant?: MutantName): RunHooks {
-  const wrappers = coreFixes(fixes);
+  const wrappers: ((core: ReplicaCore, volume: Volume) => void)[] = coreFixes(fixes);
   if (mutant !== undefined) wrappers.push(mutants[mutant]);
   return {
     shellFixes: new Set(fixes),
-    ...(wrappers.length > 0 ? { wrapCore: (core) => { for (const w of wrappers) w(core); } } : {}),
+    ...(wrappers.length > 0 ? { wrapCore: (core, node) => { for (const w of wrappers) w(core, node.volume!); } } : {}),
   };
 }
 
 export async function runBatch(spec: BatchSpec): Promise<BatchResult> {
   const hooks = hooksFor(spec.fixes, spec.mutant);
-  const result: BatchResult = { seeds: 0, steps: 0, failures: [] };
+  const result: BatchResult = { seeds: 0, steps: 0, failures: [], faults: {} };
   for (let i = 0; i < spec.count; i++) {
     const r = await runSeed((spec.from + i) >>> 0, hooks);
     result.seeds++;
     result.steps += r.steps;
+    addCounts(result.faults, faultCounts(r.stats));
     if (!r.ok) {
       result.failures.push({ seed: r.seed, failure: r.failure ?? 'unknown' });
       if (spec.stopAtFailure) break;
@@ -69,7 +88,10 @@ export async function runParallel(spec: BatchSpec, workers: number): Promise<Bat
     if (count > 0) parts.push(runBatchInWorker({ ...spec, from, count }));
   }
   const results = await Promise.all(parts);
+  const faults: Record<string, number> = {};
+  for (const r of results) addCounts(faults, r.faults);
   return {
+    faults,
     seeds: results.reduce((n, r) => n + r.seeds, 0),
     steps: results.reduce((n, r) => n + r.steps, 0),
     failures: results.flatMap((r) => r.failures).sort((x, y) => x.seed - y.seed),

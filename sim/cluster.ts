@@ -77,7 +77,7 @@ export class Cluster implements NodeHost, LinkHost {
   /** The first check that failed inside a promise continuation (or a rejection nobody handled). */
   private asyncFailure: unknown = null;
   readonly stats: Record<string, number> = {
-    crashes: 0, cleanRestarts: 0, stopKills: 0, drops: 0, partitions: 0, corrupts: 0, storeWriteFails: 0, storeReadFails: 0, promotions: 0, switchovers: 0, probes: 0, connects: 0,
+    crashes: 0, cleanRestarts: 0, stopKills: 0, drops: 0, partitions: 0, corrupts: 0, promotions: 0, switchovers: 0, probes: 0, connects: 0,
   };
 
   constructor(readonly seed: number, private readonly hooks: RunHooks = {}) {
@@ -89,7 +89,9 @@ export class Cluster implements NodeHost, LinkHost {
     if (hooks.wrapCore) this.wrapCore = hooks.wrapCore;
     const o = this.opts;
     this.network = new Network(this.sched, root.fork(), { delayMeanMs: o.linkDelayMeanMs, highWater: o.linkHighWater, detectMeanMs: o.detectMeanMs }, this);
-    this.nodes = [new SimNode(0, o, this, root.fork()), new SimNode(1, o, this, root.fork())];
+    // The storage faults draw from a stream of their own, so their rates leave a seed's other draws as they were.
+    const storageRoot = new Prng((seed ^ 0x5bd1e995) >>> 0);
+    this.nodes = [new SimNode(0, o, this, root.fork(), storageRoot.fork()), new SimNode(1, o, this, root.fork(), storageRoot.fork())];
     this.host = new Host({
       sched: this.sched, nodes: this.nodes, opts: o,
       liveConnId: () => this.network.liveConnId,
@@ -132,8 +134,15 @@ export class Cluster implements NodeHost, LinkHost {
     return {
       seed: this.seed, ok: failure === null, failure, steps: this.sched.steps, simMs: this.sched.nowMs,
       traceHash: this.hash >>> 0, tail: [...this.tail], options: describeOptions(this.opts),
-      stats: { ...this.stats, ...this.host.counts, powerLosses: this.nodes[0].store.powerLosses + this.nodes[1].store.powerLosses },
+      stats: { ...this.stats, ...this.host.counts, ...this.storageFaultCounts() },
     };
+  }
+
+  /** The storage faults both stores injected, by kind. */
+  private storageFaultCounts(): Record<string, number> {
+    const total: Record<string, number> = {};
+    for (const n of this.nodes) for (const [k, v] of Object.entries(n.store.faultCounts)) total[k] = (total[k] ?? 0) + v;
+    return total;
   }
 
   /** Runs steps until the pair converges after the faults, or a check fails (its message). */
@@ -143,7 +152,7 @@ export class Cluster implements NodeHost, LinkHost {
         return `liveness: the workload did not finish in ${MAX_FAULT_PHASE_MS} ms simulated (${this.host.inFlight} requests in flight; ${this.syncSummary()})`;
       }
       const label = this.sched.step();
-      if (label === null) return 'the event queue ran dry (nothing left to happen, yet not converged)';
+      if (label === null) return `the event queue ran dry (nothing left to happen, yet not converged: ${this.syncSummary()})`;
       await settle();
       this.throwIfFailed();
       this.trace(label);
@@ -239,6 +248,7 @@ export class Cluster implements NodeHost, LinkHost {
     this.healDeadline = this.sched.nowMs + this.opts.livenessLimitMs;
     this.network.partitionedUntil = 0;
     this.trace('faults stop: heal');
+    for (const n of this.nodes) n.store.faultsOn = false;
     for (const n of this.nodes) if (!n.alive) this.sched.after(1, `restart ${n.name}`, () => this.faults.restart(n));
     this.maybeConnect();
   }
@@ -273,6 +283,10 @@ export class Cluster implements NodeHost, LinkHost {
     if (ref === undefined) return;
     this.sentRefs.delete(key);
     ref.markedBy = node.incarnation;
+  }
+
+  nodeReady(): void {
+    this.maybeConnect();
   }
 
   newIncarnation(): number {

@@ -94,11 +94,9 @@ export class Faults {
         if (n === undefined) return;
         // Mostly writes (hardening); sometimes a read (a resync's must pause and retry, not stall).
         if (this.prng.chance(0.7)) {
-          stats.storeWriteFails!++;
           n.store.failNextWrites++;
           this.v.trace(`${n.name}: next store write fails`);
         } else {
-          stats.storeReadFails!++;
           n.store.failNextReads++;
           this.v.trace(`${n.name}: next store read fails`);
         }
@@ -173,7 +171,13 @@ export class Faults {
       const connected = this.v.host.mirroredNow();
       this.v.trace(`operator: ${node.name}'s stop keeps failing: second signal (exit 1 at once), ${connected ? 'still connected' : 'link already left'}`);
       this.v.stats.stopKills!++;
-      node.crash();
+      // A signal kills the process; the machine keeps its power and page cache. A power loss
+      // here is a crash like any other, so only where the injector may crash this node at all: a
+      // primary still connected in sync, or a secondary. A primary past its link is not in sync,
+      // and its store may hold sectors a failed fdatasync left in limbo that only its peer still
+      // has; back in its new epoch it would resync those holes over the peer (seeds 7000498,
+      // 7000962).
+      node.crash(connected || node.core?.role !== 'primary');
       this.v.network.nodeCrashed(node.index);
       died();
       this.stopDied(node, connected);

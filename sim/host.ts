@@ -164,6 +164,11 @@ export class Host {
       if (!ok) this.counts.failedWrites++;
       if (ok) this.view.writeAcknowledged(node, p.epochAtIssue);
       if (ok && p.op.kind === 'fua' && this.view.opts.flush === 'disk') this.checkDurable(node, reqId, p, 'FUA', p.issuedAt);
+      // DESIGN.md "Durability policy": a primary without its peer and `degraded: write-through`
+      // answers a write only once it is hardened (one copy in RAM is not durable). The reply comes
+      // in the step that completed the write, so the core's state now is its state then.
+      const alone = node.core !== null && node.core.role === 'primary' && !node.core.mirroring;
+      if (ok && alone && this.view.opts.degraded === 'write-through') this.checkDurable(node, reqId, p, 'degraded write-through write', p.issuedAt);
     } else if (p.op.kind === 'flush' && ok) {
       const inMemoryOnly = p.peerStateAtIssue === 'in-sync' && this.view.opts.flush === 'memory';
       if (!inMemoryOnly) this.checkDurable(node, reqId, p, 'FLUSH', p.issuedAt);

@@ -19,7 +19,7 @@ const BLOCK = 512;
 export function checkCoverage(h: SimNode, p: SimNode, trackSizeBytes: number): void {
   const hc = h.core;
   const pc = p.core;
-  if (hc === null) return;
+  if (hc === null || h.prov.live === 0) return;
   const blocksPerTrack = trackSizeBytes / BLOCK;
   const src = h.prov.src;
   for (let b = 0; b < src.length; b++) {

@@ -2,15 +2,16 @@
 //   npm run sim -- --seed S [--verbose]          replay one seed exactly (the trace with --verbose)
 //   npm run sim -- --seeds N [--from S]          run seeds S .. S+N-1 (default from 0)
 // Options: --mutant NAME (sim/mutants.ts); --assume-fix NAME, --assume-known-fixes (sim/fixes.ts:
-// look past bugs already reported); --tracker T, --flush P, --no-faults, --power-loss;
+// look past bugs already reported); --tracker T, --flush P, --no-faults, --power-loss (every
+// seed; by default half of them), --no-power-loss, --no-storage-faults (store, fsync, metadata, stall);
 // --keep-going (do not stop at the first failing seed); --json (the last line is one JSON object:
 // seeds, failed, and the faults injected by kind); --list-mutants (one mutant name per line).
 // Exits non-zero when a seed fails.
 // A failing seed prints the command that replays it, the options it drew, and the trace's tail.
 import type { TrackerKind } from '../src/core/notifier.js';
 import type { FlushPolicy } from '../src/core/replica-types.js';
+import { addCounts, faultCounts, hooksFor } from './batch.js';
 import { runSeed, type RunHooks, type RunResult } from './cluster.js';
-import { hooksFor } from './batch.js';
 import { assumedFixes, isAssumedFix, KNOWN_FIXES, shellFixes, type AssumedFix } from './fixes.js';
 import { isMutant, mutants, type MutantName } from './mutants.js';
 
@@ -57,6 +58,8 @@ function parseArgs(argv: string[]): Args {
       case '--flush': overrides.flush = value() as FlushPolicy; break;
       case '--no-faults': overrides.faults = false; break;
       case '--power-loss': overrides.powerLoss = true; break;
+      case '--no-power-loss': overrides.powerLoss = false; break;
+      case '--no-storage-faults': overrides.storageFaults = false; break;
       default: throw new Error(`unknown argument ${a} (see sim/main.ts)`);
     }
   }
@@ -91,24 +94,6 @@ function report(result: RunResult, argv: string[]): void {
   console.log('  trace tail:');
   for (const line of result.tail.slice(-30)) console.log(`    ${line}`);
   console.log(`  replay: ${replayCommand(result.seed, argv)}`);
-}
-
-/**
- * The faults a run injected, by the kinds issue 10 names. Kinds the simulator does not inject yet
- * (fdatasync, metadata write/fsync/rename failures, stalled stores) count 0, so a summary shows
- * what a run did not exercise rather than hiding it.
- */
-function faultCounts(stats: Record<string, number>): Record<string, number> {
-  const n = (key: string): number => stats[key] ?? 0;
-  return {
-    storeWrite: n('storeWriteFails'), storeRead: n('storeReadFails'), fsync: n('fsyncFails'), metadata: n('metadataFails'),
-    powerLoss: n('powerLosses'), stall: n('stalls'), crash: n('crashes'), partition: n('partitions'), corrupt: n('corrupts'),
-    drop: n('drops'), cleanRestart: n('cleanRestarts'), switchover: n('switchovers'),
-  };
-}
-
-function addCounts(total: Record<string, number>, more: Record<string, number>): void {
-  for (const [key, value] of Object.entries(more)) total[key] = (total[key] ?? 0) + value;
 }
 
 async function main(argv: string[]): Promise<number> {

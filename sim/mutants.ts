@@ -1,10 +1,13 @@
 // Deliberate bugs, injected by wrapping a live core (src/ stays untouched), to show that the
 // simulator bites: `npm run sim -- --seeds 200 --mutant NAME` must fail, and fast. Each mutant is
 // a plausible slip in the seed's protocol. Each names the rule it breaks (seed figure/step or
-// DESIGN.md section). Not here: "a metadata save failure ignored" is the shell's branch
-// (Volume's persist failure handler, out of a core wrapper's reach), and the simulator's metadata
-// port never fails a save (sim/disk.ts SimMetadata), so no seed could catch it yet.
+// DESIGN.md section). Most rewire the core; a shell mutant rewires the node's Volume (both are
+// handed to each mutant).
 import type { ReplicaCore } from '../src/core/replica.js';
+import { ReplicaBase } from '../src/core/replica-base.js';
+import type { PersistedState } from '../src/core/replica-types.js';
+import type { MetadataPort } from '../src/node/ports.js';
+import type { Volume } from '../src/node/volume.js';
 import type { LinkMessage } from '../src/core/link-messages.js';
 import type { NotifierAction } from '../src/core/notifier.js';
 import { TrackBitmap } from '../src/core/bitmap.js';
@@ -31,6 +34,13 @@ interface CoreInsides {
   onPersisted(token: number): void;
   send(msg: LinkMessage): void;
   promotion: { propose(proposal: unknown, token: number): void; confirmWhenDurable(token: number, id: number): void };
+  storeSyncFailed(error: string, nowMs: number): void;
+}
+
+/** The Volume's private members a shell mutant rewires (as CoreInsides, compile-time privacy only). */
+interface VolumeInsides {
+  opts: { metadata?: MetadataPort };
+  saveMetadata(state: PersistedState): Promise<void>;
 }
 
 function insides(core: ReplicaCore): CoreInsides {
@@ -39,7 +49,7 @@ function insides(core: ReplicaCore): CoreInsides {
 
 export type MutantName = keyof typeof mutants;
 
-export const mutants = {
+const coreMutants = {
   /** Fig. 4 step 66 left out: the secondary caches the write but does not mark its bitmap. */
   'skip-mark-on-receive': (core: ReplicaCore): void => {
     const record = core.record;
@@ -134,7 +144,9 @@ export const mutants = {
    * the primary hardens writes its peer lacks under an epoch its metadata may not hold yet. A
    * crash before the save lands brings the node back with the old epoch and a store that differs
    * from its peer on tracks no bitmap names: a delta resync keeps them.
-   * Not caught yet (NOT_CAUGHT_YET): the crash window is a single metadata save long.
+   * First caught at seed 1239 once metadata saves could fail (issue 10): a failed save, retried,
+   * holds the window open; the node comes back with the old epoch and the pair never recovers a
+   * primary (liveness).
    */
   'epoch-not-persisted': (core: ReplicaCore): void => {
     const c = insides(core);
@@ -148,8 +160,9 @@ export const mutants = {
    * Fig. 5 step 78 (a notice tells of hardening done) broken: hardening notices go out when the
    * store write completes, before the fdatasync that makes it durable (replica-durable.ts). The
    * peer clears its marks of tracks that a power loss then takes from this node's store.
-   * Only a power loss drops completed but unsynced writes (sim/disk.ts): the seeds `npm test`
-   * runs have none, so this one is caught with `--power-loss` only (seed 0; NOT_CAUGHT_YET below).
+   * Only a power loss drops completed but unsynced writes (sim/disk.ts): half the seeds have them
+   * since issue 10. First caught at seed 18 (failover probe: the in-sync secondary lacks an
+   * acknowledged write, after the primary's power loss and a delta resync).
    */
   'notify-before-fsync': (core: ReplicaCore): void => {
     const c = insides(core);
@@ -219,7 +232,8 @@ export const mutants = {
    * DESIGN.md "Durability policy" broken: degraded with `degraded: write-through`, a write is
    * answered from RAM instead of once hardened locally ("with one copy in RAM, a single failure
    * would lose it"). A crash of the lone primary loses writes it acknowledged.
-   * Not caught yet (NOT_CAUGHT_YET): the model does not hold a degraded node to this promise.
+   * First caught at seed 1, once the host checked this promise (sim/host.ts: a degraded
+   * write-through write answered ok is on the store).
    */
   'degraded-ack-from-ram': (core: ReplicaCore): void => {
     const c = insides(core);
@@ -301,15 +315,48 @@ export const mutants = {
   },
 } as const;
 
+const shellMutants = {
+  /**
+   * Issue 10's bug, put back: the shell takes a failed metadata save as done (Volume.saveMetadata
+   * tries once), so what waited for it goes ahead although the disk does not say it — hardening
+   * after the store lost its trust (seed 2529's rule), a promotion's epoch, the diverging mark.
+   * A crash then brings the node back with metadata older than what it acted on.
+   * First caught at seed 75 (liveness: a clean stop's last save failed unseen, the node came back
+   * secondary as after a crash, and nobody was primary again).
+   */
+  'metadata-save-failure-ignored': (_core: ReplicaCore, volume: Volume): void => {
+    const v = volume as unknown as VolumeInsides;
+    v.saveMetadata = async (state: PersistedState): Promise<void> => {
+      try {
+        await v.opts.metadata?.save(state);
+      } catch {
+        // the slip: carry on as if it had landed
+      }
+    };
+  },
+  /**
+   * A failed fdatasync retried as if nothing was lost (replica-link.ts storeSyncFailed without
+   * the loss of trust): Linux may have dropped the dirty pages, so a later fdatasync succeeds
+   * while sectors this node hardened are not on disk, and the peer is told they are. A power
+   * loss then takes them, and a delta resync, trusting the store, does not resend them.
+   * First caught at seed 1 (failover probe: the in-sync secondary lacks an acknowledged write).
+   */
+  'fsync-failure-keeps-trust': (core: ReplicaCore): void => {
+    const c = insides(core);
+    c.storeSyncFailed = (error: string, nowMs: number): void => {
+      (ReplicaBase.prototype as unknown as CoreInsides).storeSyncFailed.call(core, error, nowMs);
+    };
+  },
+} as const;
+
+export const mutants = { ...coreMutants, ...shellMutants };
+
 /**
  * Listed mutants the seeds `npm test` runs do not catch yet, and why: the gap stays visible
  * (test/sim.test.ts reports each as skipped with this reason) instead of being dropped.
  */
 export const NOT_CAUGHT_YET: Partial<Record<MutantName, string>> = {
-  'notify-before-fsync': 'needs a power loss, off by default: caught at seed 0 with `npm run sim -- --power-loss --mutant notify-before-fsync`',
-  'epoch-not-persisted': 'survives 1,500 seeds (and ~2,500 more): a crash must hit the metadata save window after a harden under the new epoch, then a failover',
-  'promote-before-epoch-persisted': 'survives 1,500 seeds: a crash must hit the metadata save window between the promoteReq/Ack and its persist, which the faults rarely do',
-  'degraded-ack-from-ram': 'survives 1,500 seeds: the model does not check the `degraded: write-through` promise (a lone primary\'s crash counts as the second failure)',
+  'promote-before-epoch-persisted': 'survives 3,000 seeds even with metadata save failures (issue 10): a crash must hit the window between the promoteReq/Ack and its persist, and the promotion must then be acted on before the save is retried',
 };
 
 export function isMutant(name: string): name is MutantName {

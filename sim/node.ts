@@ -36,6 +36,8 @@ export interface NodeHost {
   writeSent(node: SimNode, seq: number, ref: WriteRef): void;
   trace(line: string): void;
   newIncarnation(): number;
+  /** A node's startup metadata landed: it may link and serve now. */
+  nodeReady(): void;
   /** Test-only hook: lets a mutant wrap the core (see sim/mutants.ts). */
   wrapCore?: (core: ReplicaCore, node: SimNode) => void;
   /** Shell-side fixes assumed for reported bugs (sim/fixes.ts, `--assume-fix`). */
@@ -67,6 +69,8 @@ export class SimNode {
   private readonly demoting = new Set<(error: string | null) => void>();
   /** A clean shutdown (Volume.stop) in progress. */
   private stopping = false;
+  /** This incarnation's startup metadata is on disk (Volume.ready): node.ts links and serves only then. */
+  private ready = false;
   /** ... and Volume said its hardening failed and it is trying again. */
   private stopRetrying = false;
   /** The host write being submitted right now, so we can tell which of it went into the cache. */
@@ -76,11 +80,11 @@ export class SimNode {
   /** Writes the core is about to send → the provenance of the copy on the wire (see afterEvent). */
   private readonly wireRefs = new WeakMap<LinkMessage, WriteRef>();
 
-  constructor(readonly index: 0 | 1, private readonly opts: SimOptions, private readonly host: NodeHost, prng: Prng) {
+  constructor(readonly index: 0 | 1, private readonly opts: SimOptions, private readonly host: NodeHost, prng: Prng, faultPrng: Prng) {
     this.name = 'ab'[index]!;
     this.prng = prng;
     const size = opts.trackCount * opts.trackSizeBytes;
-    this.store = new SimStore(this.name, size, opts.powerLoss, host.sched, prng, this.nodeOpts);
+    this.store = new SimStore(this.name, size, opts.powerLoss, host.sched, prng, this.nodeOpts, faultPrng, opts.storage);
     this.prov = new Provenance(size / BLOCK);
   }
 
@@ -96,9 +100,9 @@ export class SimNode {
     return this.volume !== null;
   }
 
-  /** Up and not shutting down: may be connected to its peer, and serves hosts. */
+  /** Up, its startup metadata on disk (Volume.ready), and not shutting down: links and serves hosts. */
   get connectable(): boolean {
-    return this.volume !== null && !this.stopping;
+    return this.volume !== null && this.ready && !this.stopping;
   }
 
   private get sched(): Scheduler {
@@ -143,6 +147,12 @@ export class SimNode {
       },
     });
     this.volume = volume;
+    this.ready = false;
+    void volume.ready().then(() => {
+      if (this.owner !== owner) return;
+      this.ready = true;
+      this.host.nodeReady();
+    });
     this.observe(volume.core);
     this.host.wrapCore?.(volume.core, this);
     this.host.trace(`${this.name}: start #${this.incarnation} as ${volume.core.role}, epoch ${volume.core.epoch}`);
@@ -180,7 +190,7 @@ export class SimNode {
     }, (err: Error) => {
       if (this.owner !== owner) return;
       this.host.trace(`${this.name}: stop failed (${err.message}): exit 1`);
-      this.crash();
+      this.crash(false); // the process exits; the machine keeps its power and page cache
       stopped(false);
     });
   }
@@ -190,12 +200,16 @@ export class SimNode {
     return this.stopping && this.stopRetrying;
   }
 
-  /** kill -9: Volume, its cache and everything in flight are gone; the store keeps what landed. */
-  crash(): void {
-    if (this.opts.powerLoss && this.prng.chance(0.5)) this.store.crashPower();
+  /**
+   * kill -9: Volume, its cache and everything in flight are gone; the store keeps what landed.
+   * With `mayLosePower` (and power loss on in the seed) it is a power loss half the time.
+   */
+  crash(mayLosePower = true): void {
+    const powerLoss = mayLosePower && this.opts.powerLoss && this.prng.chance(0.5);
+    if (powerLoss) this.store.crashPower(this.prng);
     else this.store.crashProcess(this.prng);
-    this.metadata?.crash(this.prng);
-    this.goDown('CRASH');
+    this.metadata?.crash(this.prng, powerLoss);
+    this.goDown(powerLoss ? 'CRASH (power loss)' : 'CRASH');
   }
 
   private goDown(how: string): void {
@@ -244,6 +258,8 @@ export class SimNode {
   private adminAction(action: (volume: Volume) => Promise<unknown>, done: (error: string | null) => void, also?: Set<(error: string | null) => void>): void {
     const volume = this.volume;
     if (volume === null) return done('node is down');
+    // node.ts starts its admin server once the node is ready: until then the request finds no one.
+    if (!this.ready) return done('node is starting');
     const answer = (error: string | null): void => {
       also?.delete(answer);
       if (this.waiting.delete(answer)) done(error);

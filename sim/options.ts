@@ -23,6 +23,20 @@ export interface FaultWeights {
   storeFail: number;
 }
 
+/**
+ * Storage fault rates (issue 10 item 3), each drawn per seed and on in a share of the seeds:
+ * a probability per operation (stall: per operation, that the store stops answering for a while).
+ */
+export interface StorageFaults {
+  writeFail: number;
+  readFail: number;
+  fsyncFail: number;
+  metadataFail: number;
+  stall: number;
+}
+
+const NO_STORAGE_FAULTS: StorageFaults = { writeFail: 0, readFail: 0, fsyncFail: 0, metadataFail: 0, stall: 0 };
+
 export interface SimOptions {
   trackSizeBytes: number;
   trackCount: number;
@@ -61,8 +75,9 @@ export interface SimOptions {
   promoteMeanMs: number;
   downMeanMs: number;
   partitionMeanMs: number;
-  /** Model machine power loss (unsynced writes lost) in crashes. Off by default: see README. */
+  /** Half the crashes are a power loss of the machine (unsynced sectors may be lost; sim/disk.ts). */
   powerLoss: boolean;
+  storage: StorageFaults;
   /** Weight of a clean restart (SIGTERM: harden all, clean-shutdown metadata, start again). */
   cleanRestartWeight: number;
   /** Simulated time after the workload ends within which the pair must be in sync again. */
@@ -72,6 +87,8 @@ export interface SimOptions {
 export interface OptionOverrides {
   faults?: boolean;
   powerLoss?: boolean;
+  /** false: no random storage faults (store, fsync, metadata, stall). */
+  storageFaults?: boolean;
   tracker?: TrackerKind;
   flush?: FlushPolicy;
 }
@@ -90,7 +107,7 @@ export function drawOptions(prng: Prng, overrides: OptionOverrides = {}): SimOpt
   const rangeTracks = prng.pick([1, 2, 4, 8]);
   const maxDirtyAgeMs = prng.range(40, 600);
   const faultsOn = overrides.faults ?? true;
-  return {
+  const drawn = {
     trackSizeBytes,
     trackCount,
     rangeTracks,
@@ -131,11 +148,21 @@ export function drawOptions(prng: Prng, overrides: OptionOverrides = {}): SimOpt
     promoteMeanMs: prng.range(5, 300),
     downMeanMs: prng.range(10, 200),
     partitionMeanMs: prng.range(10, 300),
-    powerLoss: overrides.powerLoss ?? false,
     livenessLimitMs: 60_000,
     // Drawn last, so that adding it left every earlier draw of a seed as it was.
     cleanRestartWeight: faultsOn ? prng.range(0, 2) : 0,
   };
+  // Drawn after everything above, for the same reason.
+  const storageOn = faultsOn && overrides.storageFaults !== false;
+  const storage: StorageFaults = storageOn ? {
+    writeFail: prng.chance(0.4) ? prng.pick([0.01, 0.03, 0.1]) : 0,
+    readFail: prng.chance(0.3) ? prng.pick([0.01, 0.05]) : 0,
+    fsyncFail: prng.chance(0.4) ? prng.pick([0.02, 0.1, 0.3]) : 0,
+    metadataFail: prng.chance(0.4) ? prng.pick([0.05, 0.2, 0.5]) : 0,
+    stall: prng.chance(0.3) ? prng.pick([0.002, 0.01]) : 0,
+  } : NO_STORAGE_FAULTS;
+  const powerLoss = overrides.powerLoss ?? (faultsOn && prng.chance(0.5));
+  return { ...drawn, storage, powerLoss };
 }
 
 /** One line for the trace header: enough to see which corner of the swarm a seed is in. */
@@ -144,6 +171,6 @@ export function describeOptions(o: SimOptions): string {
     `tracks=${o.trackCount}x${o.trackSizeBytes / 1024}KiB range=${o.rangeTracks}`,
     `tracker=${o.tracker} flush=${o.flush} degraded=${o.degraded}`,
     `cache=${o.nodes[0].cacheTracks}/${o.nodes[1].cacheTracks}tr age=${o.maxDirtyAgeMs}ms scan=${o.destageIntervalMs}ms thr=${o.rangeDirtyThresholdTracks}`,
-    `ops=${o.hostOps} qd=${o.hostQueueDepth} faults=${JSON.stringify(o.faults)} powerLoss=${o.powerLoss}`,
+    `ops=${o.hostOps} qd=${o.hostQueueDepth} faults=${JSON.stringify(o.faults)} storage=${JSON.stringify(o.storage)} powerLoss=${o.powerLoss}`,
   ].join(' ');
 }

@@ -35,6 +35,8 @@ interface ShadowEntry {
 
 export class Provenance {
   readonly src: (WriteRef | null)[];
+  /** Blocks of src that are not null: the coverage check skips a node with none (most steps). */
+  live = 0;
   /** Data delivered to this node whose application we have not seen yet (it may wait for room). */
   private shadow: ShadowEntry[] = [];
   private readonly jobs = new Map<number, [number, WriteRef][]>();
@@ -46,7 +48,14 @@ export class Provenance {
   setSpan(offsetBytes: number, lengthBytes: number, ref: WriteRef | null): void {
     const first = offsetBytes / BLOCK;
     const end = first + lengthBytes / BLOCK;
-    for (let b = first; b < end; b++) this.src[b] = ref;
+    for (let b = first; b < end; b++) this.set(b, ref);
+  }
+
+  private set(block: number, ref: WriteRef | null): void {
+    const before = this.src[block];
+    if (before == null && ref !== null) this.live++;
+    else if (before != null && ref === null) this.live--;
+    this.src[block] = ref;
   }
 
   /** A message reached this node; the core applies its inbound stream in order, maybe later. */
@@ -104,7 +113,7 @@ export class Provenance {
 
   /** The job is on the store: its blocks are hardened unless written again since. */
   hardenDone(jobId: number): void {
-    for (const [b, ref] of this.jobs.get(jobId) ?? []) if (this.src[b] === ref) this.src[b] = null;
+    for (const [b, ref] of this.jobs.get(jobId) ?? []) if (this.src[b] === ref) this.set(b, null);
     this.jobs.delete(jobId);
   }
 
@@ -115,6 +124,7 @@ export class Provenance {
   /** The node crashed: its cache, and everything we knew about it, is gone. */
   reset(): void {
     this.src.fill(null);
+    this.live = 0;
     this.shadow = [];
     this.jobs.clear();
   }

@@ -11,7 +11,7 @@ import { ReplicaCore, type ReplicaSettings } from '../src/core/replica.js';
 const states: PeerState[] = ['standalone', 'connecting', 'degraded', 'resyncing', 'in-sync', 'split-brain'];
 const events: PeerEvent[] = [
   'linkUpAsPrimary', 'linkUpAsSecondary', 'linkDownAsPrimary', 'linkDownAsSecondary', 'promotedAlone', 'promotedConnected',
-  'splitBrainDetected', 'targetChosen', 'resyncStarted', 'resyncStartReceived', 'resyncSent', 'resyncReceived', 'splitBrainResolved',
+  'splitBrainDetected', 'targetChosen', 'resyncStarted', 'resyncStartReceived', 'targetPromoted', 'resyncSent', 'resyncReceived', 'splitBrainResolved',
 ];
 
 /** [from, event, to]: the legal transitions, and only those. */
@@ -24,7 +24,7 @@ const legal: [PeerState, PeerEvent, PeerState][] = [
     [s, 'resyncStarted', 'resyncing'], [s, 'resyncStartReceived', 'resyncing'],
   ]),
   ['resyncing', 'linkDownAsPrimary', 'degraded'], ['resyncing', 'linkDownAsSecondary', 'connecting'],
-  ['resyncing', 'promotedConnected', 'degraded'], ['resyncing', 'resyncSent', 'in-sync'], ['resyncing', 'resyncReceived', 'in-sync'],
+  ['resyncing', 'promotedConnected', 'degraded'], ['resyncing', 'targetPromoted', 'connecting'], ['resyncing', 'resyncSent', 'in-sync'], ['resyncing', 'resyncReceived', 'in-sync'],
   ['in-sync', 'linkDownAsPrimary', 'degraded'], ['in-sync', 'linkDownAsSecondary', 'connecting'],
   ['in-sync', 'promotedConnected', 'degraded'], ['in-sync', 'splitBrainDetected', 'split-brain'], ['in-sync', 'targetChosen', 'in-sync'],
   ['in-sync', 'resyncStarted', 'resyncing'], ['in-sync', 'resyncStartReceived', 'resyncing'],

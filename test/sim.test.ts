@@ -28,7 +28,7 @@ const MUTANT_BUDGET = 300;
  * (issue 10), at seeds 319 and 290; since the core asserts its own transitions (23510d5 and the
  * peer-state table), at seeds 0 and 1.
  */
-const MUTANT_BUDGETS: Partial<Record<MutantName, number>> = { 'harden-unacked': 800, 'promote-unconfirmed': 1500 };
+const MUTANT_BUDGETS: Partial<Record<MutantName, number>> = { 'harden-unacked': 800, 'promote-unconfirmed': 1500, 'epoch-not-persisted': 1500 };
 
 test('a seed replays exactly: same trace, same outcome', async () => {
   const hooks = hooksFor(KNOWN_FIXES);
@@ -120,8 +120,11 @@ test(`${SEEDS} seeds: every invariant holds after every step, and the pair conve
   const result = await runParallel({ from: 0, count: SEEDS, fixes: KNOWN_FIXES }, workers);
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   t.diagnostic(`${result.seeds} seeds, ${result.steps} steps in ${seconds.toFixed(1)} s on ${workers} threads: ${(result.seeds / seconds).toFixed(1)} seeds/s`);
+  t.diagnostic(`faults injected: ${JSON.stringify(result.faults)}`);
   const shown = result.failures.slice(0, 5).map((f) => `seed ${f.seed}: ${f.failure}\n  replay: npm run sim -- --seed ${f.seed} --assume-known-fixes --verbose`);
   assert.equal(result.failures.length, 0, `${result.failures.length} failing seeds:\n${shown.join('\n')}`);
+  // The corpus must exercise every fault kind (issue 10 item 3), storage faults included.
+  for (const [kind, count] of Object.entries(result.faults)) assert.ok(count > 0, `no ${kind} fault was injected in ${SEEDS} seeds`);
 });
 
 /**

@@ -33,6 +33,11 @@ class ManualClock implements Clock {
     return { cancel: () => { timer.live = false; } };
   }
 
+  /** When the live timers fire, in time order. */
+  pendingAtMs(): number[] {
+    return this.timers.filter((t) => t.live).map((t) => t.atMs).sort((x, y) => x - y);
+  }
+
   /** Moves time forward by `ms`, firing every timer that falls due, in time order. */
   advance(ms: number): void {
     const end = this.now + ms;
@@ -120,6 +125,27 @@ test('the age bound runs on the clock the shell is given, not on wall time', asy
   void volume.close().then(() => { closed = true; });
   await settle(clock, () => closed);
   assert.ok(closed, 'close finishes on the given clock too');
+});
+
+test('the shell wakes when the core next needs it, not on a poll: never while idle', async () => {
+  const store = new MemoryStore(1024 * KiB, 1);
+  const clock = new ManualClock();
+  const volume = makeVolume(store, { maxDirtyAgeMs: 10_000, clock });
+  await settle(clock, () => false);
+  assert.deepEqual(clock.pendingAtMs(), [], 'an idle node arms no timer');
+  clock.advance(60_000);
+  await volume.write(0, fill(4 * KiB, 7), false);
+  // Dirty at t=60 s: the age sweep is due at half the bound (t=65 s), or the destage scan before it.
+  const [next] = clock.pendingAtMs();
+  assert.ok(next !== undefined && next > 60_000 && next <= 65_000, `next wake-up at ${next} ms`);
+  clock.advance(5_000);
+  await settle(clock, () => volume.stats().dirtyTracks === 0);
+  assert.equal(volume.stats().dirtyTracks, 0, 'hardened by its deadline');
+  await settle(clock, () => false);
+  assert.deepEqual(clock.pendingAtMs(), [], 'idle again: no timer');
+  let closed = false;
+  void volume.close().then(() => { closed = true; });
+  await settle(clock, () => closed);
 });
 
 test('unaligned writes and zeroes go through read-modify-write and read back exactly', async () => {

@@ -63,6 +63,8 @@ export class TrackCache {
   private chargedBytes = 0;
   /** Charge of the dirty lines: the pressure signal, kept incrementally (writes are hot). */
   private dirtyChargeBytes = 0;
+  /** See oldestDirtyBound. */
+  private oldestDirtyBoundMs: number | null = null;
   private writeSeq = 0;
   private nextJobId = 1;
 
@@ -184,6 +186,7 @@ export class TrackCache {
     if (!wasDirty) {
       line.dirtySeq = seq;
       line.dirtySinceMs = nowMs;
+      this.oldestDirtyBoundMs ??= nowMs;
       this.cleanLru.delete(line.track);
       this.dirtyLines.set(line.track, line);
       this.dirtyChargeBytes += line.chargeBytes;
@@ -397,6 +400,7 @@ export class TrackCache {
         // Everything before the snapshot is hardened: the line's age restarts at its first rewrite.
         line.dirtySeq = line.rewrittenSeq;
         line.dirtySinceMs = line.rewrittenSinceMs;
+        this.oldestDirtyBoundMs = Math.min(this.oldestDirtyBoundMs ?? line.dirtySinceMs, line.dirtySinceMs);
         this.dirtyLines.set(track, line);
       }
     }
@@ -505,10 +509,20 @@ export class TrackCache {
     for (const line of this.dirtyLines.values()) if (line.rewritten === null && line.dirtySinceMs <= sinceMs) yield line.track;
   }
 
+  /** Exact, O(dirty lines): also makes oldestDirtyBoundMs exact. */
   oldestDirtySinceMs(): number | null {
     let oldest: number | null = null;
     for (const line of this.dirtyLines.values()) if (oldest === null || line.dirtySinceMs < oldest) oldest = line.dirtySinceMs;
+    this.oldestDirtyBoundMs = oldest;
     return oldest;
+  }
+
+  /**
+   * At or before the oldest dirty line's dirtySinceMs (null: nothing dirty since the last exact
+   * look), in O(1): the shell's next wake-up for the age bound is computed from it on every event.
+   */
+  get oldestDirtyBound(): number | null {
+    return this.dirtyLines.size === 0 ? null : this.oldestDirtyBoundMs;
   }
 
   stats(nowMs: number): CacheStats {

@@ -43,11 +43,14 @@ export class Hardener {
   private readonly scanRanges: number[] = [];
   private nextScanMs: number;
   private ageDue = false;
+  /** When tick last looked at the dirty lines' ages (each look is O(dirty lines)). */
+  private lastAgeCheckMs: number;
   private blockedWriters = 0;
 
   constructor(private readonly cache: TrackCache, private readonly settings: HardeningSettings, nowMs: number) {
     assert(settings.maxJobBytes >= cache.geometry.trackSizeBytes, 'maxJobBytes must hold one track');
     this.nextScanMs = nowMs + settings.destageIntervalMs;
+    this.lastAgeCheckMs = nowMs;
   }
 
   /** After a write landed in these tracks: note ranges that crossed the dirty threshold. */
@@ -69,12 +72,33 @@ export class Hardener {
 
   /** Timer tick: start the age sweep and the periodic destage scan when due. */
   tick(nowMs: number): void {
+    this.lastAgeCheckMs = nowMs;
     const oldest = this.cache.oldestDirtySinceMs();
     if (oldest !== null && nowMs - oldest >= this.settings.maxDirtyAgeMs / 2) this.ageDue = true;
     if (nowMs >= this.nextScanMs) {
       this.nextScanMs = nowMs + this.settings.destageIntervalMs;
       if (this.scanRanges.length === 0) this.scanRanges.push(...this.cache.dirtyRanges());
     }
+  }
+
+  /**
+   * When tick must run next (null: nothing is dirty, so neither the age bound nor the scan has
+   * work): the destage scan's time, and the moment the oldest dirty line turns half
+   * maxDirtyAgeMs old (from the cache's O(1) lower bound: at worst early, and tick makes it
+   * exact). Age looks are at least a twentieth of maxDirtyAgeMs apart, so a stream of lines
+   * reaching that age one after another costs a bounded number of O(dirty lines) looks. While
+   * idle the scan keeps its cadence: the first write after a pause is scanned on the beat, not at once.
+   */
+  nextDeadlineMs(nowMs: number): number | null {
+    const oldest = this.cache.oldestDirtyBound;
+    const { maxDirtyAgeMs, destageIntervalMs } = this.settings;
+    if (oldest === null && this.scanRanges.length === 0) {
+      if (this.nextScanMs < nowMs) this.nextScanMs += Math.ceil((nowMs - this.nextScanMs) / destageIntervalMs) * destageIntervalMs;
+      return null;
+    }
+    if (oldest === null) return this.nextScanMs;
+    const ageCheckMs = Math.max(oldest + maxDirtyAgeMs / 2, this.lastAgeCheckMs + Math.max(1, maxDirtyAgeMs / 20));
+    return Math.min(this.nextScanMs, ageCheckMs);
   }
 
   /** Registers a FLUSH (tracks null) or FUA wait for writes up to `seq`. */

@@ -52,6 +52,11 @@ export class HardeningNotifier {
   private readonly swappedAtSave: Uint8Array;
   /** When a range first wanted a cycle (for the interval trigger). */
   private readonly wantedSinceMs: Float64Array;
+  /**
+   * At or before the earliest wantedSinceMs of a range that wants a cycle (null: none wants
+   * one), kept in O(1) per write and made exact by rangesDue: what nextDueSinceMs reports.
+   */
+  private earliestWantedBoundMs: number | null = null;
   noticesSent = 0;
 
   constructor(
@@ -88,7 +93,10 @@ export class HardeningNotifier {
     const actions: NotifierAction[] = [];
     for (const t of tracks) {
       const range = this.rangeOf(t);
-      if (this.wantedSinceMs[range]! < 0) this.wantedSinceMs[range] = nowMs;
+      if (this.wantedSinceMs[range]! < 0) {
+        this.wantedSinceMs[range] = nowMs;
+        this.earliestWantedBoundMs ??= nowMs;
+      }
       this.written[range] = 1;
       if (this.mirror === null) continue;
       // Fig. 6 steps 96-102: a track not yet in the new bitmap is marked there; if it was in the
@@ -133,10 +141,23 @@ export class HardeningNotifier {
   /** Ranges that want a cycle and have wanted one since at or before `sinceMs`. */
   rangesDue(sinceMs: number): number[] {
     const out: number[] = [];
+    let earliestLeft: number | null = null;
     for (let r = 0; r < this.state.length; r++) {
-      if (this.wantsCycle(r) && this.wantedSinceMs[r]! >= 0 && this.wantedSinceMs[r]! <= sinceMs) out.push(r);
+      const since = this.wantedSinceMs[r]!;
+      if (since < 0 || !this.wantsCycle(r)) continue;
+      if (since <= sinceMs) out.push(r);
+      else if (earliestLeft === null || since < earliestLeft) earliestLeft = since;
     }
+    this.earliestWantedBoundMs = earliestLeft;
     return out;
+  }
+
+  /**
+   * At or before the time the first range began wanting a cycle that has not been started (null:
+   * none): a range falls due `delay` after it. A lower bound, exact after each rangesDue.
+   */
+  get earliestWantedSinceMs(): number | null {
+    return this.earliestWantedBoundMs;
   }
 
   /** Starts a cycle (destage scan or toggle) for an idle range: step 70 / step 90. */
@@ -180,6 +201,10 @@ export class HardeningNotifier {
     this.mirror?.clearOld(range);
     this.m[range] = 0;
     this.state[range] = 'idle';
+    // Written during the cycle: it wants the next one, due from then (rangesDue left it out of
+    // the bound while it was busy).
+    const since = this.wantedSinceMs[range]!;
+    if (since >= 0) this.earliestWantedBoundMs = Math.min(this.earliestWantedBoundMs ?? since, since);
     actions.push(this.send('clear', range));
   }
 
@@ -204,6 +229,7 @@ export class HardeningNotifier {
     this.state.fill('idle');
     this.written.fill(0);
     this.wantedSinceMs.fill(-1);
+    this.earliestWantedBoundMs = null;
     this.n.fill(0);
     this.m.fill(0);
     this.mirror?.reset();

@@ -41,6 +41,8 @@ export type PeerEvent =
   | 'resyncStarted'
   /** The peer's syncStart arrived: this node is the target of its resync. */
   | 'resyncStartReceived'
+  /** The target of this node's resync was promoted (--force): the resync ends; the pair decides afresh. */
+  | 'targetPromoted'
   /** This node sent the last chunk and syncDone of its resync. */
   | 'resyncSent'
   /** The peer's syncDone arrived at the end of the resync into this node. */
@@ -81,6 +83,9 @@ export const PEER_TRANSITIONS: Readonly<Record<PeerState, Row>> = {
     // A forced promotion of the target ends the resync into it; the pair decides afresh. (A
     // promotion of the source keeps its resync running and fires no event.)
     promotedConnected: 'degraded',
+    // The target's forced promotion, seen by the source: undecided only until the state
+    // exchange decides, at once (this node becomes the target, or sees a split brain).
+    targetPromoted: 'connecting',
     resyncSent: 'in-sync',
     resyncReceived: 'in-sync',
   },

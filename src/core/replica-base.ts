@@ -54,6 +54,8 @@ export interface ReplicaCounters {
   syncBytesReceived: number;
   noticesSent: number;
   noticesReceived: number;
+  /** fdatasyncs of the store that failed (a host FLUSH's or a notice batch's). */
+  fsyncFailures: number;
 }
 
 export abstract class ReplicaBase {
@@ -67,7 +69,7 @@ export abstract class ReplicaBase {
   readonly counters: ReplicaCounters = {
     writes: 0, writtenBytes: 0, hardenedBytes: 0, hardenWrites: 0,
     hardenRuns: { flush: 0, pressure: 0, age: 0, threshold: 0, scan: 0 },
-    mirroredWrites: 0, syncBytesSent: 0, syncBytesReceived: 0, noticesSent: 0, noticesReceived: 0,
+    mirroredWrites: 0, syncBytesSent: 0, syncBytesReceived: 0, noticesSent: 0, noticesReceived: 0, fsyncFailures: 0,
   };
   /** This node's role: changed only through setRole (read-only view: `role`). */
   private roleValue: Role;
@@ -89,6 +91,10 @@ export abstract class ReplicaBase {
   protected diverging = false;
   /** A persist that must be durable before anything more is hardened (see linkDown), or null. */
   protected untrustToken: number | null = null;
+  /** After a failed fdatasync, the notices' next one waits until then (backoff), or null. */
+  private durableRetryAtMs: number | null = null;
+  /** Failed fdatasyncs since the last one that succeeded: the backoff doubles with each. */
+  private syncFailuresInRow = 0;
   /** The persisted metadata says diverging: hardening of unmirrored writes may proceed. */
   protected divergingDurable = false;
   protected sendSeq = 0;
@@ -389,12 +395,56 @@ export abstract class ReplicaBase {
     }
   }
 
-  /** The store's fdatasync finished (ok false: it failed). */
-  storeSynced(syncId: number, ok: boolean): void {
+  /** The store's fdatasync finished: `error` null, or why it failed. */
+  storeSynced(syncId: number, error: string | null, nowMs: number): void {
+    const ok = error === null;
+    if (ok) this.syncFailuresInRow = 0;
+    else this.storeSyncFailed(error, nowMs);
     if (this.durable.owns(syncId)) return this.durableSynced(ok);
     const opId = this.storeSyncs.get(syncId);
     this.storeSyncs.delete(syncId);
     if (opId !== undefined) this.opPartDone(opId, 'local', ok ? null : 'EIO');
+  }
+
+  /**
+   * An fdatasync failed. Its host FLUSH gets EIO; the notices it would have made true wait for a
+   * later one, tried after a backoff that doubles with each failure in a row (storeRetryMs up to
+   * 32 times that), not at once: a failing disk is not hammered, and the log says each time.
+   */
+  protected storeSyncFailed(error: string, nowMs: number): void {
+    this.counters.fsyncFailures++;
+    this.syncFailuresInRow++;
+    const retryInMs = this.settings.storeRetryMs * 2 ** Math.min(this.syncFailuresInRow - 1, 5);
+    this.durableRetryAtMs = nowMs + retryInMs;
+    this.emit({ kind: 'log', level: 'error', msg: 'store fdatasync failed: hardening notices wait for one that succeeds', fields: { error, failuresInRow: this.syncFailuresInRow, retryInMs } });
+  }
+
+  /** fdatasyncs that failed since the last one that succeeded (0: the store syncs fine). */
+  get storeSyncFailuresInRow(): number {
+    return this.syncFailuresInRow;
+  }
+
+  /**
+   * The earliest time the base's timed work falls due (null: none): the hardener's age bound and
+   * destage scan, a failed store write's or fdatasync's pause ending, a range's cycle interval.
+   */
+  protected baseDeadlineMs(nowMs: number): number | null {
+    const candidates = [this.hardener.nextDeadlineMs(nowMs), this.durableRetryAtMs, this.pausedUntilMs > nowMs ? this.pausedUntilMs : null];
+    const wanted = this.notifier.earliestWantedSinceMs;
+    if (this.linkIsUp && wanted !== null) {
+      const { destageIntervalMs, maxDirtyAgeMs } = this.settings.hardening;
+      candidates.push(wanted + Math.min(destageIntervalMs, maxDirtyAgeMs / 2));
+    }
+    let at: number | null = null;
+    for (const c of candidates) if (c !== null && (at === null || c < at)) at = c;
+    return at;
+  }
+
+  /** tick: a notice batch's fdatasync whose backoff has passed is tried again. */
+  protected retryDurableSync(nowMs: number): void {
+    if (this.durableRetryAtMs === null || nowMs < this.durableRetryAtMs) return;
+    this.durableRetryAtMs = null;
+    this.startDurableSync();
   }
 
   /** Queue hardening events for the notifier until an fdatasync makes them true on disk. */
@@ -404,9 +454,12 @@ export abstract class ReplicaBase {
     this.startDurableSync();
   }
 
-  /** One fdatasync at a time covers every hardening event queued before it started. */
-  private startDurableSync(): void {
-    if (!this.durable.canStart) return;
+  /**
+   * One fdatasync at a time covers every hardening event queued before it started. Not during a
+   * failed one's backoff, nor while the store's loss of trust (a failed fdatasync) is not on disk.
+   */
+  protected startDurableSync(): void {
+    if (!this.durable.canStart || this.durableRetryAtMs !== null || this.untrustToken !== null) return;
     const syncId = this.nextId++;
     this.durable.start(syncId);
     this.emit({ kind: 'sync-store', syncId });

@@ -36,6 +36,11 @@ export class DurableNotices {
     this.pending = { tracks: [], ranges: [] };
   }
 
+  /** Tracks hardened whose fdatasync has not yet succeeded (waiting for one, or in flight). */
+  get tracks(): number[] {
+    return [...this.pending.tracks, ...(this.inFlight?.tracks ?? [])];
+  }
+
   /** Is `syncId` this part's fdatasync (rather than a FLUSH's)? */
   owns(syncId: number): boolean {
     return this.inFlight?.syncId === syncId;

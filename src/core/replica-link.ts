@@ -33,6 +33,15 @@ export abstract class ReplicaLink extends ReplicaBase {
   protected storeTrusted: boolean;
   /** outOfSync is complete (no crash since it was collected). */
   private outOfSyncValid: boolean;
+  /**
+   * An fdatasync failed since every track of this store was last rewritten (a full resync into
+   * it). Linux may drop the dirty pages of a failed writeback and report it once ("fsyncgate"):
+   * sectors hardened before it may be lost to a power loss although a later fdatasync succeeds,
+   * and no bitmap names them. Such a store is not trusted for a delta resync (a crash of this
+   * node brings a full one), and becoming a resync source does not restore that trust. In memory
+   * only: after a restart the page cache is gone and the disk is what it is.
+   */
+  private syncLost = false;
   protected discardLocal: boolean;
   private divergingToken = -1;
   /** Persisted: the highest epoch ever proposed to (or adopted from) the peer; never taken again. */
@@ -70,7 +79,7 @@ export abstract class ReplicaLink extends ReplicaBase {
   /**
    * The link is up and authenticated. Each side announces its state (seed: the returning node
    * "asks for a data update"); nothing is mirrored until both have decided who is the source.
-   * Both records restart from what each side now holds only in RAM.
+   * Both records restart from what each side could lose if it failed now (unsyncedTracks).
    */
   linkEstablished(nowMs: number): void {
     this.linkIsUp = true;
@@ -79,10 +88,21 @@ export abstract class ReplicaLink extends ReplicaBase {
     this.record.reset();
     this.resetNotifier();
     this.peerEvent(PeerStateMachine.linkEvent('up', this.role));
-    // The state goes first on the new stream; the peer marks our dirty tracks when it reads it,
+    // The state goes first on the new stream; the peer marks our unsynced tracks when it reads it,
     // and our mirror marks them at the same point (notices it may start come after the state).
     this.sendState();
-    this.notifyMarked(this.cache.dirtyTracks(), nowMs);
+    this.notifyMarked(this.unsyncedTracks(), nowMs);
+  }
+
+  /**
+   * What a crash of this node may lose: its dirty tracks, and the tracks it hardened that no
+   * fdatasync has covered yet (a power loss may take those too). The peer's record must start
+   * with both: a peer that had restarted with an empty record did not resend a track this node
+   * hardened while its store stalled, then lost with power (simulator, seeds 712, 7000697).
+   */
+  private unsyncedTracks(): number[] {
+    const tracks = new Set([...this.cache.dirtyTracks(), ...this.durable.tracks]);
+    return [...tracks].sort((x, y) => x - y);
   }
 
   /**
@@ -102,7 +122,7 @@ export abstract class ReplicaLink extends ReplicaBase {
 
   protected sendState(): void {
     const dirty = new TrackBitmap(this.cache.trackCount);
-    for (const t of this.cache.dirtyTracks()) dirty.set(t);
+    for (const t of this.unsyncedTracks()) dirty.set(t);
     this.send({
       type: 'state', role: this.role, history: [...this.history], storeTrusted: this.storeTrusted,
       outOfSyncValid: this.outOfSyncValid, discardLocal: this.discardLocal,
@@ -119,6 +139,16 @@ export abstract class ReplicaLink extends ReplicaBase {
     }
     // In sync with the same history (a demote, say): nothing to decide, only the role changed.
     if (this.peerState === 'in-sync' && compareHistories(this.history, msg.history) === 'equal') return;
+    // The target of our resync is primary: promoted by --force (it refuses a plain promote while
+    // the resync into it runs). It takes no more of our data, and its new epoch may make it the
+    // source (its syncStart follows this state): our resync ends and the pair decides afresh, as
+    // the target's own promotion did on its side (found by the simulator with storage faults,
+    // seeds 211, 383, 652, 284: that syncStart found this node still resyncing it).
+    if (this.resync !== null && msg.role === 'primary') {
+      this.emit({ kind: 'log', level: 'warn', msg: 'peer promoted while this node resynced it: resync abandoned', fields: { peer: this.peerName, sentBytes: this.resync.sentBytes } });
+      this.resync = null;
+      this.peerEvent('targetPromoted');
+    }
     this.decide(nowMs);
   }
 
@@ -274,6 +304,8 @@ export abstract class ReplicaLink extends ReplicaBase {
         return true;
       case 'syncStart':
         if (this.role === 'primary') return true; // a forced promotion abandoned this resync
+        // Every track is about to be rewritten: what a failed fdatasync left unsure is replaced.
+        if (msg.totalBytes === this.settings.geometry.volumeSizeBytes) this.syncLost = false;
         this.intake.start(msg.totalBytes);
         this.markResyncIncomplete();
         this.peerEvent('resyncStartReceived');
@@ -335,7 +367,7 @@ export abstract class ReplicaLink extends ReplicaBase {
     this.peerEvent('resyncReceived');
     // A side that discards its changes (split brain resolved against it) may go back in epochs.
     if (this.peerView !== null) this.setHistory([...this.peerView.history], this.discardLocal);
-    this.storeTrusted = true;
+    this.storeTrusted = !this.syncLost;
     this.discardLocal = false;
     this.outOfSyncValid = true;
     this.outOfSync.clearSpan(0, this.outOfSync.trackCount);
@@ -345,6 +377,12 @@ export abstract class ReplicaLink extends ReplicaBase {
   }
 
   // ================================================================ resync (source)
+
+  /** A rate-capped or paused resync's next read (null: none, or it waits for the link to drain). */
+  protected resyncDeadlineMs(nowMs: number): number | null {
+    if (this.resync === null || !this.linkWritable) return null;
+    return this.resync.nextReadAtMs(nowMs);
+  }
 
   protected pumpSync(nowMs: number): void {
     const plan = this.resync;
@@ -382,8 +420,9 @@ export abstract class ReplicaLink extends ReplicaBase {
     this.peerEvent('resyncSent');
     this.outOfSync.clearSpan(0, this.outOfSync.trackCount);
     this.outOfSyncValid = true;
-    // The source's store is the reference the peer now matches (a fresh primary's included).
-    this.storeTrusted = true;
+    // The source's store is the reference the peer now matches (a fresh primary's included),
+    // unless a failed fdatasync may have lost some of it.
+    this.storeTrusted = !this.syncLost;
     this.diverging = false;
     this.persist();
     this.emit({ kind: 'log', level: 'info', msg: 'resync complete: in-sync', fields: { bytes: plan.sentBytes, full: plan.full, ms: nowMs - plan.startMs } });
@@ -447,11 +486,32 @@ export abstract class ReplicaLink extends ReplicaBase {
     this.emit({ kind: 'persist', token, state: this.persistedState(false) });
   }
 
+  /**
+   * A failed fdatasync also costs this store its trust for a delta resync (see syncLost), on disk
+   * before any notice goes out again (startDurableSync waits for the untrust token): a power loss
+   * that then takes a sector this node hardened brings a full resync, not a delta that skips it.
+   */
+  protected override storeSyncFailed(error: string, nowMs: number): void {
+    super.storeSyncFailed(error, nowMs);
+    this.syncLost = true;
+    if (!this.settings.mirrored || !this.storeTrusted) return;
+    this.storeTrusted = false;
+    this.persist();
+    this.untrustToken = this.lastPersistToken;
+    this.emit({ kind: 'log', level: 'warn', msg: 'store no longer trusted for a delta resync: if this node crashes, it gets a full resync from its peer', fields: { reason: 'fdatasync failed' } });
+  }
+
+  /** May a delta resync into this store be trusted (status: `store.trustedForDelta`)? */
+  get trustedForDelta(): boolean {
+    return this.storeTrusted;
+  }
+
   /** The link half's part of ReplicaCore.persistDone: hardening that waited for this metadata. */
   protected persistDurable(token: number, nowMs: number): void {
     if (token === this.untrustToken) {
       this.untrustToken = null;
       this.pump(nowMs);
+      this.startDurableSync();
     }
     if (token === this.divergingToken) {
       this.divergingDurable = true;

@@ -101,12 +101,34 @@ export class ReplicaCore extends ReplicaLink {
     this.pump(nowMs);
   }
 
+  /**
+   * When the shell must call tick next (null: no timed work; events will do), as quinn's
+   * poll_timeout: the base's deadlines and a rate-capped resync's next read. A deadline at or
+   * before nowMs means "as soon as you can" (the shell waits at least a millisecond).
+   */
+  nextDeadlineMs(nowMs: number): number | null {
+    const at = this.baseDeadlineMs(nowMs);
+    const read = this.resyncDeadlineMs(nowMs);
+    if (read === null) return at;
+    return at === null ? read : Math.min(at, read);
+  }
+
+  /**
+   * A host read finished: the clean lines it pinned may be evicted now, so writes and peer data
+   * waiting for room get another chance (without it, they waited for the next harden or tick;
+   * simulator, seed 1962: a demote never drained).
+   */
+  readDone(nowMs: number): void {
+    if (this.queuedHostPieces.length > 0 || this.inboundBlocked) this.afterRoomFreed(nowMs);
+  }
+
   tick(nowMs: number): void {
     // Room can appear without a harden completing (reads that pinned clean lines finish): retry
     // the held-back queues on every tick too (simulator, seed 1962: a demote never drained).
     this.drainHostQueue(nowMs);
     this.drainInbound(nowMs);
     this.hardener.tick(nowMs);
+    this.retryDurableSync(nowMs);
     this.startDueCycles(nowMs);
     this.pumpSync(nowMs);
     this.pump(nowMs);
@@ -226,6 +248,10 @@ export class ReplicaCore extends ReplicaLink {
       const united = this.record.united();
       for (let t = 0; t < united.trackCount; t++) if (united.has(t)) this.outOfSync.set(t);
     }
+    // Forced in the middle of a resync into this node: the tracks it had not received yet differ
+    // from the peer's, and no bitmap says which. Every track is out of sync, so the resync this
+    // node now sources rewrites them all (its data is the reference from now on).
+    if (this.intake.active || this.resyncIncomplete) for (let t = 0; t < this.outOfSync.trackCount; t++) this.outOfSync.set(t);
     this.intake.end();
     this.resyncIncomplete = false; // forced: this node's data is now the reference
     if (this.linkIsUp) {

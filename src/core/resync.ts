@@ -132,6 +132,20 @@ export class ResyncPlan {
     return due;
   }
 
+  /**
+   * When readsDue will have a chunk to give, if only time stands in the way (a failed read's
+   * pause, or the rate cap); null when it waits for an event (a read in flight to finish) or has
+   * nothing left to issue.
+   */
+  nextReadAtMs(nowMs: number): number | null {
+    const { chunkBytes, windowChunks, rateBytesPerSec } = this.pace;
+    const anyLeft = this.retries.length > 0 || this.issuedBytes < this.totalBytes;
+    if (!anyLeft || this.readsInFlight >= windowChunks) return null;
+    if (nowMs < this.retryAtMs) return this.retryAtMs;
+    // allowed(t) = rate * (t - start) / 1000 + chunk * window must exceed issuedBytes.
+    return this.startMs + Math.max(0, this.issuedBytes - chunkBytes * windowChunks) * 1000 / rateBytesPerSec + 1;
+  }
+
   /** The next span to read and send, or null when every track has been issued. */
   private nextChunk(): Chunk | null {
     const retry = this.retries.shift();

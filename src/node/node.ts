@@ -106,6 +106,8 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
   metrics = new NodeMetrics(() => volume.stats(), { defaultLabels: { node: nodeName, volume: config.volume } });
   const undo: Array<() => Promise<unknown>> = [() => volume.close()];
   const traffic = new LinkTraffic();
+  // Link and serve only once this start's metadata is on disk (Volume.ready; retried until then).
+  await volume.ready();
 
   if (peerConfig !== null) {
     link = startLink(config, nodeConfig, peerConfig, volume, metrics, traffic, log);

@@ -48,6 +48,8 @@ export interface NodeStatus {
     hardeningTracks: number;
     waitingWrites: number;
   };
+  /** The disk's failures (retried with backoff) and whether it is trusted for a delta resync. */
+  storeHealth: Volume['storeHealth'];
   /** What losing this node's RAM would lose were it alone; bounded in age by maxDirtyAgeMs. */
   exposure: { unhardenedBytes: number; oldestDirtyAgeMs: number; maxDirtyAgeMs: number };
   counters: VolumeCounters & { linkBytesSent: number; linkBytesReceived: number; noticeBytesSent: number; resyncBytesSent: number };
@@ -121,6 +123,7 @@ export function buildStatus(src: StatusSources): NodeStatus {
       oldestDirtyAgeMs: s.oldestDirtyAgeMs, cachedTracks: s.cachedTracks, dirtyTracks: s.dirtyTracks,
       hardeningTracks: s.hardeningTracks, waitingWrites: s.waitingWrites,
     },
+    storeHealth: volume.storeHealth,
     exposure: { unhardenedBytes: s.dirtyBytes, oldestDirtyAgeMs: s.oldestDirtyAgeMs, maxDirtyAgeMs: config.maxDirtyAgeMs },
     counters: {
       ...volume.counters,

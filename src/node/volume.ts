@@ -7,7 +7,7 @@ import { BLOCK_SIZE_BYTES, type CacheStats, type HardenJob } from '../core/cache
 import type { HardenReason, HardeningSettings } from '../core/hardening.js';
 import type { TrackerKind } from '../core/notifier.js';
 import { ReplicaCore, type ReplicaCounters } from '../core/replica.js';
-import type { DegradedPolicy, FlushPolicy, LinkMessage, PeerState, ReplicaAction, Role } from '../core/replica-types.js';
+import type { DegradedPolicy, FlushPolicy, LinkMessage, PeerState, PersistedState, ReplicaAction, Role } from '../core/replica-types.js';
 import { NbdRequestError, type NbdExport } from '../nbd/export.js';
 import { releasePayloadOf } from '../nbd/payload-pool.js';
 import type { Store } from '../store/store.js';
@@ -99,11 +99,15 @@ export class Volume implements NbdExport {
   private readonly promotions = new Map<number, (error: string | null) => void>();
   private receivingPaused = false;
   private persistChain: Promise<void> = Promise.resolve();
+  private readonly startupSaved: Promise<void>;
   /** Data of peer messages passed to the core and not yet known to be applied. */
   private readonly appliedOrHeld: Uint8Array[] = [];
   private abandoned = false;
   private timer: TimerHandle | null = null;
-  private readonly tickMs: number;
+  /** When the armed timer fires (the core's deadline it was armed for), or null. */
+  private timerAtMs: number | null = null;
+  /** Metadata saves that failed (each retried), and the last one's error: for status. */
+  private readonly metadataHealth = { failures: 0, failuresInRow: 0, lastError: null as string | null };
 
   constructor(private readonly opts: VolumeOptions) {
     this.name = opts.name;
@@ -130,30 +134,50 @@ export class Volume implements NbdExport {
       syncRateBytesPerSec: mirror?.syncRateBytesPerSec ?? Number.MAX_SAFE_INTEGER,
       storeRetryMs: tuning.storeRetryMs,
     }, this.now(), opts.metadata?.persisted ?? null);
-    // Tick often enough that the age bound holds to within a few percent.
-    this.tickMs = Math.max(10, Math.min(100, Math.floor(opts.hardening.maxDirtyAgeMs / 10)));
-    this.armTimer();
     // The constructor's actions (the startup metadata write, a log line) run now.
     this.run(() => undefined);
+    this.startupSaved = this.persistChain;
+  }
+
+  /**
+   * Resolves once the metadata this start wrote (its role, epoch, diverging mark) is on disk. A
+   * node links to its peer and serves hosts only then: one that crashed before would come back
+   * with no metadata, as a fresh store in its config role, after it had acted on a role its peer
+   * saw (simulator, metadata faults: two primaries at once after the first save never landed).
+   */
+  ready(): Promise<void> {
+    return this.startupSaved;
   }
 
   private now(): number {
     return this.clock.nowMs();
   }
 
-  /** The one timer: wakes the core for its time-driven work (age bound, destage scans, retries). */
-  private armTimer(): void {
-    this.timer = this.clock.setTimer(this.tickMs, () => {
+  /**
+   * The one timer, armed for the core's next deadline after every event (ReplicaCore
+   * nextDeadlineMs: the age bound, destage scans, retry pauses, a rate-capped resync): an idle
+   * node does not wake at all, a busy one when its work falls due, not on a fixed poll.
+   */
+  private reschedule(): void {
+    const now = this.now();
+    const atMs = this.core.nextDeadlineMs(now);
+    if (atMs === this.timerAtMs) return;
+    this.timer?.cancel();
+    this.timer = null;
+    this.timerAtMs = atMs;
+    if (atMs === null) return;
+    // At least a millisecond: a deadline already past runs next, never in a loop of zero delays.
+    this.timer = this.clock.setTimer(Math.max(1, Math.ceil(atMs - now)), () => {
       this.timer = null;
-      if (this.abandoned) return;
-      this.run((now) => this.core.tick(now));
-      this.armTimer();
+      this.timerAtMs = null;
+      this.run((t) => this.core.tick(t));
     }, true);
   }
 
   private stopTimer(): void {
     this.timer?.cancel();
     this.timer = null;
+    this.timerAtMs = null;
   }
 
   /** The secondary's export is read-only: hosts write only to the primary (DESIGN.md). */
@@ -179,11 +203,13 @@ export class Volume implements NbdExport {
         parts = await Promise.all(plan.storeRuns.map((r) => this.store.read(r.offsetBytes, r.lengthBytes)));
       } catch (err) {
         cache.cancelRead(plan);
+        this.run((now) => this.core.readDone(now));
         throw err;
       }
     }
     const bytes = cache.finishRead(plan, parts);
     onRead?.(bytes);
+    if (plan.storeRuns.length > 0) this.run((now) => this.core.readDone(now));
     return bytes;
   }
 
@@ -272,6 +298,7 @@ export class Volume implements NbdExport {
       this.receivingPaused = blocked;
       this.opts.mirror?.setReceiving(!blocked);
     }
+    this.reschedule();
   }
 
   private perform(action: ReplicaAction): void {
@@ -291,8 +318,8 @@ export class Volume implements NbdExport {
         return;
       case 'sync-store':
         this.store.sync().then(
-          () => this.run(() => this.core.storeSynced(action.syncId, true)),
-          (err: Error) => { this.log('error', 'store sync failed', { error: err.message }); this.run(() => this.core.storeSynced(action.syncId, false)); },
+          () => this.run((now) => this.core.storeSynced(action.syncId, null, now)),
+          (err: Error) => this.run((now) => this.core.storeSynced(action.syncId, err.message, now)),
         );
         return;
       case 'sync-read':
@@ -307,11 +334,39 @@ export class Volume implements NbdExport {
         this.promotions.delete(action.requestId);
         return;
       case 'persist':
-        this.persistChain = this.persistChain.then(() => this.opts.metadata?.save(action.state)).then(
+        this.persistChain = this.persistChain.then(() => this.saveMetadata(action.state)).then(
           () => this.run((now) => this.core.persistDone(action.token, now)),
-          (err: Error) => this.log('error', 'metadata write failed: unmirrored writes stay unhardened until it succeeds', { error: err.message }),
+          () => undefined, // abandoned (the process died here)
         );
         return;
+    }
+  }
+
+  /**
+   * Writes the metadata, again and again until it lands: what waits for it (hardening after a
+   * link loss, a promotion, notices after a failed fdatasync) may not proceed on a save that
+   * failed — it would vouch for what the disk does not say — and must not stop for good on one
+   * either (issue 10). Backoff from storeRetryMs doubling to 32 times that; logged at the 1st,
+   * 2nd, 4th, 8th ... failure in a row, and counted in status (metadataFailures).
+   */
+  private async saveMetadata(state: PersistedState): Promise<void> {
+    const metadata = this.opts.metadata;
+    if (metadata === undefined) return;
+    for (let failures = 0; ; ) {
+      try {
+        await metadata.save(state);
+        this.metadataHealth.failuresInRow = 0;
+        return;
+      } catch (err) {
+        if (this.abandoned) throw err;
+        failures++;
+        this.metadataHealth.failures++;
+        this.metadataHealth.failuresInRow = failures;
+        this.metadataHealth.lastError = (err as Error).message;
+        const retryInMs = this.tuning.storeRetryMs * 2 ** Math.min(failures - 1, 5);
+        if ((failures & (failures - 1)) === 0) this.log('error', 'metadata write failed: what waits for it (hardening, a promotion, notices) waits; trying again', { error: (err as Error).message, failures, retryInMs });
+        await this.sleep(retryInMs);
+      }
     }
   }
 
@@ -338,6 +393,19 @@ export class Volume implements NbdExport {
 
   get counters(): VolumeCounters {
     return this.core.counters;
+  }
+
+  /**
+   * How the node's disk is doing (status `storeHealth`): fdatasync and metadata failures, in all
+   * and in a row now (both retried with backoff; 0 in a row: recovered), and whether the store
+   * is still trusted for a delta resync (a failed fdatasync ends that until a full resync).
+   */
+  get storeHealth(): { trustedForDelta: boolean; fsyncFailures: number; fsyncFailuresInRow: number; metadataFailures: number; metadataFailuresInRow: number; lastMetadataError: string | null } {
+    const m = this.metadataHealth;
+    return {
+      trustedForDelta: this.core.trustedForDelta, fsyncFailures: this.core.counters.fsyncFailures, fsyncFailuresInRow: this.core.storeSyncFailuresInRow,
+      metadataFailures: m.failures, metadataFailuresInRow: m.failuresInRow, lastMetadataError: m.lastError,
+    };
   }
 
   get storeDescription(): string {
@@ -382,7 +450,7 @@ export class Volume implements NbdExport {
     this.stopTimer();
     await this.store.close();
     await this.persistChain;
-    await this.opts.metadata?.save(this.core.persistedState(true));
+    await this.saveMetadata(this.core.persistedState(true));
   }
 
   /**

@@ -20,6 +20,10 @@ export class MemoryStore implements Store {
   failWrites = false;
   /** The next this-many reads fail with EIO. */
   failReads = 0;
+  /** The next this-many fdatasyncs fail with EIO (and sync nothing). */
+  failSyncs = 0;
+  /** When each fdatasync was called (Date.now()), failed or not. */
+  readonly syncCalls: number[] = [];
   /** While set, store writes wait for it: proves an ack did not wait for any disk. */
   gate: Promise<void> | null = null;
   /** Bumped by a crash: writes issued before it never land. */
@@ -62,6 +66,11 @@ export class MemoryStore implements Store {
   }
 
   async sync(): Promise<void> {
+    this.syncCalls.push(Date.now());
+    if (this.failSyncs > 0) {
+      this.failSyncs--;
+      throw new Error('injected fdatasync failure');
+    }
     this.synced = Buffer.from(this.bytes);
   }
 
@@ -83,6 +92,8 @@ export interface NodeOptions {
   /** Hardening by range threshold and destage scan (default 2 tracks, every 50 ms). */
   rangeDirtyThresholdTracks?: number;
   destageIntervalMs?: number;
+  /** Pause after a store or metadata failure before the retry (the backoff's first step). */
+  storeRetryMs?: number;
 }
 
 /** One node: a store and metadata that outlive the process, and the running Volume. */
@@ -97,6 +108,8 @@ export class MemoryNode {
    * full and peer messages waited for room — the back-pressure a real node applies to its socket.
    */
   receivingPauses = 0;
+  /** The next this-many metadata saves fail (the file stays as it was). */
+  failMetadataSaves = 0;
   private alive = true;
 
   constructor(readonly name: string, readonly peer: string, readonly role: Role, readonly opts: NodeOptions) {
@@ -116,8 +129,15 @@ export class MemoryNode {
       store: this.store,
       metadata: {
         persisted: this.persisted,
-        save: async (state) => { if (this.alive) this.persisted = state; },
+        save: async (state) => {
+          if (this.failMetadataSaves > 0) {
+            this.failMetadataSaves--;
+            throw new Error('injected metadata write failure');
+          }
+          if (this.alive) this.persisted = state;
+        },
       },
+      ...(this.opts.storeRetryMs === undefined ? {} : { tuning: { storeRetryMs: this.opts.storeRetryMs } }),
       mirror: {
         peer: this.peer, role: this.role, tracker: this.opts.tracker ?? 'destage-scan', flush: this.opts.flush ?? 'memory',
         degraded: 'write-through', syncRateBytesPerSec: 1024 * MiB,
