@@ -1,12 +1,16 @@
 // Mirroring benchmark (issue 4 item 11), run by hand: `npm run bench:mirror -- [options]`.
 //
-// In one run, on one machine, fio's nbd engine against three targets:
+// In one run, on one machine, fio's nbd engine against four targets:
 //   mirrored  a twinblock pair (two node processes on loopback, file stores, flush: memory); fio
 //             writes to the primary, which answers once the write is in both RAM caches;
 //   nbdkit    `nbdkit file` on the same kind of file (one node, no mirror, defaults);
 //   disk      a twinblock pair with flush: disk, and fio sending NBD_CMD_FLUSH after every write
 //             (--fsync=1): each write is then durable on both nodes' disks before the next one —
-//             the synchronous disk mirroring of the seed's background.
+//             the synchronous disk mirroring of the seed's background;
+//   qemu      QEMU's synchronous mirror (bench/qemu-mirror.ts): qemu-storage-daemon mirroring a
+//             file into `nbdkit file` with copy-mode=write-blocking, its filter node exported:
+//             the mirror users could run instead of ours (issue 11). Checked still mirroring
+//             before every run and byte-identical at the end.
 // fio's nbd engine cannot set FUA (engines/nbd.c passes flags 0 to nbd_aio_pwrite; --sync=1 is
 // ignored, checked against nbdkit's log filter), so a second table drives real FUA writes
 // (NBD_CMD_FLAG_FUA on every write) with our own NBD client against the same three targets.
@@ -30,6 +34,7 @@ import { withCpuUse, type CpuUse } from './cpu.js';
 import { fioArgs, median, medianMeasurement, rows as allRows, runFio, type Measurement, type Row } from './fio.js';
 import { medianLoad, runWriteLoad, type LoadResult } from './nbd-load.js';
 import { BenchPair, pairPaths } from './pair.js';
+import { QemuMirror } from './qemu-mirror.js';
 
 const mirrorRowIds = ['randwrite-4k-qd32', 'seqwrite-1m-qd8', 'randwrite-4k-qd1'];
 const fuaDepths = [1, 32];
@@ -41,7 +46,7 @@ const usage = `usage: npm run bench:mirror -- [options]
   --warmup SEC      an unmeasured fio run per row and target first (default 3; 0: none)
   --size SIZE_MIB   volume and file size in MiB (default 1024; --quick: 256)
   --cache SIZE      twinblock cache per node, config syntax (default 256MiB)
-  --dir DIR         where the five files go (default: a temp dir under $TMPDIR)
+  --dir DIR         where the seven files go (default: a temp dir under $TMPDIR)
   --rows a,b        only these fio rows (${mirrorRowIds.join(', ')}); "none" for none
   --no-fua          skip the FUA-client table
   --quick           short runs, smaller volume: a smoke test of the bench itself
@@ -49,13 +54,23 @@ const usage = `usage: npm run bench:mirror -- [options]
   --max-load L      before starting, wait (up to --max-wait s, default 600) for 1-min load <= L
   --markdown FILE   also write the results to FILE`;
 
-type TargetName = 'mirrored' | 'nbdkit' | 'disk';
-const targetNames: TargetName[] = ['mirrored', 'nbdkit', 'disk'];
+type TargetName = 'mirrored' | 'nbdkit' | 'disk' | 'qemu';
+const targetNames: TargetName[] = ['mirrored', 'qemu', 'nbdkit', 'disk'];
 const targetLabel: Record<TargetName, string> = {
   mirrored: 'twinblock pair, flush: memory',
+  qemu: 'QEMU sync mirror (write-blocking)',
   nbdkit: 'nbdkit file (one node)',
   disk: 'twinblock pair, flush: disk, FLUSH after every write',
 };
+
+/** One value per target, each made fresh. */
+function perTarget<T>(make: () => T): Record<TargetName, T> {
+  return { mirrored: make(), qemu: make(), nbdkit: make(), disk: make() };
+}
+
+function perTargetMap<A, B>(from: Record<TargetName, A>, f: (a: A) => B): Record<TargetName, B> {
+  return { mirrored: f(from.mirrored), qemu: f(from.qemu), nbdkit: f(from.nbdkit), disk: f(from.disk) };
+}
 
 interface Options {
   runs: number;
@@ -151,26 +166,43 @@ function describeLoad(r: LoadResult): string {
 
 interface Verdict { target: string; measured: string; met: boolean }
 
-function verdicts(fio: Map<Row, Record<TargetName, Measurement>>, fua: Map<number, Record<TargetName, LoadResult>>): Verdict[] {
+/**
+ * Issue 11's targets: the pair against QEMU's synchronous mirror and against `nbdkit file`, its
+ * CPU per I/O (both nodes, all threads), and the disk-mode gap kept from issue 4.
+ */
+function verdicts(fio: Map<Row, Record<TargetName, Measurement>>, fua: Map<number, Record<TargetName, LoadResult>>, cpu: Map<Row, Record<TargetName, CpuSample>>): Verdict[] {
   const out: Verdict[] = [];
-  const byId = (id: string): Record<TargetName, Measurement> | undefined => [...fio.entries()].find(([r]) => r.id === id)?.[1];
-  const qd32 = byId('randwrite-4k-qd32');
+  const byId = <T>(m: Map<Row, T>, id: string): T | undefined => [...m.entries()].find(([r]) => r.id === id)?.[1];
+  const ratioVerdict = (target: string, r: number, met: boolean, unit = '×'): void => { out.push({ target, measured: `${r.toFixed(2)}${unit}`, met }); };
+  const qd32 = byId(fio, 'randwrite-4k-qd32');
   if (qd32) {
-    const r = qd32.mirrored.iops / qd32.nbdkit.iops;
-    out.push({ target: 'mirrored 4 KiB randwrite QD32 ≥ 0.6× nbdkit IOPS', measured: `${r.toFixed(2)}×`, met: r >= 0.6 });
+    ratioVerdict('pair 4 KiB randwrite QD32 ≥ 2.0× QEMU mirror IOPS', qd32.mirrored.iops / qd32.qemu.iops, qd32.mirrored.iops / qd32.qemu.iops >= 2);
+    ratioVerdict('pair 4 KiB randwrite QD32 ≥ 0.3× nbdkit IOPS', qd32.mirrored.iops / qd32.nbdkit.iops, qd32.mirrored.iops / qd32.nbdkit.iops >= 0.3);
   }
-  const seq = byId('seqwrite-1m-qd8');
+  const seq = byId(fio, 'seqwrite-1m-qd8');
   if (seq) {
-    const r = seq.mirrored.bandwidthBytesPerSec / seq.nbdkit.bandwidthBytesPerSec;
-    out.push({ target: 'mirrored 1 MiB seq write QD8 ≥ 0.8× nbdkit MiB/s', measured: `${r.toFixed(2)}×`, met: r >= 0.8 });
+    const q = seq.mirrored.bandwidthBytesPerSec / seq.qemu.bandwidthBytesPerSec;
+    const k = seq.mirrored.bandwidthBytesPerSec / seq.nbdkit.bandwidthBytesPerSec;
+    ratioVerdict('pair 1 MiB seq write QD8 ≥ 2.0× QEMU mirror MiB/s', q, q >= 2);
+    ratioVerdict('pair 1 MiB seq write QD8 ≥ 0.3× nbdkit MiB/s', k, k >= 0.3);
   }
-  const qd1 = byId('randwrite-4k-qd1');
+  const qd1 = byId(fio, 'randwrite-4k-qd1');
   if (qd1) {
-    const r = qd1.mirrored.p50LatencyUs / qd1.nbdkit.p50LatencyUs;
-    out.push({ target: 'mirrored 4 KiB QD1 p50 latency ≤ 2.5× nbdkit', measured: `${r.toFixed(2)}× nbdkit's p50`, met: r <= 2.5 });
+    const p50q = qd1.mirrored.p50LatencyUs / qd1.qemu.p50LatencyUs;
+    const p99q = qd1.mirrored.p99LatencyUs / qd1.qemu.p99LatencyUs;
+    const p50k = qd1.mirrored.p50LatencyUs / qd1.nbdkit.p50LatencyUs;
+    const p99k = qd1.mirrored.p99LatencyUs / qd1.nbdkit.p99LatencyUs;
+    ratioVerdict('pair 4 KiB QD1 p50 ≤ 1.0× QEMU mirror\'s', p50q, p50q <= 1);
+    ratioVerdict('pair 4 KiB QD1 p99 ≤ 1.5× QEMU mirror\'s', p99q, p99q <= 1.5);
+    ratioVerdict('pair 4 KiB QD1 p50 ≤ 2.5× nbdkit\'s', p50k, p50k <= 2.5);
+    ratioVerdict('pair 4 KiB QD1 p99 ≤ 4× nbdkit\'s', p99k, p99k <= 4);
     const d = durableP50(qd1.disk) / qd1.mirrored.p50LatencyUs;
-    out.push({ target: 'mirrored 4 KiB QD1 p50 ≥ 10× lower than flush: disk (fio: write + FLUSH)', measured: `${d.toFixed(1)}× lower`, met: d >= 10 });
+    out.push({ target: 'pair 4 KiB QD1 p50 ≥ 10× lower than flush: disk (fio: write + FLUSH)', measured: `${d.toFixed(1)}× lower`, met: d >= 10 });
   }
+  const cpu4k = byId(cpu, 'randwrite-4k-qd32');
+  if (cpu4k) out.push({ target: 'pair CPU ≤ 45 µs per 4 KiB write (both nodes, QD32)', measured: `${fmtNumber(cpu4k.mirrored.serverUsPerIo)} µs`, met: cpu4k.mirrored.serverUsPerIo <= 45 });
+  const cpu1m = byId(cpu, 'seqwrite-1m-qd8');
+  if (cpu1m) out.push({ target: 'pair CPU ≤ 3 ms per MiB written (both nodes)', measured: `${fmtNumber(cpu1m.mirrored.serverUsPerIo / 1000, 2)} ms`, met: cpu1m.mirrored.serverUsPerIo <= 3000 });
   const f1 = fua.get(1);
   if (f1) {
     const d = f1.disk.p50LatencyUs / f1.mirrored.p50LatencyUs;
@@ -181,7 +213,7 @@ function verdicts(fio: Map<Row, Record<TargetName, Measurement>>, fua: Map<numbe
 
 async function main(): Promise<void> {
   const opts = parseOptions();
-  ensureTools(['fio', 'nbdkit']);
+  ensureTools(['fio', 'nbdkit', 'qemu-storage-daemon']);
   const selected = mirrorRowIds.filter((id) => opts.rowIds.includes(id)).map((id) => allRows.find((r) => r.id === id)!);
   const command = `npm run bench:mirror -- ${process.argv.slice(2).join(' ')}`.trim();
   const loadBefore = opts.maxLoad === null ? loadAverage() : await waitForLowLoad(opts.maxLoad, opts.maxWaitSec);
@@ -191,10 +223,11 @@ async function main(): Promise<void> {
   const kitFile = `${base}-nbdkit.img`;
   const mem = pairPaths(base, 'memory');
   const disk = pairPaths(base, 'disk');
-  console.error(`writing a ${opts.sizeBytes / MiB} MiB random file and four copies under ${base} ...`);
+  const qemuFiles = { source: `${base}-qemu-source.img`, target: `${base}-qemu-target.img` };
+  console.error(`writing a ${opts.sizeBytes / MiB} MiB random file and six copies under ${base} ...`);
   execFileSync('mkdir', ['-p', mem.dir, disk.dir]);
   writeDataFile(kitFile, opts.sizeBytes);
-  for (const f of [mem.stores.a, mem.stores.b, disk.stores.a, disk.stores.b]) copyFile(kitFile, f);
+  for (const f of [mem.stores.a, mem.stores.b, disk.stores.a, disk.stores.b, qemuFiles.source, qemuFiles.target]) copyFile(kitFile, f);
   syncFs();
 
   const profileDir = opts.profile ? mkdtempSync(path.join(os.tmpdir(), 'twinblock-cpuprof-')) : null;
@@ -204,11 +237,13 @@ async function main(): Promise<void> {
   const diskPair = await BenchPair.start({ dir: disk.dir, stores: disk.stores, size, cache: opts.cache, flush: 'disk' });
   const kitPort = await freePort();
   const kit = await startBackground('nbdkit', ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(kitPort), 'file', kitFile], kitPort);
+  const qemu = await QemuMirror.start({ sourceFile: qemuFiles.source, targetFile: qemuFiles.target, dir });
 
   const fioResults = new Map<Row, Record<TargetName, Measurement>>();
   const fuaResults = new Map<number, Record<TargetName, LoadResult>>();
   const cpuResults = new Map<Row, Record<TargetName, CpuSample>>();
   let loadAfter = '';
+  let qemuIdentical = false;
   const initialSyncMs: Record<string, number> = {};
   /** Wall-clock spans (Date.now) of the mirrored target's runs, per row: profile windows. */
   const mirroredSpans = new Map<string, Array<[number, number]>>();
@@ -235,6 +270,8 @@ async function main(): Promise<void> {
       { name: 'mirrored', uri: memPair.uri('a'), fioExtra: [], settle: settlePair(memPair), pids: () => pairPids(memPair) },
       { name: 'nbdkit', uri: `nbd://127.0.0.1:${kitPort}/`, fioExtra: [], settle: async () => syncFs(), pids: () => [kit.child.pid!] },
       { name: 'disk', uri: diskPair.uri('a'), fioExtra: ['--fsync=1'], settle: settlePair(diskPair), pids: () => pairPids(diskPair) },
+      // Before every run (so after the one before): the job must still be mirroring.
+      { name: 'qemu', uri: qemu.uri, fioExtra: [], settle: async () => { await qemu.checkMirroring(); syncFs(); }, pids: () => qemu.pids },
     ];
     const rotated = (i: number): Target[] => targets.map((_, k) => targets[(k + i) % targets.length]!);
 
@@ -247,8 +284,8 @@ async function main(): Promise<void> {
           await runFio(row, t.uri, opts.sizeBytes, opts.warmupSec, t.fioExtra);
         }
       }
-      const samples: Record<TargetName, Measurement[]> = { mirrored: [], nbdkit: [], disk: [] };
-      const cpuSamples: Record<TargetName, CpuSample[]> = { mirrored: [], nbdkit: [], disk: [] };
+      const samples = perTarget<Measurement[]>(() => []);
+      const cpuSamples = perTarget<CpuSample[]>(() => []);
       for (let i = 0; i < opts.runs; i++) {
         for (const t of rotated(i)) {
           await t.settle();
@@ -258,15 +295,13 @@ async function main(): Promise<void> {
           console.error(`${row.id} run ${i + 1}/${opts.runs} ${t.name}: ${describeFio(row, t.name, m)} (load ${loadAverage()})`);
         }
       }
-      fioResults.set(row, {
-        mirrored: medianMeasurement(samples.mirrored), nbdkit: medianMeasurement(samples.nbdkit), disk: medianMeasurement(samples.disk),
-      });
-      if (row.kind === 'throughput') cpuResults.set(row, { mirrored: medianCpu(cpuSamples.mirrored), nbdkit: medianCpu(cpuSamples.nbdkit), disk: medianCpu(cpuSamples.disk) });
+      fioResults.set(row, perTargetMap(samples, medianMeasurement));
+      cpuResults.set(row, perTargetMap(cpuSamples, medianCpu));
     }
 
     if (opts.fua) {
       for (const depth of fuaDepths) {
-        const samples: Record<TargetName, LoadResult[]> = { mirrored: [], nbdkit: [], disk: [] };
+        const samples = perTarget<LoadResult[]>(() => []);
         for (let i = 0; i < opts.runs; i++) {
           for (const t of rotated(i)) {
             await t.settle();
@@ -277,45 +312,44 @@ async function main(): Promise<void> {
             console.error(`fua-4k-qd${depth} run ${i + 1}/${opts.runs} ${t.name}: ${describeLoad(r)} (load ${loadAverage()})`);
           }
         }
-        fuaResults.set(depth, { mirrored: medianLoad(samples.mirrored), nbdkit: medianLoad(samples.nbdkit), disk: medianLoad(samples.disk) });
+        fuaResults.set(depth, perTargetMap(samples, medianLoad));
       }
     }
     loadAfter = loadAverage();
+    await qemu.checkMirroring();
+    qemuIdentical = await qemu.stopAndCompare(qemuFiles.source, qemuFiles.target);
   } finally {
     await memPair.stop();
     await diskPair.stop();
     await kit.stop();
+    await qemu.stop();
   }
 
   const md: string[] = [];
   if (fioResults.size > 0) {
-    md.push(`| row (fio, nbd engine) | ${targetNames.map((t) => targetLabel[t]).join(' | ')} | mirrored vs nbdkit | mirrored vs disk |`,
-      '| --- | --- | --- | --- | --- | --- |');
+    md.push(`| row (fio, nbd engine) | ${targetNames.map((t) => targetLabel[t]).join(' | ')} | pair vs QEMU | pair vs nbdkit | pair vs disk |`,
+      '| --- | --- | --- | --- | --- | --- | --- | --- |');
     for (const [row, r] of fioResults) {
-      let vsKit: string;
-      let vsDisk: string;
-      if (row.kind === 'latency') {
-        vsKit = `p50 ${(r.mirrored.p50LatencyUs / r.nbdkit.p50LatencyUs).toFixed(2)}× nbdkit's, p99 ${(r.mirrored.p99LatencyUs / r.nbdkit.p99LatencyUs).toFixed(2)}×`;
-        vsDisk = `p50 ${(durableP50(r.disk) / r.mirrored.p50LatencyUs).toFixed(1)}× lower`;
-      } else {
+      const versus = (other: TargetName): string => {
+        if (row.kind === 'latency') return `p50 ${(r.mirrored.p50LatencyUs / r[other].p50LatencyUs).toFixed(2)}×, p99 ${(r.mirrored.p99LatencyUs / r[other].p99LatencyUs).toFixed(2)}×`;
         const key = row.id.includes('1m') ? 'bandwidthBytesPerSec' : 'iops';
-        vsKit = `${(r.mirrored[key] / r.nbdkit[key]).toFixed(2)}×`;
-        vsDisk = `${(r.mirrored[key] / r.disk[key]).toFixed(1)}×`;
-      }
-      md.push(`| ${row.label} | ${targetNames.map((t) => describeFio(row, t, r[t])).join(' | ')} | ${vsKit} | ${vsDisk} |`);
+        return `${(r.mirrored[key] / r[other][key]).toFixed(2)}×`;
+      };
+      const vsDisk = row.kind === 'latency' ? `p50 ${(durableP50(r.disk) / r.mirrored.p50LatencyUs).toFixed(1)}× lower` : versus('disk');
+      md.push(`| ${row.label} | ${targetNames.map((t) => describeFio(row, t, r[t])).join(' | ')} | ${versus('qemu')} | ${versus('nbdkit')} | ${vsDisk} |`);
     }
     md.push('');
   }
   if (fuaResults.size > 0) {
     md.push(`| 4 KiB random write, FUA on every write (our client) | ${targetNames.map((t) => targetLabel[t].replace(', FLUSH after every write', '')).join(' | ')} | disk / mirrored p50 |`,
-      '| --- | --- | --- | --- | --- |');
+      '| --- | --- | --- | --- | --- | --- |');
     for (const [depth, r] of fuaResults) {
       md.push(`| QD${depth} | ${targetNames.map((t) => describeLoad(r[t])).join(' | ')} | ${(r.disk.p50LatencyUs / r.mirrored.p50LatencyUs).toFixed(1)}× |`);
     }
     md.push('');
   }
   if (cpuResults.size > 0) md.push(...cpuTable(cpuResults), '');
-  const vs = verdicts(fioResults, fuaResults);
+  const vs = verdicts(fioResults, fuaResults, cpuResults);
   if (vs.length > 0) {
     md.push('| target | measured | met? |', '| --- | --- | --- |');
     for (const v of vs) md.push(`| ${v.target} | ${v.measured} | ${v.met ? 'yes' : '**no**'} |`);
@@ -326,9 +360,10 @@ async function main(): Promise<void> {
     `${opts.fua ? `FUA-client runs ${opts.fuaRuntimeSec} s (+1 s ramp). ` : ''}Volume ${opts.sizeBytes / MiB} MiB, twinblock cache ${opts.cache} per node,`,
     'default trackSize (64 KiB), tracker (destage-scan), syncRate and maxDirtyAgeMs.', '',
     `- date: ${new Date().toISOString()} (commit ${commitDescription()})`,
-    ...Object.entries(machine()).map(([k, v]) => `- ${k}: ${v}`),
+    ...Object.entries(machine([['fio', ['--version']], ['nbdkit', ['--version']], ['qemu-storage-daemon', ['--version']]])).map(([k, v]) => `- ${k}: ${v}`),
     `- load average (1/5/15 min) before: ${loadBefore}; after: ${loadAfter}`,
     `- initial full sync before measuring: memory pair ${initialSyncMs['memory']} ms, disk pair ${initialSyncMs['disk']} ms (from each pair's start to both in-sync; the two pairs synced at the same time)`,
+    `- QEMU mirror: still mirroring (job ready, write-blocking) before every run and after the last; source and target files ${qemuIdentical ? 'byte-identical' : '**differ**'} at the end`,
     `- command: \`${command}\``,
     `- fio per run, e.g.: \`fio ${fioArgs(exampleRow, 'nbd://127.0.0.1:PORT/vol0', opts.sizeBytes, opts.runtimeSec).join(' ')}\`; the disk target adds \`--fsync=1\``);
   const markdown = md.join('\n');
@@ -353,7 +388,7 @@ async function main(): Promise<void> {
       }
     }
   }
-  if (opts.dir !== null) await run('rm', ['-rf', kitFile, mem.dir, disk.dir, base]);
+  if (opts.dir !== null) await run('rm', ['-rf', kitFile, qemuFiles.source, qemuFiles.target, mem.dir, disk.dir, base]);
   await cleanupAll();
 }
 
@@ -368,10 +403,11 @@ function pairPids(pair: BenchPair): number[] {
  */
 function cpuTable(cpu: Map<Row, Record<TargetName, CpuSample>>): string[] {
   const cell = (c: CpuSample): string => `${fmtNumber(c.serverUsPerIo)} + fio ${fmtNumber(c.fioUsPerIo)} = ${fmtNumber(c.serverUsPerIo + c.fioUsPerIo)} µs (machine ${c.machineCores.toFixed(2)} cores busy)`;
-  const out = [`| CPU per I/O: servers + fio = total | ${targetNames.map((t) => targetLabel[t]).join(' | ')} | mirrored / nbdkit |`, '| --- | --- | --- | --- | --- |'];
+  const out = [`| CPU per I/O: servers + fio = total | ${targetNames.map((t) => targetLabel[t]).join(' | ')} | pair / QEMU servers | pair / nbdkit total |`, '| --- | --- | --- | --- | --- | --- | --- |'];
   for (const [row, c] of cpu) {
-    const ratio = (c.mirrored.serverUsPerIo + c.mirrored.fioUsPerIo) / (c.nbdkit.serverUsPerIo + c.nbdkit.fioUsPerIo);
-    out.push(`| ${row.label} | ${targetNames.map((t) => cell(c[t])).join(' | ')} | ${ratio.toFixed(2)}× |`);
+    const vsQemu = c.mirrored.serverUsPerIo / c.qemu.serverUsPerIo;
+    const vsKit = (c.mirrored.serverUsPerIo + c.mirrored.fioUsPerIo) / (c.nbdkit.serverUsPerIo + c.nbdkit.fioUsPerIo);
+    out.push(`| ${row.label} | ${targetNames.map((t) => cell(c[t])).join(' | ')} | ${vsQemu.toFixed(2)}× | ${vsKit.toFixed(2)}× |`);
   }
   return out;
 }

@@ -14,6 +14,7 @@ const packageOfTool: Record<string, string> = {
   nbdsh: 'python3-libnbd',
   fio: 'fio',
   nbdkit: 'nbdkit',
+  'qemu-storage-daemon': 'qemu-system-common',
 };
 
 function hasTool(tool: string): boolean {
