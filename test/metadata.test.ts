@@ -16,7 +16,7 @@ const identity = { volume: 'vol0', sizeBytes: 1 << 20, trackSizeBytes: 65536 };
 
 const state: PersistedState = {
   history: [{ epoch: 1, node: 'a' }, { epoch: 3, node: 'b' }], role: 'secondary', cleanShutdown: true, diverging: false,
-  storeTrusted: true, resyncIncomplete: false, outOfSync: Uint8Array.from([1, 0, 128, 0]), discardLocal: false, proposedEpoch: 4,
+  storeTrusted: true, resyncIncomplete: false, outOfSync: Uint8Array.from([1, 0, 128, 0]), discardLocal: false, proposedEpoch: 4, syncLost: true,
 };
 
 function storeAt(name: string): MetadataFileStore {

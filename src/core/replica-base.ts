@@ -469,7 +469,11 @@ export abstract class ReplicaBase {
     const batch = this.durable.synced(ok);
     if (batch !== null) {
       // A track written again since it was hardened is not hardened now: its new data is not.
-      this.runNotifier(this.notifier.onTracksClean(batch.tracks.filter((t) => !this.cache.isTrackDirty(t))));
+      // Nor is one written and hardened again while this sync ran: clean, but its new bytes wait
+      // for the next sync (queued in `durable`), so this one must not clear its mark (simulator,
+      // seed 10009055: a CLEAR for a rewrite that a stalled store then lost with power).
+      const awaitingSync = new Set(this.durable.tracks);
+      this.runNotifier(this.notifier.onTracksClean(batch.tracks.filter((t) => !this.cache.isTrackDirty(t) && !awaitingSync.has(t))));
       for (const range of batch.ranges) {
         if (this.notifier.rangeState(range) === 'hardening') this.runNotifier(this.notifier.rangeHardened(range));
       }

@@ -38,8 +38,12 @@ export abstract class ReplicaLink extends ReplicaBase {
    * it). Linux may drop the dirty pages of a failed writeback and report it once ("fsyncgate"):
    * sectors hardened before it may be lost to a power loss although a later fdatasync succeeds,
    * and no bitmap names them. Such a store is not trusted for a delta resync (a crash of this
-   * node brings a full one), and becoming a resync source does not restore that trust. In memory
-   * only: after a restart the page cache is gone and the disk is what it is.
+   * node brings a full one), and becoming a resync source does not restore that trust. Persisted:
+   * a restart of the process (crash or clean stop) does not end it — the kernel's page cache, and
+   * the writeback it lost, outlive the process, and after a power loss the disk may lack those
+   * sectors. Kept in memory only, it was forgotten at a restart, and the next resync this node
+   * sent made its store trusted again; a later power loss took a sector hardened before the failed
+   * fdatasync, and the delta resync after it skipped that track (simulator, seed 10007857).
    */
   private syncLost = false;
   protected discardLocal: boolean;
@@ -66,6 +70,7 @@ export abstract class ReplicaLink extends ReplicaBase {
     this.diverging = persisted?.diverging ?? false;
     this.resyncIncomplete = persisted?.resyncIncomplete ?? false;
     this.proposedEpoch = persisted?.proposedEpoch ?? 0;
+    this.syncLost = persisted?.syncLost === true;
     if (this.role === 'primary') this.history.push(this.newEpochEntry());
     if (this.role === 'primary' && settings.mirrored) this.diverging = true;
     this.persist();
@@ -526,7 +531,7 @@ export abstract class ReplicaLink extends ReplicaBase {
     return {
       history: [...this.history], role: this.role, cleanShutdown, diverging: this.diverging,
       storeTrusted: this.storeTrusted, resyncIncomplete: this.resyncIncomplete, outOfSync: outOfSync.toBytes(), discardLocal: this.discardLocal,
-      proposedEpoch: this.proposedEpoch,
+      proposedEpoch: this.proposedEpoch, syncLost: this.syncLost,
     };
   }
 

@@ -39,6 +39,11 @@ export interface PersistedState {
    * may have adopted it although the request then failed, so it is never proposed or taken again.
    */
   proposedEpoch: number;
+  /**
+   * An fdatasync failed since every track of this store was last rewritten (replica-link.ts
+   * syncLost). Persisted because the lost writeback outlives the process (simulator, seed 10007857).
+   */
+  syncLost: boolean;
 }
 
 export type FlushPolicy = 'memory' | 'disk';

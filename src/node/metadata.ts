@@ -32,6 +32,8 @@ const metadataFileSchema = z.object({
   discardLocal: z.boolean(),
   // Absent in files written before promotions were confirmed by the peer.
   proposedEpoch: z.number().int().nonnegative().optional(),
+  // Absent in files written before a failed fdatasync was remembered across restarts.
+  syncLost: z.boolean().optional(),
 });
 
 type MetadataFile = z.infer<typeof metadataFileSchema>;
@@ -71,7 +73,7 @@ export class MetadataFileStore {
     return {
       history: data.history, role: data.role, cleanShutdown: data.cleanShutdown, diverging: data.diverging,
       storeTrusted: data.storeTrusted === true, resyncIncomplete: data.resyncIncomplete === true, outOfSync: data.outOfSync === null ? null : Uint8Array.from(Buffer.from(data.outOfSync, 'base64')), discardLocal: data.discardLocal,
-      proposedEpoch: data.proposedEpoch ?? 0,
+      proposedEpoch: data.proposedEpoch ?? 0, syncLost: data.syncLost === true,
     };
   }
 
@@ -100,7 +102,7 @@ export class MetadataFileStore {
       formatVersion: FORMAT_VERSION, ...this.identity, node: this.node,
       history: state.history, role: state.role, cleanShutdown: state.cleanShutdown, diverging: state.diverging,
       storeTrusted: state.storeTrusted, resyncIncomplete: state.resyncIncomplete, outOfSync: state.outOfSync === null ? null : Buffer.from(state.outOfSync).toString('base64'), discardLocal: state.discardLocal,
-      proposedEpoch: state.proposedEpoch,
+      proposedEpoch: state.proposedEpoch, syncLost: state.syncLost,
     };
     const tmp = `${this.filePath}.tmp`;
     const handle = await fs.open(tmp, 'w');
