@@ -40,7 +40,14 @@ export interface ReplicaSettings {
 interface HostWrite { reqId: number; piecesLeft: number; offsetBytes: number; lengthBytes: number; fua: boolean; errno: ReplyErrno | null }
 interface Piece { write: HostWrite; offsetBytes: number; lengthBytes: number; data: Uint8Array | null; trim: boolean }
 type OpDone = { reply: number } | { flushAck: number };
-interface Op { done: OpDone; localPending: boolean; remotePending: boolean; errno: ReplyErrno | null }
+interface Op {
+  done: OpDone;
+  localPending: boolean;
+  remotePending: boolean;
+  errno: ReplyErrno | null;
+  /** A host write only this node vouches for (its peer never acknowledged it): the role changes seen when it started. */
+  aloneSinceRoleChange: number | null;
+}
 type WaiterPurpose = { op: number } | { range: number };
 
 export interface ReplicaCounters {
@@ -91,6 +98,8 @@ export abstract class ReplicaBase {
   protected diverging = false;
   /** A persist that must be durable before anything more is hardened (see linkDown), or null. */
   protected untrustToken: number | null = null;
+  /** Role changes so far: a write only this node vouched for fails if its role changed before it completed. */
+  private roleChanges = 0;
   /** After a failed fdatasync, the notices' next one waits until then (backoff), or null. */
   private durableRetryAtMs: number | null = null;
   /** Failed fdatasyncs since the last one that succeeded: the backoff doubles with each. */
@@ -127,6 +136,7 @@ export abstract class ReplicaBase {
   }
 
   protected setRole(role: Role): void {
+    if (role !== this.roleValue) this.roleChanges++;
     this.roleValue = role;
     this.notifier.setSendsWrites(role === 'primary');
   }
@@ -321,7 +331,7 @@ export abstract class ReplicaBase {
     if (this.peerState === 'standalone') return this.startOp(done, write.fua ? local : null, null);
     if (!this.mirroring) {
       const hardenFirst = write.fua || this.settings.degraded === 'write-through';
-      return this.startOp(done, hardenFirst ? local : null, null);
+      return this.startOp(done, hardenFirst ? local : null, null, true);
     }
     const onDisk = write.fua && this.settings.flush === 'disk';
     this.startOp(done, onDisk ? local : null, onDisk ? { offsetBytes: write.offsetBytes, lengthBytes: write.lengthBytes } : null);
@@ -336,7 +346,9 @@ export abstract class ReplicaBase {
       return this.startOp(done, null, null);
     }
     const remote = this.mirroring && this.settings.flush === 'disk' ? { offsetBytes: 0, lengthBytes: 0 } : null;
-    this.startOp(done, local, remote);
+    // Without its peer a FLUSH vouches for writes only this node holds: as such writes, it fails
+    // if this node's role changes before it completes (finishOpIfDone).
+    this.startOp(done, local, remote, !this.mirroring && this.peerState !== 'standalone');
     this.pump(nowMs);
   }
 
@@ -349,9 +361,9 @@ export abstract class ReplicaBase {
   // ================================================================ durability ops
 
   /** An op completes when its local part (harden + store sync) and remote part (peer flush) are done. */
-  protected startOp(done: OpDone, local: { seq: number; tracks: number[] | null } | null, remote: { offsetBytes: number; lengthBytes: number } | null): void {
+  protected startOp(done: OpDone, local: { seq: number; tracks: number[] | null } | null, remote: { offsetBytes: number; lengthBytes: number } | null, alone = false): void {
     const id = this.nextId++;
-    const op: Op = { done, localPending: local !== null, remotePending: remote !== null, errno: null };
+    const op: Op = { done, localPending: local !== null, remotePending: remote !== null, errno: null, aloneSinceRoleChange: alone ? this.roleChanges : null };
     this.ops.set(id, op);
     if (remote) this.send({ type: 'flushReq', id, offsetBytes: remote.offsetBytes, lengthBytes: remote.lengthBytes });
     if (local) {
@@ -376,6 +388,11 @@ export abstract class ReplicaBase {
     const op = this.ops.get(opId);
     if (op === undefined || op.localPending || op.remotePending) return;
     this.ops.delete(opId);
+    // A write only this node vouched for, whose role changed before it was hardened: the node
+    // that took over may never have had it (a resync from it may even have overwritten it here),
+    // so it is not durable anywhere (simulator, seed 197266155: a FUA answered ok after its node
+    // stepped down and the new primary's resync replaced its block).
+    if (op.aloneSinceRoleChange !== null && op.aloneSinceRoleChange !== this.roleChanges) op.errno ??= 'EIO';
     if ('reply' in op.done) this.emit({ kind: 'reply', reqId: op.done.reply, errno: op.errno, ...(op.errno ? { message: 'store write failed' } : {}) });
     else this.send({ type: 'flushAck', id: op.done.flushAck, ok: op.errno === null });
   }
