@@ -144,9 +144,9 @@ const coreMutants = {
    * the primary hardens writes its peer lacks under an epoch its metadata may not hold yet. A
    * crash before the save lands brings the node back with the old epoch and a store that differs
    * from its peer on tracks no bitmap names: a delta resync keeps them.
-   * First caught at seed 1239 once metadata saves could fail (issue 10): a failed save, retried,
-   * holds the window open; the node comes back with the old epoch and the pair never recovers a
-   * primary (liveness).
+   * Caught once metadata saves could fail (issue 10): a failed save, retried, holds the window
+   * open. First at seed 1239; since a resync's syncDone waits for the history on disk (seed
+   * 10118270), at seed 3210 (the stores differ after the node came back with the old epoch).
    */
   'epoch-not-persisted': (core: ReplicaCore): void => {
     const c = insides(core);

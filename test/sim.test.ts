@@ -28,7 +28,7 @@ const MUTANT_BUDGET = 300;
  * (issue 10), at seeds 319 and 290; since the core asserts its own transitions (23510d5 and the
  * peer-state table), at seeds 0 and 1.
  */
-const MUTANT_BUDGETS: Partial<Record<MutantName, number>> = { 'harden-unacked': 800, 'promote-unconfirmed': 1500, 'epoch-not-persisted': 1500 };
+const MUTANT_BUDGETS: Partial<Record<MutantName, number>> = { 'harden-unacked': 800, 'promote-unconfirmed': 1500, 'epoch-not-persisted': 3500 };
 
 test('a seed replays exactly: same trace, same outcome', async () => {
   const hooks = hooksFor(KNOWN_FIXES);
@@ -164,10 +164,12 @@ for (const name of Object.keys(mutants) as MutantName[]) {
     // In a worker thread: a mutant may break the core inside one of the shell's promise
     // continuations, which the run reports as its failure; node:test would also count that
     // rejection against this test if it happened in this thread.
-    const r = await runBatchInWorker({ from: 0, count: budget, fixes: KNOWN_FIXES, mutant: name, stopAtFailure: true });
+    // A large budget is split over the cores (each part stops at its first failure).
+    const spec = { from: 0, count: budget, fixes: KNOWN_FIXES, mutant: name, stopAtFailure: true };
+    const r = budget > MUTANT_BUDGET ? await runParallel(spec, Math.max(1, Math.min(4, availableParallelism()))) : await runBatchInWorker(spec);
     assert.ok(r.failures.length > 0, `mutant ${name} survived ${budget} seeds`);
     const first = r.failures[0]!;
-    process.stdout.write(`# mutant ${name}: caught at seed ${first.seed} (${r.seeds} seeds run): ${first.failure.slice(0, 160)}\n`);
+    process.stdout.write(`# mutant ${name}: caught at seed ${first.seed} (${r.seeds} seeds run in all): ${first.failure.slice(0, 160)}\n`);
   });
 }
 

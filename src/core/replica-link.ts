@@ -48,6 +48,15 @@ export abstract class ReplicaLink extends ReplicaBase {
   private syncLost = false;
   protected discardLocal: boolean;
   private divergingToken = -1;
+  /**
+   * The persist that last changed the epoch history, until it is durable (then -1), and that
+   * history. The peer adopts our history at the end of a resync we send it (syncDone), so that
+   * waits for it: a node that crashed with its newest epoch still undurable came back without it
+   * and, forced primary, took the same epoch again for new writes — "same epoch history" to the
+   * peer that had adopted the first one, which then resynced over them (simulator, seed 10118270).
+   */
+  private historyToken = -1;
+  private historyKey = '';
   /** Persisted: the highest epoch ever proposed to (or adopted from) the peer; never taken again. */
   protected proposedEpoch: number;
   private linkWritable = true;
@@ -419,7 +428,7 @@ export abstract class ReplicaLink extends ReplicaBase {
 
   private finishResyncIfDone(nowMs: number): void {
     const plan = this.resync;
-    if (plan === null || !plan.complete) return;
+    if (plan === null || !plan.complete || this.historyToken !== -1) return;
     this.send({ type: 'syncDone' });
     this.resync = null;
     this.peerEvent('resyncSent');
@@ -486,6 +495,11 @@ export abstract class ReplicaLink extends ReplicaBase {
     for (let i = 1; i < this.history.length; i++) assert(this.history[i]!.epoch > this.history[i - 1]!.epoch, 'epoch history not strictly increasing');
     const token = this.nextId++;
     this.lastPersistToken = token;
+    const historyKey = JSON.stringify(this.history);
+    if (historyKey !== this.historyKey) {
+      this.historyKey = historyKey;
+      this.historyToken = token;
+    }
     if (this.diverging && !this.divergingDurable) this.divergingToken = token;
     if (!this.diverging) this.divergingDurable = false;
     this.emit({ kind: 'persist', token, state: this.persistedState(false) });
@@ -521,6 +535,10 @@ export abstract class ReplicaLink extends ReplicaBase {
     if (token === this.divergingToken) {
       this.divergingDurable = true;
       this.pump(nowMs);
+    }
+    if (token === this.historyToken) {
+      this.historyToken = -1;
+      this.finishResyncIfDone(nowMs);
     }
   }
 
