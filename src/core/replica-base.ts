@@ -100,10 +100,6 @@ export abstract class ReplicaBase {
   protected untrustToken: number | null = null;
   /** Role changes so far: a write only this node vouched for fails if its role changed before it completed. */
   private roleChanges = 0;
-  /** After a failed fdatasync, the notices' next one waits until then (backoff), or null. */
-  private durableRetryAtMs: number | null = null;
-  /** Failed fdatasyncs since the last one that succeeded: the backoff doubles with each. */
-  private syncFailuresInRow = 0;
   /** The persisted metadata says diverging: hardening of unmirrored writes may proceed. */
   protected divergingDurable = false;
   protected sendSeq = 0;
@@ -415,8 +411,8 @@ export abstract class ReplicaBase {
   /** The store's fdatasync finished: `error` null, or why it failed. */
   storeSynced(syncId: number, error: string | null, nowMs: number): void {
     const ok = error === null;
-    if (ok) this.syncFailuresInRow = 0;
-    else this.storeSyncFailed(error, nowMs);
+    const retryInMs = this.durable.syncFinished(ok, nowMs, this.settings.storeRetryMs);
+    if (!ok) this.storeSyncFailed(error, retryInMs);
     if (this.durable.owns(syncId)) return this.durableSynced(ok);
     const opId = this.storeSyncs.get(syncId);
     this.storeSyncs.delete(syncId);
@@ -428,40 +424,14 @@ export abstract class ReplicaBase {
    * later one, tried after a backoff that doubles with each failure in a row (storeRetryMs up to
    * 32 times that), not at once: a failing disk is not hammered, and the log says each time.
    */
-  protected storeSyncFailed(error: string, nowMs: number): void {
+  protected storeSyncFailed(error: string, retryInMs: number): void {
     this.counters.fsyncFailures++;
-    this.syncFailuresInRow++;
-    const retryInMs = this.settings.storeRetryMs * 2 ** Math.min(this.syncFailuresInRow - 1, 5);
-    this.durableRetryAtMs = nowMs + retryInMs;
-    this.emit({ kind: 'log', level: 'error', msg: 'store fdatasync failed: hardening notices wait for one that succeeds', fields: { error, failuresInRow: this.syncFailuresInRow, retryInMs } });
+    this.emit({ kind: 'log', level: 'error', msg: 'store fdatasync failed: hardening notices wait for one that succeeds', fields: { error, failuresInRow: this.durable.failuresInRow, retryInMs } });
   }
 
   /** fdatasyncs that failed since the last one that succeeded (0: the store syncs fine). */
   get storeSyncFailuresInRow(): number {
-    return this.syncFailuresInRow;
-  }
-
-  /**
-   * The earliest time the base's timed work falls due (null: none): the hardener's age bound and
-   * destage scan, a failed store write's or fdatasync's pause ending, a range's cycle interval.
-   */
-  protected baseDeadlineMs(nowMs: number): number | null {
-    const candidates = [this.hardener.nextDeadlineMs(nowMs), this.durableRetryAtMs, this.pausedUntilMs > nowMs ? this.pausedUntilMs : null];
-    const wanted = this.notifier.earliestWantedSinceMs;
-    if (this.linkIsUp && wanted !== null) {
-      const { destageIntervalMs, maxDirtyAgeMs } = this.settings.hardening;
-      candidates.push(wanted + Math.min(destageIntervalMs, maxDirtyAgeMs / 2));
-    }
-    let at: number | null = null;
-    for (const c of candidates) if (c !== null && (at === null || c < at)) at = c;
-    return at;
-  }
-
-  /** tick: a notice batch's fdatasync whose backoff has passed is tried again. */
-  protected retryDurableSync(nowMs: number): void {
-    if (this.durableRetryAtMs === null || nowMs < this.durableRetryAtMs) return;
-    this.durableRetryAtMs = null;
-    this.startDurableSync();
+    return this.durable.failuresInRow;
   }
 
   /** Queue hardening events for the notifier until an fdatasync makes them true on disk. */
@@ -476,7 +446,7 @@ export abstract class ReplicaBase {
    * failed one's backoff, nor while the store's loss of trust (a failed fdatasync) is not on disk.
    */
   protected startDurableSync(): void {
-    if (!this.durable.canStart || this.durableRetryAtMs !== null || this.untrustToken !== null) return;
+    if (!this.durable.canStart || this.untrustToken !== null) return;
     const syncId = this.nextId++;
     this.durable.start(syncId);
     this.emit({ kind: 'sync-store', syncId });

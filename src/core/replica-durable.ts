@@ -5,6 +5,7 @@
 // time covers every event queued before it started. Pure: the core allocates the sync's id, emits
 // the sync-store action and hands the result back; this part only keeps the batches.
 import { assert } from './assert.js';
+import { retryBackoffMs } from './backoff.js';
 
 export interface DurableBatch {
   /** Tracks hardened before the sync started (the core drops any written again since). */
@@ -18,15 +19,50 @@ export class DurableNotices {
   private inFlight: (DurableBatch & { syncId: number; generation: number }) | null = null;
   /** Bumped when the link's cycles are reset: a range hardened for a dead link's cycle is moot. */
   private generation = 0;
+  /** After a failed fdatasync, the next one waits until then (backoff), or null. */
+  private retryAtValue: number | null = null;
+  /** fdatasyncs (any of the store's) that failed since the last one that succeeded. */
+  private failuresInRowValue = 0;
 
   add(tracks: readonly number[], ranges: readonly number[]): void {
     this.pending.tracks.push(...tracks);
     this.pending.ranges.push(...ranges);
   }
 
-  /** True when no sync is in flight and events wait for one. */
+  /** True when no sync is in flight, events wait for one, and no failed one's backoff runs. */
   get canStart(): boolean {
-    return this.inFlight === null && (this.pending.tracks.length > 0 || this.pending.ranges.length > 0);
+    return this.inFlight === null && this.retryAtValue === null && (this.pending.tracks.length > 0 || this.pending.ranges.length > 0);
+  }
+
+  /**
+   * Any fdatasync of the store finished (a host FLUSH's too). A failure starts a backoff before
+   * the next notice sync, doubling with each failure in a row (backoff.ts); returns its length.
+   */
+  syncFinished(ok: boolean, nowMs: number, baseRetryMs: number): number {
+    if (ok) {
+      this.failuresInRowValue = 0;
+      return 0;
+    }
+    this.failuresInRowValue++;
+    const retryInMs = retryBackoffMs(baseRetryMs, this.failuresInRowValue);
+    this.retryAtValue = nowMs + retryInMs;
+    return retryInMs;
+  }
+
+  get failuresInRow(): number {
+    return this.failuresInRowValue;
+  }
+
+  /** When a failed sync's backoff ends (null: none runs): a deadline of the core. */
+  get retryAtMs(): number | null {
+    return this.retryAtValue;
+  }
+
+  /** The backoff is over at `nowMs`: true if one ended (the caller starts the next sync). */
+  retryDue(nowMs: number): boolean {
+    if (this.retryAtValue === null || nowMs < this.retryAtValue) return false;
+    this.retryAtValue = null;
+    return true;
   }
 
   /** The sync `syncId` now covers every waiting event. */

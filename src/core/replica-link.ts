@@ -510,8 +510,8 @@ export abstract class ReplicaLink extends ReplicaBase {
    * before any notice goes out again (startDurableSync waits for the untrust token): a power loss
    * that then takes a sector this node hardened brings a full resync, not a delta that skips it.
    */
-  protected override storeSyncFailed(error: string, nowMs: number): void {
-    super.storeSyncFailed(error, nowMs);
+  protected override storeSyncFailed(error: string, retryInMs: number): void {
+    super.storeSyncFailed(error, retryInMs);
     this.syncLost = true;
     if (!this.settings.mirrored || !this.storeTrusted) return;
     this.storeTrusted = false;

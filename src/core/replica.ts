@@ -33,6 +33,7 @@
 // state are read-only outside the core, and the invariants the halves keep between them are
 // asserted after every event, at takeActions (checkBoundary).
 import { assert } from './assert.js';
+import { earlierMs } from './backoff.js';
 import type { HardenReason } from './hardening.js';
 import { compareHistories, currentEpoch, lastPrimary, type EpochEntry } from './epochs.js';
 import type { LinkMessage, ReplicaAction } from './replica-types.js';
@@ -107,10 +108,15 @@ export class ReplicaCore extends ReplicaLink {
    * before nowMs means "as soon as you can" (the shell waits at least a millisecond).
    */
   nextDeadlineMs(nowMs: number): number | null {
-    const at = this.baseDeadlineMs(nowMs);
-    const read = this.resyncDeadlineMs(nowMs);
-    if (read === null) return at;
-    return at === null ? read : Math.min(at, read);
+    // Runs after every event (the shell re-arms its timer): no allocation here.
+    let at = earlierMs(this.hardener.nextDeadlineMs(nowMs), this.durable.retryAtMs); // age bound, scan; fdatasync backoff
+    if (this.pausedUntilMs > nowMs) at = earlierMs(at, this.pausedUntilMs); // a failed store write's pause
+    const wanted = this.notifier.earliestWantedSinceMs;
+    if (this.linkIsUp && wanted !== null) {
+      const { destageIntervalMs, maxDirtyAgeMs } = this.settings.hardening;
+      at = earlierMs(at, wanted + Math.min(destageIntervalMs, maxDirtyAgeMs / 2)); // a range's cycle interval
+    }
+    return earlierMs(at, this.resyncDeadlineMs(nowMs));
   }
 
   /**
@@ -119,7 +125,12 @@ export class ReplicaCore extends ReplicaLink {
    * simulator, seed 1962: a demote never drained).
    */
   readDone(nowMs: number): void {
-    if (this.queuedHostPieces.length > 0 || this.inboundBlocked) this.afterRoomFreed(nowMs);
+    if (this.waitingForRoom) this.afterRoomFreed(nowMs);
+  }
+
+  /** Host writes or peer data wait for cache room (the shell tells the core of a read only then). */
+  get waitingForRoom(): boolean {
+    return this.queuedHostPieces.length > 0 || this.inboundBlocked;
   }
 
   tick(nowMs: number): void {
@@ -128,7 +139,7 @@ export class ReplicaCore extends ReplicaLink {
     this.drainHostQueue(nowMs);
     this.drainInbound(nowMs);
     this.hardener.tick(nowMs);
-    this.retryDurableSync(nowMs);
+    if (this.durable.retryDue(nowMs)) this.startDurableSync(); // a failed fdatasync's backoff ended
     this.startDueCycles(nowMs);
     this.pumpSync(nowMs);
     this.pump(nowMs);

@@ -6,6 +6,7 @@
 import { BLOCK_SIZE_BYTES, type CacheStats, type HardenJob } from '../core/cache.js';
 import type { HardenReason, HardeningSettings } from '../core/hardening.js';
 import type { TrackerKind } from '../core/notifier.js';
+import { retryBackoffMs } from '../core/backoff.js';
 import { ReplicaCore, type ReplicaCounters } from '../core/replica.js';
 import type { DegradedPolicy, FlushPolicy, LinkMessage, PeerState, PersistedState, ReplicaAction, Role } from '../core/replica-types.js';
 import { NbdRequestError, type NbdExport } from '../nbd/export.js';
@@ -203,13 +204,14 @@ export class Volume implements NbdExport {
         parts = await Promise.all(plan.storeRuns.map((r) => this.store.read(r.offsetBytes, r.lengthBytes)));
       } catch (err) {
         cache.cancelRead(plan);
-        this.run((now) => this.core.readDone(now));
+        if (this.core.waitingForRoom) this.run((now) => this.core.readDone(now));
         throw err;
       }
     }
     const bytes = cache.finishRead(plan, parts);
     onRead?.(bytes);
-    if (plan.storeRuns.length > 0) this.run((now) => this.core.readDone(now));
+    // Only then can the read's pins have kept room from a waiter: no extra event per host read.
+    if (plan.storeRuns.length > 0 && this.core.waitingForRoom) this.run((now) => this.core.readDone(now));
     return bytes;
   }
 
@@ -363,7 +365,7 @@ export class Volume implements NbdExport {
         this.metadataHealth.failures++;
         this.metadataHealth.failuresInRow = failures;
         this.metadataHealth.lastError = (err as Error).message;
-        const retryInMs = this.tuning.storeRetryMs * 2 ** Math.min(failures - 1, 5);
+        const retryInMs = retryBackoffMs(this.tuning.storeRetryMs, failures);
         if ((failures & (failures - 1)) === 0) this.log('error', 'metadata write failed: what waits for it (hardening, a promotion, notices) waits; trying again', { error: (err as Error).message, failures, retryInMs });
         await this.sleep(retryInMs);
       }
