@@ -105,3 +105,25 @@ test('inbound stream: a held-back peer write dropped whole (this node was promot
   assert.equal(bytes[0], 3, 'the acknowledged write 3 is in the cache from its first byte');
   assert.equal(bytes[64 * KiB - 1], 3);
 });
+
+test('a primary demoted with host writes waiting for cache room fails them unapplied', () => {
+  // A standalone-capable pair primary alone (write-back) with a 4-track cache and no hardening:
+  // the first write fills the cache, the second waits for room. Demoted, the waiting write must
+  // fail with EIO and its bytes must never reach the cache (hardened later, they would sit in a
+  // store the new primary never sent them to: simulator, seed 10015049).
+  const KiB = 1024;
+  const core = new ReplicaCore({
+    node: 'a', peer: 'b', role: 'primary', mirrored: true, tracker: 'destage-scan', flush: 'memory', degraded: 'write-back',
+    geometry: { volumeSizeBytes: 1024 * KiB, trackSizeBytes: 64 * KiB, rangeTracks: 4, capacityBytes: 256 * KiB },
+    hardening: { maxDirtyAgeMs: 1e9, destageIntervalMs: 1e9, rangeDirtyThresholdTracks: 100, maxJobBytes: 1024 * KiB, pressureFraction: 1 },
+    maxHardensInFlight: 0, syncChunkBytes: 64 * KiB, syncWindowChunks: 1, syncRateBytesPerSec: 1e9, storeRetryMs: 100,
+  }, 0, null);
+  core.hostWrite(1, 0, 256 * KiB, new Uint8Array(256 * KiB).fill(1), false, false, 0);
+  core.hostWrite(2, 512 * KiB, 64 * KiB, new Uint8Array(64 * KiB).fill(2), false, false, 0);
+  assert.equal(core.queuedHostPieces.length, 1, 'the second write waits for room');
+  assert.equal(core.demote().ok, true);
+  const replies = core.takeActions().filter((a) => a.kind === 'reply');
+  assert.deepEqual(replies.map((r) => r.kind === 'reply' && [r.reqId, r.errno]), [[1, null], [2, 'EIO']]);
+  assert.equal(core.queuedHostPieces.length, 0);
+  assert.equal(core.cache.isTrackDirty(8), false, 'the failed write never entered the cache');
+});

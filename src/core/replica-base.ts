@@ -132,6 +132,7 @@ export abstract class ReplicaBase {
   }
 
   protected setRole(role: Role): void {
+    if (this.roleValue === 'primary' && role !== 'primary') this.failQueuedHostWrites();
     if (role !== this.roleValue) this.roleChanges++;
     this.roleValue = role;
     this.notifier.setSendsWrites(role === 'primary');
@@ -255,6 +256,20 @@ export abstract class ReplicaBase {
       if (!this.applyLocal(piece.offsetBytes, piece.lengthBytes, piece.data, nowMs)) break;
       this.hostQueue.shift();
       this.afterPieceApplied(piece, nowMs);
+    }
+    this.updateBlockedWriters();
+  }
+
+  /**
+   * A node that stops being primary fails the host write pieces still waiting for cache room,
+   * unapplied: applied later, they would reach its store though the new primary never saw them
+   * and no bitmap says so (simulator, seed 10015049: a demoted node hardened such a write, crashed,
+   * and came back with its store trusted for a delta that skipped the track).
+   */
+  private failQueuedHostWrites(): void {
+    for (const piece of this.hostQueue.splice(0)) {
+      if (piece.write.errno === null) piece.write.errno = 'EIO';
+      this.pieceDone(piece);
     }
     this.updateBlockedWriters();
   }
