@@ -168,7 +168,7 @@ export class Cluster implements NodeHost, LinkHost {
 
   // ---------------------------------------------------------------- invariants
 
-  private fail(err: unknown): void {
+  fail(err: unknown): void {
     this.asyncFailure ??= err;
   }
 

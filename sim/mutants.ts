@@ -269,7 +269,9 @@ const coreMutants = {
    * proposal goes to the peer and the peer confirms it the moment each one's metadata save is
    * issued, not when it lands (replica-promotion.ts). A crash in between brings a node back
    * without the epoch the pair already acted on.
-   * Not caught yet (NOT_CAUGHT_YET): the crash window is a single metadata save long.
+   * Survived 3,000 seeds as a data-loss hunt (the crash window is one metadata save long); caught
+   * at seed 1 since the core asserts, as each promoteReq or confirming promoteAck leaves, that
+   * the epochs it names are on disk (ReplicaBase.checkEpochsDurable).
    */
   'promote-before-epoch-persisted': (core: ReplicaCore): void => {
     const c = insides(core);
@@ -356,7 +358,6 @@ export const mutants = { ...coreMutants, ...shellMutants };
  * (test/sim.test.ts reports each as skipped with this reason) instead of being dropped.
  */
 export const NOT_CAUGHT_YET: Partial<Record<MutantName, string>> = {
-  'promote-before-epoch-persisted': 'survives 3,000 seeds even with metadata save failures (issue 10): a crash must hit the window between the promoteReq/Ack and its persist, and the promotion must then be acted on before the save is retried',
 };
 
 export function isMutant(name: string): name is MutantName {

@@ -36,6 +36,8 @@ export interface NodeHost {
   writeSent(node: SimNode, seq: number, ref: WriteRef): void;
   trace(line: string): void;
   newIncarnation(): number;
+  /** The node's core threw: the run fails with that error. */
+  fail(err: unknown): void;
   /** A node's startup metadata landed: it may link and serve now. */
   nodeReady(): void;
   /** Test-only hook: lets a mutant wrap the core (see sim/mutants.ts). */
@@ -140,6 +142,7 @@ export class SimNode {
         if (msg.startsWith('stopping: store write failed')) this.stopRetrying = true;
         this.host.trace(`${this.name}: ${level} ${msg}${fields ? ' ' + JSON.stringify(fields) : ''}`);
       },
+      onFatal: (err) => this.host.fail(err),
       clock: simClock(this.sched, owner, `${this.name} timer`),
       tuning: {
         maxHardensInFlight: o.maxHardensInFlight, maxJobBytes: o.maxJobTracks * o.trackSizeBytes, pressureFraction: o.pressureFraction,

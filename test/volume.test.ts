@@ -8,13 +8,14 @@ import type { Clock, TimerHandle } from '../src/node/ports.js';
 import { Volume } from '../src/node/volume.js';
 import { KiB, MemoryStore } from './helpers/memory-pair.js';
 
-function makeVolume(store: MemoryStore, overrides: { cacheBytes?: number; maxDirtyAgeMs?: number; clock?: Clock } = {}): Volume {
+function makeVolume(store: MemoryStore, overrides: { cacheBytes?: number; maxDirtyAgeMs?: number; clock?: Clock; onFatal?: (err: unknown) => void } = {}): Volume {
   return new Volume({
     name: 'v', description: 'test', sizeBytes: store.sizeBytes, trackSizeBytes: 64 * KiB,
     cacheBytes: overrides.cacheBytes ?? 1024 * KiB, rangeTracks: 4,
     hardening: { maxDirtyAgeMs: overrides.maxDirtyAgeMs ?? 60_000, destageIntervalMs: 60_000, rangeDirtyThresholdTracks: 1000 },
     store,
     ...(overrides.clock === undefined ? {} : { clock: overrides.clock }),
+    ...(overrides.onFatal === undefined ? {} : { onFatal: overrides.onFatal }),
   });
 }
 
@@ -186,4 +187,23 @@ test('a write larger than the whole cache goes in pieces and completes', async (
   assert.deepEqual(await volume.read(0, 1024 * KiB), big);
   await volume.close();
   assert.deepEqual(store.synced.subarray(0, 1024 * KiB), big);
+});
+
+test('a core that throws stops the volume and is reported as fatal, not swallowed by the caller', async () => {
+  // An assertion in the core means its state can no longer be trusted: the shell must not take
+  // another event (an admin request or a socket handler catching the error would serve on).
+  const store = new MemoryStore(1024 * KiB);
+  const fatal: unknown[] = [];
+  const volume = makeVolume(store, { onFatal: (err) => fatal.push(err) });
+  await volume.write(0, Buffer.alloc(4 * KiB, 1), false);
+  const core = (volume as unknown as { core: { hostFlush: () => void } }).core;
+  core.hostFlush = () => { throw new Error('assertion failed: test'); };
+  await assert.rejects(async () => volume.flush(), /assertion failed: test/);
+  assert.equal(fatal.length, 1, 'reported once');
+  assert.match(String(fatal[0]), /assertion failed: test/);
+  const writesBefore = store.writes;
+  const late = volume.write(64 * KiB, Buffer.alloc(4 * KiB, 2), true);
+  const outcome = await Promise.race([late.then(() => 'answered', () => 'answered'), sleep(50).then(() => 'no event taken')]);
+  assert.equal(outcome, 'no event taken');
+  assert.equal(store.writes, writesBefore, 'nothing reaches the store after the failure');
 });

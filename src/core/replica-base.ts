@@ -108,6 +108,10 @@ export abstract class ReplicaBase {
   /** The link to the peer is up and authenticated: notices flow. */
   protected linkIsUp = false;
   protected nextId = 1;
+  /** Every persist up to this token is on disk (the shell saves them in order). */
+  protected durableThroughToken = 0;
+  /** The persist that last changed the epoch history or proposedEpoch (ReplicaLink.persist). */
+  protected epochsToken = 0;
   protected hardensInFlight = 0;
   protected pausedUntilMs = 0;
   /** Refusing new host writes (beginClose): shutdown has begun. */
@@ -180,12 +184,28 @@ export abstract class ReplicaBase {
         assert(this.linkIsUp && this.peerState === 'resyncing', `${msg.type} is sent only by a resync source (peer state ${this.peerState})`);
         return;
       case 'state':
+        assert(this.linkIsUp, 'a state is sent only on a live link');
+        return;
       case 'promoteReq':
-        assert(this.linkIsUp, `${msg.type} is sent only on a live link`);
+        assert(this.linkIsUp, 'a promoteReq is sent only on a live link');
+        this.checkEpochsDurable(msg.type);
+        return;
+      case 'promoteAck':
+        if (msg.ok) this.checkEpochsDurable(msg.type);
         return;
       default:
         return;
     }
+  }
+
+  /**
+   * DESIGN.md "Failures": the new epoch is persisted on both nodes before the first write is
+   * served, and an epoch once proposed is never proposed again. So a proposal (its proposedEpoch)
+   * leaves, and a confirmation (the adopted history) is given, only once that is on this node's
+   * disk: a crash in between would bring the node back without an epoch the pair acted on.
+   */
+  private checkEpochsDurable(what: string): void {
+    assert(this.durableThroughToken >= this.epochsToken, `a ${what} is sent only once the epochs it names are on disk (persist ${this.epochsToken}, durable through ${this.durableThroughToken})`);
   }
 
   /**

@@ -57,6 +57,8 @@ export abstract class ReplicaLink extends ReplicaBase {
    */
   private historyToken = -1;
   private historyKey = '';
+  /** proposedEpoch as last handed to persist (epochsToken tracks when that changes). */
+  private persistedProposedEpoch = -1;
   /** Persisted: the highest epoch ever proposed to (or adopted from) the peer; never taken again. */
   protected proposedEpoch: number;
   private linkWritable = true;
@@ -499,6 +501,11 @@ export abstract class ReplicaLink extends ReplicaBase {
     if (historyKey !== this.historyKey) {
       this.historyKey = historyKey;
       this.historyToken = token;
+      this.epochsToken = token;
+    }
+    if (this.proposedEpoch !== this.persistedProposedEpoch) {
+      this.persistedProposedEpoch = this.proposedEpoch;
+      this.epochsToken = token;
     }
     if (this.diverging && !this.divergingDurable) this.divergingToken = token;
     if (!this.diverging) this.divergingDurable = false;

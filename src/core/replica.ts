@@ -80,6 +80,8 @@ export class ReplicaCore extends ReplicaLink {
 
   /** The shell wrote the metadata of persist action `token` durably. */
   persistDone(token: number, nowMs: number): void {
+    assert(token > this.durableThroughToken, `persists complete in order (${token} after ${this.durableThroughToken})`);
+    this.durableThroughToken = token;
     this.onPersisted(token);
     this.persistDurable(token, nowMs);
   }

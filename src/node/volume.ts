@@ -39,6 +39,13 @@ export interface VolumeOptions {
   /** Called after each harden job, for metrics. */
   onHardened?: (bytes: number, storeWrites: number, seconds: number, reason: HardenReason) => void;
   log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+  /**
+   * The core threw (a failed assertion: its state can no longer be trusted). The volume has
+   * stopped taking events; the node must stop too. Default: rethrown outside the current call,
+   * so the process crashes (src/cli/main.ts logs it as fatal) instead of an admin request or a
+   * socket handler swallowing it and serving on from a half-applied event.
+   */
+  onFatal?: (err: unknown) => void;
   /** Time and timers (default: the real ones). */
   clock?: Clock;
   /** Internal limits; production uses the defaults below, the simulator draws them per seed. */
@@ -292,8 +299,15 @@ export class Volume implements NbdExport {
   /** Feeds one event to the core, then carries out every action it emitted. */
   private run(event: (nowMs: number) => void): void {
     if (this.abandoned) return;
-    event(this.now());
-    for (const action of this.core.takeActions()) this.perform(action);
+    let actions: ReplicaAction[];
+    try {
+      event(this.now());
+      actions = this.core.takeActions();
+    } catch (err) {
+      this.coreFailed(err);
+      throw err;
+    }
+    for (const action of actions) this.perform(action);
     if (this.appliedOrHeld.length > 0) this.releaseAppliedMessages();
     const blocked = this.core.inboundBlocked;
     if (blocked !== this.receivingPaused) {
@@ -477,6 +491,13 @@ export class Volume implements NbdExport {
       }
       if (this.core.quiescent) return;
     }
+  }
+
+  /** The core threw: no more events (see VolumeOptions.onFatal). */
+  private coreFailed(err: unknown): void {
+    this.abandon();
+    const onFatal = this.opts.onFatal ?? ((e: unknown) => queueMicrotask(() => { throw e; }));
+    onFatal(err);
   }
 
   /** Tests and the simulator: the process died here (no hardening, no more events or actions). */
