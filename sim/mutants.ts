@@ -4,40 +4,47 @@
 // DESIGN.md section). Most rewire the core; a shell mutant rewires the node's Volume (both are
 // handed to each mutant).
 import type { ReplicaCore } from '../src/core/replica.js';
-import { ReplicaBase } from '../src/core/replica-base.js';
 import type { PersistedState } from '../src/core/replica-types.js';
 import type { MetadataPort } from '../src/node/ports.js';
 import type { Volume } from '../src/node/volume.js';
 import type { LinkMessage } from '../src/core/link-messages.js';
 import type { NotifierAction } from '../src/core/notifier.js';
 import { TrackBitmap } from '../src/core/bitmap.js';
-
 /**
- * The core's protected and private members a mutant rewires. TypeScript's visibility is
- * compile-time only: on the live object these are ordinary properties, so a wrapper replaces one
- * method of one core and src/ stays untouched.
+ * The core's private parts a mutant rewires: the data path (replica-data.ts), the link half
+ * (replica-link.ts) and the core's own promotion bookkeeping. TypeScript's visibility is
+ * compile-time only: on the live objects these are ordinary properties, so a wrapper replaces one
+ * method of one part and src/ stays untouched. A part calls its own methods through `this`, so a
+ * wrapper on the part's instance sees every call.
  */
-interface CoreInsides {
+interface DataInsides {
   sendSeq: number;
   diverging: boolean;
   divergingDurable: boolean;
-  outOfSync: TrackBitmap;
   afterPieceApplied(piece: unknown, nowMs: number): void;
   pieceDone(piece: unknown): void;
   afterDurable(tracks: number[], ranges: number[]): void;
   runNotifier(actions: NotifierAction[]): void;
-  persist(): void;
-  startResync(full: boolean, reason: string, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void;
   startOp(done: { reply: number }, local: { seq: number; tracks: number[] | null } | null, remote: null): void;
   finishWrite(write: { reqId: number; fua: boolean; errno: string | null }): void;
-  linkLost(nowMs: number): void;
-  onPersisted(token: number): void;
   send(msg: LinkMessage): void;
-  promotion: { propose(proposal: unknown, token: number): void; confirmWhenDurable(token: number, id: number): void };
-  storeSyncFailed(error: string, nowMs: number): void;
 }
 
-/** The Volume's private members a shell mutant rewires (as CoreInsides, compile-time privacy only). */
+interface LinkInsides {
+  persist(): void;
+  startResync(full: boolean, reason: string, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void;
+  linkLost(nowMs: number): void;
+  storeSyncFailed(): void;
+}
+
+interface CoreInsides {
+  data: DataInsides;
+  link: LinkInsides;
+  onPersisted(token: number): void;
+  promotion: { propose(proposal: unknown, token: number): void; confirmWhenDurable(token: number, id: number, epoch: number): void };
+}
+
+/** The Volume's private members a shell mutant rewires (as CoreInsides: compile-time privacy only). */
 interface VolumeInsides {
   opts: { metadata?: MetadataPort };
   saveMetadata(state: PersistedState): Promise<void>;
@@ -106,11 +113,11 @@ const coreMutants = {
    */
   'ack-before-peer-ack': (core: ReplicaCore): void => {
     const c = insides(core);
-    const after = c.afterPieceApplied.bind(core);
-    c.afterPieceApplied = (piece: unknown, nowMs: number): void => {
-      const seq = c.sendSeq;
+    const after = c.data.afterPieceApplied.bind(c.data);
+    c.data.afterPieceApplied = (piece: unknown, nowMs: number): void => {
+      const seq = c.data.sendSeq;
       after(piece, nowMs);
-      if (c.sendSeq !== seq) c.pieceDone(piece); // it was mirrored: answer without the ack
+      if (c.data.sendSeq !== seq) c.data.pieceDone(piece); // it was mirrored: answer without the ack
     };
   },
   /**
@@ -121,13 +128,13 @@ const coreMutants = {
    */
   'resync-skips-marked-track': (core: ReplicaCore): void => {
     const c = insides(core);
-    const start = c.startResync.bind(core);
-    c.startResync = (full, reason, peer, nowMs): void => {
+    const start = c.link.startResync.bind(c.link);
+    c.link.startResync = (full, reason, peer, nowMs): void => {
       if (!full) {
-        const theirs = peer.outOfSyncValid ? TrackBitmap.fromBytes(c.outOfSync.trackCount, peer.outOfSync) : null;
-        for (let t = 0; t < c.outOfSync.trackCount; t++) {
-          if (!c.outOfSync.has(t) && theirs?.has(t) !== true) continue;
-          c.outOfSync.clear(t);
+        const theirs = peer.outOfSyncValid ? TrackBitmap.fromBytes(core.outOfSync.trackCount, peer.outOfSync) : null;
+        for (let t = 0; t < core.outOfSync.trackCount; t++) {
+          if (!core.outOfSync.has(t) && theirs?.has(t) !== true) continue;
+          core.outOfSync.clear(t);
           if (theirs !== null) {
             theirs.clear(t);
             peer = { ...peer, outOfSync: theirs.toBytes() };
@@ -150,10 +157,10 @@ const coreMutants = {
    */
   'epoch-not-persisted': (core: ReplicaCore): void => {
     const c = insides(core);
-    const persist = c.persist.bind(core);
-    c.persist = (): void => {
+    const persist = c.link.persist.bind(c.link);
+    c.link.persist = (): void => {
       persist();
-      if (c.diverging) c.divergingDurable = true;
+      if (c.data.diverging) c.data.divergingDurable = true;
     };
   },
   /**
@@ -166,11 +173,11 @@ const coreMutants = {
    */
   'notify-before-fsync': (core: ReplicaCore): void => {
     const c = insides(core);
-    c.afterDurable = (tracks: number[], ranges: number[]): void => {
+    c.data.afterDurable = (tracks: number[], ranges: number[]): void => {
       if (!core.settings.mirrored) return;
-      c.runNotifier(core.notifier.onTracksClean(tracks.filter((t) => !core.cache.isTrackDirty(t))));
+      c.data.runNotifier(core.notifier.onTracksClean(tracks.filter((t) => !core.cache.isTrackDirty(t))));
       for (const range of ranges) {
-        if (core.notifier.rangeState(range) === 'hardening') c.runNotifier(core.notifier.rangeHardened(range));
+        if (core.notifier.rangeState(range) === 'hardening') c.data.runNotifier(core.notifier.rangeHardened(range));
       }
     };
   },
@@ -186,7 +193,7 @@ const coreMutants = {
     const flush = core.hostFlush.bind(core);
     core.hostFlush = (reqId: number, nowMs: number): void => {
       if (core.settings.flush !== 'memory') return flush(reqId, nowMs);
-      c.startOp({ reply: reqId }, null, null);
+      c.data.startOp({ reply: reqId }, null, null);
     };
   },
   /**
@@ -237,10 +244,10 @@ const coreMutants = {
    */
   'degraded-ack-from-ram': (core: ReplicaCore): void => {
     const c = insides(core);
-    const finish = c.finishWrite.bind(core);
-    c.finishWrite = (write): void => {
+    const finish = c.data.finishWrite.bind(c.data);
+    c.data.finishWrite = (write): void => {
       const degraded = core.role === 'primary' && core.peerState !== 'standalone' && !core.mirroring;
-      if (degraded && write.errno === null && !write.fua) return c.startOp({ reply: write.reqId }, null, null);
+      if (degraded && write.errno === null && !write.fua) return c.data.startOp({ reply: write.reqId }, null, null);
       finish(write);
     };
   },
@@ -252,10 +259,10 @@ const coreMutants = {
    */
   'link-loss-forgets-united': (core: ReplicaCore): void => {
     const c = insides(core);
-    const lost = c.linkLost.bind(core);
-    c.linkLost = (nowMs: number): void => {
+    const lost = c.link.linkLost.bind(c.link);
+    c.link.linkLost = (nowMs: number): void => {
       const united = core.record.united.bind(core.record);
-      core.record.united = () => new TrackBitmap(c.outOfSync.trackCount);
+      core.record.united = () => new TrackBitmap(core.outOfSync.trackCount);
       try {
         lost(nowMs);
       } finally {
@@ -271,7 +278,7 @@ const coreMutants = {
    * without the epoch the pair already acted on.
    * Survived 3,000 seeds as a data-loss hunt (the crash window is one metadata save long); caught
    * at seed 1 since the core asserts, as each promoteReq or confirming promoteAck leaves, that
-   * the epochs it names are on disk (ReplicaBase.checkEpochsDurable).
+   * the epoch it names is on disk (ReplicaCore.onPersisted, against LinkHalf.durableEpoch).
    */
   'promote-before-epoch-persisted': (core: ReplicaCore): void => {
     const c = insides(core);
@@ -282,8 +289,8 @@ const coreMutants = {
       c.onPersisted(token);
     };
     const confirm = promotion.confirmWhenDurable.bind(promotion);
-    promotion.confirmWhenDurable = (token: number, id: number): void => {
-      confirm(token, id);
+    promotion.confirmWhenDurable = (token: number, id: number, epoch: number): void => {
+      confirm(token, id, epoch);
       c.onPersisted(token);
     };
   },
@@ -311,7 +318,7 @@ const coreMutants = {
     const c = insides(core);
     const deliver = core.linkMessage.bind(core);
     core.linkMessage = (msg: LinkMessage, nowMs: number): void => {
-      if ((msg.type === 'write' || msg.type === 'zero') && core.role === 'secondary') c.send({ type: 'writeAck', seq: msg.seq });
+      if ((msg.type === 'write' || msg.type === 'zero') && core.role === 'secondary') c.data.send({ type: 'writeAck', seq: msg.seq });
       deliver(msg, nowMs);
     };
   },
@@ -345,9 +352,7 @@ const shellMutants = {
    */
   'fsync-failure-keeps-trust': (core: ReplicaCore): void => {
     const c = insides(core);
-    c.storeSyncFailed = (error: string, nowMs: number): void => {
-      (ReplicaBase.prototype as unknown as CoreInsides).storeSyncFailed.call(core, error, nowMs);
-    };
+    c.link.storeSyncFailed = (): void => undefined; // the data path still counts, logs and backs off
   },
 } as const;
 

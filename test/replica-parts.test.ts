@@ -15,9 +15,9 @@ test('promotion: the promoteReq goes out only once the proposal is durable, and 
   promotion.propose({ id: 7, requestId: 3, history }, 40);
   assert.equal(promotion.pending, true);
   assert.throws(() => promotion.propose({ id: 8, requestId: 4, history }, 41), /one promotion at a time/);
-  assert.deepEqual(promotion.persisted(39), { promoteReq: null, promoteAckId: null });
-  assert.deepEqual(promotion.persisted(40), { promoteReq: { id: 7, history }, promoteAckId: null });
-  assert.deepEqual(promotion.persisted(40), { promoteReq: null, promoteAckId: null }, 'sent once');
+  assert.deepEqual(promotion.persisted(39), { promoteReq: null, promoteAck: null });
+  assert.deepEqual(promotion.persisted(40), { promoteReq: { id: 7, history }, promoteAck: null });
+  assert.deepEqual(promotion.persisted(40), { promoteReq: null, promoteAck: null }, 'sent once');
   assert.equal(promotion.answer(6), null, 'an ack for another proposal is ignored');
   assert.equal(promotion.answer(7)?.requestId, 3);
   assert.equal(promotion.pending, false);
@@ -26,14 +26,14 @@ test('promotion: the promoteReq goes out only once the proposal is durable, and 
 
 test('promotion: a confirmation goes out once the adopted history is durable, unless the link dropped', () => {
   const promotion = new PromotionHandshake();
-  promotion.confirmWhenDurable(5, 99);
-  assert.deepEqual(promotion.persisted(5), { promoteReq: null, promoteAckId: 99 });
-  promotion.confirmWhenDurable(6, 100);
+  promotion.confirmWhenDurable(5, 99, 3);
+  assert.deepEqual(promotion.persisted(5), { promoteReq: null, promoteAck: { id: 99, epoch: 3 } });
+  promotion.confirmWhenDurable(6, 100, 4);
   promotion.dropConfirmations();
-  assert.deepEqual(promotion.persisted(6), { promoteReq: null, promoteAckId: null });
+  assert.deepEqual(promotion.persisted(6), { promoteReq: null, promoteAck: null });
   promotion.propose({ id: 1, requestId: 2, history }, 7);
   assert.equal(promotion.end(), 2, 'a cancelled proposal names its request');
-  assert.deepEqual(promotion.persisted(7), { promoteReq: null, promoteAckId: null }, 'nothing sent for a cancelled proposal');
+  assert.deepEqual(promotion.persisted(7), { promoteReq: null, promoteAck: null }, 'nothing sent for a cancelled proposal');
 });
 
 function plan(tracks: number[], pace = { chunkBytes: 128, windowChunks: 2, rateBytesPerSec: 1e9 }): ResyncPlan {

@@ -132,7 +132,7 @@ function runInterleaving(kind: TrackerKind, hIsPrimary: boolean, steps: number[]
       case 0: { // a host write
         const id = nextId++;
         // H primary: the write is queued to P first, then marked and mirrored (step 64, then 62), as
-        // replica-base.ts afterPieceApplied does: a CLEAR this mirror mark triggers (M reaching 0,
+        // replica-data.ts afterPieceApplied does: a CLEAR this mirror mark triggers (M reaching 0,
         // Fig. 6 step 110) must reach P after the write that re-marks the track there.
         if (hIsPrimary) { toPeer.push({ kind: 'write', id, track }); applyWriteAtH(id, track); }
         else { record.mark(track); seenByPeer.add(id); toH.push({ kind: 'write', id, track }); } // P is primary

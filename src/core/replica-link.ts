@@ -1,36 +1,34 @@
-// The replica core, part two: the link half of one node's state machine — the state exchange at
-// link-up, the peer's messages in link order, the resync (as source and as target) and the
-// persisted state. replica-base.ts is the cache half; replica.ts adds roles (promote, demote,
-// resolve) and shutdown, carries the theory of operation, and routes the events that span the
-// halves (peer messages, link loss, persist completions) to this half's handlers, which never call
-// back up. Split along these seams only to keep each file readable; together they are one pure,
-// synchronous state machine.
+// The replica core's link half: the state exchange at link-up, the peer's messages in link order,
+// the resync (as source and as target), the epoch history and the persisted state. It works on
+// the data path (replica-data.ts) it is given and never calls back into ReplicaCore (replica.ts),
+// which owns both parts, routes the events that span them (peer messages, link loss, persist and
+// fdatasync completions) and adds the roles. Pure and synchronous.
 import { assert } from './assert.js';
 import { TrackBitmap } from './bitmap.js';
 import { isAllZero } from './zero.js';
 import { compareHistories, currentEpoch, nextEpoch, type EpochEntry } from './epochs.js';
-import { ReplicaBase, type ReplicaSettings } from './replica-base.js';
+import type { DataPath, ReplicaSettings } from './replica-data.js';
 import type { LinkMessage, PersistedState, Role } from './replica-types.js';
 import { PeerStateMachine } from './peer-state.js';
 import { decideSync, ResyncIntake, ResyncPlan, resyncTracks, type SideState, type SyncProgress } from './resync.js';
 
-export abstract class ReplicaLink extends ReplicaBase {
+export class LinkHalf {
   /** The resync this node is sending (as source), or null. */
-  protected resync: ResyncPlan | null = null;
+  resync: ResyncPlan | null = null;
   /** This node is the target of a resync (decided, or syncStart received) not yet done. */
-  protected readonly intake = new ResyncIntake();
+  readonly intake = new ResyncIntake();
   /**
    * A resync into this node started and has not finished, across link drops and restarts
    * (persisted): its store is a mix of old and new tracks, so promote refuses without --force.
    */
-  protected resyncIncomplete: boolean;
-  protected lastPersistToken = -1;
+  resyncIncomplete: boolean;
+  lastPersistToken = -1;
   /** The peer's latest state message (link-up exchange, role changes). */
-  protected peerView: Extract<LinkMessage, { type: 'state' }> | null = null;
+  peerView: Extract<LinkMessage, { type: 'state' }> | null = null;
   /** Who was primary when (persisted): decides the sync source, detects split brain. */
-  protected history: EpochEntry[];
+  history: EpochEntry[];
   /** Every hardened write is known to the peer or listed in outOfSync. */
-  protected storeTrusted: boolean;
+  storeTrusted: boolean;
   /** outOfSync is complete (no crash since it was collected). */
   private outOfSyncValid: boolean;
   /**
@@ -46,7 +44,7 @@ export abstract class ReplicaLink extends ReplicaBase {
    * fdatasync, and the delta resync after it skipped that track (simulator, seed 10007857).
    */
   private syncLost = false;
-  protected discardLocal: boolean;
+  discardLocal: boolean;
   private divergingToken = -1;
   /**
    * The persist that last changed the epoch history, until it is durable (then -1), and that
@@ -57,10 +55,17 @@ export abstract class ReplicaLink extends ReplicaBase {
    */
   private historyToken = -1;
   private historyKey = '';
-  /** proposedEpoch as last handed to persist (epochsToken tracks when that changes). */
-  private persistedProposedEpoch = -1;
+  /** Persists not yet durable, in order, each with the highest epoch it records (history or proposal). */
+  private readonly epochsInFlight: { token: number; epoch: number }[] = [];
+  /** Every persist up to this token is on disk (the shell saves them in order). */
+  private durableThroughToken = 0;
+  /**
+   * The highest epoch (of the history, or proposed) in the metadata now on disk. A promoteReq
+   * proposes, and a promoteAck confirms, only an epoch at or below it (ReplicaCore.onPersisted).
+   */
+  durableEpoch = 0;
   /** Persisted: the highest epoch ever proposed to (or adopted from) the peer; never taken again. */
-  protected proposedEpoch: number;
+  proposedEpoch: number;
   private linkWritable = true;
 
   /**
@@ -68,25 +73,24 @@ export abstract class ReplicaLink extends ReplicaBase {
    * crashed comes back secondary (its peer may have been promoted meanwhile); one that shut down
    * cleanly as primary, or a standalone node, comes back primary in a new epoch.
    */
-  constructor(settings: ReplicaSettings, nowMs: number, persisted: PersistedState | null = null) {
-    super(settings, nowMs, startupRole(settings, persisted));
+  constructor(private readonly data: DataPath, readonly settings: ReplicaSettings, persisted: PersistedState | null) {
     this.history = persisted === null ? [] : [...persisted.history];
     this.discardLocal = persisted?.discardLocal ?? false;
     this.storeTrusted = persisted !== null && persisted.storeTrusted && (persisted.cleanShutdown || !persisted.diverging) && !this.discardLocal;
     this.outOfSyncValid = persisted?.cleanShutdown === true;
     if (persisted?.cleanShutdown && persisted.outOfSync !== null) {
-      const saved = TrackBitmap.fromBytes(this.cache.trackCount, persisted.outOfSync);
-      for (let t = 0; t < saved.trackCount; t++) if (saved.has(t)) this.outOfSync.set(t);
+      const saved = TrackBitmap.fromBytes(this.data.cache.trackCount, persisted.outOfSync);
+      for (let t = 0; t < saved.trackCount; t++) if (saved.has(t)) this.data.outOfSync.set(t);
     }
-    this.diverging = persisted?.diverging ?? false;
+    this.data.diverging = persisted?.diverging ?? false;
     this.resyncIncomplete = persisted?.resyncIncomplete ?? false;
     this.proposedEpoch = persisted?.proposedEpoch ?? 0;
     this.syncLost = persisted?.syncLost === true;
-    if (this.role === 'primary') this.history.push(this.newEpochEntry());
-    if (this.role === 'primary' && settings.mirrored) this.diverging = true;
+    if (this.data.role === 'primary') this.history.push(this.newEpochEntry());
+    if (this.data.role === 'primary' && settings.mirrored) this.data.diverging = true;
     this.persist();
     if (persisted !== null && !persisted.cleanShutdown && settings.mirrored) {
-      this.emit({ kind: 'log', level: 'warn', msg: 'restarted after a crash: coming up secondary', fields: { storeTrusted: this.storeTrusted, epoch: currentEpoch(this.history) } });
+      this.data.emit({ kind: 'log', level: 'warn', msg: 'restarted after a crash: coming up secondary', fields: { storeTrusted: this.storeTrusted, epoch: currentEpoch(this.history) } });
     }
   }
 
@@ -98,16 +102,16 @@ export abstract class ReplicaLink extends ReplicaBase {
    * Both records restart from what each side could lose if it failed now (unsyncedTracks).
    */
   linkEstablished(nowMs: number): void {
-    this.linkIsUp = true;
+    this.data.linkIsUp = true;
     this.linkWritable = true;
     this.peerView = null;
-    this.record.reset();
+    this.data.record.reset();
     this.resetNotifier();
-    this.peerEvent(PeerStateMachine.linkEvent('up', this.role));
+    this.data.peerEvent(PeerStateMachine.linkEvent('up', this.data.role));
     // The state goes first on the new stream; the peer marks our unsynced tracks when it reads it,
     // and our mirror marks them at the same point (notices it may start come after the state).
     this.sendState();
-    this.notifyMarked(this.unsyncedTracks(), nowMs);
+    this.data.notifyMarked(this.unsyncedTracks(), nowMs);
   }
 
   /**
@@ -117,7 +121,7 @@ export abstract class ReplicaLink extends ReplicaBase {
    * hardened while its store stalled, then lost with power (simulator, seeds 712, 7000697).
    */
   private unsyncedTracks(): number[] {
-    const tracks = new Set([...this.cache.dirtyTracks(), ...this.durable.tracks]);
+    const tracks = new Set([...this.data.cache.dirtyTracks(), ...this.data.durable.tracks]);
     return [...tracks].sort((x, y) => x - y);
   }
 
@@ -127,22 +131,22 @@ export abstract class ReplicaLink extends ReplicaBase {
    * hardened (found by the simulator, seed 570: a CLEAR for a range still holding sync data).
    */
   private resetNotifier(): void {
-    this.notifier.reset();
-    this.durable.resetCycles();
-    for (const [waiterId, purpose] of this.waiterPurposes) {
+    this.data.notifier.reset();
+    this.data.durable.resetCycles();
+    for (const [waiterId, purpose] of this.data.waiterPurposes) {
       if ('op' in purpose) continue;
-      this.waiterPurposes.delete(waiterId);
-      this.hardener.removeWaiter(waiterId);
+      this.data.waiterPurposes.delete(waiterId);
+      this.data.hardener.removeWaiter(waiterId);
     }
   }
 
-  protected sendState(): void {
-    const dirty = new TrackBitmap(this.cache.trackCount);
+  sendState(): void {
+    const dirty = new TrackBitmap(this.data.cache.trackCount);
     for (const t of this.unsyncedTracks()) dirty.set(t);
-    this.send({
-      type: 'state', role: this.role, history: [...this.history], storeTrusted: this.storeTrusted,
+    this.data.send({
+      type: 'state', role: this.data.role, history: [...this.history], storeTrusted: this.storeTrusted,
       outOfSyncValid: this.outOfSyncValid, discardLocal: this.discardLocal,
-      outOfSync: this.outOfSync.toBytes(), dirty: dirty.toBytes(),
+      outOfSync: this.data.outOfSync.toBytes(), dirty: dirty.toBytes(),
     });
   }
 
@@ -150,43 +154,43 @@ export abstract class ReplicaLink extends ReplicaBase {
     const first = this.peerView === null;
     this.peerView = msg;
     if (first) {
-      const dirty = TrackBitmap.fromBytes(this.cache.trackCount, msg.dirty);
-      for (let t = 0; t < dirty.trackCount; t++) if (dirty.has(t)) this.record.mark(t);
+      const dirty = TrackBitmap.fromBytes(this.data.cache.trackCount, msg.dirty);
+      for (let t = 0; t < dirty.trackCount; t++) if (dirty.has(t)) this.data.record.mark(t);
     }
     // In sync with the same history (a demote, say): nothing to decide, only the role changed.
-    if (this.peerState === 'in-sync' && compareHistories(this.history, msg.history) === 'equal') return;
+    if (this.data.peerState === 'in-sync' && compareHistories(this.history, msg.history) === 'equal') return;
     // The target of our resync is primary: promoted by --force (it refuses a plain promote while
     // the resync into it runs). It takes no more of our data, and its new epoch may make it the
     // source (its syncStart follows this state): our resync ends and the pair decides afresh, as
     // the target's own promotion did on its side (found by the simulator with storage faults,
     // seeds 211, 383, 652, 284: that syncStart found this node still resyncing it).
     if (this.resync !== null && msg.role === 'primary') {
-      this.emit({ kind: 'log', level: 'warn', msg: 'peer promoted while this node resynced it: resync abandoned', fields: { peer: this.peerName, sentBytes: this.resync.sentBytes } });
+      this.data.emit({ kind: 'log', level: 'warn', msg: 'peer promoted while this node resynced it: resync abandoned', fields: { peer: this.peerName, sentBytes: this.resync.sentBytes } });
       this.resync = null;
-      this.peerEvent('targetPromoted');
+      this.data.peerEvent('targetPromoted');
     }
     this.decide(nowMs);
   }
 
   /** Picks source, target or split brain from both sides' states (src/core/resync.ts). */
-  protected decide(nowMs: number): void {
+  decide(nowMs: number): void {
     const peer = this.peerView;
-    if (peer === null || !this.linkIsUp || this.resync !== null || this.intake.active) return;
+    if (peer === null || !this.data.linkIsUp || this.resync !== null || this.intake.active) return;
     const decision = decideSync(this.sideState(), { ...peer, node: this.peerName });
     if (decision.kind === 'split-brain') {
-      if (this.peerState !== 'split-brain') this.emit({ kind: 'log', level: 'error', msg: 'split brain: refusing to mirror; resolve with `twinblock resolve --discard-local` on the side to overwrite', fields: { reason: decision.reason } });
-      this.peerEvent('splitBrainDetected');
+      if (this.data.peerState !== 'split-brain') this.data.emit({ kind: 'log', level: 'error', msg: 'split brain: refusing to mirror; resolve with `twinblock resolve --discard-local` on the side to overwrite', fields: { reason: decision.reason } });
+      this.data.peerEvent('splitBrainDetected');
       return;
     }
     if (decision.kind === 'target') {
       this.intake.expect();
       this.markResyncIncomplete();
-      this.peerEvent('targetChosen');
-      if (this.role === 'primary') {
+      this.data.peerEvent('targetChosen');
+      if (this.data.role === 'primary') {
         // Nothing of ours was mirrored yet on this link (no decision had been made), so no
         // write of ours is in flight to a peer that would ignore it.
-        this.emit({ kind: 'log', level: 'warn', msg: 'peer holds newer data: this node steps down to secondary', fields: { peer: this.peerName } });
-        this.setRole('secondary');
+        this.data.emit({ kind: 'log', level: 'warn', msg: 'peer holds newer data: this node steps down to secondary', fields: { peer: this.peerName } });
+        this.data.setRole('secondary');
         this.persist();
       }
       return;
@@ -203,66 +207,66 @@ export abstract class ReplicaLink extends ReplicaBase {
     return { node: this.settings.node, history: this.history, storeTrusted: this.storeTrusted, outOfSyncValid: this.outOfSyncValid, discardLocal: this.discardLocal };
   }
 
-  protected get peerName(): string {
+  get peerName(): string {
     return this.settings.peer ?? 'peer';
   }
 
   private startResync(full: boolean, reason: string, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void {
     const { volumeSizeBytes, trackSizeBytes } = this.settings.geometry;
-    const theirs = peer.outOfSyncValid ? TrackBitmap.fromBytes(this.cache.trackCount, peer.outOfSync) : null;
-    const tracks = resyncTracks(this.cache.trackCount, full, this.outOfSync, theirs);
+    const theirs = peer.outOfSyncValid ? TrackBitmap.fromBytes(this.data.cache.trackCount, peer.outOfSync) : null;
+    const tracks = resyncTracks(this.data.cache.trackCount, full, this.data.outOfSync, theirs);
     const pace = { chunkBytes: this.settings.syncChunkBytes, windowChunks: this.settings.syncWindowChunks, rateBytesPerSec: this.settings.syncRateBytesPerSec };
-    this.resync = new ResyncPlan(tracks, trackSizeBytes, volumeSizeBytes, pace, nowMs, this.nextId++, full);
-    this.peerEvent('resyncStarted');
-    this.send({ type: 'syncStart', totalBytes: this.resync.totalBytes });
-    this.emit({ kind: 'log', level: full ? 'warn' : 'info', msg: full ? 'full resync of the peer started' : 'resync of the out-of-sync tracks started', fields: { tracks: this.resync.trackCount, bytes: this.resync.totalBytes, reason } });
+    this.resync = new ResyncPlan(tracks, trackSizeBytes, volumeSizeBytes, pace, nowMs, this.data.nextId++, full);
+    this.data.peerEvent('resyncStarted');
+    this.data.send({ type: 'syncStart', totalBytes: this.resync.totalBytes });
+    this.data.emit({ kind: 'log', level: full ? 'warn' : 'info', msg: full ? 'full resync of the peer started' : 'resync of the out-of-sync tracks started', fields: { tracks: this.resync.trackCount, bytes: this.resync.totalBytes, reason } });
     this.pumpSync(nowMs);
     this.finishResyncIfDone(nowMs);
   }
 
   /** The link dropped (reset, heartbeat timeout): the link half's part of ReplicaCore.linkDown. */
-  protected linkLost(nowMs: number): void {
-    this.linkIsUp = false;
+  linkLost(nowMs: number): void {
+    this.data.linkIsUp = false;
     // Messages of the dead link still held back by a full cache must not be applied once a new
     // link has reset both sides' records (found by the simulator, seed 7). Dropping them is safe:
     // none was acknowledged, so the peer counts their tracks as out-of-sync and resends them.
-    this.inbound.clear();
-    this.updateBlockedWriters();
-    this.outNotices = null;
+    this.data.inbound.clear();
+    this.data.updateBlockedWriters();
+    this.data.outNotices = null;
     this.resetNotifier();
     this.resync = null;
     this.intake.end();
     this.peerView = null;
-    this.cache.releaseAllHolds();
-    if (this.peerState === 'standalone') return;
-    this.peerEvent(PeerStateMachine.linkEvent('down', this.role));
+    this.data.cache.releaseAllHolds();
+    if (this.data.peerState === 'standalone') return;
+    this.data.peerEvent(PeerStateMachine.linkEvent('down', this.data.role));
     // The peer may have lost whatever it held only in RAM: those tracks need resending.
-    const united = this.record.united();
-    for (let t = 0; t < united.trackCount; t++) if (united.has(t)) this.outOfSync.set(t);
-    if (this.role === 'primary') this.markDiverging();
+    const united = this.data.record.united();
+    for (let t = 0; t < united.trackCount; t++) if (united.has(t)) this.data.outOfSync.set(t);
+    if (this.data.role === 'primary') this.markDiverging();
     // Writes the peer never acknowledged now complete under the degraded policy — but only on a
     // primary: a node demoted meanwhile is no longer the authority, and the new primary may never
     // see these bytes, so they fail with EIO (found by the simulator, seed 474).
-    const unacked = [...this.pendingAcks.values()];
-    this.pendingAcks.clear();
-    if (this.role !== 'primary' && unacked.length > 0) {
+    const unacked = [...this.data.pendingAcks.values()];
+    this.data.pendingAcks.clear();
+    if (this.data.role !== 'primary' && unacked.length > 0) {
       // Those bytes will be hardened here although the new primary may lack them and no bitmap
       // may say so after a crash: this store is no longer trusted for a delta, on disk first
       // (simulator, seed 2529).
       this.storeTrusted = false;
       this.persist();
-      this.untrustToken = this.lastPersistToken;
+      this.data.untrustToken = this.lastPersistToken;
     }
     for (const piece of unacked) {
-      if (this.role !== 'primary') piece.write.errno = 'EIO';
-      this.pieceDone(piece);
+      if (this.data.role !== 'primary') piece.write.errno = 'EIO';
+      this.data.pieceDone(piece);
     }
     // A FLUSH or FUA still waiting for the peer: on a primary the local part alone decides
     // (degraded); a node demoted meanwhile fails it, as it fails its unacknowledged writes above
     // (found by the simulator, seed 2610: a demoted node's FUA answered ok, then overwritten by
     // the resync from the new primary that had crashed before hardening it).
-    for (const [id, op] of this.ops) if (op.remotePending) this.opPartDone(id, 'remote', this.role === 'primary' ? null : 'EIO');
-    this.pump(nowMs);
+    for (const [id, op] of this.data.ops) if (op.remotePending) this.data.opPartDone(id, 'remote', this.data.role === 'primary' ? null : 'EIO');
+    this.data.pump(nowMs);
   }
 
   /** The shell's link send buffer crossed its high-water mark (false) or drained (true). */
@@ -273,7 +277,7 @@ export abstract class ReplicaLink extends ReplicaBase {
 
   /** Is the inbound stream held back by a full cache? The shell pauses the socket meanwhile. */
   get inboundBlocked(): boolean {
-    return this.inbound.length > 0;
+    return this.data.inbound.length > 0;
   }
 
   /**
@@ -281,14 +285,14 @@ export abstract class ReplicaLink extends ReplicaBase {
    * simulator's account of which write each cached block holds needs exactly this).
    */
   get heldInbound(): { queued: number; headAppliedBytes: number } {
-    return { queued: this.inbound.length, headAppliedBytes: this.inbound.headAppliedBytes };
+    return { queued: this.data.inbound.length, headAppliedBytes: this.data.inbound.headAppliedBytes };
   }
 
   /**
    * Applies one message of the link half (ReplicaCore.applyInbound routes the roles' messages);
    * false when it must wait for cache room (it keeps its place).
    */
-  protected processInbound(msg: LinkMessage, nowMs: number): boolean {
+  processInbound(msg: LinkMessage, nowMs: number): boolean {
     switch (msg.type) {
       case 'write':
       case 'zero':
@@ -296,41 +300,41 @@ export abstract class ReplicaLink extends ReplicaBase {
       case 'syncZero':
         return this.applyPeerData(msg, nowMs);
       case 'writeAck': {
-        const piece = this.pendingAcks.get(msg.seq);
-        this.pendingAcks.delete(msg.seq);
+        const piece = this.data.pendingAcks.get(msg.seq);
+        this.data.pendingAcks.delete(msg.seq);
         if (piece) {
-          this.cache.releaseHardening(this.cache.tracksOf(piece.offsetBytes, piece.lengthBytes));
-          this.pieceDone(piece);
+          this.data.cache.releaseHardening(this.data.cache.tracksOf(piece.offsetBytes, piece.lengthBytes));
+          this.data.pieceDone(piece);
         }
         return true;
       }
       case 'notice':
-        this.handleNotice(msg.op, msg.ranges);
+        this.data.handleNotice(msg.op, msg.ranges);
         return true;
       case 'flushReq': {
-        const tracks = msg.lengthBytes === 0 ? null : this.cache.tracksOf(msg.offsetBytes, msg.lengthBytes);
-        this.startOp({ flushAck: msg.id }, { seq: this.cache.sequence, tracks }, null);
+        const tracks = msg.lengthBytes === 0 ? null : this.data.cache.tracksOf(msg.offsetBytes, msg.lengthBytes);
+        this.data.startOp({ flushAck: msg.id }, { seq: this.data.cache.sequence, tracks }, null);
         return true;
       }
       case 'flushAck':
-        if (this.ops.get(msg.id)?.remotePending) this.opPartDone(msg.id, 'remote', msg.ok ? null : 'EIO');
+        if (this.data.ops.get(msg.id)?.remotePending) this.data.opPartDone(msg.id, 'remote', msg.ok ? null : 'EIO');
         return true;
       case 'state':
         this.onPeerState(msg, nowMs);
         return true;
       case 'syncStart':
-        if (this.role === 'primary') return true; // a forced promotion abandoned this resync
+        if (this.data.role === 'primary') return true; // a forced promotion abandoned this resync
         // Every track is about to be rewritten: what a failed fdatasync left unsure is replaced.
         if (msg.totalBytes === this.settings.geometry.volumeSizeBytes) this.syncLost = false;
         this.intake.start(msg.totalBytes);
         this.markResyncIncomplete();
-        this.peerEvent('resyncStartReceived');
-        this.emit({ kind: 'log', level: 'info', msg: 'resync from the peer started', fields: { bytes: msg.totalBytes } });
+        this.data.peerEvent('resyncStartReceived');
+        this.data.emit({ kind: 'log', level: 'info', msg: 'resync from the peer started', fields: { bytes: msg.totalBytes } });
         return true;
       case 'syncDone':
         // Only the end of a resync we are still receiving: after a forced promotion the stream's
         // tail must not bring back the old epoch history (found by the simulator, seed 577).
-        if (this.intake.active && this.role === 'secondary') this.resyncReceived();
+        if (this.intake.active && this.data.role === 'secondary') this.resyncReceived();
         return true;
       default:
         return true; // handshake and heartbeat messages belong to the link layer
@@ -339,34 +343,34 @@ export abstract class ReplicaLink extends ReplicaBase {
 
   /** Step 66 on the secondary: cache the peer's bytes, mark the record, ack writes. */
   private applyPeerData(msg: Extract<LinkMessage, { type: 'write' | 'zero' | 'syncData' | 'syncZero' }>, nowMs: number): boolean {
-    if (this.role !== 'secondary') {
-      this.emit({ kind: 'log', level: 'error', msg: 'primary received volume data from its peer: ignored', fields: { type: msg.type } });
+    if (this.data.role !== 'secondary') {
+      this.data.emit({ kind: 'log', level: 'error', msg: 'primary received volume data from its peer: ignored', fields: { type: msg.type } });
       return true;
     }
     const lengthBytes = msg.type === 'zero' || msg.type === 'syncZero' ? msg.lengthBytes : msg.data.length;
     const data = msg.type === 'zero' || msg.type === 'syncZero' ? null : msg.data;
     // A write larger than half our cache goes in as pieces while room allows (our cache may be
     // smaller than the primary's); the message keeps its place until all of it is in.
-    const appliedBytes = this.inbound.headAppliedBytes;
-    for (const [off, len] of this.splitPieces(msg.offsetBytes + appliedBytes, lengthBytes - appliedBytes)) {
+    const appliedBytes = this.data.inbound.headAppliedBytes;
+    for (const [off, len] of this.data.splitPieces(msg.offsetBytes + appliedBytes, lengthBytes - appliedBytes)) {
       const rel = off - msg.offsetBytes;
-      if (!this.applyLocal(off, len, data === null ? null : data.subarray(rel, rel + len), nowMs)) return false;
-      this.inbound.noteApplied(len);
+      if (!this.data.applyLocal(off, len, data === null ? null : data.subarray(rel, rel + len), nowMs)) return false;
+      this.data.inbound.noteApplied(len);
       // Step 66 per piece: if the link drops before the last piece, the applied ones are marked
       // (simulator, seed 3330).
-      for (const t of this.cache.tracksOf(off, len)) this.record.mark(t);
+      for (const t of this.data.cache.tracksOf(off, len)) this.data.record.mark(t);
     }
     if (msg.type === 'syncData' || msg.type === 'syncZero') {
       this.intake.received(lengthBytes);
-      this.counters.syncBytesReceived += lengthBytes;
+      this.data.counters.syncBytesReceived += lengthBytes;
     } else {
-      this.counters.writes++;
-      this.counters.writtenBytes += lengthBytes;
-      this.send({ type: 'writeAck', seq: msg.seq });
+      this.data.counters.writes++;
+      this.data.counters.writtenBytes += lengthBytes;
+      this.data.send({ type: 'writeAck', seq: msg.seq });
     }
-    const tracks = this.cache.tracksOf(msg.offsetBytes, lengthBytes);
-    for (const t of tracks) this.record.mark(t); // step 66
-    this.notifyMarked(tracks, nowMs);
+    const tracks = this.data.cache.tracksOf(msg.offsetBytes, lengthBytes);
+    for (const t of tracks) this.data.record.mark(t); // step 66
+    this.data.notifyMarked(tracks, nowMs);
     return true;
   }
 
@@ -380,31 +384,31 @@ export abstract class ReplicaLink extends ReplicaBase {
   private resyncReceived(): void {
     const receivedBytes = this.intake.end();
     this.resyncIncomplete = false;
-    this.peerEvent('resyncReceived');
+    this.data.peerEvent('resyncReceived');
     // A side that discards its changes (split brain resolved against it) may go back in epochs.
     if (this.peerView !== null) this.setHistory([...this.peerView.history], this.discardLocal);
     this.storeTrusted = !this.syncLost;
     this.discardLocal = false;
     this.outOfSyncValid = true;
-    this.outOfSync.clearSpan(0, this.outOfSync.trackCount);
-    this.diverging = false;
+    this.data.outOfSync.clearSpan(0, this.data.outOfSync.trackCount);
+    this.data.diverging = false;
     this.persist();
-    this.emit({ kind: 'log', level: 'info', msg: 'resync complete: in-sync', fields: { bytes: receivedBytes } });
+    this.data.emit({ kind: 'log', level: 'info', msg: 'resync complete: in-sync', fields: { bytes: receivedBytes } });
   }
 
   // ================================================================ resync (source)
 
   /** A rate-capped or paused resync's next read (null: none, or it waits for the link to drain). */
-  protected resyncDeadlineMs(nowMs: number): number | null {
+  resyncDeadlineMs(nowMs: number): number | null {
     if (this.resync === null || !this.linkWritable) return null;
     return this.resync.nextReadAtMs(nowMs);
   }
 
-  protected pumpSync(nowMs: number): void {
+  pumpSync(nowMs: number): void {
     const plan = this.resync;
     if (plan === null || !this.linkWritable) return;
     for (const chunk of plan.readsDue(nowMs)) {
-      this.emit({ kind: 'sync-read', offsetBytes: chunk.offsetBytes, lengthBytes: chunk.lengthBytes, resyncId: plan.id });
+      this.data.emit({ kind: 'sync-read', offsetBytes: chunk.offsetBytes, lengthBytes: chunk.lengthBytes, resyncId: plan.id });
     }
   }
 
@@ -415,15 +419,15 @@ export abstract class ReplicaLink extends ReplicaBase {
    */
   syncChunkRead(offsetBytes: number, data: Uint8Array, nowMs: number, resyncId?: number): void {
     const plan = this.resync;
-    if (plan === null || this.peerState !== 'resyncing') return; // the link dropped meanwhile
+    if (plan === null || this.data.peerState !== 'resyncing') return; // the link dropped meanwhile
     // A read issued by an earlier resync (before a link loss) must not count for this one
     // (simulator, seed 679: a chunk counted twice and the last one never sent).
     if (resyncId !== undefined && resyncId !== plan.id) return;
     // Sparse volumes are mostly zeros: a zero chunk crosses the link as its extent only.
-    this.send(isAllZero(data) ? { type: 'syncZero', offsetBytes, lengthBytes: data.length } : { type: 'syncData', offsetBytes, data });
-    this.markSentToPeer(this.cache.tracksOf(offsetBytes, data.length), nowMs);
+    this.data.send(isAllZero(data) ? { type: 'syncZero', offsetBytes, lengthBytes: data.length } : { type: 'syncData', offsetBytes, data });
+    this.data.markSentToPeer(this.data.cache.tracksOf(offsetBytes, data.length), nowMs);
     plan.chunkSent(data.length);
-    this.counters.syncBytesSent += data.length;
+    this.data.counters.syncBytesSent += data.length;
     this.pumpSync(nowMs);
     this.finishResyncIfDone(nowMs);
   }
@@ -431,17 +435,17 @@ export abstract class ReplicaLink extends ReplicaBase {
   private finishResyncIfDone(nowMs: number): void {
     const plan = this.resync;
     if (plan === null || !plan.complete || this.historyToken !== -1) return;
-    this.send({ type: 'syncDone' });
+    this.data.send({ type: 'syncDone' });
     this.resync = null;
-    this.peerEvent('resyncSent');
-    this.outOfSync.clearSpan(0, this.outOfSync.trackCount);
+    this.data.peerEvent('resyncSent');
+    this.data.outOfSync.clearSpan(0, this.data.outOfSync.trackCount);
     this.outOfSyncValid = true;
     // The source's store is the reference the peer now matches (a fresh primary's included),
     // unless a failed fdatasync may have lost some of it.
     this.storeTrusted = !this.syncLost;
-    this.diverging = false;
+    this.data.diverging = false;
     this.persist();
-    this.emit({ kind: 'log', level: 'info', msg: 'resync complete: in-sync', fields: { bytes: plan.sentBytes, full: plan.full, ms: nowMs - plan.startMs } });
+    this.data.emit({ kind: 'log', level: 'info', msg: 'resync complete: in-sync', fields: { bytes: plan.sentBytes, full: plan.full, ms: nowMs - plan.startMs } });
   }
 
   /**
@@ -453,13 +457,13 @@ export abstract class ReplicaLink extends ReplicaBase {
     const plan = this.resync;
     if (plan === null || (resyncId !== undefined && resyncId !== plan.id)) return;
     plan.chunkFailed({ offsetBytes, lengthBytes }, nowMs + this.settings.storeRetryMs);
-    this.emit({ kind: 'log', level: 'error', msg: 'resync read failed: retrying', fields: { offsetBytes, lengthBytes, error: message, retryInMs: this.settings.storeRetryMs } });
+    this.data.emit({ kind: 'log', level: 'error', msg: 'resync read failed: retrying', fields: { offsetBytes, lengthBytes, error: message, retryInMs: this.settings.storeRetryMs } });
   }
 
   syncStatus(nowMs: number): SyncProgress | null {
     const track = this.settings.geometry.trackSizeBytes;
     if (this.resync !== null) return this.resync.progress(nowMs);
-    if (this.intake.active && this.peerState === 'resyncing') return this.intake.progress(track);
+    if (this.intake.active && this.data.peerState === 'resyncing') return this.intake.progress(track);
     return null;
   }
 
@@ -470,8 +474,8 @@ export abstract class ReplicaLink extends ReplicaBase {
    * fact must be on disk: after a crash it tells the pair this store cannot be trusted for a delta.
    */
   private markDiverging(): void {
-    if (this.diverging || !this.settings.mirrored) return;
-    this.diverging = true;
+    if (this.data.diverging || !this.settings.mirrored) return;
+    this.data.diverging = true;
     // A new data generation (as DRBD does): if the peer is promoted meanwhile, the two histories
     // diverge and the pair sees a split brain instead of silently dropping these writes.
     this.history.push(this.newEpochEntry());
@@ -479,7 +483,7 @@ export abstract class ReplicaLink extends ReplicaBase {
   }
 
   /** The entry of a new epoch of ours: past every epoch we know of or ever proposed. */
-  protected newEpochEntry(): EpochEntry {
+  newEpochEntry(): EpochEntry {
     return { epoch: Math.max(nextEpoch(this.history), this.proposedEpoch + 1), node: this.settings.node };
   }
 
@@ -487,29 +491,25 @@ export abstract class ReplicaLink extends ReplicaBase {
    * Replaces the epoch history. Epochs never go backwards on a node, save on the side of a split
    * brain whose changes an operator discarded (it takes the other side's history whole).
    */
-  protected setHistory(next: EpochEntry[], mayRollBack = false): void {
+  setHistory(next: EpochEntry[], mayRollBack = false): void {
     assert(mayRollBack || currentEpoch(next) >= currentEpoch(this.history), `epoch went backwards: ${currentEpoch(this.history)} -> ${currentEpoch(next)}`);
     this.history = next;
   }
 
-  protected persist(): void {
+  persist(): void {
     // Every entry was appended with an epoch past all before it (newEpochEntry), on either node.
     for (let i = 1; i < this.history.length; i++) assert(this.history[i]!.epoch > this.history[i - 1]!.epoch, 'epoch history not strictly increasing');
-    const token = this.nextId++;
+    const token = this.data.nextId++;
     this.lastPersistToken = token;
     const historyKey = JSON.stringify(this.history);
     if (historyKey !== this.historyKey) {
       this.historyKey = historyKey;
       this.historyToken = token;
-      this.epochsToken = token;
     }
-    if (this.proposedEpoch !== this.persistedProposedEpoch) {
-      this.persistedProposedEpoch = this.proposedEpoch;
-      this.epochsToken = token;
-    }
-    if (this.diverging && !this.divergingDurable) this.divergingToken = token;
-    if (!this.diverging) this.divergingDurable = false;
-    this.emit({ kind: 'persist', token, state: this.persistedState(false) });
+    this.epochsInFlight.push({ token, epoch: Math.max(currentEpoch(this.history), this.proposedEpoch) });
+    if (this.data.diverging && !this.data.divergingDurable) this.divergingToken = token;
+    if (!this.data.diverging) this.data.divergingDurable = false;
+    this.data.emit({ kind: 'persist', token, state: this.persistedState(false) });
   }
 
   /**
@@ -517,14 +517,13 @@ export abstract class ReplicaLink extends ReplicaBase {
    * before any notice goes out again (startDurableSync waits for the untrust token): a power loss
    * that then takes a sector this node hardened brings a full resync, not a delta that skips it.
    */
-  protected override storeSyncFailed(error: string, retryInMs: number): void {
-    super.storeSyncFailed(error, retryInMs);
+  storeSyncFailed(): void {
     this.syncLost = true;
     if (!this.settings.mirrored || !this.storeTrusted) return;
     this.storeTrusted = false;
     this.persist();
-    this.untrustToken = this.lastPersistToken;
-    this.emit({ kind: 'log', level: 'warn', msg: 'store no longer trusted for a delta resync: if this node crashes, it gets a full resync from its peer', fields: { reason: 'fdatasync failed' } });
+    this.data.untrustToken = this.lastPersistToken;
+    this.data.emit({ kind: 'log', level: 'warn', msg: 'store no longer trusted for a delta resync: if this node crashes, it gets a full resync from its peer', fields: { reason: 'fdatasync failed' } });
   }
 
   /** May a delta resync into this store be trusted (status: `store.trustedForDelta`)? */
@@ -532,16 +531,23 @@ export abstract class ReplicaLink extends ReplicaBase {
     return this.storeTrusted;
   }
 
+  /** Persist `token` is on disk (first in ReplicaCore.persistDone): what it records is durable. */
+  persistLanded(token: number): void {
+    assert(token > this.durableThroughToken, `persists complete in order (${token} after ${this.durableThroughToken})`);
+    this.durableThroughToken = token;
+    while (this.epochsInFlight.length > 0 && this.epochsInFlight[0]!.token <= token) this.durableEpoch = this.epochsInFlight.shift()!.epoch;
+  }
+
   /** The link half's part of ReplicaCore.persistDone: hardening that waited for this metadata. */
-  protected persistDurable(token: number, nowMs: number): void {
-    if (token === this.untrustToken) {
-      this.untrustToken = null;
-      this.pump(nowMs);
-      this.startDurableSync();
+  persistDurable(token: number, nowMs: number): void {
+    if (token === this.data.untrustToken) {
+      this.data.untrustToken = null;
+      this.data.pump(nowMs);
+      this.data.startDurableSync();
     }
     if (token === this.divergingToken) {
-      this.divergingDurable = true;
-      this.pump(nowMs);
+      this.data.divergingDurable = true;
+      this.data.pump(nowMs);
     }
     if (token === this.historyToken) {
       this.historyToken = -1;
@@ -551,10 +557,10 @@ export abstract class ReplicaLink extends ReplicaBase {
 
   /** What goes in the metadata file; `cleanShutdown` only from the shell's final write. */
   persistedState(cleanShutdown: boolean): PersistedState {
-    const outOfSync = new TrackBitmap(this.cache.trackCount);
-    for (let t = 0; t < this.cache.trackCount; t++) if (this.outOfSync.has(t) || (cleanShutdown && this.record.isUnited(t))) outOfSync.set(t);
+    const outOfSync = new TrackBitmap(this.data.cache.trackCount);
+    for (let t = 0; t < this.data.cache.trackCount; t++) if (this.data.outOfSync.has(t) || (cleanShutdown && this.data.record.isUnited(t))) outOfSync.set(t);
     return {
-      history: [...this.history], role: this.role, cleanShutdown, diverging: this.diverging,
+      history: [...this.history], role: this.data.role, cleanShutdown, diverging: this.data.diverging,
       storeTrusted: this.storeTrusted, resyncIncomplete: this.resyncIncomplete, outOfSync: outOfSync.toBytes(), discardLocal: this.discardLocal,
       proposedEpoch: this.proposedEpoch, syncLost: this.syncLost,
     };
@@ -576,7 +582,7 @@ export abstract class ReplicaLink extends ReplicaBase {
 
 
 /** A crashed pair node comes back secondary (its peer may have been promoted meanwhile). */
-function startupRole(settings: ReplicaSettings, persisted: PersistedState | null): Role {
+export function startupRole(settings: ReplicaSettings, persisted: PersistedState | null): Role {
   if (!settings.mirrored) return 'primary';
   if (persisted === null) return settings.role;
   return persisted.cleanShutdown && persisted.role === 'primary' && !persisted.discardLocal ? 'primary' : 'secondary';

@@ -22,8 +22,8 @@ export interface Proposal {
 export class PromotionHandshake {
   /** Our proposal, and the persist token of its proposedEpoch until that is durable (then null). */
   private proposal: (Proposal & { proposalToken: number | null }) | null = null;
-  /** Peer proposals we adopted: persist token → promoteReq id, confirmed once the token is durable. */
-  private readonly confirmations = new Map<number, number>();
+  /** Peer proposals we adopted: persist token → promoteReq id and its epoch, confirmed once the token is durable. */
+  private readonly confirmations = new Map<number, { id: number; epoch: number }>();
 
   /** A proposal of ours waits for the peer's confirmation. */
   get pending(): boolean {
@@ -37,20 +37,20 @@ export class PromotionHandshake {
   }
 
   /** After adopting the peer's proposal: confirm it once persist `token` is durable. */
-  confirmWhenDurable(token: number, promoteReqId: number): void {
-    this.confirmations.set(token, promoteReqId);
+  confirmWhenDurable(token: number, promoteReqId: number, epoch: number): void {
+    this.confirmations.set(token, { id: promoteReqId, epoch });
   }
 
   /** Persist `token` is durable: the promoteReq and promoteAck that may go out now. */
-  persisted(token: number): { promoteReq: { id: number; history: EpochEntry[] } | null; promoteAckId: number | null } {
+  persisted(token: number): { promoteReq: { id: number; history: EpochEntry[] } | null; promoteAck: { id: number; epoch: number } | null } {
     let promoteReq: { id: number; history: EpochEntry[] } | null = null;
     if (this.proposal?.proposalToken === token) {
       this.proposal.proposalToken = null;
       promoteReq = { id: this.proposal.id, history: this.proposal.history };
     }
-    const promoteAckId = this.confirmations.get(token) ?? null;
+    const promoteAck = this.confirmations.get(token) ?? null;
     this.confirmations.delete(token);
-    return { promoteReq, promoteAckId };
+    return { promoteReq, promoteAck };
   }
 
   /** The peer's promoteAck `id`: the proposal it answers (now ended), or null if none matches. */

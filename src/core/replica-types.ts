@@ -1,7 +1,9 @@
 // Types shared by the replica core and its shell: what goes in, what comes out.
 import type { HardenJob } from './cache.js';
 import type { EpochEntry } from './epochs.js';
-import type { HardenReason } from './hardening.js';
+import type { CacheGeometry } from './cache.js';
+import type { HardenReason, HardeningSettings } from './hardening.js';
+import type { TrackerKind } from './notifier.js';
 import type { LinkMessage } from './link-codec.js';
 
 export type Role = 'primary' | 'secondary';
@@ -67,3 +69,39 @@ export type ReplicaAction =
   | { kind: 'log'; level: 'info' | 'warn' | 'error'; msg: string; fields?: Record<string, unknown> };
 
 export type { LinkMessage };
+
+export interface ReplicaSettings {
+  /** This node's name, and its peer's (null when standalone). */
+  node: string;
+  peer: string | null;
+  geometry: CacheGeometry;
+  hardening: HardeningSettings;
+  tracker: TrackerKind;
+  flush: FlushPolicy;
+  degraded: DegradedPolicy;
+  /** The config's primary: the role of a node starting on a fresh store. */
+  role: Role;
+  /** False for a standalone node (one node in the config). */
+  mirrored: boolean;
+  maxHardensInFlight: number;
+  syncChunkBytes: number;
+  syncWindowChunks: number;
+  syncRateBytesPerSec: number;
+  /** After a failed store write, wait this long before hardening again. */
+  storeRetryMs: number;
+}
+
+export interface ReplicaCounters {
+  writes: number;
+  writtenBytes: number;
+  hardenedBytes: number;
+  hardenWrites: number;
+  hardenRuns: Record<HardenReason, number>;
+  mirroredWrites: number;
+  syncBytesSent: number;
+  syncBytesReceived: number;
+  noticesSent: number;
+  noticesReceived: number;
+  /** fdatasyncs of the store that failed (a host FLUSH's or a notice batch's). */
+  fsyncFailures: number;
+}

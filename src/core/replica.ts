@@ -24,27 +24,118 @@
 // primary never hardens a mirrored write the peer has not acknowledged, and a primary alone starts
 // a new epoch (persisted) before it hardens anything its peer lacks.
 //
-// The state machine is split in three files along its seams: replica-base.ts (the cache half: host
-// writes, durability ops, hardening, notices), replica-link.ts (the link half: state exchange,
-// resync, persisted state) and this file (roles: promote, demote, resolve; shutdown). Calls go one
-// way only: this class takes every event whose work spans the halves (peer messages, link loss,
-// harden and persist completions, ticks) and calls each half in turn; the halves have no abstract
-// hooks back into it. The peer state moves only along the table in peer-state.ts, role and peer
-// state are read-only outside the core, and the invariants the halves keep between them are
+// The state machine is composed of parts, each in its own file: the data path (replica-data.ts:
+// host writes, durability ops, hardening, notices, and the role and peer state every part reads),
+// the link half (replica-link.ts: state exchange, resync, epoch history, persisted state), the
+// promotion handshake (replica-promotion.ts) and smaller parts they own (durable notices, inbound
+// stream, resync plan and intake). This class owns them and is the only entry: it takes every
+// event, calls each part in turn when the work spans them, and shows the outside read-only views.
+// Calls go one way (core → link half → data path); no part holds a hook back up. The peer state
+// moves only along the table in peer-state.ts, and the invariants the parts keep between them are
 // asserted after every event, at takeActions (checkBoundary).
 import { assert } from './assert.js';
 import { earlierMs } from './backoff.js';
-import type { HardenReason } from './hardening.js';
 import { compareHistories, currentEpoch, lastPrimary, type EpochEntry } from './epochs.js';
-import type { LinkMessage, ReplicaAction } from './replica-types.js';
-import { ReplicaLink } from './replica-link.js';
+import type { LinkMessage, PeerState, PersistedState, ReplicaAction, Role } from './replica-types.js';
+import type { TrackBitmap } from './bitmap.js';
+import type { TrackCache } from './cache.js';
+import type { Hardener, HardenReason } from './hardening.js';
+import type { HardeningNotifier } from './notifier.js';
+import type { PeerUnhardenedRecord } from './peer-record.js';
+import { DataPath, type ReplicaCounters, type ReplicaSettings } from './replica-data.js';
+import type { SyncProgress } from './resync.js';
+import { LinkHalf, startupRole } from './replica-link.js';
 import { PromotionHandshake } from './replica-promotion.js';
 
-export type { ReplicaCounters, ReplicaSettings } from './replica-base.js';
+export type { ReplicaCounters, ReplicaSettings } from './replica-data.js';
 
-export class ReplicaCore extends ReplicaLink {
+export class ReplicaCore {
+  /** The cache-facing half: host writes, durability ops, hardening, notices (replica-data.ts). */
+  private readonly data: DataPath;
+  /** The link half: state exchange, resync, persisted state (replica-link.ts). */
+  private readonly link: LinkHalf;
   /** The two-phase promotion's proposals and confirmations (a part with its own state). */
   private readonly promotion = new PromotionHandshake();
+
+  /**
+   * `persisted` is the node's metadata from its last run, or null for a fresh store. A node that
+   * crashed comes back secondary (its peer may have been promoted meanwhile); one that shut down
+   * cleanly as primary, or a standalone node, comes back primary in a new epoch.
+   */
+  constructor(readonly settings: ReplicaSettings, nowMs: number, persisted: PersistedState | null = null) {
+    this.data = new DataPath(settings, nowMs, startupRole(settings, persisted));
+    this.link = new LinkHalf(this.data, settings, persisted);
+  }
+
+  // ================================================================ read-only views
+
+  get cache(): TrackCache { return this.data.cache; }
+  get hardener(): Hardener { return this.data.hardener; }
+  /** What the peer may hold only in its RAM (seed Fig. 3). */
+  get record(): PeerUnhardenedRecord { return this.data.record; }
+  get notifier(): HardeningNotifier { return this.data.notifier; }
+  /** Tracks the peer lacks (written while it was away): the resync set. */
+  get outOfSync(): TrackBitmap { return this.data.outOfSync; }
+  get counters(): ReplicaCounters { return this.data.counters; }
+  get role(): Role { return this.data.role; }
+  get peerState(): PeerState { return this.data.peerState; }
+  /** Is the peer receiving our writes now (so they are mirrored)? */
+  get mirroring(): boolean { return this.data.mirroring; }
+  /** Host write pieces waiting for cache room, oldest first (the simulator tracks them). */
+  get queuedHostPieces(): readonly { readonly offsetBytes: number; readonly lengthBytes: number }[] { return this.data.queuedHostPieces; }
+  /** fdatasyncs that failed since the last one that succeeded (0: the store syncs fine). */
+  get storeSyncFailuresInRow(): number { return this.data.storeSyncFailuresInRow; }
+  /** The peer's role as it last announced it (null before its state arrives). */
+  get peerRole(): Role | null { return this.link.peerRole; }
+  /** Is the inbound stream held back by a full cache? The shell pauses the socket meanwhile. */
+  get inboundBlocked(): boolean { return this.link.inboundBlocked; }
+  /** Peer messages held back for cache room, and the bytes of the first already in the cache. */
+  get heldInbound(): { queued: number; headAppliedBytes: number } { return this.link.heldInbound; }
+  /** May a delta resync into this store be trusted (status: `store.trustedForDelta`)? */
+  get trustedForDelta(): boolean { return this.link.trustedForDelta; }
+  /** A resync into this node is unfinished (status shows it; promote refuses without --force). */
+  get incompleteResync(): boolean { return this.link.incompleteResync; }
+  get epoch(): number { return this.link.epoch; }
+  get epochHistory(): readonly EpochEntry[] { return this.link.epochHistory; }
+  syncStatus(nowMs: number): SyncProgress | null { return this.link.syncStatus(nowMs); }
+  /** What goes in the metadata file; `cleanShutdown` only from the shell's final write. */
+  persistedState(cleanShutdown: boolean): PersistedState { return this.link.persistedState(cleanShutdown); }
+
+  // ================================================================ events of one half
+
+  /** NBD WRITE / WRITE_ZEROES / TRIM (data null = zeros), 512-aligned. Answered by a reply action. */
+  hostWrite(reqId: number, offsetBytes: number, lengthBytes: number, data: Uint8Array | null, trim: boolean, fua: boolean, nowMs: number): void {
+    this.data.hostWrite(reqId, offsetBytes, lengthBytes, data, trim, fua, nowMs);
+  }
+
+  /** NBD FLUSH: every write completed before it is as durable as the policy promises. */
+  hostFlush(reqId: number, nowMs: number): void {
+    this.data.hostFlush(reqId, nowMs);
+  }
+
+  /** Harden everything written so far, whatever the policy (shutdown). */
+  hostFlushLocal(reqId: number, nowMs: number): void {
+    this.data.hostFlushLocal(reqId, nowMs);
+  }
+
+  /** The link is up and authenticated: the state exchange starts (replica-link.ts). */
+  linkEstablished(nowMs: number): void {
+    this.link.linkEstablished(nowMs);
+  }
+
+  /** The shell's link send buffer crossed its high-water mark (false) or drained (true). */
+  setLinkWritable(writable: boolean, nowMs: number): void {
+    this.link.setLinkWritable(writable, nowMs);
+  }
+
+  /** The shell read a resync chunk (cache overlaid on store), in the same step as finishRead. */
+  syncChunkRead(offsetBytes: number, data: Uint8Array, nowMs: number, resyncId?: number): void {
+    this.link.syncChunkRead(offsetBytes, data, nowMs, resyncId);
+  }
+
+  syncChunkFailed(offsetBytes: number, lengthBytes: number, message: string, nowMs: number, resyncId?: number): void {
+    this.link.syncChunkFailed(offsetBytes, lengthBytes, message, nowMs, resyncId);
+  }
 
   // ================================================================ events that cross the halves
   //
@@ -53,55 +144,64 @@ export class ReplicaCore extends ReplicaLink {
 
   /** A message from the authenticated peer, in link order. */
   linkMessage(msg: LinkMessage, nowMs: number): void {
-    this.inbound.offer(msg, (m) => this.applyInbound(m, nowMs));
-    this.updateBlockedWriters();
-    this.pump(nowMs);
+    this.data.inbound.offer(msg, (m) => this.applyInbound(m, nowMs));
+    this.data.updateBlockedWriters();
+    this.data.pump(nowMs);
   }
 
   /** Applies one peer message; false when it must wait for cache room (it keeps its place). */
   private applyInbound(msg: LinkMessage, nowMs: number): boolean {
     if (msg.type === 'promoteReq') this.onPromoteRequest(msg);
     else if (msg.type === 'promoteAck') this.onPromoteAck(msg, nowMs);
-    else return this.processInbound(msg, nowMs);
+    else return this.link.processInbound(msg, nowMs);
     return true;
   }
 
   /** The peer's held-back stream, resumed as cache room frees up. */
   private drainInbound(nowMs: number): void {
-    this.inbound.drain((m) => this.applyInbound(m, nowMs));
-    this.updateBlockedWriters();
+    this.data.inbound.drain((m) => this.applyInbound(m, nowMs));
+    this.data.updateBlockedWriters();
   }
 
   /** The link dropped (reset, heartbeat timeout): a pending promotion dies first, then the link half. */
   linkDown(nowMs: number): void {
     this.abandonPromotion();
-    this.linkLost(nowMs);
+    this.link.linkLost(nowMs);
   }
 
   /** The shell wrote the metadata of persist action `token` durably. */
   persistDone(token: number, nowMs: number): void {
-    assert(token > this.durableThroughToken, `persists complete in order (${token} after ${this.durableThroughToken})`);
-    this.durableThroughToken = token;
+    this.link.persistLanded(token);
     this.onPersisted(token);
-    this.persistDurable(token, nowMs);
+    this.link.persistDurable(token, nowMs);
+  }
+
+  /**
+   * The store's fdatasync finished (`error` null, or why it failed). A failure also costs the
+   * store its trust for a delta resync (the link half), before what waited for the sync settles.
+   */
+  storeSynced(syncId: number, error: string | null, nowMs: number): void {
+    this.data.syncFinished(error, nowMs);
+    if (error !== null) this.link.storeSyncFailed();
+    this.data.syncCompleted(syncId, error === null);
   }
 
   hardenDone(jobId: number, bytes: number, storeWrites: number, reason: HardenReason, nowMs: number): void {
-    this.hardenCompleted(jobId, bytes, storeWrites, reason);
+    this.data.hardenCompleted(jobId, bytes, storeWrites, reason);
     this.afterRoomFreed(nowMs);
   }
 
   /** A store write failed: the data stays dirty; hosts waiting on durability get EIO. */
   hardenFailed(jobId: number, message: string, nowMs: number): void {
-    this.hardenAbandoned(jobId, message, nowMs);
+    this.data.hardenAbandoned(jobId, message, nowMs);
     this.afterRoomFreed(nowMs);
   }
 
   private afterRoomFreed(nowMs: number): void {
-    this.drainHostQueue(nowMs);
+    this.data.drainHostQueue(nowMs);
     this.drainInbound(nowMs);
-    this.settleWaiters();
-    this.pump(nowMs);
+    this.data.settleWaiters();
+    this.data.pump(nowMs);
   }
 
   /**
@@ -111,14 +211,14 @@ export class ReplicaCore extends ReplicaLink {
    */
   nextDeadlineMs(nowMs: number): number | null {
     // Runs after every event (the shell re-arms its timer): no allocation here.
-    let at = earlierMs(this.hardener.nextDeadlineMs(nowMs), this.durable.retryAtMs); // age bound, scan; fdatasync backoff
-    if (this.pausedUntilMs > nowMs) at = earlierMs(at, this.pausedUntilMs); // a failed store write's pause
-    const wanted = this.notifier.earliestWantedSinceMs;
-    if (this.linkIsUp && wanted !== null) {
+    let at = earlierMs(this.data.hardener.nextDeadlineMs(nowMs), this.data.durable.retryAtMs); // age bound, scan; fdatasync backoff
+    if (this.data.pausedUntilMs > nowMs) at = earlierMs(at, this.data.pausedUntilMs); // a failed store write's pause
+    const wanted = this.data.notifier.earliestWantedSinceMs;
+    if (this.data.linkIsUp && wanted !== null) {
       const { destageIntervalMs, maxDirtyAgeMs } = this.settings.hardening;
       at = earlierMs(at, wanted + Math.min(destageIntervalMs, maxDirtyAgeMs / 2)); // a range's cycle interval
     }
-    return earlierMs(at, this.resyncDeadlineMs(nowMs));
+    return earlierMs(at, this.link.resyncDeadlineMs(nowMs));
   }
 
   /**
@@ -132,19 +232,19 @@ export class ReplicaCore extends ReplicaLink {
 
   /** Host writes or peer data wait for cache room (the shell tells the core of a read only then). */
   get waitingForRoom(): boolean {
-    return this.queuedHostPieces.length > 0 || this.inboundBlocked;
+    return this.data.queuedHostPieces.length > 0 || this.link.inboundBlocked;
   }
 
   tick(nowMs: number): void {
     // Room can appear without a harden completing (reads that pinned clean lines finish): retry
     // the held-back queues on every tick too (simulator, seed 1962: a demote never drained).
-    this.drainHostQueue(nowMs);
+    this.data.drainHostQueue(nowMs);
     this.drainInbound(nowMs);
-    this.hardener.tick(nowMs);
-    if (this.durable.retryDue(nowMs)) this.startDurableSync(); // a failed fdatasync's backoff ended
-    this.startDueCycles(nowMs);
-    this.pumpSync(nowMs);
-    this.pump(nowMs);
+    this.data.hardener.tick(nowMs);
+    if (this.data.durable.retryDue(nowMs)) this.data.startDurableSync(); // a failed fdatasync's backoff ended
+    this.data.startDueCycles(nowMs);
+    this.link.pumpSync(nowMs);
+    this.data.pump(nowMs);
   }
 
   // ================================================================ roles (promote, demote, resolve)
@@ -161,21 +261,21 @@ export class ReplicaCore extends ReplicaLink {
    */
   promote(force: boolean, nowMs: number, requestId = 0): { ok: true; pending: boolean } | { ok: false; error: string } {
     if (!this.settings.mirrored) return { ok: false, error: 'a standalone node is always primary' };
-    if (this.role === 'primary') return { ok: false, error: 'already primary' };
+    if (this.data.role === 'primary') return { ok: false, error: 'already primary' };
     if (this.promotion.pending) return { ok: false, error: 'a promotion is already waiting for the peer\'s confirmation' };
-    if (!force && this.linkIsUp && this.peerView?.role === 'primary') return { ok: false, error: `peer ${this.peerName} is primary and connected: demote it first, or use --force` };
-    if (!force && (this.intake.active || this.resyncIncomplete)) return { ok: false, error: 'a resync into this node has not finished: its data is incomplete (use --force to promote anyway)' };
-    const entry = this.newEpochEntry();
-    assert(entry.epoch > this.proposedEpoch, 'an epoch once proposed is never proposed again');
-    const history = [...this.history, entry];
-    if (force || !this.linkIsUp) {
+    if (!force && this.data.linkIsUp && this.link.peerView?.role === 'primary') return { ok: false, error: `peer ${this.link.peerName} is primary and connected: demote it first, or use --force` };
+    if (!force && (this.link.intake.active || this.link.resyncIncomplete)) return { ok: false, error: 'a resync into this node has not finished: its data is incomplete (use --force to promote anyway)' };
+    const entry = this.link.newEpochEntry();
+    assert(entry.epoch > this.link.proposedEpoch, 'an epoch once proposed is never proposed again');
+    const history = [...this.link.history, entry];
+    if (force || !this.data.linkIsUp) {
       this.becomePrimary(history, force, nowMs);
       return { ok: true, pending: false };
     }
-    this.proposedEpoch = entry.epoch;
-    this.persist();
-    this.promotion.propose({ id: this.nextId++, requestId, history }, this.lastPersistToken);
-    this.emit({ kind: 'log', level: 'info', msg: 'promotion proposed to the peer', fields: { peer: this.peerName, epoch: entry.epoch } });
+    this.link.proposedEpoch = entry.epoch;
+    this.link.persist();
+    this.promotion.propose({ id: this.data.nextId++, requestId, history }, this.link.lastPersistToken);
+    this.data.emit({ kind: 'log', level: 'info', msg: 'promotion proposed to the peer', fields: { peer: this.link.peerName, epoch: entry.epoch } });
     return { ok: true, pending: true };
   }
 
@@ -183,26 +283,26 @@ export class ReplicaCore extends ReplicaLink {
   private onPromoteRequest(msg: Extract<LinkMessage, { type: 'promoteReq' }>): void {
     const refusal = this.promoteRefusal(msg.history);
     if (refusal !== null) {
-      this.emit({ kind: 'log', level: 'warn', msg: 'refused the peer\'s promotion', fields: { peer: this.peerName, reason: refusal } });
-      this.send({ type: 'promoteAck', id: msg.id, ok: false, reason: refusal });
+      this.data.emit({ kind: 'log', level: 'warn', msg: 'refused the peer\'s promotion', fields: { peer: this.link.peerName, reason: refusal } });
+      this.data.send({ type: 'promoteAck', id: msg.id, ok: false, reason: refusal });
       return;
     }
-    this.setHistory([...msg.history]); // promoteRefusal: it extends ours by one newer entry
-    this.proposedEpoch = Math.max(this.proposedEpoch, currentEpoch(msg.history));
-    if (this.peerView !== null) this.peerView = { ...this.peerView, role: 'primary', history: [...msg.history] };
-    this.persist();
-    this.promotion.confirmWhenDurable(this.lastPersistToken, msg.id);
-    this.emit({ kind: 'log', level: 'info', msg: 'confirmed the peer\'s promotion', fields: { peer: this.peerName, epoch: currentEpoch(msg.history) } });
+    this.link.setHistory([...msg.history]); // promoteRefusal: it extends ours by one newer entry
+    this.link.proposedEpoch = Math.max(this.link.proposedEpoch, currentEpoch(msg.history));
+    if (this.link.peerView !== null) this.link.peerView = { ...this.link.peerView, role: 'primary', history: [...msg.history] };
+    this.link.persist();
+    this.promotion.confirmWhenDurable(this.link.lastPersistToken, msg.id, currentEpoch(msg.history));
+    this.data.emit({ kind: 'log', level: 'info', msg: 'confirmed the peer\'s promotion', fields: { peer: this.link.peerName, epoch: currentEpoch(msg.history) } });
   }
 
   /** Why this node cannot confirm the peer's promotion to `history`, or null. */
   private promoteRefusal(history: readonly EpochEntry[]): string | null {
-    if (this.role === 'primary') return `${this.settings.node} is primary: demote it first`;
+    if (this.data.role === 'primary') return `${this.settings.node} is primary: demote it first`;
     if (this.promotion.pending) return `${this.settings.node} is being promoted too`;
-    if (this.peerState === 'split-brain') return 'split brain: resolve it first';
-    if (this.resync !== null) return `${this.settings.node} is resyncing its newer data into ${this.peerName}`;
-    if (history.length !== this.history.length + 1 || compareHistories(this.history, history) !== 'theirs-newer') return `epoch histories differ (${this.settings.node} is at epoch ${this.epoch})`;
-    if (history[history.length - 1]!.epoch <= this.proposedEpoch) return `epoch ${history[history.length - 1]!.epoch} was already proposed`;
+    if (this.data.peerState === 'split-brain') return 'split brain: resolve it first';
+    if (this.link.resync !== null) return `${this.settings.node} is resyncing its newer data into ${this.link.peerName}`;
+    if (history.length !== this.link.history.length + 1 || compareHistories(this.link.history, history) !== 'theirs-newer') return `epoch histories differ (${this.settings.node} is at epoch ${this.link.epoch})`;
+    if (history[history.length - 1]!.epoch <= this.link.proposedEpoch) return `epoch ${history[history.length - 1]!.epoch} was already proposed`;
     return null;
   }
 
@@ -211,23 +311,38 @@ export class ReplicaCore extends ReplicaLink {
     const promoting = this.promotion.answer(msg.id);
     if (promoting === null) return;
     if (!msg.ok) {
-      this.emit({ kind: 'promote-done', requestId: promoting.requestId, error: `peer ${this.peerName} refused: ${msg.reason}` });
+      this.data.emit({ kind: 'promote-done', requestId: promoting.requestId, error: `peer ${this.link.peerName} refused: ${msg.reason}` });
       return;
     }
     this.becomePrimary(promoting.history, false, nowMs);
-    this.emit({ kind: 'promote-done', requestId: promoting.requestId, error: null });
+    this.data.emit({ kind: 'promote-done', requestId: promoting.requestId, error: null });
   }
 
+  /**
+   * Persist `token` landed: the promotion messages that waited for it go out. DESIGN.md
+   * "Failures": the new epoch is on disk on both nodes before the first write is served, and an
+   * epoch once proposed is never proposed again; so each is asserted against what the metadata on
+   * disk records (LinkHalf.durableEpoch), not against the promotion's own bookkeeping: a crash
+   * before the save lands would bring the node back without an epoch the pair acted on.
+   */
   private onPersisted(token: number): void {
-    const { promoteReq, promoteAckId } = this.promotion.persisted(token);
-    if (promoteReq !== null && this.linkIsUp) this.send({ type: 'promoteReq', ...promoteReq });
-    if (promoteAckId !== null) this.send({ type: 'promoteAck', id: promoteAckId, ok: true, reason: '' });
+    const { promoteReq, promoteAck } = this.promotion.persisted(token);
+    const onDisk = this.link.durableEpoch;
+    if (promoteReq !== null) {
+      const epoch = currentEpoch(promoteReq.history);
+      assert(epoch <= onDisk, `a promoteReq proposes epoch ${epoch} only once it is on disk (there: ${onDisk})`);
+      if (this.data.linkIsUp) this.data.send({ type: 'promoteReq', ...promoteReq });
+    }
+    if (promoteAck !== null) {
+      assert(promoteAck.epoch <= onDisk, `a promoteAck confirms epoch ${promoteAck.epoch} only once it is on disk (there: ${onDisk})`);
+      this.data.send({ type: 'promoteAck', id: promoteAck.id, ok: true, reason: '' });
+    }
   }
 
   /** A pending promotion dies with the link: the operator retries (alone, if the peer is gone). */
   private abandonPromotion(): void {
     this.promotion.dropConfirmations();
-    this.endPromotion(`the link to ${this.peerName} went down before it confirmed the promotion: retry (a retry without the link promotes alone)`);
+    this.endPromotion(`the link to ${this.link.peerName} went down before it confirmed the promotion: retry (a retry without the link promotes alone)`);
   }
 
   /**
@@ -237,13 +352,13 @@ export class ReplicaCore extends ReplicaLink {
    */
   cancelPromotion(reason: string): void {
     if (!this.endPromotion(reason)) return;
-    if (this.linkIsUp) this.sendState();
+    if (this.data.linkIsUp) this.link.sendState();
   }
 
   private endPromotion(error: string): boolean {
     const requestId = this.promotion.end();
     if (requestId === null) return false;
-    this.emit({ kind: 'promote-done', requestId, error });
+    this.data.emit({ kind: 'promote-done', requestId, error });
     return true;
   }
 
@@ -251,61 +366,61 @@ export class ReplicaCore extends ReplicaLink {
     // The new epoch extends what this node knows: a proposal made on an older history would
     // drop entries (promote refuses while a resync into this node runs; the peer refuses ours
     // while it resyncs us).
-    assert(compareHistories(this.history, history) === 'theirs-newer' && history[history.length - 1]!.node === this.settings.node, 'a promotion extends this node\'s own epoch history');
-    this.setHistory(history);
-    this.setRole('primary');
+    assert(compareHistories(this.link.history, history) === 'theirs-newer' && history[history.length - 1]!.node === this.settings.node, 'a promotion extends this node\'s own epoch history');
+    this.link.setHistory(history);
+    this.data.setRole('primary');
     // A failover: the old primary may have lost whatever it held only in RAM, so the united bitmap
     // becomes out-of-sync. A planned switchover (connected and in sync) keeps it as the record
     // instead: the old primary is alive and hardens its RAM; a later link loss folds it in.
-    if (!(this.linkIsUp && this.peerState === 'in-sync')) {
-      const united = this.record.united();
-      for (let t = 0; t < united.trackCount; t++) if (united.has(t)) this.outOfSync.set(t);
+    if (!(this.data.linkIsUp && this.data.peerState === 'in-sync')) {
+      const united = this.data.record.united();
+      for (let t = 0; t < united.trackCount; t++) if (united.has(t)) this.data.outOfSync.set(t);
     }
     // Forced in the middle of a resync into this node: the tracks it had not received yet differ
     // from the peer's, and no bitmap says which. Every track is out of sync, so the resync this
     // node now sources rewrites them all (its data is the reference from now on).
-    if (this.intake.active || this.resyncIncomplete) for (let t = 0; t < this.outOfSync.trackCount; t++) this.outOfSync.set(t);
-    this.intake.end();
-    this.resyncIncomplete = false; // forced: this node's data is now the reference
-    if (this.linkIsUp) {
-      this.sendState();
+    if (this.link.intake.active || this.link.resyncIncomplete) for (let t = 0; t < this.data.outOfSync.trackCount; t++) this.data.outOfSync.set(t);
+    this.link.intake.end();
+    this.link.resyncIncomplete = false; // forced: this node's data is now the reference
+    if (this.data.linkIsUp) {
+      this.link.sendState();
       // A resync we are sending goes on (the peer adopts our new history at its end); otherwise
       // the pair decides afresh with our new epoch (found by the simulator, seed 105).
-      if (this.resync === null) {
-        this.peerEvent('promotedConnected');
-        this.decide(nowMs);
+      if (this.link.resync === null) {
+        this.data.peerEvent('promotedConnected');
+        this.link.decide(nowMs);
       }
     } else {
-      this.peerEvent('promotedAlone');
+      this.data.peerEvent('promotedAlone');
     }
-    if (!this.mirroring) this.diverging = true; // the new epoch above is this generation
-    this.persist();
-    this.emit({ kind: 'log', level: 'warn', msg: 'promoted to primary', fields: { epoch: currentEpoch(this.history), outOfSyncTracks: this.outOfSync.count(), force } });
+    if (!this.data.mirroring) this.data.diverging = true; // the new epoch above is this generation
+    this.link.persist();
+    this.data.emit({ kind: 'log', level: 'warn', msg: 'promoted to primary', fields: { epoch: currentEpoch(this.link.history), outOfSyncTracks: this.data.outOfSync.count(), force } });
   }
 
   /** Makes this node secondary; host writes get EPERM from now on. The shell waits for writesDrained. */
   demote(): { ok: true } | { ok: false; error: string } {
     if (!this.settings.mirrored) return { ok: false, error: 'a standalone node is always primary' };
-    if (this.role !== 'primary') return { ok: false, error: 'already secondary' };
-    this.setRole('secondary');
-    this.persist();
-    if (this.linkIsUp) this.sendState();
-    this.emit({ kind: 'log', level: 'warn', msg: 'demoted to secondary' });
+    if (this.data.role !== 'primary') return { ok: false, error: 'already secondary' };
+    this.data.setRole('secondary');
+    this.link.persist();
+    if (this.data.linkIsUp) this.link.sendState();
+    this.data.emit({ kind: 'log', level: 'warn', msg: 'demoted to secondary' });
     return { ok: true };
   }
 
   /** Split brain: this node's changes since the divergence are discarded by a resync from the peer. */
   resolveDiscardLocal(nowMs: number): { ok: true } | { ok: false; error: string } {
-    if (this.peerState !== 'split-brain') return { ok: false, error: 'not in split brain' };
-    this.discardLocal = true;
-    this.storeTrusted = false;
-    if (this.role === 'primary') this.setRole('secondary');
-    this.peerEvent('splitBrainResolved'); // the next state exchange makes this node the resync target
-    this.persist();
-    this.emit({ kind: 'log', level: 'warn', msg: 'split brain resolved: this node discards its changes and resyncs from the peer' });
-    if (this.linkIsUp) {
-      this.sendState();
-      this.decide(nowMs);
+    if (this.data.peerState !== 'split-brain') return { ok: false, error: 'not in split brain' };
+    this.link.discardLocal = true;
+    this.link.storeTrusted = false;
+    if (this.data.role === 'primary') this.data.setRole('secondary');
+    this.data.peerEvent('splitBrainResolved'); // the next state exchange makes this node the resync target
+    this.link.persist();
+    this.data.emit({ kind: 'log', level: 'warn', msg: 'split brain resolved: this node discards its changes and resyncs from the peer' });
+    if (this.data.linkIsUp) {
+      this.link.sendState();
+      this.link.decide(nowMs);
     }
     return { ok: true };
   }
@@ -313,19 +428,19 @@ export class ReplicaCore extends ReplicaLink {
 
   /** True once no host write is queued, waiting for the peer, or waiting for its FLUSH/FUA (demote drains these). */
   get writesDrained(): boolean {
-    return this.hostQueue.length === 0 && this.pendingAcks.size === 0 && ![...this.ops.values()].some((op) => 'reply' in op.done);
+    return this.data.hostQueue.length === 0 && this.data.pendingAcks.size === 0 && ![...this.data.ops.values()].some((op) => 'reply' in op.done);
   }
 
   // ================================================================ shutdown
 
   /** Refuse new host writes from now on; the shell then flushes until nothing is dirty. */
   beginClose(): void {
-    this.closing = true;
+    this.data.closing = true;
   }
 
   /** True when nothing is queued, in flight to the peer, or dirty. */
   get quiescent(): boolean {
-    return this.hostQueue.length === 0 && this.pendingAcks.size === 0 && this.inbound.length === 0 && this.cache.stats(0).dirtyTracks === 0;
+    return this.data.hostQueue.length === 0 && this.data.pendingAcks.size === 0 && this.data.inbound.length === 0 && this.data.cache.stats(0).dirtyTracks === 0;
   }
 
   // ================================================================ invariants
@@ -335,40 +450,40 @@ export class ReplicaCore extends ReplicaLink {
    * is checked here, each time, before anything goes out. These are the invariants the three
    * parts must keep between them; an assertion is a checked comment (TIGER_STYLE.md).
    */
-  override takeActions(): ReplicaAction[] {
+  takeActions(): ReplicaAction[] {
     this.checkBoundary();
-    return super.takeActions();
+    return this.data.takeActions();
   }
 
   private checkBoundary(): void {
-    const state = this.peerState;
+    const state = this.data.peerState;
     assert((state === 'standalone') === !this.settings.mirrored, `peer state ${state} for a ${this.settings.mirrored ? 'mirrored' : 'standalone'} node`);
     // Mirroring, resync, writes awaiting acks and held-back peer messages all belong to a link:
     // linkDown ends every one of them.
-    assert(!this.mirroring || this.linkIsUp, `peer state ${state} without a link`);
-    assert(this.resync === null || (state === 'resyncing' && this.linkIsUp), `a resync is sent in peer state ${state}`);
-    assert(state !== 'resyncing' || this.resync !== null || this.intake.active, 'resyncing with neither a resync sent nor one received');
-    assert(!this.intake.active || this.linkIsUp, 'receiving a resync without a link');
-    assert(this.pendingAcks.size === 0 || this.linkIsUp, 'writes await the peer\'s ack without a link');
-    assert(this.inbound.length === 0 || this.linkIsUp, 'peer messages held back without a link');
-    assert(!this.promotion.pending || (this.role === 'secondary' && this.linkIsUp), 'a promotion waits for the peer while primary or without a link');
-    assert(this.hardensInFlight >= 0 && this.hardensInFlight <= this.settings.maxHardensInFlight, `hardens in flight ${this.hardensInFlight}`);
+    assert(!this.data.mirroring || this.data.linkIsUp, `peer state ${state} without a link`);
+    assert(this.link.resync === null || (state === 'resyncing' && this.data.linkIsUp), `a resync is sent in peer state ${state}`);
+    assert(state !== 'resyncing' || this.link.resync !== null || this.link.intake.active, 'resyncing with neither a resync sent nor one received');
+    assert(!this.link.intake.active || this.data.linkIsUp, 'receiving a resync without a link');
+    assert(this.data.pendingAcks.size === 0 || this.data.linkIsUp, 'writes await the peer\'s ack without a link');
+    assert(this.data.inbound.length === 0 || this.data.linkIsUp, 'peer messages held back without a link');
+    assert(!this.promotion.pending || (this.data.role === 'secondary' && this.data.linkIsUp), 'a promotion waits for the peer while primary or without a link');
+    assert(this.data.hardensInFlight >= 0 && this.data.hardensInFlight <= this.settings.maxHardensInFlight, `hardens in flight ${this.data.hardensInFlight}`);
     // A primary serves in an epoch of its own: it appended (and persisted) that entry first.
-    assert(this.role !== 'primary' || lastPrimary(this.history) === this.settings.node, `primary in epoch ${this.epoch} of ${lastPrimary(this.history) ?? 'nobody'}`);
-    assert(this.settings.mirrored || this.role === 'primary', 'a standalone node is secondary');
+    assert(this.data.role !== 'primary' || lastPrimary(this.link.history) === this.settings.node, `primary in epoch ${this.link.epoch} of ${lastPrimary(this.link.history) ?? 'nobody'}`);
+    assert(this.settings.mirrored || this.data.role === 'primary', 'a standalone node is secondary');
   }
 
   /** The full self-check (walks the cache and the writes in flight): the simulator samples it. */
   checkInvariants(): void {
-    this.cache.checkInvariants();
+    this.data.cache.checkInvariants();
     this.checkBoundary();
     // Step 62 before step 64's ack: a write the peer has not acknowledged is marked as maybe only
     // in the peer's RAM. A cycle cannot clear it first: the peer's COMPLETE follows its SAVE-ACK,
     // and a write sent before that SAVE-ACK reaches the peer before it, so is acked before COMPLETE.
-    for (const piece of this.pendingAcks.values()) {
-      for (const t of this.cache.tracksOf(piece.offsetBytes, piece.lengthBytes)) assert(this.record.isUnited(t), `track ${t} awaits the peer's ack but is not in the united bitmap`);
+    for (const piece of this.data.pendingAcks.values()) {
+      for (const t of this.data.cache.tracksOf(piece.offsetBytes, piece.lengthBytes)) assert(this.data.record.isUnited(t), `track ${t} awaits the peer's ack but is not in the united bitmap`);
     }
     // No peer, no record of it and nothing out of sync.
-    assert(this.settings.mirrored || (this.record.unitedCount() === 0 && this.outOfSync.count() === 0), 'a standalone node keeps a record of a peer');
+    assert(this.settings.mirrored || (this.data.record.unitedCount() === 0 && this.data.outOfSync.count() === 0), 'a standalone node keeps a record of a peer');
   }
 }

@@ -1,41 +1,24 @@
-// The replica core, part one: the cache-facing half of one node's state machine — host writes
+// The replica core's data path: the cache-facing part of one node's state machine — host writes
 // (Fig. 4 steps 60-64 on the primary), durability ops for FLUSH/FUA, hardening, and hardening
-// notices (Figs. 5-6). replica-link.ts extends it with the link half (the state exchange, resync)
-// and replica.ts with the roles; replica.ts also takes every event that spans the halves, so this
-// half never calls up into them. Split along these seams only to keep each file readable; together
-// they are one pure, synchronous state machine (see the theory of operation in replica.ts).
+// notices (Figs. 5-6). It also holds what every part reads: the node's role and peer state (each
+// changed only through setRole and the peer-state table), the cache, the record of the peer and
+// the actions emitted so far. ReplicaCore (replica.ts) owns it and the link half (replica-link.ts),
+// which calls into it; it calls into neither: an event whose work spans both is taken by
+// ReplicaCore, which calls each part in turn. Pure and synchronous (theory of operation in
+// replica.ts).
 import { assert } from './assert.js';
 import { TrackBitmap } from './bitmap.js';
-import { TrackCache, type CacheGeometry } from './cache.js';
+import { TrackCache } from './cache.js';
 import type { HardenJob } from './cache-types.js';
-import { Hardener, type HardenReason, type HardeningSettings } from './hardening.js';
-import { applyNotice, HardeningNotifier, type NoticeOp, type NotifierAction, type TrackerKind } from './notifier.js';
+import { Hardener, type HardenReason } from './hardening.js';
+import { applyNotice, HardeningNotifier, type NoticeOp, type NotifierAction } from './notifier.js';
 import { PeerUnhardenedRecord } from './peer-record.js';
 import { DurableNotices } from './replica-durable.js';
 import { InboundStream } from './replica-inbound.js';
 import { initialPeerState, PeerStateMachine, type PeerEvent } from './peer-state.js';
-import type { DegradedPolicy, FlushPolicy, LinkMessage, PeerState, ReplicaAction, ReplyErrno, Role } from './replica-types.js';
+import type { LinkMessage, PeerState, ReplicaAction, ReplicaCounters, ReplicaSettings, ReplyErrno, Role } from './replica-types.js';
 
-export interface ReplicaSettings {
-  /** This node's name, and its peer's (null when standalone). */
-  node: string;
-  peer: string | null;
-  geometry: CacheGeometry;
-  hardening: HardeningSettings;
-  tracker: TrackerKind;
-  flush: FlushPolicy;
-  degraded: DegradedPolicy;
-  /** The config's primary: the role of a node starting on a fresh store. */
-  role: Role;
-  /** False for a standalone node (one node in the config). */
-  mirrored: boolean;
-  maxHardensInFlight: number;
-  syncChunkBytes: number;
-  syncWindowChunks: number;
-  syncRateBytesPerSec: number;
-  /** After a failed store write, wait this long before hardening again. */
-  storeRetryMs: number;
-}
+export type { ReplicaCounters, ReplicaSettings } from './replica-types.js';
 
 interface HostWrite { reqId: number; piecesLeft: number; offsetBytes: number; lengthBytes: number; fua: boolean; errno: ReplyErrno | null }
 interface Piece { write: HostWrite; offsetBytes: number; lengthBytes: number; data: Uint8Array | null; trim: boolean }
@@ -50,22 +33,7 @@ interface Op {
 }
 type WaiterPurpose = { op: number } | { range: number };
 
-export interface ReplicaCounters {
-  writes: number;
-  writtenBytes: number;
-  hardenedBytes: number;
-  hardenWrites: number;
-  hardenRuns: Record<HardenReason, number>;
-  mirroredWrites: number;
-  syncBytesSent: number;
-  syncBytesReceived: number;
-  noticesSent: number;
-  noticesReceived: number;
-  /** fdatasyncs of the store that failed (a host FLUSH's or a notice batch's). */
-  fsyncFailures: number;
-}
-
-export abstract class ReplicaBase {
+export class DataPath {
   readonly cache: TrackCache;
   readonly hardener: Hardener;
   /** What the peer may hold only in its RAM (seed Fig. 3). */
@@ -82,40 +50,36 @@ export abstract class ReplicaBase {
   private roleValue: Role;
   /** The peer state: changed only by legal events of src/core/peer-state.ts (view: `peerState`). */
   private readonly peer: PeerStateMachine;
-  protected readonly actions: ReplicaAction[] = [];
-  protected readonly hostQueue: Piece[] = [];
-  protected readonly pendingAcks = new Map<number, Piece>();
+  private readonly actions: ReplicaAction[] = [];
+  readonly hostQueue: Piece[] = [];
+  readonly pendingAcks = new Map<number, Piece>();
   /** The peer's messages held back for cache room, in link order (a part). */
-  protected readonly inbound = new InboundStream();
-  protected readonly ops = new Map<number, Op>();
-  protected readonly waiterPurposes = new Map<number, WaiterPurpose>();
-  protected readonly storeSyncs = new Map<number, number>();
+  readonly inbound = new InboundStream();
+  readonly ops = new Map<number, Op>();
+  readonly waiterPurposes = new Map<number, WaiterPurpose>();
+  private readonly storeSyncs = new Map<number, number>();
   /** Hardening events waiting for an fdatasync before the peer hears of them (a part). */
-  protected readonly durable = new DurableNotices();
+  readonly durable = new DurableNotices();
   /** Notices queued in this event, in order: one batch of ranges while the op stays the same. */
-  protected outNotices: { op: NoticeOp; ranges: number[] } | null = null;
+  outNotices: { op: NoticeOp; ranges: number[] } | null = null;
   /** May hold hardened writes the peer lacks (a primary without its peer). */
-  protected diverging = false;
+  diverging = false;
   /** A persist that must be durable before anything more is hardened (see linkDown), or null. */
-  protected untrustToken: number | null = null;
+  untrustToken: number | null = null;
   /** Role changes so far: a write only this node vouched for fails if its role changed before it completed. */
   private roleChanges = 0;
   /** The persisted metadata says diverging: hardening of unmirrored writes may proceed. */
-  protected divergingDurable = false;
-  protected sendSeq = 0;
+  divergingDurable = false;
+  private sendSeq = 0;
   /** The seq of the last write or zero sent on the link (checked to increase strictly). */
   private lastSentWriteSeq = 0;
   /** The link to the peer is up and authenticated: notices flow. */
-  protected linkIsUp = false;
-  protected nextId = 1;
-  /** Every persist up to this token is on disk (the shell saves them in order). */
-  protected durableThroughToken = 0;
-  /** The persist that last changed the epoch history or proposedEpoch (ReplicaLink.persist). */
-  protected epochsToken = 0;
-  protected hardensInFlight = 0;
-  protected pausedUntilMs = 0;
+  linkIsUp = false;
+  nextId = 1;
+  hardensInFlight = 0;
+  pausedUntilMs = 0;
   /** Refusing new host writes (beginClose): shutdown has begun. */
-  protected closing = false;
+  closing = false;
 
   constructor(readonly settings: ReplicaSettings, nowMs: number, role: Role) {
     this.cache = new TrackCache(settings.geometry);
@@ -135,7 +99,7 @@ export abstract class ReplicaBase {
     return this.peer.state;
   }
 
-  protected setRole(role: Role): void {
+  setRole(role: Role): void {
     if (this.roleValue === 'primary' && role !== 'primary') this.failQueuedHostWrites();
     if (role !== this.roleValue) this.roleChanges++;
     this.roleValue = role;
@@ -143,7 +107,7 @@ export abstract class ReplicaBase {
   }
 
   /** Moves the peer state along the table; an illegal event throws (src/core/peer-state.ts). */
-  protected peerEvent(event: PeerEvent): void {
+  peerEvent(event: PeerEvent): void {
     this.peer.apply(event);
   }
 
@@ -153,7 +117,7 @@ export abstract class ReplicaBase {
     return this.actions.splice(0, this.actions.length);
   }
 
-  protected emit(action: ReplicaAction): void {
+  emit(action: ReplicaAction): void {
     if (action.kind === 'send') this.checkSend(action.msg);
     this.actions.push(action);
   }
@@ -184,28 +148,12 @@ export abstract class ReplicaBase {
         assert(this.linkIsUp && this.peerState === 'resyncing', `${msg.type} is sent only by a resync source (peer state ${this.peerState})`);
         return;
       case 'state':
-        assert(this.linkIsUp, 'a state is sent only on a live link');
-        return;
       case 'promoteReq':
-        assert(this.linkIsUp, 'a promoteReq is sent only on a live link');
-        this.checkEpochsDurable(msg.type);
-        return;
-      case 'promoteAck':
-        if (msg.ok) this.checkEpochsDurable(msg.type);
+        assert(this.linkIsUp, `${msg.type} is sent only on a live link`);
         return;
       default:
         return;
     }
-  }
-
-  /**
-   * DESIGN.md "Failures": the new epoch is persisted on both nodes before the first write is
-   * served, and an epoch once proposed is never proposed again. So a proposal (its proposedEpoch)
-   * leaves, and a confirmation (the adopted history) is given, only once that is on this node's
-   * disk: a crash in between would bring the node back without an epoch the pair acted on.
-   */
-  private checkEpochsDurable(what: string): void {
-    assert(this.durableThroughToken >= this.epochsToken, `a ${what} is sent only once the epochs it names are on disk (persist ${this.epochsToken}, durable through ${this.durableThroughToken})`);
   }
 
   /**
@@ -222,7 +170,7 @@ export abstract class ReplicaBase {
     }
   }
 
-  protected send(msg: LinkMessage): void {
+  send(msg: LinkMessage): void {
     this.flushNotices(); // anything queued before this message goes before it
     this.emit({ kind: 'send', msg });
   }
@@ -257,7 +205,7 @@ export abstract class ReplicaBase {
   }
 
   /** Track-aligned pieces no larger than half the cache: each fits once hardening empties it. */
-  protected splitPieces(offsetBytes: number, lengthBytes: number): [number, number][] {
+  splitPieces(offsetBytes: number, lengthBytes: number): [number, number][] {
     const { trackSizeBytes, capacityBytes } = this.settings.geometry;
     const pieceBytes = Math.max(trackSizeBytes, Math.floor(capacityBytes / 2 / trackSizeBytes) * trackSizeBytes);
     const out: [number, number][] = [];
@@ -270,7 +218,7 @@ export abstract class ReplicaBase {
     return out;
   }
 
-  protected drainHostQueue(nowMs: number): void {
+  drainHostQueue(nowMs: number): void {
     while (this.hostQueue.length > 0) {
       const piece = this.hostQueue[0]!;
       if (!this.applyLocal(piece.offsetBytes, piece.lengthBytes, piece.data, nowMs)) break;
@@ -295,18 +243,18 @@ export abstract class ReplicaBase {
   }
 
   /** Host writes and peer messages waiting for cache room both count as pressure. */
-  protected updateBlockedWriters(): void {
+  updateBlockedWriters(): void {
     this.hardener.setBlockedWriters(this.hostQueue.length + this.inbound.length);
   }
 
   /** Puts bytes into the cache; false (nothing changed) when there is no room yet. */
-  protected applyLocal(offsetBytes: number, lengthBytes: number, data: Uint8Array | null, nowMs: number): boolean {
+  applyLocal(offsetBytes: number, lengthBytes: number, data: Uint8Array | null, nowMs: number): boolean {
     const ok = data === null ? this.cache.writeZeroes(offsetBytes, lengthBytes, nowMs) : this.cache.write(offsetBytes, data, nowMs);
     if (ok) this.hardener.noteWrite(this.cache.tracksOf(offsetBytes, lengthBytes));
     return ok;
   }
 
-  protected afterPieceApplied(piece: Piece, nowMs: number): void {
+  private afterPieceApplied(piece: Piece, nowMs: number): void {
     const tracks = this.cache.tracksOf(piece.offsetBytes, piece.lengthBytes);
     if (!this.mirroring) {
       // The peer will lack these tracks: they join the resync set (seed: "a further record").
@@ -329,7 +277,7 @@ export abstract class ReplicaBase {
    * threshold) must follow that message on the link, where the peer marks them (found by the
    * simulator: a SAVE sent ahead of its write left the mark in the peer's current bitmap forever).
    */
-  protected markSentToPeer(tracks: number[], nowMs: number): void {
+  markSentToPeer(tracks: number[], nowMs: number): void {
     for (const t of tracks) this.record.mark(t);
     this.notifyMarked(tracks, nowMs);
   }
@@ -339,19 +287,19 @@ export abstract class ReplicaBase {
    * clean here (initial sync sends hardened data too) counts as hardened at once, or the Fig. 6
    * counter M would wait forever for a harden that never comes.
    */
-  protected notifyMarked(tracks: number[], nowMs: number): void {
+  notifyMarked(tracks: number[], nowMs: number): void {
     this.runNotifier(this.notifier.onWriteApplied(tracks, nowMs));
     const clean = tracks.filter((t) => !this.cache.isTrackDirty(t));
     if (clean.length > 0) this.afterDurable(clean, []);
     this.startCyclesOverThreshold(tracks);
   }
 
-  protected pieceDone(piece: Piece): void {
+  pieceDone(piece: Piece): void {
     if (--piece.write.piecesLeft === 0) this.finishWrite(piece.write);
   }
 
   /** All pieces are in the cache(s): answer now, or after the durability the policy asks for. */
-  protected finishWrite(write: HostWrite): void {
+  private finishWrite(write: HostWrite): void {
     const tracks = this.cache.tracksOf(write.offsetBytes, write.lengthBytes);
     const local = { seq: this.cache.sequence, tracks };
     const done = { reply: write.reqId };
@@ -392,7 +340,7 @@ export abstract class ReplicaBase {
   // ================================================================ durability ops
 
   /** An op completes when its local part (harden + store sync) and remote part (peer flush) are done. */
-  protected startOp(done: OpDone, local: { seq: number; tracks: number[] | null } | null, remote: { offsetBytes: number; lengthBytes: number } | null, alone = false): void {
+  startOp(done: OpDone, local: { seq: number; tracks: number[] | null } | null, remote: { offsetBytes: number; lengthBytes: number } | null, alone = false): void {
     const id = this.nextId++;
     const op: Op = { done, localPending: local !== null, remotePending: remote !== null, errno: null, aloneSinceRoleChange: alone ? this.roleChanges : null };
     this.ops.set(id, op);
@@ -406,7 +354,7 @@ export abstract class ReplicaBase {
     this.finishOpIfDone(id);
   }
 
-  protected opPartDone(opId: number, part: 'local' | 'remote', errno: ReplyErrno | null): void {
+  opPartDone(opId: number, part: 'local' | 'remote', errno: ReplyErrno | null): void {
     const op = this.ops.get(opId);
     if (op === undefined) return;
     op.errno ??= errno;
@@ -415,7 +363,7 @@ export abstract class ReplicaBase {
     this.finishOpIfDone(opId);
   }
 
-  protected finishOpIfDone(opId: number): void {
+  private finishOpIfDone(opId: number): void {
     const op = this.ops.get(opId);
     if (op === undefined || op.localPending || op.remotePending) return;
     this.ops.delete(opId);
@@ -428,7 +376,7 @@ export abstract class ReplicaBase {
     else this.send({ type: 'flushAck', id: op.done.flushAck, ok: op.errno === null });
   }
 
-  protected settleWaiters(): void {
+  settleWaiters(): void {
     for (const waiterId of this.hardener.takeSatisfiedWaiters()) {
       const purpose = this.waiterPurposes.get(waiterId);
       this.waiterPurposes.delete(waiterId);
@@ -443,25 +391,27 @@ export abstract class ReplicaBase {
     }
   }
 
-  /** The store's fdatasync finished: `error` null, or why it failed. */
-  storeSynced(syncId: number, error: string | null, nowMs: number): void {
-    const ok = error === null;
-    const retryInMs = this.durable.syncFinished(ok, nowMs, this.settings.storeRetryMs);
-    if (!ok) this.storeSyncFailed(error, retryInMs);
+  /**
+   * The store's fdatasync finished (`error` null, or why it failed): the backoff is set and a
+   * failure counted and logged; ReplicaCore.storeSynced then lets the link half react to a
+   * failure before syncCompleted settles what waited for the sync. A failed fdatasync's host FLUSH
+   * gets EIO; the notices it would have made true wait for a later one, tried after a backoff that
+   * doubles with each failure in a row (storeRetryMs up to 32 times that), not at once: a failing
+   * disk is not hammered, and the log says each time.
+   */
+  syncFinished(error: string | null, nowMs: number): void {
+    const retryInMs = this.durable.syncFinished(error === null, nowMs, this.settings.storeRetryMs);
+    if (error === null) return;
+    this.counters.fsyncFailures++;
+    this.emit({ kind: 'log', level: 'error', msg: 'store fdatasync failed: hardening notices wait for one that succeeds', fields: { error, failuresInRow: this.durable.failuresInRow, retryInMs } });
+  }
+
+  /** After syncFinished: the notices or the host op that waited for fdatasync `syncId`. */
+  syncCompleted(syncId: number, ok: boolean): void {
     if (this.durable.owns(syncId)) return this.durableSynced(ok);
     const opId = this.storeSyncs.get(syncId);
     this.storeSyncs.delete(syncId);
     if (opId !== undefined) this.opPartDone(opId, 'local', ok ? null : 'EIO');
-  }
-
-  /**
-   * An fdatasync failed. Its host FLUSH gets EIO; the notices it would have made true wait for a
-   * later one, tried after a backoff that doubles with each failure in a row (storeRetryMs up to
-   * 32 times that), not at once: a failing disk is not hammered, and the log says each time.
-   */
-  protected storeSyncFailed(error: string, retryInMs: number): void {
-    this.counters.fsyncFailures++;
-    this.emit({ kind: 'log', level: 'error', msg: 'store fdatasync failed: hardening notices wait for one that succeeds', fields: { error, failuresInRow: this.durable.failuresInRow, retryInMs } });
   }
 
   /** fdatasyncs that failed since the last one that succeeded (0: the store syncs fine). */
@@ -470,7 +420,7 @@ export abstract class ReplicaBase {
   }
 
   /** Queue hardening events for the notifier until an fdatasync makes them true on disk. */
-  protected afterDurable(tracks: number[], ranges: number[]): void {
+  private afterDurable(tracks: number[], ranges: number[]): void {
     if (!this.settings.mirrored) return; // no peer keeps marks of a standalone node
     this.durable.add(tracks, ranges);
     this.startDurableSync();
@@ -480,7 +430,7 @@ export abstract class ReplicaBase {
    * One fdatasync at a time covers every hardening event queued before it started. Not during a
    * failed one's backoff, nor while the store's loss of trust (a failed fdatasync) is not on disk.
    */
-  protected startDurableSync(): void {
+  startDurableSync(): void {
     if (!this.durable.canStart || this.untrustToken !== null) return;
     const syncId = this.nextId++;
     this.durable.start(syncId);
@@ -505,7 +455,7 @@ export abstract class ReplicaBase {
 
   // ================================================================ hardening
 
-  protected pump(nowMs: number): void {
+  pump(nowMs: number): void {
     if (nowMs < this.pausedUntilMs) return;
     // A primary without its peer hardens only once its metadata says so (markDiverging); a demoted
     // node holding unacknowledged writes only once its store is marked untrusted on disk.
@@ -521,7 +471,7 @@ export abstract class ReplicaBase {
   }
 
   /** A harden job's store write finished (ReplicaCore.hardenDone then frees what waited for room). */
-  protected hardenCompleted(jobId: number, bytes: number, storeWrites: number, reason: HardenReason): void {
+  hardenCompleted(jobId: number, bytes: number, storeWrites: number, reason: HardenReason): void {
     this.hardensInFlight--;
     assert(this.hardensInFlight >= 0, 'a harden completed that was never started');
     const cleaned = this.cache.completeHarden(jobId);
@@ -532,7 +482,7 @@ export abstract class ReplicaBase {
   }
 
   /** A store write failed: the data stays dirty; hosts waiting on durability get EIO. */
-  protected hardenAbandoned(jobId: number, message: string, nowMs: number): void {
+  hardenAbandoned(jobId: number, message: string, nowMs: number): void {
     this.hardensInFlight--;
     assert(this.hardensInFlight >= 0, 'a harden failed that was never started');
     this.cache.abandonHarden(jobId);
@@ -548,7 +498,7 @@ export abstract class ReplicaBase {
 
   // ================================================================ hardening notices
 
-  protected runNotifier(actions: NotifierAction[]): void {
+  private runNotifier(actions: NotifierAction[]): void {
     for (const a of actions) {
       if (a.kind === 'send') {
         this.queueNotice(a.notice.op, a.notice.range);
@@ -568,14 +518,14 @@ export abstract class ReplicaBase {
    * them cheap. Order on the link is never changed — a SAVE and a CLEAR of one range, or a SAVE and
    * a write, must reach the peer in the order they happened (the mirror swaps at that point).
    */
-  protected queueNotice(op: NoticeOp, range: number): void {
+  private queueNotice(op: NoticeOp, range: number): void {
     if (!this.linkIsUp) return;
     if (this.outNotices !== null && this.outNotices.op !== op) this.flushNotices();
     this.outNotices ??= { op, ranges: [] };
     this.outNotices.ranges.push(range);
   }
 
-  protected flushNotices(): void {
+  private flushNotices(): void {
     const batch = this.outNotices;
     if (batch === null) return;
     assert(this.linkIsUp, 'hardening notices are sent only on a live link (linkDown drops queued ones)');
@@ -584,7 +534,7 @@ export abstract class ReplicaBase {
     this.actions.push({ kind: 'send', msg: { type: 'notice', op: batch.op, ranges: batch.ranges } });
   }
 
-  protected startDueCycles(nowMs: number): void {
+  startDueCycles(nowMs: number): void {
     if (!this.linkIsUp) return;
     const { destageIntervalMs, maxDirtyAgeMs } = this.settings.hardening;
     for (const range of this.notifier.rangesDue(nowMs - Math.min(destageIntervalMs, maxDirtyAgeMs / 2))) {
@@ -592,7 +542,7 @@ export abstract class ReplicaBase {
     }
   }
 
-  protected startCyclesOverThreshold(tracks: number[]): void {
+  private startCyclesOverThreshold(tracks: number[]): void {
     if (!this.linkIsUp) return;
     const threshold = this.settings.hardening.rangeDirtyThresholdTracks;
     let lastRange = -1;
@@ -606,7 +556,7 @@ export abstract class ReplicaBase {
     }
   }
 
-  protected handleNotice(op: NoticeOp, ranges: number[]): void {
+  handleNotice(op: NoticeOp, ranges: number[]): void {
     this.counters.noticesReceived += ranges.length;
     for (const range of ranges) {
       if (range < 0 || range >= this.record.rangeCount) continue;
