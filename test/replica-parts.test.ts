@@ -76,18 +76,27 @@ test('resync plan: the rate caps what is issued beyond the first window', () => 
   assert.deepEqual(p.readsDue(1000), []);
 });
 
+const KiB = 1024;
+
+/**
+ * A fresh pair node (a primary, b secondary) with a 1 MiB volume, a 4-track cache of 64 KiB
+ * tracks, and no hardening at all: whatever enters the cache stays there.
+ */
+function smallCore(role: 'primary' | 'secondary'): ReplicaCore {
+  return new ReplicaCore({
+    node: role === 'primary' ? 'a' : 'b', peer: role === 'primary' ? 'b' : 'a', role, mirrored: true, tracker: 'destage-scan', flush: 'memory', degraded: 'write-back',
+    geometry: { volumeSizeBytes: 1024 * KiB, trackSizeBytes: 64 * KiB, rangeTracks: 4, capacityBytes: 256 * KiB },
+    hardening: { maxDirtyAgeMs: 1e9, destageIntervalMs: 1e9, rangeDirtyThresholdTracks: 100, maxJobBytes: 1024 * KiB, pressureFraction: 1 },
+    maxHardensInFlight: 0, syncChunkBytes: 64 * KiB, syncWindowChunks: 1, syncRateBytesPerSec: 1e9, storeRetryMs: 100,
+  }, 0, null);
+}
+
 test('inbound stream: a held-back peer write dropped whole (this node was promoted) leaves no applied bytes behind for the next one', () => {
   // A secondary with a 4-track cache gets a 2-track write, then a 4-track write that goes in half
   // (the rest waits for room). A forced promotion makes it ignore the rest of that write; demoted
   // again, the next peer write must land from its first byte, not from where the dropped one
   // stopped (its bytes were acked: skipping them would lose an acknowledged write).
-  const KiB = 1024;
-  const core = new ReplicaCore({
-    node: 'b', peer: 'a', role: 'secondary', mirrored: true, tracker: 'destage-scan', flush: 'memory', degraded: 'write-back',
-    geometry: { volumeSizeBytes: 1024 * KiB, trackSizeBytes: 64 * KiB, rangeTracks: 4, capacityBytes: 256 * KiB },
-    hardening: { maxDirtyAgeMs: 1e9, destageIntervalMs: 1e9, rangeDirtyThresholdTracks: 100, maxJobBytes: 1024 * KiB, pressureFraction: 1 },
-    maxHardensInFlight: 0, syncChunkBytes: 64 * KiB, syncWindowChunks: 1, syncRateBytesPerSec: 1e9, storeRetryMs: 100,
-  }, 0, null);
+  const core = smallCore('secondary');
   core.linkEstablished(0);
   core.linkMessage({ type: 'write', seq: 1, offsetBytes: 0, data: new Uint8Array(128 * KiB).fill(1) }, 0);
   core.linkMessage({ type: 'write', seq: 2, offsetBytes: 256 * KiB, data: new Uint8Array(256 * KiB).fill(2) }, 0);
@@ -107,17 +116,11 @@ test('inbound stream: a held-back peer write dropped whole (this node was promot
 });
 
 test('a primary demoted with host writes waiting for cache room fails them unapplied', () => {
-  // A standalone-capable pair primary alone (write-back) with a 4-track cache and no hardening:
+  // A pair primary alone (write-back) with a 4-track cache and no hardening:
   // the first write fills the cache, the second waits for room. Demoted, the waiting write must
   // fail with EIO and its bytes must never reach the cache (hardened later, they would sit in a
   // store the new primary never sent them to: simulator, seed 10015049).
-  const KiB = 1024;
-  const core = new ReplicaCore({
-    node: 'a', peer: 'b', role: 'primary', mirrored: true, tracker: 'destage-scan', flush: 'memory', degraded: 'write-back',
-    geometry: { volumeSizeBytes: 1024 * KiB, trackSizeBytes: 64 * KiB, rangeTracks: 4, capacityBytes: 256 * KiB },
-    hardening: { maxDirtyAgeMs: 1e9, destageIntervalMs: 1e9, rangeDirtyThresholdTracks: 100, maxJobBytes: 1024 * KiB, pressureFraction: 1 },
-    maxHardensInFlight: 0, syncChunkBytes: 64 * KiB, syncWindowChunks: 1, syncRateBytesPerSec: 1e9, storeRetryMs: 100,
-  }, 0, null);
+  const core = smallCore('primary');
   core.hostWrite(1, 0, 256 * KiB, new Uint8Array(256 * KiB).fill(1), false, false, 0);
   core.hostWrite(2, 512 * KiB, 64 * KiB, new Uint8Array(64 * KiB).fill(2), false, false, 0);
   assert.equal(core.queuedHostPieces.length, 1, 'the second write waits for room');
