@@ -69,9 +69,9 @@ export class LinkHalf {
   private linkWritable = true;
 
   /**
-   * `persisted` is the node's metadata from its last run, or null for a fresh store. A node that
-   * crashed comes back secondary (its peer may have been promoted meanwhile); one that shut down
-   * cleanly as primary, or a standalone node, comes back primary in a new epoch.
+   * Restores this half from `persisted` (the node's metadata from its last run, or null for a
+   * fresh store) on a data path whose startup role ReplicaCore chose (startupRole, below); a node
+   * that starts primary does so in a new epoch of its own, persisted before anything else.
    */
   constructor(private readonly data: DataPath, readonly settings: ReplicaSettings, persisted: PersistedState | null) {
     this.history = persisted === null ? [] : [...persisted.history];
