@@ -41,3 +41,18 @@ test('durable notices: range events of a dead link\'s cycles never reach a later
   durable.start(2);
   assert.deepEqual(durable.synced(true), { tracks: [7], ranges: [] }, 'range 5 must not end link 2\'s cycle');
 });
+
+test('durable notices: a sync in flight when another fdatasync failed vouches for nothing, even if it succeeds', () => {
+  // Linux reports a lost writeback once, to one fdatasync: the other, in flight at the same time,
+  // may succeed without covering the dropped sectors (simulator, seed 20023000).
+  const durable = new DurableNotices();
+  durable.add([4], [1]);
+  durable.start(1);
+  durable.syncFinished(false, 100, 50); // a host FLUSH's fdatasync failed meanwhile
+  durable.taintInFlight();
+  assert.equal(durable.syncFinished(true, 110, 50), 0);
+  assert.equal(durable.synced(true), null, 'its success counts as a failure: no notice');
+  assert.equal(durable.retryDue(150), true, 'after the backoff');
+  durable.start(2);
+  assert.deepEqual(durable.synced(true), { tracks: [4], ranges: [1] }, 'the next clean sync covers them');
+});

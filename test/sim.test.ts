@@ -78,6 +78,23 @@ test(`seeds ${STOP_FAILURE_SEEDS.join(', ')}: a SIGTERM stop whose store fails l
   }
 });
 
+/**
+ * Seeds outside the fixed corpus, each a bug in the core found by long runs (docs/simulator.md):
+ * 10015049, host writes a demoted primary still applied once cache room came; 105, a save of an
+ * old diverging mark landing after a resync ended it, taken for the next one's; 20023000, an
+ * fdatasync in flight when another one failed, whose success sent a CLEAR for a track that a power
+ * loss then took.
+ */
+const CORE_BUG_SEEDS = [10015049, 105, 20023000];
+
+test(`seeds ${CORE_BUG_SEEDS.join(', ')}: bugs the long runs found stay fixed`, async () => {
+  const hooks = hooksFor(KNOWN_FIXES);
+  for (const seed of CORE_BUG_SEEDS) {
+    const r = await runSeed(seed, hooks);
+    assert.ok(r.ok, `seed ${seed}: ${r.failure}\n  replay: npm run sim -- --seed ${seed} --verbose`);
+  }
+});
+
 /** A model with writes stamped one block each, and filler that makes prune() run. */
 function pruneModel(): { model: Model; write: (id: number, block: number) => void; pruneNow: () => void } {
   const model = new Model(3);

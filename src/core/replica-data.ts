@@ -58,6 +58,8 @@ export class DataPath {
   readonly ops = new Map<number, Op>();
   readonly waiterPurposes = new Map<number, WaiterPurpose>();
   private readonly storeSyncs = new Map<number, number>();
+  /** Host-op fdatasyncs that were in flight when another one failed: they answer EIO (syncFinished). */
+  private readonly taintedSyncs = new Set<number>();
   /** Hardening events waiting for an fdatasync before the peer hears of them (a part). */
   readonly durable = new DurableNotices();
   /** Notices queued in this event, in order: one batch of ranges while the op stays the same. */
@@ -70,6 +72,11 @@ export class DataPath {
   private roleChanges = 0;
   /** The persisted metadata says diverging: hardening of unmirrored writes may proceed. */
   divergingDurable = false;
+  /**
+   * What the metadata on disk says of diverging, by value (LinkHalf.persistLanded): checked
+   * against the bookkeeping above whenever a primary without its peer hardens (checkHardenJob).
+   */
+  divergingOnDisk = false;
   private sendSeq = 0;
   /** The seq of the last write or zero sent on the link (checked to increase strictly). */
   private lastSentWriteSeq = 0;
@@ -161,6 +168,9 @@ export class DataPath {
    * acknowledged (its store would hold a write no bitmap records if it then crashed).
    */
   private checkHardenJob(job: HardenJob): void {
+    // DESIGN.md "Failures": a primary alone starts a new epoch, persisted, before it hardens
+    // anything its peer lacks; after a crash the mark on disk is what makes its store untrusted.
+    if (this.diverging && this.role === 'primary' && !this.mirroring) assert(this.divergingOnDisk, 'a primary without its peer hardens only once its metadata on disk says it diverges');
     if (this.pendingAcks.size === 0) return;
     const jobTracks = new Set(job.tracks);
     for (const piece of this.pendingAcks.values()) {
@@ -402,6 +412,10 @@ export class DataPath {
   syncFinished(error: string | null, nowMs: number): void {
     const retryInMs = this.durable.syncFinished(error === null, nowMs, this.settings.storeRetryMs);
     if (error === null) return;
+    // The syncs still in flight may succeed without covering what this one lost (Linux reports
+    // a lost writeback once): none of them vouches for durability (DurableNotices.taintInFlight).
+    this.durable.taintInFlight();
+    for (const syncId of this.storeSyncs.keys()) this.taintedSyncs.add(syncId);
     this.counters.fsyncFailures++;
     this.emit({ kind: 'log', level: 'error', msg: 'store fdatasync failed: hardening notices wait for one that succeeds', fields: { error, failuresInRow: this.durable.failuresInRow, retryInMs } });
   }
@@ -411,7 +425,8 @@ export class DataPath {
     if (this.durable.owns(syncId)) return this.durableSynced(ok);
     const opId = this.storeSyncs.get(syncId);
     this.storeSyncs.delete(syncId);
-    if (opId !== undefined) this.opPartDone(opId, 'local', ok ? null : 'EIO');
+    const tainted = this.taintedSyncs.delete(syncId);
+    if (opId !== undefined) this.opPartDone(opId, 'local', ok && !tainted ? null : 'EIO');
   }
 
   /** fdatasyncs that failed since the last one that succeeded (0: the store syncs fine). */

@@ -16,7 +16,7 @@ export interface DurableBatch {
 
 export class DurableNotices {
   private pending: DurableBatch = { tracks: [], ranges: [] };
-  private inFlight: (DurableBatch & { syncId: number; generation: number }) | null = null;
+  private inFlight: (DurableBatch & { syncId: number; generation: number; tainted: boolean }) | null = null;
   /** Bumped when the link's cycles are reset: a range hardened for a dead link's cycle is moot. */
   private generation = 0;
   /** After a failed fdatasync, the next one waits until then (backoff), or null. */
@@ -68,8 +68,19 @@ export class DurableNotices {
   /** The sync `syncId` now covers every waiting event. */
   start(syncId: number): void {
     assert(this.canStart, 'a durable sync started while one is in flight, or with nothing to cover');
-    this.inFlight = { ...this.pending, syncId, generation: this.generation };
+    this.inFlight = { ...this.pending, syncId, generation: this.generation, tainted: false };
     this.pending = { tracks: [], ranges: [] };
+  }
+
+  /**
+   * Another fdatasync of the store failed while this part's was in flight. Linux reports a lost
+   * writeback once, to one caller ("fsyncgate"): the sync in flight may still succeed although
+   * sectors it covers were dropped, so its success proves nothing and it counts as failed
+   * (simulator, seed 20023000: a CLEAR from such a sync, then a power loss took the track, and the
+   * untrust mark the failure had started was not on disk yet).
+   */
+  taintInFlight(): void {
+    if (this.inFlight !== null) this.inFlight.tainted = true;
   }
 
   /** Tracks hardened whose fdatasync has not yet succeeded (waiting for one, or in flight). */
@@ -94,7 +105,7 @@ export class DurableNotices {
     assert(batch !== null, 'a durable sync finished that was never started');
     this.inFlight = null;
     const ranges = batch.generation === this.generation ? batch.ranges : [];
-    if (!ok) {
+    if (!ok || batch.tainted) {
       this.add(batch.tracks, ranges);
       return null;
     }

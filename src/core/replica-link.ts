@@ -55,8 +55,8 @@ export class LinkHalf {
    */
   private historyToken = -1;
   private historyKey = '';
-  /** Persists not yet durable, in order, each with the highest epoch it records (history or proposal). */
-  private readonly epochsInFlight: { token: number; epoch: number }[] = [];
+  /** Persists not yet durable, in order: the highest epoch each records (history or proposal), and its diverging mark. */
+  private readonly epochsInFlight: { token: number; epoch: number; diverging: boolean }[] = [];
   /** Every persist up to this token is on disk (the shell saves them in order). */
   private durableThroughToken = 0;
   /**
@@ -506,9 +506,16 @@ export class LinkHalf {
       this.historyKey = historyKey;
       this.historyToken = token;
     }
-    this.epochsInFlight.push({ token, epoch: Math.max(currentEpoch(this.history), this.proposedEpoch) });
+    this.epochsInFlight.push({ token, epoch: Math.max(currentEpoch(this.history), this.proposedEpoch), diverging: this.data.diverging });
     if (this.data.diverging && !this.data.divergingDurable) this.divergingToken = token;
-    if (!this.data.diverging) this.data.divergingDurable = false;
+    if (!this.data.diverging) {
+      // Not diverging (a resync ended it): a save of the old mark still in flight must not count
+      // for the next one when it lands. It did: a lone primary then hardened at once after its next
+      // link loss, before the new mark was on disk (simulator, seed 105, found by the assertion
+      // in DataPath.checkHardenJob).
+      this.data.divergingDurable = false;
+      this.divergingToken = -1;
+    }
     this.data.emit({ kind: 'persist', token, state: this.persistedState(false) });
   }
 
@@ -535,7 +542,11 @@ export class LinkHalf {
   persistLanded(token: number): void {
     assert(token > this.durableThroughToken, `persists complete in order (${token} after ${this.durableThroughToken})`);
     this.durableThroughToken = token;
-    while (this.epochsInFlight.length > 0 && this.epochsInFlight[0]!.token <= token) this.durableEpoch = this.epochsInFlight.shift()!.epoch;
+    while (this.epochsInFlight.length > 0 && this.epochsInFlight[0]!.token <= token) {
+      const landed = this.epochsInFlight.shift()!;
+      this.durableEpoch = landed.epoch;
+      this.data.divergingOnDisk = landed.diverging;
+    }
   }
 
   /** The link half's part of ReplicaCore.persistDone: hardening that waited for this metadata. */
