@@ -28,7 +28,7 @@ const MUTANT_BUDGET = 300;
  * (issue 10), at seeds 319 and 290; since the core asserts its own transitions (23510d5 and the
  * peer-state table), at seeds 0 and 1.
  */
-const MUTANT_BUDGETS: Partial<Record<MutantName, number>> = { 'harden-unacked': 800, 'promote-unconfirmed': 1500, 'epoch-not-persisted': 3500 };
+const MUTANT_BUDGETS: Partial<Record<MutantName, number>> = { 'harden-unacked': 800, 'promote-unconfirmed': 1500 };
 
 test('a seed replays exactly: same trace, same outcome', async () => {
   const hooks = hooksFor(KNOWN_FIXES);
