@@ -130,3 +130,21 @@ test('a primary demoted with host writes waiting for cache room fails them unapp
   assert.equal(core.queuedHostPieces.length, 0);
   assert.equal(core.cache.isTrackDirty(8), false, 'the failed write never entered the cache');
 });
+
+test('a node still receiving a resync refuses to confirm its peer\'s promotion', () => {
+  // Confirming would give an incomplete store the newer history: if the link dropped before the
+  // proposer heard the confirmation, this node would look newest and resync its stale store over
+  // the proposer's (simulator, seed 20022525).
+  const core = smallCore('secondary'); // b, fresh: its peer a is newer and resyncs it
+  core.linkEstablished(0);
+  const none = new TrackBitmap(16).toBytes();
+  core.linkMessage({ type: 'state', role: 'secondary', history: [{ epoch: 1, node: 'a' }], storeTrusted: true, outOfSyncValid: true, discardLocal: false, outOfSync: none, dirty: none }, 1);
+  assert.equal(core.incompleteResync, true, 'b is the target of a resync from a');
+  core.takeActions();
+  core.linkMessage({ type: 'promoteReq', id: 9, history: [{ epoch: 1, node: 'a' }, { epoch: 2, node: 'a' }] }, 2);
+  const answers = core.takeActions().flatMap((a) => (a.kind === 'send' && a.msg.type === 'promoteAck' ? [a.msg] : []));
+  assert.equal(answers.length, 1);
+  assert.equal(answers[0]!.ok, false);
+  assert.match(answers[0]!.reason, /still receiving a resync from a/);
+  assert.deepEqual(core.epochHistory, [], 'the proposal was not adopted');
+});

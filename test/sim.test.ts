@@ -83,9 +83,10 @@ test(`seeds ${STOP_FAILURE_SEEDS.join(', ')}: a SIGTERM stop whose store fails l
  * 10015049, host writes a demoted primary still applied once cache room came; 105, a save of an
  * old diverging mark landing after a resync ended it, taken for the next one's; 20023000, an
  * fdatasync in flight when another one failed, whose success sent a CLEAR for a track that a power
- * loss then took.
+ * loss then took; 20022525, a node still receiving a resync that confirmed its peer's promotion,
+ * then looked newest and resynced its stale store over the peer's.
  */
-const CORE_BUG_SEEDS = [10015049, 105, 20023000];
+const CORE_BUG_SEEDS = [10015049, 105, 20023000, 20022525];
 
 test(`seeds ${CORE_BUG_SEEDS.join(', ')}: bugs the long runs found stay fixed`, async () => {
   const hooks = hooksFor(KNOWN_FIXES);

@@ -301,6 +301,12 @@ export class ReplicaCore {
     if (this.promotion.pending) return `${this.settings.node} is being promoted too`;
     if (this.data.peerState === 'split-brain') return 'split brain: resolve it first';
     if (this.link.resync !== null) return `${this.settings.node} is resyncing its newer data into ${this.link.peerName}`;
+    // A node still receiving a resync holds a mix of old and new tracks. Confirming would give it
+    // the newer history; if the link then drops before the proposer hears the confirmation, this
+    // incomplete store looks newest and resyncs over the proposer's complete one (simulator, seed
+    // 20022525: a crashed primary, resynced by its peer, confirmed the peer's promotion, lost the
+    // link, and sent its stale store back in full, over an acknowledged write).
+    if (this.link.intake.active || this.link.resyncIncomplete) return `${this.settings.node} is still receiving a resync from ${this.link.peerName}: its data is incomplete`;
     if (history.length !== this.link.history.length + 1 || compareHistories(this.link.history, history) !== 'theirs-newer') return `epoch histories differ (${this.settings.node} is at epoch ${this.link.epoch})`;
     if (history[history.length - 1]!.epoch <= this.link.proposedEpoch) return `epoch ${history[history.length - 1]!.epoch} was already proposed`;
     return null;
