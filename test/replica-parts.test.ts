@@ -80,14 +80,14 @@ const KiB = 1024;
 
 /**
  * A fresh pair node (a primary, b secondary) with a 1 MiB volume, a 4-track cache of 64 KiB
- * tracks, and no hardening at all: whatever enters the cache stays there.
+ * tracks, and by default no hardening at all: whatever enters the cache stays there.
  */
-function smallCore(role: 'primary' | 'secondary'): ReplicaCore {
+function smallCore(role: 'primary' | 'secondary', maxHardensInFlight = 0): ReplicaCore {
   return new ReplicaCore({
     node: role === 'primary' ? 'a' : 'b', peer: role === 'primary' ? 'b' : 'a', role, mirrored: true, tracker: 'destage-scan', flush: 'memory', degraded: 'write-back',
     geometry: { volumeSizeBytes: 1024 * KiB, trackSizeBytes: 64 * KiB, rangeTracks: 4, capacityBytes: 256 * KiB },
     hardening: { maxDirtyAgeMs: 1e9, destageIntervalMs: 1e9, rangeDirtyThresholdTracks: 100, maxJobBytes: 1024 * KiB, pressureFraction: 1 },
-    maxHardensInFlight: 0, syncChunkBytes: 64 * KiB, syncWindowChunks: 1, syncRateBytesPerSec: 1e9, storeRetryMs: 100,
+    maxHardensInFlight, syncChunkBytes: 64 * KiB, syncWindowChunks: 1, syncRateBytesPerSec: 1e9, storeRetryMs: 100,
   }, 0, null);
 }
 
@@ -147,4 +147,24 @@ test('a node still receiving a resync refuses to confirm its peer\'s promotion',
   assert.equal(answers[0]!.ok, false);
   assert.match(answers[0]!.reason, /still receiving a resync from a/);
   assert.deepEqual(core.epochHistory, [], 'the proposal was not adopted');
+});
+
+test('a FLUSH request of a dead link is never answered on the next one', () => {
+  // The peer, restarted, numbers its FLUSHes from 1 again: an ack for the old request would
+  // answer its new one before this store held what that covers (simulator, seed 30103572).
+  const core = smallCore('secondary', 1);
+  core.linkEstablished(0);
+  core.linkMessage({ type: 'write', seq: 1, offsetBytes: 0, data: new Uint8Array(4 * KiB).fill(1) }, 0);
+  core.linkMessage({ type: 'flushReq', id: 7, offsetBytes: 0, lengthBytes: 0 }, 0);
+  const harden = core.takeActions().find((a) => a.kind === 'harden');
+  assert.ok(harden !== undefined && harden.kind === 'harden', 'the FLUSH started a harden job');
+  core.linkDown(1);
+  core.linkEstablished(2);
+  core.hardenDone(harden.job.id, 4 * KiB, 1, 'flush', 3);
+  for (let i = 0; i < 3; i++) {
+    for (const a of core.takeActions()) {
+      assert.ok(!(a.kind === 'send' && a.msg.type === 'flushAck'), 'no flushAck on the new link');
+      if (a.kind === 'sync-store') core.storeSynced(a.syncId, null, 4);
+    }
+  }
 });

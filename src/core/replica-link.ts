@@ -231,6 +231,12 @@ export class LinkHalf {
     // link has reset both sides' records (found by the simulator, seed 7). Dropping them is safe:
     // none was acknowledged, so the peer counts their tracks as out-of-sync and resends them.
     this.data.inbound.clear();
+    // The peer's FLUSH requests of the dead link are answered on it or not at all: completing
+    // later, their flushAck would go out on the next link, where the peer (restarted, its op ids
+    // begun again) may take it for a new FLUSH of its own (simulator, seed 30103572: a stalled
+    // fdatasync answered a restarted primary's FLUSH 57 with the old FLUSH 57's ack, and a host
+    // FLUSH was acknowledged before the peer's store held what it covered).
+    for (const [id, op] of this.data.ops) if ('flushAck' in op.done) this.data.ops.delete(id);
     this.data.updateBlockedWriters();
     this.data.outNotices = null;
     this.resetNotifier();
