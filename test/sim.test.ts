@@ -85,9 +85,10 @@ test(`seeds ${STOP_FAILURE_SEEDS.join(', ')}: a SIGTERM stop whose store fails l
  * fdatasync in flight when another one failed, whose success sent a CLEAR for a track that a power
  * loss then took; 20022525, a node still receiving a resync that confirmed its peer's promotion,
  * then looked newest and resynced its stale store over the peer's; 30103572, a FLUSH request of a
- * dead link answered on the next one, where the restarted peer had reused its id.
+ * dead link answered on the next one, where the restarted peer had reused its id; 40118207, peer
+ * data half applied when a forced promotion dropped the rest, never told to the notifier.
  */
-const CORE_BUG_SEEDS = [10015049, 105, 20023000, 20022525, 30103572];
+const CORE_BUG_SEEDS = [10015049, 105, 20023000, 20022525, 30103572, 40118207];
 
 test(`seeds ${CORE_BUG_SEEDS.join(', ')}: bugs the long runs found stay fixed`, async () => {
   const hooks = hooksFor(KNOWN_FIXES);

@@ -351,6 +351,12 @@ export class LinkHalf {
   private applyPeerData(msg: Extract<LinkMessage, { type: 'write' | 'zero' | 'syncData' | 'syncZero' }>, nowMs: number): boolean {
     if (this.data.role !== 'secondary') {
       this.data.emit({ kind: 'log', level: 'error', msg: 'primary received volume data from its peer: ignored', fields: { type: msg.type } });
+      // Promoted while this message was half in (held back for cache room): the pieces already
+      // applied are marked in the record (step 66 per piece) but the notifier never heard of them,
+      // so a selective destage left them out and a CLEAR dropped the peer's mark while they were
+      // still only in this node's RAM (simulator, seed 40118207). It hears of them now.
+      const appliedBytes = this.data.inbound.headAppliedBytes;
+      if (appliedBytes > 0) this.data.notifyMarked(this.data.cache.tracksOf(msg.offsetBytes, appliedBytes), nowMs);
       return true;
     }
     const lengthBytes = msg.type === 'zero' || msg.type === 'syncZero' ? msg.lengthBytes : msg.data.length;
