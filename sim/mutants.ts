@@ -279,7 +279,7 @@ const coreMutants = {
    * without the epoch the pair already acted on.
    * Survived 3,000 seeds as a data-loss hunt (the crash window is one metadata save long); caught
    * at seed 1 since the core asserts, as each promoteReq or confirming promoteAck leaves, that
-   * the epoch it names is on disk (ReplicaCore.onPersisted, against LinkHalf.durableEpoch).
+   * the epoch it names is on disk (ReplicaCore.onPersisted, against MetadataOnDisk).
    */
   'promote-before-epoch-persisted': (core: ReplicaCore): void => {
     const c = insides(core);

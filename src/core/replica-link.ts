@@ -10,6 +10,7 @@ import { compareHistories, currentEpoch, nextEpoch, type EpochEntry } from './ep
 import type { DataPath, ReplicaSettings } from './replica-data.js';
 import type { LinkMessage, PersistedState, Role } from './replica-types.js';
 import { PeerStateMachine } from './peer-state.js';
+import { MetadataOnDisk } from './replica-on-disk.js';
 import { decideSync, ResyncIntake, ResyncPlan, resyncTracks, type SideState, type SyncProgress } from './resync.js';
 
 export class LinkHalf {
@@ -55,15 +56,8 @@ export class LinkHalf {
    */
   private historyToken = -1;
   private historyKey = '';
-  /** Persists not yet durable, in order: the highest epoch each records (history or proposal), and its diverging mark. */
-  private readonly epochsInFlight: { token: number; epoch: number; diverging: boolean }[] = [];
-  /** Every persist up to this token is on disk (the shell saves them in order). */
-  private durableThroughToken = 0;
-  /**
-   * The highest epoch (of the history, or proposed) in the metadata now on disk. A promoteReq
-   * proposes, and a promoteAck confirms, only an epoch at or below it (ReplicaCore.onPersisted).
-   */
-  durableEpoch = 0;
+  /** What the metadata on disk records, by value (a part; ReplicaCore.onPersisted reads its epoch). */
+  readonly onDisk = new MetadataOnDisk();
   /** Persisted: the highest epoch ever proposed to (or adopted from) the peer; never taken again. */
   proposedEpoch: number;
   private linkWritable = true;
@@ -518,7 +512,7 @@ export class LinkHalf {
       this.historyKey = historyKey;
       this.historyToken = token;
     }
-    this.epochsInFlight.push({ token, epoch: Math.max(currentEpoch(this.history), this.proposedEpoch), diverging: this.data.diverging });
+    this.onDisk.issued(token, Math.max(currentEpoch(this.history), this.proposedEpoch), this.data.diverging);
     if (this.data.diverging && !this.data.divergingDurable) this.divergingToken = token;
     if (!this.data.diverging) {
       // Not diverging (a resync ended it): a save of the old mark still in flight must not count
@@ -552,13 +546,8 @@ export class LinkHalf {
 
   /** Persist `token` is on disk (first in ReplicaCore.persistDone): what it records is durable. */
   persistLanded(token: number): void {
-    assert(token > this.durableThroughToken, `persists complete in order (${token} after ${this.durableThroughToken})`);
-    this.durableThroughToken = token;
-    while (this.epochsInFlight.length > 0 && this.epochsInFlight[0]!.token <= token) {
-      const landed = this.epochsInFlight.shift()!;
-      this.durableEpoch = landed.epoch;
-      this.data.divergingOnDisk = landed.diverging;
-    }
+    this.onDisk.landed(token);
+    this.data.divergingOnDisk = this.onDisk.diverging;
   }
 
   /** The link half's part of ReplicaCore.persistDone: hardening that waited for this metadata. */

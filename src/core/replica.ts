@@ -328,12 +328,12 @@ export class ReplicaCore {
    * Persist `token` landed: the promotion messages that waited for it go out. DESIGN.md
    * "Failures": the new epoch is on disk on both nodes before the first write is served, and an
    * epoch once proposed is never proposed again; so each is asserted against what the metadata on
-   * disk records (LinkHalf.durableEpoch), not against the promotion's own bookkeeping: a crash
+   * disk records (MetadataOnDisk, by value), not against the promotion's own bookkeeping: a crash
    * before the save lands would bring the node back without an epoch the pair acted on.
    */
   private onPersisted(token: number): void {
     const { promoteReq, promoteAck } = this.promotion.persisted(token);
-    const onDisk = this.link.durableEpoch;
+    const onDisk = this.link.onDisk.epoch;
     if (promoteReq !== null) {
       const epoch = currentEpoch(promoteReq.history);
       assert(epoch <= onDisk, `a promoteReq proposes epoch ${epoch} only once it is on disk (there: ${onDisk})`);
