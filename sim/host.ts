@@ -45,6 +45,7 @@ export class Host {
   private nextWriteId = 1;
   private issued = 0;
   private threadsDone = 0;
+  private readonly readStream = { nextReadBytes: 0 };
   readonly counts = { writes: 0, reads: 0, flushes: 0, failedWrites: 0, strictReads: 0 };
 
   constructor(private readonly view: HostView, private readonly prng: Prng) {
@@ -74,7 +75,7 @@ export class Host {
       this.threadsDone++;
       return;
     }
-    const op = nextOp(this.prng, this.view.opts);
+    const op = nextOp(this.prng, this.view.opts, this.readStream);
     const primary = this.primary();
     if (primary === null) {
       // No primary right now (crashed, failover pending): the host retries, as a client would.

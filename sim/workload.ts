@@ -23,7 +23,12 @@ const weights: [OpKind, number][] = [
 ];
 const totalWeight = weights.reduce((n, [, w]) => n + w, 0);
 
-export function nextOp(prng: Prng, o: SimOptions): HostOp {
+/** Where the host's last read ended: a third of reads continue from there (a stream, read ahead). */
+export interface ReadStream {
+  nextReadBytes: number;
+}
+
+export function nextOp(prng: Prng, o: SimOptions, stream: ReadStream): HostOp {
   let r = prng.int(totalWeight);
   let kind: OpKind = 'write';
   for (const [k, w] of weights) {
@@ -36,7 +41,9 @@ export function nextOp(prng: Prng, o: SimOptions): HostOp {
   const count = prng.range(1, maxBlocks);
   const hotBlocks = Math.max(count, Math.floor(volumeBlocks / 8));
   const span = prng.chance(o.hotFraction) ? hotBlocks : volumeBlocks;
-  const first = prng.int(span - count + 1);
+  let first = prng.int(span - count + 1);
+  if (kind === 'read' && prng.chance(0.33) && stream.nextReadBytes / BLOCK + count <= volumeBlocks) first = stream.nextReadBytes / BLOCK;
+  if (kind === 'read') stream.nextReadBytes = (first + count) * BLOCK;
   return {
     kind,
     offsetBytes: kind === 'flush' ? 0 : first * BLOCK,

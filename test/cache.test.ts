@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { TrackCache, type HardenJob } from '../src/core/cache.js';
+import { TrackCache, type HardenJob, type ReadPlan } from '../src/core/cache.js';
 import { Hardener } from '../src/core/hardening.js';
 
 const KiB = 1024;
@@ -16,10 +16,21 @@ function applyJob(store: Buffer, job: HardenJob): void {
   }
 }
 
-function readThrough(cache: TrackCache, store: Buffer, offsetBytes: number, lengthBytes: number): Buffer {
+function readThrough(cache: TrackCache, store: Buffer, offsetBytes: number, lengthBytes: number, hostRead = false): Buffer {
+  const plan = cache.beginRead(offsetBytes, lengthBytes, hostRead);
+  return cache.finishRead(plan, storeBytesOf(plan, store));
+}
+
+/** The store runs a read would need now (the plan is cancelled: it leaves no pins behind). */
+function storeRunsFor(cache: TrackCache, offsetBytes: number, lengthBytes: number): { offsetBytes: number; lengthBytes: number }[] {
   const plan = cache.beginRead(offsetBytes, lengthBytes);
-  const parts = plan.storeRuns.map((r) => Buffer.from(store.subarray(r.offsetBytes, r.offsetBytes + r.lengthBytes)));
-  return cache.finishRead(plan, parts);
+  cache.cancelRead(plan);
+  return plan.storeRuns;
+}
+
+/** What the store holds for a plan's runs, now (copies: the store may change before finishRead). */
+function storeBytesOf(plan: ReadPlan, store: Buffer): Buffer[] {
+  return plan.storeRuns.map((r) => Buffer.from(store.subarray(r.offsetBytes, r.offsetBytes + r.lengthBytes)));
 }
 
 function hardenAll(cache: TrackCache, store: Buffer): void {
@@ -42,7 +53,7 @@ test('a sub-track write never reads the store, and a read merges cache and store
   const store = pattern(1024 * KiB, 1);
   cache.write(4096, pattern(512, 2), 0);
   // The read of the written block needs nothing from the store.
-  assert.equal(cache.beginRead(4096, 512).storeRuns.length, 0);
+  assert.equal(storeRunsFor(cache, 4096, 512).length, 0);
   const plan = cache.beginRead(0, 64 * KiB);
   assert.deepEqual(plan.storeRuns, [{ offsetBytes: 0, lengthBytes: 4096 }, { offsetBytes: 4608, lengthBytes: 64 * KiB - 4608 }]);
   cache.cancelRead(plan);
@@ -173,7 +184,7 @@ test('hardener: FLUSH waits for every earlier write, FUA only for its tracks, ag
   assert.deepEqual(thresholdJob.job.tracks, [4, 5, 6], 'the whole range is destaged as one job');
 });
 
-test('property: reads always return the last write; hardening everything makes the store equal the truth', () => {
+test('property: reads (in flight across writes and hardening, filling the cache) always return the last write; hardening everything makes the store equal the truth', () => {
   const volumeBytes = 16 * 8 * KiB; // 16 tracks of 8 KiB
   const op = fc.oneof(
     fc.record({ kind: fc.constant('write' as const), block: fc.nat(255), blocks: fc.integer({ min: 1, max: 40 }), seed: fc.nat(255) }),
@@ -181,7 +192,13 @@ test('property: reads always return the last write; hardening everything makes t
     fc.record({ kind: fc.constant('take' as const), track: fc.nat(15), count: fc.integer({ min: 1, max: 6 }) }),
     fc.record({ kind: fc.constant('complete' as const), which: fc.nat(), fail: fc.boolean() }),
     fc.record({ kind: fc.constant('read' as const), block: fc.nat(255), blocks: fc.integer({ min: 1, max: 64 }) }),
+    // A host read split around its store I/O, so writes and hardening run while it is in flight.
+    fc.record({ kind: fc.constant('begin' as const), block: fc.nat(255), blocks: fc.integer({ min: 1, max: 64 }), host: fc.boolean() }),
+    fc.record({ kind: fc.constant('finish' as const), which: fc.nat() }),
+    // The next host read of a stream (where the last host read ended): it reads ahead.
+    fc.record({ kind: fc.constant('next' as const), blocks: fc.integer({ min: 1, max: 8 }) }),
   );
+  let totalReadAheads = 0;
   fc.assert(fc.property(fc.array(op, { maxLength: 120 }), (ops) => {
     const cache = new TrackCache({ volumeSizeBytes: volumeBytes, trackSizeBytes: 8 * KiB, capacityBytes: 48 * KiB, rangeTracks: 4 });
     const truth = Buffer.alloc(volumeBytes);
@@ -191,12 +208,29 @@ test('property: reads always return the last write; hardening everything makes t
     // it is in flight, whatever is written to its lines meanwhile (copy-on-write).
     const taken = new Map<number, string>();
     const snapshotOf = (job: HardenJob): string => job.runs.map((r) => (r.data === null ? `z${r.lengthBytes}` : r.data.toString('hex'))).join('|');
+    const reads: { plan: ReadPlan; parts: Buffer[] }[] = [];
+    const finishRead = (i: number): void => {
+      const { plan, parts } = reads.splice(i, 1)[0]!;
+      const end = plan.offsetBytes + plan.lengthBytes;
+      assert.deepEqual(cache.finishRead(plan, parts), truth.subarray(plan.offsetBytes, end), 'a read returned other bytes than the last writes');
+    };
+    let streamAt = 0;
+    let readAheads = 0; // reads whose store runs went past the request
     for (const o of ops) {
-      if (o.kind === 'write' || o.kind === 'zero' || o.kind === 'read') {
+      if (o.kind === 'begin' || o.kind === 'next') {
+        const off = o.kind === 'begin' ? o.block * 512 : streamAt % volumeBytes;
+        const len = Math.min(o.blocks * 512, volumeBytes - off);
+        const plan = cache.beginRead(off, len, o.kind === 'next' || o.host);
+        if (plan.storeRuns.some((r) => r.offsetBytes + r.lengthBytes > off + len)) readAheads++;
+        if (plan.fill) streamAt = off + len;
+        reads.push({ plan, parts: storeBytesOf(plan, store) });
+      } else if (o.kind === 'finish') {
+        if (reads.length > 0) finishRead(o.which % reads.length);
+      } else if (o.kind === 'write' || o.kind === 'zero' || o.kind === 'read') {
         const off = o.block * 512;
         const len = Math.min(o.blocks * 512, volumeBytes - off);
         if (o.kind === 'read') {
-          assert.deepEqual(readThrough(cache, store, off, len), truth.subarray(off, off + len));
+          assert.deepEqual(readThrough(cache, store, off, len, true), truth.subarray(off, off + len));
         } else if (o.kind === 'write') {
           const data = pattern(len, o.seed);
           if (cache.write(off, data, 0)) data.copy(truth, off);
@@ -215,9 +249,80 @@ test('property: reads always return the last write; hardening everything makes t
       }
       cache.checkInvariants();
     }
+    while (reads.length > 0) finishRead(0);
     for (const job of jobs) { applyJob(store, job); cache.completeHarden(job.id); }
     hardenAll(cache, store);
     assert.deepEqual(store, truth);
     assert.equal(cache.stats(0).dirtyTracks, 0);
+    totalReadAheads += readAheads;
   }), { numRuns: 300 });
+  assert.ok(totalReadAheads > 10, `only ${totalReadAheads} reads read ahead in 300 runs`);
+});
+
+test('a host read that misses keeps its blocks: the next read of them needs no store I/O', () => {
+  const cache = new TrackCache({ volumeSizeBytes: 1024 * KiB, trackSizeBytes: 64 * KiB, capacityBytes: 256 * KiB, rangeTracks: 4 });
+  const store = pattern(1024 * KiB, 5);
+  // Not a host read (a resync's scan): nothing stays.
+  readThrough(cache, store, 64 * KiB, 4 * KiB);
+  assert.equal(storeRunsFor(cache, 64 * KiB, 4 * KiB).length, 1);
+  assert.deepEqual(readThrough(cache, store, 64 * KiB, 4 * KiB, true), store.subarray(64 * KiB, 68 * KiB));
+  const hit = cache.beginRead(64 * KiB, 4 * KiB);
+  assert.equal(hit.storeRuns.length, 0, 'the second read is served from RAM');
+  assert.deepEqual(cache.finishRead(hit, []), store.subarray(64 * KiB, 68 * KiB));
+  // Only the blocks read: the rest of the track still comes from the store.
+  assert.deepEqual(storeRunsFor(cache, 64 * KiB, 8 * KiB), [{ offsetBytes: 68 * KiB, lengthBytes: 4 * KiB }]);
+  const stats = cache.stats(0);
+  assert.equal(stats.dirtyTracks, 0, 'read data is clean');
+  assert.equal(stats.cachedTracks, 1);
+  cache.checkInvariants();
+});
+
+test('lines reads filled are evicted before lines hosts wrote, and never keep a write waiting', () => {
+  const cache = new TrackCache({ volumeSizeBytes: 1024 * KiB, trackSizeBytes: 64 * KiB, capacityBytes: 256 * KiB, rangeTracks: 4 });
+  const store = Buffer.alloc(1024 * KiB);
+  // Two written (then hardened, clean) lines, then two lines filled by reads: the cache is full.
+  cache.write(0, pattern(64 * KiB, 1), 0);
+  cache.write(64 * KiB, pattern(64 * KiB, 2), 0);
+  hardenAll(cache, store);
+  readThrough(cache, store, 128 * KiB, 64 * KiB, true);
+  readThrough(cache, store, 192 * KiB, 64 * KiB, true);
+  assert.equal(cache.stats(0).cachedTracks, 4);
+  // A new write needs two lines: the read lines go, the written ones stay.
+  assert.equal(cache.write(512 * KiB, pattern(128 * KiB, 3), 0), true);
+  assert.equal(storeRunsFor(cache, 0, 128 * KiB).length, 0, 'the written lines are still cached');
+  assert.equal(storeRunsFor(cache, 128 * KiB, 4 * KiB).length, 1, 'the read line was evicted');
+  // The cache is now all dirty: a host read fills nothing, and a refused write keeps fills off.
+  cache.write(0, pattern(128 * KiB, 4), 0);
+  assert.equal(cache.write(256 * KiB, pattern(4 * KiB, 5), 0), false, 'back-pressure: no room');
+  readThrough(cache, store, 320 * KiB, 4 * KiB, true);
+  assert.equal(cache.stats(0).cachedTracks, 4, 'a read took no room from the waiting write');
+  cache.checkInvariants();
+});
+
+test('a sequential host read reads ahead once per half window; a write during the read wins over its stale store bytes', () => {
+  const cache = new TrackCache({ volumeSizeBytes: 4096 * KiB, trackSizeBytes: 64 * KiB, capacityBytes: 2048 * KiB, rangeTracks: 4 });
+  const store = pattern(4096 * KiB, 7);
+  readThrough(cache, store, 0, 4 * KiB, true);
+  const second = cache.beginRead(4 * KiB, 4 * KiB, true);
+  assert.deepEqual(second.storeRuns, [{ offsetBytes: 4 * KiB, lengthBytes: 4 * KiB + 256 * KiB }], 'the request and 256 KiB ahead in one store read');
+  const parts = storeBytesOf(second, store);
+  // A host write lands in the readahead span while the store read runs, is hardened, and the cache
+  // is cycled through: the pinned readahead tracks stay, so their stale store bytes fill nothing.
+  cache.write(260 * KiB, pattern(4 * KiB, 8), 0);
+  for (let t = 16; t < 64; t++) {
+    hardenAll(cache, store);
+    assert.ok(cache.write(t * 64 * KiB, pattern(64 * KiB, t), 0));
+  }
+  assert.deepEqual(cache.finishRead(second, parts), store.subarray(4 * KiB, 8 * KiB));
+  assert.deepEqual(readThrough(cache, store, 260 * KiB, 4 * KiB), pattern(4 * KiB, 8), 'the write, not the store bytes read before it');
+  // The next requests of the stream are served from RAM until half the window is used.
+  let storeReads = 0;
+  for (let off = 8 * KiB; off < 512 * KiB; off += 4 * KiB) {
+    const plan = cache.beginRead(off, 4 * KiB, true);
+    if (plan.storeRuns.length > 0) storeReads++;
+    const expected = off === 260 * KiB ? pattern(4 * KiB, 8) : store.subarray(off, off + 4 * KiB);
+    assert.deepEqual(cache.finishRead(plan, storeBytesOf(plan, store)), expected);
+  }
+  assert.ok(storeReads >= 2 && storeReads <= 5, `126 sequential 4 KiB reads took ${storeReads} store reads`);
+  cache.checkInvariants();
 });

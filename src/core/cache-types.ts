@@ -56,13 +56,19 @@ export interface HardenJob {
   readonly bytes: number;
 }
 
-/** Parts of a read the cache cannot serve; the shell reads them from the store. */
+/**
+ * Parts of a read the cache cannot serve; the shell reads them from the store. The runs may go
+ * past the request (readahead), never before it.
+ */
 export interface ReadPlan {
   readonly offsetBytes: number;
   readonly lengthBytes: number;
   readonly storeRuns: { offsetBytes: number; lengthBytes: number }[];
   readonly firstTrack: number;
+  /** Last pinned track: the request's, or the readahead's when there is one. */
   readonly lastTrack: number;
+  /** A host read: its store bytes fill the cache (and storeRuns may read ahead past the request). */
+  readonly fill: boolean;
 }
 
 export interface CacheStats {

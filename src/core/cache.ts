@@ -19,6 +19,13 @@
 // (`rewritten`). Adjacent dirty runs of neighbouring tracks coalesce into one store write
 // (src/core/harden-runs.ts).
 //
+// Reads (issue 11): a host read that misses takes the blocks from the store, and they stay as
+// valid, clean blocks of their lines when there is room, so the next read of them is served from
+// RAM. Lines that only reads filled sit in their own LRU and are evicted before lines hosts wrote;
+// no read ever takes room while a write waits for it. A host read that starts where the previous
+// one ended also reads ahead (src/core/cache-reads.ts). Only reads the shell marks as host reads fill:
+// a resync's scan of the volume would only push out what hosts use.
+//
 // Capacity: every line is charged against `capacityBytes` (a full line when it holds data, a small
 // fixed cost for a zero line). When a write needs room and no clean, unpinned line can be evicted,
 // `write` returns false and changes nothing: the caller waits for hardening (back-pressure), so
@@ -29,6 +36,7 @@ import { assert } from './assert.js';
 import { BLOCK_SIZE_BYTES, type CacheGeometry, type CacheStats, type HardenJob, type ReadPlan, type TrackLine } from './cache-types.js';
 import { snapshotRuns } from './harden-runs.js';
 import { LineBufferPool, SpareLines } from './line-buffer-pool.js';
+import { CacheReads } from './cache-reads.js';
 
 // The shapes the cache hands out are part of its interface: importers need only this file.
 export { BLOCK_SIZE_BYTES } from './cache-types.js';
@@ -42,8 +50,12 @@ export class TrackCache {
   readonly trackCount: number;
   readonly rangeCount: number;
   private readonly lines = new Map<number, TrackLine>();
-  /** Clean lines, least recently used first (Map keeps insertion order). */
+  /** Clean lines a host wrote, least recently used first (Map keeps insertion order). */
   private readonly cleanLru = new Map<number, TrackLine>();
+  /** Clean lines only reads filled, least recently used first: evicted before cleanLru. */
+  private readonly readLru = new Map<number, TrackLine>();
+  /** A write found no room and has not succeeded since: reads fill nothing until one does. */
+  private roomRefused = false;
   /** Dirty lines, roughly oldest first. */
   private readonly dirtyLines = new Map<number, TrackLine>();
   private readonly hardeningJobs = new Map<number, HardenJob>();
@@ -53,8 +65,8 @@ export class TrackCache {
    * primary never received, or its returning store would differ where no bitmap says so).
    */
   private readonly hardenHolds = new Map<number, number>();
-  /** Tracks with reads in flight: their lines must not be evicted (the store may be stale). */
-  private readonly readPins = new Map<number, number>();
+  /** The read side: plans, pins, overlay, readahead and fill (src/core/cache-reads.ts). */
+  private readonly reads: CacheReads;
   private readonly rangeDirtyTracks: Uint32Array;
   /** Full-track buffers of evicted lines, reused for new lines. */
   private readonly bufferPool: LineBufferPool;
@@ -80,6 +92,12 @@ export class TrackCache {
     this.rangeDirtyTracks = new Uint32Array(this.rangeCount);
     this.bufferPool = new LineBufferPool(trackSizeBytes, capacityBytes / 4);
     this.spareLines = new SpareLines(trackSizeBytes, Math.ceil(capacityBytes / 4 / trackSizeBytes));
+    this.reads = new CacheReads({
+      geometry: this.geometry,
+      line: (track) => this.lines.get(track),
+      mayFillReads: (aheadBytes) => this.mayFillReads(aheadBytes),
+      fillTrack: (track, fromBytes, toBytes, bytes) => this.fillTrack(track, fromBytes, toBytes, bytes),
+    });
   }
 
   /** The current write sequence: every write and zero bumps it. Flush waits are expressed in it. */
@@ -113,7 +131,8 @@ export class TrackCache {
   private apply(offsetBytes: number, lengthBytes: number, nowMs: number, data: Uint8Array | null): boolean {
     this.assertAlignedInVolume(offsetBytes, lengthBytes);
     if (lengthBytes === 0) return true;
-    if (!this.makeRoom(offsetBytes, lengthBytes, data !== null)) return false;
+    this.roomRefused = !this.makeRoom(offsetBytes, lengthBytes, data !== null);
+    if (this.roomRefused) return false;
     const seq = ++this.writeSeq;
     const { trackSizeBytes } = this.geometry;
     const endBytes = offsetBytes + lengthBytes;
@@ -197,7 +216,8 @@ export class TrackCache {
   private lineFor(track: number): TrackLine {
     const existing = this.lines.get(track);
     if (existing !== undefined) {
-      if (this.cleanLru.delete(track)) this.cleanLru.set(track, existing); // touch: most recent
+      // Touch: most recent; a line reads filled is a written line from now on.
+      if (this.cleanLru.delete(track) || this.readLru.delete(track)) this.cleanLru.set(track, existing);
       return existing;
     }
     const lengthBytes = Math.min(this.geometry.trackSizeBytes, this.geometry.volumeSizeBytes - track * this.geometry.trackSizeBytes);
@@ -214,7 +234,7 @@ export class TrackCache {
    * a write either fits whole or changes nothing.
    */
   private makeRoom(offsetBytes: number, lengthBytes: number, needsData: boolean): boolean {
-    const { trackSizeBytes, capacityBytes } = this.geometry;
+    const { trackSizeBytes } = this.geometry;
     const firstTrack = Math.floor(offsetBytes / trackSizeBytes);
     const lastTrack = Math.floor((offsetBytes + lengthBytes - 1) / trackSizeBytes);
     let extraBytes = 0;
@@ -223,19 +243,30 @@ export class TrackCache {
       const charge = line?.chargeBytes ?? 0;
       extraBytes += Math.max(0, (needsData ? trackSizeBytes : ZERO_LINE_CHARGE_BYTES) - charge);
     }
-    if (this.chargedBytes + extraBytes <= capacityBytes) return true;
-    for (const line of this.cleanLru.values()) {
-      if (this.chargedBytes + extraBytes <= capacityBytes) break;
-      if (line.track >= firstTrack && line.track <= lastTrack) continue; // about to be written
-      if (this.readPins.has(line.track)) continue;
-      this.evict(line);
+    return this.evictFor(extraBytes, firstTrack, lastTrack);
+  }
+
+  /**
+   * Evicts clean, unpinned lines outside [firstTrack, lastTrack] (about to be used), those only
+   * reads filled first, until `extraBytes` more fit. True when they do.
+   */
+  private evictFor(extraBytes: number, firstTrack: number, lastTrack: number): boolean {
+    const fits = (): boolean => this.chargedBytes + extraBytes <= this.geometry.capacityBytes;
+    for (const lru of [this.readLru, this.cleanLru]) {
+      for (const line of lru.values()) {
+        if (fits()) return true;
+        if (line.track >= firstTrack && line.track <= lastTrack) continue;
+        if (this.reads.isPinned(line.track)) continue;
+        this.evict(line);
+      }
     }
-    return this.chargedBytes + extraBytes <= capacityBytes;
+    return fits();
   }
 
   private evict(line: TrackLine): void {
     assert(line.dirtyBlocks === 0 && line.rewritten === null, 'evicting a dirty or hardening line');
     this.cleanLru.delete(line.track);
+    this.readLru.delete(line.track);
     this.lines.delete(line.track);
     this.chargedBytes -= line.chargeBytes;
     this.bufferPool.give(line.data);
@@ -245,86 +276,58 @@ export class TrackCache {
 
   // ---------------------------------------------------------------- reads
 
-  /**
-   * Starts a read: returns the runs the store must supply. The shell reads them, then calls
-   * `finishRead`. Until then the tracks are pinned, so a line hardened meanwhile stays cached and
-   * its (newer) bytes overlay whatever the store returned.
-   */
-  beginRead(offsetBytes: number, lengthBytes: number): ReadPlan {
+  /** See CacheReads.beginRead (src/core/cache-reads.ts). */
+  beginRead(offsetBytes: number, lengthBytes: number, hostRead = false): ReadPlan {
     this.assertAlignedInVolume(offsetBytes, lengthBytes);
-    const { trackSizeBytes } = this.geometry;
-    const firstTrack = Math.floor(offsetBytes / trackSizeBytes);
-    const lastTrack = Math.floor((offsetBytes + Math.max(lengthBytes, 1) - 1) / trackSizeBytes);
-    const storeRuns: { offsetBytes: number; lengthBytes: number }[] = [];
-    const endBytes = offsetBytes + lengthBytes;
-    for (let pos = offsetBytes; pos < endBytes; pos += BLOCK_SIZE_BYTES) {
-      const track = Math.floor(pos / trackSizeBytes);
-      const line = this.lines.get(track);
-      if (line !== undefined && line.valid[(pos - track * trackSizeBytes) / BLOCK_SIZE_BYTES] === 1) continue;
-      const last = storeRuns[storeRuns.length - 1];
-      if (last !== undefined && last.offsetBytes + last.lengthBytes === pos) last.lengthBytes += BLOCK_SIZE_BYTES;
-      else storeRuns.push({ offsetBytes: pos, lengthBytes: BLOCK_SIZE_BYTES });
-    }
-    if (storeRuns.length > 0) {
-      for (let t = firstTrack; t <= lastTrack; t++) this.readPins.set(t, (this.readPins.get(t) ?? 0) + 1);
-    }
-    return { offsetBytes, lengthBytes, storeRuns, firstTrack, lastTrack };
+    return this.reads.beginRead(offsetBytes, lengthBytes, hostRead);
   }
 
-  /**
-   * Completes a read: `storeData[i]` holds the bytes of `plan.storeRuns[i]`. Valid cache blocks
-   * overlay them (they are newer than or equal to the store), and the pins are released.
-   */
+  /** See CacheReads.finishRead. */
   finishRead(plan: ReadPlan, storeData: Buffer[]): Buffer {
-    const whole = plan.storeRuns.length === 1 && plan.storeRuns[0]!.lengthBytes === plan.lengthBytes;
-    // The common miss (nothing cached in the span) reuses the store's buffer: no extra copy.
-    const out = whole ? storeData[0]! : Buffer.allocUnsafe(plan.lengthBytes);
-    if (whole) assert(out.length === plan.lengthBytes, 'store returned a short read');
-    else plan.storeRuns.forEach((run, i) => {
-      const bytes = storeData[i];
-      assert(bytes !== undefined && bytes.length === run.lengthBytes, 'store returned a short read');
-      bytes.copy(out, run.offsetBytes - plan.offsetBytes);
-    });
-    this.overlayCache(plan, out);
-    this.cancelRead(plan);
-    return out;
+    return this.reads.finishRead(plan, storeData);
   }
 
-  /** Copies every valid cached block inside the plan's span into `out`. */
   /** A read whose store I/O failed: release its pins. */
   cancelRead(plan: ReadPlan): void {
-    if (plan.storeRuns.length === 0) return;
-    for (let t = plan.firstTrack; t <= plan.lastTrack; t++) {
-      const pins = (this.readPins.get(t) ?? 1) - 1;
-      if (pins === 0) this.readPins.delete(t);
-      else this.readPins.set(t, pins);
-    }
+    this.reads.cancelRead(plan);
   }
 
-  private overlayCache(plan: ReadPlan, out: Buffer): void {
-    const { trackSizeBytes } = this.geometry;
-    const endBytes = plan.offsetBytes + plan.lengthBytes;
-    for (let t = plan.firstTrack; t <= plan.lastTrack; t++) {
-      const line = this.lines.get(t);
-      if (line === undefined) continue;
-      const lineStart = t * trackSizeBytes;
-      const from = Math.max(plan.offsetBytes, lineStart);
-      const to = Math.min(endBytes, lineStart + line.lengthBytes);
-      let runStart = -1;
-      for (let pos = from; pos <= to; pos += BLOCK_SIZE_BYTES) {
-        const isValid = pos < to && line.valid[(pos - lineStart) / BLOCK_SIZE_BYTES] === 1;
-        if (isValid && runStart < 0) runStart = pos;
-        if (!isValid && runStart >= 0) {
-          this.copyOut(line, runStart - lineStart, pos - runStart, out, runStart - plan.offsetBytes);
-          runStart = -1;
-        }
+  /** Whether reads may fill and read ahead: no write waits for room, and dirty data leaves room. */
+  private mayFillReads(aheadBytes: number): boolean {
+    return !this.roomRefused && this.dirtyChargeBytes + aheadBytes <= this.geometry.capacityBytes / 2;
+  }
+
+  /** Fills the blocks of [fromBytes, toBytes) of a track the cache does not hold; false: no room. */
+  private fillTrack(track: number, fromBytes: number, toBytes: number, bytes: Buffer): boolean {
+    if (this.roomRefused) return false;
+    let line = this.lines.get(track);
+    if (line?.data === null || line === undefined) {
+      const lengthBytes = Math.min(this.geometry.trackSizeBytes, this.geometry.volumeSizeBytes - track * this.geometry.trackSizeBytes);
+      if (!this.evictFor(lengthBytes - (line?.chargeBytes ?? 0), track, track)) return false;
+      if (line === undefined) {
+        line = this.spareLines.take(track, lengthBytes, ZERO_LINE_CHARGE_BYTES);
+        this.chargedBytes += ZERO_LINE_CHARGE_BYTES;
+        this.lines.set(track, line);
+        this.readLru.set(track, line);
       }
+      const buffer = this.bufferPool.take(lengthBytes);
+      if (line.valid.includes(1)) buffer.fill(0); // its valid blocks are zeros
+      this.setLineData(line, buffer);
+    } else if (this.readLru.delete(track)) {
+      this.readLru.set(track, line); // touch: most recent
     }
-  }
-
-  private copyOut(line: TrackLine, startInLine: number, lengthBytes: number, out: Buffer, outOffset: number): void {
-    if (line.data === null) out.fill(0, outOffset, outOffset + lengthBytes);
-    else line.data.copy(out, outOffset, startInLine, startInLine + lengthBytes);
+    // Blocks valid by now were written during the read: newer than the store's bytes, kept.
+    const data = line.data as Buffer;
+    const lineStart = track * this.geometry.trackSizeBytes;
+    const endBlock = (toBytes - lineStart) / BLOCK_SIZE_BYTES;
+    for (let b = (fromBytes - lineStart) / BLOCK_SIZE_BYTES; b < endBlock;) {
+      if (line.valid[b] === 1) { b++; continue; }
+      const first = b;
+      while (b < endBlock && line.valid[b] === 0) line.valid[b++] = 1;
+      const at = first * BLOCK_SIZE_BYTES;
+      bytes.copy(data, at, lineStart + at - fromBytes, lineStart + b * BLOCK_SIZE_BYTES - fromBytes);
+    }
+    return true;
   }
 
   // ---------------------------------------------------------------- hardening
@@ -552,7 +555,9 @@ export class TrackCache {
       line.dirty.forEach((d, b) => { dirty += d; assert(d === 0 || line.valid[b] === 1, 'dirty block not valid'); });
       assert(dirty === line.dirtyBlocks, 'dirtyBlocks count drifted');
       assert((dirty > 0) === this.dirtyLines.has(line.track), 'dirty list out of step');
-      assert((dirty === 0) === this.cleanLru.has(line.track), 'clean list out of step');
+      const inClean = this.cleanLru.has(line.track);
+      const inRead = this.readLru.has(line.track);
+      assert((dirty === 0) === (inClean || inRead) && !(inClean && inRead), 'clean lists out of step');
       if (dirty > 0) perRange[this.rangeOfTrack(line.track)]++;
     }
     assert(charged === this.chargedBytes, 'charge drifted');

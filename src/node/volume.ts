@@ -197,14 +197,18 @@ export class Volume implements NbdExport {
 
   async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     const { start, end } = alignOut(offsetBytes, lengthBytes);
-    const bytes = await this.readAligned(start, end - start);
+    const bytes = await this.readAligned(start, end - start, true);
     return start === offsetBytes && end - start === lengthBytes ? bytes : bytes.subarray(offsetBytes - start, offsetBytes - start + lengthBytes);
   }
 
-  /** Reads through the cache; `onRead` runs in the same synchronous step as the cache overlay. */
-  private async readAligned(offsetBytes: number, lengthBytes: number, onRead?: (bytes: Buffer) => void): Promise<Buffer> {
+  /**
+   * Reads through the cache; `onRead` runs in the same synchronous step as the cache overlay. A
+   * host read (`hostRead`) keeps what it read from the store in the cache and may read ahead; the
+   * resync's reads and read-modify-write edges do not.
+   */
+  private async readAligned(offsetBytes: number, lengthBytes: number, hostRead: boolean, onRead?: (bytes: Buffer) => void): Promise<Buffer> {
     const cache = this.core.cache;
-    const plan = cache.beginRead(offsetBytes, lengthBytes);
+    const plan = cache.beginRead(offsetBytes, lengthBytes, hostRead);
     let parts: Buffer[] = [];
     if (plan.storeRuns.length > 0) {
       try {
@@ -251,7 +255,7 @@ export class Volume implements NbdExport {
     }
     // Hosts honour our 512-byte minimum block size (NBD_INFO_BLOCK_SIZE), so this is rare; it is
     // not atomic against a concurrent write to the same edge block, which the spec allows.
-    const merged = await this.readAligned(start, end - start);
+    const merged = await this.readAligned(start, end - start, false);
     if (data === null) merged.fill(0, offsetBytes - start, offsetBytes - start + lengthBytes);
     else data.copy(merged, offsetBytes - start);
     return this.request((reqId, now) => this.core.hostWrite(reqId, start, end - start, merged, false, fua, now));
@@ -339,7 +343,7 @@ export class Volume implements NbdExport {
         );
         return;
       case 'sync-read':
-        this.readAligned(action.offsetBytes, action.lengthBytes, (bytes) => this.core.syncChunkRead(action.offsetBytes, bytes, this.now(), action.resyncId))
+        this.readAligned(action.offsetBytes, action.lengthBytes, false, (bytes) => this.core.syncChunkRead(action.offsetBytes, bytes, this.now(), action.resyncId))
           .then(() => this.run(() => undefined), (err: Error) => this.run((now) => this.core.syncChunkFailed(action.offsetBytes, action.lengthBytes, err.message, now, action.resyncId)));
         return;
       case 'log':
