@@ -277,7 +277,7 @@ test('a host read that misses keeps its blocks: the next read of them needs no s
   cache.checkInvariants();
 });
 
-test('lines reads filled are evicted before lines hosts wrote, and never keep a write waiting', () => {
+test('reads fill only free room; their lines are evicted before lines hosts wrote; a waiting write keeps fills off', () => {
   const cache = new TrackCache({ volumeSizeBytes: 1024 * KiB, trackSizeBytes: 64 * KiB, capacityBytes: 256 * KiB, rangeTracks: 4 });
   const store = Buffer.alloc(1024 * KiB);
   // Two written (then hardened, clean) lines, then two lines filled by reads: the cache is full.
@@ -299,6 +299,17 @@ test('lines reads filled are evicted before lines hosts wrote, and never keep a 
   cache.checkInvariants();
 });
 
+test('a read evicts nothing to fill: a full cache of clean lines stays as it is', () => {
+  const cache = new TrackCache({ volumeSizeBytes: 1024 * KiB, trackSizeBytes: 64 * KiB, capacityBytes: 256 * KiB, rangeTracks: 4 });
+  const store = Buffer.alloc(1024 * KiB);
+  cache.write(0, pattern(256 * KiB, 1), 0);
+  hardenAll(cache, store);
+  assert.deepEqual(readThrough(cache, store, 768 * KiB, 4 * KiB, true), store.subarray(768 * KiB, 772 * KiB));
+  assert.equal(storeRunsFor(cache, 768 * KiB, 4 * KiB).length, 1, 'no fill without free room');
+  assert.equal(storeRunsFor(cache, 0, 256 * KiB).length, 0, 'the written lines stayed');
+  cache.checkInvariants();
+});
+
 test('a sequential host read reads ahead once per half window; a write during the read wins over its stale store bytes', () => {
   const cache = new TrackCache({ volumeSizeBytes: 4096 * KiB, trackSizeBytes: 64 * KiB, capacityBytes: 2048 * KiB, rangeTracks: 4 });
   const store = pattern(4096 * KiB, 7);
@@ -313,6 +324,9 @@ test('a sequential host read reads ahead once per half window; a write during th
     hardenAll(cache, store);
     assert.ok(cache.write(t * 64 * KiB, pattern(64 * KiB, t), 0));
   }
+  // Room again (zeroed tracks hold no data), so the read's store bytes do fill.
+  hardenAll(cache, store);
+  assert.ok(cache.writeZeroes(16 * 64 * KiB, 32 * 64 * KiB, 0));
   assert.deepEqual(cache.finishRead(second, parts), store.subarray(4 * KiB, 8 * KiB));
   assert.deepEqual(readThrough(cache, store, 260 * KiB, 4 * KiB), pattern(4 * KiB, 8), 'the write, not the store bytes read before it');
   // The next requests of the stream are served from RAM until half the window is used.

@@ -163,8 +163,8 @@ export class CacheReads {
   }
 
   /**
-   * Keeps a host read's store bytes in the cache, track by track while there is room. The plan's
-   * tracks are still pinned: none of them is evicted to make that room.
+   * Keeps a host read's store bytes in the cache, track by track while there is free room (a fill
+   * evicts nothing; CacheLines.fillTrack). The plan's tracks are still pinned here.
    */
   private fill(plan: ReadPlan, storeData: Buffer[]): void {
     const { trackSizeBytes } = this.lines.geometry;

@@ -21,8 +21,8 @@
 //
 // Reads (issue 11): a host read that misses takes the blocks from the store, and they stay as
 // valid, clean blocks of their lines when there is room, so the next read of them is served from
-// RAM. Lines that only reads filled sit in their own LRU and are evicted before lines hosts wrote;
-// no read ever takes room while a write waits for it. A host read that starts where the previous
+// RAM. Reads fill only free room (they evict nothing), lines that only reads filled sit in their
+// own LRU and are evicted before lines hosts wrote, and no read takes room while a write waits. A host read that starts where the previous
 // one ended also reads ahead (src/core/cache-reads.ts). Only reads the shell marks as host reads fill:
 // a resync's scan of the volume would only push out what hosts use.
 //
@@ -303,7 +303,11 @@ export class TrackCache {
     let line = this.lines.get(track);
     if (line?.data === null || line === undefined) {
       const lengthBytes = Math.min(this.geometry.trackSizeBytes, this.geometry.volumeSizeBytes - track * this.geometry.trackSizeBytes);
-      if (!this.evictFor(lengthBytes - (line?.chargeBytes ?? 0), track, track)) return false;
+      // Only into free room: evicting for a fill thrashed. A random 4 KiB read over a volume twice
+      // the cache fills each new line with one block yet is charged a whole track, so the cache
+      // held ~3% of what it could and every miss paid for a line (randread QD32 fell from ~29k to
+      // ~22k IOPS, docs/benchmarks.md). Writes evict read lines first, which frees room again.
+      if (this.chargedBytes + lengthBytes - (line?.chargeBytes ?? 0) > this.geometry.capacityBytes) return false;
       if (line === undefined) {
         line = this.spareLines.take(track, lengthBytes, ZERO_LINE_CHARGE_BYTES);
         this.chargedBytes += ZERO_LINE_CHARGE_BYTES;
