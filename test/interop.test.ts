@@ -119,6 +119,30 @@ describe('qemu-io', () => {
   });
 });
 
+describe('reads through the cache (qemu-io)', () => {
+  it('a read that missed is served from RAM the next time, and a sequential stream reads ahead', async () => {
+    // The data is in the store before the node starts, so only reads can bring it into the cache.
+    const dir = makeTempDir();
+    const storePath = path.join(dir, 'a.img');
+    const image = Buffer.alloc(VOLUME_BYTES);
+    image.fill(0x5a, 0, 4 * MiB);
+    writeFileSync(storePath, image);
+    const node = await startNode({ dir, config: { size: '64MiB', nodes: { a: { store: storePath, cache: '256MiB' } } } });
+    const stream = Array.from({ length: 64 }, (_, i) => `read -P 0x5a ${2 * MiB + i * 4 * KiB} 4k`);
+    await assertQemuIo(node, ['read -P 0x5a 0 1m', 'read -P 0x5a 0 1m', ...stream]);
+    const text = await node.metrics();
+    const counter = (re: RegExp): number => Number(re.exec(text)?.[1] ?? Number.NaN);
+    const fromStore = counter(/twinblock_read_bytes_total\{source="store"[^}]*\} (\d+)/);
+    const fromCache = counter(/twinblock_read_bytes_total\{source="cache"[^}]*\} (\d+)/);
+    const ahead = counter(/twinblock_readahead_bytes_total\{[^}]*\} (\d+)/);
+    // The second 1 MiB read and all but the first two reads of the stream come from RAM.
+    assert.ok(fromStore >= 1 * MiB + 4 * KiB && fromStore <= 1 * MiB + 16 * KiB, `store bytes ${fromStore}`);
+    assert.ok(fromCache >= 1 * MiB + 240 * KiB, `cache bytes ${fromCache}`);
+    assert.ok(ahead >= 256 * KiB, `readahead bytes ${ahead}`);
+    await stopCleanly(node);
+  });
+});
+
 describe('qemu-img', () => {
   it('compare equals a reference file after convert, and the store equals it after SIGTERM', async () => {
     const { node, dir, storePath } = await freshNode();

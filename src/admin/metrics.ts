@@ -137,6 +137,27 @@ export class NodeMetrics implements NbdRequestObserver {
     gauge('twinblock_cache_waiting_writes', 'Writes waiting for cache space', (s) => s.waitingWrites);
   }
 
+  /** Host read bytes by source (`cache`, `store`) and bytes read ahead, read at scrape time. */
+  registerReadCounters(read: () => { cacheBytes: number; storeBytes: number; readaheadBytes: number }): void {
+    const registers = [this.registry];
+    new Counter({
+      name: 'twinblock_read_bytes_total', help: 'Host read bytes, by where they came from (cache or store)', labelNames: ['source'], registers,
+      collect() {
+        const r = read();
+        this.reset();
+        this.inc({ source: 'cache' }, r.cacheBytes);
+        this.inc({ source: 'store' }, r.storeBytes);
+      },
+    });
+    new Counter({
+      name: 'twinblock_readahead_bytes_total', help: 'Bytes read from the store ahead of sequential host reads', registers,
+      collect() {
+        this.reset();
+        this.inc(read().readaheadBytes);
+      },
+    });
+  }
+
   linkRttObserved(seconds: number): void {
     this.linkRtt.observe(seconds);
   }

@@ -181,6 +181,19 @@ export class CacheReads {
   }
 }
 
+/** Bytes a plan reads from the store for the request itself and ahead of it. */
+export function storeBytesOfPlan(plan: ReadPlan): { requestBytes: number; aheadBytes: number } {
+  const endBytes = plan.offsetBytes + plan.lengthBytes;
+  let requestBytes = 0;
+  let aheadBytes = 0;
+  for (const run of plan.storeRuns) {
+    const inRequest = Math.max(0, Math.min(run.offsetBytes + run.lengthBytes, endBytes) - run.offsetBytes);
+    requestBytes += inRequest;
+    aheadBytes += run.lengthBytes - inRequest;
+  }
+  return { requestBytes, aheadBytes };
+}
+
 function copyOut(line: TrackLine, startInLine: number, lengthBytes: number, out: Buffer, outOffset: number): void {
   if (line.data === null) out.fill(0, outOffset, outOffset + lengthBytes);
   else line.data.copy(out, outOffset, startInLine, startInLine + lengthBytes);

@@ -104,6 +104,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
     log: (level, msg, fields) => log[level]({ ...fields }, msg),
   });
   metrics = new NodeMetrics(() => volume.stats(), { defaultLabels: { node: nodeName, volume: config.volume } });
+  metrics.registerReadCounters(() => volume.readCounters);
   const undo: Array<() => Promise<unknown>> = [() => volume.close()];
   const traffic = new LinkTraffic();
   // Link and serve only once this start's metadata is on disk (Volume.ready; retried until then).

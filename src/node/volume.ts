@@ -3,7 +3,8 @@
 // Everything that decides *what* happens lives in src/core; this file only moves bytes and wakes
 // things up. All its I/O goes through ports (src/node/ports.ts), so the simulator (sim/) runs this
 // very shell over a simulated clock, store, metadata and link.
-import { BLOCK_SIZE_BYTES, type CacheStats, type HardenJob } from '../core/cache.js';
+import { BLOCK_SIZE_BYTES, type CacheStats, type HardenJob, type ReadPlan } from '../core/cache.js';
+import { storeBytesOfPlan } from '../core/cache-reads.js';
 import type { HardenReason, HardeningSettings } from '../core/hardening.js';
 import type { TrackerKind } from '../core/notifier.js';
 import { retryBackoffMs } from '../core/backoff.js';
@@ -88,6 +89,13 @@ export interface VolumeStats extends CacheStats {
 
 export type VolumeCounters = ReplicaCounters;
 
+/** Bytes of host reads by where they came from, and bytes read ahead (issue 11, reads). */
+export interface ReadCounters {
+  cacheBytes: number;
+  storeBytes: number;
+  readaheadBytes: number;
+}
+
 interface Pending {
   resolve: () => void;
   reject: (err: Error) => void;
@@ -114,6 +122,7 @@ export class Volume implements NbdExport {
   private timer: TimerHandle | null = null;
   /** When the armed timer fires (the core's deadline it was armed for), or null. */
   private timerAtMs: number | null = null;
+  private readonly readCounts: ReadCounters = { cacheBytes: 0, storeBytes: 0, readaheadBytes: 0 };
   /** Metadata saves that failed (each retried), and the last one's error: for status. */
   private readonly metadataHealth = { failures: 0, failuresInRow: 0, lastError: null as string | null };
 
@@ -209,6 +218,7 @@ export class Volume implements NbdExport {
   private async readAligned(offsetBytes: number, lengthBytes: number, hostRead: boolean, onRead?: (bytes: Buffer) => void): Promise<Buffer> {
     const cache = this.core.cache;
     const plan = cache.beginRead(offsetBytes, lengthBytes, hostRead);
+    if (hostRead) this.countHostRead(plan);
     let parts: Buffer[] = [];
     if (plan.storeRuns.length > 0) {
       try {
@@ -224,6 +234,19 @@ export class Volume implements NbdExport {
     // Only then can the read's pins have kept room from a waiter: no extra event per host read.
     if (plan.storeRuns.length > 0 && this.core.waitingForRoom) this.run((now) => this.core.readDone(now));
     return bytes;
+  }
+
+  /** Host read bytes served from the cache and from the store, and what readahead fetched. */
+  private countHostRead(plan: ReadPlan): void {
+    const { requestBytes, aheadBytes } = storeBytesOfPlan(plan);
+    this.readCounts.storeBytes += requestBytes;
+    this.readCounts.cacheBytes += plan.lengthBytes - requestBytes;
+    this.readCounts.readaheadBytes += aheadBytes;
+  }
+
+  /** For metrics (twinblock_read_bytes_total, twinblock_readahead_bytes_total). */
+  get readCounters(): Readonly<ReadCounters> {
+    return this.readCounts;
   }
 
   write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void> {
