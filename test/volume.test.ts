@@ -207,3 +207,19 @@ test('a core that throws stops the volume and is reported as fatal, not swallowe
   assert.equal(outcome, 'no event taken');
   assert.equal(store.writes, writesBefore, 'nothing reaches the store after the failure');
 });
+
+test('a store read error in the readahead does not fail the host read; one in the request does', async () => {
+  const store = new MemoryStore(1024 * KiB, 1);
+  for (let i = 0; i < store.bytes.length; i++) store.bytes[i] = (i * 13) & 0xff;
+  const volume = makeVolume(store);
+  assert.deepEqual(await volume.read(0, 4 * KiB), store.bytes.subarray(0, 4 * KiB));
+  // The next read continues the stream: it reads ahead, and that store read fails once.
+  store.failReads = 1;
+  assert.deepEqual(await volume.read(4 * KiB, 4 * KiB), store.bytes.subarray(4 * KiB, 8 * KiB));
+  assert.equal(store.failReads, 0, 'the failure was injected');
+  assert.ok(volume.readCounters.readaheadBytes > 0, 'the failed read was one that read ahead');
+  // A read that does not read ahead (not sequential) gets the error.
+  store.failReads = 1;
+  await assert.rejects(volume.read(512 * KiB, 4 * KiB), /injected read failure/);
+  await volume.close();
+});

@@ -22,9 +22,10 @@
 // Reads (issue 11): a host read that misses takes the blocks from the store, and they stay as
 // valid, clean blocks of their lines when there is room, so the next read of them is served from
 // RAM. Reads fill only free room (they evict nothing), lines that only reads filled sit in their
-// own LRU and are evicted before lines hosts wrote, and no read takes room while a write waits. A host read that starts where the previous
-// one ended also reads ahead (src/core/cache-reads.ts). Only reads the shell marks as host reads fill:
-// a resync's scan of the volume would only push out what hosts use.
+// own LRU and are evicted before lines hosts wrote, and no read takes room while a write waits.
+// A host read that starts where the previous one ended also reads ahead (src/core/cache-reads.ts).
+// Only reads the shell marks as host reads fill: a resync's scan of the volume would only push
+// out what hosts use.
 //
 // Capacity: every line is charged against `capacityBytes` (a full line when it holds data, a small
 // fixed cost for a zero line). When a write needs room and no clean, unpinned line can be evicted,

@@ -218,7 +218,7 @@ export class Volume implements NbdExport {
   private async readAligned(offsetBytes: number, lengthBytes: number, hostRead: boolean, onRead?: (bytes: Buffer) => void): Promise<Buffer> {
     const cache = this.core.cache;
     const plan = cache.beginRead(offsetBytes, lengthBytes, hostRead);
-    if (hostRead) this.countHostRead(plan);
+    const aheadBytes = hostRead ? this.countHostRead(plan) : 0;
     let parts: Buffer[] = [];
     if (plan.storeRuns.length > 0) {
       try {
@@ -226,6 +226,8 @@ export class Volume implements NbdExport {
       } catch (err) {
         cache.cancelRead(plan);
         if (this.core.waitingForRoom) this.run((now) => this.core.readDone(now));
+        // A bad sector past the request must not fail the host's read: again, without readahead.
+        if (aheadBytes > 0) return this.readAligned(offsetBytes, lengthBytes, false, onRead);
         throw err;
       }
     }
@@ -236,12 +238,13 @@ export class Volume implements NbdExport {
     return bytes;
   }
 
-  /** Host read bytes served from the cache and from the store, and what readahead fetched. */
-  private countHostRead(plan: ReadPlan): void {
+  /** Counts a host read's bytes from the cache and the store; returns the bytes it reads ahead. */
+  private countHostRead(plan: ReadPlan): number {
     const { requestBytes, aheadBytes } = storeBytesOfPlan(plan);
     this.readCounts.storeBytes += requestBytes;
     this.readCounts.cacheBytes += plan.lengthBytes - requestBytes;
     this.readCounts.readaheadBytes += aheadBytes;
+    return aheadBytes;
   }
 
   /** For metrics (twinblock_read_bytes_total, twinblock_readahead_bytes_total). */
