@@ -21,6 +21,13 @@ function processCpuSec(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / clockTicksPerSec();
 }
 
+/** Peak resident set size of a process so far, in bytes (/proc/PID/status VmHWM). */
+export function peakRssBytes(pid: number): number {
+  const kib = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  if (kib === undefined) throw new Error(`no VmHWM in /proc/${pid}/status`);
+  return Number(kib) * 1024;
+}
+
 /** Busy CPU seconds of the whole machine so far (every state but idle and iowait, /proc/stat). */
 function machineBusySec(): number {
   const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);

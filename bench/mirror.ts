@@ -30,10 +30,11 @@ import {
   commitDescription, copyFile, exitWithUsageIf, failureLine, OptionError, fmtNumber, intOption, loadAverage, machine, maxLoadOption, MiB, syncFs, waitForLowLoad, writeDataFile,
 } from './common.js';
 import { topSelfTime, type ProfileWindow } from './profile.js';
-import { withCpuUse, type CpuUse } from './cpu.js';
+import { peakRssBytes, withCpuUse, type CpuUse } from './cpu.js';
 import { fioArgs, median, medianMeasurement, rows as allRows, runFio, type Measurement, type Row } from './fio.js';
 import { medianLoad, runWriteLoad, type LoadResult } from './nbd-load.js';
 import { BenchPair, pairPaths } from './pair.js';
+import { parseSize } from '../src/config/size.js';
 import { QemuMirror } from './qemu-mirror.js';
 
 const mirrorRowIds = ['randwrite-4k-qd32', 'seqwrite-1m-qd8', 'randwrite-4k-qd1'];
@@ -244,6 +245,7 @@ async function main(): Promise<void> {
   const cpuResults = new Map<Row, Record<TargetName, CpuSample>>();
   let loadAfter = '';
   let qemuIdentical = false;
+  const peakRss = perTarget<number[]>(() => []);
   const initialSyncMs: Record<string, number> = {};
   /** Wall-clock spans (Date.now) of the mirrored target's runs, per row: profile windows. */
   const mirroredSpans = new Map<string, Array<[number, number]>>();
@@ -316,6 +318,10 @@ async function main(): Promise<void> {
       }
     }
     loadAfter = loadAverage();
+    // Peaks over the whole bench, every row (issue 11: RSS ≤ cache + 64 MiB under random writes).
+    for (const [name, pids] of [['mirrored', pairPids(memPair)], ['disk', pairPids(diskPair)], ['nbdkit', [kit.child.pid!]], ['qemu', qemu.pids]] as const) {
+      peakRss[name] = pids.map(peakRssBytes);
+    }
     await qemu.checkMirroring();
     qemuIdentical = await qemu.stopAndCompare(qemuFiles.source, qemuFiles.target);
   } finally {
@@ -349,7 +355,11 @@ async function main(): Promise<void> {
     md.push('');
   }
   if (cpuResults.size > 0) md.push(...cpuTable(cpuResults), '');
+  const cacheBytes = parseSize(opts.cache);
+  md.push(`Peak RSS over the whole bench (VmHWM; a pair: node a, node b): ${targetNames.map((t) => `${targetLabel[t]} ${peakRss[t].map((b) => `${fmtNumber(b / MiB)} MiB`).join(', ')}`).join('; ')}. twinblock cache ${opts.cache} per node.`, '');
   const vs = verdicts(fioResults, fuaResults, cpuResults);
+  const nodePeak = Math.max(...peakRss.mirrored, ...peakRss.disk);
+  if (nodePeak > 0) vs.push({ target: 'node RSS ≤ its cache + 64 MiB (peak over the bench)', measured: `${fmtNumber(nodePeak / MiB)} MiB (cache ${opts.cache})`, met: nodePeak <= cacheBytes + 64 * MiB });
   if (vs.length > 0) {
     md.push('| target | measured | met? |', '| --- | --- | --- |');
     for (const v of vs) md.push(`| ${v.target} | ${v.measured} | ${v.met ? 'yes' : '**no**'} |`);

@@ -17,6 +17,7 @@ import { ensureTools } from '../test/helpers/tools.js';
 import {
   commitDescription, exitWithUsageIf, fmtNumber, intOption, loadAverage, machine, maxLoadOption, MiB, printProfiles, syncFs, waitForLowLoad, writeDataFile,
 } from './common.js';
+import { peakRssBytes } from './cpu.js';
 import { medianMeasurement, rows, runFio, type Measurement, type Row } from './fio.js';
 
 const usage = `usage: npm run bench -- [options]
@@ -151,6 +152,7 @@ async function main(): Promise<void> {
   ];
 
   const results = new Map<Row, Record<Target['name'], Measurement>>();
+  let peakRss = '';
   try {
     for (const row of selected) {
       const samples: Record<Target['name'], Measurement[]> = { twinblock: [], nbdkit: [] };
@@ -165,13 +167,14 @@ async function main(): Promise<void> {
       }
       results.set(row, { twinblock: medianMeasurement(samples.twinblock), nbdkit: medianMeasurement(samples.nbdkit) });
     }
+    peakRss = `Peak RSS over the whole bench (VmHWM): twinblock ${fmtNumber(peakRssBytes(node.pid) / MiB)} MiB (cache ${opts.cache}), nbdkit ${fmtNumber(peakRssBytes(kit.child.pid!) / MiB)} MiB.`;
   } finally {
     const code = await node.stop({ timeoutMs: 300_000 });
     if (code !== 0) console.error(`warning: twinblock exited ${code}; stderr tail:\n${node.stderr.slice(-4000)}`);
     await kit.stop();
   }
 
-  const markdown = resultsMarkdown(opts, results, command, loadBefore);
+  const markdown = `${resultsMarkdown(opts, results, command, loadBefore)}\n\n${peakRss}`;
   console.log(markdown);
   if (opts.markdownPath !== null) writeFileSync(opts.markdownPath, `${markdown}\n`);
 
