@@ -8,7 +8,7 @@
 // The pins matter twice: a line hardened during the read stays, so its bytes overlay the store's;
 // and no line is evicted and refilled from bytes the store held before that line was hardened.
 import { assert } from './assert.js';
-import { BLOCK_SIZE_BYTES, type CacheGeometry, type ReadPlan, type TrackLine } from './cache-types.js';
+import { BLOCK_SIZE_BYTES, type CacheGeometry, type ReadCounters, type ReadPlan, type TrackLine } from './cache-types.js';
 
 /**
  * How far a sequential host read reads ahead (more is read once half of it has been consumed), or
@@ -34,6 +34,8 @@ export class CacheReads {
   /** Where the last host read ended: a host read starting there is sequential (readahead). */
   private nextSequentialBytes = -1;
   private readonly readaheadBytes: number;
+  /** Host reads so far (metrics: twinblock_read_bytes_total, twinblock_readahead_bytes_total). */
+  readonly counters: ReadCounters = { cacheBytes: 0, storeBytes: 0, readaheadBytes: 0 };
 
   constructor(private readonly lines: CacheLines) {
     const eighth = Math.floor(lines.geometry.capacityBytes / 8 / BLOCK_SIZE_BYTES) * BLOCK_SIZE_BYTES;
@@ -67,7 +69,13 @@ export class CacheReads {
     // Pinned even when the cache holds it all: the shell then finishes in the same step, but a
     // plan finished later must still find the lines it counted on (cache property test).
     for (let t = firstTrack; t <= lastTrack; t++) this.pins.set(t, (this.pins.get(t) ?? 0) + 1);
-    return { offsetBytes, lengthBytes, storeRuns, firstTrack, lastTrack, fill: hostRead };
+    const { requestBytes, aheadBytes } = storeBytesOfRuns(storeRuns, endBytes);
+    if (hostRead) {
+      this.counters.storeBytes += requestBytes;
+      this.counters.cacheBytes += lengthBytes - requestBytes;
+      this.counters.readaheadBytes += aheadBytes;
+    }
+    return { offsetBytes, lengthBytes, storeRuns, firstTrack, lastTrack, fill: hostRead, aheadBytes };
   }
 
   /**
@@ -181,12 +189,11 @@ export class CacheReads {
   }
 }
 
-/** Bytes a plan reads from the store for the request itself and ahead of it. */
-export function storeBytesOfPlan(plan: ReadPlan): { requestBytes: number; aheadBytes: number } {
-  const endBytes = plan.offsetBytes + plan.lengthBytes;
+/** Bytes store runs read for a request ending at endBytes, and past it (readahead). */
+function storeBytesOfRuns(runs: readonly StoreRun[], endBytes: number): { requestBytes: number; aheadBytes: number } {
   let requestBytes = 0;
   let aheadBytes = 0;
-  for (const run of plan.storeRuns) {
+  for (const run of runs) {
     const inRequest = Math.max(0, Math.min(run.offsetBytes + run.lengthBytes, endBytes) - run.offsetBytes);
     requestBytes += inRequest;
     aheadBytes += run.lengthBytes - inRequest;

@@ -69,6 +69,15 @@ export interface ReadPlan {
   readonly lastTrack: number;
   /** A host read: its store bytes fill the cache (and storeRuns may read ahead past the request). */
   readonly fill: boolean;
+  /** Bytes of storeRuns past the request (readahead). */
+  readonly aheadBytes: number;
+}
+
+/** Host reads' bytes by where they came from, and bytes read ahead (metrics). */
+export interface ReadCounters {
+  cacheBytes: number;
+  storeBytes: number;
+  readaheadBytes: number;
 }
 
 export interface CacheStats {

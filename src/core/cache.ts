@@ -34,14 +34,14 @@
 //
 // Pure: no I/O, no clocks. Time (`nowMs`) is an argument; the shell does the store I/O.
 import { assert } from './assert.js';
-import { BLOCK_SIZE_BYTES, type CacheGeometry, type CacheStats, type HardenJob, type ReadPlan, type TrackLine } from './cache-types.js';
+import { BLOCK_SIZE_BYTES, type CacheGeometry, type CacheStats, type HardenJob, type ReadCounters, type ReadPlan, type TrackLine } from './cache-types.js';
 import { snapshotRuns } from './harden-runs.js';
 import { LineBufferPool, SpareLines } from './line-buffer-pool.js';
 import { CacheReads } from './cache-reads.js';
 
 // The shapes the cache hands out are part of its interface: importers need only this file.
 export { BLOCK_SIZE_BYTES } from './cache-types.js';
-export type { CacheGeometry, CacheStats, HardenJob, HardenRun, ReadPlan } from './cache-types.js';
+export type { CacheGeometry, CacheStats, HardenJob, HardenRun, ReadCounters, ReadPlan } from './cache-types.js';
 
 /** Charge of a line that holds no data buffer (zeros): bookkeeping only. */
 const ZERO_LINE_CHARGE_BYTES = 1024;
@@ -55,6 +55,8 @@ export class TrackCache {
   private readonly cleanLru = new Map<number, TrackLine>();
   /** Clean lines only reads filled, least recently used first: evicted before cleanLru. */
   private readonly readLru = new Map<number, TrackLine>();
+  /** Where evictFor looks, in order: lines only reads filled go first. */
+  private readonly evictionOrder = [this.readLru, this.cleanLru];
   /** A write found no room and has not succeeded since: reads fill nothing until one does. */
   private roomRefused = false;
   /** Dirty lines, roughly oldest first. */
@@ -96,7 +98,8 @@ export class TrackCache {
     this.reads = new CacheReads({
       geometry: this.geometry,
       line: (track) => this.lines.get(track),
-      mayFillReads: (aheadBytes) => this.mayFillReads(aheadBytes),
+      // No write waits for room, and dirty data leaves room for what a fill may bring.
+      mayFillReads: (aheadBytes) => !this.roomRefused && this.dirtyChargeBytes + aheadBytes <= this.geometry.capacityBytes / 2,
       fillTrack: (track, fromBytes, toBytes, bytes) => this.fillTrack(track, fromBytes, toBytes, bytes),
     });
   }
@@ -253,7 +256,7 @@ export class TrackCache {
    */
   private evictFor(extraBytes: number, firstTrack: number, lastTrack: number): boolean {
     const fits = (): boolean => this.chargedBytes + extraBytes <= this.geometry.capacityBytes;
-    for (const lru of [this.readLru, this.cleanLru]) {
+    for (const lru of this.evictionOrder) {
       for (const line of lru.values()) {
         if (fits()) return true;
         if (line.track >= firstTrack && line.track <= lastTrack) continue;
@@ -293,9 +296,9 @@ export class TrackCache {
     this.reads.cancelRead(plan);
   }
 
-  /** Whether reads may fill and read ahead: no write waits for room, and dirty data leaves room. */
-  private mayFillReads(aheadBytes: number): boolean {
-    return !this.roomRefused && this.dirtyChargeBytes + aheadBytes <= this.geometry.capacityBytes / 2;
+  /** Host reads' bytes from the cache and the store, and bytes read ahead. */
+  get readCounters(): Readonly<ReadCounters> {
+    return this.reads.counters;
   }
 
   /** Fills the blocks of [fromBytes, toBytes) of a track the cache does not hold; false: no room. */

@@ -3,8 +3,7 @@
 // Everything that decides *what* happens lives in src/core; this file only moves bytes and wakes
 // things up. All its I/O goes through ports (src/node/ports.ts), so the simulator (sim/) runs this
 // very shell over a simulated clock, store, metadata and link.
-import { BLOCK_SIZE_BYTES, type CacheStats, type HardenJob, type ReadPlan } from '../core/cache.js';
-import { storeBytesOfPlan } from '../core/cache-reads.js';
+import { BLOCK_SIZE_BYTES, type CacheStats, type HardenJob, type ReadCounters } from '../core/cache.js';
 import type { HardenReason, HardeningSettings } from '../core/hardening.js';
 import type { TrackerKind } from '../core/notifier.js';
 import { retryBackoffMs } from '../core/backoff.js';
@@ -89,13 +88,6 @@ export interface VolumeStats extends CacheStats {
 
 export type VolumeCounters = ReplicaCounters;
 
-/** Bytes of host reads by where they came from, and bytes read ahead (issue 11, reads). */
-export interface ReadCounters {
-  cacheBytes: number;
-  storeBytes: number;
-  readaheadBytes: number;
-}
-
 interface Pending {
   resolve: () => void;
   reject: (err: Error) => void;
@@ -122,7 +114,6 @@ export class Volume implements NbdExport {
   private timer: TimerHandle | null = null;
   /** When the armed timer fires (the core's deadline it was armed for), or null. */
   private timerAtMs: number | null = null;
-  private readonly readCounts: ReadCounters = { cacheBytes: 0, storeBytes: 0, readaheadBytes: 0 };
   /** Metadata saves that failed (each retried), and the last one's error: for status. */
   private readonly metadataHealth = { failures: 0, failuresInRow: 0, lastError: null as string | null };
 
@@ -218,7 +209,6 @@ export class Volume implements NbdExport {
   private async readAligned(offsetBytes: number, lengthBytes: number, hostRead: boolean, onRead?: (bytes: Buffer) => void): Promise<Buffer> {
     const cache = this.core.cache;
     const plan = cache.beginRead(offsetBytes, lengthBytes, hostRead);
-    const aheadBytes = hostRead ? this.countHostRead(plan) : 0;
     let parts: Buffer[] = [];
     if (plan.storeRuns.length > 0) {
       try {
@@ -227,7 +217,7 @@ export class Volume implements NbdExport {
         cache.cancelRead(plan);
         if (this.core.waitingForRoom) this.run((now) => this.core.readDone(now));
         // A bad sector past the request must not fail the host's read: again, without readahead.
-        if (aheadBytes > 0) return this.readAligned(offsetBytes, lengthBytes, false, onRead);
+        if (plan.aheadBytes > 0) return this.readAligned(offsetBytes, lengthBytes, false, onRead);
         throw err;
       }
     }
@@ -238,18 +228,9 @@ export class Volume implements NbdExport {
     return bytes;
   }
 
-  /** Counts a host read's bytes from the cache and the store; returns the bytes it reads ahead. */
-  private countHostRead(plan: ReadPlan): number {
-    const { requestBytes, aheadBytes } = storeBytesOfPlan(plan);
-    this.readCounts.storeBytes += requestBytes;
-    this.readCounts.cacheBytes += plan.lengthBytes - requestBytes;
-    this.readCounts.readaheadBytes += aheadBytes;
-    return aheadBytes;
-  }
-
   /** For metrics (twinblock_read_bytes_total, twinblock_readahead_bytes_total). */
   get readCounters(): Readonly<ReadCounters> {
-    return this.readCounts;
+    return this.core.cache.readCounters;
   }
 
   write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void> {
