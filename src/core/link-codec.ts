@@ -432,13 +432,19 @@ export class LinkDecoder {
   /** Wire bytes of the message next() returned last, for per-type byte counters. */
   lastFrameBytes = 0;
 
-  feed(chunk: Buffer): void {
-    this.queue.push(chunk);
+  /** Queue bytes; a transient chunk (reused memory) needs retain() before its memory is reused. */
+  feed(chunk: Buffer, transient = false): void {
+    this.queue.push(chunk, transient);
+  }
+
+  /** Keep what is still unread of a transient chunk (src/core/byte-queue.ts). */
+  retain(): void {
+    this.queue.retain();
   }
 
   /** Bytes received but not yet decoded. */
   get bufferedBytes(): number {
-    return this.queue.length;
+    return this.queue.bufferedBytes;
   }
 
   /**
@@ -496,8 +502,8 @@ export class LinkDecoder {
 
   private readBody(): LinkMessage | null {
     const { type, bodyBytes } = this.pending!;
-    if (this.queue.length < bodyBytes + LINK_TRAILER_BYTES) return null;
-    const frame = this.queue.take(bodyBytes + LINK_TRAILER_BYTES, this.allocate);
+    const frame = this.queue.takeWhenComplete(bodyBytes + LINK_TRAILER_BYTES, this.allocate);
+    if (frame === null) return null;
     this.pending = null;
     const body = frame.subarray(0, bodyBytes);
     if (crc32c(body) !== frame.readUInt32BE(bodyBytes)) {

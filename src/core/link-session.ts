@@ -237,13 +237,21 @@ export class LinkSession {
 
   // ---- events in ---------------------------------------------------------------------------
 
-  /** Bytes from the peer, arrived at nowMs. Frames are decoded one at a time by poll(). */
-  receive(chunk: Buffer, nowMs: number): void {
+  /**
+   * Bytes from the peer, arrived at nowMs. Frames are decoded one at a time by poll(). A
+   * transient chunk's memory is reused by the shell: it calls retainInput() before that.
+   */
+  receive(chunk: Buffer, nowMs: number, transient = false): void {
     if (this.stateValue === 'closed') return;
     this.bytesReceived += chunk.length;
     this.receivedAtMs = nowMs;
     this.lastReceivedAtMs = nowMs;
-    this.decoder.feed(chunk);
+    this.decoder.feed(chunk, transient);
+  }
+
+  /** Keep what poll() has not decoded yet of a transient chunk (src/core/byte-queue.ts). */
+  retainInput(): void {
+    this.decoder.retain();
   }
 
   /**

@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import { acquirePayload } from '../nbd/payload-pool.js';
+import { onSocketBytes } from '../node/socket-input.js';
 import {
   LINK_NONCE_BYTES, encode, linkMessageTypes, type HelloMessage, type LinkMessage, type LinkMessageType,
 } from '../core/link-codec.js';
@@ -91,7 +92,7 @@ export class LinkConnection {
     // Latency is the point of the design (seed Fig. 4: the host waits for the peer's ack), so
     // frames go out at once instead of waiting for Nagle's algorithm to fill a segment.
     this.socket.setNoDelay(true);
-    this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    onSocketBytes(this.socket, (bytes, transient) => this.onData(bytes, transient));
     this.socket.on('drain', () => { if (this.session.state !== 'closed') this.onDrain(); });
     this.socket.on('error', (err: NodeJS.ErrnoException) => this.close(`socket error: ${err.code ?? err.message}`));
     this.socket.on('end', () => this.close('connection closed by peer'));
@@ -185,9 +186,13 @@ export class LinkConnection {
     this.flush();
   }
 
-  private onData(chunk: Buffer): void {
-    this.session.receive(chunk, this.nowMs());
-    this.flush();
+  private onData(chunk: Buffer, transient: boolean): void {
+    this.session.receive(chunk, this.nowMs(), transient);
+    try {
+      this.flush();
+    } finally {
+      this.session.retainInput();
+    }
   }
 
   /**

@@ -24,6 +24,7 @@ import { encode } from '../core/link-codec.js';
 import { crc32cImplementation } from '../core/crc32c.js';
 import { clientText } from '../log.js';
 import { LinkConnection, type LinkIdentity, type RoleAndEpoch } from './connection.js';
+import { adoptReusingMemory, connectReusingMemory } from '../node/socket-input.js';
 
 export type LinkLogLevel = 'debug' | 'info' | 'warn' | 'error';
 
@@ -100,7 +101,8 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
   /** Listen, then (if this node dials) connect. Rejects with a one-line message if the address is taken. */
   async start(): Promise<void> {
     const { host, port } = this.opts.listen;
-    const server = net.createServer((socket) => this.accept(socket));
+    // pauseOnConnect: nothing is read before the connection reads into memory of its own (src/node/socket-input.ts).
+    const server = net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket));
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => {
         reject(err.code === 'EADDRINUSE'
@@ -152,7 +154,7 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
     this.reconnectTimer = null;
     if (this.closed || this.current !== null) return;
     const { host, port } = this.opts.peer;
-    const connection = this.newConnection(net.connect({ host, port }));
+    const connection = this.newConnection(connectReusingMemory({ host, port }));
     this.dialing = connection;
     connection.onReady = () => {
       this.dialing = null;
@@ -194,7 +196,7 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
       const oldest = this.pending.values().next().value!;
       oldest.refuse(`too many unauthenticated link connections; this one, the oldest, was dropped`, false);
     }
-    const connection = this.newConnection(socket);
+    const connection = this.newConnection(adoptReusingMemory(socket));
     this.pending.add(connection);
     connection.onReady = () => {
       this.pending.delete(connection);

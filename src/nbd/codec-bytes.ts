@@ -52,8 +52,14 @@ export abstract class StickyDecoder<Message> {
   protected readonly queue = new ByteQueue();
   private failure: NbdProtocolError | null = null;
 
-  feed(chunk: Buffer): void {
-    this.queue.push(chunk);
+  /** Queue bytes; a transient chunk (reused memory) needs retain() before its memory is reused. */
+  feed(chunk: Buffer, transient = false): void {
+    this.queue.push(chunk, transient);
+  }
+
+  /** Keep what is still unread of a transient chunk (src/core/byte-queue.ts). */
+  retain(): void {
+    this.queue.retain();
   }
 
   /** The next complete message, or null until more bytes arrive. */

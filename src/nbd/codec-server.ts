@@ -41,7 +41,7 @@ export class NbdServerDecoder extends StickyDecoder<NbdClientMessage> {
 
   /** Bytes received but not yet decoded. */
   get bufferedBytes(): number {
-    return this.queue.length;
+    return this.queue.bufferedBytes;
   }
 
   /**
@@ -91,8 +91,9 @@ export class NbdServerDecoder extends StickyDecoder<NbdClientMessage> {
           return this.decodeRequestHeader();
         case 'requestPayload': {
           const request = phase.request;
-          if (this.queue.length < request.lengthBytes) return null;
-          request.data = this.queue.take(request.lengthBytes, this.allocatePayload);
+          const data = this.queue.takeWhenComplete(request.lengthBytes, this.allocatePayload);
+          if (data === null) return null;
+          request.data = data;
           this.phase = { name: 'requestHeader' };
           return request;
         }

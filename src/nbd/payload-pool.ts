@@ -7,8 +7,13 @@
 
 /** At most this much memory waits in the pool. */
 const MAX_POOLED_BYTES = 64 * 1024 * 1024;
-/** Small payloads come from Node's own pool slab; pooling them gains nothing. */
-const MIN_POOLED_BYTES = 64 * 1024;
+/**
+ * Smaller payloads come from Node's own pool slab (Buffer.allocUnsafe below 4 KiB); pooling
+ * them gains nothing. From 4 KiB on each would be an ArrayBuffer of its own, and since sockets
+ * read into reused memory (src/node/socket-input.ts) every payload is copied out of it: a fresh
+ * buffer per 4 KiB write would bring back the churn that reading into reused memory removed.
+ */
+const MIN_POOLED_BYTES = 4096;
 
 const freeBySize = new Map<number, Buffer[]>();
 const issued = new WeakSet<Buffer>();

@@ -18,6 +18,7 @@ import {
 import { NbdRequestError, type NbdErrno, type NbdExport, type NbdRequestObserver } from './export.js';
 import { acquirePayload, releasePayload } from './payload-pool.js';
 import { RateLimitedLog } from './rate-limited-log.js';
+import { adoptReusingMemory, onSocketBytes } from '../node/socket-input.js';
 import {
   NBD_MIN_BLOCK_BYTES, NbdHandshake, transmissionFlagsOf, type NbdHandshakeConnection, type NbdLog,
 } from './server-handshake.js';
@@ -87,14 +88,15 @@ export function startNbdServer(opts: NbdServerOptions): Promise<NbdServerHandle>
   const warnings = new RateLimitedLog(opts.log);
   const maxConnections = opts.maxConnections ?? defaultMaxConnections;
   // allowHalfOpen: a client that shuts its sending side still gets every reply it is owed (issue 9).
-  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+  // pauseOnConnect: nothing is read before the connection reads into memory of its own (src/node/socket-input.ts).
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
     if (connections.size >= maxConnections) {
       // Before the greeting: a client that cannot even start negotiating has nothing to be told.
       warnings.warn('nbd: too many connections, refusing', { remote: remoteOf(socket), maxConnections });
       socket.destroy();
       return;
     }
-    const connection = new NbdConnection(socket, opts, warnings, () => connections.delete(connection));
+    const connection = new NbdConnection(adoptReusingMemory(socket, true), opts, warnings, () => connections.delete(connection));
     connections.add(connection);
   });
   return new Promise((resolve, reject) => {
@@ -175,9 +177,13 @@ class NbdConnection implements NbdHandshakeConnection {
       resolve();
     }));
     socket.on('error', (err) => opts.log('debug', 'nbd: socket error', { remote: this.remote, error: err.message }));
-    socket.on('data', (chunk: Buffer) => {
-      this.decoder.feed(chunk);
-      this.pump();
+    onSocketBytes(socket, (bytes, transient) => {
+      this.decoder.feed(bytes, transient);
+      try {
+        this.pump();
+      } finally {
+        this.decoder.retain();
+      }
     });
     socket.on('drain', () => this.pump());
     socket.on('end', () => {
