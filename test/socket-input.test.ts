@@ -39,6 +39,8 @@ test('adopted and dialled sockets read into reused memory and carry 4 MiB intact
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as net.AddressInfo).port;
   const client = connectReusingMemory({ host: '127.0.0.1', port });
+  // Listen for the close now: once the server has all its bytes it ends, and the client may close before we would get to it.
+  const clientClosed = new Promise<void>((resolve) => client.once('close', () => resolve()));
   const clientSide = collect(client, totalBytes);
   client.write(toServer);
   const received = await clientSide;
@@ -49,7 +51,7 @@ test('adopted and dialled sockets read into reused memory and carry 4 MiB intact
   assert.ok(received.transient.length > 1 && received.transient.every(Boolean), 'the dialled socket read into reused memory');
   assert.ok(atServer.transient.length > 1 && atServer.transient.every(Boolean), 'the adopted socket read into reused memory');
   client.end();
-  await new Promise<void>((resolve) => client.once('close', () => resolve()));
+  await clientClosed;
   // The adopted connection gave its slot back: close() completes.
   await new Promise<void>((resolve, reject) => server.close((err) => (err ? reject(err) : resolve())));
 });
