@@ -64,7 +64,7 @@ export class LinkHalf {
 
   /**
    * Restores this half from `persisted` (the node's metadata from its last run, or null for a
-   * fresh store) on a data path whose startup role ReplicaCore chose (startupRole, below); a node
+   * fresh store) on a data path whose startup role ReplicaCore chose (startupRole, replica-on-disk.ts); a node
    * that starts primary does so in a new epoch of its own, persisted before anything else.
    */
   constructor(private readonly data: DataPath, readonly settings: ReplicaSettings, persisted: PersistedState | null) {
@@ -590,12 +590,4 @@ export class LinkHalf {
   get epochHistory(): readonly EpochEntry[] {
     return this.history;
   }
-}
-
-
-/** A crashed pair node comes back secondary (its peer may have been promoted meanwhile). */
-export function startupRole(settings: ReplicaSettings, persisted: PersistedState | null): Role {
-  if (!settings.mirrored) return 'primary';
-  if (persisted === null) return settings.role;
-  return persisted.cleanShutdown && persisted.role === 'primary' && !persisted.discardLocal ? 'primary' : 'secondary';
 }

@@ -2,8 +2,18 @@
 // order): the highest epoch (of the history, or proposed) and the diverging mark. A part the link
 // half owns. The core checks its own bookkeeping against it before acting on a persist: a
 // promotion's epoch (ReplicaCore.onPersisted) and a lone primary's diverging mark
-// (DataPath.checkHardenJob) must be on disk, not only issued. Pure.
+// (DataPath.checkHardenJob) must be on disk, not only issued. Also the role a node starts in,
+// which the metadata of its last run decides (startupRole). Pure.
 import { assert } from './assert.js';
+import type { ReplicaSettings } from './replica-data.js';
+import type { PersistedState, Role } from './replica-types.js';
+
+/** A crashed pair node comes back secondary (its peer may have been promoted meanwhile). */
+export function startupRole(settings: ReplicaSettings, persisted: PersistedState | null): Role {
+  if (!settings.mirrored) return 'primary';
+  if (persisted === null) return settings.role;
+  return persisted.cleanShutdown && persisted.role === 'primary' && !persisted.discardLocal ? 'primary' : 'secondary';
+}
 
 export class MetadataOnDisk {
   /** Saves issued and not yet landed, in order, with what each records. */

@@ -44,7 +44,8 @@ import type { HardeningNotifier } from './notifier.js';
 import type { PeerUnhardenedRecord } from './peer-record.js';
 import { DataPath, type ReplicaCounters, type ReplicaSettings } from './replica-data.js';
 import type { SyncProgress } from './resync.js';
-import { LinkHalf, startupRole } from './replica-link.js';
+import { LinkHalf } from './replica-link.js';
+import { startupRole } from './replica-on-disk.js';
 import { PromotionHandshake } from './replica-promotion.js';
 
 export type { ReplicaCounters, ReplicaSettings } from './replica-data.js';
