@@ -21,6 +21,8 @@ interface Pending {
   linkAtIssue: number | null;
   /** The epoch the node was primary in when it accepted the request. */
   epochAtIssue: number;
+  /** The other node's incarnation then (it held the write at its ack only if it has not died since). */
+  peerIncarnationAtIssue: number;
 }
 
 /** What the host needs to know about the pair. */
@@ -97,7 +99,7 @@ export class Host {
     const reqId = this.nextReqId++;
     const firstBlock = op.offsetBytes / this.blockSize;
     const count = op.lengthBytes / this.blockSize;
-    const base = { op, node, thread, peerStateAtIssue: core.peerState, linkAtIssue: this.view.liveConnId(), epochAtIssue: core.epoch };
+    const base = { op, node, thread, peerStateAtIssue: core.peerState, linkAtIssue: this.view.liveConnId(), epochAtIssue: core.epoch, peerIncarnationAtIssue: this.peerOf(node).incarnation };
     if (op.kind === 'read') return this.issueRead(reqId, op, node, thread, base);
     if (op.kind === 'flush') {
       this.counts.flushes++;
@@ -170,6 +172,7 @@ export class Host {
       // in the step that completed the write, so the core's state now is its state then.
       const alone = node.core !== null && node.core.role === 'primary' && !node.core.mirroring;
       if (ok && alone && this.view.opts.degraded === 'write-through') this.checkDurable(node, reqId, p, 'degraded write-through write', p.issuedAt);
+      if (ok && this.view.opts.quorum.policy === 'majority') this.checkQuorumHolds(node, reqId, p, p.rec);
     } else if (p.op.kind === 'flush' && ok) {
       const inMemoryOnly = p.peerStateAtIssue === 'in-sync' && this.view.opts.flush === 'memory';
       if (!inMemoryOnly) this.checkDurable(node, reqId, p, 'FLUSH', p.issuedAt);
@@ -177,6 +180,24 @@ export class Host {
     if (p.rec === null) this.model.closeCheck(p.issuedAt);
     this.model.prune();
     this.done(p.thread);
+  }
+
+  private peerOf(node: SimNode): SimNode {
+    return this.view.nodes.find((n) => n !== node)!;
+  }
+
+  /**
+   * Issue 12, `quorum: majority`: a write is answered only once a majority holds it, in a pair both
+   * nodes. So the peer, alive since the write was issued (a crash may take what its RAM held after
+   * its ack), must hold this write or a later one in its cache or store — a primary that answered
+   * it alone (the link down, a partition) did not keep that promise.
+   */
+  private checkQuorumHolds(node: SimNode, reqId: number, p: Pending, rec: WriteRec): void {
+    const peer = this.peerOf(node);
+    if (!peer.alive || peer.incarnation !== p.peerIncarnationAtIssue) return;
+    const bytes = peer.viewNow(p.op.offsetBytes, p.op.lengthBytes);
+    const why = explainNotBefore(this.model, bytes, p.op.offsetBytes / this.blockSize, rec);
+    if (why !== null) throw new SimFailure(`write r${reqId} answered ok by ${node.name} with quorum: majority, but node ${peer.name} does not hold it: ${why} (a primary without quorum acknowledged a write)`);
   }
 
   /**

@@ -60,6 +60,7 @@ function parseArgs(argv: string[]): Args {
       case '--power-loss': overrides.powerLoss = true; break;
       case '--no-power-loss': overrides.powerLoss = false; break;
       case '--no-storage-faults': overrides.storageFaults = false; break;
+      case '--quorum': overrides.quorum = value() as 'off' | 'majority'; break;
       default: throw new Error(`unknown argument ${a} (see sim/main.ts)`);
     }
   }

@@ -253,6 +253,15 @@ const coreMutants = {
     };
   },
   /**
+   * Issue 12 item 3 broken: a primary that lost its quorum (`quorum: majority`, the peer gone)
+   * keeps applying and answering writes as if quorum were off, so a write is acknowledged while
+   * only its RAM holds it, and a failover to the other side would lose it.
+   * Caught by the host's check that the peer holds every write answered under quorum (sim/host.ts).
+   */
+  'ignore-quorum-loss': (core: ReplicaCore): void => {
+    Object.defineProperty(insides(core).data, 'writesHaveQuorum', { get: () => true });
+  },
+  /**
    * DESIGN.md "Failures", first point, broken: on a dead link the united bitmap does not join the
    * out-of-sync set, so the tracks the peer held only in RAM (and lost, if it crashed) are never
    * resent: the returning node keeps stale data after a delta resync.

@@ -33,7 +33,7 @@ export interface NodeHost {
   /** The secondary applied (and acked) write `seq` of sender incarnation `from`: it marked it. */
   writeAcked(node: SimNode, from: number, seq: number): void;
   /** The primary applied and sent a write: its copy of it, to be marked when acked. */
-  writeSent(node: SimNode, seq: number, ref: WriteRef): void;
+  writeSent(node: SimNode, seq: number, refs: WriteRef[]): void;
   trace(line: string): void;
   newIncarnation(): number;
   /** The node's core threw: the run fails with that error. */
@@ -79,6 +79,8 @@ export class SimNode {
   private hostWrite: Span | null = null;
   /** The core's queue of host write pieces waiting for room, as of its last batch of actions. */
   private queuedBefore: Span[] = [];
+  /** The core's writes held for quorum before this event: those gone since were sent again. */
+  private awaitingBefore = 0;
   /** Writes the core is about to send → the provenance of the copy on the wire (see afterEvent). */
   private readonly wireRefs = new WeakMap<LinkMessage, WriteRef>();
 
@@ -123,6 +125,7 @@ export class SimNode {
     this.metadata = new SimMetadata(this.store, this.sched, this.prng, this.nodeOpts, owner);
     this.liveConn = null;
     this.queuedBefore = [];
+    this.awaitingBefore = 0;
     const o = this.opts;
     const volume = new Volume({
       node: this.name, name: 'sim', description: `sim node ${this.name}`,
@@ -132,7 +135,7 @@ export class SimNode {
       store: this.store,
       metadata: this.metadata,
       mirror: {
-        peer: this.index === 0 ? 'b' : 'a', role: configRole, tracker: o.tracker, flush: o.flush, degraded: o.degraded,
+        peer: this.index === 0 ? 'b' : 'a', role: configRole, tracker: o.tracker, flush: o.flush, degraded: o.degraded, quorum: o.quorum,
         syncRateBytesPerSec: o.syncRateBytesPerSec,
         send: (msg) => this.send(msg),
         // The simulated link has no socket to stop reading: the core holds its inbound stream itself.
@@ -225,6 +228,7 @@ export class SimNode {
     this.liveConn = null;
     this.hostWrite = null;
     this.queuedBefore = [];
+    this.awaitingBefore = 0;
     const waiting = [...this.waiting];
     this.waiting.clear();
     this.promoting.clear();
@@ -302,11 +306,10 @@ export class SimNode {
     });
   }
 
-  /** The node's whole view of the volume (cache over store), read synchronously: for probes. */
-  viewNow(): Buffer {
+  /** The node's view of the volume (cache over store; by default all of it), read synchronously: for probes. */
+  viewNow(offsetBytes = 0, lengthBytes = this.store.sizeBytes): Buffer {
     const core = this.core!;
-    const size = this.store.sizeBytes;
-    const plan = core.cache.beginRead(0, size);
+    const plan = core.cache.beginRead(offsetBytes, lengthBytes);
     return core.cache.finishRead(plan, plan.storeRuns.map((r) => this.store.peek(r.offsetBytes, r.lengthBytes)));
   }
 
@@ -393,25 +396,36 @@ export class SimNode {
     const applied = this.hostPiecesApplied(core, this.queuedBefore, this.hostWrite);
     this.hostWrite = null;
     this.queuedBefore = core.queuedHostPieces.slice();
+    let resent = Math.max(0, this.awaitingBefore - core.awaitingQuorumCount);
+    this.awaitingBefore = core.awaitingQuorumCount;
     this.resolveApplied(core, actions, applied);
     if (core.role === 'primary') for (const answer of [...this.promoting]) answer(null);
     if (core.role === 'secondary' && core.writesDrained) for (const answer of [...this.demoting]) answer(null);
     // In the order Volume carries them out: a harden job after a send snapshots the sent write.
     for (const a of actions) {
-      if (a.kind === 'send' && (a.msg.type === 'write' || a.msg.type === 'zero')) this.writeSending(a.msg);
+      // Writes sent again once quorum returned go before any new one (DataPath.drainHostQueue).
+      if (a.kind === 'send' && (a.msg.type === 'write' || a.msg.type === 'zero')) this.writeSending(a.msg, resent-- > 0);
       if (a.kind !== 'harden') continue;
       this.host.trace(`${this.name}: harden j${a.job.id} ${a.reason} tracks ${a.job.tracks.join(',')}`);
       this.prov.hardenStarted(a.job);
     }
   }
 
-  private writeSending(msg: Extract<LinkMessage, { type: 'write' | 'zero' }>): void {
+  private writeSending(msg: Extract<LinkMessage, { type: 'write' | 'zero' }>, again: boolean): void {
     const conn = this.liveConn ?? -1;
     // Step 62: we mark the peer's copy before sending, so the receiver's copy is marked by us.
     // Our own copy is marked by the peer only once it applies the write (step 66), i.e. acks.
-    const local: WriteRef = { conn, markedBy: null, what: `${this.name}#${msg.seq}` };
-    this.prov.setSpan(msg.offsetBytes, msg.type === 'zero' ? msg.lengthBytes : msg.data.length, local);
-    this.host.writeSent(this, msg.seq, local);
+    // A write sent again (held for quorum) is the bytes applied here before, some hardened since:
+    // the blocks still unhardened keep their references (a harden job in flight compares them),
+    // and the peer's ack of this copy marks them.
+    const lengthBytes = msg.type === 'zero' ? msg.lengthBytes : msg.data.length;
+    if (again) {
+      this.host.writeSent(this, msg.seq, this.prov.liveRefs(msg.offsetBytes, lengthBytes));
+    } else {
+      const local: WriteRef = { conn, markedBy: null, what: `${this.name}#${msg.seq}` };
+      this.prov.setSpan(msg.offsetBytes, lengthBytes, local);
+      this.host.writeSent(this, msg.seq, [local]);
+    }
     this.wireRefs.set(msg, { conn, markedBy: this.incarnation, what: `${this.name}#${msg.seq}` });
   }
 

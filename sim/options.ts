@@ -4,7 +4,7 @@
 // tracks of 4-8 KiB with caches of a few tracks, so back-pressure, eviction and range cycles
 // happen within a few hundred host operations.
 import type { TrackerKind } from '../src/core/notifier.js';
-import type { DegradedPolicy, FlushPolicy } from '../src/core/replica-types.js';
+import type { DegradedPolicy, FlushPolicy, QuorumSettings } from '../src/core/replica-types.js';
 import type { Prng } from './prng.js';
 
 export interface NodeOptions {
@@ -82,6 +82,8 @@ export interface SimOptions {
   cleanRestartWeight: number;
   /** Simulated time after the workload ends within which the pair must be in sync again. */
   livenessLimitMs: number;
+  /** Issue 12's policies; with `policy: majority` a primary without its peer answers no write. */
+  quorum: QuorumSettings;
 }
 
 export interface OptionOverrides {
@@ -91,6 +93,7 @@ export interface OptionOverrides {
   storageFaults?: boolean;
   tracker?: TrackerKind;
   flush?: FlushPolicy;
+  quorum?: QuorumSettings['policy'];
 }
 
 export function drawOptions(prng: Prng, overrides: OptionOverrides = {}): SimOptions {
@@ -162,14 +165,20 @@ export function drawOptions(prng: Prng, overrides: OptionOverrides = {}): SimOpt
     stall: prng.chance(0.3) ? prng.pick([0.002, 0.01]) : 0,
   } : NO_STORAGE_FAULTS;
   const powerLoss = overrides.powerLoss ?? (faultsOn && prng.chance(0.5));
-  return { ...drawn, storage, powerLoss };
+  // Drawn last of all (issue 12), so every seed's earlier draws stay as they were.
+  const quorum: QuorumSettings = {
+    ack: prng.pick<QuorumSettings['ack']>(['all', 'quorum']),
+    policy: overrides.quorum ?? (prng.chance(0.3) ? 'majority' : 'off'),
+    onNoQuorum: prng.pick<QuorumSettings['onNoQuorum']>(['suspend-io', 'io-error']),
+  };
+  return { ...drawn, storage, powerLoss, quorum };
 }
 
 /** One line for the trace header: enough to see which corner of the swarm a seed is in. */
 export function describeOptions(o: SimOptions): string {
   return [
     `tracks=${o.trackCount}x${o.trackSizeBytes / 1024}KiB range=${o.rangeTracks}`,
-    `tracker=${o.tracker} flush=${o.flush} degraded=${o.degraded}`,
+    `tracker=${o.tracker} flush=${o.flush} degraded=${o.degraded} quorum=${o.quorum.policy}/${o.quorum.onNoQuorum} ack=${o.quorum.ack}`,
     `cache=${o.nodes[0].cacheTracks}/${o.nodes[1].cacheTracks}tr age=${o.maxDirtyAgeMs}ms scan=${o.destageIntervalMs}ms thr=${o.rangeDirtyThresholdTracks}`,
     `ops=${o.hostOps} qd=${o.hostQueueDepth} faults=${JSON.stringify(o.faults)} storage=${JSON.stringify(o.storage)} powerLoss=${o.powerLoss}`,
   ].join(' ');

@@ -51,6 +51,15 @@ export class Provenance {
     for (let b = first; b < end; b++) this.set(b, ref);
   }
 
+  /** The distinct references the span's unhardened blocks hold now. */
+  liveRefs(offsetBytes: number, lengthBytes: number): WriteRef[] {
+    const first = offsetBytes / BLOCK;
+    const end = first + lengthBytes / BLOCK;
+    const refs = new Set<WriteRef>();
+    for (let b = first; b < end; b++) if (this.src[b] != null) refs.add(this.src[b]!);
+    return [...refs];
+  }
+
   private set(block: number, ref: WriteRef | null): void {
     const before = this.src[block];
     if (before == null && ref !== null) this.live++;

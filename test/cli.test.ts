@@ -216,6 +216,14 @@ describe('status formatting', () => {
     assert.match(text, /peer a connected:no state:degraded united:1 track out-of-sync:7 tracks/);
   });
 
+  it('quorum: off, ok, and lost with each onNoQuorum (issue 12)', () => {
+    const line = (ack: string, quorum: Record<string, unknown>): string => formatStatus({ node: 'a', volume: 'v', ack, quorum }).split('\n')[1]!;
+    assert.equal(line('all', { policy: 'off', have: 2, need: 1, ok: true, onNoQuorum: 'suspend-io' }), '  quorum: off (ack all, reaches 2 nodes)');
+    assert.equal(line('quorum', { policy: 'majority', have: 2, need: 2, ok: true, onNoQuorum: 'suspend-io' }), '  quorum: ok (ack quorum, majority: reaches 2 of the 2 nodes needed)');
+    assert.equal(line('all', { policy: 'majority', have: 1, need: 2, ok: false, onNoQuorum: 'suspend-io' }), '  quorum: LOST: writes wait (ack all, majority: reaches 1 of the 2 nodes needed)');
+    assert.equal(line('all', { policy: 'majority', have: 1, need: 2, ok: false, onNoQuorum: 'io-error' }), '  quorum: LOST: writes fail with EIO (ack all, majority: reaches 1 of the 2 nodes needed)');
+  });
+
   it('a resync in progress, a split brain', () => {
     const resyncing = formatStatus({
       node: 'a', role: 'primary', volume: 'vol0',

@@ -224,6 +224,16 @@ describe('config errors are one line naming the key path', () => {
     assert.match(configError(`${withTop('trackSize: 1MiB')}    cache: 3MiB\n`), /nodes\.a\.cache: 3MiB is too small: at least 4 tracks \(4MiB\)/);
   });
 
+  it('ack, quorum and onNoQuorum: defaults for a pair, explicit values, bad values (issue 12)', () => {
+    const d = parseConfigText(withTop('', pair), '/');
+    assert.deepEqual([d.ack, d.quorum, d.onNoQuorum], ['all', 'off', 'suspend-io'], 'a pair keeps serving when one side is lost unless asked');
+    const c = parseConfigText(withTop('ack: quorum\nquorum: majority\nonNoQuorum: io-error', pair), '/');
+    assert.deepEqual([c.ack, c.quorum, c.onNoQuorum], ['quorum', 'majority', 'io-error']);
+    assert.match(configError(withTop('quorum: most')), /quorum: must be one of off, majority \(got "most"\)/);
+    assert.match(configError(withTop('onNoQuorum: panic')), /onNoQuorum: must be one of suspend-io, io-error/);
+    assert.match(configError(withTop('ack: some')), /ack: must be one of all, quorum/);
+  });
+
   it('bad tracker, flush, degraded', () => {
     assert.equal(configError(withTop('tracker: lru')), 'config tb.yaml: tracker: must be one of destage-scan, toggle-counter, selective (got "lru")');
     assert.match(configError(withTop('flush: never')), /^config tb\.yaml: flush: must be one of memory, disk/);

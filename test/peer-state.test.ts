@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { initialPeerState, PEER_TRANSITIONS, PeerStateMachine, type PeerEvent } from '../src/core/peer-state.js';
-import type { PeerState } from '../src/core/replica-types.js';
+import { PAIR_QUORUM_DEFAULTS, type PeerState } from '../src/core/replica-types.js';
 import { ReplicaCore, type ReplicaSettings } from '../src/core/replica.js';
 
 const states: PeerState[] = ['standalone', 'connecting', 'degraded', 'resyncing', 'in-sync', 'split-brain'];
@@ -70,7 +70,7 @@ test('peer state: a node starts standalone, or waiting for its peer by role', ()
 
 function settings(mirrored: boolean): ReplicaSettings {
   return {
-    node: 'a', peer: mirrored ? 'b' : null, role: 'primary', mirrored, tracker: 'destage-scan', flush: 'memory', degraded: 'write-through',
+    node: 'a', peer: mirrored ? 'b' : null, role: 'primary', mirrored, tracker: 'destage-scan', flush: 'memory', degraded: 'write-through', quorum: PAIR_QUORUM_DEFAULTS,
     geometry: { volumeSizeBytes: 1 << 20, trackSizeBytes: 64 << 10, rangeTracks: 4, capacityBytes: 1 << 20 },
     hardening: { maxDirtyAgeMs: 200, destageIntervalMs: 50, rangeDirtyThresholdTracks: 2, maxJobBytes: 1 << 20, pressureFraction: 0.5 },
     maxHardensInFlight: 4, syncChunkBytes: 64 << 10, syncWindowChunks: 4, syncRateBytesPerSec: 1 << 30, storeRetryMs: 100,

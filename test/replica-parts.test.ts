@@ -7,6 +7,7 @@ import { TrackBitmap } from '../src/core/bitmap.js';
 import { PromotionHandshake } from '../src/core/replica-promotion.js';
 import { ResyncPlan } from '../src/core/resync.js';
 import { ReplicaCore } from '../src/core/replica.js';
+import { PAIR_QUORUM_DEFAULTS } from '../src/core/replica-types.js';
 
 const history = [{ epoch: 1, node: 'a' }, { epoch: 2, node: 'b' }];
 
@@ -84,7 +85,7 @@ const KiB = 1024;
  */
 function smallCore(role: 'primary' | 'secondary', maxHardensInFlight = 0): ReplicaCore {
   return new ReplicaCore({
-    node: role === 'primary' ? 'a' : 'b', peer: role === 'primary' ? 'b' : 'a', role, mirrored: true, tracker: 'destage-scan', flush: 'memory', degraded: 'write-back',
+    node: role === 'primary' ? 'a' : 'b', peer: role === 'primary' ? 'b' : 'a', role, mirrored: true, tracker: 'destage-scan', flush: 'memory', degraded: 'write-back', quorum: PAIR_QUORUM_DEFAULTS,
     geometry: { volumeSizeBytes: 1024 * KiB, trackSizeBytes: 64 * KiB, rangeTracks: 4, capacityBytes: 256 * KiB },
     hardening: { maxDirtyAgeMs: 1e9, destageIntervalMs: 1e9, rangeDirtyThresholdTracks: 100, maxJobBytes: 1024 * KiB, pressureFraction: 1 },
     maxHardensInFlight, syncChunkBytes: 64 * KiB, syncWindowChunks: 1, syncRateBytesPerSec: 1e9, storeRetryMs: 100,

@@ -100,6 +100,16 @@ function storeLine(s: Json): string[] {
   return [`  store: ${str(s['store'])}${policy.length > 0 ? ` (${policy.join(', ')})` : ''}`];
 }
 
+/** Issue 12: the ack policy, and quorum as nodes reached against nodes needed. */
+function quorumLine(s: Json): string[] {
+  const q = s['quorum'];
+  if (!isObject(q) || q['policy'] === undefined) return [];
+  const ack = s['ack'] === undefined ? '' : `ack ${str(s['ack'])}, `;
+  if (q['policy'] === 'off') return [`  quorum: off (${ack}reaches ${str(q['have'])} node${q['have'] === 1 ? '' : 's'})`];
+  const verdict = q['ok'] === true ? 'ok' : `LOST: writes ${q['onNoQuorum'] === 'io-error' ? 'fail with EIO' : 'wait'}`;
+  return [`  quorum: ${verdict} (${ack}majority: reaches ${str(q['have'])} of the ${str(q['need'])} nodes needed)`];
+}
+
 function cacheLines(cache: Json, exposure: Json): string[] {
   const dirty = exposure['unhardenedBytes'] ?? cache['dirtyBytes'];
   return [
@@ -169,7 +179,7 @@ function peerLines(peers: unknown[]): string[] {
 /** Human-readable summary of one node's /status JSON; ends with a newline. */
 export function formatStatus(status: unknown): string {
   if (!isObject(status)) return `unexpected status (not a JSON object): ${JSON.stringify(status)}\n`;
-  const lines = [headerLine(status), ...storeLine(status)];
+  const lines = [headerLine(status), ...storeLine(status), ...quorumLine(status)];
   const cache = isObject(status['cache']) ? status['cache'] : undefined;
   const exposure = isObject(status['exposure']) ? status['exposure'] : {};
   if (cache !== undefined) lines.push(...cacheLines(cache, exposure));

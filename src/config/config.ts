@@ -16,6 +16,12 @@ export { formatSize, parseSize, SizeError } from './size.js';
 export type TrackerKind = 'destage-scan' | 'toggle-counter' | 'selective';
 export type FlushPolicy = 'memory' | 'disk';
 export type DegradedPolicy = 'write-through' | 'write-back';
+/** When a host write is answered: every connected in-sync secondary holds it, or a majority of the nodes (issue 12). */
+export type AckPolicy = 'all' | 'quorum';
+/** Whether a primary needs a majority of the configured nodes (itself included) to accept writes. */
+export type QuorumPolicy = 'off' | 'majority';
+/** What a primary without quorum does with host writes: hold them until quorum returns, or fail them. */
+export type NoQuorumPolicy = 'suspend-io' | 'io-error';
 
 export interface Address {
   host: string;
@@ -57,6 +63,9 @@ export interface Config {
   destageIntervalMs: number;
   rangeDirtyThresholdTracks: number;
   degraded: DegradedPolicy;
+  ack: AckPolicy;
+  quorum: QuorumPolicy;
+  onNoQuorum: NoQuorumPolicy;
   /** Upper bound on the initial sync's bandwidth, bytes per second (it shares the link with host writes). */
   syncRateBytesPerSec: number;
   /** A link silent this long is dead (the peer is lost); heartbeats go out at a quarter of it. */
@@ -85,6 +94,8 @@ export const defaults = {
   maxDirtyAgeMs: 5000,
   destageIntervalMs: 1000,
   degraded: 'write-through' as DegradedPolicy,
+  ack: 'all' as AckPolicy,
+  onNoQuorum: 'suspend-io' as NoQuorumPolicy,
   syncRateBytesPerSec: 200 * 1024 * 1024,
   heartbeatTimeoutMs: 1000,
   nbdMaxConnections: 1024,
@@ -131,6 +142,9 @@ const fileSchema = z.strictObject({
   destageIntervalMs: intField.optional(),
   rangeDirtyThresholdTracks: intField.optional(),
   degraded: z.enum(['write-through', 'write-back']).optional(),
+  ack: z.enum(['all', 'quorum']).optional(),
+  quorum: z.enum(['off', 'majority']).optional(),
+  onNoQuorum: z.enum(['suspend-io', 'io-error']).optional(),
   syncRate: z.unknown().optional(),
   heartbeatTimeoutMs: intField.optional(),
   nbdMaxConnections: intField.optional(),
@@ -332,6 +346,10 @@ function buildConfig(raw: RawConfig, baseDir: string, sourcePath: string | null)
     maxDirtyAgeMs: atLeast('maxDirtyAgeMs', raw.maxDirtyAgeMs ?? defaults.maxDirtyAgeMs, limits.minMsValue),
     destageIntervalMs: atLeast('destageIntervalMs', raw.destageIntervalMs ?? defaults.destageIntervalMs, limits.minMsValue),
     degraded: raw.degraded ?? defaults.degraded,
+    ack: raw.ack ?? defaults.ack,
+    // Issue 12: majority by default from three nodes on; a pair keeps serving when one side is lost.
+    quorum: raw.quorum ?? (nodes.length >= 3 ? 'majority' : 'off'),
+    onNoQuorum: raw.onNoQuorum ?? defaults.onNoQuorum,
     syncRateBytesPerSec: atLeast('syncRate', sizeField('syncRate', raw.syncRate, defaults.syncRateBytesPerSec), 1024 * 1024),
     heartbeatTimeoutMs: atLeast('heartbeatTimeoutMs', raw.heartbeatTimeoutMs ?? defaults.heartbeatTimeoutMs, 100),
     nbdMaxConnections: atLeast('nbdMaxConnections', raw.nbdMaxConnections ?? defaults.nbdMaxConnections, 1),

@@ -16,7 +16,7 @@ import { PeerUnhardenedRecord } from './peer-record.js';
 import { DurableNotices } from './replica-durable.js';
 import { InboundStream } from './replica-inbound.js';
 import { initialPeerState, PeerStateMachine, type PeerEvent } from './peer-state.js';
-import type { LinkMessage, PeerState, ReplicaAction, ReplicaCounters, ReplicaSettings, ReplyErrno, Role } from './replica-types.js';
+import type { LinkMessage, PeerState, QuorumView, ReplicaAction, ReplicaCounters, ReplicaSettings, ReplyErrno, Role } from './replica-types.js';
 
 export type { ReplicaCounters, ReplicaSettings } from './replica-types.js';
 
@@ -53,6 +53,13 @@ export class DataPath {
   private readonly actions: ReplicaAction[] = [];
   readonly hostQueue: Piece[] = [];
   readonly pendingAcks = new Map<number, Piece>();
+  /**
+   * Applied here and sent, but the link dropped before the peer acknowledged them while quorum
+   * matters (issue 12, `onNoQuorum: suspend-io`): sent again, first of all, once quorum returns.
+   */
+  readonly awaitingQuorum: Piece[] = [];
+  /** Host writes were held back for quorum: pump lets them go once it returns. */
+  private heldForQuorum = false;
   /** The peer's messages held back for cache room, in link order (a part). */
   readonly inbound = new InboundStream();
   readonly ops = new Map<number, Op>();
@@ -201,6 +208,7 @@ export class DataPath {
   hostWrite(reqId: number, offsetBytes: number, lengthBytes: number, data: Uint8Array | null, trim: boolean, fua: boolean, nowMs: number): void {
     if (this.role !== 'primary') return this.emit({ kind: 'reply', reqId, errno: 'EPERM', message: 'this node is secondary: writes go to the primary' });
     if (this.closing) return this.emit({ kind: 'reply', reqId, errno: 'ESHUTDOWN', message: 'node is shutting down' });
+    if (!this.writesHaveQuorum && this.settings.quorum.onNoQuorum === 'io-error') return this.emit({ kind: 'reply', reqId, errno: 'EIO', message: this.noQuorumMessage() });
     const write: HostWrite = { reqId, piecesLeft: 0, offsetBytes, lengthBytes, fua, errno: null };
     const pieces = this.splitPieces(offsetBytes, lengthBytes).map(([off, len]): Piece => ({
       write, offsetBytes: off, lengthBytes: len, data: data === null ? null : data.subarray(off - offsetBytes, off - offsetBytes + len), trim,
@@ -229,6 +237,14 @@ export class DataPath {
   }
 
   drainHostQueue(nowMs: number): void {
+    // Without quorum, host writes wait unapplied (suspend-io); once it returns, the writes the
+    // peer never acknowledged go first, so that nothing newer reaches it before them.
+    if (!this.writesHaveQuorum) {
+      this.heldForQuorum = this.hostQueue.length > 0 || this.awaitingQuorum.length > 0;
+      return this.updateBlockedWriters();
+    }
+    this.heldForQuorum = false;
+    for (const piece of this.awaitingQuorum.splice(0)) this.mirrorPiece(piece, nowMs);
     while (this.hostQueue.length > 0) {
       const piece = this.hostQueue[0]!;
       if (!this.applyLocal(piece.offsetBytes, piece.lengthBytes, piece.data, nowMs)) break;
@@ -244,17 +260,76 @@ export class DataPath {
    * and no bitmap says so (simulator, seed 10015049: a demoted node hardened such a write, crashed,
    * and came back with its store trusted for a delta that skipped the track).
    */
-  private failQueuedHostWrites(): void {
-    for (const piece of this.hostQueue.splice(0)) {
-      if (piece.write.errno === null) piece.write.errno = 'EIO';
+  private failQueuedHostWrites(errno: ReplyErrno = 'EIO'): void {
+    for (const piece of [...this.hostQueue.splice(0), ...this.awaitingQuorum.splice(0)]) {
+      piece.write.errno ??= errno;
       this.pieceDone(piece);
     }
     this.updateBlockedWriters();
   }
 
+  // ================================================================ quorum (issue 12)
+
+  /** Nodes this one reaches, itself included: the peer counts while our writes reach it (or its, ours). */
+  private get reachableNodes(): number {
+    return 1 + (this.linkIsUp && this.mirroring ? 1 : 0);
+  }
+
+  /** Nodes a primary needs to accept writes: a majority of the configured ones, or itself alone. */
+  private get neededNodes(): number {
+    const configured = this.settings.mirrored ? 2 : 1;
+    return this.settings.quorum.policy === 'majority' ? Math.floor(configured / 2) + 1 : 1;
+  }
+
+  get quorum(): QuorumView {
+    const have = this.reachableNodes;
+    const need = this.neededNodes;
+    return { policy: this.settings.quorum.policy, have, need, ok: have >= need };
+  }
+
+  /** May host writes be applied and answered now? Without quorum they wait, or fail (onNoQuorum). */
+  get writesHaveQuorum(): boolean {
+    return this.reachableNodes >= this.neededNodes;
+  }
+
+  noQuorumMessage(): string {
+    return `no quorum: this node reaches ${this.reachableNodes} of ${this.settings.mirrored ? 2 : 1} nodes and needs ${this.neededNodes} (quorum: majority)`;
+  }
+
+  /**
+   * The link dropped with these writes unacknowledged. A primary answers them under the degraded
+   * policy, or, when quorum now fails, never before a majority holds them: it fails them
+   * (`io-error`) or keeps them to send again once quorum returns (`suspend-io`). A node demoted
+   * meanwhile fails them: the new primary may never see these bytes (simulator, seed 474).
+   */
+  settleUnacked(unacked: Piece[]): void {
+    const suspend = this.settings.quorum.onNoQuorum === 'suspend-io';
+    for (const piece of unacked) {
+      if (this.role !== 'primary') piece.write.errno = 'EIO';
+      else if (!this.writesHaveQuorum && suspend) {
+        this.awaitingQuorum.push(piece);
+        continue;
+      } else if (!this.writesHaveQuorum) piece.write.errno ??= 'EIO';
+      this.pieceDone(piece);
+    }
+    this.failWritesWithoutQuorum();
+  }
+
+  /**
+   * Without quorum, host writes still queued (and those the link lost) fail: all of them once
+   * shutdown has begun (ESHUTDOWN: a stop must not wait for a quorum that may never return), and
+   * with `onNoQuorum: io-error` at once (EIO). With suspend-io they wait for it.
+   */
+  failWritesWithoutQuorum(): void {
+    if (this.writesHaveQuorum || this.role !== 'primary') return;
+    if (this.closing) this.failQueuedHostWrites('ESHUTDOWN');
+    else if (this.settings.quorum.onNoQuorum === 'io-error') this.failQueuedHostWrites('EIO');
+  }
+
   /** Host writes and peer messages waiting for cache room both count as pressure. */
   updateBlockedWriters(): void {
-    this.hardener.setBlockedWriters(this.hostQueue.length + this.inbound.length);
+    // Writes held for quorum are not waiting for room: they must not make hardening hurry.
+    this.hardener.setBlockedWriters((this.writesHaveQuorum ? this.hostQueue.length : 0) + this.inbound.length);
   }
 
   /** Puts bytes into the cache; false (nothing changed) when there is no room yet. */
@@ -265,12 +340,15 @@ export class DataPath {
   }
 
   private afterPieceApplied(piece: Piece, nowMs: number): void {
+    if (this.mirroring) return this.mirrorPiece(piece, nowMs);
+    // The peer will lack these tracks: they join the resync set (seed: "a further record").
+    if (this.settings.mirrored) for (const t of this.cache.tracksOf(piece.offsetBytes, piece.lengthBytes)) this.outOfSync.set(t);
+    this.pieceDone(piece);
+  }
+
+  /** Fig. 4 steps 62-64: sends an applied piece to the peer; its ack completes it. */
+  private mirrorPiece(piece: Piece, nowMs: number): void {
     const tracks = this.cache.tracksOf(piece.offsetBytes, piece.lengthBytes);
-    if (!this.mirroring) {
-      // The peer will lack these tracks: they join the resync set (seed: "a further record").
-      if (this.settings.mirrored) for (const t of tracks) this.outOfSync.set(t);
-      return this.pieceDone(piece);
-    }
     const seq = ++this.sendSeq;
     this.cache.holdHardening(tracks); // not on our disk before it is in the peer's cache
     this.pendingAcks.set(seq, piece);
@@ -471,6 +549,8 @@ export class DataPath {
   // ================================================================ hardening
 
   pump(nowMs: number): void {
+    // Quorum came back (the link is up and the peer receives our writes): held writes go on.
+    if ((this.heldForQuorum || this.awaitingQuorum.length > 0) && this.writesHaveQuorum && this.role === 'primary') this.drainHostQueue(nowMs);
     if (nowMs < this.pausedUntilMs) return;
     // A primary without its peer hardens only once its metadata says so (markDiverging); a demoted
     // node holding unacknowledged writes only once its store is marked untrusted on disk.

@@ -244,9 +244,7 @@ export class LinkHalf {
     const united = this.data.record.united();
     for (let t = 0; t < united.trackCount; t++) if (united.has(t)) this.data.outOfSync.set(t);
     if (this.data.role === 'primary') this.markDiverging();
-    // Writes the peer never acknowledged now complete under the degraded policy — but only on a
-    // primary: a node demoted meanwhile is no longer the authority, and the new primary may never
-    // see these bytes, so they fail with EIO (found by the simulator, seed 474).
+    // Writes the peer never acknowledged: DataPath.settleUnacked (degraded policy, quorum, demoted).
     const unacked = [...this.data.pendingAcks.values()];
     this.data.pendingAcks.clear();
     if (this.data.role !== 'primary' && unacked.length > 0) {
@@ -257,10 +255,7 @@ export class LinkHalf {
       this.persist();
       this.data.untrustToken = this.lastPersistToken;
     }
-    for (const piece of unacked) {
-      if (this.data.role !== 'primary') piece.write.errno = 'EIO';
-      this.data.pieceDone(piece);
-    }
+    this.data.settleUnacked(unacked);
     // A FLUSH or FUA still waiting for the peer: on a primary the local part alone decides
     // (degraded); a node demoted meanwhile fails it, as it fails its unacknowledged writes above
     // (found by the simulator, seed 2610: a demoted node's FUA answered ok, then overwritten by

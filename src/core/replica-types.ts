@@ -51,6 +51,30 @@ export interface PersistedState {
 export type FlushPolicy = 'memory' | 'disk';
 export type DegradedPolicy = 'write-through' | 'write-back';
 
+/**
+ * Issue 12's acknowledgement and quorum policies. `ack`: a write is answered once every connected
+ * in-sync secondary holds it (`all`) or a majority of the nodes does (`quorum`; in a pair the same
+ * two copies). `policy: majority`: a primary reaching fewer than a majority of the configured nodes,
+ * itself included, answers no write (`onNoQuorum`: holds them until quorum returns, or fails them
+ * with EIO), and a secondary promotes only while it reaches a majority (or with --force).
+ */
+export interface QuorumSettings {
+  ack: 'all' | 'quorum';
+  policy: 'off' | 'majority';
+  onNoQuorum: 'suspend-io' | 'io-error';
+}
+
+/** Issue 12's defaults for a pair: answer once the peer holds it, never stop for quorum. */
+export const PAIR_QUORUM_DEFAULTS: QuorumSettings = { ack: 'all', policy: 'off', onNoQuorum: 'suspend-io' };
+
+/** What /status shows of quorum: nodes reachable (this one included) against those needed. */
+export interface QuorumView {
+  policy: QuorumSettings['policy'];
+  have: number;
+  need: number;
+  ok: boolean;
+}
+
 /** errno names the core answers hosts with (a subset of NBD's). */
 export type ReplyErrno = 'EPERM' | 'EIO' | 'ESHUTDOWN';
 
@@ -79,6 +103,7 @@ export interface ReplicaSettings {
   tracker: TrackerKind;
   flush: FlushPolicy;
   degraded: DegradedPolicy;
+  quorum: QuorumSettings;
   /** The config's primary: the role of a node starting on a fresh store. */
   role: Role;
   /** False for a standalone node (one node in the config). */

@@ -36,7 +36,7 @@
 import { assert } from './assert.js';
 import { earlierMs } from './backoff.js';
 import { compareHistories, currentEpoch, lastPrimary, type EpochEntry } from './epochs.js';
-import type { LinkMessage, PeerState, PersistedState, ReplicaAction, Role } from './replica-types.js';
+import type { LinkMessage, PeerState, PersistedState, QuorumView, ReplicaAction, Role } from './replica-types.js';
 import type { TrackBitmap } from './bitmap.js';
 import type { TrackCache } from './cache.js';
 import type { Hardener, HardenReason } from './hardening.js';
@@ -84,6 +84,10 @@ export class ReplicaCore {
   get mirroring(): boolean { return this.data.mirroring; }
   /** Host write pieces waiting for cache room, oldest first (the simulator tracks them). */
   get queuedHostPieces(): readonly { readonly offsetBytes: number; readonly lengthBytes: number }[] { return this.data.queuedHostPieces; }
+  /** Writes applied here whose peer ack the link lost, held until quorum returns (issue 12). */
+  get awaitingQuorumCount(): number { return this.data.awaitingQuorum.length; }
+  /** Nodes reachable against nodes needed (issue 12; /status `quorum`). */
+  get quorum(): QuorumView { return this.data.quorum; }
   /** fdatasyncs that failed since the last one that succeeded (0: the store syncs fine). */
   get storeSyncFailuresInRow(): number { return this.data.storeSyncFailuresInRow; }
   /** The peer's role as it last announced it (null before its state arrives). */
@@ -265,6 +269,8 @@ export class ReplicaCore {
     if (this.data.role === 'primary') return { ok: false, error: 'already primary' };
     if (this.promotion.pending) return { ok: false, error: 'a promotion is already waiting for the peer\'s confirmation' };
     if (!force && this.data.linkIsUp && this.link.peerView?.role === 'primary') return { ok: false, error: `peer ${this.link.peerName} is primary and connected: demote it first, or use --force` };
+    // Issue 12: a node promotes only while it reaches a majority; in a pair, only with its peer.
+    if (!force && !this.data.linkIsUp && this.settings.quorum.policy === 'majority') return { ok: false, error: `${this.data.noQuorumMessage()}: promoting alone could lose writes the other side acknowledged (use --force if it is gone for good)` };
     if (!force && (this.link.intake.active || this.link.resyncIncomplete)) return { ok: false, error: 'a resync into this node has not finished: its data is incomplete (use --force to promote anyway)' };
     const entry = this.link.newEpochEntry();
     assert(entry.epoch > this.link.proposedEpoch, 'an epoch once proposed is never proposed again');
@@ -443,6 +449,7 @@ export class ReplicaCore {
   /** Refuse new host writes from now on; the shell then flushes until nothing is dirty. */
   beginClose(): void {
     this.data.closing = true;
+    this.data.failWritesWithoutQuorum();
   }
 
   /** True when nothing is queued, in flight to the peer, or dirty. */

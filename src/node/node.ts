@@ -92,6 +92,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
         tracker: config.tracker,
         flush: config.flush,
         degraded: config.degraded,
+        quorum: { ack: config.ack, policy: config.quorum, onNoQuorum: config.onNoQuorum },
         syncRateBytesPerSec: config.syncRateBytesPerSec,
         send: (msg: LinkMessage) => link?.send(msg) ?? true,
         setReceiving: (receiving: boolean) => {

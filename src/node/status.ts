@@ -1,7 +1,7 @@
 // GET /status: what a node is, what it holds unhardened, and how its peer relation stands
 // (DESIGN.md "Interfaces"; `twinblock status` prints it for people, like `drbdadm status`).
 import { formatAddress, type Config, type NodeConfig } from '../config/config.js';
-import type { PeerState, Role } from '../core/replica-types.js';
+import type { PeerState, QuorumView, Role } from '../core/replica-types.js';
 import type { LinkConnection } from '../link/connection.js';
 import type { PeerLink } from '../link/peer-link.js';
 import type { Volume, VolumeCounters } from './volume.js';
@@ -36,6 +36,10 @@ export interface NodeStatus {
   rangeTracks: number;
   tracker: string;
   flush: string;
+  /** Issue 12: when host writes are answered (all in-sync secondaries, or a majority). */
+  ack: string;
+  /** Nodes reachable (this one included) against those a primary needs to answer writes. */
+  quorum: QuorumView & { onNoQuorum: string };
   store: string;
   nbd: { uri: string; connections: number; readOnly: boolean };
   cache: {
@@ -116,6 +120,8 @@ export function buildStatus(src: StatusSources): NodeStatus {
     rangeTracks: config.rangeTracks,
     tracker: config.tracker,
     flush: src.peer === null ? 'disk' : config.flush,
+    ack: config.ack,
+    quorum: { ...volume.quorum, onNoQuorum: config.onNoQuorum },
     store: volume.storeDescription,
     nbd: { uri: `nbd://${formatAddress({ host: node.nbd.host, port: src.nbdPort })}/${config.volume}`, connections: src.nbdConnections, readOnly: volume.readOnly },
     cache: {

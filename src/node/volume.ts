@@ -8,7 +8,8 @@ import type { HardenReason, HardeningSettings } from '../core/hardening.js';
 import type { TrackerKind } from '../core/notifier.js';
 import { retryBackoffMs } from '../core/backoff.js';
 import { ReplicaCore, type ReplicaCounters } from '../core/replica.js';
-import type { DegradedPolicy, FlushPolicy, LinkMessage, PeerState, PersistedState, ReplicaAction, Role } from '../core/replica-types.js';
+import type { DegradedPolicy, FlushPolicy, LinkMessage, PeerState, PersistedState, QuorumSettings, QuorumView, ReplicaAction, Role } from '../core/replica-types.js';
+import { PAIR_QUORUM_DEFAULTS } from '../core/replica-types.js';
 import { NbdRequestError, type NbdExport } from '../nbd/export.js';
 import { releasePayloadOf } from '../nbd/payload-pool.js';
 import type { Store } from '../store/store.js';
@@ -34,6 +35,7 @@ export interface VolumeOptions {
     tracker: TrackerKind;
     flush: FlushPolicy;
     degraded: DegradedPolicy;
+    quorum: QuorumSettings;
     syncRateBytesPerSec: number;
   };
   /** Called after each harden job, for metrics. */
@@ -134,6 +136,7 @@ export class Volume implements NbdExport {
       tracker: mirror?.tracker ?? 'destage-scan',
       flush: mirror?.flush ?? 'disk',
       degraded: mirror?.degraded ?? 'write-through',
+      quorum: mirror?.quorum ?? PAIR_QUORUM_DEFAULTS,
       role: mirror?.role ?? 'primary',
       mirrored: mirror !== undefined,
       maxHardensInFlight: tuning.maxHardensInFlight,
@@ -441,6 +444,11 @@ export class Volume implements NbdExport {
 
   get peerState(): PeerState {
     return this.core.peerState;
+  }
+
+  /** Issue 12: nodes reachable against nodes needed, and whether writes may be answered. */
+  get quorum(): QuorumView {
+    return this.core.quorum;
   }
 
   stats(): VolumeStats {

@@ -3,7 +3,8 @@
 // store and last durable metadata stay) and restarts from that metadata.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TrackerKind } from '../../src/core/notifier.js';
-import type { FlushPolicy, LinkMessage, PersistedState, Role } from '../../src/core/replica-types.js';
+import type { FlushPolicy, LinkMessage, PersistedState, QuorumSettings, Role } from '../../src/core/replica-types.js';
+import { PAIR_QUORUM_DEFAULTS } from '../../src/core/replica-types.js';
 import { Volume } from '../../src/node/volume.js';
 import { writeRunsEach, type Store } from '../../src/store/store.js';
 import type { HardenRun } from '../../src/core/cache-types.js';
@@ -94,6 +95,8 @@ export interface NodeOptions {
   destageIntervalMs?: number;
   /** Pause after a store or metadata failure before the retry (the backoff's first step). */
   storeRetryMs?: number;
+  /** Issue 12's ack and quorum policies (default: the pair's, quorum off). */
+  quorum?: QuorumSettings;
 }
 
 /** One node: a store and metadata that outlive the process, and the running Volume. */
@@ -140,7 +143,7 @@ export class MemoryNode {
       ...(this.opts.storeRetryMs === undefined ? {} : { tuning: { storeRetryMs: this.opts.storeRetryMs } }),
       mirror: {
         peer: this.peer, role: this.role, tracker: this.opts.tracker ?? 'destage-scan', flush: this.opts.flush ?? 'memory',
-        degraded: 'write-through', syncRateBytesPerSec: 1024 * MiB,
+        degraded: 'write-through', quorum: this.opts.quorum ?? PAIR_QUORUM_DEFAULTS, syncRateBytesPerSec: 1024 * MiB,
         send: (msg) => this.send(msg), setReceiving: (receiving) => { if (!receiving) this.receivingPauses++; },
       },
     });
