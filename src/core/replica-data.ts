@@ -60,6 +60,8 @@ export class DataPath {
   readonly awaitingQuorum: Piece[] = [];
   /** Host writes were held back for quorum: pump lets them go once it returns. */
   private heldForQuorum = false;
+  /** Quorum as last logged (null: not yet), so that the log says when it is lost and regained. */
+  private quorumLogged: boolean | null = null;
   /** The peer's messages held back for cache room, in link order (a part). */
   readonly inbound = new InboundStream();
   readonly ops = new Map<number, Op>();
@@ -290,6 +292,17 @@ export class DataPath {
   /** May host writes be applied and answered now? Without quorum they wait, or fail (onNoQuorum). */
   get writesHaveQuorum(): boolean {
     return this.reachableNodes >= this.neededNodes;
+  }
+
+  /** Logs quorum lost and regained, once each time (pump runs after every event). */
+  private noteQuorum(): void {
+    const ok = this.writesHaveQuorum;
+    if (ok === this.quorumLogged) return;
+    this.quorumLogged = ok;
+    const { have, need } = this.quorum;
+    const onNoQuorum = this.settings.quorum.onNoQuorum;
+    if (ok) this.emit({ kind: 'log', level: 'info', msg: 'quorum: reached, host writes are answered', fields: { have, need } });
+    else this.emit({ kind: 'log', level: 'warn', msg: `${this.noQuorumMessage()}: host writes ${onNoQuorum === 'io-error' ? 'fail with EIO' : 'wait'} until it returns`, fields: { have, need, onNoQuorum } });
   }
 
   noQuorumMessage(): string {
@@ -549,6 +562,7 @@ export class DataPath {
   // ================================================================ hardening
 
   pump(nowMs: number): void {
+    if (this.settings.quorum.policy === 'majority') this.noteQuorum();
     // Quorum came back (the link is up and the peer receives our writes): held writes go on.
     if ((this.heldForQuorum || this.awaitingQuorum.length > 0) && this.writesHaveQuorum && this.role === 'primary') this.drainHostQueue(nowMs);
     if (nowMs < this.pausedUntilMs) return;

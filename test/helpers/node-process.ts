@@ -423,9 +423,10 @@ function waitForExit(child: ChildProcess): Promise<void> {
  * it closes the image, whatever the cache mode (seen with qemu 7.2 and cache=unsafe), so qemu-io
  * cannot leave writes only in the node's cache; fio's nbd engine can.
  */
-export function qemuIo(uri: string, commands: string[], opts: { cacheMode?: 'unsafe' | 'writeback' | 'none'; timeoutMs?: number } = {}): Promise<RunResult> {
+export function qemuIo(uri: string, commands: string[], opts: { cacheMode?: 'unsafe' | 'writeback' | 'none'; timeoutMs?: number; readOnly?: boolean } = {}): Promise<RunResult> {
   const args = ['-f', 'raw'];
   if (opts.cacheMode !== undefined) args.push('-t', opts.cacheMode);
+  if (opts.readOnly === true) args.push('-r'); // a secondary's export is read-only
   args.push(uri);
   for (const c of commands) args.push('-c', c);
   return run('qemu-io', args, { timeoutMs: opts.timeoutMs ?? 60_000 });
