@@ -14,10 +14,15 @@
 // host waiting for it, and fdatasyncs every --fsync-ms: the disk is off the write path, the
 // pwrite's and the fdatasync's CPU are not.
 //
+// A third role, `standalone`, is the floor under the standalone targets (`npm run bench -- --floor`):
+// one process serving NBD on a store file as `nbdkit file` does, WRITEs into RAM (answered at
+// once, hardened as above), READs from the store file each time (a cache miss: through libuv's
+// pool, or with --sync-reads a synchronous pread, the cheapest Node.js has).
+//
 // What it leaves out is everything that makes twinblock correct: no bitmaps, trackers, notices,
 // epochs, checksums, back-pressure, metrics or logging; a later write may overwrite bytes still
 // queued for the link. It is a floor, not a design: nothing of src/ is imported.
-import { fdatasync, openSync, write, writeSync } from 'node:fs';
+import { fdatasync, openSync, read, readSync, write, writeSync } from 'node:fs';
 import net from 'node:net';
 
 const NBD_REQUEST_MAGIC = 0x25609513;
@@ -28,6 +33,7 @@ const NBD_OPT_GO = 7;
 const NBD_REP_ACK = 1;
 const NBD_REP_INFO = 3;
 const NBD_REP_ERR_UNSUP = 0x80000001;
+const NBD_CMD_READ = 0;
 const NBD_CMD_WRITE = 1;
 const NBD_CMD_DISC = 2;
 const NBD_CMD_FLUSH = 3;
@@ -38,7 +44,7 @@ const FRAME_BYTES = 16; // link: length u32, offset u64, id u32
 const ACK_BYTES = 4;
 
 interface Args {
-  role: 'primary' | 'secondary';
+  role: 'primary' | 'secondary' | 'standalone';
   port: number;
   peerPort: number;
   sizeBytes: number;
@@ -48,20 +54,22 @@ interface Args {
   pool: boolean;
   /** fdatasync the store this often (0: never). */
   fsyncMs: number;
+  /** standalone: read the store with a synchronous pread instead of libuv's fs.read. */
+  syncReads: boolean;
 }
 
-const usage = 'usage: floor-node.js primary|secondary PORT SIZE_MIB [--peer PORT] [--harden STORE [--pool] [--fsync-ms N]]';
+const usage = 'usage: floor-node.js primary|secondary|standalone PORT SIZE_MIB [--peer PORT] [--harden STORE [--pool] [--fsync-ms N]] [--sync-reads]';
 
 function parseArgs(argv: string[]): Args {
   const [role, port, sizeMiB, ...rest] = argv;
-  if ((role !== 'primary' && role !== 'secondary') || port === undefined || sizeMiB === undefined) throw new Error(usage);
+  if ((role !== 'primary' && role !== 'secondary' && role !== 'standalone') || port === undefined || sizeMiB === undefined) throw new Error(usage);
   const flag = (name: string): string | null => {
     const i = rest.indexOf(name);
     return i < 0 ? null : (rest[i + 1] ?? null);
   };
   return {
     role, port: Number(port), peerPort: Number(flag('--peer') ?? 0), sizeBytes: Number(sizeMiB) * 1024 * 1024,
-    store: flag('--harden'), pool: rest.includes('--pool'), fsyncMs: Number(flag('--fsync-ms') ?? 0),
+    store: flag('--harden'), pool: rest.includes('--pool'), fsyncMs: Number(flag('--fsync-ms') ?? 0), syncReads: rest.includes('--sync-reads'),
   };
 }
 
@@ -220,26 +228,13 @@ function negotiate(socket: net.Socket, sizeBytes: number, done: (rest: Buffer) =
   socket.on('data', onData);
 }
 
-function runPrimary(args: Args, ram: Buffer): void {
-  const harden = hardener(args, ram);
-  const link = net.connect(args.peerPort, '127.0.0.1');
-  link.setNoDelay(true);
-  const toPeer = batchedWriter(link);
-  /** Per forwarded write: its client and cookie, by link id. */
-  const waiting = new Map<number, { reply: (r: Buffer) => void; cookie: bigint }>();
-  let nextId = 0;
-  let ackInput: Buffer = Buffer.alloc(0);
-  link.on('data', (chunk: Buffer) => {
-    ackInput = ackInput.length === 0 ? chunk : Buffer.concat([ackInput, chunk]);
-    let at = 0;
-    for (; at + ACK_BYTES <= ackInput.length; at += ACK_BYTES) {
-      const id = ackInput.readUInt32BE(at);
-      const w = waiting.get(id)!;
-      waiting.delete(id);
-      w.reply(simpleReply(w.cookie, 0));
-    }
-    ackInput = ackInput.subarray(at);
-  });
+/**
+ * NBD service on a store file: WRITE into RAM, answered at once, hardened without waiting; READ
+ * from the file (every read a cache miss; standalone only). `onWrite` is what a node does with a
+ * WRITE once its payload is in RAM: the primary forwards it, a standalone node answers it.
+ */
+function serveHosts(args: Args, ram: Buffer, onWrite: (reply: (r: Buffer) => void, cookie: bigint, offsetBytes: number, lengthBytes: number) => void): void {
+  const fd = args.role === 'standalone' && args.store !== null ? openSync(args.store, 'r') : -1;
   net.createServer((socket) => {
     socket.setNoDelay(true);
     negotiate(socket, args.sizeBytes, (rest) => {
@@ -260,25 +255,74 @@ function runPrimary(args: Args, ram: Buffer): void {
           socket.end();
           return;
         }
+        if (type === NBD_CMD_READ && fd >= 0) return readFromStore(fd, args.syncReads, reply, cookie, offsetBytes, lengthBytes);
         if (type !== NBD_CMD_WRITE) {
           // FLUSH succeeds (RAM is where the floor keeps writes); anything else is not served.
           reply(simpleReply(cookie, type === NBD_CMD_FLUSH ? 0 : EINVAL));
           return;
         }
-        harden(offsetBytes, lengthBytes);
-        const id = nextId++ >>> 0;
-        const frame = Buffer.allocUnsafe(FRAME_BYTES);
-        frame.writeUInt32BE(lengthBytes, 0);
-        frame.writeBigUInt64BE(BigInt(offsetBytes), 4);
-        frame.writeUInt32BE(id, 12);
-        toPeer(frame);
-        toPeer(ram.subarray(offsetBytes, offsetBytes + lengthBytes));
-        waiting.set(id, { reply, cookie });
+        onWrite(reply, cookie, offsetBytes, lengthBytes);
       });
       socket.on('data', (chunk: Buffer) => framer.feed(chunk));
       if (rest.length > 0) framer.feed(rest);
     });
   }).listen(args.port, '127.0.0.1');
+}
+
+/** A READ that misses: the bytes from the store file, then one reply (header and data). */
+function readFromStore(fd: number, sync: boolean, reply: (r: Buffer) => void, cookie: bigint, offsetBytes: number, lengthBytes: number): void {
+  const out = Buffer.allocUnsafe(16 + lengthBytes);
+  simpleReply(cookie, 0).copy(out, 0);
+  if (sync) {
+    readSync(fd, out, 16, lengthBytes, offsetBytes);
+    reply(out);
+    return;
+  }
+  read(fd, out, 16, lengthBytes, offsetBytes, (err) => {
+    if (err) throw err;
+    reply(out);
+  });
+}
+
+function runStandalone(args: Args, ram: Buffer): void {
+  const harden = hardener(args, ram);
+  serveHosts(args, ram, (reply, cookie, offsetBytes, lengthBytes) => {
+    harden(offsetBytes, lengthBytes);
+    reply(simpleReply(cookie, 0));
+  });
+}
+
+function runPrimary(args: Args, ram: Buffer): void {
+  const harden = hardener(args, ram);
+  const link = net.connect(args.peerPort, '127.0.0.1');
+  link.setNoDelay(true);
+  const toPeer = batchedWriter(link);
+  /** Per forwarded write: its client and cookie, by link id. */
+  const waiting = new Map<number, { reply: (r: Buffer) => void; cookie: bigint }>();
+  let nextId = 0;
+  let ackInput: Buffer = Buffer.alloc(0);
+  link.on('data', (chunk: Buffer) => {
+    ackInput = ackInput.length === 0 ? chunk : Buffer.concat([ackInput, chunk]);
+    let at = 0;
+    for (; at + ACK_BYTES <= ackInput.length; at += ACK_BYTES) {
+      const id = ackInput.readUInt32BE(at);
+      const w = waiting.get(id)!;
+      waiting.delete(id);
+      w.reply(simpleReply(w.cookie, 0));
+    }
+    ackInput = ackInput.subarray(at);
+  });
+  serveHosts(args, ram, (reply, cookie, offsetBytes, lengthBytes) => {
+    harden(offsetBytes, lengthBytes);
+    const id = nextId++ >>> 0;
+    const frame = Buffer.allocUnsafe(FRAME_BYTES);
+    frame.writeUInt32BE(lengthBytes, 0);
+    frame.writeBigUInt64BE(BigInt(offsetBytes), 4);
+    frame.writeUInt32BE(id, 12);
+    toPeer(frame);
+    toPeer(ram.subarray(offsetBytes, offsetBytes + lengthBytes));
+    waiting.set(id, { reply, cookie });
+  });
 }
 
 function simpleReply(cookie: bigint, error: number): Buffer {
@@ -293,5 +337,6 @@ const args = parseArgs(process.argv.slice(2));
 // Touched up front, as a warmed cache is: first-touch page faults are not what the floor measures.
 const ram = Buffer.alloc(args.sizeBytes);
 if (args.role === 'primary') runPrimary(args, ram);
+else if (args.role === 'standalone') runStandalone(args, ram);
 else runSecondary(args, ram);
 process.stdout.write('ready\n');

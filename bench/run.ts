@@ -11,8 +11,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
-  cleanupAll, freePort, makeTempDir, run, startBackground, startNode, type NodeProcess,
+  cleanupAll, freePort, makeTempDir, run, startBackground, startNode, type BackgroundProcess, type NodeProcess,
 } from '../test/helpers/node-process.js';
+import { fileURLToPath } from 'node:url';
 import { ensureTools } from '../test/helpers/tools.js';
 import {
   commitDescription, exitWithUsageIf, fmtNumber, intOption, loadAverage, machine, maxLoadOption, MiB, printProfiles, syncFs, waitForLowLoad, writeDataFile,
@@ -29,6 +30,8 @@ const usage = `usage: npm run bench -- [options]
   --rows a,b        only these row ids (${rows.map((r) => r.id).join(', ')})
   --quick           short runs, smaller volume: a smoke test of the bench itself
   --profile         run twinblock under node --cpu-prof; print top self-time functions
+  --floor           also run the floor (bench/floor-node.ts standalone): a bare Node.js NBD server
+                    on a file, reads from the file each time (libuv, and a synchronous pread)
   --max-load L      before starting, wait (up to --max-wait s, default 600) for 1-min load <= L
   --markdown FILE   also write the results (table, machine, command) to FILE`;
 
@@ -43,6 +46,7 @@ interface Options {
   maxLoad: number | null;
   maxWaitSec: number;
   markdownPath: string | null;
+  floor: boolean;
 }
 
 function parseOptions(): Options {
@@ -50,7 +54,7 @@ function parseOptions(): Options {
     options: {
       runs: { type: 'string' }, runtime: { type: 'string' }, size: { type: 'string' }, cache: { type: 'string' },
       dir: { type: 'string' }, rows: { type: 'string' }, quick: { type: 'boolean' }, profile: { type: 'boolean' },
-      markdown: { type: 'string' }, help: { type: 'boolean' }, 'max-load': { type: 'string' }, 'max-wait': { type: 'string' },
+      markdown: { type: 'string' }, help: { type: 'boolean' }, floor: { type: 'boolean' }, 'max-load': { type: 'string' }, 'max-wait': { type: 'string' },
     },
   });
   exitWithUsageIf(values.help, usage);
@@ -66,11 +70,18 @@ function parseOptions(): Options {
     maxLoad: maxLoadOption(values['max-load']),
     maxWaitSec: intOption(values['max-wait'], 600, 'max-wait'),
     markdownPath: values.markdown ?? null,
+    floor: values.floor === true,
   };
 }
 
+type TargetName = 'twinblock' | 'nbdkit' | 'floor-pool' | 'floor-sync';
+const targetLabel: Record<TargetName, string> = {
+  'twinblock': 'twinblock', 'nbdkit': 'nbdkit file',
+  'floor-pool': 'floor: bare Node.js, libuv reads', 'floor-sync': 'floor: bare Node.js, sync preads',
+};
+
 interface Target {
-  name: 'twinblock' | 'nbdkit';
+  name: TargetName;
   uri: string;
   /** Wait until the target has no write backlog, so one run's leftovers do not slow the next. */
   settle(): Promise<void>;
@@ -99,14 +110,16 @@ function ratioOf(row: Row, tb: Measurement, kit: Measurement): string {
   return `${(tb.iops / kit.iops).toFixed(2)}×`;
 }
 
-function resultsMarkdown(opts: Options, results: Map<Row, Record<Target['name'], Measurement>>, command: string, loadBefore: string): string {
+function resultsMarkdown(opts: Options, names: TargetName[], results: Map<Row, Partial<Record<TargetName, Measurement>>>, command: string, loadBefore: string): string {
+  const others = names.filter((n) => n !== 'nbdkit');
   const lines = [
-    '| row | twinblock | nbdkit file | twinblock vs nbdkit (>1 = twinblock better) |',
-    '| --- | --- | --- | --- |',
+    `| row | ${names.map((n) => targetLabel[n]).join(' | ')} | ${others.map((n) => `${targetLabel[n]} vs nbdkit`).join(' | ')} |`,
+    `| --- | ${names.map(() => '---').join(' | ')} | ${others.map(() => '---').join(' | ')} |`,
   ];
   for (const [row, r] of results) {
-    lines.push(`| ${row.label} | ${describeMeasurement(row, r.twinblock)} | ${describeMeasurement(row, r.nbdkit)} | ${ratioOf(row, r.twinblock, r.nbdkit)} |`);
+    lines.push(`| ${row.label} | ${names.map((n) => describeMeasurement(row, r[n]!)).join(' | ')} | ${others.map((n) => ratioOf(row, r[n]!, r.nbdkit!)).join(' | ')} |`);
   }
+  if (opts.floor) lines.push('', 'Ratios above 1.0 mean better than nbdkit. The floor (bench/floor-node.ts, standalone) answers WRITEs from RAM and pwrites them to its file unwaited, and reads every READ from the file: a target the floor misses is bound by the runtime on these cores.');
   const m = machine();
   lines.push('', `Medians of ${opts.runs} runs of ${opts.runtimeSec} s each (plus 1 s ramp), targets alternating;`,
     `volume ${opts.sizeBytes / MiB} MiB, twinblock cache ${opts.cache}. Ratios: IOPS (or MiB/s) twinblock/nbdkit;`,
@@ -117,6 +130,20 @@ function resultsMarkdown(opts: Options, results: Map<Row, Record<Target['name'],
     `- load average (1/5/15 min) before: ${loadBefore}; after: ${loadAverage()}`,
     `- command: \`${command}\``);
   return lines.join('\n');
+}
+
+/** The standalone floor, in its two read modes, each on a copy of the data file of its own. */
+async function startFloors(dir: string, sizeBytes: number): Promise<{ name: TargetName; uri: string; proc: BackgroundProcess }[]> {
+  const script = path.join(path.dirname(fileURLToPath(import.meta.url)), 'floor-node.js');
+  const out: { name: TargetName; uri: string; proc: BackgroundProcess }[] = [];
+  for (const [name, flags] of [['floor-pool', ['--pool']], ['floor-sync', ['--sync-reads']]] as const) {
+    const file = path.join(dir, `bench-${name}-${process.pid}.img`);
+    writeDataFile(file, sizeBytes);
+    const port = await freePort();
+    const proc = await startBackground('node', [script, 'standalone', String(port), String(sizeBytes / MiB), '--harden', file, '--fsync-ms', '20', ...flags], port);
+    out.push({ name, uri: `nbd://127.0.0.1:${port}/`, proc });
+  }
+  return out;
 }
 
 async function main(): Promise<void> {
@@ -150,14 +177,18 @@ async function main(): Promise<void> {
     { name: 'twinblock', uri: node.uri, settle: async () => { await waitHardened(node, 120_000); syncFs(); } },
     { name: 'nbdkit', uri: `nbd://127.0.0.1:${kitPort}/`, settle: async () => syncFs() },
   ];
+  const floors = opts.floor ? await startFloors(dir, opts.sizeBytes) : [];
+  for (const f of floors) targets.push({ name: f.name, uri: f.uri, settle: async () => syncFs() });
+  const names = targets.map((t) => t.name);
 
-  const results = new Map<Row, Record<Target['name'], Measurement>>();
+  const results = new Map<Row, Partial<Record<TargetName, Measurement>>>();
   let peakRss = '';
   try {
     for (const row of selected) {
-      const samples: Record<Target['name'], Measurement[]> = { twinblock: [], nbdkit: [] };
+      const samples = Object.fromEntries(names.map((n) => [n, [] as Measurement[]])) as Record<TargetName, Measurement[]>;
       for (let i = 0; i < opts.runs; i++) {
-        const order = i % 2 === 0 ? targets : [...targets].reverse();
+        // Rotated every run, so that no target always goes first.
+        const order = targets.map((_, k) => targets[(k + i) % targets.length]!);
         for (const t of order) {
           await t.settle();
           const m = await runFio(row, t.uri, opts.sizeBytes, opts.runtimeSec);
@@ -165,16 +196,17 @@ async function main(): Promise<void> {
           console.error(`${row.id} run ${i + 1}/${opts.runs} ${t.name}: ${describeMeasurement(row, m)}`);
         }
       }
-      results.set(row, { twinblock: medianMeasurement(samples.twinblock), nbdkit: medianMeasurement(samples.nbdkit) });
+      results.set(row, Object.fromEntries(names.map((n) => [n, medianMeasurement(samples[n])])));
     }
     peakRss = `Peak RSS over the whole bench (VmHWM): twinblock ${fmtNumber(peakRssBytes(node.pid) / MiB)} MiB (cache ${opts.cache}), nbdkit ${fmtNumber(peakRssBytes(kit.child.pid!) / MiB)} MiB.`;
   } finally {
     const code = await node.stop({ timeoutMs: 300_000 });
     if (code !== 0) console.error(`warning: twinblock exited ${code}; stderr tail:\n${node.stderr.slice(-4000)}`);
     await kit.stop();
+    for (const f of floors) await f.proc.stop();
   }
 
-  const markdown = `${resultsMarkdown(opts, results, command, loadBefore)}\n\n${peakRss}`;
+  const markdown = `${resultsMarkdown(opts, names, results, command, loadBefore)}\n\n${peakRss}`;
   console.log(markdown);
   if (opts.markdownPath !== null) writeFileSync(opts.markdownPath, `${markdown}\n`);
 
