@@ -23,14 +23,23 @@ export interface CacheStats {
 export type HardenReason = 'threshold' | 'scan' | 'pressure' | 'age' | 'flush' | 'shutdown';
 export const hardenReasons: readonly HardenReason[] = ['threshold', 'scan', 'pressure', 'age', 'flush', 'shutdown'];
 
-/** What a pair's node reports about its link and peer at scrape time. */
+/** What a pair's node reports about its link and peer at scrape time (issue 12: labelled by peer). */
 export interface LinkStats {
+  peer: string;
   connected: boolean;
   sentBytes: number;
   receivedBytes: number;
   noticeSentBytes: number;
   unitedTracks: number;
   outOfSyncTracks: number;
+  resyncSentBytes: number;
+}
+
+/** Quorum as the node sees it at scrape time (issue 12). */
+export interface QuorumStats {
+  have: number;
+  need: number;
+  ok: boolean;
 }
 
 // Loopback is tens of µs; a WAN link tens of ms.
@@ -116,7 +125,7 @@ export class NodeMetrics implements NbdRequestObserver {
       name: 'twinblock_harden_runs_total', help: 'Hardening runs, by what triggered them', labelNames: ['reason'], registers,
     });
     this.linkRtt = new Histogram({
-      name: 'twinblock_link_rtt_seconds', help: 'Replication link round trip (heartbeat to its ack)', buckets: linkRttBuckets, registers,
+      name: 'twinblock_link_rtt_seconds', help: 'Replication link round trip (heartbeat to its ack)', labelNames: ['peer'], buckets: linkRttBuckets, registers,
     });
     // Zero-initialise so rate() works from the first scrape, before any run of that kind.
     for (const reason of hardenReasons) this.hardenRuns.inc({ reason }, 0);
@@ -158,15 +167,29 @@ export class NodeMetrics implements NbdRequestObserver {
     });
   }
 
-  linkRttObserved(seconds: number): void {
-    this.linkRtt.observe(seconds);
+  linkRttObserved(seconds: number, peer: string): void {
+    this.linkRtt.observe({ peer }, seconds);
   }
 
-  /** Mirroring gauges, read at scrape time (a pair's node calls this once at startup). */
+  /** Quorum gauges, read at scrape time (every node: a standalone one reaches the one it needs). */
+  registerQuorumGauges(read: () => QuorumStats): void {
+    const registers = [this.registry];
+    new Gauge({ name: 'twinblock_quorum_ok', help: '1 when this node reaches the nodes its quorum policy needs (a primary answers writes)', registers, collect() { this.set(read().ok ? 1 : 0); } });
+    new Gauge({ name: 'twinblock_quorum_reachable_nodes', help: 'Nodes this node reaches, itself included', registers, collect() { this.set(read().have); } });
+    new Gauge({ name: 'twinblock_quorum_needed_nodes', help: 'Nodes a primary needs to answer writes', registers, collect() { this.set(read().need); } });
+  }
+
+  /** Mirroring gauges per peer, read at scrape time (a node calls this once per peer at startup). */
   registerLinkGauges(read: () => LinkStats): void {
     const registers = [this.registry];
     const gauge = (name: string, help: string, pick: (s: LinkStats) => number): void => {
-      new Gauge({ name, help, registers, collect() { this.set(pick(read())); } });
+      new Gauge({
+        name, help, labelNames: ['peer'], registers,
+        collect() {
+          const s = read();
+          this.set({ peer: s.peer }, pick(s));
+        },
+      });
     };
     gauge('twinblock_link_connected', '1 when the link to the peer is up and authenticated', (s) => (s.connected ? 1 : 0));
     gauge('twinblock_link_sent_bytes', 'Bytes sent on the replication link since start', (s) => s.sentBytes);
@@ -174,6 +197,7 @@ export class NodeMetrics implements NbdRequestObserver {
     gauge('twinblock_link_notice_sent_bytes', 'Bytes of hardening notices sent since start', (s) => s.noticeSentBytes);
     gauge('twinblock_peer_united_tracks', 'Tracks the peer may hold only in RAM (current OR old bitmap)', (s) => s.unitedTracks);
     gauge('twinblock_peer_out_of_sync_tracks', 'Tracks the peer lacks and must be resent', (s) => s.outOfSyncTracks);
+    gauge('twinblock_peer_resync_sent_bytes', 'Bytes of resync data sent to the peer since start', (s) => s.resyncSentBytes);
   }
 
   requestDone(command: string, bytes: number, latencySeconds: number, errno: NbdErrno | null): void {

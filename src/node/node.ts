@@ -106,6 +106,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
   });
   metrics = new NodeMetrics(() => volume.stats(), { defaultLabels: { node: nodeName, volume: config.volume } });
   metrics.registerReadCounters(() => volume.readCounters);
+  metrics.registerQuorumGauges(() => volume.quorum);
   const undo: Array<() => Promise<unknown>> = [() => volume.close()];
   const traffic = new LinkTraffic();
   // Link and serve only once this start's metadata is on disk (Volume.ready; retried until then).
@@ -200,10 +201,10 @@ function startLink(config: Config, node: NodeConfig, peer: NodeConfig, volume: V
   metrics.registerLinkGauges(() => {
     const t = traffic.totals();
     return {
-      connected: link.connected, sentBytes: t.sent, receivedBytes: t.received, noticeSentBytes: t.noticeSent,
-      unitedTracks: volume.core.record.unitedCount(), outOfSyncTracks: volume.core.outOfSync.count(),
+      peer: peer.name, connected: link.connected, sentBytes: t.sent, receivedBytes: t.received, noticeSentBytes: t.noticeSent,
+      unitedTracks: volume.core.record.unitedCount(), outOfSyncTracks: volume.core.outOfSync.count(), resyncSentBytes: volume.counters.syncBytesSent,
     };
   });
-  link.on('rtt', (rttMs) => metrics.linkRttObserved(rttMs / 1000));
+  link.on('rtt', (rttMs) => metrics.linkRttObserved(rttMs / 1000, peer.name));
   return link;
 }

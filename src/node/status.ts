@@ -15,6 +15,8 @@ export interface PeerStatus {
   /** Tracks the peer lacks and must be sent on resync. */
   outOfSyncTracks: number;
   rttMs: number | null;
+  /** Resync data sent to this peer since start (counters.resyncBytesSent is the node's total). */
+  resyncBytesSent: number;
   sync: { totalBytes: number; doneBytes: number; tracksLeft: number; rateBytesPerSec: number; etaSeconds: number | null; full: boolean } | null;
   /** A resync into this node started and has not finished (its data is incomplete). */
   incompleteResync: boolean;
@@ -146,6 +148,7 @@ export function buildStatus(src: StatusSources): NodeStatus {
       unitedTracks: core.record.unitedCount(),
       outOfSyncTracks: core.outOfSync.count(),
       rttMs: connection?.lastRttMs ?? null,
+      resyncBytesSent: volume.counters.syncBytesSent,
       sync: core.syncStatus(Date.now()),
       incompleteResync: core.incompleteResync,
       ranges: core.record.rangeSummary().sort((a, b) => b.current + b.old - a.current - a.old).slice(0, MAX_RANGES_LISTED),
