@@ -509,6 +509,10 @@ export class Volume implements NbdExport {
         continue;
       }
       if (this.core.quiescent) return;
+      // Writes still awaiting the peer's ack (or cache room): their bytes come later. Polling at
+      // once would spin an fdatasync per turn, and in the simulator stop time from advancing
+      // (seed 60003989, a primary stopped mid-resync with writes in flight to its peer).
+      await this.sleep(DRAIN_POLL_MS);
     }
   }
 
