@@ -7,9 +7,10 @@
 // ReplicaCore, which calls each part in turn. Pure and synchronous (theory of operation in
 // replica.ts).
 import { assert } from './assert.js';
+import { checkHardenJob, checkSend } from './replica-checks.js';
+import { neededNodes, noQuorumMessage, quorumLog, quorumView } from './quorum.js';
 import { TrackBitmap } from './bitmap.js';
 import { TrackCache } from './cache.js';
-import type { HardenJob } from './cache-types.js';
 import { Hardener, type HardenReason } from './hardening.js';
 import { applyNotice, HardeningNotifier, type NoticeOp, type NotifierAction } from './notifier.js';
 import { PeerUnhardenedRecord } from './peer-record.js';
@@ -134,59 +135,8 @@ export class DataPath {
   }
 
   emit(action: ReplicaAction): void {
-    if (action.kind === 'send') this.checkSend(action.msg);
+    if (action.kind === 'send') this.lastSentWriteSeq = checkSend(this, action.msg, this.lastSentWriteSeq);
     this.actions.push(action);
-  }
-
-  /**
-   * What may go on the link, checked as it leaves: each assertion is a checked comment (TigerBeetle's
-   * TIGER_STYLE). Acks, flush acks and promote answers may trail a dead link (the shell drops them).
-   */
-  private checkSend(msg: LinkMessage): void {
-    switch (msg.type) {
-      case 'write':
-      case 'zero':
-        // Fig. 4 step 64: only while the peer receives our writes, in one ordered stream.
-        assert(this.linkIsUp && this.mirroring, `a ${msg.type} is sent only while the peer is mirrored (peer state ${this.peerState})`);
-        assert(msg.seq > this.lastSentWriteSeq && this.pendingAcks.has(msg.seq), `write seqs strictly increase on the link, each awaiting its ack (seq ${msg.seq} after ${this.lastSentWriteSeq})`);
-        this.lastSentWriteSeq = msg.seq;
-        return;
-      case 'writeAck':
-        assert(this.role === 'secondary', 'only a secondary acknowledges the peer\'s writes (step 66)');
-        return;
-      case 'flushReq':
-        assert(this.linkIsUp && this.mirroring, 'a FLUSH goes to the peer only while it is mirrored');
-        return;
-      case 'syncStart':
-      case 'syncData':
-      case 'syncZero':
-      case 'syncDone':
-        assert(this.linkIsUp && this.peerState === 'resyncing', `${msg.type} is sent only by a resync source (peer state ${this.peerState})`);
-        return;
-      case 'state':
-      case 'promoteReq':
-        assert(this.linkIsUp, `${msg.type} is sent only on a live link`);
-        return;
-      default:
-        return;
-    }
-  }
-
-  /**
-   * DESIGN.md "Failures", last point: the primary never hardens a mirrored write its peer has not
-   * acknowledged (its store would hold a write no bitmap records if it then crashed).
-   */
-  private checkHardenJob(job: HardenJob): void {
-    // DESIGN.md "Failures": a primary alone starts a new epoch, persisted, before it hardens
-    // anything its peer lacks; after a crash the mark on disk is what makes its store untrusted.
-    if (this.diverging && this.role === 'primary' && !this.mirroring) assert(this.divergingOnDisk, 'a primary without its peer hardens only once its metadata on disk says it diverges');
-    if (this.pendingAcks.size === 0) return;
-    const jobTracks = new Set(job.tracks);
-    for (const piece of this.pendingAcks.values()) {
-      for (const t of this.cache.tracksOf(piece.offsetBytes, piece.lengthBytes)) {
-        assert(!jobTracks.has(t), `track ${t} is hardened before the peer acknowledged its write`);
-      }
-    }
   }
 
   send(msg: LinkMessage): void {
@@ -277,21 +227,17 @@ export class DataPath {
     return 1 + (this.linkIsUp && this.mirroring ? 1 : 0);
   }
 
-  /** Nodes a primary needs to accept writes: a majority of the configured ones, or itself alone. */
-  private get neededNodes(): number {
-    const configured = this.settings.mirrored ? 2 : 1;
-    return this.settings.quorum.policy === 'majority' ? Math.floor(configured / 2) + 1 : 1;
+  private get configuredNodes(): number {
+    return this.settings.mirrored ? 2 : 1;
   }
 
   get quorum(): QuorumView {
-    const have = this.reachableNodes;
-    const need = this.neededNodes;
-    return { policy: this.settings.quorum.policy, have, need, ok: have >= need };
+    return quorumView(this.settings.quorum.policy, this.reachableNodes, this.configuredNodes);
   }
 
   /** May host writes be applied and answered now? Without quorum they wait, or fail (onNoQuorum). */
   get writesHaveQuorum(): boolean {
-    return this.reachableNodes >= this.neededNodes;
+    return this.reachableNodes >= neededNodes(this.settings.quorum.policy, this.configuredNodes);
   }
 
   /** Logs quorum lost and regained, once each time (pump runs after every event). */
@@ -299,14 +245,11 @@ export class DataPath {
     const ok = this.writesHaveQuorum;
     if (ok === this.quorumLogged) return;
     this.quorumLogged = ok;
-    const { have, need } = this.quorum;
-    const onNoQuorum = this.settings.quorum.onNoQuorum;
-    if (ok) this.emit({ kind: 'log', level: 'info', msg: 'quorum: reached, host writes are answered', fields: { have, need } });
-    else this.emit({ kind: 'log', level: 'warn', msg: `${this.noQuorumMessage()}: host writes ${onNoQuorum === 'io-error' ? 'fail with EIO' : 'wait'} until it returns`, fields: { have, need, onNoQuorum } });
+    this.emit(quorumLog(this.quorum, this.configuredNodes, this.settings.quorum.onNoQuorum));
   }
 
   noQuorumMessage(): string {
-    return `no quorum: this node reaches ${this.reachableNodes} of ${this.settings.mirrored ? 2 : 1} nodes and needs ${this.neededNodes} (quorum: majority)`;
+    return noQuorumMessage(this.quorum, this.configuredNodes);
   }
 
   /**
@@ -573,7 +516,7 @@ export class DataPath {
     while (this.hardensInFlight < this.settings.maxHardensInFlight) {
       const next = this.hardener.nextJob(nowMs);
       if (next === null) return;
-      this.checkHardenJob(next.job);
+      checkHardenJob(this, next.job);
       this.hardensInFlight++;
       this.emit({ kind: 'harden', job: next.job, reason: next.reason });
     }
