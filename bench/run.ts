@@ -133,15 +133,15 @@ function resultsMarkdown(opts: Options, names: TargetName[], results: Map<Row, P
 }
 
 /** The standalone floor, in its two read modes, each on a copy of the data file of its own. */
-async function startFloors(dir: string, sizeBytes: number): Promise<{ name: TargetName; uri: string; proc: BackgroundProcess }[]> {
+async function startFloors(dir: string, sizeBytes: number): Promise<{ name: TargetName; uri: string; proc: BackgroundProcess; file: string }[]> {
   const script = path.join(path.dirname(fileURLToPath(import.meta.url)), 'floor-node.js');
-  const out: { name: TargetName; uri: string; proc: BackgroundProcess }[] = [];
+  const out: { name: TargetName; uri: string; proc: BackgroundProcess; file: string }[] = [];
   for (const [name, flags] of [['floor-pool', ['--pool']], ['floor-sync', ['--sync-reads']]] as const) {
     const file = path.join(dir, `bench-${name}-${process.pid}.img`);
     writeDataFile(file, sizeBytes);
     const port = await freePort();
     const proc = await startBackground('node', [script, 'standalone', String(port), String(sizeBytes / MiB), '--harden', file, '--fsync-ms', '20', ...flags], port);
-    out.push({ name, uri: `nbd://127.0.0.1:${port}/`, proc });
+    out.push({ name, uri: `nbd://127.0.0.1:${port}/`, proc, file });
   }
   return out;
 }
@@ -213,8 +213,8 @@ async function main(): Promise<void> {
   if (profileDir !== null) {
     printProfiles(profileDir, () => 'twinblock');
   }
-  // A directory the user chose is not ours to delete: remove just our two files from it.
-  if (opts.dir !== null) await run('rm', ['-f', tbFile, kitFile]);
+  // A directory the user chose is not ours to delete: remove just our files from it.
+  if (opts.dir !== null) await run('rm', ['-f', tbFile, kitFile, ...floors.map((f) => f.file)]);
   await cleanupAll();
 }
 

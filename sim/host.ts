@@ -209,7 +209,7 @@ export class Host {
     const first = whole ? 0 : p.op.offsetBytes / this.blockSize;
     const len = whole ? node.store.sizeBytes : p.op.lengthBytes;
     const stores = [node];
-    const peer = this.view.nodes.find((n) => n !== node)!;
+    const peer = this.peerOf(node);
     const mirroredThroughout = this.view.opts.flush === 'disk' && p.peerStateAtIssue === 'in-sync' && p.linkAtIssue !== null
       && p.linkAtIssue === this.view.liveConnId() && this.mirroredNow();
     if (mirroredThroughout) stores.push(peer);

@@ -13,9 +13,9 @@
 // but so is now and then a copy whose thread the scheduler preempted (2 cores, fio beside us): the
 // gate closes when `windowSlowLimit` of the last `windowOps` inline reads were slow, or at once on
 // one slower than `hardSlowMs`, for a backoff that doubles while it keeps closing (up to
-// `maxBackoffMs`) and starts over at `minBackoffMs` once it stays open for `forgetAfterMs`. With a volume larger than RAM the
-// gate is then mostly closed (at most one device read per `maxBackoffMs` on this thread); with the
-// data in the page cache it stays open.
+// `maxBackoffMs`) and starts over at `minBackoffMs` once it stays open for `forgetAfterMs`. With
+// a volume larger than RAM the gate is then mostly closed (at most one window of device reads
+// per `maxBackoffMs` on this thread); with the data in the page cache it stays open.
 //
 // Pure: time is passed in (DESIGN.md "pure core").
 import { assert } from './assert.js';
@@ -30,7 +30,7 @@ export interface InlineIoGateSettings {
   windowSlowLimit: number;
   minBackoffMs: number;
   maxBackoffMs: number;
-  /** A slow operation this long after the previous one starts the backoff over. */
+  /** A close this long after the previous one starts the backoff over at minBackoffMs. */
   forgetAfterMs: number;
   /** Larger operations always go to the pool (their copy alone takes a while). */
   maxInlineBytes: number;
@@ -53,7 +53,7 @@ export class InlineIoGate {
   private lastCloseAtMs = Number.NEGATIVE_INFINITY;
   private windowCount = 0;
   private windowSlow = 0;
-  /** Operations done inline, slow ones among them, and times the gate closed: for tests and status. */
+  /** Operations done inline, slow ones among them, and times the gate closed (tests read them). */
   inline = 0;
   slow = 0;
   closes = 0;

@@ -8,7 +8,7 @@
 // replica.ts).
 import { assert } from './assert.js';
 import { checkHardenJob, checkSend } from './replica-checks.js';
-import { neededNodes, noQuorumMessage, quorumLog, quorumView } from './quorum.js';
+import { QuorumPart } from './replica-quorum.js';
 import { TrackBitmap } from './bitmap.js';
 import { TrackCache } from './cache.js';
 import { Hardener, type HardenReason } from './hardening.js';
@@ -54,15 +54,8 @@ export class DataPath {
   private readonly actions: ReplicaAction[] = [];
   readonly hostQueue: Piece[] = [];
   readonly pendingAcks = new Map<number, Piece>();
-  /**
-   * Applied here and sent, but the link dropped before the peer acknowledged them while quorum
-   * matters (issue 12, `onNoQuorum: suspend-io`): sent again, first of all, once quorum returns.
-   */
-  readonly awaitingQuorum: Piece[] = [];
-  /** Host writes were held back for quorum: pump lets them go once it returns. */
-  private heldForQuorum = false;
-  /** Quorum as last logged (null: not yet), so that the log says when it is lost and regained. */
-  private quorumLogged: boolean | null = null;
+  /** Quorum (issue 12) and the writes held for it (a part). */
+  readonly quorumPart: QuorumPart<Piece>;
   /** The peer's messages held back for cache room, in link order (a part). */
   readonly inbound = new InboundStream();
   readonly ops = new Map<number, Op>();
@@ -103,6 +96,7 @@ export class DataPath {
     this.hardener = new Hardener(this.cache, settings.hardening, nowMs);
     this.record = new PeerUnhardenedRecord(this.cache.trackCount, settings.geometry.rangeTracks);
     this.outOfSync = new TrackBitmap(this.cache.trackCount);
+    this.quorumPart = new QuorumPart(settings.quorum, settings.mirrored ? 2 : 1);
     this.roleValue = role;
     this.notifier = new HardeningNotifier(settings.tracker, this.cache.trackCount, settings.geometry.rangeTracks, role === 'primary');
     this.peer = new PeerStateMachine(initialPeerState(settings.mirrored, role));
@@ -191,12 +185,13 @@ export class DataPath {
   drainHostQueue(nowMs: number): void {
     // Without quorum, host writes wait unapplied (suspend-io); once it returns, the writes the
     // peer never acknowledged go first, so that nothing newer reaches it before them.
+    const quorum = this.quorumPart;
     if (!this.writesHaveQuorum) {
-      this.heldForQuorum = this.hostQueue.length > 0 || this.awaitingQuorum.length > 0;
+      quorum.held = this.hostQueue.length > 0 || quorum.awaiting.length > 0;
       return this.updateBlockedWriters();
     }
-    this.heldForQuorum = false;
-    for (const piece of this.awaitingQuorum.splice(0)) this.mirrorPiece(piece, nowMs);
+    quorum.held = false;
+    for (const piece of quorum.awaiting.splice(0)) this.mirrorPiece(piece, nowMs);
     while (this.hostQueue.length > 0) {
       const piece = this.hostQueue[0]!;
       if (!this.applyLocal(piece.offsetBytes, piece.lengthBytes, piece.data, nowMs)) break;
@@ -213,7 +208,7 @@ export class DataPath {
    * and came back with its store trusted for a delta that skipped the track).
    */
   private failQueuedHostWrites(errno: ReplyErrno = 'EIO'): void {
-    for (const piece of [...this.hostQueue.splice(0), ...this.awaitingQuorum.splice(0)]) {
+    for (const piece of [...this.quorumPart.awaiting.splice(0), ...this.hostQueue.splice(0)]) {
       piece.write.errno ??= errno;
       this.pieceDone(piece);
     }
@@ -227,46 +222,32 @@ export class DataPath {
     return 1 + (this.linkIsUp && this.mirroring ? 1 : 0);
   }
 
-  private get configuredNodes(): number {
-    return this.settings.mirrored ? 2 : 1;
-  }
-
   get quorum(): QuorumView {
-    return quorumView(this.settings.quorum.policy, this.reachableNodes, this.configuredNodes);
+    return this.quorumPart.view(this.reachableNodes);
   }
 
   /** May host writes be applied and answered now? Without quorum they wait, or fail (onNoQuorum). */
   get writesHaveQuorum(): boolean {
-    return this.reachableNodes >= neededNodes(this.settings.quorum.policy, this.configuredNodes);
-  }
-
-  /** Logs quorum lost and regained, once each time (pump runs after every event). */
-  private noteQuorum(): void {
-    const ok = this.writesHaveQuorum;
-    if (ok === this.quorumLogged) return;
-    this.quorumLogged = ok;
-    this.emit(quorumLog(this.quorum, this.configuredNodes, this.settings.quorum.onNoQuorum));
+    return this.quorumPart.ok(this.reachableNodes);
   }
 
   noQuorumMessage(): string {
-    return noQuorumMessage(this.quorum, this.configuredNodes);
+    return this.quorumPart.message(this.reachableNodes);
   }
 
   /**
    * The link dropped with these writes unacknowledged. A primary answers them under the degraded
-   * policy, or, when quorum now fails, never before a majority holds them: it fails them
-   * (`io-error`) or keeps them to send again once quorum returns (`suspend-io`). A node demoted
-   * meanwhile fails them: the new primary may never see these bytes (simulator, seed 474).
+   * policy, or, when quorum now fails, holds them to send again once it returns (failed at once by
+   * failWritesWithoutQuorum with `io-error`). A node demoted meanwhile fails them: the new primary
+   * may never see these bytes (simulator, seed 474).
    */
   settleUnacked(unacked: Piece[]): void {
-    const suspend = this.settings.quorum.onNoQuorum === 'suspend-io';
-    for (const piece of unacked) {
-      if (this.role !== 'primary') piece.write.errno = 'EIO';
-      else if (!this.writesHaveQuorum && suspend) {
-        this.awaitingQuorum.push(piece);
-        continue;
-      } else if (!this.writesHaveQuorum) piece.write.errno ??= 'EIO';
-      this.pieceDone(piece);
+    if (this.role === 'primary' && !this.writesHaveQuorum) this.quorumPart.awaiting.push(...unacked);
+    else {
+      for (const piece of unacked) {
+        if (this.role !== 'primary') piece.write.errno = 'EIO';
+        this.pieceDone(piece);
+      }
     }
     this.failWritesWithoutQuorum();
   }
@@ -505,9 +486,10 @@ export class DataPath {
   // ================================================================ hardening
 
   pump(nowMs: number): void {
-    if (this.settings.quorum.policy === 'majority') this.noteQuorum();
-    // Quorum came back (the link is up and the peer receives our writes): held writes go on.
-    if ((this.heldForQuorum || this.awaitingQuorum.length > 0) && this.writesHaveQuorum && this.role === 'primary') this.drainHostQueue(nowMs);
+    // Quorum lost or regained is logged; regained (the peer receives our writes), held writes go on.
+    const log = this.quorumPart.logIfChanged(this.reachableNodes);
+    if (log !== null) this.emit(log);
+    if (this.role === 'primary' && this.quorumPart.mayResume(this.reachableNodes)) this.drainHostQueue(nowMs);
     if (nowMs < this.pausedUntilMs) return;
     // A primary without its peer hardens only once its metadata says so (markDiverging); a demoted
     // node holding unacknowledged writes only once its store is marked untrusted on disk.

@@ -513,7 +513,7 @@ export class LinkHalf {
       // Not diverging (a resync ended it): a save of the old mark still in flight must not count
       // for the next one when it lands. It did: a lone primary then hardened at once after its next
       // link loss, before the new mark was on disk (simulator, seed 105, found by the assertion
-      // in DataPath.checkHardenJob).
+      // in checkHardenJob, replica-checks.ts).
       this.data.divergingDurable = false;
       this.divergingToken = -1;
     }

@@ -2,7 +2,7 @@
 // order): the highest epoch (of the history, or proposed) and the diverging mark. A part the link
 // half owns. The core checks its own bookkeeping against it before acting on a persist: a
 // promotion's epoch (ReplicaCore.onPersisted) and a lone primary's diverging mark
-// (DataPath.checkHardenJob) must be on disk, not only issued. Also the role a node starts in,
+// (checkHardenJob, replica-checks.ts) must be on disk, not only issued. Also the role a node starts in,
 // which the metadata of its last run decides (startupRole). Pure.
 import { assert } from './assert.js';
 import type { ReplicaSettings } from './replica-data.js';

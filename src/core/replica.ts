@@ -85,7 +85,7 @@ export class ReplicaCore {
   /** Host write pieces waiting for cache room, oldest first (the simulator tracks them). */
   get queuedHostPieces(): readonly { readonly offsetBytes: number; readonly lengthBytes: number }[] { return this.data.queuedHostPieces; }
   /** Writes applied here whose peer ack the link lost, held until quorum returns (issue 12). */
-  get awaitingQuorumCount(): number { return this.data.awaitingQuorum.length; }
+  get awaitingQuorumCount(): number { return this.data.quorumPart.awaiting.length; }
   /** Nodes reachable against nodes needed (issue 12; /status `quorum`). */
   get quorum(): QuorumView { return this.data.quorum; }
   /** fdatasyncs that failed since the last one that succeeded (0: the store syncs fine). */
