@@ -9,6 +9,8 @@ import type { MetadataPort } from '../src/node/ports.js';
 import type { Volume } from '../src/node/volume.js';
 import type { LinkMessage } from '../src/core/link-messages.js';
 import type { NotifierAction } from '../src/core/notifier.js';
+import type { DataChannel } from '../src/core/replica-data.js';
+import type { DurableRange } from '../src/core/replica-durable.js';
 import { TrackBitmap } from '../src/core/bitmap.js';
 /**
  * The core's private parts a mutant rewires: the data path (replica-data.ts), the link half
@@ -23,17 +25,18 @@ interface DataInsides {
   divergingDurable: boolean;
   afterPieceApplied(piece: unknown, nowMs: number): void;
   pieceDone(piece: unknown): void;
-  afterDurable(tracks: number[], ranges: number[]): void;
-  runNotifier(actions: NotifierAction[]): void;
+  afterDurable(tracks: number[], ranges: DurableRange[]): void;
+  notices: { run(ch: DataChannel, actions: NotifierAction[]): void };
   startOp(done: { reply: number }, local: { seq: number; tracks: number[] | null } | null, remote: null): void;
   finishWrite(write: { reqId: number; fua: boolean; errno: string | null }): void;
-  send(msg: LinkMessage): void;
+  send(ch: DataChannel, msg: LinkMessage): void;
+  channelOf(peer: string): DataChannel;
 }
 
 interface LinkInsides {
   persist(): void;
-  startResync(full: boolean, reason: string, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void;
-  linkLost(nowMs: number): void;
+  startResync(ch: DataChannel, full: boolean, reason: string, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void;
+  linkLost(ch: DataChannel, nowMs: number): void;
   storeSyncFailed(): void;
 }
 
@@ -41,7 +44,7 @@ interface CoreInsides {
   data: DataInsides;
   link: LinkInsides;
   onPersisted(token: number): void;
-  promotion: { propose(proposal: unknown, token: number): void; confirmWhenDurable(token: number, id: number, epoch: number): void };
+  promotion: { propose(proposal: unknown, token: number): void; confirmWhenDurable(token: number, id: number, epoch: number, peer: string): void };
 }
 
 /** The Volume's private members a shell mutant rewires (as CoreInsides: compile-time privacy only). */
@@ -129,7 +132,7 @@ const coreMutants = {
   'resync-skips-marked-track': (core: ReplicaCore): void => {
     const c = insides(core);
     const start = c.link.startResync.bind(c.link);
-    c.link.startResync = (full, reason, peer, nowMs): void => {
+    c.link.startResync = (ch, full, reason, peer, nowMs): void => {
       if (!full) {
         const theirs = peer.outOfSyncValid ? TrackBitmap.fromBytes(core.outOfSync.trackCount, peer.outOfSync) : null;
         for (let t = 0; t < core.outOfSync.trackCount; t++) {
@@ -142,7 +145,7 @@ const coreMutants = {
           break;
         }
       }
-      start(full, reason, peer, nowMs);
+      start(ch, full, reason, peer, nowMs);
     };
   },
   /**
@@ -174,11 +177,13 @@ const coreMutants = {
    */
   'notify-before-fsync': (core: ReplicaCore): void => {
     const c = insides(core);
-    c.data.afterDurable = (tracks: number[], ranges: number[]): void => {
+    c.data.afterDurable = (tracks: number[], ranges: DurableRange[]): void => {
       if (!core.settings.mirrored) return;
-      c.data.runNotifier(core.notifier.onTracksClean(tracks.filter((t) => !core.cache.isTrackDirty(t))));
-      for (const range of ranges) {
-        if (core.notifier.rangeState(range) === 'hardening') c.data.runNotifier(core.notifier.rangeHardened(range));
+      const clean = tracks.filter((t) => !core.cache.isTrackDirty(t));
+      for (const ch of core.peers) c.data.notices.run(ch, ch.notifier.onTracksClean(clean));
+      for (const { peer, range } of ranges) {
+        const ch = c.data.channelOf(peer);
+        if (ch.notifier.rangeState(range) === 'hardening') c.data.notices.run(ch, ch.notifier.rangeHardened(range));
       }
     };
   },
@@ -206,24 +211,24 @@ const coreMutants = {
    * delivered).
    */
   'apply-writes-out-of-order': (core: ReplicaCore): void => {
-    let held: LinkMessage | null = null;
+    let held: { peer: string; msg: LinkMessage } | null = null;
     const deliver = core.linkMessage.bind(core);
     const release = (nowMs: number): void => {
-      const msg = held;
+      const h = held;
       held = null;
-      if (msg !== null) deliver(msg, nowMs);
+      if (h !== null) deliver(h.peer, h.msg, nowMs);
     };
-    core.linkMessage = (msg: LinkMessage, nowMs: number): void => {
+    core.linkMessage = (peer: string, msg: LinkMessage, nowMs: number): void => {
       if (msg.type === 'write' && core.role === 'secondary' && held === null) {
-        held = msg;
+        held = { peer, msg };
         return;
       }
       if (msg.type === 'write' && held !== null) {
-        deliver(msg, nowMs);
+        deliver(peer, msg, nowMs);
         return release(nowMs);
       }
       release(nowMs);
-      deliver(msg, nowMs);
+      deliver(peer, msg, nowMs);
     };
     const tick = core.tick.bind(core);
     core.tick = (nowMs: number): void => {
@@ -231,9 +236,9 @@ const coreMutants = {
       tick(nowMs);
     };
     const down = core.linkDown.bind(core);
-    core.linkDown = (nowMs: number): void => {
+    core.linkDown = (peer: string, nowMs: number): void => {
       held = null;
-      down(nowMs);
+      down(peer, nowMs);
     };
   },
   /**
@@ -270,11 +275,11 @@ const coreMutants = {
   'link-loss-forgets-united': (core: ReplicaCore): void => {
     const c = insides(core);
     const lost = c.link.linkLost.bind(c.link);
-    c.link.linkLost = (nowMs: number): void => {
+    c.link.linkLost = (ch: DataChannel, nowMs: number): void => {
       const united = core.record.united.bind(core.record);
       core.record.united = () => new TrackBitmap(core.outOfSync.trackCount);
       try {
-        lost(nowMs);
+        lost(ch, nowMs);
       } finally {
         core.record.united = united;
       }
@@ -299,8 +304,8 @@ const coreMutants = {
       c.onPersisted(token);
     };
     const confirm = promotion.confirmWhenDurable.bind(promotion);
-    promotion.confirmWhenDurable = (token: number, id: number, epoch: number): void => {
-      confirm(token, id, epoch);
+    promotion.confirmWhenDurable = (token: number, id: number, epoch: number, peer: string): void => {
+      confirm(token, id, epoch, peer);
       c.onPersisted(token);
     };
   },
@@ -327,9 +332,9 @@ const coreMutants = {
   'ack-before-apply': (core: ReplicaCore): void => {
     const c = insides(core);
     const deliver = core.linkMessage.bind(core);
-    core.linkMessage = (msg: LinkMessage, nowMs: number): void => {
-      if ((msg.type === 'write' || msg.type === 'zero') && core.role === 'secondary') c.data.send({ type: 'writeAck', seq: msg.seq });
-      deliver(msg, nowMs);
+    core.linkMessage = (peer: string, msg: LinkMessage, nowMs: number): void => {
+      if ((msg.type === 'write' || msg.type === 'zero') && core.role === 'secondary') c.data.send(c.data.channelOf(peer), { type: 'writeAck', seq: msg.seq });
+      deliver(peer, msg, nowMs);
     };
   },
 } as const;

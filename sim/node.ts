@@ -135,9 +135,9 @@ export class SimNode {
       store: this.store,
       metadata: this.metadata,
       mirror: {
-        peer: this.index === 0 ? 'b' : 'a', role: configRole, tracker: o.tracker, flush: o.flush, degraded: o.degraded, quorum: o.quorum,
+        peers: [this.peerName], role: configRole, tracker: o.tracker, flush: o.flush, degraded: o.degraded, quorum: o.quorum,
         syncRateBytesPerSec: o.syncRateBytesPerSec,
-        send: (msg) => this.send(msg),
+        send: (_peer, msg) => this.send(msg),
         // The simulated link has no socket to stop reading: the core holds its inbound stream itself.
         setReceiving: () => undefined,
       },
@@ -329,27 +329,32 @@ export class SimNode {
     return this.host.send(this, msg, wireRef);
   }
 
+  /** The simulated volume is a pair: the other node's name. */
+  private get peerName(): string {
+    return this.index === 0 ? 'b' : 'a';
+  }
+
   linkUp(connId: number): void {
     this.liveConn = connId;
-    this.volume?.linkEstablished();
+    this.volume?.linkEstablished(this.peerName);
   }
 
   linkDown(connId: number): void {
     if (this.liveConn !== connId) return;
     this.liveConn = null;
-    this.volume?.linkDown();
+    this.volume?.linkDown(this.peerName);
   }
 
   deliver(connId: number, msg: LinkMessage, ref: WriteRef | null): void {
     if (this.liveConn !== connId || this.volume === null) return;
     this.prov.delivered(msg, ref);
     if ((msg.type === 'write' || msg.type === 'zero') && ref?.markedBy != null) this.senderOfSeq.set(msg.seq, ref.markedBy);
-    this.volume.linkMessage(msg);
+    this.volume.linkMessage(this.peerName, msg);
   }
 
   drained(connId: number): void {
     if (this.liveConn !== connId) return;
-    this.volume?.linkDrained();
+    this.volume?.linkDrained(this.peerName);
   }
 
   // ---------------------------------------------------------------- observation (sim/provenance.ts)
@@ -369,11 +374,11 @@ export class SimNode {
       return actions;
     };
     const linkDown = core.linkDown.bind(core);
-    core.linkDown = (nowMs: number) => {
+    core.linkDown = (peer: string, nowMs: number) => {
       // A core that forgets the messages it held back (they were never acked) leaves our account
       // of them behind too: drop the unapplied tail.
       const before = core.heldInbound.queued;
-      linkDown(nowMs);
+      linkDown(peer, nowMs);
       const after = core.heldInbound.queued;
       if (mine() && after < before) this.prov.forgetQueued(before - after);
     };

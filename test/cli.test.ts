@@ -84,9 +84,41 @@ describe('twinblock serve: startup errors', () => {
     assertOneLineError(await runCli(['serve', '--config', 'x', '--node', 'a', '--log-level', 'loud']), /'loud' is invalid/);
   });
 
-  it('demo with a bad --size', async () => {
+  it('demo with a bad --size or --nodes', async () => {
     assertOneLineError(await runCli(['demo', '--dir', dir, '--size', '1000']), /size: must be a positive multiple of 512/);
     assertOneLineError(await runCli(['demo', '--dir', dir, '--size', 'lots']), /^twinblock: --size: bad size "lots"/);
+    assertOneLineError(await runCli(['demo', '--dir', dir, '--nodes', '1']), /^twinblock: --nodes: must be a whole number from 2 to 8 \(got "1"\)$/);
+    assertOneLineError(await runCli(['demo', '--dir', dir, '--nodes', '9']), /--nodes: must be a whole number from 2 to 8/);
+  });
+});
+
+describe('twinblock demo --nodes 3 (issue 12 item 7)', () => {
+  it('starts primary a and secondaries b and c, prints every URI, mirrors into both, and stops cleanly on Ctrl-C', { timeout: 60_000 }, async () => {
+    const demoDir = mkdtempSync(path.join(os.tmpdir(), 'twinblock-demo3-'));
+    const child = spawn(process.execPath, [mainJs, 'demo', '--dir', demoDir, '--size', '64MiB', '--nodes', '3', '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => { stdout += String(d); });
+    child.stderr.on('data', (d: Buffer) => { stderr += String(d); });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      let peers: { node: string; state: string }[] = [];
+      for (let i = 0; i < 200 && !(peers.length === 2 && peers.every((p) => p.state === 'in-sync')); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        try {
+          const res = await fetch('http://127.0.0.1:8801/status', { signal: AbortSignal.timeout(2000) });
+          peers = ((await res.json()) as { peers: { node: string; state: string }[] }).peers;
+        } catch {
+          // not up yet
+        }
+      }
+      assert.deepEqual(peers.map((p) => [p.node, p.state]), [['b', 'in-sync'], ['c', 'in-sync']], `a mirrors b and c; stderr:\n${stderr.slice(-2000)}`);
+      assert.match(stdout, /3 mirrored nodes \(ack: all, quorum: majority\)/);
+      for (const [node, port] of [['a', 10809], ['b', 10810], ['c', 10811]] as const) assert.match(stdout, new RegExp(`node ${node}, .*\\n\\s+NBD:\\s+nbd://127\\.0\\.0\\.1:${port}/demo`));
+    } finally {
+      child.kill('SIGINT');
+      assert.equal(await exited, 0, `the demo stops cleanly; stderr:\n${stderr.slice(-2000)}`);
+    }
   });
 });
 

@@ -252,12 +252,18 @@ describe('config errors are one line naming the key path', () => {
     assert.match(configError(withTop('rangeTracks: 8\nrangeDirtyThresholdTracks: 9')), /rangeDirtyThresholdTracks: must not exceed rangeTracks \(8\)/);
   });
 
-  it('pair rules: secret required and long enough, link required, at most 2 nodes', () => {
-    assert.match(configError(pair.replace('secret: 0123456789abcdef\n', '')), /^config tb\.yaml: secret: missing \(required when there are 2 nodes/);
+  it('mirrored rules: secret required and long enough, a link on every node, 3 to 8 nodes with majority quorum by default', () => {
+    assert.match(configError(pair.replace('secret: 0123456789abcdef\n', '')), /^config tb\.yaml: secret: missing \(required when there are 2 or more nodes/);
     assert.match(configError(pair.replace('0123456789abcdef', 'short')), /secret: too short: at least 16 characters/);
-    assert.match(configError(pair.replace('link: "127.0.0.1:7002", ', '')), /nodes\.b\.link: missing \(required when there are 2 nodes\)/);
-    const three = `${pair}  c: { nbd: "127.0.0.1:10811", link: "127.0.0.1:7003", admin: "127.0.0.1:8803", store: c.img }\n`;
-    assert.match(configError(three), /nodes: at most 2 nodes are supported \(got 3\)/);
+    assert.match(configError(pair.replace('link: "127.0.0.1:7002", ', '')), /nodes\.b\.link: missing \(required when there are 2 or more nodes\)/);
+    const nodeLine = (i: number): string => `  n${i}: { nbd: "127.0.0.1:${10810 + i}", link: "127.0.0.1:${7010 + i}", admin: "127.0.0.1:${8810 + i}", store: n${i}.img }\n`;
+    const three = `${pair}${nodeLine(3)}`;
+    const config = parseConfigText(three, '/tmp', 'tb.yaml');
+    assert.deepEqual(config.nodes.map((n) => n.name), ['a', 'b', 'n3']);
+    assert.equal(config.quorum, 'majority', 'three nodes: majority by default');
+    assert.match(configError(three.replace('link: "127.0.0.1:7013", ', '')), /nodes\.n3\.link: missing/);
+    const nine = `${pair}${[3, 4, 5, 6, 7, 8, 9].map(nodeLine).join('')}`;
+    assert.match(configError(nine), /nodes: at most 8 nodes are supported \(got 9\)/);
     assert.match(configError(pair.replace('"127.0.0.1:8802"', '"127.0.0.1:8801"')), /nodes\.b\.admin: 127\.0\.0\.1:8801 is already used by nodes\.a\.admin/);
   });
 

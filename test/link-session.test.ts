@@ -136,6 +136,17 @@ test('hello identity checks refuse with reasons naming the field, escaping the p
   }
 });
 
+test('a node of a larger volume accepts any of the peers it expects, and only those (issue 12)', () => {
+  const stranger = session('c', null, { expectedPeer: ['a', 'b'] });
+  stranger.receive(bytes(rawHello('d')), 1);
+  const reason = 'unexpected peer node "d" (expected one of "a", "b")';
+  assert.deepEqual(sends(drain(stranger))[1], { type: 'refuse', reason });
+  for (const peer of ['a', 'b']) {
+    const { x, y } = pump(session(peer, 'c'), session('c', null, { expectedPeer: ['a', 'b'] }));
+    assert.ok(kinds(x).includes('ready') && kinds(y).includes('ready'), `${peer} authenticates with c`);
+  }
+});
+
 test('a wrong MAC is refused with "authentication failed", and a write pipelined after it is never delivered', () => {
   const b = session('b', 'a');
   b.receive(bytes(rawHello('a'), { type: 'auth', mac: new Uint8Array(32) }, write(1)), 1);

@@ -110,8 +110,8 @@ test('a small secondary cache holds the stream back (back-pressure) and loses no
   const secondary = pair.secondary;
   const deliver = secondary.linkMessage.bind(secondary);
   let peakWaiting = 0;
-  secondary.linkMessage = (msg) => {
-    deliver(msg);
+  secondary.linkMessage = (peer, msg) => {
+    deliver(peer, msg);
     peakWaiting = Math.max(peakWaiting, secondary.stats().waitingWrites);
   };
   const writes: Promise<void>[] = [];

@@ -70,7 +70,7 @@ test('peer state: a node starts standalone, or waiting for its peer by role', ()
 
 function settings(mirrored: boolean): ReplicaSettings {
   return {
-    node: 'a', peer: mirrored ? 'b' : null, role: 'primary', mirrored, tracker: 'destage-scan', flush: 'memory', degraded: 'write-through', quorum: PAIR_QUORUM_DEFAULTS,
+    node: 'a', peers: mirrored ? ['b'] : [], role: 'primary', mirrored, tracker: 'destage-scan', flush: 'memory', degraded: 'write-through', quorum: PAIR_QUORUM_DEFAULTS,
     geometry: { volumeSizeBytes: 1 << 20, trackSizeBytes: 64 << 10, rangeTracks: 4, capacityBytes: 1 << 20 },
     hardening: { maxDirtyAgeMs: 200, destageIntervalMs: 50, rangeDirtyThresholdTracks: 2, maxJobBytes: 1 << 20, pressureFraction: 0.5 },
     maxHardensInFlight: 4, syncChunkBytes: 64 << 10, syncWindowChunks: 4, syncRateBytesPerSec: 1 << 30, storeRetryMs: 100,
@@ -93,5 +93,5 @@ test('replica core: role and peer state are read-only views, changed only by the
 test('replica core: a standalone node refuses link events (no peer state ever applies to it)', () => {
   const core = new ReplicaCore(settings(false), 0, null);
   assert.equal(core.peerState, 'standalone');
-  assert.throws(() => core.linkEstablished(0), /event linkUpAsPrimary cannot happen in state standalone/);
+  assert.throws(() => core.linkEstablished('b', 0), /no peer channel for node b/);
 });

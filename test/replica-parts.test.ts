@@ -25,13 +25,15 @@ test('promotion: the promoteReq goes out only once the proposal is durable, and 
   assert.equal(promotion.end(), null);
 });
 
-test('promotion: a confirmation goes out once the adopted history is durable, unless the link dropped', () => {
+test('promotion: a confirmation goes out once the adopted history is durable, unless its link dropped', () => {
   const promotion = new PromotionHandshake();
-  promotion.confirmWhenDurable(5, 99, 3);
-  assert.deepEqual(promotion.persisted(5), { promoteReq: null, promoteAck: { id: 99, epoch: 3 } });
-  promotion.confirmWhenDurable(6, 100, 4);
-  promotion.dropConfirmations();
+  promotion.confirmWhenDurable(5, 99, 3, 'b');
+  assert.deepEqual(promotion.persisted(5), { promoteReq: null, promoteAck: { id: 99, epoch: 3, peer: 'b' } });
+  promotion.confirmWhenDurable(6, 100, 4, 'b');
+  promotion.confirmWhenDurable(8, 101, 4, 'c');
+  promotion.dropConfirmations('b');
   assert.deepEqual(promotion.persisted(6), { promoteReq: null, promoteAck: null });
+  assert.deepEqual(promotion.persisted(8), { promoteReq: null, promoteAck: { id: 101, epoch: 4, peer: 'c' } }, 'another peer\'s link did not drop');
   promotion.propose({ id: 1, requestId: 2, history }, 7);
   assert.equal(promotion.end(), 2, 'a cancelled proposal names its request');
   assert.deepEqual(promotion.persisted(7), { promoteReq: null, promoteAck: null }, 'nothing sent for a cancelled proposal');
@@ -83,9 +85,12 @@ const KiB = 1024;
  * A fresh pair node (a primary, b secondary) with a 1 MiB volume, a 4-track cache of 64 KiB
  * tracks, and by default no hardening at all: whatever enters the cache stays there.
  */
+/** The one peer of a pair's core. */
+const peerOf = (core: ReplicaCore): string => core.settings.peers[0] ?? 'no peer';
+
 function smallCore(role: 'primary' | 'secondary', maxHardensInFlight = 0): ReplicaCore {
   return new ReplicaCore({
-    node: role === 'primary' ? 'a' : 'b', peer: role === 'primary' ? 'b' : 'a', role, mirrored: true, tracker: 'destage-scan', flush: 'memory', degraded: 'write-back', quorum: PAIR_QUORUM_DEFAULTS,
+    node: role === 'primary' ? 'a' : 'b', peers: [role === 'primary' ? 'b' : 'a'], role, mirrored: true, tracker: 'destage-scan', flush: 'memory', degraded: 'write-back', quorum: PAIR_QUORUM_DEFAULTS,
     geometry: { volumeSizeBytes: 1024 * KiB, trackSizeBytes: 64 * KiB, rangeTracks: 4, capacityBytes: 256 * KiB },
     hardening: { maxDirtyAgeMs: 1e9, destageIntervalMs: 1e9, rangeDirtyThresholdTracks: 100, maxJobBytes: 1024 * KiB, pressureFraction: 1 },
     maxHardensInFlight, syncChunkBytes: 64 * KiB, syncWindowChunks: 1, syncRateBytesPerSec: 1e9, storeRetryMs: 100,
@@ -98,15 +103,15 @@ test('inbound stream: a held-back peer write dropped whole (this node was promot
   // again, the next peer write must land from its first byte, not from where the dropped one
   // stopped (its bytes were acked: skipping them would lose an acknowledged write).
   const core = smallCore('secondary');
-  core.linkEstablished(0);
-  core.linkMessage({ type: 'write', seq: 1, offsetBytes: 0, data: new Uint8Array(128 * KiB).fill(1) }, 0);
-  core.linkMessage({ type: 'write', seq: 2, offsetBytes: 256 * KiB, data: new Uint8Array(256 * KiB).fill(2) }, 0);
+  core.linkEstablished(peerOf(core), 0);
+  core.linkMessage(peerOf(core), { type: 'write', seq: 1, offsetBytes: 0, data: new Uint8Array(128 * KiB).fill(1) }, 0);
+  core.linkMessage(peerOf(core), { type: 'write', seq: 2, offsetBytes: 256 * KiB, data: new Uint8Array(256 * KiB).fill(2) }, 0);
   assert.deepEqual(core.heldInbound, { queued: 1, headAppliedBytes: 128 * KiB });
   assert.deepEqual(core.promote(true, 0), { ok: true, pending: false });
   core.tick(1);
   assert.equal(core.heldInbound.queued, 0, 'a primary ignores the rest of the peer\'s write');
   assert.equal(core.demote().ok, true);
-  core.linkMessage({ type: 'write', seq: 3, offsetBytes: 0, data: new Uint8Array(64 * KiB).fill(3) }, 2);
+  core.linkMessage(peerOf(core), { type: 'write', seq: 3, offsetBytes: 0, data: new Uint8Array(64 * KiB).fill(3) }, 2);
   const acks = core.takeActions().filter((a) => a.kind === 'send' && a.msg.type === 'writeAck');
   assert.equal(acks.length, 2, 'writes 1 and 3 acked');
   const plan = core.cache.beginRead(0, 64 * KiB);
@@ -137,12 +142,12 @@ test('a node still receiving a resync refuses to confirm its peer\'s promotion',
   // proposer heard the confirmation, this node would look newest and resync its stale store over
   // the proposer's (simulator, seed 20022525).
   const core = smallCore('secondary'); // b, fresh: its peer a is newer and resyncs it
-  core.linkEstablished(0);
+  core.linkEstablished(peerOf(core), 0);
   const none = new TrackBitmap(16).toBytes();
-  core.linkMessage({ type: 'state', role: 'secondary', history: [{ epoch: 1, node: 'a' }], storeTrusted: true, outOfSyncValid: true, discardLocal: false, outOfSync: none, dirty: none }, 1);
+  core.linkMessage(peerOf(core), { type: 'state', role: 'secondary', history: [{ epoch: 1, node: 'a' }], storeTrusted: true, outOfSyncValid: true, discardLocal: false, outOfSync: none, dirty: none }, 1);
   assert.equal(core.incompleteResync, true, 'b is the target of a resync from a');
   core.takeActions();
-  core.linkMessage({ type: 'promoteReq', id: 9, history: [{ epoch: 1, node: 'a' }, { epoch: 2, node: 'a' }] }, 2);
+  core.linkMessage(peerOf(core), { type: 'promoteReq', id: 9, history: [{ epoch: 1, node: 'a' }, { epoch: 2, node: 'a' }] }, 2);
   const answers = core.takeActions().flatMap((a) => (a.kind === 'send' && a.msg.type === 'promoteAck' ? [a.msg] : []));
   assert.equal(answers.length, 1);
   assert.equal(answers[0]!.ok, false);
@@ -154,13 +159,13 @@ test('a FLUSH request of a dead link is never answered on the next one', () => {
   // The peer, restarted, numbers its FLUSHes from 1 again: an ack for the old request would
   // answer its new one before this store held what that covers (simulator, seed 30103572).
   const core = smallCore('secondary', 1);
-  core.linkEstablished(0);
-  core.linkMessage({ type: 'write', seq: 1, offsetBytes: 0, data: new Uint8Array(4 * KiB).fill(1) }, 0);
-  core.linkMessage({ type: 'flushReq', id: 7, offsetBytes: 0, lengthBytes: 0 }, 0);
+  core.linkEstablished(peerOf(core), 0);
+  core.linkMessage(peerOf(core), { type: 'write', seq: 1, offsetBytes: 0, data: new Uint8Array(4 * KiB).fill(1) }, 0);
+  core.linkMessage(peerOf(core), { type: 'flushReq', id: 7, offsetBytes: 0, lengthBytes: 0 }, 0);
   const harden = core.takeActions().find((a) => a.kind === 'harden');
   assert.ok(harden !== undefined && harden.kind === 'harden', 'the FLUSH started a harden job');
-  core.linkDown(1);
-  core.linkEstablished(2);
+  core.linkDown(peerOf(core), 1);
+  core.linkEstablished(peerOf(core), 2);
   core.hardenDone(harden.job.id, 4 * KiB, 1, 'flush', 3);
   for (let i = 0; i < 3; i++) {
     for (const a of core.takeActions()) {

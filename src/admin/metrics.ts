@@ -180,14 +180,14 @@ export class NodeMetrics implements NbdRequestObserver {
   }
 
   /** Mirroring gauges per peer, read at scrape time (a node calls this once per peer at startup). */
-  registerLinkGauges(read: () => LinkStats): void {
+  /** Per-peer link gauges: `read` gives one entry per other node of the volume, each a `peer` label. */
+  registerLinkGauges(read: () => LinkStats[]): void {
     const registers = [this.registry];
     const gauge = (name: string, help: string, pick: (s: LinkStats) => number): void => {
       new Gauge({
         name, help, labelNames: ['peer'], registers,
         collect() {
-          const s = read();
-          this.set({ peer: s.peer }, pick(s));
+          for (const s of read()) this.set({ peer: s.peer }, pick(s));
         },
       });
     };

@@ -100,17 +100,19 @@ async function serveCommand(opts: LogOptions & { config: string; node: string })
   log.info({ nbdPort: node.nbdPort, adminPort: node.adminPort, config: config.sourcePath }, 'serving');
 }
 
-async function demoCommand(opts: LogOptions & { dir: string; size: string }): Promise<void> {
+async function demoCommand(opts: LogOptions & { dir: string; size: string; nodes: string }): Promise<void> {
   let sizeBytes: number;
   try {
     sizeBytes = parseSize(opts.size);
   } catch (err) {
     throw new Error(`--size: ${oneLine(err)}`);
   }
+  const nodeCount = Number(opts.nodes);
+  if (!Number.isInteger(nodeCount) || nodeCount < 2 || nodeCount > 8) throw new Error(`--nodes: must be a whole number from 2 to 8 (got "${opts.nodes}")`);
   const dir = path.resolve(opts.dir);
   mkdirSync(dir, { recursive: true });
-  // A fresh link secret per run: the demo's link is authenticated like a real pair's.
-  const config = demoConfig(dir, sizeBytes, randomBytes(24).toString('base64url'));
+  // A fresh link secret per run: the demo's links are authenticated like a real volume's.
+  const config = demoConfig(dir, sizeBytes, randomBytes(24).toString('base64url'), nodeCount);
   // A demo is watched by a person: readable logs unless they asked otherwise.
   const format = opts.logFormat ?? (process.env['TWINBLOCK_LOG'] === 'json' ? 'json' : 'pretty');
   const logs = config.nodes.map((n) => createLogger({ format, level: opts.logLevel, bindings: { node: n.name, volume: config.volume } }));
@@ -124,7 +126,8 @@ async function demoCommand(opts: LogOptions & { dir: string; size: string }): Pr
   };
   stopOnSignals(pair, logs[0]!);
   exitOnCrash(logs[0]!);
-  const lines = [`twinblock demo: volume "${config.volume}", ${opts.size}, a mirrored pair with stores in ${dir}`];
+  const what = nodeCount === 2 ? 'a mirrored pair' : `${nodeCount} mirrored nodes (ack: ${config.ack}, quorum: ${config.quorum})`;
+  const lines = [`twinblock demo: volume "${config.volume}", ${opts.size}, ${what} with stores in ${dir}`];
   config.nodes.forEach((n, i) => {
     const nbdUri = `nbd://${formatAddress({ host: n.nbd.host, port: nodes[i]!.nbdPort })}/${config.volume}`;
     const adminUrl = `http://${formatAddress({ host: n.admin.host, port: nodes[i]!.adminPort })}`;
@@ -137,7 +140,7 @@ async function demoCommand(opts: LogOptions & { dir: string; size: string }): Pr
     `  try:    qemu-io -f raw -c 'write -P 0xab 0 1M' ${primaryUri}`,
     `          qemu-io -f raw -r -c 'read -P 0xab 0 1M' ${secondaryUri}`,
     `          twinblock status --admin http://${formatAddress(config.nodes[0]!.admin)}`,
-    '  Ctrl-C hardens everything on both nodes and stops them.',
+    '  Ctrl-C hardens everything on every node and stops them.',
     '',
   );
   process.stdout.write(lines.join('\n'));
@@ -199,10 +202,11 @@ function buildProgram(): Command {
     .requiredOption('--config <file>', 'volume configuration (YAML)')
     .requiredOption('--node <name>', 'which node of the config this process is'))
     .action((opts: LogOptions & { config: string; node: string }) => serveCommand(opts));
-  logOptions(program.command('demo').description('run a local mirrored pair (primary a, secondary b) with file stores and print how to use it')
+  logOptions(program.command('demo').description('run a local mirrored volume (primary a, secondary b, and c... with --nodes) with file stores and print how to use it')
     .option('--dir <dir>', 'directory for the store files', './twinblock-demo')
-    .option('--size <size>', 'volume size, e.g. 1GiB', '1GiB'))
-    .action((opts: LogOptions & { dir: string; size: string }) => demoCommand(opts));
+    .option('--size <size>', 'volume size, e.g. 1GiB', '1GiB')
+    .option('--nodes <n>', 'how many nodes, 2 to 8', '2'))
+    .action((opts: LogOptions & { dir: string; size: string; nodes: string }) => demoCommand(opts));
   program.command('status').description("show a node's status")
     .option('--admin <url>', "the node's admin URL", 'http://127.0.0.1:8801')
     .option('--json', 'print the raw /status JSON')

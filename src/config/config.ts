@@ -110,7 +110,7 @@ export const limits = {
   minCacheTracks: 4,
   minMsValue: 10,
   minSecretChars: 16,
-  maxNodes: 2,
+  maxNodes: 8,
 } as const;
 
 const namePattern = /^[A-Za-z0-9._-]+$/;
@@ -267,10 +267,11 @@ function storeField(keyPath: string, text: string, baseDir: string): StoreLocati
   return { kind: 'nbd', host, port, exportName, uri: text };
 }
 
-function buildNode(name: string, raw: RawConfig['nodes'][string], ctx: { baseDir: string; pair: boolean; trackSizeBytes: number }): NodeConfig {
+function buildNode(name: string, raw: RawConfig['nodes'][string], ctx: { baseDir: string; mirrored: boolean; trackSizeBytes: number }): NodeConfig {
   const at = `nodes.${name}`;
   if (!namePattern.test(name)) throw new FieldError(at, 'node names may use only A-Z a-z 0-9 . _ -');
-  if (ctx.pair && raw.link === undefined) throw new FieldError(`${at}.link`, 'missing (required when there are 2 nodes)');
+  // Full mesh (issue 12): every node links to every other, so a node promoted later mirrors at once.
+  if (ctx.mirrored && raw.link === undefined) throw new FieldError(`${at}.link`, 'missing (required when there are 2 or more nodes)');
   const cacheBytes = sizeField(`${at}.cache`, raw.cache, defaults.cacheBytes);
   const minCacheBytes = limits.minCacheTracks * ctx.trackSizeBytes;
   if (cacheBytes < minCacheBytes) {
@@ -328,12 +329,12 @@ function buildConfig(raw: RawConfig, baseDir: string, sourcePath: string | null)
   const names = Object.keys(raw.nodes);
   if (names.length === 0) throw new FieldError('nodes', 'at least one node is required');
   if (names.length > limits.maxNodes) throw new FieldError('nodes', `at most ${limits.maxNodes} nodes are supported (got ${names.length})`);
-  const pair = names.length === 2;
-  const nodes = names.map((name) => buildNode(name, raw.nodes[name]!, { baseDir, pair, trackSizeBytes: geometry.trackSizeBytes }));
+  const mirrored = names.length >= 2;
+  const nodes = names.map((name) => buildNode(name, raw.nodes[name]!, { baseDir, mirrored, trackSizeBytes: geometry.trackSizeBytes }));
   checkDistinctListeners(nodes);
   const primary = raw.primary ?? names[0]!;
   if (!names.includes(primary)) throw new FieldError('primary', `"${primary}" is not one of the nodes (${names.join(', ')})`);
-  if (raw.secret === undefined && pair) throw new FieldError('secret', 'missing (required when there are 2 nodes: it authenticates the link)');
+  if (raw.secret === undefined && mirrored) throw new FieldError('secret', 'missing (required when there are 2 or more nodes: it authenticates the links)');
   if (raw.secret !== undefined && raw.secret.length < limits.minSecretChars) {
     throw new FieldError('secret', `too short: at least ${limits.minSecretChars} characters`);
   }
@@ -404,18 +405,14 @@ export function loadConfig(file: string): Config {
  * stores at DIR/a.img and DIR/b.img. Built through the same validation as a file, so a bad --size
  * gets the same kind of message. The secret comes from the caller (randomness is the shell's).
  */
-export function demoConfig(dir: string, sizeBytes: number, secret: string): Config {
-  const raw = {
-    volume: 'demo',
-    size: sizeBytes,
-    secret,
-    primary: 'a',
-    nodes: {
-      a: { nbd: '127.0.0.1:10809', admin: '127.0.0.1:8801', link: '127.0.0.1:7801', store: 'a.img', cache: '256MiB' },
-      b: { nbd: '127.0.0.1:10810', admin: '127.0.0.1:8802', link: '127.0.0.1:7802', store: 'b.img', cache: '256MiB' },
-    },
-  };
-  return validate(raw, path.resolve(dir), 'demo', null);
+/** The demo's volume: `nodeCount` nodes a, b, c, ... on consecutive local ports, a primary. */
+export function demoConfig(dir: string, sizeBytes: number, secret: string, nodeCount = 2): Config {
+  const nodes: Record<string, Record<string, string>> = {};
+  for (let i = 0; i < nodeCount; i++) {
+    const name = String.fromCharCode(97 + i);
+    nodes[name] = { nbd: `127.0.0.1:${10809 + i}`, admin: `127.0.0.1:${8801 + i}`, link: `127.0.0.1:${7801 + i}`, store: `${name}.img`, cache: '256MiB' };
+  }
+  return validate({ volume: 'demo', size: sizeBytes, secret, primary: 'a', nodes }, path.resolve(dir), 'demo', null);
 }
 
 /** The named node, or a ConfigError listing the names the config has. */

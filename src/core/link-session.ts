@@ -167,8 +167,11 @@ export function identityMismatch(ours: LinkIdentity, peer: HelloMessage): string
 export interface LinkSessionConfig {
   /** Our node name. */
   node: string;
-  /** The peer's node name, which its hello must carry; null accepts any name but ours. */
-  expectedPeer: string | null;
+  /**
+   * The peer's node name, which its hello must carry: one name (a dialed peer), any of several
+   * (an accepting node of a larger volume), or null for any name but ours.
+   */
+  expectedPeer: string | readonly string[] | null;
   secret: string;
   identity: LinkIdentity;
   /** Sent in our hello. */
@@ -421,8 +424,10 @@ export class LinkSession {
 
   private helloProblem(peer: HelloMessage): string | null {
     if (peer.node === this.cfg.node) return `peer node name "${peer.node}" is the same as ours`;
-    if (this.cfg.expectedPeer !== null && peer.node !== this.cfg.expectedPeer) {
-      return `unexpected peer node "${clientText(peer.node)}" (expected "${this.cfg.expectedPeer}")`;
+    const expected = this.cfg.expectedPeer;
+    if (typeof expected === 'string' && peer.node !== expected) return `unexpected peer node "${clientText(peer.node)}" (expected "${expected}")`;
+    if (typeof expected === 'object' && expected !== null && !expected.includes(peer.node)) {
+      return `unexpected peer node "${clientText(peer.node)}" (expected one of ${expected.map((n) => `"${n}"`).join(', ')})`;
     }
     if (timingSafeEqual(peer.nonce, this.cfg.nonce)) return 'peer echoed our nonce';
     return identityMismatch(this.cfg.identity, peer);

@@ -7,12 +7,19 @@ import type { TrackCache } from './cache.js';
 import type { LinkMessage, PeerState, Role } from './replica-types.js';
 
 /** What the checks read of the data path. */
-export interface CheckedPath {
+/** What the checks read of one peer channel (peer-channel.ts). */
+export interface CheckedChannel {
   readonly linkIsUp: boolean;
   readonly mirroring: boolean;
-  readonly peerState: PeerState;
-  readonly role: Role;
+  readonly state: PeerState;
   readonly pendingAcks: ReadonlyMap<number, { offsetBytes: number; lengthBytes: number }>;
+}
+
+/** What the checks read of the data path. */
+export interface CheckedPath {
+  readonly channels: readonly CheckedChannel[];
+  readonly mirroring: boolean;
+  readonly role: Role;
   readonly cache: TrackCache;
   readonly diverging: boolean;
   readonly divergingOnDisk: boolean;
@@ -23,29 +30,29 @@ export interface CheckedPath {
  * caller keeps the last, so that seqs strictly increase). Acks, flush acks and promote answers
  * may trail a dead link (the shell drops them).
  */
-export function checkSend(d: CheckedPath, msg: LinkMessage, lastSentWriteSeq: number): number {
+export function checkSend(d: CheckedPath, ch: CheckedChannel, msg: LinkMessage, lastSentWriteSeq: number): number {
   switch (msg.type) {
     case 'write':
     case 'zero':
       // Fig. 4 step 64: only while the peer receives our writes, in one ordered stream.
-      assert(d.linkIsUp && d.mirroring, `a ${msg.type} is sent only while the peer is mirrored (peer state ${d.peerState})`);
-      assert(msg.seq > lastSentWriteSeq && d.pendingAcks.has(msg.seq), `write seqs strictly increase on the link, each awaiting its ack (seq ${msg.seq} after ${lastSentWriteSeq})`);
+      assert(ch.linkIsUp && ch.mirroring, `a ${msg.type} is sent only while the peer is mirrored (peer state ${ch.state})`);
+      assert(msg.seq > lastSentWriteSeq && ch.pendingAcks.has(msg.seq), `write seqs strictly increase on the link, each awaiting its ack (seq ${msg.seq} after ${lastSentWriteSeq})`);
       return msg.seq;
     case 'writeAck':
       assert(d.role === 'secondary', 'only a secondary acknowledges the peer\'s writes (step 66)');
       break;
     case 'flushReq':
-      assert(d.linkIsUp && d.mirroring, 'a FLUSH goes to the peer only while it is mirrored');
+      assert(ch.linkIsUp && ch.mirroring, 'a FLUSH goes to the peer only while it is mirrored');
       break;
     case 'syncStart':
     case 'syncData':
     case 'syncZero':
     case 'syncDone':
-      assert(d.linkIsUp && d.peerState === 'resyncing', `${msg.type} is sent only by a resync source (peer state ${d.peerState})`);
+      assert(ch.linkIsUp && ch.state === 'resyncing', `${msg.type} is sent only by a resync source (peer state ${ch.state})`);
       break;
     case 'state':
     case 'promoteReq':
-      assert(d.linkIsUp, `${msg.type} is sent only on a live link`);
+      assert(ch.linkIsUp, `${msg.type} is sent only on a live link`);
       break;
     default:
       break;
@@ -61,11 +68,13 @@ export function checkHardenJob(d: CheckedPath, job: HardenJob): void {
   // DESIGN.md "Failures": a primary alone starts a new epoch, persisted, before it hardens
   // anything its peer lacks; after a crash the mark on disk is what makes its store untrusted.
   if (d.diverging && d.role === 'primary' && !d.mirroring) assert(d.divergingOnDisk, 'a primary without its peer hardens only once its metadata on disk says it diverges');
-  if (d.pendingAcks.size === 0) return;
-  const jobTracks = new Set(job.tracks);
-  for (const piece of d.pendingAcks.values()) {
-    for (const t of d.cache.tracksOf(piece.offsetBytes, piece.lengthBytes)) {
-      assert(!jobTracks.has(t), `track ${t} is hardened before the peer acknowledged its write`);
+  for (const ch of d.channels) {
+    if (ch.pendingAcks.size === 0) continue;
+    const jobTracks = new Set(job.tracks);
+    for (const piece of ch.pendingAcks.values()) {
+      for (const t of d.cache.tracksOf(piece.offsetBytes, piece.lengthBytes)) {
+        assert(!jobTracks.has(t), `track ${t} is hardened before a peer acknowledged its write`);
+      }
     }
   }
 }

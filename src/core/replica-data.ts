@@ -9,39 +9,45 @@
 import { assert } from './assert.js';
 import { checkHardenJob, checkSend } from './replica-checks.js';
 import { QuorumPart } from './replica-quorum.js';
-import { TrackBitmap } from './bitmap.js';
 import { TrackCache } from './cache.js';
 import { Hardener, type HardenReason } from './hardening.js';
-import { applyNotice, HardeningNotifier, type NoticeOp, type NotifierAction } from './notifier.js';
-import { PeerUnhardenedRecord } from './peer-record.js';
-import { DurableNotices } from './replica-durable.js';
-import { InboundStream } from './replica-inbound.js';
-import { initialPeerState, PeerStateMachine, type PeerEvent } from './peer-state.js';
+import { PeerChannel } from './peer-channel.js';
+import { DurableNotices, type DurableRange } from './replica-durable.js';
+import { NoticePart, type WaiterPurpose } from './replica-notices.js';
 import type { LinkMessage, PeerState, QuorumView, ReplicaAction, ReplicaCounters, ReplicaSettings, ReplyErrno, Role } from './replica-types.js';
 
 export type { ReplicaCounters, ReplicaSettings } from './replica-types.js';
 
 interface HostWrite { reqId: number; piecesLeft: number; offsetBytes: number; lengthBytes: number; fua: boolean; errno: ReplyErrno | null }
-interface Piece { write: HostWrite; offsetBytes: number; lengthBytes: number; data: Uint8Array | null; trim: boolean }
-type OpDone = { reply: number } | { flushAck: number };
+interface Piece {
+  write: HostWrite; offsetBytes: number; lengthBytes: number; data: Uint8Array | null; trim: boolean;
+  /** Peers this piece was sent to that have not acknowledged it (nor dropped) yet. */
+  acksAwaited: number;
+  /** Peers that acknowledged it: a count, and their names once a node has several peers (a resend skips them). */
+  acks: number;
+  ackedBy: string[] | null;
+  /** The ack policy was met and the piece counted as done (later acks only release holds). */
+  answered: boolean;
+}
+/** What a finished op does: answer a host request, or a peer's FLUSH request (on that peer's link). */
+type OpDone = { reply: number } | { flushAck: number; peer: string };
 interface Op {
   done: OpDone;
   localPending: boolean;
-  remotePending: boolean;
+  /** The peers whose FLUSH answer this op still waits for. */
+  remotePending: Set<string>;
   errno: ReplyErrno | null;
   /** A host write only this node vouches for (its peer never acknowledged it): the role changes seen when it started. */
   aloneSinceRoleChange: number | null;
 }
-type WaiterPurpose = { op: number } | { range: number };
+/** A peer channel of the data path (its pending writes are the data path's pieces). */
+export type DataChannel = PeerChannel<Piece>;
 
 export class DataPath {
   readonly cache: TrackCache;
   readonly hardener: Hardener;
-  /** What the peer may hold only in its RAM (seed Fig. 3). */
-  readonly record: PeerUnhardenedRecord;
-  readonly notifier: HardeningNotifier;
-  /** Tracks the peer lacks (written while it was away): the resync set. */
-  readonly outOfSync: TrackBitmap;
+  /** What this node keeps of each other node (peer-channel.ts): one channel in a pair, none standalone. */
+  readonly channels: readonly PeerChannel<Piece>[];
   readonly counters: ReplicaCounters = {
     writes: 0, writtenBytes: 0, hardenedBytes: 0, hardenWrites: 0,
     hardenRuns: { flush: 0, pressure: 0, age: 0, threshold: 0, scan: 0 },
@@ -49,15 +55,10 @@ export class DataPath {
   };
   /** This node's role: changed only through setRole (read-only view: `role`). */
   private roleValue: Role;
-  /** The peer state: changed only by legal events of src/core/peer-state.ts (view: `peerState`). */
-  private readonly peer: PeerStateMachine;
   private readonly actions: ReplicaAction[] = [];
   readonly hostQueue: Piece[] = [];
-  readonly pendingAcks = new Map<number, Piece>();
   /** Quorum (issue 12) and the writes held for it (a part). */
   readonly quorumPart: QuorumPart<Piece>;
-  /** The peer's messages held back for cache room, in link order (a part). */
-  readonly inbound = new InboundStream();
   readonly ops = new Map<number, Op>();
   readonly waiterPurposes = new Map<number, WaiterPurpose>();
   private readonly storeSyncs = new Map<number, number>();
@@ -65,8 +66,8 @@ export class DataPath {
   private readonly taintedSyncs = new Set<number>();
   /** Hardening events waiting for an fdatasync before the peer hears of them (a part). */
   readonly durable = new DurableNotices();
-  /** Notices queued in this event, in order: one batch of ranges while the op stays the same. */
-  outNotices: { op: NoticeOp; ranges: number[] } | null = null;
+  /** Marks, notifier cycles and notice frames of every peer (a part). */
+  readonly notices = new NoticePart(this);
   /** May hold hardened writes the peer lacks (a primary without its peer). */
   diverging = false;
   /** A persist that must be durable before anything more is hardened (see linkDown), or null. */
@@ -80,11 +81,8 @@ export class DataPath {
    * against the bookkeeping above whenever a primary without its peer hardens (checkHardenJob).
    */
   divergingOnDisk = false;
+  /** The seq of the last write or zero sent: one sequence for every peer, so they apply the same seqs in order. */
   private sendSeq = 0;
-  /** The seq of the last write or zero sent on the link (checked to increase strictly). */
-  private lastSentWriteSeq = 0;
-  /** The link to the peer is up and authenticated: notices flow. */
-  linkIsUp = false;
   nextId = 1;
   hardensInFlight = 0;
   pausedUntilMs = 0;
@@ -94,48 +92,66 @@ export class DataPath {
   constructor(readonly settings: ReplicaSettings, nowMs: number, role: Role) {
     this.cache = new TrackCache(settings.geometry);
     this.hardener = new Hardener(this.cache, settings.hardening, nowMs);
-    this.record = new PeerUnhardenedRecord(this.cache.trackCount, settings.geometry.rangeTracks);
-    this.outOfSync = new TrackBitmap(this.cache.trackCount);
-    this.quorumPart = new QuorumPart(settings.quorum, settings.mirrored ? 2 : 1);
+    this.quorumPart = new QuorumPart(settings.quorum, 1 + settings.peers.length);
     this.roleValue = role;
-    this.notifier = new HardeningNotifier(settings.tracker, this.cache.trackCount, settings.geometry.rangeTracks, role === 'primary');
-    this.peer = new PeerStateMachine(initialPeerState(settings.mirrored, role));
+    const shape = { trackCount: this.cache.trackCount, rangeTracks: settings.geometry.rangeTracks, tracker: settings.tracker, mirrored: settings.mirrored };
+    assert(settings.mirrored === settings.peers.length > 0 && !settings.peers.includes(settings.node), `peers [${settings.peers.join(', ')}] of node ${settings.node} (mirrored: ${settings.mirrored})`);
+    this.channels = settings.peers.map((name) => new PeerChannel<Piece>(name, shape, role));
+  }
+
+  /** The channel of the peer named `name` (an unknown name is a bug of the shell). */
+  channelOf(name: string): PeerChannel<Piece> {
+    // Runs for every message sent and received: a loop, not a closure per call.
+    for (const ch of this.channels) if (ch.name === name) return ch;
+    throw new Error(`assertion failed: no peer channel for node ${name}`);
+  }
+
+  /**
+   * The one peer of a pair, where the core still assumes a single peer (DESIGN.md "Several
+   * secondaries", steps 3-5 lift each such use): asserted, never guessed.
+   */
+  get pairChannel(): PeerChannel<Piece> {
+    assert(this.channels.length === 1, `a pair's single peer asked of a node with ${this.channels.length} peers`);
+    return this.channels[0]!;
   }
 
   get role(): Role {
     return this.roleValue;
   }
 
+  /** The pair's peer state ('standalone' without peers). */
   get peerState(): PeerState {
-    return this.peer.state;
+    return this.channels.length === 0 ? 'standalone' : this.pairChannel.state;
   }
 
   setRole(role: Role): void {
     if (this.roleValue === 'primary' && role !== 'primary') this.failQueuedHostWrites();
     if (role !== this.roleValue) this.roleChanges++;
     this.roleValue = role;
-    this.notifier.setSendsWrites(role === 'primary');
-  }
-
-  /** Moves the peer state along the table; an illegal event throws (src/core/peer-state.ts). */
-  peerEvent(event: PeerEvent): void {
-    this.peer.apply(event);
+    for (const ch of this.channels) ch.notifier.setSendsWrites(role === 'primary');
   }
 
   /** Takes the actions emitted so far, in order. */
   takeActions(): ReplicaAction[] {
-    this.flushNotices();
+    this.notices.flush();
     return this.actions.splice(0, this.actions.length);
   }
 
-  emit(action: ReplicaAction): void {
-    if (action.kind === 'send') this.lastSentWriteSeq = checkSend(this, action.msg, this.lastSentWriteSeq);
+  pushAction(action: ReplicaAction): void {
     this.actions.push(action);
   }
 
-  send(msg: LinkMessage): void {
-    this.flushNotices(); // anything queued before this message goes before it
-    this.emit({ kind: 'send', msg });
+  emit(action: ReplicaAction): void {
+    if (action.kind === 'send') {
+      const ch = this.channelOf(action.peer);
+      ch.lastSentWriteSeq = checkSend(this, ch, action.msg, ch.lastSentWriteSeq);
+    }
+    this.actions.push(action);
+  }
+
+  send(ch: PeerChannel<Piece>, msg: LinkMessage): void {
+    this.notices.flush(ch); // anything queued before this message goes before it
+    this.emit({ kind: 'send', peer: ch.name, msg });
   }
 
   /** Host write pieces waiting for cache room, oldest first (read-only; the simulator tracks them). */
@@ -143,9 +159,9 @@ export class DataPath {
     return this.hostQueue;
   }
 
-  /** Is the peer receiving our writes now (so they are mirrored)? */
+  /** Is a peer receiving our writes now (so they are mirrored)? */
   get mirroring(): boolean {
-    return this.peerState === 'in-sync' || this.peerState === 'resyncing';
+    return this.channels.some((ch) => ch.mirroring);
   }
 
   // ================================================================ host requests
@@ -157,7 +173,7 @@ export class DataPath {
     if (!this.writesHaveQuorum && this.settings.quorum.onNoQuorum === 'io-error') return this.emit({ kind: 'reply', reqId, errno: 'EIO', message: this.noQuorumMessage() });
     const write: HostWrite = { reqId, piecesLeft: 0, offsetBytes, lengthBytes, fua, errno: null };
     const pieces = this.splitPieces(offsetBytes, lengthBytes).map(([off, len]): Piece => ({
-      write, offsetBytes: off, lengthBytes: len, data: data === null ? null : data.subarray(off - offsetBytes, off - offsetBytes + len), trim,
+      write, offsetBytes: off, lengthBytes: len, data: data === null ? null : data.subarray(off - offsetBytes, off - offsetBytes + len), trim, acksAwaited: 0, acks: 0, ackedBy: null, answered: false,
     }));
     write.piecesLeft = pieces.length;
     if (pieces.length === 0) return this.finishWrite(write);
@@ -219,7 +235,9 @@ export class DataPath {
 
   /** Nodes this one reaches, itself included: the peer counts while our writes reach it (or its, ours). */
   private get reachableNodes(): number {
-    return 1 + (this.linkIsUp && this.mirroring ? 1 : 0);
+    let nodes = 1;
+    for (const ch of this.channels) if (ch.linkIsUp && ch.mirroring) nodes++;
+    return nodes;
   }
 
   get quorum(): QuorumView {
@@ -246,7 +264,7 @@ export class DataPath {
     else {
       for (const piece of unacked) {
         if (this.role !== 'primary') piece.write.errno = 'EIO';
-        this.pieceDone(piece);
+        this.answer(piece);
       }
     }
     this.failWritesWithoutQuorum();
@@ -266,7 +284,9 @@ export class DataPath {
   /** Host writes and peer messages waiting for cache room both count as pressure. */
   updateBlockedWriters(): void {
     // Writes held for quorum are not waiting for room: they must not make hardening hurry.
-    this.hardener.setBlockedWriters((this.writesHaveQuorum ? this.hostQueue.length : 0) + this.inbound.length);
+    let heldInbound = 0;
+    for (const ch of this.channels) heldInbound += ch.inbound.length;
+    this.hardener.setBlockedWriters((this.writesHaveQuorum ? this.hostQueue.length : 0) + heldInbound);
   }
 
   /** Puts bytes into the cache; false (nothing changed) when there is no room yet. */
@@ -277,46 +297,75 @@ export class DataPath {
   }
 
   private afterPieceApplied(piece: Piece, nowMs: number): void {
+    // A peer not receiving our writes will lack these tracks: they join its resync set (seed: "a
+    // further record").
+    for (const ch of this.channels) {
+      if (!ch.mirroring) for (const t of this.cache.tracksOf(piece.offsetBytes, piece.lengthBytes)) ch.outOfSync.set(t);
+    }
     if (this.mirroring) return this.mirrorPiece(piece, nowMs);
-    // The peer will lack these tracks: they join the resync set (seed: "a further record").
-    if (this.settings.mirrored) for (const t of this.cache.tracksOf(piece.offsetBytes, piece.lengthBytes)) this.outOfSync.set(t);
     this.pieceDone(piece);
   }
 
-  /** Fig. 4 steps 62-64: sends an applied piece to the peer; its ack completes it. */
+  /**
+   * Fig. 4 steps 62-64: sends an applied piece, under one seq, to every peer receiving our writes
+   * that does not hold it yet (a piece held for quorum and sent again skips those that acked it).
+   * Their acks complete it, per the ack policy (pieceAcked).
+   */
   private mirrorPiece(piece: Piece, nowMs: number): void {
     const tracks = this.cache.tracksOf(piece.offsetBytes, piece.lengthBytes);
     const seq = ++this.sendSeq;
-    this.cache.holdHardening(tracks); // not on our disk before it is in the peer's cache
-    this.pendingAcks.set(seq, piece);
     this.counters.mirroredWrites++;
-    this.send(piece.data === null
+    const msg: LinkMessage = piece.data === null
       ? { type: 'zero', seq, offsetBytes: piece.offsetBytes, lengthBytes: piece.lengthBytes, trim: piece.trim }
-      : { type: 'write', seq, offsetBytes: piece.offsetBytes, data: piece.data }); // step 64
-    this.markSentToPeer(tracks, nowMs); // step 62
+      : { type: 'write', seq, offsetBytes: piece.offsetBytes, data: piece.data };
+    for (const ch of this.channels) {
+      if (!ch.mirroring || piece.ackedBy?.includes(ch.name) === true) continue;
+      this.cache.holdHardening(tracks); // not on our disk before it is in this peer's cache
+      ch.pendingAcks.set(seq, piece);
+      piece.acksAwaited++;
+      this.send(ch, msg); // step 64
+      this.notices.markSent(ch, tracks, nowMs); // step 62
+    }
+    if (piece.acksAwaited === 0) this.answer(piece); // every peer receiving writes holds it already
   }
 
   /**
-   * Marks the peer's copy of these tracks as possibly unhardened, and mirrors the mark. Called
-   * right after the message carrying them is queued: a notice this starts (a SAVE over the
-   * threshold) must follow that message on the link, where the peer marks them (found by the
-   * simulator: a SAVE sent ahead of its write left the mark in the peer's current bitmap forever).
+   * A peer acknowledged (step 66) the write `seq` it was sent. The piece is done once the ack
+   * policy is met (issue 12): `all`, when no peer it was sent to still owes an ack (a peer that
+   * dropped owes none: the united bitmap makes its tracks out of sync); `quorum`, as soon as this
+   * node and the peers that acked it are a majority of the configured nodes. The track stays held
+   * from hardening until every peer holds it (checkHardenJob).
    */
-  markSentToPeer(tracks: number[], nowMs: number): void {
-    for (const t of tracks) this.record.mark(t);
-    this.notifyMarked(tracks, nowMs);
+  writeAcked(ch: PeerChannel<Piece>, seq: number): void {
+    const piece = ch.pendingAcks.get(seq);
+    if (piece === undefined) return;
+    ch.pendingAcks.delete(seq);
+    this.cache.releaseHardening(this.cache.tracksOf(piece.offsetBytes, piece.lengthBytes));
+    piece.acksAwaited--;
+    piece.acks++;
+    if (this.channels.length > 1) (piece.ackedBy ??= []).push(ch.name);
+    if (piece.acksAwaited === 0 || (this.settings.quorum.ack === 'quorum' && 1 + piece.acks >= this.quorumPart.majority)) this.answer(piece);
+  }
+
+  /** The piece met the ack policy: it counts as done, once. */
+  private answer(piece: Piece): void {
+    if (piece.answered) return;
+    piece.answered = true;
+    this.pieceDone(piece);
   }
 
   /**
-   * The peer just marked these tracks as ours-maybe-unhardened: mirror the marks. A track that is
-   * clean here (initial sync sends hardened data too) counts as hardened at once, or the Fig. 6
-   * counter M would wait forever for a harden that never comes.
+   * The link to `ch` dropped: its writes in flight await it no more. Returns those now owed no
+   * ack and not yet answered (DataPath.settleUnacked decides them).
    */
-  notifyMarked(tracks: number[], nowMs: number): void {
-    this.runNotifier(this.notifier.onWriteApplied(tracks, nowMs));
-    const clean = tracks.filter((t) => !this.cache.isTrackDirty(t));
-    if (clean.length > 0) this.afterDurable(clean, []);
-    this.startCyclesOverThreshold(tracks);
+  dropPendingAcks(ch: PeerChannel<Piece>): Piece[] {
+    const unacked: Piece[] = [];
+    for (const piece of ch.pendingAcks.values()) {
+      this.cache.releaseHardening(this.cache.tracksOf(piece.offsetBytes, piece.lengthBytes));
+      if (--piece.acksAwaited === 0 && !piece.answered) unacked.push(piece);
+    }
+    ch.pendingAcks.clear();
+    return unacked;
   }
 
   pieceDone(piece: Piece): void {
@@ -330,9 +379,9 @@ export class DataPath {
     const done = { reply: write.reqId };
     // A demoted node finishing a write its peer never acknowledged is no longer the authority:
     // the new primary may never see these bytes (found by the simulator, seed 474).
-    if (this.role !== 'primary' && this.peerState !== 'standalone' && !this.mirroring) write.errno = 'EIO';
+    if (this.role !== 'primary' && this.settings.mirrored && !this.mirroring) write.errno = 'EIO';
     if (write.errno !== null) return this.emit({ kind: 'reply', reqId: write.reqId, errno: write.errno, message: 'the peer never acknowledged this write and this node is no longer primary' });
-    if (this.peerState === 'standalone') return this.startOp(done, write.fua ? local : null, null);
+    if (!this.settings.mirrored) return this.startOp(done, write.fua ? local : null, null);
     if (!this.mirroring) {
       const hardenFirst = write.fua || this.settings.degraded === 'write-through';
       return this.startOp(done, hardenFirst ? local : null, null, true);
@@ -345,14 +394,15 @@ export class DataPath {
   hostFlush(reqId: number, nowMs: number): void {
     const local = { seq: this.cache.sequence, tracks: null };
     const done = { reply: reqId };
-    if (this.peerState === 'in-sync' && this.settings.flush === 'memory') {
-      // Every completed write was acknowledged by the peer's cache: it is in both caches already.
+    if (this.settings.flush === 'memory' && this.channels.some((ch) => ch.state === 'in-sync')) {
+      // Every completed write was acknowledged by a peer's cache (an in-sync peer's resync brought
+      // it the older ones): it is in two caches already.
       return this.startOp(done, null, null);
     }
     const remote = this.mirroring && this.settings.flush === 'disk' ? { offsetBytes: 0, lengthBytes: 0 } : null;
     // Without its peer a FLUSH vouches for writes only this node holds: as such writes, it fails
     // if this node's role changes before it completes (finishOpIfDone).
-    this.startOp(done, local, remote, !this.mirroring && this.peerState !== 'standalone');
+    this.startOp(done, local, remote, !this.mirroring && this.settings.mirrored);
     this.pump(nowMs);
   }
 
@@ -364,12 +414,21 @@ export class DataPath {
 
   // ================================================================ durability ops
 
-  /** An op completes when its local part (harden + store sync) and remote part (peer flush) are done. */
+  /**
+   * An op completes when its local part (harden + store sync) and its remote part (a FLUSH of
+   * every peer receiving our writes) are done.
+   */
   startOp(done: OpDone, local: { seq: number; tracks: number[] | null } | null, remote: { offsetBytes: number; lengthBytes: number } | null, alone = false): void {
     const id = this.nextId++;
-    const op: Op = { done, localPending: local !== null, remotePending: remote !== null, errno: null, aloneSinceRoleChange: alone ? this.roleChanges : null };
+    const op: Op = { done, localPending: local !== null, remotePending: new Set(), errno: null, aloneSinceRoleChange: alone ? this.roleChanges : null };
     this.ops.set(id, op);
-    if (remote) this.send({ type: 'flushReq', id, offsetBytes: remote.offsetBytes, lengthBytes: remote.lengthBytes });
+    if (remote) {
+      for (const ch of this.channels) {
+        if (!ch.mirroring) continue;
+        op.remotePending.add(ch.name);
+        this.send(ch, { type: 'flushReq', id, offsetBytes: remote.offsetBytes, lengthBytes: remote.lengthBytes });
+      }
+    }
     if (local) {
       const waiterId = this.nextId++;
       this.waiterPurposes.set(waiterId, { op: id });
@@ -379,18 +438,19 @@ export class DataPath {
     this.finishOpIfDone(id);
   }
 
-  opPartDone(opId: number, part: 'local' | 'remote', errno: ReplyErrno | null): void {
+  /** The op's local part (`peer` null) or that peer's FLUSH finished. */
+  opPartDone(opId: number, peer: string | null, errno: ReplyErrno | null): void {
     const op = this.ops.get(opId);
     if (op === undefined) return;
     op.errno ??= errno;
-    if (part === 'local') op.localPending = false;
-    else op.remotePending = false;
+    if (peer === null) op.localPending = false;
+    else op.remotePending.delete(peer);
     this.finishOpIfDone(opId);
   }
 
   private finishOpIfDone(opId: number): void {
     const op = this.ops.get(opId);
-    if (op === undefined || op.localPending || op.remotePending) return;
+    if (op === undefined || op.localPending || op.remotePending.size > 0) return;
     this.ops.delete(opId);
     // A write only this node vouched for, whose role changed before it was hardened: the node
     // that took over may never have had it (a resync from it may even have overwritten it here),
@@ -398,7 +458,7 @@ export class DataPath {
     // stepped down and the new primary's resync replaced its block).
     if (op.aloneSinceRoleChange !== null && op.aloneSinceRoleChange !== this.roleChanges) op.errno ??= 'EIO';
     if ('reply' in op.done) this.emit({ kind: 'reply', reqId: op.done.reply, errno: op.errno, ...(op.errno ? { message: 'store write failed' } : {}) });
-    else this.send({ type: 'flushAck', id: op.done.flushAck, ok: op.errno === null });
+    else this.send(this.channelOf(op.done.peer), { type: 'flushAck', id: op.done.flushAck, ok: op.errno === null });
   }
 
   settleWaiters(): void {
@@ -411,7 +471,7 @@ export class DataPath {
         this.storeSyncs.set(syncId, purpose.op);
         this.emit({ kind: 'sync-store', syncId });
       } else {
-        this.afterDurable([], [purpose.range]); // step 78, once on disk for real
+        this.afterDurable([], [purpose]); // step 78, once on disk for real
       }
     }
   }
@@ -441,7 +501,7 @@ export class DataPath {
     const opId = this.storeSyncs.get(syncId);
     this.storeSyncs.delete(syncId);
     const tainted = this.taintedSyncs.delete(syncId);
-    if (opId !== undefined) this.opPartDone(opId, 'local', ok && !tainted ? null : 'EIO');
+    if (opId !== undefined) this.opPartDone(opId, null, ok && !tainted ? null : 'EIO');
   }
 
   /** fdatasyncs that failed since the last one that succeeded (0: the store syncs fine). */
@@ -450,7 +510,7 @@ export class DataPath {
   }
 
   /** Queue hardening events for the notifier until an fdatasync makes them true on disk. */
-  private afterDurable(tracks: number[], ranges: number[]): void {
+  afterDurable(tracks: number[], ranges: DurableRange[]): void {
     if (!this.settings.mirrored) return; // no peer keeps marks of a standalone node
     this.durable.add(tracks, ranges);
     this.startDurableSync();
@@ -475,9 +535,11 @@ export class DataPath {
       // for the next sync (queued in `durable`), so this one must not clear its mark (simulator,
       // seed 10009055: a CLEAR for a rewrite that a stalled store then lost with power).
       const awaitingSync = new Set(this.durable.tracks);
-      this.runNotifier(this.notifier.onTracksClean(batch.tracks.filter((t) => !this.cache.isTrackDirty(t) && !awaitingSync.has(t))));
-      for (const range of batch.ranges) {
-        if (this.notifier.rangeState(range) === 'hardening') this.runNotifier(this.notifier.rangeHardened(range));
+      const clean = batch.tracks.filter((t) => !this.cache.isTrackDirty(t) && !awaitingSync.has(t));
+      for (const ch of this.channels) this.notices.run(ch, ch.notifier.onTracksClean(clean));
+      for (const { peer, range } of batch.ranges) {
+        const ch = this.channelOf(peer);
+        if (ch.notifier.rangeState(range) === 'hardening') this.notices.run(ch, ch.notifier.rangeHardened(range));
       }
     }
     this.startDurableSync();
@@ -526,80 +588,9 @@ export class DataPath {
       if (!('op' in purpose)) continue;
       this.waiterPurposes.delete(waiterId);
       this.hardener.removeWaiter(waiterId);
-      this.opPartDone(purpose.op, 'local', 'EIO');
+      this.opPartDone(purpose.op, null, 'EIO');
     }
   }
 
-  // ================================================================ hardening notices
 
-  private runNotifier(actions: NotifierAction[]): void {
-    for (const a of actions) {
-      if (a.kind === 'send') {
-        this.queueNotice(a.notice.op, a.notice.range);
-      } else if (a.tracks.length === 0) {
-        this.afterDurable([], [a.range]);
-      } else {
-        // Step 76: harden what was dirty at the ack — every write up to now in those tracks.
-        const waiterId = this.nextId++;
-        this.waiterPurposes.set(waiterId, { range: a.range });
-        this.hardener.addWaiter(waiterId, this.cache.sequence, a.tracks);
-      }
-    }
-  }
-
-  /**
-   * Notices for consecutive ranges with the same op share one frame: ranges, not tracks, keep
-   * them cheap. Order on the link is never changed — a SAVE and a CLEAR of one range, or a SAVE and
-   * a write, must reach the peer in the order they happened (the mirror swaps at that point).
-   */
-  private queueNotice(op: NoticeOp, range: number): void {
-    if (!this.linkIsUp) return;
-    if (this.outNotices !== null && this.outNotices.op !== op) this.flushNotices();
-    this.outNotices ??= { op, ranges: [] };
-    this.outNotices.ranges.push(range);
-  }
-
-  private flushNotices(): void {
-    const batch = this.outNotices;
-    if (batch === null) return;
-    assert(this.linkIsUp, 'hardening notices are sent only on a live link (linkDown drops queued ones)');
-    this.outNotices = null;
-    this.counters.noticesSent += batch.ranges.length;
-    this.actions.push({ kind: 'send', msg: { type: 'notice', op: batch.op, ranges: batch.ranges } });
-  }
-
-  startDueCycles(nowMs: number): void {
-    if (!this.linkIsUp) return;
-    const { destageIntervalMs, maxDirtyAgeMs } = this.settings.hardening;
-    for (const range of this.notifier.rangesDue(nowMs - Math.min(destageIntervalMs, maxDirtyAgeMs / 2))) {
-      this.runNotifier(this.notifier.startCycle(range)); // step 70 / step 90
-    }
-  }
-
-  private startCyclesOverThreshold(tracks: number[]): void {
-    if (!this.linkIsUp) return;
-    const threshold = this.settings.hardening.rangeDirtyThresholdTracks;
-    let lastRange = -1;
-    for (const t of tracks) {
-      const range = this.cache.rangeOfTrack(t);
-      if (range === lastRange) continue;
-      lastRange = range;
-      if (this.notifier.wantsCycle(range) && this.cache.dirtyTracksInRange(range) >= threshold) {
-        this.runNotifier(this.notifier.startCycle(range));
-      }
-    }
-  }
-
-  handleNotice(op: NoticeOp, ranges: number[]): void {
-    this.counters.noticesReceived += ranges.length;
-    for (const range of ranges) {
-      if (range < 0 || range >= this.record.rangeCount) continue;
-      if (op === 'save-ack') {
-        if (this.notifier.rangeState(range) === 'awaiting-ack') this.runNotifier(this.notifier.onSaveAck(range, this.cache.dirtyTracksOfRange(range)));
-        continue;
-      }
-      const reply = applyNotice(this.record, { op, range }); // steps 72-74, 80
-      if (reply) this.queueNotice(reply.op, reply.range);
-    }
-  }
 }

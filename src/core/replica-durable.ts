@@ -7,26 +7,37 @@
 import { assert } from './assert.js';
 import { retryBackoffMs } from './backoff.js';
 
+/** A range whose destage finished for a cycle with one peer (each peer's cycles are its own). */
+export interface DurableRange {
+  peer: string;
+  range: number;
+}
+
 export interface DurableBatch {
   /** Tracks hardened before the sync started (the core drops any written again since). */
   tracks: number[];
   /** Ranges whose destage finished before the sync started, for the current link's cycles only. */
-  ranges: number[];
+  ranges: DurableRange[];
 }
 
+type StampedRange = DurableRange & { generation: number };
+
 export class DurableNotices {
-  private pending: DurableBatch = { tracks: [], ranges: [] };
-  private inFlight: (DurableBatch & { syncId: number; generation: number; tainted: boolean }) | null = null;
-  /** Bumped when the link's cycles are reset: a range hardened for a dead link's cycle is moot. */
-  private generation = 0;
+  private pending: { tracks: number[]; ranges: StampedRange[] } = { tracks: [], ranges: [] };
+  private inFlight: { tracks: number[]; ranges: StampedRange[]; syncId: number; tainted: boolean } | null = null;
+  /**
+   * Per peer, bumped when the cycles of its link are reset: a range hardened for a dead link's
+   * cycle is moot. Each range carries its peer's generation from when it was added.
+   */
+  private readonly generations = new Map<string, number>();
   /** After a failed fdatasync, the next one waits until then (backoff), or null. */
   private retryAtValue: number | null = null;
   /** fdatasyncs (any of the store's) that failed since the last one that succeeded. */
   private failuresInRowValue = 0;
 
-  add(tracks: readonly number[], ranges: readonly number[]): void {
+  add(tracks: readonly number[], ranges: readonly DurableRange[]): void {
     this.pending.tracks.push(...tracks);
-    this.pending.ranges.push(...ranges);
+    for (const { peer, range } of ranges) this.pending.ranges.push({ peer, range, generation: this.generations.get(peer) ?? 0 });
   }
 
   /** True when no sync is in flight, events wait for one, and no failed one's backoff runs. */
@@ -68,7 +79,7 @@ export class DurableNotices {
   /** The sync `syncId` now covers every waiting event. */
   start(syncId: number): void {
     assert(this.canStart, 'a durable sync started while one is in flight, or with nothing to cover');
-    this.inFlight = { ...this.pending, syncId, generation: this.generation, tainted: false };
+    this.inFlight = { ...this.pending, syncId, tainted: false };
     this.pending = { tracks: [], ranges: [] };
   }
 
@@ -104,7 +115,7 @@ export class DurableNotices {
     const batch = this.inFlight;
     assert(batch !== null, 'a durable sync finished that was never started');
     this.inFlight = null;
-    const ranges = batch.generation === this.generation ? batch.ranges : [];
+    const ranges = batch.ranges.filter((r) => r.generation === (this.generations.get(r.peer) ?? 0)).map(({ peer, range }) => ({ peer, range }));
     if (!ok || batch.tainted) {
       this.add(batch.tracks, ranges);
       return null;
@@ -112,9 +123,9 @@ export class DurableNotices {
     return { tracks: batch.tracks, ranges };
   }
 
-  /** The link's cycles were reset: waiting range events are moot, and so is any in flight. */
-  resetCycles(): void {
-    this.generation++;
-    this.pending.ranges = [];
+  /** The cycles of the link to `peer` were reset: its waiting range events are moot, and so are any in flight. */
+  resetCycles(peer: string): void {
+    this.generations.set(peer, (this.generations.get(peer) ?? 0) + 1);
+    this.pending.ranges = this.pending.ranges.filter((r) => r.peer !== peer);
   }
 }

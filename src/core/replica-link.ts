@@ -7,25 +7,20 @@ import { assert } from './assert.js';
 import { TrackBitmap } from './bitmap.js';
 import { isAllZero } from './zero.js';
 import { compareHistories, currentEpoch, nextEpoch, type EpochEntry } from './epochs.js';
-import type { DataPath, ReplicaSettings } from './replica-data.js';
-import type { LinkMessage, PersistedState, Role } from './replica-types.js';
+import type { DataChannel as Channel, DataPath, ReplicaSettings } from './replica-data.js';
+import type { LinkMessage, PersistedState } from './replica-types.js';
+import { earlierMs } from './backoff.js';
 import { PeerStateMachine } from './peer-state.js';
 import { MetadataOnDisk } from './replica-on-disk.js';
-import { decideSync, ResyncIntake, ResyncPlan, resyncTracks, type SideState, type SyncProgress } from './resync.js';
+import { decideSync, ResyncPlan, resyncTracks, type SideState, type SyncProgress } from './resync.js';
 
 export class LinkHalf {
-  /** The resync this node is sending (as source), or null. */
-  resync: ResyncPlan | null = null;
-  /** This node is the target of a resync (decided, or syncStart received) not yet done. */
-  readonly intake = new ResyncIntake();
   /**
    * A resync into this node started and has not finished, across link drops and restarts
    * (persisted): its store is a mix of old and new tracks, so promote refuses without --force.
    */
   resyncIncomplete: boolean;
   lastPersistToken = -1;
-  /** The peer's latest state message (link-up exchange, role changes). */
-  peerView: Extract<LinkMessage, { type: 'state' }> | null = null;
   /** Who was primary when (persisted): decides the sync source, detects split brain. */
   history: EpochEntry[];
   /** Every hardened write is known to the peer or listed in outOfSync. */
@@ -60,7 +55,6 @@ export class LinkHalf {
   readonly onDisk = new MetadataOnDisk();
   /** Persisted: the highest epoch ever proposed to (or adopted from) the peer; never taken again. */
   proposedEpoch: number;
-  private linkWritable = true;
 
   /**
    * Restores this half from `persisted` (the node's metadata from its last run, or null for a
@@ -74,7 +68,7 @@ export class LinkHalf {
     this.outOfSyncValid = persisted?.cleanShutdown === true;
     if (persisted?.cleanShutdown && persisted.outOfSync !== null) {
       const saved = TrackBitmap.fromBytes(this.data.cache.trackCount, persisted.outOfSync);
-      for (let t = 0; t < saved.trackCount; t++) if (saved.has(t)) this.data.outOfSync.set(t);
+      for (const ch of this.data.channels) for (let t = 0; t < saved.trackCount; t++) if (saved.has(t)) ch.outOfSync.set(t);
     }
     this.data.diverging = persisted?.diverging ?? false;
     this.resyncIncomplete = persisted?.resyncIncomplete ?? false;
@@ -95,17 +89,17 @@ export class LinkHalf {
    * "asks for a data update"); nothing is mirrored until both have decided who is the source.
    * Both records restart from what each side could lose if it failed now (unsyncedTracks).
    */
-  linkEstablished(nowMs: number): void {
-    this.data.linkIsUp = true;
-    this.linkWritable = true;
-    this.peerView = null;
-    this.data.record.reset();
-    this.resetNotifier();
-    this.data.peerEvent(PeerStateMachine.linkEvent('up', this.data.role));
+  linkEstablished(ch: Channel, nowMs: number): void {
+    ch.linkIsUp = true;
+    ch.linkWritable = true;
+    ch.peerView = null;
+    ch.record.reset();
+    this.resetNotifier(ch);
+    ch.event(PeerStateMachine.linkEvent('up', this.data.role));
     // The state goes first on the new stream; the peer marks our unsynced tracks when it reads it,
     // and our mirror marks them at the same point (notices it may start come after the state).
-    this.sendState();
-    this.data.notifyMarked(this.unsyncedTracks(), nowMs);
+    this.sendState(ch);
+    this.data.notices.notifyMarked(ch, this.unsyncedTracks(), nowMs);
   }
 
   /**
@@ -124,129 +118,136 @@ export class LinkHalf {
    * old link would otherwise end the new link's cycle of the same range before its tracks are
    * hardened (found by the simulator, seed 570: a CLEAR for a range still holding sync data).
    */
-  private resetNotifier(): void {
-    this.data.notifier.reset();
-    this.data.durable.resetCycles();
+  private resetNotifier(ch: Channel): void {
+    ch.notifier.reset();
+    this.data.durable.resetCycles(ch.name);
     for (const [waiterId, purpose] of this.data.waiterPurposes) {
-      if ('op' in purpose) continue;
+      if ('op' in purpose || purpose.peer !== ch.name) continue;
       this.data.waiterPurposes.delete(waiterId);
       this.data.hardener.removeWaiter(waiterId);
     }
   }
 
-  sendState(): void {
+  sendState(ch: Channel): void {
     const dirty = new TrackBitmap(this.data.cache.trackCount);
     for (const t of this.unsyncedTracks()) dirty.set(t);
-    this.data.send({
+    this.data.send(ch, {
       type: 'state', role: this.data.role, history: [...this.history], storeTrusted: this.storeTrusted,
       outOfSyncValid: this.outOfSyncValid, discardLocal: this.discardLocal,
-      outOfSync: this.data.outOfSync.toBytes(), dirty: dirty.toBytes(),
+      outOfSync: ch.outOfSync.toBytes(), dirty: dirty.toBytes(),
     });
   }
 
-  private onPeerState(msg: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void {
-    const first = this.peerView === null;
-    this.peerView = msg;
+  private onPeerState(ch: Channel, msg: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void {
+    const first = ch.peerView === null;
+    ch.peerView = msg;
     if (first) {
       const dirty = TrackBitmap.fromBytes(this.data.cache.trackCount, msg.dirty);
-      for (let t = 0; t < dirty.trackCount; t++) if (dirty.has(t)) this.data.record.mark(t);
+      for (let t = 0; t < dirty.trackCount; t++) if (dirty.has(t)) ch.record.mark(t);
     }
     // In sync with the same history (a demote, say): nothing to decide, only the role changed.
-    if (this.data.peerState === 'in-sync' && compareHistories(this.history, msg.history) === 'equal') return;
+    if (ch.state === 'in-sync' && compareHistories(this.history, msg.history) === 'equal') return;
+    if (this.adoptsInSync(ch, msg)) return;
     // The target of our resync is primary: promoted by --force (it refuses a plain promote while
     // the resync into it runs). It takes no more of our data, and its new epoch may make it the
     // source (its syncStart follows this state): our resync ends and the pair decides afresh, as
     // the target's own promotion did on its side (found by the simulator with storage faults,
     // seeds 211, 383, 652, 284: that syncStart found this node still resyncing it).
-    if (this.resync !== null && msg.role === 'primary') {
-      this.data.emit({ kind: 'log', level: 'warn', msg: 'peer promoted while this node resynced it: resync abandoned', fields: { peer: this.peerName, sentBytes: this.resync.sentBytes } });
-      this.resync = null;
-      this.data.peerEvent('targetPromoted');
+    if (ch.resync !== null && msg.role === 'primary') {
+      this.data.emit({ kind: 'log', level: 'warn', msg: 'peer promoted while this node resynced it: resync abandoned', fields: { peer: ch.name, sentBytes: ch.resync.sentBytes } });
+      ch.resync = null;
+      ch.event('targetPromoted');
     }
-    this.decide(nowMs);
+    this.decide(ch, nowMs);
+  }
+
+  /**
+   * In a volume of three or more nodes, a primary that lost one secondary starts a new generation
+   * (markDiverging) while the others stay in sync: each of them holds every write of it, in link
+   * order, so it takes the extended history as it is, with no resync. Only an in-sync secondary,
+   * only from its primary, and only entries of that primary's own.
+   */
+  private adoptsInSync(ch: Channel, msg: Extract<LinkMessage, { type: 'state' }>): boolean {
+    if (this.settings.peers.length < 2 || ch.state !== 'in-sync' || this.data.role !== 'secondary' || msg.role !== 'primary') return false;
+    if (compareHistories(this.history, msg.history) !== 'theirs-newer' || !msg.history.slice(this.history.length).every((e) => e.node === ch.name)) return false;
+    this.setHistory([...msg.history]);
+    this.persist();
+    return true;
   }
 
   /** Picks source, target or split brain from both sides' states (src/core/resync.ts). */
-  decide(nowMs: number): void {
-    const peer = this.peerView;
-    if (peer === null || !this.data.linkIsUp || this.resync !== null || this.intake.active) return;
-    const decision = decideSync(this.sideState(), { ...peer, node: this.peerName });
+  decide(ch: Channel, nowMs: number): void {
+    const peer = ch.peerView;
+    if (peer === null || !ch.linkIsUp || ch.resync !== null || ch.intake.active) return;
+    // In a volume of three or more nodes only a primary sends a resync (DESIGN.md "Several
+    // secondaries", step 5 builds the rest): two secondaries leave each other alone, or one could
+    // resync a third node with older data while the primary resyncs it too.
+    if (this.settings.peers.length > 1 && this.data.role !== 'primary' && peer.role !== 'primary') return;
+    const decision = decideSync(this.sideState(), { ...peer, node: ch.name });
     if (decision.kind === 'split-brain') {
-      if (this.data.peerState !== 'split-brain') this.data.emit({ kind: 'log', level: 'error', msg: 'split brain: refusing to mirror; resolve with `twinblock resolve --discard-local` on the side to overwrite', fields: { reason: decision.reason } });
-      this.data.peerEvent('splitBrainDetected');
+      if (ch.state !== 'split-brain') this.data.emit({ kind: 'log', level: 'error', msg: 'split brain: refusing to mirror; resolve with `twinblock resolve --discard-local` on the side to overwrite', fields: { reason: decision.reason } });
+      ch.event('splitBrainDetected');
       return;
     }
     if (decision.kind === 'target') {
-      this.intake.expect();
+      ch.intake.expect();
       this.markResyncIncomplete();
-      this.data.peerEvent('targetChosen');
+      ch.event('targetChosen');
       if (this.data.role === 'primary') {
         // Nothing of ours was mirrored yet on this link (no decision had been made), so no
         // write of ours is in flight to a peer that would ignore it.
-        this.data.emit({ kind: 'log', level: 'warn', msg: 'peer holds newer data: this node steps down to secondary', fields: { peer: this.peerName } });
+        this.data.emit({ kind: 'log', level: 'warn', msg: 'peer holds newer data: this node steps down to secondary', fields: { peer: ch.name } });
         this.data.setRole('secondary');
         this.persist();
       }
       return;
     }
-    this.startResync(decision.full, decision.reason, peer, nowMs);
-  }
-
-  /** The peer's role as it last announced it (null before its state arrives). */
-  get peerRole(): Role | null {
-    return this.peerView?.role ?? null;
+    this.startResync(ch, decision.full, decision.reason, peer, nowMs);
   }
 
   private sideState(): SideState {
     return { node: this.settings.node, history: this.history, storeTrusted: this.storeTrusted, outOfSyncValid: this.outOfSyncValid, discardLocal: this.discardLocal };
   }
 
-  get peerName(): string {
-    return this.settings.peer ?? 'peer';
-  }
-
-  private startResync(full: boolean, reason: string, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void {
+  private startResync(ch: Channel, full: boolean, reason: string, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void {
     const { volumeSizeBytes, trackSizeBytes } = this.settings.geometry;
     const theirs = peer.outOfSyncValid ? TrackBitmap.fromBytes(this.data.cache.trackCount, peer.outOfSync) : null;
-    const tracks = resyncTracks(this.data.cache.trackCount, full, this.data.outOfSync, theirs);
+    const tracks = resyncTracks(this.data.cache.trackCount, full, ch.outOfSync, theirs);
     const pace = { chunkBytes: this.settings.syncChunkBytes, windowChunks: this.settings.syncWindowChunks, rateBytesPerSec: this.settings.syncRateBytesPerSec };
-    this.resync = new ResyncPlan(tracks, trackSizeBytes, volumeSizeBytes, pace, nowMs, this.data.nextId++, full);
-    this.data.peerEvent('resyncStarted');
-    this.data.send({ type: 'syncStart', totalBytes: this.resync.totalBytes });
-    this.data.emit({ kind: 'log', level: full ? 'warn' : 'info', msg: full ? 'full resync of the peer started' : 'resync of the out-of-sync tracks started', fields: { tracks: this.resync.trackCount, bytes: this.resync.totalBytes, reason } });
-    this.pumpSync(nowMs);
-    this.finishResyncIfDone(nowMs);
+    ch.resync = new ResyncPlan(tracks, trackSizeBytes, volumeSizeBytes, pace, nowMs, this.data.nextId++, full);
+    ch.event('resyncStarted');
+    this.data.send(ch, { type: 'syncStart', totalBytes: ch.resync.totalBytes });
+    this.data.emit({ kind: 'log', level: full ? 'warn' : 'info', msg: full ? 'full resync of the peer started' : 'resync of the out-of-sync tracks started', fields: { tracks: ch.resync.trackCount, bytes: ch.resync.totalBytes, reason } });
+    this.pumpSync(ch, nowMs);
+    this.finishResyncIfDone(ch, nowMs);
   }
 
   /** The link dropped (reset, heartbeat timeout): the link half's part of ReplicaCore.linkDown. */
-  linkLost(nowMs: number): void {
-    this.data.linkIsUp = false;
+  linkLost(ch: Channel, nowMs: number): void {
+    ch.linkIsUp = false;
     // Messages of the dead link still held back by a full cache must not be applied once a new
     // link has reset both sides' records (found by the simulator, seed 7). Dropping them is safe:
     // none was acknowledged, so the peer counts their tracks as out-of-sync and resends them.
-    this.data.inbound.clear();
+    ch.inbound.clear();
     // The peer's FLUSH requests of the dead link are answered on it or not at all: completing
     // later, their flushAck would go out on the next link, where the peer (restarted, its op ids
     // begun again) may take it for a new FLUSH of its own (simulator, seed 30103572: a stalled
     // fdatasync answered a restarted primary's FLUSH 57 with the old FLUSH 57's ack, and a host
     // FLUSH was acknowledged before the peer's store held what it covered).
-    for (const [id, op] of this.data.ops) if ('flushAck' in op.done) this.data.ops.delete(id);
+    for (const [id, op] of this.data.ops) if ('flushAck' in op.done && op.done.peer === ch.name) this.data.ops.delete(id);
     this.data.updateBlockedWriters();
-    this.data.outNotices = null;
-    this.resetNotifier();
-    this.resync = null;
-    this.intake.end();
-    this.peerView = null;
-    this.data.cache.releaseAllHolds();
-    if (this.data.peerState === 'standalone') return;
-    this.data.peerEvent(PeerStateMachine.linkEvent('down', this.data.role));
+    ch.outNotices = null;
+    this.resetNotifier(ch);
+    ch.resync = null;
+    ch.intake.end();
+    ch.peerView = null;
+    // Writes that peer never acknowledged: DataPath.settleUnacked (degraded policy, quorum, demoted).
+    const unacked = this.data.dropPendingAcks(ch);
+    ch.event(PeerStateMachine.linkEvent('down', this.data.role));
     // The peer may have lost whatever it held only in RAM: those tracks need resending.
-    const united = this.data.record.united();
-    for (let t = 0; t < united.trackCount; t++) if (united.has(t)) this.data.outOfSync.set(t);
+    const united = ch.record.united();
+    for (let t = 0; t < united.trackCount; t++) if (united.has(t)) ch.outOfSync.set(t);
     if (this.data.role === 'primary') this.markDiverging();
-    // Writes the peer never acknowledged: DataPath.settleUnacked (degraded policy, quorum, demoted).
-    const unacked = [...this.data.pendingAcks.values()];
-    this.data.pendingAcks.clear();
     if (this.data.role !== 'primary' && unacked.length > 0) {
       // Those bytes will be hardened here although the new primary may lack them and no bitmap
       // may say so after a crash: this store is no longer trusted for a delta, on disk first
@@ -260,76 +261,57 @@ export class LinkHalf {
     // (degraded); a node demoted meanwhile fails it, as it fails its unacknowledged writes above
     // (found by the simulator, seed 2610: a demoted node's FUA answered ok, then overwritten by
     // the resync from the new primary that had crashed before hardening it).
-    for (const [id, op] of this.data.ops) if (op.remotePending) this.data.opPartDone(id, 'remote', this.data.role === 'primary' ? null : 'EIO');
+    for (const [id, op] of this.data.ops) if (op.remotePending.has(ch.name)) this.data.opPartDone(id, ch.name, this.data.role === 'primary' ? null : 'EIO');
     this.data.pump(nowMs);
   }
 
   /** The shell's link send buffer crossed its high-water mark (false) or drained (true). */
-  setLinkWritable(writable: boolean, nowMs: number): void {
-    this.linkWritable = writable;
-    if (writable) this.pumpSync(nowMs);
-  }
-
-  /** Is the inbound stream held back by a full cache? The shell pauses the socket meanwhile. */
-  get inboundBlocked(): boolean {
-    return this.data.inbound.length > 0;
-  }
-
-  /**
-   * Peer messages held back for cache room, and the bytes of the first already in the cache (the
-   * simulator's account of which write each cached block holds needs exactly this).
-   */
-  get heldInbound(): { queued: number; headAppliedBytes: number } {
-    return { queued: this.data.inbound.length, headAppliedBytes: this.data.inbound.headAppliedBytes };
+  setLinkWritable(ch: Channel, writable: boolean, nowMs: number): void {
+    ch.linkWritable = writable;
+    if (writable) this.pumpSync(ch, nowMs);
   }
 
   /**
    * Applies one message of the link half (ReplicaCore.applyInbound routes the roles' messages);
    * false when it must wait for cache room (it keeps its place).
    */
-  processInbound(msg: LinkMessage, nowMs: number): boolean {
+  processInbound(ch: Channel, msg: LinkMessage, nowMs: number): boolean {
     switch (msg.type) {
       case 'write':
       case 'zero':
       case 'syncData':
       case 'syncZero':
-        return this.applyPeerData(msg, nowMs);
-      case 'writeAck': {
-        const piece = this.data.pendingAcks.get(msg.seq);
-        this.data.pendingAcks.delete(msg.seq);
-        if (piece) {
-          this.data.cache.releaseHardening(this.data.cache.tracksOf(piece.offsetBytes, piece.lengthBytes));
-          this.data.pieceDone(piece);
-        }
+        return this.applyPeerData(ch, msg, nowMs);
+      case 'writeAck':
+        this.data.writeAcked(ch, msg.seq);
         return true;
-      }
       case 'notice':
-        this.data.handleNotice(msg.op, msg.ranges);
+        this.data.notices.handle(ch, msg.op, msg.ranges);
         return true;
       case 'flushReq': {
         const tracks = msg.lengthBytes === 0 ? null : this.data.cache.tracksOf(msg.offsetBytes, msg.lengthBytes);
-        this.data.startOp({ flushAck: msg.id }, { seq: this.data.cache.sequence, tracks }, null);
+        this.data.startOp({ flushAck: msg.id, peer: ch.name }, { seq: this.data.cache.sequence, tracks }, null);
         return true;
       }
       case 'flushAck':
-        if (this.data.ops.get(msg.id)?.remotePending) this.data.opPartDone(msg.id, 'remote', msg.ok ? null : 'EIO');
+        if (this.data.ops.get(msg.id)?.remotePending.has(ch.name)) this.data.opPartDone(msg.id, ch.name, msg.ok ? null : 'EIO');
         return true;
       case 'state':
-        this.onPeerState(msg, nowMs);
+        this.onPeerState(ch, msg, nowMs);
         return true;
       case 'syncStart':
         if (this.data.role === 'primary') return true; // a forced promotion abandoned this resync
         // Every track is about to be rewritten: what a failed fdatasync left unsure is replaced.
         if (msg.totalBytes === this.settings.geometry.volumeSizeBytes) this.syncLost = false;
-        this.intake.start(msg.totalBytes);
+        ch.intake.start(msg.totalBytes);
         this.markResyncIncomplete();
-        this.data.peerEvent('resyncStartReceived');
+        ch.event('resyncStartReceived');
         this.data.emit({ kind: 'log', level: 'info', msg: 'resync from the peer started', fields: { bytes: msg.totalBytes } });
         return true;
       case 'syncDone':
         // Only the end of a resync we are still receiving: after a forced promotion the stream's
         // tail must not bring back the old epoch history (found by the simulator, seed 577).
-        if (this.intake.active && this.data.role === 'secondary') this.resyncReceived();
+        if (ch.intake.active && this.data.role === 'secondary') this.resyncReceived(ch);
         return true;
       default:
         return true; // handshake and heartbeat messages belong to the link layer
@@ -337,41 +319,41 @@ export class LinkHalf {
   }
 
   /** Step 66 on the secondary: cache the peer's bytes, mark the record, ack writes. */
-  private applyPeerData(msg: Extract<LinkMessage, { type: 'write' | 'zero' | 'syncData' | 'syncZero' }>, nowMs: number): boolean {
+  private applyPeerData(ch: Channel, msg: Extract<LinkMessage, { type: 'write' | 'zero' | 'syncData' | 'syncZero' }>, nowMs: number): boolean {
     if (this.data.role !== 'secondary') {
       this.data.emit({ kind: 'log', level: 'error', msg: 'primary received volume data from its peer: ignored', fields: { type: msg.type } });
       // Promoted while this message was half in (held back for cache room): the pieces already
       // applied are marked in the record (step 66 per piece) but the notifier never heard of them,
       // so a selective destage left them out and a CLEAR dropped the peer's mark while they were
       // still only in this node's RAM (simulator, seed 40118207). It hears of them now.
-      const appliedBytes = this.data.inbound.headAppliedBytes;
-      if (appliedBytes > 0) this.data.notifyMarked(this.data.cache.tracksOf(msg.offsetBytes, appliedBytes), nowMs);
+      const appliedBytes = ch.inbound.headAppliedBytes;
+      if (appliedBytes > 0) this.data.notices.notifyMarked(ch, this.data.cache.tracksOf(msg.offsetBytes, appliedBytes), nowMs);
       return true;
     }
     const lengthBytes = msg.type === 'zero' || msg.type === 'syncZero' ? msg.lengthBytes : msg.data.length;
     const data = msg.type === 'zero' || msg.type === 'syncZero' ? null : msg.data;
     // A write larger than half our cache goes in as pieces while room allows (our cache may be
     // smaller than the primary's); the message keeps its place until all of it is in.
-    const appliedBytes = this.data.inbound.headAppliedBytes;
+    const appliedBytes = ch.inbound.headAppliedBytes;
     for (const [off, len] of this.data.splitPieces(msg.offsetBytes + appliedBytes, lengthBytes - appliedBytes)) {
       const rel = off - msg.offsetBytes;
       if (!this.data.applyLocal(off, len, data === null ? null : data.subarray(rel, rel + len), nowMs)) return false;
-      this.data.inbound.noteApplied(len);
+      ch.inbound.noteApplied(len);
       // Step 66 per piece: if the link drops before the last piece, the applied ones are marked
       // (simulator, seed 3330).
-      for (const t of this.data.cache.tracksOf(off, len)) this.data.record.mark(t);
+      for (const t of this.data.cache.tracksOf(off, len)) ch.record.mark(t);
     }
     if (msg.type === 'syncData' || msg.type === 'syncZero') {
-      this.intake.received(lengthBytes);
+      ch.intake.received(lengthBytes);
       this.data.counters.syncBytesReceived += lengthBytes;
     } else {
       this.data.counters.writes++;
       this.data.counters.writtenBytes += lengthBytes;
-      this.data.send({ type: 'writeAck', seq: msg.seq });
+      this.data.send(ch, { type: 'writeAck', seq: msg.seq });
     }
     const tracks = this.data.cache.tracksOf(msg.offsetBytes, lengthBytes);
-    for (const t of tracks) this.data.record.mark(t); // step 66
-    this.data.notifyMarked(tracks, nowMs);
+    for (const t of tracks) ch.record.mark(t); // step 66
+    this.data.notices.notifyMarked(ch, tracks, nowMs);
     return true;
   }
 
@@ -382,16 +364,16 @@ export class LinkHalf {
     this.persist();
   }
 
-  private resyncReceived(): void {
-    const receivedBytes = this.intake.end();
+  private resyncReceived(ch: Channel): void {
+    const receivedBytes = ch.intake.end();
     this.resyncIncomplete = false;
-    this.data.peerEvent('resyncReceived');
+    ch.event('resyncReceived');
     // A side that discards its changes (split brain resolved against it) may go back in epochs.
-    if (this.peerView !== null) this.setHistory([...this.peerView.history], this.discardLocal);
+    if (ch.peerView !== null) this.setHistory([...ch.peerView.history], this.discardLocal);
     this.storeTrusted = !this.syncLost;
     this.discardLocal = false;
     this.outOfSyncValid = true;
-    this.data.outOfSync.clearSpan(0, this.data.outOfSync.trackCount);
+    ch.outOfSync.clearSpan(0, ch.outOfSync.trackCount);
     this.data.diverging = false;
     this.persist();
     this.data.emit({ kind: 'log', level: 'info', msg: 'resync complete: in-sync', fields: { bytes: receivedBytes } });
@@ -401,13 +383,22 @@ export class LinkHalf {
 
   /** A rate-capped or paused resync's next read (null: none, or it waits for the link to drain). */
   resyncDeadlineMs(nowMs: number): number | null {
-    if (this.resync === null || !this.linkWritable) return null;
-    return this.resync.nextReadAtMs(nowMs);
+    let at: number | null = null;
+    for (const ch of this.data.channels) {
+      if (ch.resync === null || !ch.linkWritable) continue;
+      at = earlierMs(at, ch.resync.nextReadAtMs(nowMs));
+    }
+    return at;
   }
 
-  pumpSync(nowMs: number): void {
-    const plan = this.resync;
-    if (plan === null || !this.linkWritable) return;
+  /** Every resync this node sends: the reads now due. */
+  pumpSyncs(nowMs: number): void {
+    for (const ch of this.data.channels) this.pumpSync(ch, nowMs);
+  }
+
+  private pumpSync(ch: Channel, nowMs: number): void {
+    const plan = ch.resync;
+    if (plan === null || !ch.linkWritable) return;
     for (const chunk of plan.readsDue(nowMs)) {
       this.data.emit({ kind: 'sync-read', offsetBytes: chunk.offsetBytes, lengthBytes: chunk.lengthBytes, resyncId: plan.id });
     }
@@ -418,28 +409,34 @@ export class LinkHalf {
    * synchronous step as the cache's finishRead: the chunk then reflects every write applied so
    * far, and every later write follows it on the ordered link.
    */
-  syncChunkRead(offsetBytes: number, data: Uint8Array, nowMs: number, resyncId?: number): void {
-    const plan = this.resync;
-    if (plan === null || this.data.peerState !== 'resyncing') return; // the link dropped meanwhile
+  syncChunkRead(offsetBytes: number, data: Uint8Array, nowMs: number, resyncId: number): void {
     // A read issued by an earlier resync (before a link loss) must not count for this one
     // (simulator, seed 679: a chunk counted twice and the last one never sent).
-    if (resyncId !== undefined && resyncId !== plan.id) return;
+    const ch = this.resyncing(resyncId);
+    const plan = ch?.resync ?? null;
+    if (ch === null || plan === null || ch.state !== 'resyncing') return; // the link dropped meanwhile
     // Sparse volumes are mostly zeros: a zero chunk crosses the link as its extent only.
-    this.data.send(isAllZero(data) ? { type: 'syncZero', offsetBytes, lengthBytes: data.length } : { type: 'syncData', offsetBytes, data });
-    this.data.markSentToPeer(this.data.cache.tracksOf(offsetBytes, data.length), nowMs);
+    this.data.send(ch, isAllZero(data) ? { type: 'syncZero', offsetBytes, lengthBytes: data.length } : { type: 'syncData', offsetBytes, data });
+    this.data.notices.markSent(ch, this.data.cache.tracksOf(offsetBytes, data.length), nowMs);
     plan.chunkSent(data.length);
     this.data.counters.syncBytesSent += data.length;
-    this.pumpSync(nowMs);
-    this.finishResyncIfDone(nowMs);
+    ch.resyncBytesSent += data.length;
+    this.pumpSync(ch, nowMs);
+    this.finishResyncIfDone(ch, nowMs);
   }
 
-  private finishResyncIfDone(nowMs: number): void {
-    const plan = this.resync;
+  /** The channel whose resync `resyncId` is running (null: it ended, e.g. with its link). */
+  private resyncing(resyncId: number): Channel | null {
+    return this.data.channels.find((ch) => ch.resync?.id === resyncId) ?? null;
+  }
+
+  private finishResyncIfDone(ch: Channel, nowMs: number): void {
+    const plan = ch.resync;
     if (plan === null || !plan.complete || this.historyToken !== -1) return;
-    this.data.send({ type: 'syncDone' });
-    this.resync = null;
-    this.data.peerEvent('resyncSent');
-    this.data.outOfSync.clearSpan(0, this.data.outOfSync.trackCount);
+    this.data.send(ch, { type: 'syncDone' });
+    ch.resync = null;
+    ch.event('resyncSent');
+    ch.outOfSync.clearSpan(0, ch.outOfSync.trackCount);
     this.outOfSyncValid = true;
     // The source's store is the reference the peer now matches (a fresh primary's included),
     // unless a failed fdatasync may have lost some of it.
@@ -454,17 +451,17 @@ export class LinkHalf {
    * and the resync pauses for storeRetryMs, then reads it again: a transient error costs a pause,
    * never a resync stuck until the next link-up; a lasting one keeps saying so in the log.
    */
-  syncChunkFailed(offsetBytes: number, lengthBytes: number, message: string, nowMs: number, resyncId?: number): void {
-    const plan = this.resync;
-    if (plan === null || (resyncId !== undefined && resyncId !== plan.id)) return;
+  syncChunkFailed(offsetBytes: number, lengthBytes: number, message: string, nowMs: number, resyncId: number): void {
+    const plan = this.resyncing(resyncId)?.resync ?? null;
+    if (plan === null) return;
     plan.chunkFailed({ offsetBytes, lengthBytes }, nowMs + this.settings.storeRetryMs);
     this.data.emit({ kind: 'log', level: 'error', msg: 'resync read failed: retrying', fields: { offsetBytes, lengthBytes, error: message, retryInMs: this.settings.storeRetryMs } });
   }
 
-  syncStatus(nowMs: number): SyncProgress | null {
+  syncStatus(ch: Channel, nowMs: number): SyncProgress | null {
     const track = this.settings.geometry.trackSizeBytes;
-    if (this.resync !== null) return this.resync.progress(nowMs);
-    if (this.intake.active && this.data.peerState === 'resyncing') return this.intake.progress(track);
+    if (ch.resync !== null) return ch.resync.progress(nowMs);
+    if (ch.intake.active && ch.state === 'resyncing') return ch.intake.progress(track);
     return null;
   }
 
@@ -481,6 +478,10 @@ export class LinkHalf {
     // diverge and the pair sees a split brain instead of silently dropping these writes.
     this.history.push(this.newEpochEntry());
     this.persist();
+    // The peers still in sync hold every write of the new generation too: they take the new
+    // history at once (onPeerState), or a forced promotion of one of them would later meet this
+    // node as a split brain although it lacks nothing of ours.
+    for (const ch of this.data.channels) if (ch.linkIsUp && ch.state === 'in-sync') this.sendState(ch);
   }
 
   /** The entry of a new epoch of ours: past every epoch we know of or ever proposed. */
@@ -558,14 +559,17 @@ export class LinkHalf {
     }
     if (token === this.historyToken) {
       this.historyToken = -1;
-      this.finishResyncIfDone(nowMs);
+      for (const ch of this.data.channels) this.finishResyncIfDone(ch, nowMs);
     }
   }
 
   /** What goes in the metadata file; `cleanShutdown` only from the shell's final write. */
   persistedState(cleanShutdown: boolean): PersistedState {
+    // One bitmap for every peer: the tracks any of them lacks (a pair has one peer).
     const outOfSync = new TrackBitmap(this.data.cache.trackCount);
-    for (let t = 0; t < this.data.cache.trackCount; t++) if (this.data.outOfSync.has(t) || (cleanShutdown && this.data.record.isUnited(t))) outOfSync.set(t);
+    for (const ch of this.data.channels) {
+      for (let t = 0; t < this.data.cache.trackCount; t++) if (ch.outOfSync.has(t) || (cleanShutdown && ch.record.isUnited(t))) outOfSync.set(t);
+    }
     return {
       history: [...this.history], role: this.data.role, cleanShutdown, diverging: this.data.diverging,
       storeTrusted: this.storeTrusted, resyncIncomplete: this.resyncIncomplete, outOfSync: outOfSync.toBytes(), discardLocal: this.discardLocal,

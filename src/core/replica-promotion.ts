@@ -23,7 +23,7 @@ export class PromotionHandshake {
   /** Our proposal, and the persist token of its proposedEpoch until that is durable (then null). */
   private proposal: (Proposal & { proposalToken: number | null }) | null = null;
   /** Peer proposals we adopted: persist token → promoteReq id and its epoch, confirmed once the token is durable. */
-  private readonly confirmations = new Map<number, { id: number; epoch: number }>();
+  private readonly confirmations = new Map<number, { id: number; epoch: number; peer: string }>();
 
   /** A proposal of ours waits for the peer's confirmation. */
   get pending(): boolean {
@@ -37,12 +37,12 @@ export class PromotionHandshake {
   }
 
   /** After adopting the peer's proposal: confirm it once persist `token` is durable. */
-  confirmWhenDurable(token: number, promoteReqId: number, epoch: number): void {
-    this.confirmations.set(token, { id: promoteReqId, epoch });
+  confirmWhenDurable(token: number, promoteReqId: number, epoch: number, peer: string): void {
+    this.confirmations.set(token, { id: promoteReqId, epoch, peer });
   }
 
   /** Persist `token` is durable: the promoteReq and promoteAck that may go out now. */
-  persisted(token: number): { promoteReq: { id: number; history: EpochEntry[] } | null; promoteAck: { id: number; epoch: number } | null } {
+  persisted(token: number): { promoteReq: { id: number; history: EpochEntry[] } | null; promoteAck: { id: number; epoch: number; peer: string } | null } {
     let promoteReq: { id: number; history: EpochEntry[] } | null = null;
     if (this.proposal?.proposalToken === token) {
       this.proposal.proposalToken = null;
@@ -68,8 +68,8 @@ export class PromotionHandshake {
     return proposal?.requestId ?? null;
   }
 
-  /** The link dropped: confirmations of the peer's proposals are moot (it retries on a new link). */
-  dropConfirmations(): void {
-    this.confirmations.clear();
+  /** The link to `peer` dropped: confirmations of its proposals are moot (it retries on a new link). */
+  dropConfirmations(peer: string): void {
+    for (const [token, c] of this.confirmations) if (c.peer === peer) this.confirmations.delete(token);
   }
 }

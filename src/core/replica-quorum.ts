@@ -14,11 +14,14 @@ export class QuorumPart<Held> {
   held = false;
   /** Nodes a primary needs to answer writes: a majority of the configured ones, or itself alone. */
   readonly need: number;
+  /** A majority of the configured nodes (`ack: quorum` answers a write once that many hold it). */
+  readonly majority: number;
   /** Quorum as last logged (null: not yet), so that the log says when it is lost and regained. */
   private logged: boolean | null = null;
 
   constructor(readonly settings: QuorumSettings, readonly configuredNodes: number) {
-    this.need = settings.policy === 'majority' ? Math.floor(configuredNodes / 2) + 1 : 1;
+    this.majority = Math.floor(configuredNodes / 2) + 1;
+    this.need = settings.policy === 'majority' ? this.majority : 1;
   }
 
   /** May a primary reaching `reachableNodes` (itself included) answer writes? */

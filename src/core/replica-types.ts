@@ -79,7 +79,8 @@ export interface QuorumView {
 export type ReplyErrno = 'EPERM' | 'EIO' | 'ESHUTDOWN';
 
 export type ReplicaAction =
-  | { kind: 'send'; msg: LinkMessage }
+  /** Send `msg` on the link to node `peer`. */
+  | { kind: 'send'; peer: string; msg: LinkMessage }
   | { kind: 'reply'; reqId: number; errno: ReplyErrno | null; message?: string }
   | { kind: 'harden'; job: HardenJob; reason: HardenReason }
   /** fdatasync the store, then call storeSynced(syncId). */
@@ -95,9 +96,9 @@ export type ReplicaAction =
 export type { LinkMessage };
 
 export interface ReplicaSettings {
-  /** This node's name, and its peer's (null when standalone). */
+  /** This node's name, and every other node's of the volume (none when standalone; one in a pair). */
   node: string;
-  peer: string | null;
+  peers: readonly string[];
   geometry: CacheGeometry;
   hardening: HardeningSettings;
   tracker: TrackerKind;
@@ -106,7 +107,7 @@ export interface ReplicaSettings {
   quorum: QuorumSettings;
   /** The config's primary: the role of a node starting on a fresh store. */
   role: Role;
-  /** False for a standalone node (one node in the config). */
+  /** False for a standalone node (one node in the config): exactly when `peers` is empty. */
   mirrored: boolean;
   maxHardensInFlight: number;
   syncChunkBytes: number;

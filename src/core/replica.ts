@@ -3,7 +3,8 @@
 // synchronous (DESIGN.md "Architecture"): the shell feeds it events (host requests, link
 // messages, store completions, ticks with the time) and carries out the actions it emits (send a
 // message, answer a host, harden a job, sync the store, read for the initial sync). The same core
-// runs standalone (no peer) and as either half of a mirrored pair.
+// runs standalone (no peer), as either half of a mirrored pair, and as any node of a volume of up to
+// eight (DESIGN.md "Several secondaries": what is built of it).
 //
 // Write path (seed Fig. 4, DESIGN.md "Write path"): the primary puts the write into its cache,
 // marks the tracks in its current bitmap for the peer (step 62) and sends the write (step 64); the
@@ -25,10 +26,12 @@
 // a new epoch (persisted) before it hardens anything its peer lacks.
 //
 // The state machine is composed of parts, each in its own file: the data path (replica-data.ts:
-// host writes, durability ops, hardening, notices, and the role and peer state every part reads),
-// the link half (replica-link.ts: state exchange, resync, epoch history, persisted state), the
-// promotion handshake (replica-promotion.ts) and smaller parts they own (durable notices, inbound
-// stream, resync plan and intake). This class owns them and is the only entry: it takes every
+// host writes, acks per policy, durability ops, hardening, and the role every part reads), the
+// link half (replica-link.ts: state exchange, resync, epoch history, persisted state), the
+// promotion handshake (replica-promotion.ts) and smaller parts they own (hardening notices,
+// durable notices, quorum, resync plan and intake). What the node keeps of each other node — its
+// peer state, link, Fig. 3 record, notifier, out-of-sync set, inbound stream, resync — is one peer
+// channel per peer (peer-channel.ts): one in a pair, none standalone, up to seven (issue 12). This class owns them and is the only entry: it takes every
 // event, calls each part in turn when the work spans them, and shows the outside read-only views.
 // Calls go one way (core → link half → data path); no part holds a hook back up. The peer state
 // moves only along the table in peer-state.ts, and the invariants the parts keep between them are
@@ -42,7 +45,7 @@ import type { TrackCache } from './cache.js';
 import type { Hardener, HardenReason } from './hardening.js';
 import type { HardeningNotifier } from './notifier.js';
 import type { PeerUnhardenedRecord } from './peer-record.js';
-import { DataPath, type ReplicaCounters, type ReplicaSettings } from './replica-data.js';
+import { DataPath, type DataChannel, type ReplicaCounters, type ReplicaSettings } from './replica-data.js';
 import type { SyncProgress } from './resync.js';
 import { LinkHalf } from './replica-link.js';
 import { startupRole } from './replica-on-disk.js';
@@ -72,11 +75,13 @@ export class ReplicaCore {
 
   get cache(): TrackCache { return this.data.cache; }
   get hardener(): Hardener { return this.data.hardener; }
-  /** What the peer may hold only in its RAM (seed Fig. 3). */
-  get record(): PeerUnhardenedRecord { return this.data.record; }
-  get notifier(): HardeningNotifier { return this.data.notifier; }
-  /** Tracks the peer lacks (written while it was away): the resync set. */
-  get outOfSync(): TrackBitmap { return this.data.outOfSync; }
+  /** What this node keeps of each other node, one channel per peer (peer-channel.ts). */
+  get peers(): readonly DataChannel[] { return this.data.channels; }
+  /** A pair's peer: what it may hold only in its RAM (seed Fig. 3). */
+  get record(): PeerUnhardenedRecord { return this.data.pairChannel.record; }
+  get notifier(): HardeningNotifier { return this.data.pairChannel.notifier; }
+  /** A pair's peer: the tracks it lacks (written while it was away), its resync set. */
+  get outOfSync(): TrackBitmap { return this.data.pairChannel.outOfSync; }
   get counters(): ReplicaCounters { return this.data.counters; }
   get role(): Role { return this.data.role; }
   get peerState(): PeerState { return this.data.peerState; }
@@ -91,18 +96,25 @@ export class ReplicaCore {
   /** fdatasyncs that failed since the last one that succeeded (0: the store syncs fine). */
   get storeSyncFailuresInRow(): number { return this.data.storeSyncFailuresInRow; }
   /** The peer's role as it last announced it (null before its state arrives). */
-  get peerRole(): Role | null { return this.link.peerRole; }
-  /** Is the inbound stream held back by a full cache? The shell pauses the socket meanwhile. */
-  get inboundBlocked(): boolean { return this.link.inboundBlocked; }
-  /** Peer messages held back for cache room, and the bytes of the first already in the cache. */
-  get heldInbound(): { queued: number; headAppliedBytes: number } { return this.link.heldInbound; }
+  get peerRole(): Role | null { return this.data.pairChannel.peerRole; }
+  /** Is a peer's inbound stream held back by a full cache? The shell pauses its socket meanwhile. */
+  get inboundBlocked(): boolean { return this.data.channels.some((ch) => ch.inbound.length > 0); }
+  /**
+   * A pair's peer messages held back for cache room, and the bytes of the first already in the
+   * cache (the simulator's account of which write each cached block holds needs exactly this).
+   */
+  get heldInbound(): { queued: number; headAppliedBytes: number } {
+    const { inbound } = this.data.pairChannel;
+    return { queued: inbound.length, headAppliedBytes: inbound.headAppliedBytes };
+  }
   /** May a delta resync into this store be trusted (status: `store.trustedForDelta`)? */
   get trustedForDelta(): boolean { return this.link.trustedForDelta; }
   /** A resync into this node is unfinished (status shows it; promote refuses without --force). */
   get incompleteResync(): boolean { return this.link.incompleteResync; }
   get epoch(): number { return this.link.epoch; }
   get epochHistory(): readonly EpochEntry[] { return this.link.epochHistory; }
-  syncStatus(nowMs: number): SyncProgress | null { return this.link.syncStatus(nowMs); }
+  /** The resync with `peer` (either way), or null. */
+  syncStatus(peer: string, nowMs: number): SyncProgress | null { return this.link.syncStatus(this.data.channelOf(peer), nowMs); }
   /** What goes in the metadata file; `cleanShutdown` only from the shell's final write. */
   persistedState(cleanShutdown: boolean): PersistedState { return this.link.persistedState(cleanShutdown); }
 
@@ -123,22 +135,22 @@ export class ReplicaCore {
     this.data.hostFlushLocal(reqId, nowMs);
   }
 
-  /** The link is up and authenticated: the state exchange starts (replica-link.ts). */
-  linkEstablished(nowMs: number): void {
-    this.link.linkEstablished(nowMs);
+  /** The link to `peer` is up and authenticated: the state exchange starts (replica-link.ts). */
+  linkEstablished(peer: string, nowMs: number): void {
+    this.link.linkEstablished(this.data.channelOf(peer), nowMs);
   }
 
-  /** The shell's link send buffer crossed its high-water mark (false) or drained (true). */
-  setLinkWritable(writable: boolean, nowMs: number): void {
-    this.link.setLinkWritable(writable, nowMs);
+  /** The shell's send buffer of the link to `peer` crossed its high-water mark (false) or drained (true). */
+  setLinkWritable(peer: string, writable: boolean, nowMs: number): void {
+    this.link.setLinkWritable(this.data.channelOf(peer), writable, nowMs);
   }
 
   /** The shell read a resync chunk (cache overlaid on store), in the same step as finishRead. */
-  syncChunkRead(offsetBytes: number, data: Uint8Array, nowMs: number, resyncId?: number): void {
+  syncChunkRead(offsetBytes: number, data: Uint8Array, nowMs: number, resyncId: number): void {
     this.link.syncChunkRead(offsetBytes, data, nowMs, resyncId);
   }
 
-  syncChunkFailed(offsetBytes: number, lengthBytes: number, message: string, nowMs: number, resyncId?: number): void {
+  syncChunkFailed(offsetBytes: number, lengthBytes: number, message: string, nowMs: number, resyncId: number): void {
     this.link.syncChunkFailed(offsetBytes, lengthBytes, message, nowMs, resyncId);
   }
 
@@ -147,31 +159,33 @@ export class ReplicaCore {
   // Every event whose work spans the cache half, the link half and the roles enters here, and this
   // class calls each half in turn: the halves never call back up (no abstract hooks).
 
-  /** A message from the authenticated peer, in link order. */
-  linkMessage(msg: LinkMessage, nowMs: number): void {
-    this.data.inbound.offer(msg, (m) => this.applyInbound(m, nowMs));
+  /** A message from the authenticated peer `peer`, in its link's order. */
+  linkMessage(peer: string, msg: LinkMessage, nowMs: number): void {
+    const ch = this.data.channelOf(peer);
+    ch.inbound.offer(msg, (m) => this.applyInbound(ch, m, nowMs));
     this.data.updateBlockedWriters();
     this.data.pump(nowMs);
   }
 
   /** Applies one peer message; false when it must wait for cache room (it keeps its place). */
-  private applyInbound(msg: LinkMessage, nowMs: number): boolean {
-    if (msg.type === 'promoteReq') this.onPromoteRequest(msg);
-    else if (msg.type === 'promoteAck') this.onPromoteAck(msg, nowMs);
-    else return this.link.processInbound(msg, nowMs);
+  private applyInbound(ch: DataChannel, msg: LinkMessage, nowMs: number): boolean {
+    if (msg.type === 'promoteReq') this.onPromoteRequest(ch, msg);
+    else if (msg.type === 'promoteAck') this.onPromoteAck(ch, msg, nowMs);
+    else return this.link.processInbound(ch, msg, nowMs);
     return true;
   }
 
-  /** The peer's held-back stream, resumed as cache room frees up. */
+  /** The peers' held-back streams, resumed as cache room frees up. */
   private drainInbound(nowMs: number): void {
-    this.data.inbound.drain((m) => this.applyInbound(m, nowMs));
+    for (const ch of this.data.channels) ch.inbound.drain((m) => this.applyInbound(ch, m, nowMs));
     this.data.updateBlockedWriters();
   }
 
-  /** The link dropped (reset, heartbeat timeout): a pending promotion dies first, then the link half. */
-  linkDown(nowMs: number): void {
-    this.abandonPromotion();
-    this.link.linkLost(nowMs);
+  /** The link to `peer` dropped (reset, heartbeat timeout): a pending promotion dies first, then the link half. */
+  linkDown(peer: string, nowMs: number): void {
+    const ch = this.data.channelOf(peer);
+    this.abandonPromotion(ch);
+    this.link.linkLost(ch, nowMs);
   }
 
   /** The shell wrote the metadata of persist action `token` durably. */
@@ -218,10 +232,10 @@ export class ReplicaCore {
     // Runs after every event (the shell re-arms its timer): no allocation here.
     let at = earlierMs(this.data.hardener.nextDeadlineMs(nowMs), this.data.durable.retryAtMs); // age bound, scan; fdatasync backoff
     if (this.data.pausedUntilMs > nowMs) at = earlierMs(at, this.data.pausedUntilMs); // a failed store write's pause
-    const wanted = this.data.notifier.earliestWantedSinceMs;
-    if (this.data.linkIsUp && wanted !== null) {
-      const { destageIntervalMs, maxDirtyAgeMs } = this.settings.hardening;
-      at = earlierMs(at, wanted + Math.min(destageIntervalMs, maxDirtyAgeMs / 2)); // a range's cycle interval
+    const { destageIntervalMs, maxDirtyAgeMs } = this.settings.hardening;
+    for (const ch of this.data.channels) {
+      const wanted = ch.notifier.earliestWantedSinceMs;
+      if (ch.linkIsUp && wanted !== null) at = earlierMs(at, wanted + Math.min(destageIntervalMs, maxDirtyAgeMs / 2)); // a range's cycle interval
     }
     return earlierMs(at, this.link.resyncDeadlineMs(nowMs));
   }
@@ -237,7 +251,7 @@ export class ReplicaCore {
 
   /** Host writes or peer data wait for cache room (the shell tells the core of a read only then). */
   get waitingForRoom(): boolean {
-    return this.data.queuedHostPieces.length > 0 || this.link.inboundBlocked;
+    return this.data.queuedHostPieces.length > 0 || this.inboundBlocked;
   }
 
   tick(nowMs: number): void {
@@ -247,8 +261,8 @@ export class ReplicaCore {
     this.drainInbound(nowMs);
     this.data.hardener.tick(nowMs);
     if (this.data.durable.retryDue(nowMs)) this.data.startDurableSync(); // a failed fdatasync's backoff ended
-    this.data.startDueCycles(nowMs);
-    this.link.pumpSync(nowMs);
+    this.data.notices.startDueCycles(nowMs);
+    this.link.pumpSyncs(nowMs);
     this.data.pump(nowMs);
   }
 
@@ -267,64 +281,69 @@ export class ReplicaCore {
   promote(force: boolean, nowMs: number, requestId = 0): { ok: true; pending: boolean } | { ok: false; error: string } {
     if (!this.settings.mirrored) return { ok: false, error: 'a standalone node is always primary' };
     if (this.data.role === 'primary') return { ok: false, error: 'already primary' };
+    if (force && this.data.channels.length > 1) return this.promoteForced(nowMs);
+    // DESIGN.md "Several secondaries" step 5: a plain promotion among N nodes first fetches what
+    // this node lacks from the most current one; until that is built, only --force promotes there.
+    if (this.data.channels.length > 1) return { ok: false, error: `a plain promote in a volume of ${this.data.channels.length + 1} nodes is not built yet (it must first fetch acknowledged writes this node may lack): use --force on the node that holds the newest data` };
+    const ch = this.data.pairChannel;
     if (this.promotion.pending) return { ok: false, error: 'a promotion is already waiting for the peer\'s confirmation' };
-    if (!force && this.data.linkIsUp && this.link.peerView?.role === 'primary') return { ok: false, error: `peer ${this.link.peerName} is primary and connected: demote it first, or use --force` };
+    if (!force && ch.linkIsUp && ch.peerView?.role === 'primary') return { ok: false, error: `peer ${ch.name} is primary and connected: demote it first, or use --force` };
     // Issue 12: a node promotes only while it reaches a majority; in a pair, only with its peer.
-    if (!force && !this.data.linkIsUp && this.settings.quorum.policy === 'majority') return { ok: false, error: `${this.data.noQuorumMessage()}: promoting alone could lose writes the other side acknowledged (use --force if it is gone for good)` };
-    if (!force && (this.link.intake.active || this.link.resyncIncomplete)) return { ok: false, error: 'a resync into this node has not finished: its data is incomplete (use --force to promote anyway)' };
+    if (!force && !ch.linkIsUp && this.settings.quorum.policy === 'majority') return { ok: false, error: `${this.data.noQuorumMessage()}: promoting alone could lose writes the other side acknowledged (use --force if it is gone for good)` };
+    if (!force && (ch.intake.active || this.link.resyncIncomplete)) return { ok: false, error: 'a resync into this node has not finished: its data is incomplete (use --force to promote anyway)' };
     const entry = this.link.newEpochEntry();
     assert(entry.epoch > this.link.proposedEpoch, 'an epoch once proposed is never proposed again');
     const history = [...this.link.history, entry];
-    if (force || !this.data.linkIsUp) {
+    if (force || !ch.linkIsUp) {
       this.becomePrimary(history, force, nowMs);
       return { ok: true, pending: false };
     }
     this.link.proposedEpoch = entry.epoch;
     this.link.persist();
     this.promotion.propose({ id: this.data.nextId++, requestId, history }, this.link.lastPersistToken);
-    this.data.emit({ kind: 'log', level: 'info', msg: 'promotion proposed to the peer', fields: { peer: this.link.peerName, epoch: entry.epoch } });
+    this.data.emit({ kind: 'log', level: 'info', msg: 'promotion proposed to the peer', fields: { peer: ch.name, epoch: entry.epoch } });
     return { ok: true, pending: true };
   }
 
   /** The peer proposes to become primary: adopt its history (on disk first) and confirm, or refuse. */
-  private onPromoteRequest(msg: Extract<LinkMessage, { type: 'promoteReq' }>): void {
-    const refusal = this.promoteRefusal(msg.history);
+  private onPromoteRequest(ch: DataChannel, msg: Extract<LinkMessage, { type: 'promoteReq' }>): void {
+    const refusal = this.promoteRefusal(ch, msg.history);
     if (refusal !== null) {
-      this.data.emit({ kind: 'log', level: 'warn', msg: 'refused the peer\'s promotion', fields: { peer: this.link.peerName, reason: refusal } });
-      this.data.send({ type: 'promoteAck', id: msg.id, ok: false, reason: refusal });
+      this.data.emit({ kind: 'log', level: 'warn', msg: 'refused the peer\'s promotion', fields: { peer: ch.name, reason: refusal } });
+      this.data.send(ch, { type: 'promoteAck', id: msg.id, ok: false, reason: refusal });
       return;
     }
     this.link.setHistory([...msg.history]); // promoteRefusal: it extends ours by one newer entry
     this.link.proposedEpoch = Math.max(this.link.proposedEpoch, currentEpoch(msg.history));
-    if (this.link.peerView !== null) this.link.peerView = { ...this.link.peerView, role: 'primary', history: [...msg.history] };
+    if (ch.peerView !== null) ch.peerView = { ...ch.peerView, role: 'primary', history: [...msg.history] };
     this.link.persist();
-    this.promotion.confirmWhenDurable(this.link.lastPersistToken, msg.id, currentEpoch(msg.history));
-    this.data.emit({ kind: 'log', level: 'info', msg: 'confirmed the peer\'s promotion', fields: { peer: this.link.peerName, epoch: currentEpoch(msg.history) } });
+    this.promotion.confirmWhenDurable(this.link.lastPersistToken, msg.id, currentEpoch(msg.history), ch.name);
+    this.data.emit({ kind: 'log', level: 'info', msg: 'confirmed the peer\'s promotion', fields: { peer: ch.name, epoch: currentEpoch(msg.history) } });
   }
 
   /** Why this node cannot confirm the peer's promotion to `history`, or null. */
-  private promoteRefusal(history: readonly EpochEntry[]): string | null {
+  private promoteRefusal(ch: DataChannel, history: readonly EpochEntry[]): string | null {
     if (this.data.role === 'primary') return `${this.settings.node} is primary: demote it first`;
     if (this.promotion.pending) return `${this.settings.node} is being promoted too`;
-    if (this.data.peerState === 'split-brain') return 'split brain: resolve it first';
-    if (this.link.resync !== null) return `${this.settings.node} is resyncing its newer data into ${this.link.peerName}`;
+    if (ch.state === 'split-brain') return 'split brain: resolve it first';
+    if (ch.resync !== null) return `${this.settings.node} is resyncing its newer data into ${ch.name}`;
     // A node still receiving a resync holds a mix of old and new tracks. Confirming would give it
     // the newer history; if the link then drops before the proposer hears the confirmation, this
     // incomplete store looks newest and resyncs over the proposer's complete one (simulator, seed
     // 20022525: a crashed primary, resynced by its peer, confirmed the peer's promotion, lost the
     // link, and sent its stale store back in full, over an acknowledged write).
-    if (this.link.intake.active || this.link.resyncIncomplete) return `${this.settings.node} is still receiving a resync from ${this.link.peerName}: its data is incomplete`;
+    if (ch.intake.active || this.link.resyncIncomplete) return `${this.settings.node} is still receiving a resync from ${ch.name}: its data is incomplete`;
     if (history.length !== this.link.history.length + 1 || compareHistories(this.link.history, history) !== 'theirs-newer') return `epoch histories differ (${this.settings.node} is at epoch ${this.link.epoch})`;
     if (history[history.length - 1]!.epoch <= this.link.proposedEpoch) return `epoch ${history[history.length - 1]!.epoch} was already proposed`;
     return null;
   }
 
   /** The peer's answer to our promoteReq. */
-  private onPromoteAck(msg: Extract<LinkMessage, { type: 'promoteAck' }>, nowMs: number): void {
+  private onPromoteAck(ch: DataChannel, msg: Extract<LinkMessage, { type: 'promoteAck' }>, nowMs: number): void {
     const promoting = this.promotion.answer(msg.id);
     if (promoting === null) return;
     if (!msg.ok) {
-      this.data.emit({ kind: 'promote-done', requestId: promoting.requestId, error: `peer ${this.link.peerName} refused: ${msg.reason}` });
+      this.data.emit({ kind: 'promote-done', requestId: promoting.requestId, error: `peer ${ch.name} refused: ${msg.reason}` });
       return;
     }
     this.becomePrimary(promoting.history, false, nowMs);
@@ -344,18 +363,19 @@ export class ReplicaCore {
     if (promoteReq !== null) {
       const epoch = currentEpoch(promoteReq.history);
       assert(epoch <= onDisk, `a promoteReq proposes epoch ${epoch} only once it is on disk (there: ${onDisk})`);
-      if (this.data.linkIsUp) this.data.send({ type: 'promoteReq', ...promoteReq });
+      const ch = this.data.pairChannel;
+      if (ch.linkIsUp) this.data.send(ch, { type: 'promoteReq', ...promoteReq });
     }
     if (promoteAck !== null) {
       assert(promoteAck.epoch <= onDisk, `a promoteAck confirms epoch ${promoteAck.epoch} only once it is on disk (there: ${onDisk})`);
-      this.data.send({ type: 'promoteAck', id: promoteAck.id, ok: true, reason: '' });
+      this.data.send(this.data.channelOf(promoteAck.peer), { type: 'promoteAck', id: promoteAck.id, ok: true, reason: '' });
     }
   }
 
   /** A pending promotion dies with the link: the operator retries (alone, if the peer is gone). */
-  private abandonPromotion(): void {
-    this.promotion.dropConfirmations();
-    this.endPromotion(`the link to ${this.link.peerName} went down before it confirmed the promotion: retry (a retry without the link promotes alone)`);
+  private abandonPromotion(ch: DataChannel): void {
+    this.promotion.dropConfirmations(ch.name);
+    this.endPromotion(`the link to ${ch.name} went down before it confirmed the promotion: retry (a retry without the link promotes alone)`);
   }
 
   /**
@@ -365,7 +385,7 @@ export class ReplicaCore {
    */
   cancelPromotion(reason: string): void {
     if (!this.endPromotion(reason)) return;
-    if (this.data.linkIsUp) this.link.sendState();
+    for (const ch of this.data.channels) if (ch.linkIsUp) this.link.sendState(ch);
   }
 
   private endPromotion(error: string): boolean {
@@ -375,6 +395,19 @@ export class ReplicaCore {
     return true;
   }
 
+  /**
+   * `promote --force` in a volume of three or more nodes: the operator vouches that this node
+   * holds the newest data. It takes a new epoch at once, alone, and every other node becomes the
+   * target of a full resync from it (the data of nodes that held newer writes is overwritten, as a
+   * forced promotion of a pair's stale side does).
+   */
+  private promoteForced(nowMs: number): { ok: true; pending: false } {
+    const entry = this.link.newEpochEntry();
+    assert(entry.epoch > this.link.proposedEpoch, 'an epoch once proposed is never proposed again');
+    this.becomePrimary([...this.link.history, entry], true, nowMs);
+    return { ok: true, pending: false };
+  }
+
   private becomePrimary(history: EpochEntry[], force: boolean, nowMs: number): void {
     // The new epoch extends what this node knows: a proposal made on an older history would
     // drop entries (promote refuses while a resync into this node runs; the peer refuses ours
@@ -382,33 +415,42 @@ export class ReplicaCore {
     assert(compareHistories(this.link.history, history) === 'theirs-newer' && history[history.length - 1]!.node === this.settings.node, 'a promotion extends this node\'s own epoch history');
     this.link.setHistory(history);
     this.data.setRole('primary');
-    // A failover: the old primary may have lost whatever it held only in RAM, so the united bitmap
-    // becomes out-of-sync. A planned switchover (connected and in sync) keeps it as the record
-    // instead: the old primary is alive and hardens its RAM; a later link loss folds it in.
-    if (!(this.data.linkIsUp && this.data.peerState === 'in-sync')) {
-      const united = this.data.record.united();
-      for (let t = 0; t < united.trackCount; t++) if (united.has(t)) this.data.outOfSync.set(t);
-    }
     // Forced in the middle of a resync into this node: the tracks it had not received yet differ
-    // from the peer's, and no bitmap says which. Every track is out of sync, so the resync this
+    // from the peers', and no bitmap says which. Every track is out of sync, so the resync this
     // node now sources rewrites them all (its data is the reference from now on).
-    if (this.link.intake.active || this.link.resyncIncomplete) for (let t = 0; t < this.data.outOfSync.trackCount; t++) this.data.outOfSync.set(t);
-    this.link.intake.end();
-    this.link.resyncIncomplete = false; // forced: this node's data is now the reference
-    if (this.data.linkIsUp) {
-      this.link.sendState();
-      // A resync we are sending goes on (the peer adopts our new history at its end); otherwise
-      // the pair decides afresh with our new epoch (found by the simulator, seed 105).
-      if (this.link.resync === null) {
-        this.data.peerEvent('promotedConnected');
-        this.link.decide(nowMs);
+    // In a volume of three or more nodes, another secondary may hold writes of the old primary
+    // that this node never got (unacknowledged, and hardened there since): no bitmap here names
+    // them (DESIGN.md "Several secondaries" step 4), so every track is resent to every other node.
+    const incomplete = this.link.resyncIncomplete || this.data.channels.some((ch) => ch.intake.active) || this.data.channels.length > 1;
+    for (const ch of this.data.channels) {
+      // A failover: the old primary may have lost whatever it held only in RAM, so the united
+      // bitmap becomes out-of-sync. A planned switchover (connected and in sync) keeps it as the
+      // record instead: the old primary is alive and hardens its RAM; a later link loss folds it in.
+      if (!(ch.linkIsUp && ch.state === 'in-sync')) {
+        const united = ch.record.united();
+        for (let t = 0; t < united.trackCount; t++) if (united.has(t)) ch.outOfSync.set(t);
       }
-    } else {
-      this.data.peerEvent('promotedAlone');
+      if (incomplete) for (let t = 0; t < ch.outOfSync.trackCount; t++) ch.outOfSync.set(t);
+      ch.intake.end();
+    }
+    this.link.resyncIncomplete = false; // forced: this node's data is now the reference
+    for (const ch of this.data.channels) {
+      if (ch.linkIsUp) {
+        this.link.sendState(ch);
+        // A resync we are sending goes on (the peer adopts our new history at its end); otherwise
+        // the pair decides afresh with our new epoch (found by the simulator, seed 105).
+        if (ch.resync === null) {
+          ch.event('promotedConnected');
+          this.link.decide(ch, nowMs);
+        }
+      } else {
+        ch.event('promotedAlone');
+      }
     }
     if (!this.data.mirroring) this.data.diverging = true; // the new epoch above is this generation
     this.link.persist();
-    this.data.emit({ kind: 'log', level: 'warn', msg: 'promoted to primary', fields: { epoch: currentEpoch(this.link.history), outOfSyncTracks: this.data.outOfSync.count(), force } });
+    const outOfSyncTracks = Math.max(0, ...this.data.channels.map((ch) => ch.outOfSync.count()));
+    this.data.emit({ kind: 'log', level: 'warn', msg: 'promoted to primary', fields: { epoch: currentEpoch(this.link.history), outOfSyncTracks, force } });
   }
 
   /** Makes this node secondary; host writes get EPERM from now on. The shell waits for writesDrained. */
@@ -417,23 +459,26 @@ export class ReplicaCore {
     if (this.data.role !== 'primary') return { ok: false, error: 'already secondary' };
     this.data.setRole('secondary');
     this.link.persist();
-    if (this.data.linkIsUp) this.link.sendState();
+    for (const ch of this.data.channels) if (ch.linkIsUp) this.link.sendState(ch);
     this.data.emit({ kind: 'log', level: 'warn', msg: 'demoted to secondary' });
     return { ok: true };
   }
 
   /** Split brain: this node's changes since the divergence are discarded by a resync from the peer. */
   resolveDiscardLocal(nowMs: number): { ok: true } | { ok: false; error: string } {
-    if (this.data.peerState !== 'split-brain') return { ok: false, error: 'not in split brain' };
+    if (!this.settings.mirrored) return { ok: false, error: 'not in split brain' };
+    if (this.data.channels.length > 1) return { ok: false, error: `resolving a split brain in a volume of ${this.data.channels.length + 1} nodes is not built yet` };
+    const ch = this.data.pairChannel;
+    if (ch.state !== 'split-brain') return { ok: false, error: 'not in split brain' };
     this.link.discardLocal = true;
     this.link.storeTrusted = false;
     if (this.data.role === 'primary') this.data.setRole('secondary');
-    this.data.peerEvent('splitBrainResolved'); // the next state exchange makes this node the resync target
+    ch.event('splitBrainResolved'); // the next state exchange makes this node the resync target
     this.link.persist();
     this.data.emit({ kind: 'log', level: 'warn', msg: 'split brain resolved: this node discards its changes and resyncs from the peer' });
-    if (this.data.linkIsUp) {
-      this.link.sendState();
-      this.link.decide(nowMs);
+    if (ch.linkIsUp) {
+      this.link.sendState(ch);
+      this.link.decide(ch, nowMs);
     }
     return { ok: true };
   }
@@ -441,7 +486,7 @@ export class ReplicaCore {
 
   /** True once no host write is queued, waiting for the peer, or waiting for its FLUSH/FUA (demote drains these). */
   get writesDrained(): boolean {
-    return this.data.hostQueue.length === 0 && this.data.pendingAcks.size === 0 && ![...this.data.ops.values()].some((op) => 'reply' in op.done);
+    return this.data.hostQueue.length === 0 && this.data.channels.every((ch) => ch.pendingAcks.size === 0) && ![...this.data.ops.values()].some((op) => 'reply' in op.done);
   }
 
   // ================================================================ shutdown
@@ -454,7 +499,7 @@ export class ReplicaCore {
 
   /** True when nothing is queued, in flight to the peer, or dirty. */
   get quiescent(): boolean {
-    return this.data.hostQueue.length === 0 && this.data.pendingAcks.size === 0 && this.data.inbound.length === 0 && this.data.cache.stats(0).dirtyTracks === 0;
+    return this.data.hostQueue.length === 0 && this.data.channels.every((ch) => ch.pendingAcks.size === 0 && ch.inbound.length === 0) && this.data.cache.stats(0).dirtyTracks === 0;
   }
 
   // ================================================================ invariants
@@ -470,21 +515,28 @@ export class ReplicaCore {
   }
 
   private checkBoundary(): void {
-    const state = this.data.peerState;
-    assert((state === 'standalone') === !this.settings.mirrored, `peer state ${state} for a ${this.settings.mirrored ? 'mirrored' : 'standalone'} node`);
-    // Mirroring, resync, writes awaiting acks and held-back peer messages all belong to a link:
-    // linkDown ends every one of them.
-    assert(!this.data.mirroring || this.data.linkIsUp, `peer state ${state} without a link`);
-    assert(this.link.resync === null || (state === 'resyncing' && this.data.linkIsUp), `a resync is sent in peer state ${state}`);
-    assert(state !== 'resyncing' || this.link.resync !== null || this.link.intake.active, 'resyncing with neither a resync sent nor one received');
-    assert(!this.link.intake.active || this.data.linkIsUp, 'receiving a resync without a link');
-    assert(this.data.pendingAcks.size === 0 || this.data.linkIsUp, 'writes await the peer\'s ack without a link');
-    assert(this.data.inbound.length === 0 || this.data.linkIsUp, 'peer messages held back without a link');
-    assert(!this.promotion.pending || (this.data.role === 'secondary' && this.data.linkIsUp), 'a promotion waits for the peer while primary or without a link');
+    assert(this.settings.mirrored === (this.data.channels.length > 0), `${this.data.channels.length} peer channels for a ${this.settings.mirrored ? 'mirrored' : 'standalone'} node`);
+    for (const ch of this.data.channels) this.checkChannel(ch);
+    assert(!this.promotion.pending || (this.data.role === 'secondary' && this.data.pairChannel.linkIsUp), 'a promotion waits for the peer while primary or without a link');
     assert(this.data.hardensInFlight >= 0 && this.data.hardensInFlight <= this.settings.maxHardensInFlight, `hardens in flight ${this.data.hardensInFlight}`);
     // A primary serves in an epoch of its own: it appended (and persisted) that entry first.
     assert(this.data.role !== 'primary' || lastPrimary(this.link.history) === this.settings.node, `primary in epoch ${this.link.epoch} of ${lastPrimary(this.link.history) ?? 'nobody'}`);
     assert(this.settings.mirrored || this.data.role === 'primary', 'a standalone node is secondary');
+  }
+
+  /**
+   * Mirroring, resync, writes awaiting acks and held-back peer messages all belong to a link:
+   * linkDown ends every one of them.
+   */
+  private checkChannel(ch: DataChannel): void {
+    const state = ch.state;
+    assert(state !== 'standalone', `peer ${ch.name} in state standalone`);
+    assert(!ch.mirroring || ch.linkIsUp, `peer state ${state} without a link`);
+    assert(ch.resync === null || (state === 'resyncing' && ch.linkIsUp), `a resync is sent in peer state ${state}`);
+    assert(state !== 'resyncing' || ch.resync !== null || ch.intake.active, 'resyncing with neither a resync sent nor one received');
+    assert(!ch.intake.active || ch.linkIsUp, 'receiving a resync without a link');
+    assert(ch.pendingAcks.size === 0 || ch.linkIsUp, 'writes await the peer\'s ack without a link');
+    assert(ch.inbound.length === 0 || ch.linkIsUp, 'peer messages held back without a link');
   }
 
   /** The full self-check (walks the cache and the writes in flight): the simulator samples it. */
@@ -494,10 +546,10 @@ export class ReplicaCore {
     // Step 62 before step 64's ack: a write the peer has not acknowledged is marked as maybe only
     // in the peer's RAM. A cycle cannot clear it first: the peer's COMPLETE follows its SAVE-ACK,
     // and a write sent before that SAVE-ACK reaches the peer before it, so is acked before COMPLETE.
-    for (const piece of this.data.pendingAcks.values()) {
-      for (const t of this.data.cache.tracksOf(piece.offsetBytes, piece.lengthBytes)) assert(this.data.record.isUnited(t), `track ${t} awaits the peer's ack but is not in the united bitmap`);
+    for (const ch of this.data.channels) {
+      for (const piece of ch.pendingAcks.values()) {
+        for (const t of this.data.cache.tracksOf(piece.offsetBytes, piece.lengthBytes)) assert(ch.record.isUnited(t), `track ${t} awaits ${ch.name}'s ack but is not in its united bitmap`);
+      }
     }
-    // No peer, no record of it and nothing out of sync.
-    assert(this.settings.mirrored || (this.data.record.unitedCount() === 0 && this.data.outOfSync.count() === 0), 'a standalone node keeps a record of a peer');
   }
 }

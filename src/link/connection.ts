@@ -26,7 +26,7 @@ export interface LinkConnectionOptions {
   /** Our node name. */
   node: string;
   /** The peer's node name, which its hello must carry; null accepts any name but ours. */
-  expectedPeer: string | null;
+  expectedPeer: string | readonly string[] | null;
   secret: string;
   identity: LinkIdentity;
   /** Sent in our hello; read once, when the connection starts. */

@@ -1,6 +1,7 @@
-// PeerLink: the one replication link between this node and its peer (issue 4 item 1). It owns
-// the listening socket, the dialing, reconnects with backoff, and hands the node one
-// authenticated LinkConnection at a time.
+// PeerLink: the one replication link between this node and one peer (issue 4 item 1; a volume of N
+// nodes has one per other node, issue 12). It owns the dialing, reconnects with backoff, and hands
+// the node one authenticated LinkConnection at a time. Incoming connections come through a
+// LinkListener (link-listener.ts): the node's shared one, or one of its own on `listen`.
 //
 // One connection, never two: the FIFO property of the link (DESIGN.md "Write path": the
 // secondary applies writes in the primary's order) holds only within one stream, so the two
@@ -18,32 +19,25 @@
 // connection. After close() nothing is emitted. The node logs up, down and refused for people;
 // PeerLink's own log lines about them are debug-level detail.
 import { EventEmitter } from 'node:events';
-import net from 'node:net';
 import type { LinkMessage } from '../core/link-codec.js';
-import { encode } from '../core/link-codec.js';
 import { crc32cImplementation } from '../core/crc32c.js';
-import { clientText } from '../log.js';
-import { LinkConnection, type LinkIdentity, type RoleAndEpoch } from './connection.js';
-import { adoptReusingMemory, connectReusingMemory } from '../node/socket-input.js';
+import { LinkConnection } from './connection.js';
+import { LinkListener, linkConnection, type LinkListenerOptions } from './link-listener.js';
+import { connectReusingMemory } from '../node/socket-input.js';
 
 export type LinkLogLevel = 'debug' | 'info' | 'warn' | 'error';
 
-export interface PeerLinkOptions {
-  node: string;
-  listen: { host: string; port: number };
+/**
+ * The connection settings are the listener's (link-listener.ts); `listen` is where this node
+ * listens: a listener of its own is made there, unless `listener` (the node's shared one) is given.
+ */
+export interface PeerLinkOptions extends LinkListenerOptions {
+  listener?: LinkListener;
   peer: { name: string; host: string; port: number };
-  secret: string;
-  identity: LinkIdentity;
-  /** Read for every new connection's hello. */
-  getRoleAndEpoch(): RoleAndEpoch;
-  heartbeatIntervalMs?: number;
-  heartbeatTimeoutMs?: number;
-  highWaterMarkBytes?: number;
   /** Reconnect delays: initialMs doubling up to maxMs (defaults 100 and 5000). */
   backoff?: { initialMs: number; maxMs: number };
   /** Jitter source in [0, 1); default Math.random. Injected so tests can pin delays. */
   random?: () => number;
-  log(level: LinkLogLevel, msg: string, fields?: Record<string, unknown>): void;
 }
 
 export interface PeerLinkEvents {
@@ -55,28 +49,29 @@ export interface PeerLinkEvents {
   drain: [];
 }
 
-/**
- * Pending (not yet authenticated) incoming connections we hold at once. One more evicts the
- * oldest, so the configured peer's redial always gets in (issue 9 item 1): its handshake takes
- * one round trip, and anyone else's holds a slot no longer than the handshake deadline.
- */
-const maxPendingAccepts = 8;
-
 export class PeerLink extends EventEmitter<PeerLinkEvents> {
-  private server: net.Server | null = null;
+  /** Incoming connections; null when shared (the node starts and closes it). */
+  private readonly ownListener: LinkListener | null;
+  private readonly listener: LinkListener;
   private current: LinkConnection | null = null;
   private dialing: LinkConnection | null = null;
-  private readonly pending = new Set<LinkConnection>();
   private reconnectTimer: NodeJS.Timeout | null = null;
   private attempt = 0;
   private closed = false;
   private lastRefusal: string | null = null;
-  /** The port actually listened on (differs from listen.port when that is 0). */
-  listenPort = 0;
 
   constructor(private readonly opts: PeerLinkOptions) {
     super();
     if (opts.node === opts.peer.name) throw new Error(`link: node and peer are both named "${opts.node}"`);
+    this.ownListener = opts.listener === undefined ? new LinkListener(opts) : null;
+    this.listener = opts.listener ?? this.ownListener!;
+    // The lower name dials; the other side accepts this peer's connections through the listener.
+    if (!this.dials) this.listener.register(opts.peer.name, { accepted: (c) => this.accepted(c), refused: (c, reason) => this.ended(c, reason, true, false) });
+  }
+
+  /** The port actually listened on (differs from listen.port when that is 0). */
+  get listenPort(): number {
+    return this.listener.listenPort;
   }
 
   /** This node dials; its peer accepts (the lower name dials). */
@@ -98,24 +93,14 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
     return this.current?.send(msg) ?? false;
   }
 
-  /** Listen, then (if this node dials) connect. Rejects with a one-line message if the address is taken. */
+  /**
+   * Listen (on a listener of its own), then, if this node dials, connect. Rejects with a one-line
+   * message if the address is taken.
+   */
   async start(): Promise<void> {
-    const { host, port } = this.opts.listen;
-    // pauseOnConnect: nothing is read before the connection reads into memory of its own (src/node/socket-input.ts).
-    const server = net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) => {
-        reject(err.code === 'EADDRINUSE'
-          ? new Error(`link address ${host}:${port} is already in use`)
-          : new Error(`link cannot listen on ${host}:${port}: ${err.message}`));
-      });
-      server.listen(port, host, () => resolve());
-    });
-    server.on('error', (err) => this.opts.log('warn', 'link: server error', { error: err.message }));
-    this.server = server;
-    this.listenPort = (server.address() as net.AddressInfo).port;
+    await this.ownListener?.start();
     const crc = crc32cImplementation;
-    this.opts.log('info', 'link: listening', { host, port: this.listenPort, dials: this.dials, peer: this.opts.peer.name, crc32c: crc.kind });
+    this.opts.log('info', 'link: listening', { host: this.opts.listen.host, port: this.listenPort, dials: this.dials, peer: this.opts.peer.name, crc32c: crc.kind });
     // Several times slower per byte: say so once, with the reason, rather than run slow unnoticed.
     if (crc.loadError !== null) this.opts.log('warn', 'link: native CRC32C (@node-rs/crc32) did not load; using the JavaScript one', { error: crc.loadError });
     if (this.closed) return;
@@ -128,33 +113,17 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
     this.closed = true;
     if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
-    for (const connection of [this.current, this.dialing, ...this.pending]) connection?.close('link closed');
+    for (const connection of [this.current, this.dialing]) connection?.close('link closed');
     this.current = null;
     this.dialing = null;
-    this.pending.clear();
-    const server = this.server;
-    if (server !== null) await new Promise<void>((resolve) => server.close(() => resolve()));
-  }
-
-  private newConnection(socket: net.Socket): LinkConnection {
-    return new LinkConnection({
-      socket,
-      node: this.opts.node,
-      expectedPeer: this.opts.peer.name,
-      secret: this.opts.secret,
-      identity: this.opts.identity,
-      roleAndEpoch: this.opts.getRoleAndEpoch(),
-      heartbeatIntervalMs: this.opts.heartbeatIntervalMs,
-      heartbeatTimeoutMs: this.opts.heartbeatTimeoutMs,
-      highWaterMarkBytes: this.opts.highWaterMarkBytes,
-    });
+    await this.ownListener?.close();
   }
 
   private dial(): void {
     this.reconnectTimer = null;
     if (this.closed || this.current !== null) return;
     const { host, port } = this.opts.peer;
-    const connection = this.newConnection(connectReusingMemory({ host, port }));
+    const connection = linkConnection(this.opts, connectReusingMemory({ host, port }), this.opts.peer.name);
     this.dialing = connection;
     connection.onReady = () => {
       this.dialing = null;
@@ -179,45 +148,18 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
     this.reconnectTimer = setTimeout(() => this.dial(), delayMs);
   }
 
-  private accept(socket: net.Socket): void {
-    const from = `${socket.remoteAddress}:${socket.remotePort}`;
-    if (this.closed || this.dials) {
-      // A dialing node takes no incoming link: two connections would break the FIFO order.
-      const reason = this.dials ? `node ${this.opts.node} dials its peer and accepts no link connections` : 'link closed';
-      this.opts.log('debug', 'link: incoming connection turned away', { from, reason });
-      socket.on('error', () => {});
-      // Read and discard, so the peer's FIN is seen and the socket closes (server.close waits for it).
-      socket.resume();
-      socket.end(Buffer.concat(encode({ type: 'refuse', reason })));
-      setTimeout(() => socket.destroy(), 1000).unref();
-      return;
+  /** The listener authenticated a connection from the peer. */
+  private accepted(connection: LinkConnection): void {
+    if (this.closed) return connection.close('link closed');
+    // The dialer only dials after it has given its previous connection up (it restarted, or its
+    // side saw the link die first), so an old one is dead even if our heartbeat has not noticed.
+    const old = this.current;
+    if (old !== null) {
+      this.current = null;
+      old.close('replaced by a new connection from the peer');
     }
-    if (this.pending.size >= maxPendingAccepts) {
-      const oldest = this.pending.values().next().value!;
-      oldest.refuse(`too many unauthenticated link connections; this one, the oldest, was dropped`, false);
-    }
-    const connection = this.newConnection(adoptReusingMemory(socket));
-    this.pending.add(connection);
-    connection.onReady = () => {
-      this.pending.delete(connection);
-      const old = this.current;
-      if (old !== null) {
-        this.current = null;
-        old.close('replaced by a new connection from the peer');
-      }
-      this.becomeUp(connection);
-    };
-    connection.onClose = (reason, info) => {
-      this.pending.delete(connection);
-      // Our own verdict on a hello or MAC (mismatch, authentication failed) is reported as a
-      // refusal: that is how an operator learns the peer is misconfigured.
-      const ourVerdict = info.refused && !info.byRemote;
-      if (info.wasReady || ourVerdict || this.closed) return this.ended(connection, reason, info.refused, info.wasReady);
-      // Anything else that ends an incoming connection before it authenticated (its own refuse
-      // frame, a timeout, eviction, garbage) is logged with its address, never as the configured
-      // peer's word (issue 9 item 6).
-      this.opts.log('info', 'link: unauthenticated connection dropped', { from, reason: clientText(reason) });
-    };
+    connection.onClose = (reason, info) => this.ended(connection, reason, info.refused, info.wasReady);
+    this.becomeUp(connection);
   }
 
   private becomeUp(connection: LinkConnection): void {

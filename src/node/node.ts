@@ -8,12 +8,13 @@ import { NodeMetrics } from '../admin/metrics.js';
 import { AdminActionError, startAdminServer, type AdminAction } from '../admin/server.js';
 import { LINK_PROTOCOL_VERSION } from '../core/link-codec.js';
 import type { LinkMessage } from '../core/replica-types.js';
-import { PeerLink } from '../link/peer-link.js';
+import { LinkListener } from '../link/link-listener.js';
+import { PeerLink, type LinkLogLevel, type PeerLinkOptions } from '../link/peer-link.js';
 import { startNbdServer } from '../nbd/server.js';
 import { openFileStore } from '../store/file-store.js';
 import { openNbdStore } from '../store/nbd-store.js';
 import type { Store } from '../store/store.js';
-import { buildStatus, LinkTraffic, type NodeStatus } from './status.js';
+import { buildStatus, LinkTraffic, type NodeStatus, type PeerLinkSource } from './status.js';
 import { MetadataFileStore } from './metadata.js';
 import { RoleChangeError, Volume } from './volume.js';
 
@@ -57,7 +58,7 @@ async function undoOnError<T>(step: Promise<T>, undo: Array<() => Promise<unknow
 
 export async function startNode(config: Config, nodeName: string, log: Logger): Promise<RunningNode> {
   const nodeConfig = nodeByName(config, nodeName);
-  const peerConfig = peersOf(config, nodeName)[0] ?? null;
+  const peerConfigs = peersOf(config, nodeName);
   const store = await openStore(config, nodeConfig);
   const metadata = new MetadataFileStore(metadataPath(config, nodeConfig), { volume: config.volume, sizeBytes: config.sizeBytes, trackSizeBytes: config.trackSizeBytes }, nodeName);
   let persisted;
@@ -69,7 +70,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
     throw err;
   }
   let metrics: NodeMetrics | null = null;
-  let link: PeerLink | null = null;
+  const links = new Map<string, PeerLink>();
   const volume = new Volume({
     node: nodeName,
     metadata: { persisted, save: (state) => metadata.save(state) },
@@ -85,19 +86,20 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
       rangeDirtyThresholdTracks: config.rangeDirtyThresholdTracks,
     },
     store,
-    ...(peerConfig === null ? {} : {
+    ...(peerConfigs.length === 0 ? {} : {
       mirror: {
-        peer: peerConfig.name,
+        peers: peerConfigs.map((p) => p.name),
         role: config.primary === nodeName ? 'primary' as const : 'secondary' as const,
         tracker: config.tracker,
         flush: config.flush,
         degraded: config.degraded,
         quorum: { ack: config.ack, policy: config.quorum, onNoQuorum: config.onNoQuorum },
         syncRateBytesPerSec: config.syncRateBytesPerSec,
-        send: (msg: LinkMessage) => link?.send(msg) ?? true,
-        setReceiving: (receiving: boolean) => {
-          if (receiving) link?.connection?.resumeReceiving();
-          else link?.connection?.pauseReceiving();
+        send: (peer: string, msg: LinkMessage) => links.get(peer)?.send(msg) ?? true,
+        setReceiving: (peer: string, receiving: boolean) => {
+          const connection = links.get(peer)?.connection;
+          if (receiving) connection?.resumeReceiving();
+          else connection?.pauseReceiving();
         },
       },
     }),
@@ -108,23 +110,20 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
   metrics.registerReadCounters(() => volume.readCounters);
   metrics.registerQuorumGauges(() => volume.quorum);
   const undo: Array<() => Promise<unknown>> = [() => volume.close()];
-  const traffic = new LinkTraffic();
   // Link and serve only once this start's metadata is on disk (Volume.ready; retried until then).
   await volume.ready();
 
-  if (peerConfig !== null) {
-    link = startLink(config, nodeConfig, peerConfig, volume, metrics, traffic, log);
-    const started = link;
-    await undoOnError(started.start(), undo);
-    undo.push(() => started.close());
-  }
+  const nodeLinks = peerConfigs.length === 0 ? null : await undoOnError(startLinks(config, nodeConfig, peerConfigs, volume, metrics, log), undo);
+  for (const p of nodeLinks?.peers ?? []) links.set(p.name, p.link);
+  if (nodeLinks !== null) undo.push(() => nodeLinks.close());
+  const peers = nodeLinks?.peers ?? [];
   const nbd = await undoOnError(startNbdServer({
     host: nodeConfig.nbd.host, port: nodeConfig.nbd.port, export: volume, observer: metrics,
     maxConnections: config.nbdMaxConnections, handshakeTimeoutMs: config.nbdHandshakeTimeoutMs,
     log: (level, msg, fields) => log[level](fields ?? {}, msg),
   }), undo);
   undo.push(() => nbd.close());
-  const status = (): NodeStatus => buildStatus({ config, node: nodeConfig, peer: peerConfig, volume, link, traffic, nbdPort: nbd.port, nbdConnections: nbd.connections() });
+  const status = (): NodeStatus => buildStatus({ config, node: nodeConfig, peers, volume, nbdPort: nbd.port, nbdConnections: nbd.connections() });
   // POST /promote (?force=1), /demote, /resolve {"discardLocal": true}: a refused change is 409.
   const asAdmin = <T extends object>(run: () => Promise<T>) => run().catch((err: unknown) => {
     throw err instanceof RoleChangeError ? new AdminActionError(409, err.message) : err;
@@ -139,7 +138,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
     }),
   };
   const admin = await undoOnError(startAdminServer({ host: nodeConfig.admin.host, port: nodeConfig.admin.port, getStatus: status, metrics, log, actions }), undo);
-  log.info({ nbd: status().nbd.uri, admin: admin.port, store: store.description, role: volume.core.role, peer: peerConfig?.name ?? null }, 'node serving');
+  log.info({ nbd: status().nbd.uri, admin: admin.port, store: store.description, role: volume.core.role, peers: peerConfigs.map((p) => p.name) }, 'node serving');
 
   let stopping: Promise<void> | null = null;
   return {
@@ -154,11 +153,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
         // clean). A failing store makes it retry, not fail (Volume.stop).
         await nbd.close();
         const before = volume.stats();
-        await volume.stop(async () => {
-          const linkWasUp = link?.connected ?? false;
-          await link?.close(); // emits nothing after close: tell the core ourselves
-          if (linkWasUp) volume.linkDown();
-        });
+        await volume.stop(async () => nodeLinks?.close());
         log.info({ hardenedBytes: before.dirtyBytes }, 'hardened everything; store closed');
         await admin.close();
       })();
@@ -167,13 +162,15 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
   };
 }
 
-/** The replication link to the peer, feeding the volume's core (DESIGN.md "Write path"). */
-function startLink(config: Config, node: NodeConfig, peer: NodeConfig, volume: Volume, metrics: NodeMetrics, traffic: LinkTraffic, log: Logger): PeerLink {
-  if (node.link === null || peer.link === null || config.secret === null) throw new Error('a pair needs link addresses and a secret');
-  const link = new PeerLink({
+/**
+ * The replication links to every other node (full mesh, issue 12), feeding the volume's core
+ * (DESIGN.md "Write path"): one listener on this node's link address, one PeerLink per peer.
+ */
+async function startLinks(config: Config, node: NodeConfig, peerConfigs: NodeConfig[], volume: Volume, metrics: NodeMetrics, log: Logger): Promise<{ peers: PeerLinkSource[]; close(): Promise<void> }> {
+  if (node.link === null || config.secret === null) throw new Error('a mirrored volume needs link addresses and a secret');
+  const common = {
     node: node.name,
     listen: node.link,
-    peer: { name: peer.name, host: peer.link.host, port: peer.link.port },
     secret: config.secret,
     identity: {
       protocolVersion: LINK_PROTOCOL_VERSION, volumeId: config.volume, sizeBytes: config.sizeBytes,
@@ -182,29 +179,56 @@ function startLink(config: Config, node: NodeConfig, peer: NodeConfig, volume: V
     getRoleAndEpoch: () => ({ role: volume.core.role, epoch: volume.core.epoch }),
     heartbeatIntervalMs: Math.max(25, Math.floor(config.heartbeatTimeoutMs / 4)),
     heartbeatTimeoutMs: config.heartbeatTimeoutMs,
-    log: (level, msg, fields) => log[level]({ ...fields }, msg),
-  });
+    log: (level: LinkLogLevel, msg: string, fields?: Record<string, unknown>) => log[level]({ ...fields }, msg),
+  };
+  const listener = new LinkListener(common);
+  const peers = peerConfigs.map((peer) => startLink(common, listener, peer, volume, log));
+  // Every link closes (each emits nothing after close: the core hears of each that was up here).
+  const close = async (): Promise<void> => {
+    for (const p of peers) {
+      const wasUp = p.link.connected;
+      await p.link.close();
+      if (wasUp) volume.linkDown(p.name);
+    }
+    await listener.close();
+  };
+  metrics.registerLinkGauges(() => peers.map((p) => {
+    const t = p.traffic.totals();
+    const ch = volume.core.peers.find((c) => c.name === p.name);
+    return {
+      peer: p.name, connected: p.link.connected, sentBytes: t.sent, receivedBytes: t.received, noticeSentBytes: t.noticeSent,
+      unitedTracks: ch?.record.unitedCount() ?? 0, outOfSyncTracks: ch?.outOfSync.count() ?? 0, resyncSentBytes: ch?.resyncBytesSent ?? 0,
+    };
+  }));
+  for (const p of peers) p.link.on('rtt', (rttMs) => metrics.linkRttObserved(rttMs / 1000, p.name));
+  await listener.start();
+  try {
+    for (const p of peers) await p.link.start();
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return { peers, close };
+}
+
+/** The link to one peer. */
+function startLink(common: Omit<PeerLinkOptions, 'peer' | 'listener'>, listener: LinkListener, peer: NodeConfig, volume: Volume, log: Logger): PeerLinkSource {
+  if (peer.link === null) throw new Error(`node ${peer.name} has no link address`);
+  const link = new PeerLink({ ...common, listener, peer: { name: peer.name, host: peer.link.host, port: peer.link.port } });
+  const traffic = new LinkTraffic();
   link.on('up', (connection) => {
     traffic.attach(connection);
     log.info({ peer: peer.name }, 'link up: peer connected and authenticated');
-    volume.linkEstablished();
+    volume.linkEstablished(peer.name);
   });
   link.on('down', (reason) => {
     traffic.detach();
     log.warn({ peer: peer.name, reason }, 'link down');
-    volume.linkDown();
+    volume.linkDown(peer.name);
   });
   // A misconfigured peer is retried every few seconds: say it loudly once, then quietly.
   link.on('refused', (reason, repeated) => log[repeated ? 'debug' : 'error']({ peer: peer.name, reason }, 'link refused'));
-  link.on('message', (msg) => volume.linkMessage(msg));
-  link.on('drain', () => volume.linkDrained());
-  metrics.registerLinkGauges(() => {
-    const t = traffic.totals();
-    return {
-      peer: peer.name, connected: link.connected, sentBytes: t.sent, receivedBytes: t.received, noticeSentBytes: t.noticeSent,
-      unitedTracks: volume.core.record.unitedCount(), outOfSyncTracks: volume.core.outOfSync.count(), resyncSentBytes: volume.counters.syncBytesSent,
-    };
-  });
-  link.on('rtt', (rttMs) => metrics.linkRttObserved(rttMs / 1000, peer.name));
-  return link;
+  link.on('message', (msg) => volume.linkMessage(peer.name, msg));
+  link.on('drain', () => volume.linkDrained(peer.name));
+  return { name: peer.name, link, traffic };
 }

@@ -7,7 +7,8 @@
 //   store     — Store (src/store/store.ts; production: file or NBD; simulator: sim/disk.ts);
 //   metadata  — MetadataPort below (production: MetadataFileStore; simulator: an in-memory blob);
 //   link      — LinkPort below (production: PeerLink; simulator: sim/network.ts). Inbound link
-//               events come back as Volume.linkEstablished/linkMessage/linkDrained/linkDown.
+//               events come back as Volume.linkEstablished/linkMessage/linkDrained/linkDown,
+//               each naming the peer.
 import type { LinkMessage, PersistedState } from '../core/replica-types.js';
 
 export interface TimerHandle {
@@ -42,10 +43,10 @@ export interface MetadataPort {
   save(state: PersistedState): Promise<void>;
 }
 
-/** The replication link to the peer, outbound half. */
+/** The replication links to the other nodes (one in a pair), outbound half. */
 export interface LinkPort {
-  /** Sends a message to the peer; false when the link's send buffer is full (Volume.linkDrained follows). */
-  send(msg: LinkMessage): boolean;
-  /** Stop (false) or resume (true) reading from the peer: the core's inbound stream is held by a full cache. */
-  setReceiving(receiving: boolean): void;
+  /** Sends a message to node `peer`; false when that link's send buffer is full (Volume.linkDrained follows). */
+  send(peer: string, msg: LinkMessage): boolean;
+  /** Stop (false) or resume (true) reading from `peer`: the core's inbound stream from it is held by a full cache. */
+  setReceiving(peer: string, receiving: boolean): void;
 }

@@ -92,28 +92,46 @@ export class LinkTraffic {
   }
 }
 
+/** The link to one other node: its PeerLink and its byte counts. */
+export interface PeerLinkSource {
+  name: string;
+  link: PeerLink;
+  traffic: LinkTraffic;
+}
+
 export interface StatusSources {
   config: Config;
   node: NodeConfig;
-  peer: NodeConfig | null;
+  /** One per other node of the volume (none standalone). */
+  peers: readonly PeerLinkSource[];
   volume: Volume;
-  link: PeerLink | null;
-  traffic: LinkTraffic;
   nbdPort: number;
   nbdConnections: number;
+}
+
+/** Link bytes of every link together. */
+export function linkTotals(peers: readonly PeerLinkSource[]): { sent: number; received: number; noticeSent: number } {
+  const sum = { sent: 0, received: 0, noticeSent: 0 };
+  for (const p of peers) {
+    const t = p.traffic.totals();
+    sum.sent += t.sent;
+    sum.received += t.received;
+    sum.noticeSent += t.noticeSent;
+  }
+  return sum;
 }
 
 export function buildStatus(src: StatusSources): NodeStatus {
   const { config, node, volume } = src;
   const s = volume.stats();
   const core = volume.core;
-  const connection = src.link?.connection ?? null;
-  const traffic = src.traffic.totals();
+  const traffic = linkTotals(src.peers);
+  const nowMs = Date.now();
   return {
     node: node.name,
     volume: config.volume,
     role: core.role,
-    mode: src.peer === null ? 'standalone' : 'mirrored',
+    mode: src.peers.length === 0 ? 'standalone' : 'mirrored',
     epoch: core.epoch,
     epochHistory: [...core.epochHistory],
     pid: process.pid,
@@ -121,7 +139,7 @@ export function buildStatus(src: StatusSources): NodeStatus {
     trackSizeBytes: config.trackSizeBytes,
     rangeTracks: config.rangeTracks,
     tracker: config.tracker,
-    flush: src.peer === null ? 'disk' : config.flush,
+    flush: src.peers.length === 0 ? 'disk' : config.flush,
     ack: config.ack,
     quorum: { ...volume.quorum, onNoQuorum: config.onNoQuorum },
     store: volume.storeDescription,
@@ -141,17 +159,20 @@ export function buildStatus(src: StatusSources): NodeStatus {
       noticeBytesSent: traffic.noticeSent,
       resyncBytesSent: volume.counters.syncBytesSent,
     },
-    peers: src.peer === null ? [] : [{
-      node: src.peer.name,
-      connected: connection !== null,
-      state: core.peerState,
-      unitedTracks: core.record.unitedCount(),
-      outOfSyncTracks: core.outOfSync.count(),
-      rttMs: connection?.lastRttMs ?? null,
-      resyncBytesSent: volume.counters.syncBytesSent,
-      sync: core.syncStatus(Date.now()),
-      incompleteResync: core.incompleteResync,
-      ranges: core.record.rangeSummary().sort((a, b) => b.current + b.old - a.current - a.old).slice(0, MAX_RANGES_LISTED),
-    }],
+    peers: core.peers.map((ch): PeerStatus => {
+      const connection = src.peers.find((p) => p.name === ch.name)?.link.connection ?? null;
+      return {
+        node: ch.name,
+        connected: connection !== null,
+        state: ch.state,
+        unitedTracks: ch.record.unitedCount(),
+        outOfSyncTracks: ch.outOfSync.count(),
+        rttMs: connection?.lastRttMs ?? null,
+        resyncBytesSent: ch.resyncBytesSent,
+        sync: core.syncStatus(ch.name, nowMs),
+        incompleteResync: core.incompleteResync,
+        ranges: ch.record.rangeSummary().sort((a, b) => b.current + b.old - a.current - a.old).slice(0, MAX_RANGES_LISTED),
+      };
+    }),
   };
 }

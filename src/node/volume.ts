@@ -30,7 +30,8 @@ export interface VolumeOptions {
   metadata?: MetadataPort;
   /** Mirroring: absent for a standalone node. */
   mirror?: LinkPort & {
-    peer: string;
+    /** Every other node of the volume (one in a pair). */
+    peers: string[];
     role: Role;
     tracker: TrackerKind;
     flush: FlushPolicy;
@@ -107,7 +108,8 @@ export class Volume implements NbdExport {
   private nextReqId = 1;
   /** Promotions waiting for the peer's confirmation: request id → resolve(error or null). */
   private readonly promotions = new Map<number, (error: string | null) => void>();
-  private receivingPaused = false;
+  /** Peers whose link this volume asked to stop reading (their inbound stream is held by a full cache). */
+  private readonly receivingPaused = new Set<string>();
   private persistChain: Promise<void> = Promise.resolve();
   private readonly startupSaved: Promise<void>;
   /** Data of peer messages passed to the core and not yet known to be applied. */
@@ -130,7 +132,7 @@ export class Volume implements NbdExport {
     const mirror = opts.mirror;
     this.core = new ReplicaCore({
       node: opts.node ?? 'local',
-      peer: mirror?.peer ?? null,
+      peers: mirror?.peers ?? [],
       geometry: { volumeSizeBytes: opts.sizeBytes, trackSizeBytes: opts.trackSizeBytes, capacityBytes: opts.cacheBytes, rangeTracks: opts.rangeTracks },
       hardening: { ...opts.hardening, maxJobBytes: Math.max(tuning.maxJobBytes, opts.trackSizeBytes), pressureFraction: tuning.pressureFraction },
       tracker: mirror?.tracker ?? 'destage-scan',
@@ -280,16 +282,16 @@ export class Volume implements NbdExport {
 
   // ---------------------------------------------------------------- link events (from the node)
 
-  linkEstablished(): void {
-    this.run((now) => this.core.linkEstablished(now));
+  linkEstablished(peer: string): void {
+    this.run((now) => this.core.linkEstablished(peer, now));
   }
 
-  linkDown(): void {
-    this.run((now) => this.core.linkDown(now));
+  linkDown(peer: string): void {
+    this.run((now) => this.core.linkDown(peer, now));
   }
 
-  linkMessage(msg: LinkMessage): void {
-    this.run((now) => this.core.linkMessage(msg, now));
+  linkMessage(peer: string, msg: LinkMessage): void {
+    this.run((now) => this.core.linkMessage(peer, msg, now));
     if (msg.type === 'write' || msg.type === 'syncData') this.appliedOrHeld.push(msg.data);
     this.releaseAppliedMessages();
   }
@@ -304,8 +306,8 @@ export class Volume implements NbdExport {
     this.appliedOrHeld.length = 0;
   }
 
-  linkDrained(): void {
-    this.run((now) => this.core.setLinkWritable(true, now));
+  linkDrained(peer: string): void {
+    this.run((now) => this.core.setLinkWritable(peer, true, now));
   }
 
   // ---------------------------------------------------------------- actions
@@ -323,12 +325,19 @@ export class Volume implements NbdExport {
     }
     for (const action of actions) this.perform(action);
     if (this.appliedOrHeld.length > 0) this.releaseAppliedMessages();
-    const blocked = this.core.inboundBlocked;
-    if (blocked !== this.receivingPaused) {
-      this.receivingPaused = blocked;
-      this.opts.mirror?.setReceiving(!blocked);
-    }
+    if (this.core.inboundBlocked || this.receivingPaused.size > 0) this.pauseBlockedLinks();
     this.reschedule();
+  }
+
+  /** Stops reading from each peer whose inbound stream the core holds back, and resumes the others. */
+  private pauseBlockedLinks(): void {
+    for (const peer of this.core.peers) {
+      const blocked = peer.inbound.length > 0;
+      if (blocked === this.receivingPaused.has(peer.name)) continue;
+      if (blocked) this.receivingPaused.add(peer.name);
+      else this.receivingPaused.delete(peer.name);
+      this.opts.mirror?.setReceiving(peer.name, !blocked);
+    }
   }
 
   private perform(action: ReplicaAction): void {
@@ -341,7 +350,7 @@ export class Volume implements NbdExport {
         return;
       }
       case 'send':
-        if (this.opts.mirror?.send(action.msg) === false) this.core.setLinkWritable(false, this.now());
+        if (this.opts.mirror?.send(action.peer, action.msg) === false) this.core.setLinkWritable(action.peer, false, this.now());
         return;
       case 'harden':
         void this.runHardenJob(action.job, action.reason);

@@ -142,9 +142,9 @@ export class MemoryNode {
       },
       ...(this.opts.storeRetryMs === undefined ? {} : { tuning: { storeRetryMs: this.opts.storeRetryMs } }),
       mirror: {
-        peer: this.peer, role: this.role, tracker: this.opts.tracker ?? 'destage-scan', flush: this.opts.flush ?? 'memory',
+        peers: [this.peer], role: this.role, tracker: this.opts.tracker ?? 'destage-scan', flush: this.opts.flush ?? 'memory',
         degraded: 'write-through', quorum: this.opts.quorum ?? PAIR_QUORUM_DEFAULTS, syncRateBytesPerSec: 1024 * MiB,
-        send: (msg) => this.send(msg), setReceiving: (receiving) => { if (!receiving) this.receivingPauses++; },
+        send: (_peer, msg) => this.send(msg), setReceiving: (_peer, receiving) => { if (!receiving) this.receivingPauses++; },
       },
     });
   }
@@ -180,23 +180,23 @@ export class MemoryLink {
     const epoch = this.epoch;
     const volume = to.volume;
     // setImmediate keeps per-direction order (FIFO) and lets the event loop breathe.
-    setImmediate(() => { if (this.connected && this.epoch === epoch && to.volume === volume) volume.linkMessage(msg); });
+    setImmediate(() => { if (this.connected && this.epoch === epoch && to.volume === volume) volume.linkMessage(to.peer, msg); });
     return true;
   }
 
   connect(): void {
     this.connected = true;
     this.epoch++;
-    this.a.volume.linkEstablished();
-    this.b.volume.linkEstablished();
+    this.a.volume.linkEstablished(this.b.name);
+    this.b.volume.linkEstablished(this.a.name);
   }
 
   cut(): void {
     if (!this.connected) return;
     this.connected = false;
     this.epoch++;
-    this.a.volume.linkDown();
-    this.b.volume.linkDown();
+    this.a.volume.linkDown(this.b.name);
+    this.b.volume.linkDown(this.a.name);
   }
 }
 

@@ -1,0 +1,186 @@
+// Issue 12 with real processes and a real client (qemu-io): a volume of three nodes, full mesh.
+// The primary mirrors every write into both secondaries' RAM; each secondary's read-only export
+// serves what the primary acknowledged. With `ack: quorum` and `quorum: majority` a secondary
+// killed with -9 does not stall the host (two of three still answer); it comes back through a
+// delta resync of what it lacks, not the whole volume. /status, `twinblock status` and /metrics
+// show one entry per peer.
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import {
+  cleanupAll, cliMainPath, freePort, makeTempDir, pollNodes, qemuIo, qemuIoProblem, run, startNode, type ConfigSpec, type NodeProcess,
+} from './helpers/node-process.js';
+import { ensureTools } from './helpers/tools.js';
+
+ensureTools(['qemu-io']);
+after(cleanupAll);
+
+const NAMES = ['a', 'b', 'c'] as const;
+type Name = (typeof NAMES)[number];
+const MiB = 1024 * 1024;
+const SIZE_BYTES = 32 * MiB;
+
+interface PeerJson { node: string; connected: boolean; state: string; outOfSyncTracks: number; resyncBytesSent: number }
+interface StatusJson { role: string; ack: string; quorum: { have: number; need: number; ok: boolean }; peers: PeerJson[] }
+
+class Trio {
+  readonly nodes = new Map<Name, NodeProcess>();
+
+  private constructor(readonly dir: string, readonly config: ConfigSpec) {}
+
+  static async create(overrides: Record<string, unknown>): Promise<Trio> {
+    const dir = makeTempDir('twinblock-trio-');
+    const nodes: ConfigSpec['nodes'] = {};
+    for (const name of NAMES) {
+      nodes[name] = {
+        nbd: `127.0.0.1:${await freePort()}`, admin: `127.0.0.1:${await freePort()}`, store: `${dir}/${name}.img`, cache: '16MiB',
+        link: `127.0.0.1:${await freePort()}`,
+      } as ConfigSpec['nodes'][string];
+    }
+    const config: ConfigSpec = {
+      size: `${SIZE_BYTES / MiB}MiB`, trackSize: '64KiB', rangeTracks: 16, maxDirtyAgeMs: 2000, destageIntervalMs: 300, flush: 'memory',
+      heartbeatTimeoutMs: 500, secret: 'twinblock three node test secret', primary: 'a', nodes, ...overrides,
+    };
+    const trio = new Trio(dir, config);
+    // The acceptors first (the lower name dials): c accepts from a and b, b from a.
+    for (const name of ['c', 'b', 'a'] as const) await trio.start(name);
+    return trio;
+  }
+
+  async start(name: Name): Promise<void> {
+    this.nodes.set(name, await startNode({ config: this.config, nodeName: name, dir: this.dir, startTimeoutMs: 20_000 }));
+  }
+
+  node(name: Name): NodeProcess {
+    const n = this.nodes.get(name);
+    assert.ok(n !== undefined && !n.hasExited, `node ${name} is not running`);
+    return n;
+  }
+
+  async status(name: Name): Promise<StatusJson> {
+    return (await this.node(name).status()) as unknown as StatusJson;
+  }
+
+  logs(): string {
+    return [...this.nodes.values()].map((n) => `--- ${n.name}\n${n.stderr.slice(-3000)}`).join('\n');
+  }
+
+  async waitFor(what: string, check: () => Promise<{ ok: boolean; detail: string }>, timeoutMs = 30_000): Promise<void> {
+    const running = [...this.nodes.values()].filter((n) => !n.hasExited);
+    await pollNodes(what, running, check, () => this.logs(), timeoutMs, 100);
+  }
+
+  /** The primary mirrors every other node. */
+  async waitMirrored(): Promise<void> {
+    await this.waitFor('a in-sync with b and c', async () => {
+      const s = await this.status('a');
+      return { ok: s.peers.every((p) => p.state === 'in-sync'), detail: JSON.stringify(s.peers.map((p) => [p.node, p.state])) };
+    }, 60_000);
+  }
+
+  async stopAll(): Promise<void> {
+    for (const n of this.nodes.values()) await n.stop();
+  }
+}
+
+describe('three nodes with real processes', { concurrency: false }, () => {
+  it('ack quorum: both secondaries serve the primary\'s writes; one killed does not stall the host and comes back by a delta', async () => {
+    const trio = await Trio.create({ ack: 'quorum', quorum: 'majority', onNoQuorum: 'suspend-io' });
+    try {
+      await trio.waitMirrored();
+      const first = await qemuIo(trio.node('a').uri, ['write -P 0x5a 0 1M']);
+      assert.equal(qemuIoProblem(first), null);
+      for (const name of ['b', 'c'] as const) {
+        const r = await qemuIo(trio.node(name).uri, ['read -P 0x5a 0 1M'], { readOnly: true });
+        assert.equal(qemuIoProblem(r), null, `${name}'s read-only export serves the acknowledged write`);
+      }
+      const s = await trio.status('a');
+      assert.equal(s.ack, 'quorum');
+      assert.deepEqual([s.quorum.have, s.quorum.need, s.quorum.ok], [3, 2, true]);
+      assert.deepEqual(s.peers.map((p) => p.node), ['b', 'c'], 'one entry per other node');
+      const metrics = await trio.node('a').metrics();
+      for (const peer of ['b', 'c']) assert.match(metrics, new RegExp(`^twinblock_link_connected\\{[^}]*peer="${peer}"[^}]*\\} 1$`, 'm'));
+      const cli = await run(process.execPath, [cliMainPath, 'status', '--admin', trio.node('a').adminUrl]);
+      assert.equal(cli.code, 0, cli.stderr);
+      assert.match(cli.stdout, /peer b connected:yes state:in-sync/);
+      assert.match(cli.stdout, /peer c connected:yes state:in-sync/);
+
+      await trio.node('c').kill9();
+      const during = await qemuIo(trio.node('a').uri, ['write -P 0x6b 1M 2M'], { timeoutMs: 15_000 });
+      assert.equal(qemuIoProblem(during), null, 'a and b are a majority: the write is answered without c');
+      const degraded = await trio.status('a');
+      const toC = degraded.peers.find((p) => p.node === 'c')!;
+      assert.equal(toC.state, 'degraded');
+      assert.ok(toC.outOfSyncTracks >= 32, `c lacks at least the 2 MiB written without it (${toC.outOfSyncTracks} tracks)`);
+      assert.ok(degraded.quorum.ok);
+      const onB = await qemuIo(trio.node('b').uri, ['read -P 0x6b 1M 2M'], { readOnly: true });
+      assert.equal(qemuIoProblem(onB), null, 'b holds what a answered while c was dead');
+
+      const sentBefore = toC.resyncBytesSent;
+      await trio.start('c');
+      await trio.waitMirrored();
+      const back = (await trio.status('a')).peers.find((p) => p.node === 'c')!;
+      const resent = back.resyncBytesSent - sentBefore;
+      assert.ok(resent >= 2 * MiB && resent < SIZE_BYTES / 2, `c got a delta (${resent} bytes), not the whole ${SIZE_BYTES}-byte volume`);
+      const onC = await qemuIo(trio.node('c').uri, ['read -P 0x5a 0 1M', 'read -P 0x6b 1M 2M'], { readOnly: true });
+      assert.equal(qemuIoProblem(onC), null, 'c holds every acknowledged write after its resync');
+    } finally {
+      await trio.stopAll();
+    }
+  });
+
+  it('a frozen secondary (SIGSTOP): ack quorum answers without it at once; ack all waits for the link to time out, then goes on with it out of sync', async () => {
+    for (const ack of ['quorum', 'all'] as const) {
+      const trio = await Trio.create({ ack, quorum: 'majority', heartbeatTimeoutMs: ack === 'quorum' ? 20_000 : 1500 });
+      try {
+        await trio.waitMirrored();
+        trio.node('c').child.kill('SIGSTOP');
+        const w = await qemuIo(trio.node('a').uri, ['write -P 0x3c 0 256k'], { timeoutMs: 15_000 });
+        assert.equal(qemuIoProblem(w), null, `ack ${ack}: the write is answered`);
+        const toC = (await trio.status('a')).peers.find((p) => p.node === 'c')!;
+        if (ack === 'quorum') {
+          // Answered while c's link was still up (its heartbeat timeout is 20 s): a did not wait for c.
+          assert.equal(toC.connected, true, 'c\'s link has not timed out: the write did not wait for it');
+        } else {
+          // ack all waited for c until its link was declared dead; c now lacks the write.
+          assert.equal(toC.connected, false);
+          assert.equal(toC.state, 'degraded');
+          assert.ok(toC.outOfSyncTracks >= 4, `c lacks the write's tracks (${toC.outOfSyncTracks})`);
+        }
+        trio.node('c').child.kill('SIGCONT');
+        await trio.waitMirrored();
+        const onC = await qemuIo(trio.node('c').uri, ['read -P 0x3c 0 256k'], { readOnly: true });
+        assert.equal(qemuIoProblem(onC), null, `ack ${ack}: c holds the write once it runs again`);
+      } finally {
+        const c = trio.nodes.get('c');
+        if (c !== undefined && !c.hasExited) c.child.kill('SIGCONT');
+        await trio.stopAll();
+      }
+    }
+  });
+
+  it('quorum majority: a primary that loses both secondaries answers nothing until one is back', async () => {
+    const trio = await Trio.create({ ack: 'all', quorum: 'majority', onNoQuorum: 'io-error' });
+    try {
+      await trio.waitMirrored();
+      await trio.node('b').kill9();
+      await trio.node('c').kill9();
+      await trio.waitFor('a has lost quorum', async () => {
+        const s = await trio.status('a');
+        return { ok: !s.quorum.ok, detail: JSON.stringify(s.quorum) };
+      });
+      const refused = await qemuIo(trio.node('a').uri, ['write -P 0x11 0 64k']);
+      assert.match(`${refused.stdout}\n${refused.stderr}`, /Input\/output error/, 'EIO without quorum (onNoQuorum: io-error)');
+      await trio.start('b');
+      await trio.waitFor('a has quorum again', async () => {
+        const s = await trio.status('a');
+        return { ok: s.quorum.ok && s.peers.find((p) => p.node === 'b')?.state === 'in-sync', detail: JSON.stringify(s.quorum) };
+      });
+      const ok = await qemuIo(trio.node('a').uri, ['write -P 0x22 0 64k']);
+      assert.equal(qemuIoProblem(ok), null, 'two of three nodes: writes are answered again');
+      const onB = await qemuIo(trio.node('b').uri, ['read -P 0x22 0 64k'], { readOnly: true });
+      assert.equal(qemuIoProblem(onB), null);
+    } finally {
+      await trio.stopAll();
+    }
+  });
+});

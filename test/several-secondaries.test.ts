@@ -1,0 +1,146 @@
+// Issue 12 steps 1 and 3 in the pure core (DESIGN.md "Several secondaries"): a primary with a peer
+// channel per secondary mirrors each write to all of them under one seq, and answers it per the
+// ack policy — `all` once every connected secondary holds it, `quorum` once a majority of the
+// configured nodes does — while no track is hardened before every peer holds its writes. Driven
+// through test/helpers/core-cluster.ts: the test delivers each link's messages by hand, so "slow"
+// is a queue it does not deliver.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { CoreCluster, KiB, pattern } from './helpers/core-cluster.js';
+import type { QuorumSettings } from '../src/core/replica-types.js';
+
+const ALL: QuorumSettings = { ack: 'all', policy: 'off', onNoQuorum: 'suspend-io' };
+const QUORUM: QuorumSettings = { ack: 'quorum', policy: 'majority', onNoQuorum: 'suspend-io' };
+const TRACK = 64 * KiB;
+
+/** a primary, b and c secondaries, full mesh, initial resyncs done and every cache hardened. */
+function threeNodes(quorum: QuorumSettings): CoreCluster {
+  const cluster = new CoreCluster(['a', 'b', 'c'], quorum);
+  cluster.connect('a', 'b');
+  cluster.connect('a', 'c');
+  cluster.connect('b', 'c');
+  cluster.run(50);
+  for (const name of ['a', 'b', 'c']) assert.equal(cluster.hardenAll(name).state, 'ok');
+  cluster.run(100, 5); // destage cycles (every 20 ms) drain the records of what each holds only in RAM
+  const a = cluster.node('a').core;
+  assert.deepEqual(a.peers.map((p) => [p.name, p.state]), [['b', 'in-sync'], ['c', 'in-sync']], 'the primary mirrors both');
+  for (const name of ['a', 'b', 'c']) {
+    for (const p of cluster.node(name).core.peers) assert.equal(p.record.unitedCount(), 0, `${name}'s record of ${p.name} drained`);
+  }
+  return cluster;
+}
+
+const peer = (cluster: CoreCluster, node: string, name: string) => {
+  const ch = cluster.node(node).core.peers.find((p) => p.name === name);
+  assert.ok(ch !== undefined);
+  return ch;
+};
+
+test('ack all: a write is answered only once every connected secondary holds it, and goes to both under one seq', () => {
+  const cl = threeNodes(ALL);
+  const data = pattern(8 * KiB, 1);
+  const w = cl.write('a', 3 * TRACK, data);
+  const toB = cl.inFlight('a', 'b').filter((m) => m.type === 'write');
+  const toC = cl.inFlight('a', 'c').filter((m) => m.type === 'write');
+  assert.equal(toB.length, 1);
+  assert.equal(toC.length, 1);
+  assert.equal(toB[0]!.type === 'write' && toC[0]!.type === 'write' && toB[0]!.seq === toC[0]!.seq, true, 'one seq for every peer');
+  cl.settle(['c']);
+  assert.equal(w.state, 'pending', 'b holds it, c does not yet: not answered');
+  assert.ok(peer(cl, 'a', 'b').record.isUnited(3) && peer(cl, 'a', 'c').record.isUnited(3), 'both records mark the track (step 62)');
+  cl.settle();
+  assert.equal(w.state, 'ok');
+  assert.equal(w.replies, 1);
+  assert.deepEqual(cl.read('b', 3 * TRACK, data.length), data);
+  assert.deepEqual(cl.read('c', 3 * TRACK, data.length), data);
+});
+
+test('ack quorum: a majority answers (the slow secondary does not stall the host), and nothing is hardened before the slow one holds it', () => {
+  const cl = threeNodes(QUORUM);
+  const data = pattern(4 * KiB, 2);
+  const w = cl.write('a', 5 * TRACK, data);
+  cl.settle(['c']);
+  assert.equal(w.state, 'ok', 'a and b are a majority of three');
+  // The primary may not harden the track while c has not acknowledged it (checkHardenJob): a
+  // crash of a would leave its store with a write no bitmap of c's resync covers.
+  const flush = cl.hardenAll('a', ['c']);
+  assert.equal(flush.state, 'pending', 'the hardening waits for c');
+  assert.deepEqual(Buffer.from(cl.node('a').store.subarray(5 * TRACK, 5 * TRACK + data.length)), Buffer.alloc(data.length), 'not on a\'s disk yet');
+  cl.settle();
+  assert.equal(flush.state, 'ok', 'c acknowledged: the track hardens');
+  assert.deepEqual(Buffer.from(cl.node('a').store.subarray(5 * TRACK, 5 * TRACK + data.length)), data);
+  assert.equal(w.replies, 1, 'c\'s late ack answers nothing twice');
+  assert.deepEqual(cl.read('c', 5 * TRACK, data.length), data);
+});
+
+test('ack all: a secondary that drops owes no ack; it comes back through a delta resync of only what it lacks', () => {
+  const cl = threeNodes(ALL);
+  const data = pattern(16 * KiB, 3);
+  const w = cl.write('a', 7 * TRACK, data);
+  cl.deliver('a', 'b');
+  cl.deliver('b', 'a');
+  assert.equal(w.state, 'pending');
+  cl.cut('a', 'c');
+  cl.settle();
+  assert.equal(w.state, 'ok', 'b holds it and c is gone');
+  assert.equal(peer(cl, 'a', 'c').state, 'degraded');
+  assert.equal(peer(cl, 'a', 'b').state, 'in-sync', 'b mirrors on');
+  assert.ok(peer(cl, 'a', 'c').outOfSync.has(7), 'c lacks the track');
+  const later = cl.write('a', 9 * TRACK, pattern(4 * KiB, 4));
+  cl.settle();
+  assert.equal(later.state, 'ok', 'answered with b alone while c is away');
+  assert.ok(peer(cl, 'a', 'c').outOfSync.has(9));
+  const sentBefore = cl.node('a').core.counters.syncBytesSent;
+  cl.connect('a', 'c');
+  cl.run(20);
+  assert.equal(peer(cl, 'a', 'c').state, 'in-sync');
+  const resent = cl.node('a').core.counters.syncBytesSent - sentBefore;
+  assert.ok(resent >= 2 * TRACK && resent < 16 * TRACK, `a delta, not the whole volume: ${resent} bytes`);
+  assert.ok(cl.node('a').logs.includes('info resync of the out-of-sync tracks started'));
+  assert.deepEqual(cl.read('c', 7 * TRACK, data.length), data);
+  assert.deepEqual(cl.read('c', 9 * TRACK, 4 * KiB), pattern(4 * KiB, 4));
+});
+
+test('quorum majority: a primary cut off from both secondaries answers nothing; one secondary back is a majority again', () => {
+  const cl = threeNodes(QUORUM);
+  cl.cut('a', 'b');
+  cl.cut('a', 'c');
+  assert.deepEqual(cl.node('a').core.quorum, { policy: 'majority', have: 1, need: 2, ok: false });
+  const data = pattern(4 * KiB, 5);
+  const w = cl.write('a', 2 * TRACK, data);
+  cl.run(5);
+  assert.equal(w.state, 'pending', 'suspended without quorum');
+  cl.connect('a', 'b');
+  cl.run(20);
+  assert.equal(w.state, 'ok', 'b is back: two of three');
+  assert.deepEqual(cl.read('b', 2 * TRACK, data.length), data, 'b holds the write a answered');
+  assert.deepEqual(cl.node('a').core.quorum, { policy: 'majority', have: 2, need: 2, ok: true });
+});
+
+test('kill -9 of the primary: a plain promote is refused among three nodes, --force on an in-sync secondary takes over, and the others follow it', () => {
+  const cl = threeNodes(ALL);
+  const acked = pattern(32 * KiB, 6);
+  const w = cl.write('a', 4 * TRACK, acked);
+  cl.settle();
+  assert.equal(w.state, 'ok');
+  cl.restart('a'); // its RAM is gone; it comes back secondary
+  assert.equal(cl.node('a').core.role, 'secondary');
+  const plain = cl.promote('b', false);
+  assert.equal(plain.ok, false);
+  assert.match(plain.ok ? '' : plain.error, /plain promote in a volume of 3 nodes is not built yet.*--force/);
+  assert.deepEqual(cl.promote('b', true), { ok: true, pending: false });
+  cl.run(20);
+  assert.equal(peer(cl, 'b', 'c').state, 'in-sync', 'c follows the new primary');
+  cl.connect('a', 'b');
+  cl.connect('a', 'c');
+  cl.run(40);
+  assert.equal(peer(cl, 'b', 'a').state, 'in-sync', 'the old primary returns as a secondary of b');
+  assert.equal(peer(cl, 'c', 'a').state, 'connecting', 'two secondaries leave each other alone');
+  const after = cl.write('b', 6 * TRACK, pattern(4 * KiB, 7));
+  cl.settle();
+  assert.equal(after.state, 'ok');
+  for (const name of ['a', 'b', 'c']) {
+    assert.deepEqual(cl.read(name, 4 * TRACK, acked.length), acked, `${name} holds the write a acknowledged`);
+    assert.deepEqual(cl.read(name, 6 * TRACK, 4 * KiB), pattern(4 * KiB, 7), `${name} holds b's write`);
+  }
+});
