@@ -36,6 +36,7 @@ import { medianLoad, runWriteLoad, type LoadResult } from './nbd-load.js';
 import { BenchPair, pairPaths } from './pair.js';
 import { parseSize } from '../src/config/size.js';
 import { QemuMirror } from './qemu-mirror.js';
+import { runNodesBench } from './nodes.js';
 
 const mirrorRowIds = ['randwrite-4k-qd32', 'seqwrite-1m-qd8', 'randwrite-4k-qd1'];
 const fuaDepths = [1, 32];
@@ -53,7 +54,10 @@ const usage = `usage: npm run bench:mirror -- [options]
   --quick           short runs, smaller volume: a smoke test of the bench itself
   --profile         run the mirrored pair's nodes under node --cpu-prof; print top self time
   --max-load L      before starting, wait (up to --max-wait s, default 600) for 1-min load <= L
-  --markdown FILE   also write the results to FILE`;
+  --markdown FILE   also write the results to FILE
+  --nodes 3         instead: three-node volumes (ack: all, ack: quorum) beside the pair and nbdkit
+                    file, and the same with one secondary frozen (bench/nodes.ts; uses --runs,
+                    --runtime, --warmup, --size, --cache, --dir, --max-load, --max-wait, --markdown)`;
 
 type TargetName = 'mirrored' | 'nbdkit' | 'disk' | 'qemu';
 const targetNames: TargetName[] = ['mirrored', 'qemu', 'nbdkit', 'disk'];
@@ -87,6 +91,7 @@ interface Options {
   maxLoad: number | null;
   maxWaitSec: number;
   markdownPath: string | null;
+  nodes: number;
 }
 
 function parseOptions(): Options {
@@ -95,7 +100,7 @@ function parseOptions(): Options {
       runs: { type: 'string' }, runtime: { type: 'string' }, 'fua-runtime': { type: 'string' }, size: { type: 'string' }, warmup: { type: 'string' },
       cache: { type: 'string' }, dir: { type: 'string' }, rows: { type: 'string' }, 'no-fua': { type: 'boolean' },
       quick: { type: 'boolean' }, profile: { type: 'boolean' }, 'max-load': { type: 'string' }, 'max-wait': { type: 'string' },
-      markdown: { type: 'string' }, help: { type: 'boolean' },
+      markdown: { type: 'string' }, nodes: { type: 'string' }, help: { type: 'boolean' },
     },
   });
   exitWithUsageIf(values.help, usage);
@@ -117,6 +122,7 @@ function parseOptions(): Options {
     maxLoad,
     maxWaitSec: intOption(values['max-wait'], 600, 'max-wait'),
     markdownPath: values.markdown ?? null,
+    nodes: intOption(values.nodes, 2, 'nodes', 2),
   };
 }
 
@@ -214,9 +220,13 @@ function verdicts(fio: Map<Row, Record<TargetName, Measurement>>, fua: Map<numbe
 
 async function main(): Promise<void> {
   const opts = parseOptions();
+  const command = `npm run bench:mirror -- ${process.argv.slice(2).join(' ')}`.trim();
+  if (opts.nodes !== 2) {
+    if (opts.nodes !== 3) throw new OptionError('--nodes: 2 (the default bench) or 3');
+    return runNodesBench({ ...opts, command });
+  }
   ensureTools(['fio', 'nbdkit', 'qemu-storage-daemon']);
   const selected = mirrorRowIds.filter((id) => opts.rowIds.includes(id)).map((id) => allRows.find((r) => r.id === id)!);
-  const command = `npm run bench:mirror -- ${process.argv.slice(2).join(' ')}`.trim();
   const loadBefore = opts.maxLoad === null ? loadAverage() : await waitForLowLoad(opts.maxLoad, opts.maxWaitSec);
 
   const dir = opts.dir ?? makeTempDir('twinblock-bench-mirror-');

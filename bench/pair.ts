@@ -1,4 +1,4 @@
-// A mirrored pair as two real node processes, for the benchmarks: fixed ports per node (a
+// A mirrored pair (or a volume of more nodes, issue 12) as real node processes, for the benchmarks: fixed ports per node (a
 // restarted node comes back on the same NBD, admin and link ports), one config file per node in
 // the pair's own directory, every JSON log line of every run kept with the time we received it
 // (the resync benchmark reads "resync ... started" / "resync complete" lines), and the waits a
@@ -10,7 +10,8 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { freePort, pollNodes, startNode, type ConfigSpec, type NodeEntry, type NodeProcess } from '../test/helpers/node-process.js';
 
-export type NodeName = 'a' | 'b';
+/** 'a', 'b', and 'c'... in a volume of more nodes ('a' starts primary). */
+export type NodeName = string;
 
 export interface PeerView {
   node: string;
@@ -38,7 +39,10 @@ export type LogLine = Record<string, unknown> & { msg?: string; receivedAtMs: nu
 export interface BenchPairOptions {
   /** The pair's own directory (configs, and metadata beside the stores). */
   dir: string;
+  /** One store per node: two for a pair, more for a larger volume. */
   stores: Record<NodeName, string>;
+  /** Top-level config keys besides these, e.g. { ack: 'quorum' }. */
+  extra?: Record<string, unknown>;
   size: string;
   cache: string;
   flush: 'memory' | 'disk';
@@ -54,31 +58,45 @@ interface Ports { nbd: number; admin: number; link: number }
 const addr = (port: number): string => `127.0.0.1:${port}`;
 
 export class BenchPair {
-  readonly nodes: Record<NodeName, NodeProcess | null> = { a: null, b: null };
-  readonly logs: Record<NodeName, LogLine[]> = { a: [], b: [] };
+  /** The volume's nodes, in config order ('a' first). */
+  readonly names: NodeName[];
+  readonly nodes: Record<NodeName, NodeProcess | null> = {};
+  readonly logs: Record<NodeName, LogLine[]> = {};
   /** Date.now() just before each node's latest spawn (lines a --cpu-prof profile up with our clock). */
-  readonly spawnedAtMs: Record<NodeName, number> = { a: 0, b: 0 };
-  private readonly runs: Record<NodeName, number> = { a: 0, b: 0 };
+  readonly spawnedAtMs: Record<NodeName, number> = {};
+  private readonly runs: Record<NodeName, number> = {};
 
-  private constructor(readonly opts: BenchPairOptions, readonly ports: Record<NodeName, Ports>) {}
+  private constructor(readonly opts: BenchPairOptions, readonly ports: Record<NodeName, Ports>) {
+    this.names = Object.keys(opts.stores);
+    for (const n of this.names) {
+      this.nodes[n] = null;
+      this.logs[n] = [];
+      this.spawnedAtMs[n] = 0;
+      this.runs[n] = 0;
+    }
+  }
 
-  /** Start b (the acceptor) then a (primary, the dialer); does not wait for the initial sync. */
+  /** Start the acceptors first, a (primary, the dialer) last; does not wait for the initial sync. */
   static async start(opts: BenchPairOptions): Promise<BenchPair> {
     mkdirSync(opts.dir, { recursive: true });
+    const names = Object.keys(opts.stores);
     const used = new Set<number>();
-    while (used.size < 6) used.add(await freePort());
-    const [an, aa, al, bn, ba, bl] = [...used] as [number, number, number, number, number, number];
-    const pair = new BenchPair(opts, { a: { nbd: an, admin: aa, link: al }, b: { nbd: bn, admin: ba, link: bl } });
-    await pair.startNode('b');
-    await pair.startNode('a');
+    while (used.size < 3 * names.length) used.add(await freePort());
+    const free = [...used];
+    const ports: Record<NodeName, Ports> = {};
+    names.forEach((n, i) => { ports[n] = { nbd: free[3 * i]!, admin: free[3 * i + 1]!, link: free[3 * i + 2]! }; });
+    const pair = new BenchPair(opts, ports);
+    for (const n of [...names].reverse()) await pair.startNode(n);
     return pair;
   }
 
   config(): ConfigSpec {
     const o = this.opts;
     const entry = (n: NodeName): NodeEntry & { link: string } => ({
-      nbd: addr(this.ports[n].nbd), admin: addr(this.ports[n].admin), link: addr(this.ports[n].link), store: o.stores[n], cache: o.cache,
+      nbd: addr(this.ports[n]!.nbd), admin: addr(this.ports[n]!.admin), link: addr(this.ports[n]!.link), store: o.stores[n]!, cache: o.cache,
     });
+    const nodes: Record<string, NodeEntry> = {};
+    for (const n of this.names) nodes[n] = entry(n);
     return {
       volume: 'vol0',
       size: o.size,
@@ -87,13 +105,14 @@ export class BenchPair {
       ...(o.heartbeatTimeoutMs === undefined ? {} : { heartbeatTimeoutMs: o.heartbeatTimeoutMs }),
       secret: 'twinblock benchmark pair secret',
       primary: 'a',
-      nodes: { a: entry('a'), b: entry('b') },
+      nodes,
+      ...o.extra,
     };
   }
 
   /** Start (or restart) one node with the pair's config. */
   async startNode(name: NodeName): Promise<NodeProcess> {
-    const current = this.nodes[name];
+    const current = this.nodes[name] ?? null;
     if (current !== null && !current.hasExited) throw new Error(`node ${name} still runs (pid ${current.pid})`);
     this.spawnedAtMs[name] = Date.now();
     const node = await startNode({
@@ -105,7 +124,7 @@ export class BenchPair {
   }
 
   private attachLog(name: NodeName, node: NodeProcess): void {
-    const run = ++this.runs[name];
+    const run = (this.runs[name] = (this.runs[name] ?? 0) + 1);
     let partial = '';
     const feed = (text: string): void => {
       const parts = (partial + text).split('\n');
@@ -114,7 +133,7 @@ export class BenchPair {
       for (const line of parts) {
         if (!line.startsWith('{')) continue;
         try {
-          this.logs[name].push({ ...(JSON.parse(line) as Record<string, unknown>), receivedAtMs: now, run });
+          this.logs[name]!.push({ ...(JSON.parse(line) as Record<string, unknown>), receivedAtMs: now, run });
         } catch {
           // not a JSON log line
         }
@@ -125,17 +144,17 @@ export class BenchPair {
   }
 
   node(name: NodeName): NodeProcess {
-    const n = this.nodes[name];
+    const n = this.nodes[name] ?? null;
     if (n === null) throw new Error(`node ${name} never started`);
     return n;
   }
 
   uri(name: NodeName): string {
-    return `nbd://127.0.0.1:${this.ports[name].nbd}/vol0`;
+    return `nbd://127.0.0.1:${this.ports[name]!.nbd}/vol0`;
   }
 
   adminUrl(name: NodeName): string {
-    return `http://127.0.0.1:${this.ports[name].admin}`;
+    return `http://127.0.0.1:${this.ports[name]!.admin}`;
   }
 
   async status(name: NodeName): Promise<BenchStatus> {
@@ -151,7 +170,7 @@ export class BenchPair {
 
   /** Log lines of one node with this msg, from index `since` of its log on. */
   lines(name: NodeName, msg: string, since = 0): LogLine[] {
-    return this.logs[name].slice(since).filter((l) => l.msg === msg);
+    return this.logs[name]!.slice(since).filter((l) => l.msg === msg);
   }
 
   /**
@@ -159,45 +178,61 @@ export class BenchPair {
    * if a node that was running when the wait began exits (one killed before it is not watched).
    */
   waitFor(what: string, check: () => Promise<{ ok: boolean; detail: string }>, timeoutMs: number, pollMs = 20): Promise<number> {
-    const running = (['a', 'b'] as const).flatMap((n) => (this.nodes[n] !== null && !this.nodes[n]!.hasExited ? [this.nodes[n]!] : []));
-    return pollNodes(what, running, check, () => `--- a\n${this.tail('a')}\n--- b\n${this.tail('b')}`, timeoutMs, pollMs);
+    const running = this.running().map((n) => this.nodes[n]!);
+    return pollNodes(what, running, check, () => this.names.map((n) => `--- ${n}\n${this.tail(n)}`).join('\n'), timeoutMs, pollMs);
+  }
+
+  /** The nodes running now. */
+  private running(): NodeName[] {
+    return this.names.filter((n) => this.nodes[n] !== null && !this.nodes[n]!.hasExited);
   }
 
   tail(name: NodeName, count = 15): string {
-    return this.logs[name].slice(-count).map((l) => {
+    return this.logs[name]!.slice(-count).map((l) => {
       const { level: _l, time: _t, pid: _p, hostname: _h, receivedAtMs: _r, ...rest } = l;
       return JSON.stringify(rest);
     }).join('\n');
   }
 
-  /** Both nodes connected and in-sync; returns how long it took from the call. */
+  /**
+   * Every node connected to and in sync with the primary (two secondaries of a larger volume have
+   * no relation to keep); returns how long it took from the call.
+   */
   waitInSync(timeoutMs = 120_000, pollMs = 20): Promise<number> {
-    return this.waitFor('both nodes in-sync', async () => {
-      const [sa, sb] = await Promise.all([this.status('a'), this.status('b')]);
-      const ok = [sa, sb].every((s) => s.peers[0]?.connected === true && s.peers[0].state === 'in-sync');
-      return { ok, detail: `${describe(sa)} | ${describe(sb)}` };
+    return this.waitFor('every node in-sync', async () => {
+      const all = await Promise.all(this.names.map((n) => this.status(n)));
+      const ok = all.filter((s) => s.role === 'primary').length === 1 && mirrorRelations(all).every((p) => p.connected && p.state === 'in-sync');
+      return { ok, detail: all.map(describe).join(' | ') };
     }, timeoutMs, pollMs);
   }
 
-  /** Nothing unhardened and the peer records empty on both running nodes. */
+  /** Nothing unhardened on the running nodes, and their records of the primary, or of its peers, empty. */
   waitHardened(timeoutMs = 120_000): Promise<number> {
-    return this.waitFor('both nodes hardened', async () => {
-      const running = (['a', 'b'] as const).filter((n) => this.nodes[n] !== null && !this.nodes[n]!.hasExited);
-      const all = await Promise.all(running.map((n) => this.status(n)));
-      const ok = all.every((s) => s.exposure.unhardenedBytes === 0 && (s.peers[0]?.unitedTracks ?? 0) === 0);
+    return this.waitFor('every node hardened', async () => {
+      const all = await Promise.all(this.running().map((n) => this.status(n)));
+      const ok = all.every((s) => s.exposure.unhardenedBytes === 0) && mirrorRelations(all).every((p) => p.unitedTracks === 0);
       return { ok, detail: all.map(describe).join(' | ') };
     }, timeoutMs, 100);
   }
 
-  /** SIGTERM both (clean: each hardens first). */
+  /** SIGTERM every node (clean: each hardens first). */
   async stop(): Promise<void> {
-    await Promise.all((['a', 'b'] as const).map(async (n) => {
-      const node = this.nodes[n];
+    await Promise.all(this.names.map(async (n) => {
+      const node = this.nodes[n] ?? null;
       if (node === null || node.hasExited) return;
       const code = await node.stop({ timeoutMs: 300_000 });
       if (code !== 0) console.error(`warning: node ${n} exited ${code}; stderr tail:\n${node.stderr.slice(-3000)}`);
     }));
   }
+}
+
+/**
+ * The peer relations that mirror: every peer of the primary, and each secondary's of the primary
+ * (two secondaries of a larger volume leave each other alone). A pair: both of them.
+ */
+function mirrorRelations(all: BenchStatus[]): PeerView[] {
+  const roleOf = new Map(all.map((s) => [s.node, s.role]));
+  return all.flatMap((s) => s.peers.filter((p) => s.role === 'primary' || roleOf.get(p.node) !== 'secondary'));
 }
 
 export function describe(s: BenchStatus): string {
@@ -206,8 +241,8 @@ export function describe(s: BenchStatus): string {
   return `${s.node} ${s.role} epoch ${s.epoch}: ${peer}, dirty=${s.cache.dirtyTracks}`;
 }
 
-/** Where a pair's files go: DIR/<label>/{a,b}.img. */
-export function pairPaths(dir: string, label: string): { dir: string; stores: Record<NodeName, string> } {
+/** Where a volume's files go: DIR/<label>/{a,b,...}.img. */
+export function pairPaths(dir: string, label: string, names: NodeName[] = ['a', 'b']): { dir: string; stores: Record<NodeName, string> } {
   const d = path.join(dir, label);
-  return { dir: d, stores: { a: path.join(d, 'a.img'), b: path.join(d, 'b.img') } };
+  return { dir: d, stores: Object.fromEntries(names.map((n) => [n, path.join(d, `${n}.img`)])) };
 }
