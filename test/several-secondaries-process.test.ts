@@ -10,6 +10,7 @@ import {
   cleanupAll, cliMainPath, freePort, makeTempDir, pollNodes, qemuIo, qemuIoProblem, run, startNode, type ConfigSpec, type NodeProcess,
 } from './helpers/node-process.js';
 import { ensureTools } from './helpers/tools.js';
+import { AckedWriter, BlockModel, compareStores, verifyVolume } from './helpers/acked-writer.js';
 
 ensureTools(['qemu-io']);
 after(cleanupAll);
@@ -155,6 +156,55 @@ describe('three nodes with real processes', { concurrency: false }, () => {
         if (c !== undefined && !c.hasExited) c.child.kill('SIGCONT');
         await trio.stopAll();
       }
+    }
+  });
+
+  it('ack all under a recorded write load: kill -9 of each secondary and of the primary, --force on b, every acknowledged write on every node', { timeout: 240_000 }, async () => {
+    const trio = await Trio.create({ ack: 'all', quorum: 'majority' });
+    try {
+      await trio.waitMirrored();
+      const model = new BlockModel(SIZE_BYTES);
+      const writer = (await AckedWriter.open(trio.node('a').uri, model, { depth: 16, region: [0, 8 * MiB], maxBlocks: 4 })).start();
+      await writer.waitAcks(200);
+      for (const secondary of ['c', 'b'] as const) {
+        const sentBefore = (await trio.status('a')).peers.find((p) => p.node === secondary)!.resyncBytesSent;
+        await trio.node(secondary).kill9();
+        await writer.waitAcks(200); // two of three: the host goes on
+        await trio.start(secondary);
+        await trio.waitMirrored();
+        const resent = (await trio.status('a')).peers.find((p) => p.node === secondary)!.resyncBytesSent - sentBefore;
+        assert.ok(resent < SIZE_BYTES, `${secondary} came back by a delta (${resent} bytes), not the whole volume`);
+      }
+      await writer.waitAcks(100);
+      await trio.node('a').kill9(); // writes in flight now are of unknown fate: the model keeps both
+      await writer.close();
+      assert.ok(model.ackedBlockCount() > 200, `acknowledged blocks to check: ${model.ackedBlockCount()}`);
+      const plain = await run(process.execPath, [cliMainPath, 'promote', '--admin', trio.node('b').adminUrl]);
+      assert.notEqual(plain.code, 0, 'a plain promote is refused among three nodes');
+      assert.match(plain.stderr, /not built yet.*--force/);
+      const forced = await run(process.execPath, [cliMainPath, 'promote', '--admin', trio.node('b').adminUrl, '--force']);
+      assert.equal(forced.code, 0, forced.stderr);
+      await trio.waitFor('c follows b', async () => {
+        const s = await trio.status('b');
+        return { ok: s.role === 'primary' && s.peers.find((p) => p.node === 'c')?.state === 'in-sync', detail: JSON.stringify(s.peers.map((p) => [p.node, p.state])) };
+      }, 60_000);
+      await trio.start('a');
+      await trio.waitFor('a back as b\'s secondary', async () => {
+        const s = await trio.status('b');
+        return { ok: s.peers.every((p) => p.state === 'in-sync'), detail: JSON.stringify(s.peers.map((p) => [p.node, p.state])) };
+      }, 60_000);
+      assert.equal((await trio.status('a')).role, 'secondary');
+      for (const name of ['b', 'a', 'c'] as const) {
+        const r = await verifyVolume(trio.node(name).uri, model);
+        assert.equal(r.mismatchCount, 0, `${name}: ${r.mismatches.join('; ')}`);
+        assert.ok(r.ackedBlocks > 200);
+      }
+      await trio.stopAll();
+      for (const [x, y] of [['b', 'a'], ['b', 'c']] as const) {
+        assert.equal(compareStores(`${trio.dir}/${x}.img`, `${trio.dir}/${y}.img`), null, 'stores byte-identical after a clean stop');
+      }
+    } finally {
+      await trio.stopAll();
     }
   });
 

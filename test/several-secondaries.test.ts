@@ -144,3 +144,23 @@ test('kill -9 of the primary: a plain promote is refused among three nodes, --fo
     assert.deepEqual(cl.read(name, 6 * TRACK, 4 * KiB), pattern(4 * KiB, 7), `${name} holds b's write`);
   }
 });
+
+test('quorum majority, four nodes: a write whose other peers dropped is not answered on two copies of four; it is once a third node holds it', () => {
+  const cl = new CoreCluster(['a', 'b', 'c', 'd'], { ack: 'all', policy: 'majority', onNoQuorum: 'suspend-io' });
+  for (const [x, y] of [['a', 'b'], ['a', 'c'], ['a', 'd'], ['b', 'c'], ['b', 'd'], ['c', 'd']] as const) cl.connect(x, y);
+  cl.run(50);
+  assert.deepEqual(cl.node('a').core.peers.map((p) => p.state), ['in-sync', 'in-sync', 'in-sync']);
+  const data = pattern(4 * KiB, 8);
+  const w = cl.write('a', 2 * TRACK, data);
+  cl.cut('a', 'c');
+  cl.cut('a', 'd');
+  assert.deepEqual(cl.node('a').core.quorum, { policy: 'majority', have: 2, need: 3, ok: false });
+  cl.deliver('a', 'b');
+  cl.deliver('b', 'a');
+  assert.equal(w.state, 'pending', 'b acknowledged it, but a and b are two of four: not a majority');
+  cl.connect('a', 'c');
+  cl.run(30);
+  assert.equal(w.state, 'ok', 'c holds it too: three of four');
+  assert.equal(w.replies, 1);
+  assert.deepEqual(cl.read('c', 2 * TRACK, data.length), data);
+});

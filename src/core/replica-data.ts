@@ -344,7 +344,16 @@ export class DataPath {
     piece.acksAwaited--;
     piece.acks++;
     if (this.channels.length > 1) (piece.ackedBy ??= []).push(ch.name);
-    if (piece.acksAwaited === 0 || (this.settings.quorum.ack === 'quorum' && 1 + piece.acks >= this.quorumPart.majority)) this.answer(piece);
+    if (this.settings.quorum.ack === 'quorum' && 1 + piece.acks >= this.quorumPart.majority) return this.answer(piece);
+    if (piece.acksAwaited > 0) return;
+    // Every peer it went to holds it, or dropped; but with three or more nodes, quorum may have
+    // gone with the peers that dropped: then fewer than `need` nodes hold it, and a primary without
+    // quorum answers nothing (suspend-io holds it, to send again once quorum returns).
+    if (this.role === 'primary' && !this.writesHaveQuorum && 1 + piece.acks < this.quorumPart.need) {
+      this.quorumPart.awaiting.push(piece);
+      return this.failWritesWithoutQuorum();
+    }
+    this.answer(piece);
   }
 
   /** The piece met the ack policy: it counts as done, once. */
