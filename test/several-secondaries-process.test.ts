@@ -28,15 +28,17 @@ class Trio {
 
   private constructor(readonly dir: string, readonly config: ConfigSpec) {}
 
-  static async create(overrides: Record<string, unknown>): Promise<Trio> {
+  static async create(overrides: Record<string, unknown>, cache = '16MiB'): Promise<Trio> {
     const dir = makeTempDir('twinblock-trio-');
+    // Distinct ports: freePort() may hand out a port it gave before (it closes its probe).
+    const ports = new Set<number>();
+    while (ports.size < 3 * NAMES.length) ports.add(await freePort());
+    const free = [...ports];
     const nodes: ConfigSpec['nodes'] = {};
-    for (const name of NAMES) {
-      nodes[name] = {
-        nbd: `127.0.0.1:${await freePort()}`, admin: `127.0.0.1:${await freePort()}`, store: `${dir}/${name}.img`, cache: '16MiB',
-        link: `127.0.0.1:${await freePort()}`,
-      } as ConfigSpec['nodes'][string];
-    }
+    NAMES.forEach((name, i) => {
+      const [nbd, admin, link] = free.slice(3 * i, 3 * i + 3);
+      nodes[name] = { nbd: `127.0.0.1:${nbd}`, admin: `127.0.0.1:${admin}`, store: `${dir}/${name}.img`, cache, link: `127.0.0.1:${link}` } as ConfigSpec['nodes'][string];
+    });
     const config: ConfigSpec = {
       size: `${SIZE_BYTES / MiB}MiB`, trackSize: '64KiB', rangeTracks: 16, maxDirtyAgeMs: 2000, destageIntervalMs: 300, flush: 'memory',
       heartbeatTimeoutMs: 500, secret: 'twinblock three node test secret', primary: 'a', nodes, ...overrides,
@@ -131,11 +133,16 @@ describe('three nodes with real processes', { concurrency: false }, () => {
 
   it('a frozen secondary (SIGSTOP): ack quorum answers without it at once; ack all waits for the link to time out, then goes on with it out of sync', async () => {
     for (const ack of ['quorum', 'all'] as const) {
-      const trio = await Trio.create({ ack, quorum: 'majority', heartbeatTimeoutMs: ack === 'quorum' ? 20_000 : 1500 });
+      const trio = await Trio.create({ ack, quorum: 'majority', heartbeatTimeoutMs: ack === 'quorum' ? 20_000 : 1500 }, '64MiB');
       try {
         await trio.waitMirrored();
+        const resyncedBefore = (await trio.status('a')).peers.find((p) => p.node === 'c')!.resyncBytesSent;
         trio.node('c').child.kill('SIGSTOP');
-        const w = await qemuIo(trio.node('a').uri, ['write -P 0x3c 0 256k'], { timeoutMs: 15_000 });
+        // With ack quorum, 24 MiB in 1 MiB writes answered while c's frames wait in a's send queue
+        // (more than the kernel's socket buffers hold): a host payload buffer reused before c's
+        // frame left once carried the next write's bytes to c (caught by its CRC, a dropped link).
+        const writes = ack === 'quorum' ? Array.from({ length: 24 }, (_, i) => `write -P ${0x40 + i} ${i + 1}M 1M`) : [];
+        const w = await qemuIo(trio.node('a').uri, ['write -P 0x3c 0 256k', ...writes], { timeoutMs: 15_000 });
         assert.equal(qemuIoProblem(w), null, `ack ${ack}: the write is answered`);
         const toC = (await trio.status('a')).peers.find((p) => p.node === 'c')!;
         if (ack === 'quorum') {
@@ -149,8 +156,12 @@ describe('three nodes with real processes', { concurrency: false }, () => {
         }
         trio.node('c').child.kill('SIGCONT');
         await trio.waitMirrored();
-        const onC = await qemuIo(trio.node('c').uri, ['read -P 0x3c 0 256k'], { readOnly: true });
-        assert.equal(qemuIoProblem(onC), null, `ack ${ack}: c holds the write once it runs again`);
+        const onC = await qemuIo(trio.node('c').uri, ['read -P 0x3c 0 256k', ...writes.map((cmd) => cmd.replace('write', 'read'))], { readOnly: true });
+        assert.equal(qemuIoProblem(onC), null, `ack ${ack}: c holds the writes once it runs again`);
+        if (ack === 'quorum') {
+          assert.doesNotMatch(trio.node('c').stderr, /link down/, 'c caught up on the same link: no frame arrived corrupt');
+          assert.equal((await trio.status('a')).peers.find((p) => p.node === 'c')!.resyncBytesSent, resyncedBefore, 'and without a resync');
+        }
       } finally {
         const c = trio.nodes.get('c');
         if (c !== undefined && !c.hasExited) c.child.kill('SIGCONT');

@@ -317,7 +317,7 @@ export class DataPath {
     this.counters.mirroredWrites++;
     const msg: LinkMessage = piece.data === null
       ? { type: 'zero', seq, offsetBytes: piece.offsetBytes, lengthBytes: piece.lengthBytes, trim: piece.trim }
-      : { type: 'write', seq, offsetBytes: piece.offsetBytes, data: piece.data };
+      : { type: 'write', seq, offsetBytes: piece.offsetBytes, data: this.payloadToSend(piece) };
     for (const ch of this.channels) {
       if (!ch.mirroring || piece.ackedBy?.includes(ch.name) === true) continue;
       this.cache.holdHardening(tracks); // not on our disk before it is in this peer's cache
@@ -327,6 +327,22 @@ export class DataPath {
       this.notices.markSent(ch, tracks, nowMs); // step 62
     }
     if (piece.acksAwaited === 0) this.answer(piece); // every peer receiving writes holds it already
+  }
+
+  /**
+   * The bytes the link sends for `piece`. The shell sends them without a copy, and the host's
+   * payload buffer is reused once its write is answered: safe while the answer waits for every
+   * peer's ack, which comes only after the bytes left. With `ack: quorum` and more peers than a
+   * majority needs, the answer can come first, and the frame still queued for a slower peer then
+   * carried the next write's bytes (its CRC caught it: the link dropped and resynced in full,
+   * seen in `bench:mirror --nodes 3` at 1 MiB). Those sends get a copy the core owns.
+   */
+  private payloadToSend(piece: Piece): Uint8Array {
+    const data = piece.data!;
+    if (this.settings.quorum.ack !== 'quorum') return data;
+    let targets = 0;
+    for (const ch of this.channels) if (ch.mirroring && piece.ackedBy?.includes(ch.name) !== true) targets++;
+    return 1 + targets > this.quorumPart.majority ? new Uint8Array(data) : data;
   }
 
   /**
