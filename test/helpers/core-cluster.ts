@@ -34,6 +34,8 @@ export class CoreCluster {
   private readonly queues = new Map<string, LinkMessage[]>();
   private readonly up = new Set<string>();
   private readonly answers = new Map<string, Map<number, Answer>>();
+  /** Host payloads of writes not yet answered (the NBD server reuses a payload's buffer once answered). */
+  private readonly payloads = new Map<string, Map<number, Uint8Array>>();
   private readonly work: (() => void)[] = [];
   private nextReqId = 1;
   nowMs = 0;
@@ -51,6 +53,7 @@ export class CoreCluster {
       const core = new ReplicaCore(settings, 0, null);
       this.nodes.set(name, { name, core, persisted: null, store: new Uint8Array(volumeBytes), holdHardens: false, heldHardens: [], logs: [] });
       this.answers.set(name, new Map());
+      this.payloads.set(name, new Map());
       this.work.push(() => this.takeActions(name));
     }
     this.settle();
@@ -127,7 +130,9 @@ export class CoreCluster {
     const reqId = this.nextReqId++;
     const answer = { state: 'pending', replies: 0 };
     this.answers.get(name)!.set(reqId, answer);
-    this.event(name, (c) => c.hostWrite(reqId, offsetBytes, data.length, data, false, false, this.nowMs));
+    const payload = Uint8Array.from(data); // the host's buffer: poisoned once answered (perform)
+    this.payloads.get(name)!.set(reqId, payload);
+    this.event(name, (c) => c.hostWrite(reqId, offsetBytes, payload.length, payload, false, false, this.nowMs));
     return answer;
   }
 
@@ -223,6 +228,10 @@ export class CoreCluster {
         if (answer === undefined) return;
         answer.state = action.errno ?? 'ok';
         answer.replies++;
+        // As the NBD server does, the payload's buffer is reused once answered: poisoned here, so
+        // a message still queued that shares it (instead of a copy) carries other bytes.
+        this.payloads.get(name)!.get(action.reqId)?.fill(0xee);
+        this.payloads.get(name)!.delete(action.reqId);
         return;
       }
       case 'harden':
