@@ -1,8 +1,8 @@
 // The replica core's data path: the cache-facing part of one node's state machine — host writes
-// (Fig. 4 steps 60-64 on the primary), durability ops for FLUSH/FUA, hardening, and hardening
-// notices (Figs. 5-6). It also holds what every part reads: the node's role and peer state (each
-// changed only through setRole and the peer-state table), the cache, the record of the peer and
-// the actions emitted so far. ReplicaCore (replica.ts) owns it and the link half (replica-link.ts),
+// (Fig. 4 steps 60-64 on the primary), quorum, durability ops for FLUSH/FUA and hardening; its
+// parts mirror the writes and count acks (replica-acks.ts) and run the hardening notices (Figs.
+// 5-6, replica-notices.ts). It also holds what every part reads: the node's role (changed only
+// through setRole), the peer channels (peer-channel.ts), the cache and the actions emitted so far. ReplicaCore (replica.ts) owns it and the link half (replica-link.ts),
 // which calls into it; it calls into neither: an event whose work spans both is taken by
 // ReplicaCore, which calls each part in turn. Pure and synchronous (theory of operation in
 // replica.ts).
@@ -14,12 +14,13 @@ import { Hardener, type HardenReason } from './hardening.js';
 import { PeerChannel } from './peer-channel.js';
 import { DurableNotices, type DurableRange } from './replica-durable.js';
 import { NoticePart, type WaiterPurpose } from './replica-notices.js';
+import { AckPart } from './replica-acks.js';
 import type { LinkMessage, PeerState, QuorumView, ReplicaAction, ReplicaCounters, ReplicaSettings, ReplyErrno, Role } from './replica-types.js';
 
 export type { ReplicaCounters, ReplicaSettings } from './replica-types.js';
 
-interface HostWrite { reqId: number; piecesLeft: number; offsetBytes: number; lengthBytes: number; fua: boolean; errno: ReplyErrno | null }
-interface Piece {
+export interface HostWrite { reqId: number; piecesLeft: number; offsetBytes: number; lengthBytes: number; fua: boolean; errno: ReplyErrno | null }
+export interface Piece {
   write: HostWrite; offsetBytes: number; lengthBytes: number; data: Uint8Array | null; trim: boolean;
   /** Peers this piece was sent to that have not acknowledged it (nor dropped) yet. */
   acksAwaited: number;
@@ -68,6 +69,8 @@ export class DataPath {
   readonly durable = new DurableNotices();
   /** Marks, notifier cycles and notice frames of every peer (a part). */
   readonly notices = new NoticePart(this);
+  /** Mirrored writes and their acks, per the ack policy (a part). */
+  readonly acks = new AckPart(this);
   /** May hold hardened writes the peer lacks (a primary without its peer). */
   diverging = false;
   /** A persist that must be durable before anything more is hardened (see linkDown), or null. */
@@ -82,7 +85,7 @@ export class DataPath {
    */
   divergingOnDisk = false;
   /** The seq of the last write or zero sent: one sequence for every peer, so they apply the same seqs in order. */
-  private sendSeq = 0;
+  sendSeq = 0;
   nextId = 1;
   hardensInFlight = 0;
   pausedUntilMs = 0;
@@ -207,7 +210,7 @@ export class DataPath {
       return this.updateBlockedWriters();
     }
     quorum.held = false;
-    for (const piece of quorum.awaiting.splice(0)) this.mirrorPiece(piece, nowMs);
+    for (const piece of quorum.awaiting.splice(0)) this.acks.mirror(piece, nowMs);
     while (this.hostQueue.length > 0) {
       const piece = this.hostQueue[0]!;
       if (!this.applyLocal(piece.offsetBytes, piece.lengthBytes, piece.data, nowMs)) break;
@@ -264,7 +267,7 @@ export class DataPath {
     else {
       for (const piece of unacked) {
         if (this.role !== 'primary') piece.write.errno = 'EIO';
-        this.answer(piece);
+        this.acks.answer(piece);
       }
     }
     this.failWritesWithoutQuorum();
@@ -302,95 +305,8 @@ export class DataPath {
     for (const ch of this.channels) {
       if (!ch.mirroring) for (const t of this.cache.tracksOf(piece.offsetBytes, piece.lengthBytes)) ch.outOfSync.set(t);
     }
-    if (this.mirroring) return this.mirrorPiece(piece, nowMs);
+    if (this.mirroring) return this.acks.mirror(piece, nowMs);
     this.pieceDone(piece);
-  }
-
-  /**
-   * Fig. 4 steps 62-64: sends an applied piece, under one seq, to every peer receiving our writes
-   * that does not hold it yet (a piece held for quorum and sent again skips those that acked it).
-   * Their acks complete it, per the ack policy (pieceAcked).
-   */
-  private mirrorPiece(piece: Piece, nowMs: number): void {
-    const tracks = this.cache.tracksOf(piece.offsetBytes, piece.lengthBytes);
-    const seq = ++this.sendSeq;
-    this.counters.mirroredWrites++;
-    const msg: LinkMessage = piece.data === null
-      ? { type: 'zero', seq, offsetBytes: piece.offsetBytes, lengthBytes: piece.lengthBytes, trim: piece.trim }
-      : { type: 'write', seq, offsetBytes: piece.offsetBytes, data: this.payloadToSend(piece) };
-    for (const ch of this.channels) {
-      if (!ch.mirroring || piece.ackedBy?.includes(ch.name) === true) continue;
-      this.cache.holdHardening(tracks); // not on our disk before it is in this peer's cache
-      ch.pendingAcks.set(seq, piece);
-      piece.acksAwaited++;
-      this.send(ch, msg); // step 64
-      this.notices.markSent(ch, tracks, nowMs); // step 62
-    }
-    if (piece.acksAwaited === 0) this.answer(piece); // every peer receiving writes holds it already
-  }
-
-  /**
-   * The bytes the link sends for `piece`. The shell sends them without a copy, and the host's
-   * payload buffer is reused once its write is answered: safe while the answer waits for every
-   * peer's ack, which comes only after the bytes left. With `ack: quorum` and more peers than a
-   * majority needs, the answer can come first, and the frame still queued for a slower peer then
-   * carried the next write's bytes (its CRC caught it: the link dropped and resynced in full,
-   * seen in `bench:mirror --nodes 3` at 1 MiB). Those sends get a copy the core owns.
-   */
-  private payloadToSend(piece: Piece): Uint8Array {
-    const data = piece.data!;
-    if (this.settings.quorum.ack !== 'quorum') return data;
-    let targets = 0;
-    for (const ch of this.channels) if (ch.mirroring && piece.ackedBy?.includes(ch.name) !== true) targets++;
-    return 1 + targets > this.quorumPart.majority ? new Uint8Array(data) : data;
-  }
-
-  /**
-   * A peer acknowledged (step 66) the write `seq` it was sent. The piece is done once the ack
-   * policy is met (issue 12): `all`, when no peer it was sent to still owes an ack (a peer that
-   * dropped owes none: the united bitmap makes its tracks out of sync); `quorum`, as soon as this
-   * node and the peers that acked it are a majority of the configured nodes. The track stays held
-   * from hardening until every peer holds it (checkHardenJob).
-   */
-  writeAcked(ch: PeerChannel<Piece>, seq: number): void {
-    const piece = ch.pendingAcks.get(seq);
-    if (piece === undefined) return;
-    ch.pendingAcks.delete(seq);
-    this.cache.releaseHardening(this.cache.tracksOf(piece.offsetBytes, piece.lengthBytes));
-    piece.acksAwaited--;
-    piece.acks++;
-    if (this.channels.length > 1) (piece.ackedBy ??= []).push(ch.name);
-    if (this.settings.quorum.ack === 'quorum' && 1 + piece.acks >= this.quorumPart.majority) return this.answer(piece);
-    if (piece.acksAwaited > 0) return;
-    // Every peer it went to holds it, or dropped; but with three or more nodes, quorum may have
-    // gone with the peers that dropped: then fewer than `need` nodes hold it, and a primary without
-    // quorum answers nothing (suspend-io holds it, to send again once quorum returns).
-    if (this.role === 'primary' && !this.writesHaveQuorum && 1 + piece.acks < this.quorumPart.need) {
-      this.quorumPart.awaiting.push(piece);
-      return this.failWritesWithoutQuorum();
-    }
-    this.answer(piece);
-  }
-
-  /** The piece met the ack policy: it counts as done, once. */
-  private answer(piece: Piece): void {
-    if (piece.answered) return;
-    piece.answered = true;
-    this.pieceDone(piece);
-  }
-
-  /**
-   * The link to `ch` dropped: its writes in flight await it no more. Returns those now owed no
-   * ack and not yet answered (DataPath.settleUnacked decides them).
-   */
-  dropPendingAcks(ch: PeerChannel<Piece>): Piece[] {
-    const unacked: Piece[] = [];
-    for (const piece of ch.pendingAcks.values()) {
-      this.cache.releaseHardening(this.cache.tracksOf(piece.offsetBytes, piece.lengthBytes));
-      if (--piece.acksAwaited === 0 && !piece.answered) unacked.push(piece);
-    }
-    ch.pendingAcks.clear();
-    return unacked;
   }
 
   pieceDone(piece: Piece): void {

@@ -242,7 +242,7 @@ export class LinkHalf {
     ch.intake.end();
     ch.peerView = null;
     // Writes that peer never acknowledged: DataPath.settleUnacked (degraded policy, quorum, demoted).
-    const unacked = this.data.dropPendingAcks(ch);
+    const unacked = this.data.acks.dropPending(ch);
     ch.event(PeerStateMachine.linkEvent('down', this.data.role));
     // The peer may have lost whatever it held only in RAM: those tracks need resending.
     const united = ch.record.united();
@@ -283,7 +283,7 @@ export class LinkHalf {
       case 'syncZero':
         return this.applyPeerData(ch, msg, nowMs);
       case 'writeAck':
-        this.data.writeAcked(ch, msg.seq);
+        this.data.acks.acked(ch, msg.seq);
         return true;
       case 'notice':
         this.data.notices.handle(ch, msg.op, msg.ranges);

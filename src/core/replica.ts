@@ -28,8 +28,8 @@
 // The state machine is composed of parts, each in its own file: the data path (replica-data.ts:
 // host writes, acks per policy, durability ops, hardening, and the role every part reads), the
 // link half (replica-link.ts: state exchange, resync, epoch history, persisted state), the
-// promotion handshake (replica-promotion.ts) and smaller parts they own (hardening notices,
-// durable notices, quorum, resync plan and intake). What the node keeps of each other node — its
+// promotion handshake (replica-promotion.ts) and smaller parts they own (mirrored writes and
+// their acks, hardening notices, durable notices, quorum, resync plan and intake). What the node keeps of each other node — its
 // peer state, link, Fig. 3 record, notifier, out-of-sync set, inbound stream, resync — is one peer
 // channel per peer (peer-channel.ts): one in a pair, none standalone, up to seven (issue 12). This class owns them and is the only entry: it takes every
 // event, calls each part in turn when the work spans them, and shows the outside read-only views.

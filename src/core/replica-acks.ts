@@ -1,0 +1,98 @@
+// The data path's mirrored writes (seed Fig. 4 steps 62-66) and their acks, a part the data path
+// (replica-data.ts) owns: a write piece goes to every peer receiving our writes under one seq,
+// each peer's ack is counted, and the piece is answered once the ack policy (issue 12) is met,
+// once. Its state lives in the pieces and in each peer channel's pending acks; it reaches the
+// cache, the quorum part and the link through the data path. Pure and synchronous.
+import type { LinkMessage } from './replica-types.js';
+import type { DataChannel, DataPath, Piece } from './replica-data.js';
+
+export class AckPart {
+  constructor(private readonly d: DataPath) {}
+
+  /**
+   * Fig. 4 steps 62-64: sends an applied piece, under one seq, to every peer receiving our writes
+   * that does not hold it yet (a piece held for quorum and sent again skips those that acked it).
+   * Their acks complete it, per the ack policy (acked).
+   */
+  mirror(piece: Piece, nowMs: number): void {
+    const tracks = this.d.cache.tracksOf(piece.offsetBytes, piece.lengthBytes);
+    const seq = ++this.d.sendSeq;
+    this.d.counters.mirroredWrites++;
+    const msg: LinkMessage = piece.data === null
+      ? { type: 'zero', seq, offsetBytes: piece.offsetBytes, lengthBytes: piece.lengthBytes, trim: piece.trim }
+      : { type: 'write', seq, offsetBytes: piece.offsetBytes, data: this.payloadToSend(piece) };
+    for (const ch of this.d.channels) {
+      if (!ch.mirroring || piece.ackedBy?.includes(ch.name) === true) continue;
+      this.d.cache.holdHardening(tracks); // not on our disk before it is in this peer's cache
+      ch.pendingAcks.set(seq, piece);
+      piece.acksAwaited++;
+      this.d.send(ch, msg); // step 64
+      this.d.notices.markSent(ch, tracks, nowMs); // step 62
+    }
+    if (piece.acksAwaited === 0) this.answer(piece); // every peer receiving writes holds it already
+  }
+
+  /**
+   * The bytes the link sends for `piece`. The shell sends them without a copy, and the host's
+   * payload buffer is reused once its write is answered: safe while the answer waits for every
+   * peer's ack, which comes only after the bytes left. With `ack: quorum` and more peers than a
+   * majority needs, the answer can come first, and the frame still queued for a slower peer then
+   * carried the next write's bytes (its CRC caught it: the link dropped and resynced in full,
+   * seen in `bench:mirror --nodes 3` at 1 MiB). Those sends get a copy the core owns.
+   */
+  private payloadToSend(piece: Piece): Uint8Array {
+    const data = piece.data!;
+    if (this.d.settings.quorum.ack !== 'quorum') return data;
+    let targets = 0;
+    for (const ch of this.d.channels) if (ch.mirroring && piece.ackedBy?.includes(ch.name) !== true) targets++;
+    return 1 + targets > this.d.quorumPart.majority ? new Uint8Array(data) : data;
+  }
+
+  /**
+   * A peer acknowledged (step 66) the write `seq` it was sent. The piece is done once the ack
+   * policy is met (issue 12): `all`, when no peer it was sent to still owes an ack (a peer that
+   * dropped owes none: the united bitmap makes its tracks out of sync); `quorum`, as soon as this
+   * node and the peers that acked it are a majority of the configured nodes. The track stays held
+   * from hardening until every peer holds it (checkHardenJob).
+   */
+  acked(ch: DataChannel, seq: number): void {
+    const piece = ch.pendingAcks.get(seq);
+    if (piece === undefined) return;
+    ch.pendingAcks.delete(seq);
+    this.d.cache.releaseHardening(this.d.cache.tracksOf(piece.offsetBytes, piece.lengthBytes));
+    piece.acksAwaited--;
+    piece.acks++;
+    if (this.d.channels.length > 1) (piece.ackedBy ??= []).push(ch.name);
+    if (this.d.settings.quorum.ack === 'quorum' && 1 + piece.acks >= this.d.quorumPart.majority) return this.answer(piece);
+    if (piece.acksAwaited > 0) return;
+    // Every peer it went to holds it, or dropped; but with three or more nodes, quorum may have
+    // gone with the peers that dropped: then fewer than `need` nodes hold it, and a primary without
+    // quorum answers nothing (suspend-io holds it, to send again once quorum returns).
+    if (this.d.role === 'primary' && !this.d.writesHaveQuorum && 1 + piece.acks < this.d.quorumPart.need) {
+      this.d.quorumPart.awaiting.push(piece);
+      return this.d.failWritesWithoutQuorum();
+    }
+    this.answer(piece);
+  }
+
+  /** The piece met the ack policy: it counts as done, once. */
+  answer(piece: Piece): void {
+    if (piece.answered) return;
+    piece.answered = true;
+    this.d.pieceDone(piece);
+  }
+
+  /**
+   * The link to `ch` dropped: its writes in flight await it no more. Returns those now owed no
+   * ack and not yet answered (the data path's settleUnacked decides them).
+   */
+  dropPending(ch: DataChannel): Piece[] {
+    const unacked: Piece[] = [];
+    for (const piece of ch.pendingAcks.values()) {
+      this.d.cache.releaseHardening(this.d.cache.tracksOf(piece.offsetBytes, piece.lengthBytes));
+      if (--piece.acksAwaited === 0 && !piece.answered) unacked.push(piece);
+    }
+    ch.pendingAcks.clear();
+    return unacked;
+  }
+}
