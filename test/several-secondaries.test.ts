@@ -145,22 +145,27 @@ test('kill -9 of the primary: a plain promote is refused among three nodes, --fo
   }
 });
 
-test('quorum majority, four nodes: a write whose other peers dropped is not answered on two copies of four; it is once a third node holds it', () => {
+test('quorum majority, four nodes: a write whose other peers dropped is never acknowledged on two copies of four; it fails, and newer writes are not overwritten by it', () => {
   const cl = new CoreCluster(['a', 'b', 'c', 'd'], { ack: 'all', policy: 'majority', onNoQuorum: 'suspend-io' });
   for (const [x, y] of [['a', 'b'], ['a', 'c'], ['a', 'd'], ['b', 'c'], ['b', 'd'], ['c', 'd']] as const) cl.connect(x, y);
   cl.run(50);
   assert.deepEqual(cl.node('a').core.peers.map((p) => p.state), ['in-sync', 'in-sync', 'in-sync']);
-  const data = pattern(4 * KiB, 8);
-  const w = cl.write('a', 2 * TRACK, data);
+  const old = pattern(4 * KiB, 8);
+  const w = cl.write('a', 2 * TRACK, old);
   cl.cut('a', 'c');
   cl.cut('a', 'd');
   assert.deepEqual(cl.node('a').core.quorum, { policy: 'majority', have: 2, need: 3, ok: false });
   cl.deliver('a', 'b');
   cl.deliver('b', 'a');
-  assert.equal(w.state, 'pending', 'b acknowledged it, but a and b are two of four: not a majority');
+  assert.equal(w.state, 'EIO', 'b acknowledged it, but a and b are two of four: not acknowledged to the host');
+  assert.equal(w.replies, 1);
+  // Quorum back: a newer write to the same block is answered, and nothing sends the failed one
+  // again over it (seed 2208 of the randomized test lost an acknowledged write that way).
   cl.connect('a', 'c');
   cl.run(30);
-  assert.equal(w.state, 'ok', 'c holds it too: three of four');
-  assert.equal(w.replies, 1);
-  assert.deepEqual(cl.read('c', 2 * TRACK, data.length), data);
+  const newer = cl.write('a', 2 * TRACK, pattern(4 * KiB, 9));
+  cl.connect('a', 'd');
+  cl.run(40);
+  assert.equal(newer.state, 'ok');
+  for (const name of ['a', 'b', 'c', 'd']) assert.deepEqual(cl.read(name, 2 * TRACK, 4 * KiB), pattern(4 * KiB, 9), `${name} holds the newer write`);
 });

@@ -19,7 +19,11 @@ import type { LinkMessage, PeerState, QuorumView, ReplicaAction, ReplicaCounters
 
 export type { ReplicaCounters, ReplicaSettings } from './replica-types.js';
 
-export interface HostWrite { reqId: number; piecesLeft: number; offsetBytes: number; lengthBytes: number; fua: boolean; errno: ReplyErrno | null }
+export interface HostWrite {
+  reqId: number; piecesLeft: number; offsetBytes: number; lengthBytes: number; fua: boolean; errno: ReplyErrno | null;
+  /** Why it failed, when not for the usual reason (finishWrite). */
+  reason?: string;
+}
 export interface Piece {
   write: HostWrite; offsetBytes: number; lengthBytes: number; data: Uint8Array | null; trim: boolean;
   /** Peers this piece was sent to that have not acknowledged it (nor dropped) yet. */
@@ -321,7 +325,7 @@ export class DataPath {
     // A demoted node finishing a write its peer never acknowledged is no longer the authority:
     // the new primary may never see these bytes (found by the simulator, seed 474).
     if (this.role !== 'primary' && this.settings.mirrored && !this.mirroring) write.errno = 'EIO';
-    if (write.errno !== null) return this.emit({ kind: 'reply', reqId: write.reqId, errno: write.errno, message: 'the peer never acknowledged this write and this node is no longer primary' });
+    if (write.errno !== null) return this.emit({ kind: 'reply', reqId: write.reqId, errno: write.errno, message: write.reason ?? 'the peer never acknowledged this write and this node is no longer primary' });
     if (!this.settings.mirrored) return this.startOp(done, write.fua ? local : null, null);
     if (!this.mirroring) {
       const hardenFirst = write.fua || this.settings.degraded === 'write-through';
