@@ -168,7 +168,9 @@ export class DataPath {
 
   /** Is a peer receiving our writes now (so they are mirrored)? */
   get mirroring(): boolean {
-    return this.channels.some((ch) => ch.mirroring);
+    // Read several times per host write: a loop, not a closure per call.
+    for (const ch of this.channels) if (ch.mirroring) return true;
+    return false;
   }
 
   // ================================================================ host requests

@@ -98,7 +98,11 @@ export class ReplicaCore {
   /** The peer's role as it last announced it (null before its state arrives). */
   get peerRole(): Role | null { return this.data.pairChannel.peerRole; }
   /** Is a peer's inbound stream held back by a full cache? The shell pauses its socket meanwhile. */
-  get inboundBlocked(): boolean { return this.data.channels.some((ch) => ch.inbound.length > 0); }
+  get inboundBlocked(): boolean {
+    // Read after every event by the shell: a loop, not a closure per call.
+    for (const ch of this.data.channels) if (ch.inbound.length > 0) return true;
+    return false;
+  }
   /**
    * A pair's peer messages held back for cache room, and the bytes of the first already in the
    * cache (the simulator's account of which write each cached block holds needs exactly this).

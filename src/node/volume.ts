@@ -3,93 +3,22 @@
 // Everything that decides *what* happens lives in src/core; this file only moves bytes and wakes
 // things up. All its I/O goes through ports (src/node/ports.ts), so the simulator (sim/) runs this
 // very shell over a simulated clock, store, metadata and link.
-import { BLOCK_SIZE_BYTES, type CacheStats, type HardenJob, type ReadCounters } from '../core/cache.js';
-import type { HardenReason, HardeningSettings } from '../core/hardening.js';
-import type { TrackerKind } from '../core/notifier.js';
+import { BLOCK_SIZE_BYTES, type HardenJob, type ReadCounters } from '../core/cache.js';
+import type { HardenReason } from '../core/hardening.js';
 import { retryBackoffMs } from '../core/backoff.js';
-import { ReplicaCore, type ReplicaCounters } from '../core/replica.js';
-import type { DegradedPolicy, FlushPolicy, LinkMessage, PeerState, PersistedState, QuorumSettings, QuorumView, ReplicaAction, Role } from '../core/replica-types.js';
+import { ReplicaCore } from '../core/replica.js';
+import type { LinkMessage, PeerState, PersistedState, QuorumView, ReplicaAction } from '../core/replica-types.js';
 import { PAIR_QUORUM_DEFAULTS } from '../core/replica-types.js';
 import { NbdRequestError, type NbdExport } from '../nbd/export.js';
 import { releasePayloadOf } from '../nbd/payload-pool.js';
 import type { Store } from '../store/store.js';
-import { realClock, type Clock, type LinkPort, type MetadataPort, type TimerHandle } from './ports.js';
+import { realClock, type Clock, type TimerHandle } from './ports.js';
+import { DEFAULT_TUNING, type VolumeCounters, type VolumeOptions, type VolumeStats, type VolumeTuning } from './volume-options.js';
 
-export interface VolumeOptions {
-  /** This node's name (epoch history entries carry it). */
-  node?: string;
-  name: string;
-  description: string;
-  sizeBytes: number;
-  trackSizeBytes: number;
-  cacheBytes: number;
-  rangeTracks: number;
-  hardening: Omit<HardeningSettings, 'maxJobBytes' | 'pressureFraction'>;
-  store: Store;
-  /** The metadata from the last run (null: a fresh store) and how to write it atomically. */
-  metadata?: MetadataPort;
-  /** Mirroring: absent for a standalone node. */
-  mirror?: LinkPort & {
-    /** Every other node of the volume (one in a pair). */
-    peers: string[];
-    role: Role;
-    tracker: TrackerKind;
-    flush: FlushPolicy;
-    degraded: DegradedPolicy;
-    quorum: QuorumSettings;
-    syncRateBytesPerSec: number;
-  };
-  /** Called after each harden job, for metrics. */
-  onHardened?: (bytes: number, storeWrites: number, seconds: number, reason: HardenReason) => void;
-  log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
-  /**
-   * The core threw (a failed assertion: its state can no longer be trusted). The volume has
-   * stopped taking events; the node must stop too. Default: rethrown outside the current call,
-   * so the process crashes (src/cli/main.ts logs it as fatal) instead of an admin request or a
-   * socket handler swallowing it and serving on from a half-applied event.
-   */
-  onFatal?: (err: unknown) => void;
-  /** Time and timers (default: the real ones). */
-  clock?: Clock;
-  /** Internal limits; production uses the defaults below, the simulator draws them per seed. */
-  tuning?: Partial<VolumeTuning>;
-}
+export type { VolumeCounters, VolumeOptions, VolumeStats, VolumeTuning } from './volume-options.js';
 
-export interface VolumeTuning {
-  maxHardensInFlight: number;
-  maxJobBytes: number;
-  pressureFraction: number;
-  storeRetryMs: number;
-  syncChunkBytes: number;
-  syncWindowChunks: number;
-  promoteConfirmTimeoutMs: number;
-}
-
-/** Hardening jobs in flight at once: enough to keep a disk queue busy. */
-const MAX_CONCURRENT_HARDENS = 4;
-/** Largest coalesced store write. */
-const MAX_JOB_BYTES = 4 * 1024 * 1024;
-/** Dirty share of the cache where LRU hardening starts even before writers block. */
-const PRESSURE_FRACTION = 0.5;
-const STORE_RETRY_MS = 1000;
-const SYNC_CHUNK_BYTES = 1024 * 1024;
-const SYNC_WINDOW_CHUNKS = 4;
-/** How long a connected promote waits for the peer to confirm (it persists, then answers). */
-const PROMOTE_CONFIRM_TIMEOUT_MS = 5000;
 /** How often demote checks that the writes in flight have drained. */
 const DRAIN_POLL_MS = 5;
-
-const DEFAULT_TUNING: VolumeTuning = {
-  maxHardensInFlight: MAX_CONCURRENT_HARDENS, maxJobBytes: MAX_JOB_BYTES, pressureFraction: PRESSURE_FRACTION,
-  storeRetryMs: STORE_RETRY_MS, syncChunkBytes: SYNC_CHUNK_BYTES, syncWindowChunks: SYNC_WINDOW_CHUNKS,
-  promoteConfirmTimeoutMs: PROMOTE_CONFIRM_TIMEOUT_MS,
-};
-
-export interface VolumeStats extends CacheStats {
-  waitingWrites: number;
-}
-
-export type VolumeCounters = ReplicaCounters;
 
 interface Pending {
   resolve: () => void;
