@@ -74,11 +74,11 @@ const samples: LinkMessage[] = [
   },
   { type: 'auth', mac: bytes(32, 3) },
   { type: 'refuse', reason: 'volume mismatch: sizeBytes 67108864 here, 134217728 on peer b' },
-  { type: 'write', seq: 1, offsetBytes: 4096, data: bytes(4096, 4) },
-  { type: 'write', seq: 2 ** 53 - 1, offsetBytes: 2 ** 40, data: bytes(70_000, 5) },
-  { type: 'write', seq: 3, offsetBytes: 0, data: new Uint8Array(0) },
-  { type: 'zero', seq: 4, offsetBytes: 512, lengthBytes: 0xffffffff + 1, trim: true },
-  { type: 'zero', seq: 5, offsetBytes: 0, lengthBytes: 4096, trim: false },
+  { type: 'write', seq: 1, heldSeq: 0, offsetBytes: 4096, data: bytes(4096, 4) },
+  { type: 'write', seq: 2 ** 53 - 1, heldSeq: 0, offsetBytes: 2 ** 40, data: bytes(70_000, 5) },
+  { type: 'write', seq: 3, heldSeq: 0, offsetBytes: 0, data: new Uint8Array(0) },
+  { type: 'zero', seq: 4, heldSeq: 0, offsetBytes: 512, lengthBytes: 0xffffffff + 1, trim: true },
+  { type: 'zero', seq: 5, heldSeq: 0, offsetBytes: 0, lengthBytes: 4096, trim: false },
   { type: 'writeAck', seq: 4 },
   { type: 'notice', op: 'save', ranges: [0, 1, 0xffffffff] },
   { type: 'notice', op: 'save-ack', ranges: [] },
@@ -88,7 +88,7 @@ const samples: LinkMessage[] = [
   { type: 'flushReq', id: 9, offsetBytes: 8192, lengthBytes: 0 },
   { type: 'flushAck', id: 9, ok: true },
   { type: 'flushAck', id: 10, ok: false },
-  { type: 'syncStart', totalBytes: 1 << 30 },
+  { type: 'syncStart', totalBytes: 1 << 30, seq: 77 },
   { type: 'syncData', offsetBytes: 65536, data: bytes(65536, 6) },
   { type: 'syncData', offsetBytes: 0, data: bytes(3, 7) },
   { type: 'syncDone' },
@@ -97,7 +97,13 @@ const samples: LinkMessage[] = [
     type: 'state', role: 'primary', history: [{ epoch: 1, node: 'a' }, { epoch: 2, node: 'b' }],
     storeTrusted: true, outOfSyncValid: false, discardLocal: true,
     outOfSync: Uint8Array.from([1, 2, 3, 0, 0, 128]), dirty: Uint8Array.from([0, 255]),
+    streamEpoch: 2, positionValid: false, lastSeq: 2 ** 40, above: Uint8Array.from([4, 0]),
   },
+  {
+    type: 'state', role: 'secondary', history: [], storeTrusted: false, outOfSyncValid: true, discardLocal: false,
+    outOfSync: new Uint8Array(0), dirty: new Uint8Array(0), streamEpoch: 7, positionValid: true, lastSeq: 99, above: Uint8Array.from([255]),
+  },
+  { type: 'fetchReq', tracks: Uint8Array.from([1, 0, 128]) },
   { type: 'promoteReq', id: 7, history: [{ epoch: 1, node: 'a' }, { epoch: 3, node: 'b' }] },
   { type: 'promoteReq', id: 0, history: [] },
   { type: 'promoteAck', id: 7, ok: true, reason: '' },
@@ -172,7 +178,7 @@ test('every message type round-trips, and frameBytes is its encoded size', () =>
 
 test('a large write is encoded around the caller\'s data without copying it', () => {
   const data = bytes(1 << 20, 8);
-  const pieces = encode({ type: 'write', seq: 1, offsetBytes: 0, data });
+  const pieces = encode({ type: 'write', seq: 1, heldSeq: 0, offsetBytes: 0, data });
   assert.equal(pieces.length, 3);
   assert.equal(pieces[1]!.buffer, data.buffer);
   assert.equal(pieces[1]!.byteOffset, data.byteOffset);
@@ -195,8 +201,8 @@ test('random messages in random chunkings decode to themselves (fast-check)', ()
   const u64 = fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
   const u32 = fc.nat({ max: 0xffffffff });
   const arbMessage: fc.Arbitrary<LinkMessage> = fc.oneof(
-    fc.record({ type: fc.constant('write' as const), seq: u64, offsetBytes: u64, data: fc.uint8Array({ maxLength: 300 }) }),
-    fc.record({ type: fc.constant('zero' as const), seq: u64, offsetBytes: u64, lengthBytes: u64, trim: fc.boolean() }),
+    fc.record({ type: fc.constant('write' as const), seq: u64, heldSeq: u64, offsetBytes: u64, data: fc.uint8Array({ maxLength: 300 }) }),
+    fc.record({ type: fc.constant('zero' as const), seq: u64, heldSeq: u64, offsetBytes: u64, lengthBytes: u64, trim: fc.boolean() }),
     fc.record({ type: fc.constant('writeAck' as const), seq: u64 }),
     fc.record({ type: fc.constant('notice' as const), op: fc.constantFrom('save' as const, 'save-ack' as const, 'clear' as const), ranges: fc.array(u32, { maxLength: 20 }) }),
     fc.record({ type: fc.constant('refuse' as const), reason: fc.string({ maxLength: 100 }) }),
@@ -224,7 +230,7 @@ test('frames read through one reused receive buffer decode intact, even when hel
     fc.array(fc.nat({ max: 20000 }), { maxLength: 30 }),
     fc.integer({ min: 1, max: 3 }),
     (payloads, cuts, perChunk) => {
-      const messages: LinkMessage[] = payloads.map((data, i) => ({ type: 'write', seq: i, offsetBytes: i * 4096, data }));
+      const messages: LinkMessage[] = payloads.map((data, i) => ({ type: 'write', seq: i, heldSeq: 0, offsetBytes: i * 4096, data }));
       const stream = Buffer.concat(messages.map(frame));
       const points = [...new Set(cuts.map((c) => c % (stream.length + 1)))].sort((x, y) => x - y);
       const receive = Buffer.alloc(stream.length);
@@ -253,7 +259,7 @@ test('frames read through one reused receive buffer decode intact, even when hel
 
 test('a 32 MiB write arriving in 64 KiB chunks decodes fast (one copy, no quadratic buffering)', () => {
   const data = new Uint8Array(32 * 1024 * 1024).fill(0x5a);
-  const stream = frame({ type: 'write', seq: 1, offsetBytes: 0, data });
+  const stream = frame({ type: 'write', seq: 1, heldSeq: 0, offsetBytes: 0, data });
   const decoder = new LinkDecoder();
   const startedMs = performance.now();
   let got: LinkMessage | null = null;
@@ -295,12 +301,12 @@ const goldenFrames: Readonly<Record<LinkMessageType, { msg: LinkMessage; hex: st
   },
   refuse: { msg: { type: 'refuse', reason: 'no' }, hex: '54424c4b0103000000000004d58d34ac' + '00026e6f' + '4c9a0100' },
   write: {
-    msg: { type: 'write', seq: 7, offsetBytes: 4096, data: Uint8Array.from([1, 2, 3, 4]) },
-    hex: '54424c4b0104000000000014d836434a' + '0000000000000007' + '0000000000001000' + '01020304' + '8fa00808',
+    msg: { type: 'write', seq: 7, heldSeq: 6, offsetBytes: 4096, data: Uint8Array.from([1, 2, 3, 4]) },
+    hex: '54424c4b010400000000001c52ef1b85' + '0000000000000007' + '0000000000000006' + '0000000000001000' + '01020304' + 'd749d0b9',
   },
   zero: {
-    msg: { type: 'zero', seq: 8, offsetBytes: 8192, lengthBytes: 512, trim: true },
-    hex: '54424c4b01050000000000190f1d2351' + '0000000000000008' + '0000000000002000' + '0000000000000200' + '01' + '60dc0504',
+    msg: { type: 'zero', seq: 8, heldSeq: 6, offsetBytes: 8192, lengthBytes: 512, trim: true },
+    hex: '54424c4b0105000000000021b527322f' + '0000000000000008' + '0000000000000006' + '0000000000002000' + '0000000000000200' + '01' + 'd695ae56',
   },
   writeAck: { msg: { type: 'writeAck', seq: 0x0102030405 }, hex: '54424c4b0106000000000008552d1265' + '0000000102030405' + '9a0b4b14' },
   notice: {
@@ -314,7 +320,7 @@ const goldenFrames: Readonly<Record<LinkMessageType, { msg: LinkMessage; hex: st
     hex: '54424c4b010a000000000014e3fd2258' + '00000009' + '0000000000010000' + '0000000000000000' + '80ae72ba',
   },
   flushAck: { msg: { type: 'flushAck', id: 10, ok: true }, hex: '54424c4b010b00000000000569cb4afc' + '0000000a' + '01' + '0d480660' },
-  syncStart: { msg: { type: 'syncStart', totalBytes: 2 ** 32 + 1 }, hex: '54424c4b010c000000000008cb06b6a6' + '0000000100000001' + '46525e25' },
+  syncStart: { msg: { type: 'syncStart', totalBytes: 2 ** 32 + 1, seq: 3 }, hex: '54424c4b010c00000000001051812906' + '0000000100000001' + '0000000000000003' + '95cc8733' },
   syncData: {
     msg: { type: 'syncData', offsetBytes: 131072, data: Uint8Array.from([0xaa, 0xbb]) },
     hex: '54424c4b010d00000000000a423eea99' + '0000000000020000' + 'aabb' + '867a1c6c',
@@ -323,10 +329,12 @@ const goldenFrames: Readonly<Record<LinkMessageType, { msg: LinkMessage; hex: st
   state: {
     msg: {
       type: 'state', role: 'primary', history: [{ epoch: 1, node: 'a' }], storeTrusted: true, outOfSyncValid: false, discardLocal: true,
-      outOfSync: Uint8Array.from([0x81]), dirty: new Uint8Array(0),
+      outOfSync: Uint8Array.from([0x81]), dirty: new Uint8Array(0), streamEpoch: 1, positionValid: true, lastSeq: 5, above: Uint8Array.from([0x02]),
     },
-    // flags 0b = primary 1 | storeTrusted 2 | discardLocal 8; history 1 × (epoch 1, "a"); bitmaps [81], [].
-    hex: '54424c4b010f0000000000173d4e38b5' + '0b' + '0001' + '0000000000000001' + '000161' + '00000001' + '81' + '00000000' + '8228c420',
+    // flags 1b = primary 1 | storeTrusted 2 | discardLocal 8 | positionValid 16; history 1 × (epoch 1,
+    // "a"); bitmaps [81], []; streamEpoch 1, lastSeq 5; bitmap [02].
+    hex: '54424c4b010f00000000002c9424da3f' + '1b' + '0001' + '0000000000000001' + '000161' + '00000001' + '81' + '00000000'
+      + '0000000000000001' + '0000000000000005' + '00000001' + '02' + '6e04a197',
   },
   syncZero: {
     msg: { type: 'syncZero', offsetBytes: 1048576, lengthBytes: 65536 },
@@ -337,11 +345,13 @@ const goldenFrames: Readonly<Record<LinkMessageType, { msg: LinkMessage; hex: st
     hex: '54424c4b0111000000000011bc7f44e9' + '0000000b' + '0001' + '0000000000000002' + '000162' + '904f97a2',
   },
   promoteAck: { msg: { type: 'promoteAck', id: 12, ok: false, reason: 'x' }, hex: '54424c4b01120000000000086c962d12' + '0000000c' + '00' + '000178' + '41e9931e' },
+  fetchReq: { msg: { type: 'fetchReq', tracks: Uint8Array.from([0x05]) }, hex: '54424c4b0113000000000005bbbd4d09' + '00000001' + '05' + '6321fa5e' },
 };
 
 /** sha256 of every golden frame, per LINK_PROTOCOL_VERSION: new bytes need a new version. */
 const goldenDigestByProtocolVersion: Readonly<Record<number, string>> = {
   2: 'e646b7821aeac20e0752d7e5a4120f5db5ec3b961b5b5b6955d23a48b1f7e26d',
+  3: '093ca1ceeff1cf7fff293308e3b2b1d36268c2ed9bf5dfa2b8dbf0a462c26b14',
 };
 
 function goldenDigest(): string {
@@ -474,7 +484,7 @@ test('an oversized length is rejected at the header, before any body is buffered
 test('restricted types are refused at the header (no volume data before authentication)', () => {
   const decoder = new LinkDecoder();
   decoder.restrictTypes(['hello', 'auth', 'refuse'], 'before authentication');
-  const write = frame({ type: 'write', seq: 1, offsetBytes: 0, data: bytes(100_000, 9) });
+  const write = frame({ type: 'write', seq: 1, heldSeq: 0, offsetBytes: 0, data: bytes(100_000, 9) });
   decoder.feed(write.subarray(0, LINK_HEADER_BYTES));
   assert.throws(() => decoder.next(), (err: unknown) =>
     err instanceof LinkProtocolError && err.reason === 'unexpected-type' && /write frame before authentication/.test(err.message));

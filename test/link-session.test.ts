@@ -66,7 +66,7 @@ function readyPair(): { a: LinkSession; b: LinkSession } {
 }
 
 function write(seq: number): WriteMessage {
-  return { type: 'write', seq, offsetBytes: seq * 4096, data: Buffer.alloc(4096, seq) };
+  return { type: 'write', seq, heldSeq: 0, offsetBytes: seq * 4096, data: Buffer.alloc(4096, seq) };
 }
 
 /** A frame header of this type with an empty body: the decoder judges the type before the body. */

@@ -51,7 +51,7 @@ async function startPair(aOverrides: Partial<PeerLinkOptions> = {}, bOverrides: 
 }
 
 function write(seq: number, data: Uint8Array): WriteMessage {
-  return { type: 'write', seq, offsetBytes: seq * 4096, data };
+  return { type: 'write', seq, heldSeq: 0, offsetBytes: seq * 4096, data };
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {

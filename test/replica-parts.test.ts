@@ -104,14 +104,14 @@ test('inbound stream: a held-back peer write dropped whole (this node was promot
   // stopped (its bytes were acked: skipping them would lose an acknowledged write).
   const core = smallCore('secondary');
   core.linkEstablished(peerOf(core), 0);
-  core.linkMessage(peerOf(core), { type: 'write', seq: 1, offsetBytes: 0, data: new Uint8Array(128 * KiB).fill(1) }, 0);
-  core.linkMessage(peerOf(core), { type: 'write', seq: 2, offsetBytes: 256 * KiB, data: new Uint8Array(256 * KiB).fill(2) }, 0);
+  core.linkMessage(peerOf(core), { type: 'write', seq: 1, heldSeq: 0, offsetBytes: 0, data: new Uint8Array(128 * KiB).fill(1) }, 0);
+  core.linkMessage(peerOf(core), { type: 'write', seq: 2, heldSeq: 0, offsetBytes: 256 * KiB, data: new Uint8Array(256 * KiB).fill(2) }, 0);
   assert.deepEqual(core.heldInbound, { queued: 1, headAppliedBytes: 128 * KiB });
   assert.deepEqual(core.promote(true, 0), { ok: true, pending: false });
   core.tick(1);
   assert.equal(core.heldInbound.queued, 0, 'a primary ignores the rest of the peer\'s write');
   assert.equal(core.demote().ok, true);
-  core.linkMessage(peerOf(core), { type: 'write', seq: 3, offsetBytes: 0, data: new Uint8Array(64 * KiB).fill(3) }, 2);
+  core.linkMessage(peerOf(core), { type: 'write', seq: 3, heldSeq: 0, offsetBytes: 0, data: new Uint8Array(64 * KiB).fill(3) }, 2);
   const acks = core.takeActions().filter((a) => a.kind === 'send' && a.msg.type === 'writeAck');
   assert.equal(acks.length, 2, 'writes 1 and 3 acked');
   const plan = core.cache.beginRead(0, 64 * KiB);
@@ -144,7 +144,7 @@ test('a node still receiving a resync refuses to confirm its peer\'s promotion',
   const core = smallCore('secondary'); // b, fresh: its peer a is newer and resyncs it
   core.linkEstablished(peerOf(core), 0);
   const none = new TrackBitmap(16).toBytes();
-  core.linkMessage(peerOf(core), { type: 'state', role: 'secondary', history: [{ epoch: 1, node: 'a' }], storeTrusted: true, outOfSyncValid: true, discardLocal: false, outOfSync: none, dirty: none }, 1);
+  core.linkMessage(peerOf(core), { type: 'state', role: 'secondary', history: [{ epoch: 1, node: 'a' }], storeTrusted: true, outOfSyncValid: true, discardLocal: false, outOfSync: none, dirty: none, streamEpoch: 1, positionValid: false, lastSeq: 0, above: none }, 1);
   assert.equal(core.incompleteResync, true, 'b is the target of a resync from a');
   core.takeActions();
   core.linkMessage(peerOf(core), { type: 'promoteReq', id: 9, history: [{ epoch: 1, node: 'a' }, { epoch: 2, node: 'a' }] }, 2);
@@ -160,7 +160,7 @@ test('a FLUSH request of a dead link is never answered on the next one', () => {
   // answer its new one before this store held what that covers (simulator, seed 30103572).
   const core = smallCore('secondary', 1);
   core.linkEstablished(peerOf(core), 0);
-  core.linkMessage(peerOf(core), { type: 'write', seq: 1, offsetBytes: 0, data: new Uint8Array(4 * KiB).fill(1) }, 0);
+  core.linkMessage(peerOf(core), { type: 'write', seq: 1, heldSeq: 0, offsetBytes: 0, data: new Uint8Array(4 * KiB).fill(1) }, 0);
   core.linkMessage(peerOf(core), { type: 'flushReq', id: 7, offsetBytes: 0, lengthBytes: 0 }, 0);
   const harden = core.takeActions().find((a) => a.kind === 'harden');
   assert.ok(harden !== undefined && harden.kind === 'harden', 'the FLUSH started a harden job');

@@ -14,7 +14,9 @@ import type { QuorumSettings } from '../src/core/replica-types.js';
 
 const BLOCK = 4 * KiB;
 const VOLUME = 1024 * KiB;
-const SEEDS = 300;
+// A longer hunt: SEEDS=20000 SEED_FROM=1000 node --test dist/test/several-secondaries-random.test.js
+const SEEDS = Number(process.env['SEEDS'] ?? 300);
+const FROM = Number(process.env['SEED_FROM'] ?? 1);
 
 interface Issued { block: number; value: number; answer: { state: string } }
 
@@ -25,7 +27,7 @@ function blockData(value: number): Buffer {
   return b;
 }
 
-function runSeed(seed: number): { steps: number; acked: number; forced: number; crashes: number } {
+function runSeed(seed: number): { steps: number; acked: number; forced: number; plain: number; fetches: number; crashes: number } {
   const prng = new Prng(seed);
   const names = prng.chance(0.7) ? ['a', 'b', 'c'] : ['a', 'b', 'c', 'd'];
   const quorum: QuorumSettings = {
@@ -41,6 +43,7 @@ function runSeed(seed: number): { steps: number; acked: number; forced: number; 
   const issued: Issued[] = [];
   let value = 1;
   let forced = 0;
+  let plain = 0;
   let crashes = 0;
   const primary = (): string | null => names.find((n) => cl.node(n).core.role === 'primary') ?? null;
   const check = (): void => { for (const n of names) cl.node(n).core.checkInvariants(); };
@@ -68,10 +71,32 @@ function runSeed(seed: number): { steps: number; acked: number; forced: number; 
     } else if (roll < 0.95) {
       const [x, y] = prng.pick(pairs);
       if (!cl.isUp(x, y)) cl.connect(x, y);
-    } else if (roll < 0.98) {
+    } else if (roll < 0.97) {
+      // A secondary crashes only while a primary runs: one that knows what it held only in RAM.
+      // (Crashing one that holds acknowledged writes while the primary is dead too is losing a
+      // majority, which no policy survives.)
       const secondaries = names.filter((n) => n !== p);
-      if (secondaries.length > 0) {
+      if (p !== null && secondaries.length > 0) {
         cl.restart(prng.pick(secondaries));
+        crashes++;
+      }
+    } else if (roll < 0.985 && p !== null) {
+      // kill -9 of the primary while every secondary follows it, then a plain promote of any of
+      // them: it must first fetch what another holds (issue 12 item 4), under either ack policy.
+      cl.settle();
+      const following = names.filter((n) => n !== p).every((n) => cl.isUp(n, p) && cl.node(p).core.peers.find((ch) => ch.name === n)?.state === 'in-sync');
+      if (following) {
+        // The last writes reach some secondaries only: the promoted one may lack what another holds.
+        for (let k = prng.int(4); k > 0; k--) {
+          const block = prng.int(VOLUME / BLOCK);
+          issued.push({ block, value, answer: cl.write(p, block * BLOCK, blockData(value)) });
+          value++;
+          for (const n of names) if (n !== p && prng.chance(0.5)) cl.deliver(p, n);
+          for (const n of names) if (n !== p) cl.deliver(n, p);
+        }
+        cl.restart(p);
+        const r = cl.promote(prng.pick(names.filter((n) => n !== p)), false);
+        if (r.ok) plain++;
         crashes++;
       }
     } else if (p !== null && quorum.ack === 'all') {
@@ -94,8 +119,19 @@ function runSeed(seed: number): { steps: number; acked: number; forced: number; 
   for (const [x, y] of pairs) if (!cl.isUp(x, y)) cl.connect(x, y);
   cl.run(300, 5);
   check();
+  // A promotion that did not complete (its majority or its fetch source went away) left no
+  // primary: the operator promotes again, now that every node is reachable.
+  const refusals: string[] = [];
+  for (const n of names) {
+    if (primary() !== null) break;
+    const r = cl.promote(n, false);
+    if (!r.ok) refusals.push(`${n}: ${r.error}`);
+    cl.run(100, 5);
+    if (primary() === null) refusals.push(`${n}: ${cl.node(n).logs.filter((l) => l.startsWith('promote-done')).at(-1) ?? '(no answer)'}`);
+  }
+  check();
   const p = primary();
-  assert.ok(p !== null, `seed ${seed}: a primary at the end`);
+  assert.ok(p !== null, `seed ${seed}: a primary at the end (${refusals.join('; ')})`);
   for (const ch of cl.node(p).core.peers) assert.equal(ch.state, 'in-sync', `seed ${seed}: ${p} in sync with ${ch.name} after healing`);
   const images = names.map((n) => cl.read(n, 0, VOLUME));
   for (let i = 1; i < names.length; i++) {
@@ -115,21 +151,31 @@ function runSeed(seed: number): { steps: number; acked: number; forced: number; 
     const got = images[0]!.readUInt32LE(block * BLOCK);
     assert.ok(allowed.has(got), `seed ${seed} (${JSON.stringify(quorum)}): block ${block} holds write ${got}, not its last acknowledged one (${lastAcked >= 0 ? writes[lastAcked]!.value : 'none'}) or a later one`);
   }
-  return { steps, acked, forced, crashes };
+  const fetches = names.reduce((n, name) => n + cl.node(name).logs.filter((l) => l.includes('fetching what this node lacks')).length, 0);
+  return { steps, acked, forced, plain, fetches, crashes };
 }
 
 test(`several secondaries, randomized: ${SEEDS} seeds of writes, partial deliveries, cuts, crashes and forced promotions converge without losing an acknowledged write`, () => {
   let acked = 0;
   let forced = 0;
+  let plain = 0;
+  let fetches = 0;
   let crashes = 0;
-  for (let seed = 1; seed <= SEEDS; seed++) {
+  // Seeds the long runs found bugs with (26 is in 1..300), run in every CI run too.
+  const found = [1065, 2855];
+  for (const seed of [...found, ...Array.from({ length: SEEDS }, (_, i) => FROM + i)]) {
     const r = runSeed(seed);
     acked += r.acked;
     forced += r.forced;
+    plain += r.plain;
+    fetches += r.fetches;
     crashes += r.crashes;
   }
   // The situations the test claims to cover did happen.
   assert.ok(acked > SEEDS * 10, `acknowledged blocks checked: ${acked}`);
   assert.ok(forced > 10, `forced promotions: ${forced}`);
+  assert.ok(plain > 10, `plain promotions after a kill -9 of the primary: ${plain}`);
+  assert.ok(fetches > 5, `promotions that fetched from a more current node first: ${fetches}`);
+  console.log(`# ${SEEDS} seeds: ${acked} acknowledged blocks checked, ${forced} forced and ${plain} plain promotions (${fetches} fetched first), ${crashes} crashes`);
   assert.ok(crashes > SEEDS / 2, `crashes: ${crashes}`);
 });

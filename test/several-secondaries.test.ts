@@ -117,32 +117,104 @@ test('quorum majority: a primary cut off from both secondaries answers nothing; 
   assert.deepEqual(cl.node('a').core.quorum, { policy: 'majority', have: 2, need: 2, ok: true });
 });
 
-test('kill -9 of the primary: a plain promote is refused among three nodes, --force on an in-sync secondary takes over, and the others follow it', () => {
-  const cl = threeNodes(ALL);
-  const acked = pattern(32 * KiB, 6);
-  const w = cl.write('a', 4 * TRACK, acked);
+test('ack quorum: a secondary still being resynced does not count toward the majority that answers a write (it could not take over)', () => {
+  const cl = threeNodes(QUORUM);
+  cl.cut('a', 'c');
+  assert.equal(cl.write('a', 2 * TRACK, pattern(4 * KiB, 2)).state, 'pending', 'a and b: the write goes to b');
   cl.settle();
-  assert.equal(w.state, 'ok');
-  cl.restart('a'); // its RAM is gone; it comes back secondary
-  assert.equal(cl.node('a').core.role, 'secondary');
-  const plain = cl.promote('b', false);
-  assert.equal(plain.ok, false);
-  assert.match(plain.ok ? '' : plain.error, /plain promote in a volume of 3 nodes is not built yet.*--force/);
-  assert.deepEqual(cl.promote('b', true), { ok: true, pending: false });
-  cl.run(20);
+  // c comes back: the state exchange makes a its resync source, but no chunk has been read yet.
+  cl.connect('a', 'c');
+  cl.deliver('a', 'c');
+  cl.deliver('c', 'a');
+  cl.deliver('a', 'c');
+  assert.equal(peer(cl, 'a', 'c').state, 'resyncing');
+  const w = cl.write('a', 5 * TRACK, pattern(4 * KiB, 5));
+  cl.deliver('a', 'c');
+  cl.deliver('c', 'a');
+  assert.ok(cl.node('c').core.counters.writes > 0, 'c received and acknowledged the write');
+  assert.equal(w.state, 'pending', 'a and a resyncing c are not a majority of complete copies');
+  cl.deliver('a', 'b');
+  cl.deliver('b', 'a');
+  assert.equal(w.state, 'ok', 'a and b are');
+});
+
+test('kill -9 of the primary, ack quorum: a plain promote of the secondary that lacks an acknowledged write fetches it from the other first, then serves; everyone gets only what it lacks', () => {
+  const cl = threeNodes(QUORUM);
+  const VOLUME = 1024 * KiB;
+  // c acknowledges the write, b never gets it (its frame is still queued when a dies).
+  const w = cl.write('a', 4 * TRACK + 8 * KiB, pattern(8 * KiB, 6));
+  cl.deliver('a', 'c');
+  cl.deliver('c', 'a');
+  assert.equal(w.state, 'ok', 'a and c are a majority of three');
+  assert.equal(cl.inFlight('a', 'b').filter((m) => m.type === 'write').length, 1, 'b has not received it');
+  cl.restart('a'); // kill -9: its RAM is gone, it comes back secondary with its links down
+  const fetchedBefore = cl.node('c').core.counters.syncBytesSent;
+  const r = cl.promote('b', false);
+  assert.deepEqual(r, { ok: true, pending: true });
+  cl.run(30);
+  const b = cl.node('b');
+  assert.equal(b.core.role, 'primary');
+  assert.ok(b.logs.includes('warn fetching what this node lacks from the most current node before serving writes'), b.logs.join('\n'));
+  assert.ok(b.logs.includes('promote-done ok'));
+  // Only what c received above the stream's held seq came over: one track, not the volume.
+  assert.equal(cl.node('c').core.counters.syncBytesSent - fetchedBefore, TRACK, 'the fetch is one track');
+  assert.deepEqual(cl.read('b', 4 * TRACK + 8 * KiB, 8 * KiB), pattern(8 * KiB, 6), 'b holds the acknowledged write');
   assert.equal(peer(cl, 'b', 'c').state, 'in-sync', 'c follows the new primary');
+  assert.ok(peer(cl, 'b', 'c').resyncBytesSent <= TRACK, `c gets only what may differ (${peer(cl, 'b', 'c').resyncBytesSent} bytes)`);
+  const after = cl.write('b', 6 * TRACK, pattern(4 * KiB, 7));
+  cl.settle();
+  assert.equal(after.state, 'ok');
+  // The old primary returns as a secondary and gets a delta: what it may have held only in RAM.
   cl.connect('a', 'b');
   cl.connect('a', 'c');
   cl.run(40);
   assert.equal(peer(cl, 'b', 'a').state, 'in-sync', 'the old primary returns as a secondary of b');
-  assert.equal(peer(cl, 'c', 'a').state, 'connecting', 'two secondaries leave each other alone');
-  const after = cl.write('b', 6 * TRACK, pattern(4 * KiB, 7));
-  cl.settle();
-  assert.equal(after.state, 'ok');
+  const toA = peer(cl, 'b', 'a').resyncBytesSent;
+  assert.ok(toA > 0 && toA <= 3 * TRACK, `a gets a delta, not the volume (${toA} of ${VOLUME} bytes)`);
   for (const name of ['a', 'b', 'c']) {
-    assert.deepEqual(cl.read(name, 4 * TRACK, acked.length), acked, `${name} holds the write a acknowledged`);
+    assert.deepEqual(cl.read(name, 4 * TRACK + 8 * KiB, 8 * KiB), pattern(8 * KiB, 6), `${name} holds the write a acknowledged`);
     assert.deepEqual(cl.read(name, 6 * TRACK, 4 * KiB), pattern(4 * KiB, 7), `${name} holds b's write`);
   }
+  assert.ok(cl.read('a', 0, VOLUME).equals(cl.read('b', 0, VOLUME)) && cl.read('c', 0, VOLUME).equals(cl.read('b', 0, VOLUME)), 'the three volumes are identical');
+});
+
+test('kill -9 of the primary, ack all: the promoted secondary is the most current, fetches nothing, and --force still takes over at once', () => {
+  const cl = threeNodes(ALL);
+  const w = cl.write('a', 4 * TRACK, pattern(32 * KiB, 6));
+  cl.settle();
+  assert.equal(w.state, 'ok');
+  cl.restart('a');
+  assert.deepEqual(cl.promote('b', false), { ok: true, pending: true });
+  cl.run(20);
+  assert.equal(cl.node('b').core.role, 'primary');
+  assert.ok(!cl.node('b').logs.some((l) => l.includes('fetching')), 'both held every write: nothing to fetch');
+  // The last write's tracks are above the held seq its own frame carried (no later write told
+  // them it was held everywhere): they are what may differ, and all that is resent.
+  assert.equal(peer(cl, 'b', 'c').resyncBytesSent, TRACK, 'c gets the one track that may differ, not the volume');
+  cl.restart('b');
+  assert.deepEqual(cl.promote('c', true), { ok: true, pending: false }, 'the operator may still force');
+  cl.connect('a', 'c');
+  cl.connect('b', 'c');
+  cl.run(40);
+  for (const name of ['a', 'b', 'c']) assert.deepEqual(cl.read(name, 4 * TRACK, 32 * KiB), pattern(32 * KiB, 6), `${name} holds the acknowledged write`);
+});
+
+test('a plain promote needs a majority, and a secondary that still follows a live primary refuses to confirm it', () => {
+  const cl = threeNodes(QUORUM);
+  cl.cut('a', 'b'); // b is cut off from a primary that still runs with c
+  const r = cl.promote('b', false);
+  assert.deepEqual(r, { ok: true, pending: true });
+  cl.run(5);
+  assert.equal(cl.node('b').core.role, 'secondary');
+  assert.ok(cl.node('b').logs.some((l) => /promote-done only 1 of the 2 nodes needed confirmed the promotion \(c: c still follows primary a/.test(l)), cl.node('b').logs.join('\n'));
+  assert.equal(cl.node('a').core.role, 'primary');
+  const w = cl.write('a', 0, pattern(4 * KiB, 3));
+  cl.settle();
+  assert.equal(w.state, 'ok', 'the primary and c go on');
+  cl.cut('b', 'c');
+  const alone = cl.promote('b', false);
+  assert.equal(alone.ok, false);
+  assert.match(alone.ok ? '' : alone.error, /this node reaches 1 of 3 nodes; a promotion needs a majority \(2\) to confirm it/);
 });
 
 test('quorum majority, four nodes: a write whose other peers dropped is never acknowledged on two copies of four; it fails, and newer writes are not overwritten by it', () => {

@@ -92,9 +92,9 @@ function historyBytes(history: readonly { node: string }[], field: string): numb
   return n;
 }
 
-/** flags u8, history, two length-prefixed bitmaps. */
+/** flags u8, history, two length-prefixed bitmaps, streamEpoch u64, lastSeq u64, a third bitmap. */
 function stateBodyBytes(msg: StateMessage): number {
-  return 1 + historyBytes(msg.history, 'state.history') + 4 + msg.outOfSync.length + 4 + msg.dirty.length;
+  return 1 + historyBytes(msg.history, 'state.history') + 4 + msg.outOfSync.length + 4 + msg.dirty.length + 16 + 4 + msg.above.length;
 }
 
 /** Body bytes before the data of a write or syncData, or the whole body of any other type. */
@@ -103,7 +103,8 @@ function fixedBodyBytes(msg: LinkMessage): number {
     case 'hello': return helloFixedBytes + 2 + checkString(msg.node, 'hello.node') + 2 + checkString(msg.volumeId, 'hello.volumeId');
     case 'refuse': return 2 + checkString(msg.reason, 'refuse.reason');
     case 'notice': return 1 + 4 * msg.ranges.length;
-    case 'write': return 16;
+    case 'write': return 24;
+    case 'fetchReq': return 4 + msg.tracks.length;
     case 'syncData': return 8;
     case 'state': return stateBodyBytes(msg);
     case 'promoteReq': return 4 + historyBytes(msg.history, 'promoteReq.history');
@@ -206,10 +207,12 @@ function writeFixedBody(b: Buffer, at: number, msg: LinkMessage): void {
       writeString(b, msg.reason, at);
       return;
     case 'write':
-      writeU64(b, msg.offsetBytes, writeU64(b, msg.seq, at, 'write.seq'), 'write.offsetBytes');
+      at = writeU64(b, msg.heldSeq, writeU64(b, msg.seq, at, 'write.seq'), 'write.heldSeq');
+      writeU64(b, msg.offsetBytes, at, 'write.offsetBytes');
       return;
     case 'zero':
-      at = writeU64(b, msg.offsetBytes, writeU64(b, msg.seq, at, 'zero.seq'), 'zero.offsetBytes');
+      at = writeU64(b, msg.heldSeq, writeU64(b, msg.seq, at, 'zero.seq'), 'zero.heldSeq');
+      at = writeU64(b, msg.offsetBytes, at, 'zero.offsetBytes');
       b[writeU64(b, msg.lengthBytes, at, 'zero.lengthBytes')] = msg.trim ? 1 : 0;
       return;
     case 'writeAck':
@@ -235,7 +238,7 @@ function writeFixedBody(b: Buffer, at: number, msg: LinkMessage): void {
       b[writeU32(b, msg.id, at, 'flushAck.id')] = msg.ok ? 1 : 0;
       return;
     case 'syncStart':
-      writeU64(b, msg.totalBytes, at, 'syncStart.totalBytes');
+      writeU64(b, msg.seq, writeU64(b, msg.totalBytes, at, 'syncStart.totalBytes'), 'syncStart.seq');
       return;
     case 'syncData':
       writeU64(b, msg.offsetBytes, at, 'syncData.offsetBytes');
@@ -256,6 +259,9 @@ function writeFixedBody(b: Buffer, at: number, msg: LinkMessage): void {
       b[at] = msg.ok ? 1 : 0;
       writeString(b, msg.reason, at + 1);
       return;
+    case 'fetchReq':
+      b.set(msg.tracks, writeU32(b, msg.tracks.length, at, 'fetchReq tracks length'));
+      return;
   }
 }
 
@@ -268,13 +274,17 @@ function writeHistory(b: Buffer, at: number, history: readonly { epoch: number; 
 }
 
 function writeStateBody(b: Buffer, at: number, msg: StateMessage): void {
-  b[at++] = (msg.role === 'primary' ? 1 : 0) | (msg.storeTrusted ? 2 : 0) | (msg.outOfSyncValid ? 4 : 0) | (msg.discardLocal ? 8 : 0);
+  b[at++] = (msg.role === 'primary' ? 1 : 0) | (msg.storeTrusted ? 2 : 0) | (msg.outOfSyncValid ? 4 : 0) | (msg.discardLocal ? 8 : 0) | (msg.positionValid ? 16 : 0);
   at = writeHistory(b, at, msg.history, 'state.history');
-  for (const bitmap of [msg.outOfSync, msg.dirty]) {
-    at = writeU32(b, bitmap.length, at, 'state bitmap length');
-    b.set(bitmap, at);
-    at += bitmap.length;
-  }
+  for (const bitmap of [msg.outOfSync, msg.dirty]) at = writeBitmap(b, at, bitmap);
+  at = writeU64(b, msg.lastSeq, writeU64(b, msg.streamEpoch, at, 'state.streamEpoch'), 'state.lastSeq');
+  writeBitmap(b, at, msg.above);
+}
+
+function writeBitmap(b: Buffer, at: number, bitmap: Uint8Array): number {
+  at = writeU32(b, bitmap.length, at, 'state bitmap length');
+  b.set(bitmap, at);
+  return at + bitmap.length;
 }
 
 // ---- decoding ------------------------------------------------------------------------------
@@ -350,21 +360,22 @@ function decodeBody(type: LinkMessageType, body: Buffer): LinkMessage {
     case 'hello': msg = decodeHello(r); break;
     case 'auth': msg = { type, mac: r.bytes(LINK_MAC_BYTES) }; break;
     case 'refuse': msg = { type, reason: r.string() }; break;
-    case 'write': msg = { type, seq: r.u64(), offsetBytes: r.u64(), data: r.rest() }; break;
-    case 'zero': msg = { type, seq: r.u64(), offsetBytes: r.u64(), lengthBytes: r.u64(), trim: r.bool() }; break;
+    case 'write': msg = { type, seq: r.u64(), heldSeq: r.u64(), offsetBytes: r.u64(), data: r.rest() }; break;
+    case 'zero': msg = { type, seq: r.u64(), heldSeq: r.u64(), offsetBytes: r.u64(), lengthBytes: r.u64(), trim: r.bool() }; break;
     case 'writeAck': msg = { type, seq: r.u64() }; break;
     case 'notice': msg = decodeNotice(r, body.length); break;
     case 'heartbeat':
     case 'heartbeatAck': msg = { type, id: r.u32(), sentAtMs: r.f64() }; break;
     case 'flushReq': msg = { type, id: r.u32(), offsetBytes: r.u64(), lengthBytes: r.u64() }; break;
     case 'flushAck': msg = { type, id: r.u32(), ok: r.bool() }; break;
-    case 'syncStart': msg = { type, totalBytes: r.u64() }; break;
+    case 'syncStart': msg = { type, totalBytes: r.u64(), seq: r.u64() }; break;
     case 'syncData': msg = { type, offsetBytes: r.u64(), data: r.rest() }; break;
     case 'syncDone': msg = { type }; break;
     case 'state': msg = decodeState(r); break;
     case 'syncZero': msg = { type, offsetBytes: r.u64(), lengthBytes: r.u64() }; break;
     case 'promoteReq': msg = { type, id: r.u32(), history: readHistory(r) }; break;
     case 'promoteAck': msg = { type, id: r.u32(), ok: r.bool(), reason: r.string() }; break;
+    case 'fetchReq': msg = { type, tracks: r.bytes(r.u32()) }; break;
   }
   r.end();
   return msg;
@@ -372,13 +383,17 @@ function decodeBody(type: LinkMessageType, body: Buffer): LinkMessage {
 
 function decodeState(r: BodyReader): StateMessage {
   const flags = r.u8();
-  if (flags > 15) r.fail(`has flags ${flags}`);
+  if (flags > 31) r.fail(`has flags ${flags}`);
   const history = readHistory(r);
   const outOfSync = r.bytes(r.u32());
   const dirty = r.bytes(r.u32());
+  const streamEpoch = r.u64();
+  const lastSeq = r.u64();
+  const above = r.bytes(r.u32());
   return {
     type: 'state', role: (flags & 1) !== 0 ? 'primary' : 'secondary', history,
     storeTrusted: (flags & 2) !== 0, outOfSyncValid: (flags & 4) !== 0, discardLocal: (flags & 8) !== 0, outOfSync, dirty,
+    streamEpoch, positionValid: (flags & 16) !== 0, lastSeq, above,
   };
 }
 

@@ -7,7 +7,7 @@ export const LINK_MAGIC = 0x54424c4b; // 'TBLK'
 /** Frame layout version; the message semantics are versioned by hello.protocolVersion. */
 export const LINK_FRAME_VERSION = 1;
 /** Compared in the handshake: peers speaking different protocol versions refuse each other. */
-export const LINK_PROTOCOL_VERSION = 2;
+export const LINK_PROTOCOL_VERSION = 3;
 export const LINK_HEADER_BYTES = 16;
 export const LINK_TRAILER_BYTES = 4;
 /** 32 MiB (the largest NBD write, DESIGN.md "NBD") plus room for the fields around it. */
@@ -35,10 +35,14 @@ export interface HelloMessage {
 export interface AuthMessage { type: 'auth'; mac: Uint8Array }
 /** Sent before closing when the handshake fails, so the peer can log why. */
 export interface RefuseMessage { type: 'refuse'; reason: string }
-/** Fig. 4 step 64: a host write, in the primary's order. */
-export interface WriteMessage { type: 'write'; seq: number; offsetBytes: number; data: Uint8Array }
+/**
+ * Fig. 4 step 64: a host write, in the primary's order. `heldSeq`: every configured secondary has
+ * acknowledged every write of this stream up to it (DESIGN.md "Several secondaries", step 4): a
+ * secondary keeps the tracks it received above it, which another secondary may lack.
+ */
+export interface WriteMessage { type: 'write'; seq: number; heldSeq: number; offsetBytes: number; data: Uint8Array }
 /** A mirrored WRITE_ZEROES (trim false) or TRIM (trim true). */
-export interface ZeroMessage { type: 'zero'; seq: number; offsetBytes: number; lengthBytes: number; trim: boolean }
+export interface ZeroMessage { type: 'zero'; seq: number; heldSeq: number; offsetBytes: number; lengthBytes: number; trim: boolean }
 /** Fig. 4 step 66's acknowledgment: the write (or zero) with this seq is in the peer's cache. */
 export interface WriteAckMessage { type: 'writeAck'; seq: number }
 /** Hardening notices (Figs. 5, 6): several ranges per frame keep notice bytes small. */
@@ -48,7 +52,8 @@ export interface HeartbeatAckMessage { type: 'heartbeatAck'; id: number; sentAtM
 /** lengthBytes 0 means the whole volume. */
 export interface FlushReqMessage { type: 'flushReq'; id: number; offsetBytes: number; lengthBytes: number }
 export interface FlushAckMessage { type: 'flushAck'; id: number; ok: boolean }
-export interface SyncStartMessage { type: 'syncStart'; totalBytes: number }
+/** `seq`: the source's last write seq when it decided (a primary's; 0 from a secondary's fetch). */
+export interface SyncStartMessage { type: 'syncStart'; totalBytes: number; seq: number }
 export interface SyncDataMessage { type: 'syncData'; offsetBytes: number; data: Uint8Array }
 export interface SyncDoneMessage { type: 'syncDone' }
 /** A resync chunk that is all zeros: 24 bytes on the wire instead of the chunk (sparse volumes). */
@@ -68,7 +73,20 @@ export interface StateMessage {
   discardLocal: boolean;
   outOfSync: Uint8Array;
   dirty: Uint8Array;
+  /**
+   * The write stream this state speaks of (DESIGN.md "Several secondaries", step 4): a primary's
+   * own (the epoch it took becoming primary), a secondary's position in the last primary's one.
+   */
+  streamEpoch: number;
+  /** A secondary holds every write of that stream up to lastSeq (it got a complete resync since it joined). */
+  positionValid: boolean;
+  lastSeq: number;
+  /** Tracks this secondary received above the stream's heldSeq: what another secondary may lack. */
+  above: Uint8Array;
 }
+
+/** A node being promoted asks the most current secondary for these tracks, as a resync into it (step 5). */
+export interface FetchReqMessage { type: 'fetchReq'; tracks: Uint8Array }
 
 /**
  * A promote while connected is two-phase (DESIGN.md "Failures", roles): the secondary proposes its
@@ -84,7 +102,7 @@ export type LinkMessage =
   | WriteMessage | ZeroMessage | WriteAckMessage | NoticeMessage
   | HeartbeatMessage | HeartbeatAckMessage | FlushReqMessage | FlushAckMessage
   | SyncStartMessage | SyncDataMessage | SyncDoneMessage | StateMessage | SyncZeroMessage
-  | PromoteReqMessage | PromoteAckMessage;
+  | PromoteReqMessage | PromoteAckMessage | FetchReqMessage;
 
 export type LinkMessageType = LinkMessage['type'];
 
@@ -92,7 +110,7 @@ export type LinkMessageType = LinkMessage['type'];
 export const typeCodes: Readonly<Record<LinkMessageType, number>> = {
   hello: 1, auth: 2, refuse: 3, write: 4, zero: 5, writeAck: 6, notice: 7,
   heartbeat: 8, heartbeatAck: 9, flushReq: 10, flushAck: 11, syncStart: 12, syncData: 13, syncDone: 14, state: 15, syncZero: 16,
-  promoteReq: 17, promoteAck: 18,
+  promoteReq: 17, promoteAck: 18, fetchReq: 19,
 };
 
 export const linkMessageTypes = Object.keys(typeCodes) as LinkMessageType[];
@@ -111,20 +129,21 @@ export const maxBodyBytesByType: Readonly<Record<LinkMessageType, number>> = {
   auth: LINK_MAC_BYTES,
   refuse: 2 + LINK_MAX_STRING_BYTES,
   write: LINK_MAX_BODY_BYTES,
-  zero: 25,
+  zero: 33,
   writeAck: 8,
   notice: LINK_MAX_BODY_BYTES,
   heartbeat: 12,
   heartbeatAck: 12,
   flushReq: 20,
   flushAck: 5,
-  syncStart: 8,
+  syncStart: 16,
   syncData: LINK_MAX_BODY_BYTES,
   syncDone: 0,
   state: LINK_MAX_BODY_BYTES,
   syncZero: 16,
   promoteReq: LINK_MAX_BODY_BYTES,
   promoteAck: 4 + 1 + 2 + LINK_MAX_STRING_BYTES,
+  fetchReq: LINK_MAX_BODY_BYTES,
 };
 
 export const noticeOps: readonly LinkNoticeOp[] = ['save', 'save-ack', 'clear'];

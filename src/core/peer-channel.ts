@@ -53,6 +53,13 @@ export class PeerChannel<Pending> {
   readonly inbound = new InboundStream();
   /** The seq of the last write or zero sent on this link (checked to increase strictly). */
   lastSentWriteSeq = 0;
+  /**
+   * Our last write seq when this peer's resync ended: its acks of later writes come from a
+   * complete copy (only those count toward `ack: quorum` among three or more nodes).
+   */
+  inSyncFromSeq = Infinity;
+  /** The highest seq of our write stream the peer acknowledged (heldSeq is the least over peers). */
+  ackedSeq = 0;
   /** Our writes sent to the peer, by seq, until it acknowledges them (step 64). */
   readonly pendingAcks = new Map<number, Pending>();
   /** The resync this node sends the peer (as source), or null. */

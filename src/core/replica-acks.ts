@@ -18,9 +18,10 @@ export class AckPart {
     const tracks = this.d.cache.tracksOf(piece.offsetBytes, piece.lengthBytes);
     const seq = ++this.d.sendSeq;
     this.d.counters.mirroredWrites++;
+    const heldSeq = this.heldSeq();
     const msg: LinkMessage = piece.data === null
-      ? { type: 'zero', seq, offsetBytes: piece.offsetBytes, lengthBytes: piece.lengthBytes, trim: piece.trim }
-      : { type: 'write', seq, offsetBytes: piece.offsetBytes, data: this.payloadToSend(piece) };
+      ? { type: 'zero', seq, heldSeq, offsetBytes: piece.offsetBytes, lengthBytes: piece.lengthBytes, trim: piece.trim }
+      : { type: 'write', seq, heldSeq, offsetBytes: piece.offsetBytes, data: this.payloadToSend(piece) };
     for (const ch of this.d.channels) {
       if (!ch.mirroring || piece.ackedBy?.includes(ch.name) === true) continue;
       this.d.cache.holdHardening(tracks); // not on our disk before it is in this peer's cache
@@ -30,6 +31,17 @@ export class AckPart {
       this.d.notices.markSent(ch, tracks, nowMs); // step 62
     }
     if (piece.acksAwaited === 0) this.answer(piece); // every peer receiving writes holds it already
+  }
+
+  /**
+   * Every configured peer acknowledged every write of this stream up to this seq (a peer away, or
+   * never connected, holds it back): secondaries keep the tracks they get above it, which another
+   * secondary may lack (src/core/stream-position.ts).
+   */
+  private heldSeq(): number {
+    let held = Infinity;
+    for (const ch of this.d.channels) held = Math.min(held, ch.ackedSeq);
+    return held;
   }
 
   /**
@@ -61,9 +73,12 @@ export class AckPart {
     const piece = ch.pendingAcks.get(seq);
     if (piece === undefined) return;
     ch.pendingAcks.delete(seq);
+    ch.ackedSeq = Math.max(ch.ackedSeq, seq);
     this.d.cache.releaseHardening(this.d.cache.tracksOf(piece.offsetBytes, piece.lengthBytes));
     piece.acksAwaited--;
-    piece.acks++;
+    // Among three or more nodes only a complete copy counts as holding a write: a peer still being
+    // resynced may be all that holds it when the primary dies, and its store cannot be promoted.
+    if (this.d.channels.length === 1 || (ch.state === 'in-sync' && seq > ch.inSyncFromSeq)) piece.acks++;
     if (this.d.channels.length > 1) (piece.ackedBy ??= []).push(ch.name);
     if (this.d.settings.quorum.ack === 'quorum' && 1 + piece.acks >= this.d.quorumPart.majority) return this.answer(piece);
     if (piece.acksAwaited > 0) return;

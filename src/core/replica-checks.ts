@@ -52,6 +52,7 @@ export function checkSend(d: CheckedPath, ch: CheckedChannel, msg: LinkMessage, 
       break;
     case 'state':
     case 'promoteReq':
+    case 'fetchReq':
       assert(ch.linkIsUp, `${msg.type} is sent only on a live link`);
       break;
     default:

@@ -5,14 +5,14 @@
 // fdatasync completions) and adds the roles. Pure and synchronous.
 import { assert } from './assert.js';
 import { TrackBitmap } from './bitmap.js';
-import { isAllZero } from './zero.js';
 import { compareHistories, currentEpoch, nextEpoch, type EpochEntry } from './epochs.js';
 import type { DataChannel as Channel, DataPath, ReplicaSettings } from './replica-data.js';
 import type { LinkMessage, PersistedState } from './replica-types.js';
-import { earlierMs } from './backoff.js';
 import { PeerStateMachine } from './peer-state.js';
 import { MetadataOnDisk } from './replica-on-disk.js';
-import { decideSync, ResyncPlan, resyncTracks, type SideState, type SyncProgress } from './resync.js';
+import { decideSync, resyncTracks, type SideState } from './resync.js';
+import { StreamPosition } from './stream-position.js';
+import { ResyncSender } from './resync-sender.js';
 
 export class LinkHalf {
   /**
@@ -51,10 +51,16 @@ export class LinkHalf {
    */
   private historyToken = -1;
   private historyKey = '';
+  /** The resync this node sends: reads and chunks (resync-sender.ts). */
+  readonly sender: ResyncSender;
   /** What the metadata on disk records, by value (a part; ReplicaCore.onPersisted reads its epoch). */
   readonly onDisk = new MetadataOnDisk();
   /** Persisted: the highest epoch ever proposed to (or adopted from) the peer; never taken again. */
   proposedEpoch: number;
+  /** As primary: this write stream's name, the epoch this node took becoming primary (stream-position.ts). */
+  streamEpoch = 0;
+  /** As secondary: what it holds of its primary's write stream (in memory: a restart loses it with the RAM). */
+  readonly position: StreamPosition;
 
   /**
    * Restores this half from `persisted` (the node's metadata from its last run, or null for a
@@ -74,7 +80,10 @@ export class LinkHalf {
     this.resyncIncomplete = persisted?.resyncIncomplete ?? false;
     this.proposedEpoch = persisted?.proposedEpoch ?? 0;
     this.syncLost = persisted?.syncLost === true;
+    this.position = new StreamPosition(this.data.cache.trackCount);
+    this.sender = new ResyncSender(data, settings);
     if (this.data.role === 'primary') this.history.push(this.newEpochEntry());
+    if (this.data.role === 'primary') this.streamEpoch = currentEpoch(this.history);
     if (this.data.role === 'primary' && settings.mirrored) this.data.diverging = true;
     this.persist();
     if (persisted !== null && !persisted.cleanShutdown && settings.mirrored) {
@@ -96,10 +105,24 @@ export class LinkHalf {
     ch.record.reset();
     this.resetNotifier(ch);
     ch.event(PeerStateMachine.linkEvent('up', this.data.role));
-    // The state goes first on the new stream; the peer marks our unsynced tracks when it reads it,
-    // and our mirror marks them at the same point (notices it may start come after the state).
+    this.announce(ch, nowMs);
+  }
+
+  /**
+   * Our state, then our hardening notices of what we hold only in RAM: the peer marks its record
+   * of us with those tracks when it reads the state, and our mirror of its marks starts at the
+   * same point (notices it may start come after the state). At link-up, and among several nodes
+   * when we confirm a peer's promotion (its record of us was not kept while we followed another).
+   */
+  announce(ch: Channel, nowMs: number): void {
     this.sendState(ch);
     this.data.notices.notifyMarked(ch, this.unsyncedTracks(), nowMs);
+  }
+
+  /** This node became primary: a write stream of its own starts; it follows no other one. */
+  beganStream(): void {
+    this.streamEpoch = currentEpoch(this.history);
+    this.position.forget();
   }
 
   /**
@@ -131,10 +154,15 @@ export class LinkHalf {
   sendState(ch: Channel): void {
     const dirty = new TrackBitmap(this.data.cache.trackCount);
     for (const t of this.unsyncedTracks()) dirty.set(t);
+    const primary = this.data.role === 'primary';
     this.data.send(ch, {
       type: 'state', role: this.data.role, history: [...this.history], storeTrusted: this.storeTrusted,
       outOfSyncValid: this.outOfSyncValid, discardLocal: this.discardLocal,
       outOfSync: ch.outOfSync.toBytes(), dirty: dirty.toBytes(),
+      streamEpoch: primary ? this.streamEpoch : this.position.stream,
+      positionValid: !primary && this.position.valid && !this.resyncIncomplete,
+      lastSeq: primary ? this.data.sendSeq : this.position.lastSeq,
+      above: primary ? new TrackBitmap(dirty.trackCount).toBytes() : this.position.aboveTracks().toBytes(),
     });
   }
 
@@ -184,6 +212,15 @@ export class LinkHalf {
     // resync a third node with older data while the primary resyncs it too.
     if (this.settings.peers.length > 1 && this.data.role !== 'primary' && peer.role !== 'primary') return;
     const decision = decideSync(this.sideState(), { ...peer, node: ch.name });
+    // Among three or more nodes a secondary never sources a resync, and a primary steps down only
+    // for a primary with newer data. A secondary's history is newer than a live primary's when it
+    // confirmed a promotion that then failed (the proposer lost its majority): resyncing the
+    // primary from it would drop writes the primary acknowledged since with another majority.
+    // They stay apart; the secondary rejoins once a primary it can follow exists.
+    if (this.settings.peers.length > 1 && peer.role !== 'primary' && (decision.kind === 'target' ? this.data.role === 'primary' : this.data.role !== 'primary')) {
+      if (decision.kind === 'target') this.data.emit({ kind: 'log', level: 'warn', msg: 'a secondary holds a newer epoch history (a promotion it confirmed did not complete): it is left alone until it follows a primary', fields: { peer: ch.name } });
+      return;
+    }
     if (decision.kind === 'split-brain') {
       if (ch.state !== 'split-brain') this.data.emit({ kind: 'log', level: 'error', msg: 'split brain: refusing to mirror; resolve with `twinblock resolve --discard-local` on the side to overwrite', fields: { reason: decision.reason } });
       ch.event('splitBrainDetected');
@@ -210,15 +247,28 @@ export class LinkHalf {
   }
 
   private startResync(ch: Channel, full: boolean, reason: string, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void {
-    const { volumeSizeBytes, trackSizeBytes } = this.settings.geometry;
     const theirs = peer.outOfSyncValid ? TrackBitmap.fromBytes(this.data.cache.trackCount, peer.outOfSync) : null;
-    const tracks = resyncTracks(this.data.cache.trackCount, full, ch.outOfSync, theirs);
-    const pace = { chunkBytes: this.settings.syncChunkBytes, windowChunks: this.settings.syncWindowChunks, rateBytesPerSec: this.settings.syncRateBytesPerSec };
-    ch.resync = new ResyncPlan(tracks, trackSizeBytes, volumeSizeBytes, pace, nowMs, this.data.nextId++, full);
-    ch.event('resyncStarted');
-    this.data.send(ch, { type: 'syncStart', totalBytes: ch.resync.totalBytes });
-    this.data.emit({ kind: 'log', level: full ? 'warn' : 'info', msg: full ? 'full resync of the peer started' : 'resync of the out-of-sync tracks started', fields: { tracks: ch.resync.trackCount, bytes: ch.resync.totalBytes, reason } });
-    this.pumpSync(ch, nowMs);
+    this.sendResync(ch, resyncTracks(this.data.cache.trackCount, full, ch.outOfSync, theirs), full, reason, nowMs);
+  }
+
+  /**
+   * A node being promoted fetches these tracks from this secondary, the most current one it
+   * reaches (DESIGN.md "Several secondaries", step 5), after this node confirmed its promotion:
+   * a resync into it, sent like any other. Ignored unless this node is a secondary that adopted
+   * that node's promotion and runs no other resync with it.
+   */
+  fetchRequested(ch: Channel, tracksBytes: Uint8Array, nowMs: number): void {
+    const { history } = this;
+    if (this.data.role !== 'secondary' || history[history.length - 1]?.node !== ch.name || ch.resync !== null || ch.intake.active) {
+      this.data.emit({ kind: 'log', level: 'warn', msg: 'fetch request ignored: this node did not confirm that peer\'s promotion, or resyncs with it', fields: { peer: ch.name } });
+      return;
+    }
+    const tracks = TrackBitmap.fromBytes(this.data.cache.trackCount, tracksBytes);
+    this.sendResync(ch, tracks, tracks.count() === tracks.trackCount, 'the node being promoted fetches what it lacks', nowMs);
+  }
+
+  private sendResync(ch: Channel, tracks: TrackBitmap, full: boolean, reason: string, nowMs: number): void {
+    this.sender.start(ch, tracks, full, reason, nowMs);
     this.finishResyncIfDone(ch, nowMs);
   }
 
@@ -268,7 +318,7 @@ export class LinkHalf {
   /** The shell's link send buffer crossed its high-water mark (false) or drained (true). */
   setLinkWritable(ch: Channel, writable: boolean, nowMs: number): void {
     ch.linkWritable = writable;
-    if (writable) this.pumpSync(ch, nowMs);
+    if (writable) this.sender.pump(ch, nowMs);
   }
 
   /**
@@ -304,6 +354,7 @@ export class LinkHalf {
         // Every track is about to be rewritten: what a failed fdatasync left unsure is replaced.
         if (msg.totalBytes === this.settings.geometry.volumeSizeBytes) this.syncLost = false;
         ch.intake.start(msg.totalBytes);
+        if (ch.peerView?.role === 'primary') this.position.resyncStarted(ch.peerView.streamEpoch, msg.seq);
         this.markResyncIncomplete();
         ch.event('resyncStartReceived');
         this.data.emit({ kind: 'log', level: 'info', msg: 'resync from the peer started', fields: { bytes: msg.totalBytes } });
@@ -352,12 +403,26 @@ export class LinkHalf {
       this.data.send(ch, { type: 'writeAck', seq: msg.seq });
     }
     const tracks = this.data.cache.tracksOf(msg.offsetBytes, lengthBytes);
+    if (ch.peerRole === 'primary') this.position.received(tracks, 'seq' in msg ? msg.seq : null, 'heldSeq' in msg ? msg.heldSeq : 0);
     for (const t of tracks) ch.record.mark(t); // step 66
     this.data.notices.notifyMarked(ch, tracks, nowMs);
     return true;
   }
 
-  /** The target's side of syncDone: its store now matches the source; adopt its epoch history. */
+  /**
+   * The end of a fetch into this node being promoted (DESIGN.md "Several secondaries", step 5):
+   * it now holds what the source held on those tracks. No history is adopted (the proposal is
+   * ours); the store is a complete copy again.
+   */
+  fetchReceived(ch: Channel): void {
+    const receivedBytes = ch.intake.end();
+    this.resyncIncomplete = false;
+    ch.event('resyncReceived');
+    this.outOfSyncValid = true;
+    this.persist();
+    this.data.emit({ kind: 'log', level: 'info', msg: 'fetched the newest data before serving writes', fields: { from: ch.name, bytes: receivedBytes } });
+  }
+
   private markResyncIncomplete(): void {
     if (this.resyncIncomplete) return;
     this.resyncIncomplete = true;
@@ -368,6 +433,7 @@ export class LinkHalf {
     const receivedBytes = ch.intake.end();
     this.resyncIncomplete = false;
     ch.event('resyncReceived');
+    if (ch.peerRole === 'primary') this.position.resyncCompleted();
     // A side that discards its changes (split brain resolved against it) may go back in epochs.
     if (ch.peerView !== null) this.setHistory([...ch.peerView.history], this.discardLocal);
     this.storeTrusted = !this.syncLost;
@@ -379,55 +445,15 @@ export class LinkHalf {
     this.data.emit({ kind: 'log', level: 'info', msg: 'resync complete: in-sync', fields: { bytes: receivedBytes } });
   }
 
-  // ================================================================ resync (source)
-
-  /** A rate-capped or paused resync's next read (null: none, or it waits for the link to drain). */
-  resyncDeadlineMs(nowMs: number): number | null {
-    let at: number | null = null;
-    for (const ch of this.data.channels) {
-      if (ch.resync === null || !ch.linkWritable) continue;
-      at = earlierMs(at, ch.resync.nextReadAtMs(nowMs));
-    }
-    return at;
-  }
-
-  /** Every resync this node sends: the reads now due. */
-  pumpSyncs(nowMs: number): void {
-    for (const ch of this.data.channels) this.pumpSync(ch, nowMs);
-  }
-
-  private pumpSync(ch: Channel, nowMs: number): void {
-    const plan = ch.resync;
-    if (plan === null || !ch.linkWritable) return;
-    for (const chunk of plan.readsDue(nowMs)) {
-      this.data.emit({ kind: 'sync-read', offsetBytes: chunk.offsetBytes, lengthBytes: chunk.lengthBytes, resyncId: plan.id });
-    }
-  }
+  // ================================================================ resync (source: resync-sender.ts reads and sends)
 
   /**
-   * The shell read a resync chunk (cache overlaid on store). It must call this in the same
-   * synchronous step as the cache's finishRead: the chunk then reflects every write applied so
-   * far, and every later write follows it on the ordered link.
+   * The shell read a resync chunk (cache overlaid on store), in the same synchronous step as the
+   * cache's finishRead: sent, and the resync ends once its last chunk is out.
    */
   syncChunkRead(offsetBytes: number, data: Uint8Array, nowMs: number, resyncId: number): void {
-    // A read issued by an earlier resync (before a link loss) must not count for this one
-    // (simulator, seed 679: a chunk counted twice and the last one never sent).
-    const ch = this.resyncing(resyncId);
-    const plan = ch?.resync ?? null;
-    if (ch === null || plan === null || ch.state !== 'resyncing') return; // the link dropped meanwhile
-    // Sparse volumes are mostly zeros: a zero chunk crosses the link as its extent only.
-    this.data.send(ch, isAllZero(data) ? { type: 'syncZero', offsetBytes, lengthBytes: data.length } : { type: 'syncData', offsetBytes, data });
-    this.data.notices.markSent(ch, this.data.cache.tracksOf(offsetBytes, data.length), nowMs);
-    plan.chunkSent(data.length);
-    this.data.counters.syncBytesSent += data.length;
-    ch.resyncBytesSent += data.length;
-    this.pumpSync(ch, nowMs);
-    this.finishResyncIfDone(ch, nowMs);
-  }
-
-  /** The channel whose resync `resyncId` is running (null: it ended, e.g. with its link). */
-  private resyncing(resyncId: number): Channel | null {
-    return this.data.channels.find((ch) => ch.resync?.id === resyncId) ?? null;
+    const ch = this.sender.chunkRead(offsetBytes, data, nowMs, resyncId);
+    if (ch !== null) this.finishResyncIfDone(ch, nowMs);
   }
 
   private finishResyncIfDone(ch: Channel, nowMs: number): void {
@@ -436,6 +462,7 @@ export class LinkHalf {
     this.data.send(ch, { type: 'syncDone' });
     ch.resync = null;
     ch.event('resyncSent');
+    ch.inSyncFromSeq = this.data.sendSeq;
     ch.outOfSync.clearSpan(0, ch.outOfSync.trackCount);
     this.outOfSyncValid = true;
     // The source's store is the reference the peer now matches (a fresh primary's included),
@@ -444,25 +471,6 @@ export class LinkHalf {
     this.data.diverging = false;
     this.persist();
     this.data.emit({ kind: 'log', level: 'info', msg: 'resync complete: in-sync', fields: { bytes: plan.sentBytes, full: plan.full, ms: nowMs - plan.startMs } });
-  }
-
-  /**
-   * A resync read failed (the store said EIO, say). The chunk goes back to the front of the plan
-   * and the resync pauses for storeRetryMs, then reads it again: a transient error costs a pause,
-   * never a resync stuck until the next link-up; a lasting one keeps saying so in the log.
-   */
-  syncChunkFailed(offsetBytes: number, lengthBytes: number, message: string, nowMs: number, resyncId: number): void {
-    const plan = this.resyncing(resyncId)?.resync ?? null;
-    if (plan === null) return;
-    plan.chunkFailed({ offsetBytes, lengthBytes }, nowMs + this.settings.storeRetryMs);
-    this.data.emit({ kind: 'log', level: 'error', msg: 'resync read failed: retrying', fields: { offsetBytes, lengthBytes, error: message, retryInMs: this.settings.storeRetryMs } });
-  }
-
-  syncStatus(ch: Channel, nowMs: number): SyncProgress | null {
-    const track = this.settings.geometry.trackSizeBytes;
-    if (ch.resync !== null) return ch.resync.progress(nowMs);
-    if (ch.intake.active && ch.state === 'resyncing') return ch.intake.progress(track);
-    return null;
   }
 
   // ================================================================ persisted state
@@ -480,8 +488,11 @@ export class LinkHalf {
     this.persist();
     // The peers still in sync hold every write of the new generation too: they take the new
     // history at once (onPeerState), or a forced promotion of one of them would later meet this
-    // node as a split brain although it lacks nothing of ours.
-    for (const ch of this.data.channels) if (ch.linkIsUp && ch.state === 'in-sync') this.sendState(ch);
+    // node as a split brain although it lacks nothing of ours. A peer not in sync yet takes it at
+    // the end of the resync we send it (its syncDone adopts our last state): without it, it
+    // followed us with an older history and refused a later promotion as "histories differ"
+    // (randomized test, seed 26).
+    for (const ch of this.data.channels) if (ch.linkIsUp) this.sendState(ch);
   }
 
   /** The entry of a new epoch of ours: past every epoch we know of or ever proposed. */

@@ -30,6 +30,11 @@ export class PromotionHandshake {
     return this.proposal !== null;
   }
 
+  /** The id of our pending proposal's promoteReq (null: none). */
+  get proposalId(): number | null {
+    return this.proposal?.id ?? null;
+  }
+
   /** Records our proposal; its promoteReq goes out once persist `proposalToken` is durable. */
   propose(proposal: Proposal, proposalToken: number): void {
     assert(this.proposal === null, 'one promotion at a time');

@@ -38,7 +38,7 @@
 // asserted after every event, at takeActions (checkBoundary).
 import { assert } from './assert.js';
 import { earlierMs } from './backoff.js';
-import { compareHistories, currentEpoch, lastPrimary, type EpochEntry } from './epochs.js';
+import { lastPrimary, type EpochEntry } from './epochs.js';
 import type { LinkMessage, PeerState, PersistedState, QuorumView, ReplicaAction, Role } from './replica-types.js';
 import type { TrackBitmap } from './bitmap.js';
 import type { TrackCache } from './cache.js';
@@ -49,7 +49,7 @@ import { DataPath, type DataChannel, type ReplicaCounters, type ReplicaSettings 
 import type { SyncProgress } from './resync.js';
 import { LinkHalf } from './replica-link.js';
 import { startupRole } from './replica-on-disk.js';
-import { PromotionHandshake } from './replica-promotion.js';
+import { RolePart } from './replica-roles.js';
 
 export type { ReplicaCounters, ReplicaSettings } from './replica-data.js';
 
@@ -58,8 +58,8 @@ export class ReplicaCore {
   private readonly data: DataPath;
   /** The link half: state exchange, resync, persisted state (replica-link.ts). */
   private readonly link: LinkHalf;
-  /** The two-phase promotion's proposals and confirmations (a part with its own state). */
-  private readonly promotion = new PromotionHandshake();
+  /** Promote, demote, resolve (replica-roles.ts). */
+  private readonly roles: RolePart;
 
   /**
    * `persisted` is the node's metadata from its last run, or null for a fresh store. A node that
@@ -69,6 +69,7 @@ export class ReplicaCore {
   constructor(readonly settings: ReplicaSettings, nowMs: number, persisted: PersistedState | null = null) {
     this.data = new DataPath(settings, nowMs, startupRole(settings, persisted));
     this.link = new LinkHalf(this.data, settings, persisted);
+    this.roles = new RolePart(this.data, this.link, settings);
   }
 
   // ================================================================ read-only views
@@ -118,7 +119,7 @@ export class ReplicaCore {
   get epoch(): number { return this.link.epoch; }
   get epochHistory(): readonly EpochEntry[] { return this.link.epochHistory; }
   /** The resync with `peer` (either way), or null. */
-  syncStatus(peer: string, nowMs: number): SyncProgress | null { return this.link.syncStatus(this.data.channelOf(peer), nowMs); }
+  syncStatus(peer: string, nowMs: number): SyncProgress | null { return this.link.sender.status(this.data.channelOf(peer), nowMs); }
   /** What goes in the metadata file; `cleanShutdown` only from the shell's final write. */
   persistedState(cleanShutdown: boolean): PersistedState { return this.link.persistedState(cleanShutdown); }
 
@@ -155,7 +156,7 @@ export class ReplicaCore {
   }
 
   syncChunkFailed(offsetBytes: number, lengthBytes: number, message: string, nowMs: number, resyncId: number): void {
-    this.link.syncChunkFailed(offsetBytes, lengthBytes, message, nowMs, resyncId);
+    this.link.sender.chunkFailed(offsetBytes, lengthBytes, message, nowMs, resyncId);
   }
 
   // ================================================================ events that cross the halves
@@ -173,8 +174,10 @@ export class ReplicaCore {
 
   /** Applies one peer message; false when it must wait for cache room (it keeps its place). */
   private applyInbound(ch: DataChannel, msg: LinkMessage, nowMs: number): boolean {
-    if (msg.type === 'promoteReq') this.onPromoteRequest(ch, msg);
-    else if (msg.type === 'promoteAck') this.onPromoteAck(ch, msg, nowMs);
+    if (msg.type === 'promoteReq') this.roles.onPromoteRequest(ch, msg);
+    else if (msg.type === 'promoteAck') this.roles.onPromoteAck(ch, msg, nowMs);
+    else if (msg.type === 'fetchReq') this.link.fetchRequested(ch, msg.tracks, nowMs);
+    else if (msg.type === 'syncDone' && this.roles.fetchesFrom(ch)) this.roles.fetchReceived(ch, nowMs);
     else return this.link.processInbound(ch, msg, nowMs);
     return true;
   }
@@ -188,14 +191,14 @@ export class ReplicaCore {
   /** The link to `peer` dropped (reset, heartbeat timeout): a pending promotion dies first, then the link half. */
   linkDown(peer: string, nowMs: number): void {
     const ch = this.data.channelOf(peer);
-    this.abandonPromotion(ch);
+    this.roles.abandonPromotion(ch, nowMs);
     this.link.linkLost(ch, nowMs);
   }
 
   /** The shell wrote the metadata of persist action `token` durably. */
   persistDone(token: number, nowMs: number): void {
     this.link.persistLanded(token);
-    this.onPersisted(token);
+    this.roles.onPersisted(token, nowMs);
     this.link.persistDurable(token, nowMs);
   }
 
@@ -241,7 +244,7 @@ export class ReplicaCore {
       const wanted = ch.notifier.earliestWantedSinceMs;
       if (ch.linkIsUp && wanted !== null) at = earlierMs(at, wanted + Math.min(destageIntervalMs, maxDirtyAgeMs / 2)); // a range's cycle interval
     }
-    return earlierMs(at, this.link.resyncDeadlineMs(nowMs));
+    return earlierMs(at, this.link.sender.deadlineMs(nowMs));
   }
 
   /**
@@ -266,227 +269,27 @@ export class ReplicaCore {
     this.data.hardener.tick(nowMs);
     if (this.data.durable.retryDue(nowMs)) this.data.startDurableSync(); // a failed fdatasync's backoff ended
     this.data.notices.startDueCycles(nowMs);
-    this.link.pumpSyncs(nowMs);
+    this.link.sender.pumpAll(nowMs);
     this.data.pump(nowMs);
   }
 
-  // ================================================================ roles (promote, demote, resolve)
+  // ================================================================ roles (replica-roles.ts)
 
-  /**
-   * Makes this node primary: a new epoch, persisted before a write is served (the shell awaits it).
-   * While the link is up the change is two-phase (link-codec PromoteReqMessage): the proposal goes
-   * to disk (proposedEpoch), then to the peer, which adopts the new history and confirms; only then
-   * does this node serve writes. `pending` results end with a promote-done action for requestId.
-   * Without the peer's word, a promotion its peer never saw would let a crash of the new primary
-   * bring back a resync source that lost the acknowledged writes it held in RAM, and two quick
-   * switchovers could give both nodes the same epoch (found by the simulator, seeds 1101, 3337).
-   * `force` (or no link) promotes at once, alone.
-   */
   promote(force: boolean, nowMs: number, requestId = 0): { ok: true; pending: boolean } | { ok: false; error: string } {
-    if (!this.settings.mirrored) return { ok: false, error: 'a standalone node is always primary' };
-    if (this.data.role === 'primary') return { ok: false, error: 'already primary' };
-    if (force && this.data.channels.length > 1) return this.promoteForced(nowMs);
-    // DESIGN.md "Several secondaries" step 5: a plain promotion among N nodes first fetches what
-    // this node lacks from the most current one; until that is built, only --force promotes there.
-    if (this.data.channels.length > 1) return { ok: false, error: `a plain promote in a volume of ${this.data.channels.length + 1} nodes is not built yet (it must first fetch acknowledged writes this node may lack): use --force on the node that holds the newest data` };
-    const ch = this.data.pairChannel;
-    if (this.promotion.pending) return { ok: false, error: 'a promotion is already waiting for the peer\'s confirmation' };
-    if (!force && ch.linkIsUp && ch.peerView?.role === 'primary') return { ok: false, error: `peer ${ch.name} is primary and connected: demote it first, or use --force` };
-    // Issue 12: a node promotes only while it reaches a majority; in a pair, only with its peer.
-    if (!force && !ch.linkIsUp && this.settings.quorum.policy === 'majority') return { ok: false, error: `${this.data.noQuorumMessage()}: promoting alone could lose writes the other side acknowledged (use --force if it is gone for good)` };
-    if (!force && (ch.intake.active || this.link.resyncIncomplete)) return { ok: false, error: 'a resync into this node has not finished: its data is incomplete (use --force to promote anyway)' };
-    const entry = this.link.newEpochEntry();
-    assert(entry.epoch > this.link.proposedEpoch, 'an epoch once proposed is never proposed again');
-    const history = [...this.link.history, entry];
-    if (force || !ch.linkIsUp) {
-      this.becomePrimary(history, force, nowMs);
-      return { ok: true, pending: false };
-    }
-    this.link.proposedEpoch = entry.epoch;
-    this.link.persist();
-    this.promotion.propose({ id: this.data.nextId++, requestId, history }, this.link.lastPersistToken);
-    this.data.emit({ kind: 'log', level: 'info', msg: 'promotion proposed to the peer', fields: { peer: ch.name, epoch: entry.epoch } });
-    return { ok: true, pending: true };
+    return this.roles.promote(force, nowMs, requestId);
   }
 
-  /** The peer proposes to become primary: adopt its history (on disk first) and confirm, or refuse. */
-  private onPromoteRequest(ch: DataChannel, msg: Extract<LinkMessage, { type: 'promoteReq' }>): void {
-    const refusal = this.promoteRefusal(ch, msg.history);
-    if (refusal !== null) {
-      this.data.emit({ kind: 'log', level: 'warn', msg: 'refused the peer\'s promotion', fields: { peer: ch.name, reason: refusal } });
-      this.data.send(ch, { type: 'promoteAck', id: msg.id, ok: false, reason: refusal });
-      return;
-    }
-    this.link.setHistory([...msg.history]); // promoteRefusal: it extends ours by one newer entry
-    this.link.proposedEpoch = Math.max(this.link.proposedEpoch, currentEpoch(msg.history));
-    if (ch.peerView !== null) ch.peerView = { ...ch.peerView, role: 'primary', history: [...msg.history] };
-    this.link.persist();
-    this.promotion.confirmWhenDurable(this.link.lastPersistToken, msg.id, currentEpoch(msg.history), ch.name);
-    this.data.emit({ kind: 'log', level: 'info', msg: 'confirmed the peer\'s promotion', fields: { peer: ch.name, epoch: currentEpoch(msg.history) } });
-  }
-
-  /** Why this node cannot confirm the peer's promotion to `history`, or null. */
-  private promoteRefusal(ch: DataChannel, history: readonly EpochEntry[]): string | null {
-    if (this.data.role === 'primary') return `${this.settings.node} is primary: demote it first`;
-    if (this.promotion.pending) return `${this.settings.node} is being promoted too`;
-    if (ch.state === 'split-brain') return 'split brain: resolve it first';
-    if (ch.resync !== null) return `${this.settings.node} is resyncing its newer data into ${ch.name}`;
-    // A node still receiving a resync holds a mix of old and new tracks. Confirming would give it
-    // the newer history; if the link then drops before the proposer hears the confirmation, this
-    // incomplete store looks newest and resyncs over the proposer's complete one (simulator, seed
-    // 20022525: a crashed primary, resynced by its peer, confirmed the peer's promotion, lost the
-    // link, and sent its stale store back in full, over an acknowledged write).
-    if (ch.intake.active || this.link.resyncIncomplete) return `${this.settings.node} is still receiving a resync from ${ch.name}: its data is incomplete`;
-    if (history.length !== this.link.history.length + 1 || compareHistories(this.link.history, history) !== 'theirs-newer') return `epoch histories differ (${this.settings.node} is at epoch ${this.link.epoch})`;
-    if (history[history.length - 1]!.epoch <= this.link.proposedEpoch) return `epoch ${history[history.length - 1]!.epoch} was already proposed`;
-    return null;
-  }
-
-  /** The peer's answer to our promoteReq. */
-  private onPromoteAck(ch: DataChannel, msg: Extract<LinkMessage, { type: 'promoteAck' }>, nowMs: number): void {
-    const promoting = this.promotion.answer(msg.id);
-    if (promoting === null) return;
-    if (!msg.ok) {
-      this.data.emit({ kind: 'promote-done', requestId: promoting.requestId, error: `peer ${ch.name} refused: ${msg.reason}` });
-      return;
-    }
-    this.becomePrimary(promoting.history, false, nowMs);
-    this.data.emit({ kind: 'promote-done', requestId: promoting.requestId, error: null });
-  }
-
-  /**
-   * Persist `token` landed: the promotion messages that waited for it go out. DESIGN.md
-   * "Failures": the new epoch is on disk on both nodes before the first write is served, and an
-   * epoch once proposed is never proposed again; so each is asserted against what the metadata on
-   * disk records (MetadataOnDisk, by value), not against the promotion's own bookkeeping: a crash
-   * before the save lands would bring the node back without an epoch the pair acted on.
-   */
-  private onPersisted(token: number): void {
-    const { promoteReq, promoteAck } = this.promotion.persisted(token);
-    const onDisk = this.link.onDisk.epoch;
-    if (promoteReq !== null) {
-      const epoch = currentEpoch(promoteReq.history);
-      assert(epoch <= onDisk, `a promoteReq proposes epoch ${epoch} only once it is on disk (there: ${onDisk})`);
-      const ch = this.data.pairChannel;
-      if (ch.linkIsUp) this.data.send(ch, { type: 'promoteReq', ...promoteReq });
-    }
-    if (promoteAck !== null) {
-      assert(promoteAck.epoch <= onDisk, `a promoteAck confirms epoch ${promoteAck.epoch} only once it is on disk (there: ${onDisk})`);
-      this.data.send(this.data.channelOf(promoteAck.peer), { type: 'promoteAck', id: promoteAck.id, ok: true, reason: '' });
-    }
-  }
-
-  /** A pending promotion dies with the link: the operator retries (alone, if the peer is gone). */
-  private abandonPromotion(ch: DataChannel): void {
-    this.promotion.dropConfirmations(ch.name);
-    this.endPromotion(`the link to ${ch.name} went down before it confirmed the promotion: retry (a retry without the link promotes alone)`);
-  }
-
-  /**
-   * The shell gave up waiting for the peer's confirmation (its disk may hang). The peer may still
-   * adopt our proposal: our state, sent again, shows it we stayed secondary, and the pair settles
-   * on its newer history by a resync (of nothing, if in sync).
-   */
   cancelPromotion(reason: string): void {
-    if (!this.endPromotion(reason)) return;
-    for (const ch of this.data.channels) if (ch.linkIsUp) this.link.sendState(ch);
+    this.roles.cancelPromotion(reason);
   }
 
-  private endPromotion(error: string): boolean {
-    const requestId = this.promotion.end();
-    if (requestId === null) return false;
-    this.data.emit({ kind: 'promote-done', requestId, error });
-    return true;
-  }
-
-  /**
-   * `promote --force` in a volume of three or more nodes: the operator vouches that this node
-   * holds the newest data. It takes a new epoch at once, alone, and every other node becomes the
-   * target of a full resync from it (the data of nodes that held newer writes is overwritten, as a
-   * forced promotion of a pair's stale side does).
-   */
-  private promoteForced(nowMs: number): { ok: true; pending: false } {
-    const entry = this.link.newEpochEntry();
-    assert(entry.epoch > this.link.proposedEpoch, 'an epoch once proposed is never proposed again');
-    this.becomePrimary([...this.link.history, entry], true, nowMs);
-    return { ok: true, pending: false };
-  }
-
-  private becomePrimary(history: EpochEntry[], force: boolean, nowMs: number): void {
-    // The new epoch extends what this node knows: a proposal made on an older history would
-    // drop entries (promote refuses while a resync into this node runs; the peer refuses ours
-    // while it resyncs us).
-    assert(compareHistories(this.link.history, history) === 'theirs-newer' && history[history.length - 1]!.node === this.settings.node, 'a promotion extends this node\'s own epoch history');
-    this.link.setHistory(history);
-    this.data.setRole('primary');
-    // Forced in the middle of a resync into this node: the tracks it had not received yet differ
-    // from the peers', and no bitmap says which. Every track is out of sync, so the resync this
-    // node now sources rewrites them all (its data is the reference from now on).
-    // In a volume of three or more nodes, another secondary may hold writes of the old primary
-    // that this node never got (unacknowledged, and hardened there since): no bitmap here names
-    // them (DESIGN.md "Several secondaries" step 4), so every track is resent to every other node.
-    const incomplete = this.link.resyncIncomplete || this.data.channels.some((ch) => ch.intake.active) || this.data.channels.length > 1;
-    for (const ch of this.data.channels) {
-      // A failover: the old primary may have lost whatever it held only in RAM, so the united
-      // bitmap becomes out-of-sync. A planned switchover (connected and in sync) keeps it as the
-      // record instead: the old primary is alive and hardens its RAM; a later link loss folds it in.
-      if (!(ch.linkIsUp && ch.state === 'in-sync')) {
-        const united = ch.record.united();
-        for (let t = 0; t < united.trackCount; t++) if (united.has(t)) ch.outOfSync.set(t);
-      }
-      if (incomplete) for (let t = 0; t < ch.outOfSync.trackCount; t++) ch.outOfSync.set(t);
-      ch.intake.end();
-    }
-    this.link.resyncIncomplete = false; // forced: this node's data is now the reference
-    for (const ch of this.data.channels) {
-      if (ch.linkIsUp) {
-        this.link.sendState(ch);
-        // A resync we are sending goes on (the peer adopts our new history at its end); otherwise
-        // the pair decides afresh with our new epoch (found by the simulator, seed 105).
-        if (ch.resync === null) {
-          ch.event('promotedConnected');
-          this.link.decide(ch, nowMs);
-        }
-      } else {
-        ch.event('promotedAlone');
-      }
-    }
-    if (!this.data.mirroring) this.data.diverging = true; // the new epoch above is this generation
-    this.link.persist();
-    const outOfSyncTracks = Math.max(0, ...this.data.channels.map((ch) => ch.outOfSync.count()));
-    this.data.emit({ kind: 'log', level: 'warn', msg: 'promoted to primary', fields: { epoch: currentEpoch(this.link.history), outOfSyncTracks, force } });
-  }
-
-  /** Makes this node secondary; host writes get EPERM from now on. The shell waits for writesDrained. */
   demote(): { ok: true } | { ok: false; error: string } {
-    if (!this.settings.mirrored) return { ok: false, error: 'a standalone node is always primary' };
-    if (this.data.role !== 'primary') return { ok: false, error: 'already secondary' };
-    this.data.setRole('secondary');
-    this.link.persist();
-    for (const ch of this.data.channels) if (ch.linkIsUp) this.link.sendState(ch);
-    this.data.emit({ kind: 'log', level: 'warn', msg: 'demoted to secondary' });
-    return { ok: true };
+    return this.roles.demote();
   }
 
-  /** Split brain: this node's changes since the divergence are discarded by a resync from the peer. */
   resolveDiscardLocal(nowMs: number): { ok: true } | { ok: false; error: string } {
-    if (!this.settings.mirrored) return { ok: false, error: 'not in split brain' };
-    if (this.data.channels.length > 1) return { ok: false, error: `resolving a split brain in a volume of ${this.data.channels.length + 1} nodes is not built yet` };
-    const ch = this.data.pairChannel;
-    if (ch.state !== 'split-brain') return { ok: false, error: 'not in split brain' };
-    this.link.discardLocal = true;
-    this.link.storeTrusted = false;
-    if (this.data.role === 'primary') this.data.setRole('secondary');
-    ch.event('splitBrainResolved'); // the next state exchange makes this node the resync target
-    this.link.persist();
-    this.data.emit({ kind: 'log', level: 'warn', msg: 'split brain resolved: this node discards its changes and resyncs from the peer' });
-    if (ch.linkIsUp) {
-      this.link.sendState(ch);
-      this.link.decide(ch, nowMs);
-    }
-    return { ok: true };
+    return this.roles.resolveDiscardLocal(nowMs);
   }
-
 
   /** True once no host write is queued, waiting for the peer, or waiting for its FLUSH/FUA (demote drains these). */
   get writesDrained(): boolean {
@@ -521,7 +324,7 @@ export class ReplicaCore {
   private checkBoundary(): void {
     assert(this.settings.mirrored === (this.data.channels.length > 0), `${this.data.channels.length} peer channels for a ${this.settings.mirrored ? 'mirrored' : 'standalone'} node`);
     for (const ch of this.data.channels) this.checkChannel(ch);
-    assert(!this.promotion.pending || (this.data.role === 'secondary' && this.data.pairChannel.linkIsUp), 'a promotion waits for the peer while primary or without a link');
+    assert(!this.roles.pending || (this.data.role === 'secondary' && this.data.channels.some((ch) => ch.linkIsUp)), 'a promotion waits for peers while primary or without a link');
     assert(this.data.hardensInFlight >= 0 && this.data.hardensInFlight <= this.settings.maxHardensInFlight, `hardens in flight ${this.data.hardensInFlight}`);
     // A primary serves in an epoch of its own: it appended (and persisted) that entry first.
     assert(this.data.role !== 'primary' || lastPrimary(this.link.history) === this.settings.node, `primary in epoch ${this.link.epoch} of ${lastPrimary(this.link.history) ?? 'nobody'}`);

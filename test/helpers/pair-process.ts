@@ -289,9 +289,10 @@ export { describeRun };
 const LINK_MAGIC = 0x54424c4b; // 'TBLK'
 const HEADER_BYTES = 16;
 const TRAILER_BYTES = 4;
-/** Wire type code of a mirrored host write: body = seq u64 | offsetBytes u64 | data. */
+/** Wire type code of a mirrored host write: body = seq u64 | heldSeq u64 | offsetBytes u64 | data. */
 const WRITE_TYPE = 4;
-const WRITE_DATA_AT = 16;
+const WRITE_DATA_AT = 24;
+const WRITE_OFFSET_AT = 16;
 
 /** What the proxy did to the one frame it corrupted. */
 export interface Corruption {
@@ -438,7 +439,7 @@ export class LinkProxy {
             const at = i + (flipAt - bodyPos);
             const originalByte = chunk[at]!;
             chunk[at] = originalByte ^ 0xff;
-            const writeOffset = Number(writeFields.readBigUInt64BE(8));
+            const writeOffset = Number(writeFields.readBigUInt64BE(WRITE_OFFSET_AT));
             const volumeOffset = writeOffset + (flipAt - WRITE_DATA_AT);
             this.corruptionResolve?.({
               writeOffset, volumeOffset, dataBytes: bodyBytes - WRITE_DATA_AT, originalByte, corruptedByte: chunk[at]!, connection,

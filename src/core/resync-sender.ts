@@ -1,0 +1,95 @@
+// The resync source's reads and sends, a part the link half (replica-link.ts) owns: it starts a
+// resync plan (src/core/resync.ts) on a peer channel, asks the shell for the chunks due within
+// the plan's window and rate, sends each chunk as it is read, and retries a failed read after a
+// pause. The link half decides whom to resync with what, and ends the resync (syncDone, the
+// persisted state) once the plan is complete. Pure and synchronous.
+import type { TrackBitmap } from './bitmap.js';
+import { earlierMs } from './backoff.js';
+import type { DataChannel as Channel, DataPath, ReplicaSettings } from './replica-data.js';
+import { ResyncPlan, type SyncProgress } from './resync.js';
+import { isAllZero } from './zero.js';
+
+export class ResyncSender {
+  constructor(private readonly data: DataPath, private readonly settings: ReplicaSettings) {}
+
+  /** Starts resyncing `tracks` into `ch`'s peer: syncStart, then the first reads. */
+  start(ch: Channel, tracks: TrackBitmap, full: boolean, reason: string, nowMs: number): void {
+    const { volumeSizeBytes, trackSizeBytes } = this.settings.geometry;
+    const pace = { chunkBytes: this.settings.syncChunkBytes, windowChunks: this.settings.syncWindowChunks, rateBytesPerSec: this.settings.syncRateBytesPerSec };
+    ch.resync = new ResyncPlan(tracks, trackSizeBytes, volumeSizeBytes, pace, nowMs, this.data.nextId++, full);
+    ch.event('resyncStarted');
+    // The seq tells a secondary target where in this stream the resync puts it (stream-position.ts).
+    this.data.send(ch, { type: 'syncStart', totalBytes: ch.resync.totalBytes, seq: this.data.role === 'primary' ? this.data.sendSeq : 0 });
+    this.data.emit({ kind: 'log', level: full ? 'warn' : 'info', msg: full ? 'full resync of the peer started' : 'resync of the out-of-sync tracks started', fields: { tracks: ch.resync.trackCount, bytes: ch.resync.totalBytes, reason } });
+    this.pump(ch, nowMs);
+  }
+
+  /** A rate-capped or paused resync's next read (null: none, or it waits for the link to drain). */
+  deadlineMs(nowMs: number): number | null {
+    let at: number | null = null;
+    for (const ch of this.data.channels) {
+      if (ch.resync === null || !ch.linkWritable) continue;
+      at = earlierMs(at, ch.resync.nextReadAtMs(nowMs));
+    }
+    return at;
+  }
+
+  /** Every resync this node sends: the reads now due. */
+  pumpAll(nowMs: number): void {
+    for (const ch of this.data.channels) this.pump(ch, nowMs);
+  }
+
+  pump(ch: Channel, nowMs: number): void {
+    const plan = ch.resync;
+    if (plan === null || !ch.linkWritable) return;
+    for (const chunk of plan.readsDue(nowMs)) {
+      this.data.emit({ kind: 'sync-read', offsetBytes: chunk.offsetBytes, lengthBytes: chunk.lengthBytes, resyncId: plan.id });
+    }
+  }
+
+  /**
+   * The shell read a resync chunk (cache overlaid on store). It must call this in the same
+   * synchronous step as the cache's finishRead: the chunk then reflects every write applied so
+   * far, and every later write follows it on the ordered link. Returns the channel it went to
+   * (null: that resync ended meanwhile).
+   */
+  chunkRead(offsetBytes: number, data: Uint8Array, nowMs: number, resyncId: number): Channel | null {
+    // A read issued by an earlier resync (before a link loss) must not count for this one
+    // (simulator, seed 679: a chunk counted twice and the last one never sent).
+    const ch = this.resyncing(resyncId);
+    const plan = ch?.resync ?? null;
+    if (ch === null || plan === null || ch.state !== 'resyncing') return null; // the link dropped meanwhile
+    // Sparse volumes are mostly zeros: a zero chunk crosses the link as its extent only.
+    this.data.send(ch, isAllZero(data) ? { type: 'syncZero', offsetBytes, lengthBytes: data.length } : { type: 'syncData', offsetBytes, data });
+    this.data.notices.markSent(ch, this.data.cache.tracksOf(offsetBytes, data.length), nowMs);
+    plan.chunkSent(data.length);
+    this.data.counters.syncBytesSent += data.length;
+    ch.resyncBytesSent += data.length;
+    this.pump(ch, nowMs);
+    return ch;
+  }
+
+  /** The channel whose resync `resyncId` is running (null: it ended, e.g. with its link). */
+  private resyncing(resyncId: number): Channel | null {
+    return this.data.channels.find((ch) => ch.resync?.id === resyncId) ?? null;
+  }
+
+  /**
+   * A resync read failed (the store said EIO, say). The chunk goes back to the front of the plan
+   * and the resync pauses for storeRetryMs, then reads it again: a transient error costs a pause,
+   * never a resync stuck until the next link-up; a lasting one keeps saying so in the log.
+   */
+  chunkFailed(offsetBytes: number, lengthBytes: number, message: string, nowMs: number, resyncId: number): void {
+    const plan = this.resyncing(resyncId)?.resync ?? null;
+    if (plan === null) return;
+    plan.chunkFailed({ offsetBytes, lengthBytes }, nowMs + this.settings.storeRetryMs);
+    this.data.emit({ kind: 'log', level: 'error', msg: 'resync read failed: retrying', fields: { offsetBytes, lengthBytes, error: message, retryInMs: this.settings.storeRetryMs } });
+  }
+
+  /** The resync with `ch`'s peer, either way, or null. */
+  status(ch: Channel, nowMs: number): SyncProgress | null {
+    if (ch.resync !== null) return ch.resync.progress(nowMs);
+    if (ch.intake.active && ch.state === 'resyncing') return ch.intake.progress(this.settings.geometry.trackSizeBytes);
+    return null;
+  }
+}
