@@ -21,7 +21,9 @@ export class AckPart {
     const heldSeq = this.heldSeq();
     const msg: LinkMessage = piece.data === null
       ? { type: 'zero', seq, heldSeq, offsetBytes: piece.offsetBytes, lengthBytes: piece.lengthBytes, trim: piece.trim }
-      : { type: 'write', seq, heldSeq, offsetBytes: piece.offsetBytes, data: this.payloadToSend(piece) };
+      // The host's payload itself: the shell keeps it until every frame carrying it was written,
+      // even when the write is answered first (src/nbd/payload-pool.ts, src/link/connection.ts).
+      : { type: 'write', seq, heldSeq, offsetBytes: piece.offsetBytes, data: piece.data };
     for (const ch of this.d.channels) {
       if (!ch.mirroring || piece.ackedBy?.includes(ch.name) === true) continue;
       this.d.cache.holdHardening(tracks); // not on our disk before it is in this peer's cache
@@ -42,24 +44,6 @@ export class AckPart {
     let held = Infinity;
     for (const ch of this.d.channels) held = Math.min(held, ch.ackedSeq);
     return held;
-  }
-
-  /**
-   * The bytes the link sends for `piece`. The shell sends them without a copy, and the host's
-   * payload buffer is reused once its write is answered: safe while the answer waits for every
-   * peer's ack, which comes only after the bytes left. With `ack: quorum` and more peers than a
-   * majority needs, the answer can come first, and the frame still queued for a slower peer then
-   * carried the next write's bytes (its CRC caught it: the link dropped and resynced in full,
-   * seen in `bench:mirror --nodes 3` at 1 MiB). Those sends get a copy the core owns.
-   */
-  private payloadToSend(piece: Piece): Uint8Array {
-    const data = piece.data!;
-    if (this.d.settings.quorum.ack !== 'quorum') return data;
-    let targets = 0;
-    for (const ch of this.d.channels) if (ch.mirroring && piece.ackedBy?.includes(ch.name) !== true) targets++;
-    // Answered before the last of these acks when this node, the peers that acked it earlier (a
-    // piece sent again after quorum returned) and all targets but one are a majority already.
-    return 1 + piece.acks + targets - 1 >= this.d.quorumPart.majority ? new Uint8Array(data) : data;
   }
 
   /**

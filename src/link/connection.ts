@@ -7,7 +7,7 @@
 // when the node stops receiving.
 import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
-import { acquirePayload } from '../nbd/payload-pool.js';
+import { acquirePayload, holdPayloadOf, releasePayload } from '../nbd/payload-pool.js';
 import { onSocketBytes } from '../node/socket-input.js';
 import {
   LINK_NONCE_BYTES, encode, linkMessageTypes, type HelloMessage, type LinkMessage, type LinkMessageType,
@@ -241,8 +241,16 @@ export class LinkConnection {
       setImmediate(this.uncork);
     }
     let frameBytes = 0;
-    for (const piece of encode(msg)) {
-      this.socket.write(piece);
+    const pieces = encode(msg);
+    // A big write's data goes out as a view of the host's payload: the pool must not reuse that
+    // buffer before the socket has taken the bytes, although the write may be answered first
+    // (`ack: quorum`, a slower peer). The frame holds it until its write completes.
+    const held = pieces.length > 1 && msg.type === 'write' ? holdPayloadOf(msg.data) : null;
+    for (let i = 0; i < pieces.length; i++) {
+      const piece = pieces[i]!;
+      // The last piece's callback: the stream writes in order, so the data before it has gone too.
+      if (held !== null && i === pieces.length - 1) this.socket.write(piece, () => releasePayload(held));
+      else this.socket.write(piece);
       frameBytes += piece.length;
     }
     this.bytesSent += frameBytes;

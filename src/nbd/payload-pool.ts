@@ -1,9 +1,11 @@
 // Reused buffers for WRITE payloads. A payload that straddles socket chunks is copied once into a
 // buffer of its exact size; allocating that afresh for every request made page faults the main
 // cost of 1 MiB writes on a VM (docs/benchmarks.md: fresh memory was ~60× slower to fill than
-// reused memory). Only buffers this pool handed out come back to it, and only once the request
-// is answered: by then the cache (and the replication link, whose peer acknowledged it) are done
-// with the bytes.
+// reused memory). Only buffers this pool handed out come back to it, and only once nothing refers
+// to their bytes: the request is answered (the cache copied them), and every link frame that
+// carries them without a copy was written to its socket (src/link/connection.ts holds them until
+// then). With `ack: quorum` a write is answered before a slower peer's frame has left; the core
+// used to copy such payloads (9% of the primary's CPU at 1 MiB with three nodes).
 
 /** At most this much memory waits in the pool. */
 const MAX_POOLED_BYTES = 64 * 1024 * 1024;
@@ -16,7 +18,8 @@ const MAX_POOLED_BYTES = 64 * 1024 * 1024;
 const MIN_POOLED_BYTES = 4096;
 
 const freeBySize = new Map<number, Buffer[]>();
-const issued = new WeakSet<Buffer>();
+/** Buffers handed out, and how many holders each has (the request, and frames not yet written). */
+const holders = new WeakMap<Buffer, number>();
 /** Pooled buffers by their memory, so a view into one (a decoded message's data) finds it. */
 const byMemory = new WeakMap<ArrayBufferLike, Buffer>();
 let pooledBytes = 0;
@@ -26,12 +29,12 @@ export function acquirePayload(lengthBytes: number): Buffer {
   const reused = freeBySize.get(lengthBytes)?.pop();
   if (reused !== undefined) {
     pooledBytes -= lengthBytes;
-    issued.add(reused);
+    holders.set(reused, 1);
     return reused;
   }
   // allocUnsafeSlow: a buffer of its own memory (never a slice of Node's shared pool slab).
   const fresh = Buffer.allocUnsafeSlow(lengthBytes);
-  issued.add(fresh);
+  holders.set(fresh, 1);
   byMemory.set(fresh.buffer, fresh);
   return fresh;
 }
@@ -42,10 +45,27 @@ export function releasePayloadOf(view: Uint8Array): void {
   if (buffer !== undefined) releasePayload(buffer);
 }
 
-/** Give a payload back once nothing refers to its bytes any more; other buffers are ignored. */
+/**
+ * One more holder of the pooled buffer a view was cut from (a frame about to be written without a
+ * copy): returns that buffer, to release once done with, or null for a buffer not from the pool.
+ */
+export function holdPayloadOf(view: Uint8Array): Buffer | null {
+  const buffer = byMemory.get(view.buffer);
+  const count = buffer === undefined ? undefined : holders.get(buffer);
+  if (buffer === undefined || count === undefined) return null;
+  holders.set(buffer, count + 1);
+  return buffer;
+}
+
+/** A holder is done with a payload: it goes back to the pool once the last one is; others are ignored. */
 export function releasePayload(buffer: Buffer | null): void {
-  if (buffer === null || !issued.has(buffer)) return;
-  issued.delete(buffer);
+  const count = buffer === null ? undefined : holders.get(buffer);
+  if (buffer === null || count === undefined) return;
+  if (count > 1) {
+    holders.set(buffer, count - 1);
+    return;
+  }
+  holders.delete(buffer);
   if (pooledBytes + buffer.length > MAX_POOLED_BYTES) return;
   const list = freeBySize.get(buffer.length) ?? [];
   list.push(buffer);

@@ -221,15 +221,17 @@ export class CoreCluster {
     const n = this.node(name);
     switch (action.kind) {
       case 'send':
-        if (this.isUp(name, action.peer)) this.queues.get(this.key(name, action.peer))!.push(action.msg);
+        // A frame leaves with the bytes it had when sent (the shell holds a host payload until the
+        // socket has taken them: src/link/connection.ts); the queue is the network after that.
+        if (this.isUp(name, action.peer)) this.queues.get(this.key(name, action.peer))!.push(action.msg.type === 'write' ? { ...action.msg, data: Uint8Array.from(action.msg.data) } : action.msg);
         return;
       case 'reply': {
         const answer = this.answers.get(name)!.get(action.reqId);
         if (answer === undefined) return;
         answer.state = action.errno ?? 'ok';
         answer.replies++;
-        // As the NBD server does, the payload's buffer is reused once answered: poisoned here, so
-        // a message still queued that shares it (instead of a copy) carries other bytes.
+        // As the NBD server does, the payload's buffer is reused once answered (and written):
+        // poisoned here, so a write the core sends from it after answering carries other bytes.
         this.payloads.get(name)!.get(action.reqId)?.fill(0xee);
         this.payloads.get(name)!.delete(action.reqId);
         return;
