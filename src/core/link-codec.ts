@@ -130,14 +130,16 @@ export function frameBytes(msg: LinkMessage): number {
  * and drop the link, which is safe but costly).
  */
 export function encode(msg: LinkMessage): Buffer[] {
-  // A write goes to every mirroring peer as one message object, byte for byte the same frame:
-  // encoded (and its CRC computed) once (13% of the primary's CPU at 1 MiB with three nodes).
-  if (msg.type === 'write') {
+  // A write goes to every mirroring peer as one message object, byte for byte the same frame: a
+  // big one is encoded (its CRC computed) once (crc32c was 13% of the primary's CPU at 1 MiB with
+  // three nodes). A small one is cheaper to encode again than to remember in a WeakMap.
+  const cached = msg.type === 'write' && msg.data.length > inlineFrameMaxBytes;
+  if (cached) {
     const encoded = encodedWrites.get(msg);
     if (encoded !== undefined) return encoded;
   }
   const frame = encodeFrame(msg);
-  if (msg.type === 'write') encodedWrites.set(msg, frame);
+  if (cached) encodedWrites.set(msg, frame);
   return frame;
 }
 
