@@ -33,6 +33,7 @@ const legal: [PeerState, PeerEvent, PeerState][] = [
   ['split-brain', 'promotedAlone', 'split-brain'], ['split-brain', 'promotedConnected', 'degraded'],
   ['split-brain', 'splitBrainDetected', 'split-brain'], ['split-brain', 'targetChosen', 'connecting'],
   ['split-brain', 'resyncStarted', 'resyncing'], ['split-brain', 'splitBrainResolved', 'connecting'],
+  ['split-brain', 'splitBrainHealed', 'connecting'],
 ];
 
 test('peer state: every legal transition leads to the state the design names', () => {

@@ -241,3 +241,36 @@ test('quorum majority, four nodes: a write whose other peers dropped is never ac
   assert.equal(newer.state, 'ok');
   for (const name of ['a', 'b', 'c', 'd']) assert.deepEqual(cl.read(name, 2 * TRACK, 4 * KiB), pattern(4 * KiB, 9), `${name} holds the newer write`);
 });
+
+test('split brain among three nodes: b, forced primary alone while a went on with c, is resolved with --discard-local and rejoins as a secondary of a', () => {
+  const cl = threeNodes({ ack: 'all', policy: 'off', onNoQuorum: 'suspend-io' });
+  cl.cut('a', 'b');
+  cl.cut('b', 'c');
+  assert.deepEqual(cl.promote('b', true), { ok: true, pending: false });
+  const onB = cl.write('b', 3 * TRACK, pattern(4 * KiB, 0xb));
+  const onA = cl.write('a', 7 * TRACK, pattern(4 * KiB, 0xa));
+  cl.settle();
+  assert.deepEqual([onA.state, onB.state], ['ok', 'ok'], 'both sides acknowledged a write');
+  cl.connect('a', 'b');
+  cl.connect('b', 'c');
+  cl.run(10);
+  assert.equal(peer(cl, 'a', 'b').state, 'split-brain');
+  assert.equal(peer(cl, 'b', 'c').state, 'split-brain', 'b and c diverged too');
+  assert.equal(peer(cl, 'a', 'c').state, 'in-sync', 'a goes on with c');
+  let resolved: { ok: boolean } | null = null;
+  cl.event('b', (core) => { resolved = core.resolveDiscardLocal(cl.nowMs); });
+  assert.deepEqual(resolved, { ok: true });
+  cl.run(40);
+  assert.equal(cl.node('b').core.role, 'secondary');
+  assert.equal(peer(cl, 'a', 'b').state, 'in-sync', 'b resynced from a');
+  for (const name of ['a', 'b', 'c']) {
+    assert.deepEqual(cl.read(name, 7 * TRACK, 4 * KiB), pattern(4 * KiB, 0xa), `${name} holds a's write`);
+    assert.deepEqual(cl.read(name, 3 * TRACK, 4 * KiB), Buffer.alloc(4 * KiB), `${name} does not hold b's discarded write`);
+  }
+  const after = cl.write('a', 9 * TRACK, pattern(4 * KiB, 0x9));
+  cl.settle();
+  assert.equal(after.state, 'ok');
+  assert.deepEqual(cl.read('b', 9 * TRACK, 4 * KiB), pattern(4 * KiB, 0x9), 'b mirrors a again');
+  assert.equal(peer(cl, 'c', 'b').state, 'connecting', 'c sees b\'s split brain over: they hold the same history');
+  assert.equal(peer(cl, 'b', 'c').state, 'connecting');
+});

@@ -48,7 +48,12 @@ export type PeerEvent =
   /** The peer's syncDone arrived at the end of the resync into this node. */
   | 'resyncReceived'
   /** An operator resolved the split brain against this node (resolve --discard-local). */
-  | 'splitBrainResolved';
+  | 'splitBrainResolved'
+  /**
+   * Among three or more nodes, two secondaries in split brain hold the same history again (the
+   * discarding one was resynced by a primary): nothing is left to resolve between them.
+   */
+  | 'splitBrainHealed';
 
 type Row = Readonly<Partial<Record<PeerEvent, PeerState>>>;
 
@@ -108,6 +113,7 @@ export const PEER_TRANSITIONS: Readonly<Record<PeerState, Row>> = {
     targetChosen: 'connecting',
     resyncStarted: 'resyncing',
     splitBrainResolved: 'connecting',
+    splitBrainHealed: 'connecting',
   },
 };
 

@@ -210,7 +210,12 @@ export class LinkHalf {
     // In a volume of three or more nodes only a primary sends a resync (DESIGN.md "Several
     // secondaries", step 5 builds the rest): two secondaries leave each other alone, or one could
     // resync a third node with older data while the primary resyncs it too.
-    if (this.settings.peers.length > 1 && this.data.role !== 'primary' && peer.role !== 'primary') return;
+    if (this.settings.peers.length > 1 && this.data.role !== 'primary' && peer.role !== 'primary') {
+      // A split brain between them ends once they hold the same history again (the discarding
+      // side was resynced by a primary since): a third node, not they, decides their data.
+      if (ch.state === 'split-brain' && compareHistories(this.history, peer.history) === 'equal') ch.event('splitBrainHealed');
+      return;
+    }
     const decision = decideSync(this.sideState(), { ...peer, node: ch.name });
     // Among three or more nodes a secondary never sources a resync, and a primary steps down only
     // for a primary with newer data. A secondary's history is newer than a live primary's when it
@@ -443,6 +448,8 @@ export class LinkHalf {
     this.data.diverging = false;
     this.persist();
     this.data.emit({ kind: 'log', level: 'info', msg: 'resync complete: in-sync', fields: { bytes: receivedBytes } });
+    // The other nodes learn our history now: one in split brain with us sees it healed.
+    if (this.settings.peers.length > 1) for (const other of this.data.channels) if (other !== ch && other.linkIsUp) this.sendState(other);
   }
 
   // ================================================================ resync (source: resync-sender.ts reads and sends)

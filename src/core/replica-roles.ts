@@ -39,7 +39,7 @@ export class RolePart {
     if (!this.settings.mirrored) return { ok: false, error: 'a standalone node is always primary' };
     if (this.data.role === 'primary') return { ok: false, error: 'already primary' };
     if (force && this.data.channels.length > 1) return this.promoteForced(nowMs);
-    if (this.promotion.pending) return { ok: false, error: 'a promotion is already waiting for the peer\'s confirmation' };
+    if (this.pending) return { ok: false, error: 'a promotion is already under way (waiting for confirmations, or fetching the newest data)' };
     if (this.data.channels.length > 1) return this.promoteAmong(requestId);
     const ch = this.data.pairChannel;
     if (!force && ch.linkIsUp && ch.peerView?.role === 'primary') return { ok: false, error: `peer ${ch.name} is primary and connected: demote it first, or use --force` };
@@ -62,7 +62,7 @@ export class RolePart {
 
   /**
    * A plain promote among three or more nodes (promotion-survey.ts): proposed to every secondary
-   * this node reaches, which must be a majority (with `quorum: majority`); judged once all answered.
+   * this node reaches, which must be a majority whatever the quorum policy; judged once all answered.
    */
   private promoteAmong(requestId: number): { ok: true; pending: boolean } | { ok: false; error: string } {
     const reached = this.data.channels.filter((ch) => ch.linkIsUp);
@@ -265,9 +265,11 @@ export class RolePart {
    * on its newer history by a resync (of nothing, if in sync).
    */
   cancelPromotion(reason: string): void {
-    // A fetch runs after the peers confirmed (they follow this node now): it goes on, and the
-    // promotion answers when it ends or its source drops.
-    if (this.survey?.fetching != null) return;
+    // A fetch that has started runs after the peers confirmed (they follow this node now): it goes
+    // on, and the promotion answers when it ends or its source drops. One whose source never
+    // started it (it ignored the request) ends here.
+    const survey = this.survey;
+    if (survey?.fetching != null && this.data.channels.some((ch) => ch.name === survey.fetchingFrom && ch.intake.active)) return;
     if (!this.endPromotion(reason)) return;
     if (this.data.channels.length === 1 && this.data.pairChannel.linkIsUp) this.link.sendState(this.data.pairChannel);
   }
@@ -290,6 +292,7 @@ export class RolePart {
    * forced promotion of a pair's stale side does).
    */
   private promoteForced(nowMs: number): { ok: true; pending: false } {
+    this.endPromotion('a forced promotion took over');
     const entry = this.link.newEpochEntry();
     assert(entry.epoch > this.link.proposedEpoch, 'an epoch once proposed is never proposed again');
     this.becomePrimary([...this.link.history, entry], true, nowMs, () => 'all');
@@ -360,17 +363,19 @@ export class RolePart {
 
   /** Split brain: this node's changes since the divergence are discarded by a resync from the peer. */
   resolveDiscardLocal(nowMs: number): { ok: true } | { ok: false; error: string } {
-    if (!this.settings.mirrored) return { ok: false, error: 'not in split brain' };
-    if (this.data.channels.length > 1) return { ok: false, error: `resolving a split brain in a volume of ${this.data.channels.length + 1} nodes is not built yet` };
-    const ch = this.data.pairChannel;
-    if (ch.state !== 'split-brain') return { ok: false, error: 'not in split brain' };
+    // Among three or more nodes, every link that saw the split brain is resolved at once: this
+    // node becomes the target of whichever primary reaches it (the others of its side, if they
+    // wrote too, each need their own resolve).
+    const split = this.data.channels.filter((ch) => ch.state === 'split-brain');
+    if (!this.settings.mirrored || split.length === 0) return { ok: false, error: 'not in split brain' };
     this.link.discardLocal = true;
     this.link.storeTrusted = false;
     if (this.data.role === 'primary') this.data.setRole('secondary');
-    ch.event('splitBrainResolved'); // the next state exchange makes this node the resync target
+    for (const ch of split) ch.event('splitBrainResolved'); // the next state exchange makes this node the resync target
     this.link.persist();
-    this.data.emit({ kind: 'log', level: 'warn', msg: 'split brain resolved: this node discards its changes and resyncs from the peer' });
-    if (ch.linkIsUp) {
+    this.data.emit({ kind: 'log', level: 'warn', msg: 'split brain resolved: this node discards its changes and resyncs from the peer', fields: { peers: split.map((ch) => ch.name).join(',') } });
+    for (const ch of this.data.channels) {
+      if (!ch.linkIsUp) continue;
       this.link.sendState(ch);
       this.link.decide(ch, nowMs);
     }
