@@ -6,6 +6,7 @@ import type { TrackerKind } from '../../src/core/notifier.js';
 import type { FlushPolicy, LinkMessage, PersistedState, QuorumSettings, Role } from '../../src/core/replica-types.js';
 import { PAIR_QUORUM_DEFAULTS } from '../../src/core/replica-types.js';
 import { Volume } from '../../src/node/volume.js';
+import { realClock, type Clock } from '../../src/node/ports.js';
 import { writeRunsEach, type Store } from '../../src/store/store.js';
 import type { HardenRun } from '../../src/core/cache-types.js';
 
@@ -100,6 +101,14 @@ export interface NodeOptions {
 }
 
 /** One node: a store and metadata that outlive the process, and the running Volume. */
+/**
+ * Node's timers, every one keeping the process alive. A node's hardening timer is a background
+ * one (its servers keep a real node alive); a pair in memory has no servers, and a test awaiting
+ * a stop that waits out a store retry pause saw the event loop end under CPU load, the pause
+ * still pending ("Promise resolution is still pending", test/failover.test.ts).
+ */
+const testClock: Clock = { nowMs: () => realClock.nowMs(), setTimer: (delayMs, fn) => realClock.setTimer(delayMs, fn, false) };
+
 export class MemoryNode {
   readonly store: MemoryStore;
   /** The last metadata written durably (what a restart finds). */
@@ -130,6 +139,7 @@ export class MemoryNode {
         rangeDirtyThresholdTracks: this.opts.rangeDirtyThresholdTracks ?? 2,
       },
       store: this.store,
+      clock: testClock,
       metadata: {
         persisted: this.persisted,
         save: async (state) => {
