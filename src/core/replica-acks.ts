@@ -73,11 +73,15 @@ export class AckPart {
     // may have gone out since, and the old bytes sent after them would overwrite them (the
     // randomized test, seed 2208: an acknowledged write lost that way). It fails (EIO): a failed
     // write's bytes may or may not be on the volume, and the resyncs make every node agree.
-    if (this.d.role === 'primary' && !this.d.writesHaveQuorum && 1 + piece.acks < this.d.quorumPart.need) {
-      piece.write.errno ??= 'EIO';
-      piece.write.reason ??= `${this.d.noQuorumMessage()}: quorum was lost before enough nodes acknowledged this write`;
-    }
+    if (this.d.role === 'primary') this.failIfTooFewHold(piece);
     this.answer(piece);
+  }
+
+  /** Quorum is gone and fewer nodes than it needs hold the piece: its write fails (EIO). */
+  failIfTooFewHold(piece: Piece): void {
+    if (this.d.writesHaveQuorum || 1 + piece.acks >= this.d.quorumPart.need) return;
+    piece.write.errno ??= 'EIO';
+    piece.write.reason ??= `${this.d.noQuorumMessage()}: quorum was lost before enough nodes acknowledged this write`;
   }
 
   /** The piece met the ack policy: it counts as done, once. */

@@ -28,7 +28,10 @@ export interface Piece {
   write: HostWrite; offsetBytes: number; lengthBytes: number; data: Uint8Array | null; trim: boolean;
   /** Peers this piece was sent to that have not acknowledged it (nor dropped) yet. */
   acksAwaited: number;
-  /** Peers that acknowledged it: a count, and their names once a node has several peers (a resend skips them). */
+  /**
+   * Peers that acknowledged it: a count (among several peers, only those in sync: complete
+   * copies), and the names of all once a node has several peers (a resend skips them).
+   */
   acks: number;
   ackedBy: string[] | null;
   /** The ack policy was met and the piece counted as done (later acks only release holds). */
@@ -285,10 +288,7 @@ export class DataPath {
     else {
       for (const piece of unacked) {
         if (this.role !== 'primary') piece.write.errno = 'EIO';
-        else if (!this.writesHaveQuorum && 1 + piece.acks < this.quorumPart.need) {
-          piece.write.errno ??= 'EIO';
-          piece.write.reason ??= `${this.noQuorumMessage()}: quorum was lost before enough nodes acknowledged this write`;
-        }
+        else this.acks.failIfTooFewHold(piece);
         this.acks.answer(piece);
       }
     }

@@ -434,6 +434,7 @@ export class LinkHalf {
     this.persist();
   }
 
+  /** The target's side of syncDone: its store now matches the source; adopt its epoch history. */
   private resyncReceived(ch: Channel): void {
     const receivedBytes = ch.intake.end();
     this.resyncIncomplete = false;
