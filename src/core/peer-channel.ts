@@ -68,6 +68,13 @@ export class PeerChannel<Pending> {
   readonly intake = new ResyncIntake();
   /** The peer's latest state message (link-up exchange, role changes), or null on a new link. */
   peerView: StateMessage | null = null;
+  /**
+   * This node became primary while the peer was away, after a survey (promotion-survey.ts): the
+   * stream whose complete copy, if the peer comes back with one, vouches for its data. Its
+   * out-of-sync set holds what may differ; at its next link-up its own `above` set joins it, or
+   * every track does (replica-link.ts onPeerState). Null: nothing pending.
+   */
+  vouchIn: number | null = null;
   /** Resync data sent to this peer since start (counters.syncBytesSent is the node's total). */
   resyncBytesSent = 0;
 

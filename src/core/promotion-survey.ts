@@ -48,10 +48,16 @@ export class PromotionSurvey {
   /** Nodes whose position vouches for what they hold of the newest stream (the rest get every track). */
   private readonly vouched = new Set<string>();
   private ownerVouched = false;
+  private judged: StreamStand[] = [];
 
   constructor(asked: readonly string[], private readonly trackCount: number) {
     this.awaiting = new Set(asked);
     this.differing = new TrackBitmap(trackCount);
+  }
+
+  /** The stands judged, for the log: node, stream, last seq, complete or not, tracks above held. */
+  describe(): string {
+    return this.judged.map((s) => `${s.node}:${s.stream}/${s.lastSeq}${s.valid ? '' : ' incomplete'} above ${s.above.count()}`).join(', ');
   }
 
   /** A peer answered (reason null: it confirmed, with `stand`), or its link dropped. True once all have. */
@@ -75,6 +81,7 @@ export class PromotionSurvey {
     const confirmed = 1 + this.stands.length;
     if (confirmed < need) return { kind: 'refuse', error: `only ${confirmed} of the ${need} nodes needed confirmed the promotion${this.refusals.length > 0 ? ` (${this.refusals.join('; ')})` : ''}` };
     const all = [self, ...this.stands];
+    this.judged = all;
     const newest = Math.max(...all.map((s) => s.stream));
     const complete = all.filter((s) => s.stream === newest && s.valid);
     if (newest === 0 || complete.length === 0) return { kind: 'refuse', error: 'no reachable node is known to hold every write of the last primary (each restarted or was being resynced since): promote with --force the node whose data to keep' };
@@ -108,6 +115,15 @@ export class PromotionSurvey {
   resendTo(peer: string, streamOwner: string | null): TrackBitmap {
     if (this.vouched.has(peer) || (peer === streamOwner && this.ownerVouched)) return this.differing;
     return fullBitmap(this.trackCount);
+  }
+
+  /**
+   * For a node that was away (its link down) and did not answer: what it gets beyond its
+   * out-of-sync set if it comes back with a complete copy of the newest stream (its own `above`
+   * set is added then), or null when no position can vouch for it (it gets every track).
+   */
+  resendIfVouchedLater(peer: string): TrackBitmap | null {
+    return this.vouched.has(peer) || this.newestStream === 0 ? null : this.differing;
   }
 
   /** The stream whose owner the resend treats as vouched for (its old primary). */

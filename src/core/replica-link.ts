@@ -172,6 +172,7 @@ export class LinkHalf {
     if (first) {
       const dirty = TrackBitmap.fromBytes(this.data.cache.trackCount, msg.dirty);
       for (let t = 0; t < dirty.trackCount; t++) if (dirty.has(t)) ch.record.mark(t);
+      this.vouchOnReturn(ch, msg);
     }
     // In sync with the same history (a demote, say): nothing to decide, only the role changed.
     if (ch.state === 'in-sync' && compareHistories(this.history, msg.history) === 'equal') return;
@@ -187,6 +188,20 @@ export class LinkHalf {
       ch.event('targetPromoted');
     }
     this.decide(ch, nowMs);
+  }
+
+  /**
+   * A peer away when this node was promoted (RolePart.serveAfterSurvey) is back. With a complete
+   * copy of the stream the survey judged, it differs from ours at most in what may differ among
+   * complete copies (already in its out-of-sync set) and its own `above` set (stream-position.ts);
+   * otherwise nothing vouches for its data, and every track is resent.
+   */
+  private vouchOnReturn(ch: Channel, msg: Extract<LinkMessage, { type: 'state' }>): void {
+    if (ch.vouchIn === null) return;
+    const vouched = msg.positionValid && msg.streamEpoch === ch.vouchIn && msg.storeTrusted;
+    const above = TrackBitmap.fromBytes(this.data.cache.trackCount, msg.above);
+    for (let t = 0; t < ch.outOfSync.trackCount; t++) if (!vouched || above.has(t)) ch.outOfSync.set(t);
+    ch.vouchIn = null;
   }
 
   /**
@@ -587,7 +602,9 @@ export class LinkHalf {
     // One bitmap for every peer: the tracks any of them lacks (a pair has one peer).
     const outOfSync = new TrackBitmap(this.data.cache.trackCount);
     for (const ch of this.data.channels) {
-      for (let t = 0; t < this.data.cache.trackCount; t++) if (ch.outOfSync.has(t) || (cleanShutdown && ch.record.isUnited(t))) outOfSync.set(t);
+      // A peer whose return is still to be judged (vouchIn) may need every track: after a
+      // restart nothing remembers what would vouch for it.
+      for (let t = 0; t < this.data.cache.trackCount; t++) if (ch.vouchIn !== null || ch.outOfSync.has(t) || (cleanShutdown && ch.record.isUnited(t))) outOfSync.set(t);
     }
     return {
       history: [...this.history], role: this.data.role, cleanShutdown, diverging: this.data.diverging,

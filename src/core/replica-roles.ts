@@ -104,6 +104,7 @@ export class RolePart {
   private judge(history: EpochEntry[], nowMs: number, requestId: number): void {
     const survey = this.survey!;
     const verdict = survey.judge(this.ownStand(), this.data.quorumPart.majority);
+    this.data.emit({ kind: 'log', level: 'info', msg: 'promotion survey judged', fields: { verdict: verdict.kind, stands: survey.describe() } });
     if (verdict.kind === 'refuse') {
       this.data.emit({ kind: 'log', level: 'warn', msg: 'promotion refused', fields: { reason: verdict.error } });
       this.endPromotion(verdict.error, requestId);
@@ -123,7 +124,13 @@ export class RolePart {
     const survey = this.survey!;
     this.survey = null;
     const owner = history.find((e) => e.epoch === survey.stream)?.node ?? null;
-    this.becomePrimary(history, false, nowMs, (ch) => survey.resendTo(ch.name, owner));
+    this.becomePrimary(history, false, nowMs, (ch) => {
+      // A node away now may come back with a complete copy of the old stream: judged then.
+      const later = ch.linkIsUp || ch.name === owner ? null : survey.resendIfVouchedLater(ch.name);
+      if (later === null) return survey.resendTo(ch.name, owner);
+      ch.vouchIn = survey.stream;
+      return later;
+    });
     this.data.emit({ kind: 'promote-done', requestId, error: null });
   }
 
