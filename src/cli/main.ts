@@ -14,8 +14,12 @@ import { startNode, type RunningNode } from '../node/node.js';
 import { formatStatus } from './status-format.js';
 
 const STATUS_TIMEOUT_MS = 5000;
-/** Demote waits for in-flight writes; give it longer than a status read. */
-const ACTION_TIMEOUT_MS = 60_000;
+/**
+ * Demote waits for in-flight writes, and a promote among three or more nodes for the fetch of
+ * what the node lacks (a resync, as long as the data it copies): give them longer than a status
+ * read. On timeout the action may still be under way on the node: the message says so.
+ */
+const ACTION_TIMEOUT_MS = 600_000;
 
 function oneLine(err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
@@ -146,9 +150,9 @@ async function demoCommand(opts: LogOptions & { dir: string; size: string; nodes
   process.stdout.write(lines.join('\n'));
 }
 
-function describeFetchError(err: unknown): string {
+function describeFetchError(err: unknown, timeoutMs: number): string {
   const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-  if ((err as Error).name === 'TimeoutError') return `no answer within ${STATUS_TIMEOUT_MS / 1000}s`;
+  if ((err as Error).name === 'TimeoutError') return `no answer within ${timeoutMs / 1000}s`;
   switch (cause?.code) {
     case 'ECONNREFUSED': return 'connection refused (is the node running?)';
     case 'ENOTFOUND': return 'host not found';
@@ -174,7 +178,7 @@ async function statusCommand(opts: { admin: string; json?: boolean }): Promise<v
   try {
     res = await fetch(url, { signal: AbortSignal.timeout(STATUS_TIMEOUT_MS) });
   } catch (err) {
-    throw new Error(`cannot reach admin at ${url.origin}: ${describeFetchError(err)}`);
+    throw new Error(`cannot reach admin at ${url.origin}: ${describeFetchError(err, STATUS_TIMEOUT_MS)}`);
   }
   const text = await res.text();
   if (!res.ok) throw new Error(`admin at ${url.origin} answered HTTP ${res.status}: ${text.trim().split('\n')[0] ?? ''}`);
@@ -232,7 +236,8 @@ async function actionCommand(admin: string, action: string, body: Record<string,
   try {
     res = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' }, signal: AbortSignal.timeout(ACTION_TIMEOUT_MS) });
   } catch (err) {
-    throw new Error(`cannot reach admin at ${url.origin}: ${describeFetchError(err)}`);
+    const timedOut = (err as Error).name === 'TimeoutError';
+    throw new Error(`cannot reach admin at ${url.origin}: ${describeFetchError(err, ACTION_TIMEOUT_MS)}${timedOut ? ` (the ${action} may still be under way there: see twinblock status)` : ''}`);
   }
   const text = await res.text();
   let answer: Record<string, unknown> = {};
