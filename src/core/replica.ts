@@ -27,13 +27,15 @@
 //
 // The state machine is composed of parts, each in its own file: the data path (replica-data.ts:
 // host writes, acks per policy, durability ops, hardening, and the role every part reads), the
-// link half (replica-link.ts: state exchange, resync, epoch history, persisted state), the
-// promotion handshake (replica-promotion.ts) and smaller parts they own (mirrored writes and
-// their acks, hardening notices, durable notices, quorum, resync plan and intake). What the node keeps of each other node — its
+// link half (replica-link.ts: state exchange, resync, epoch history, persisted state), the roles
+// (replica-roles.ts: promote, demote, resolve, with the promotion handshake and, among three or
+// more nodes, the survey that fetches what the promoted node lacks) and smaller parts they own
+// (mirrored writes and their acks, hardening notices, durable notices, quorum, the resync
+// sender, plan and intake, the position in the write stream). What the node keeps of each other node — its
 // peer state, link, Fig. 3 record, notifier, out-of-sync set, inbound stream, resync — is one peer
 // channel per peer (peer-channel.ts): one in a pair, none standalone, up to seven (issue 12). This class owns them and is the only entry: it takes every
 // event, calls each part in turn when the work spans them, and shows the outside read-only views.
-// Calls go one way (core → link half → data path); no part holds a hook back up. The peer state
+// Calls go one way (core → roles → link half → data path); no part holds a hook back up. The peer state
 // moves only along the table in peer-state.ts, and the invariants the parts keep between them are
 // asserted after every event, at takeActions (checkBoundary).
 import { assert } from './assert.js';
