@@ -29,6 +29,16 @@ export class TrackBitmap {
     return (before & bit) !== 0;
   }
 
+  /** Sets every track's bit. */
+  setAll(): void {
+    for (let t = 0; t < this.trackCount; t++) this.set(t);
+  }
+
+  /** Sets every bit set in `other` (same track count): the union, in place. */
+  addAll(other: TrackBitmap): void {
+    for (let i = 0; i < this.words.length; i++) this.words[i]! |= other.words[i]!;
+  }
+
   clearSpan(firstTrack: number, endTrack: number): void {
     for (let t = firstTrack; t < endTrack; t++) this.clear(t);
   }

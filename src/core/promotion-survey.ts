@@ -90,10 +90,7 @@ export class PromotionSurvey {
     const beyond = all.find((s) => s.stream === newest && !s.valid && s.lastSeq > best.lastSeq);
     if (beyond !== undefined) return { kind: 'refuse', error: `${beyond.node} was still being resynced when the primary went away and holds writes no complete copy has (some may have been acknowledged): promote with --force the node whose data to keep` };
     this.newestStream = newest;
-    for (const s of all) {
-      if (s.stream !== newest) continue;
-      for (let t = 0; t < this.trackCount; t++) if (s.above.has(t)) this.differing.set(t);
-    }
+    for (const s of all) if (s.stream === newest) this.differing.addAll(s.above);
     for (const s of complete) this.vouched.add(s.node);
     // The old primary's store holds only what every secondary acknowledged, and what it held only
     // in RAM is in this node's record of it, or in `differing`: true if this node followed it to the end.
@@ -134,6 +131,6 @@ export class PromotionSurvey {
 
 function fullBitmap(trackCount: number): TrackBitmap {
   const all = new TrackBitmap(trackCount);
-  for (let t = 0; t < trackCount; t++) all.set(t);
+  all.setAll();
   return all;
 }

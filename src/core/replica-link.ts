@@ -13,6 +13,7 @@ import { MetadataOnDisk } from './replica-on-disk.js';
 import { decideSync, resyncTracks, type SideState } from './resync.js';
 import { StreamPosition } from './stream-position.js';
 import { ResyncSender } from './resync-sender.js';
+import { applyPeerData } from './replica-apply.js';
 
 export class LinkHalf {
   /**
@@ -74,7 +75,7 @@ export class LinkHalf {
     this.outOfSyncValid = persisted?.cleanShutdown === true;
     if (persisted?.cleanShutdown && persisted.outOfSync !== null) {
       const saved = TrackBitmap.fromBytes(this.data.cache.trackCount, persisted.outOfSync);
-      for (const ch of this.data.channels) for (let t = 0; t < saved.trackCount; t++) if (saved.has(t)) ch.outOfSync.set(t);
+      for (const ch of this.data.channels) ch.outOfSync.addAll(saved);
     }
     this.data.diverging = persisted?.diverging ?? false;
     this.resyncIncomplete = persisted?.resyncIncomplete ?? false;
@@ -199,8 +200,8 @@ export class LinkHalf {
   private vouchOnReturn(ch: Channel, msg: Extract<LinkMessage, { type: 'state' }>): void {
     if (ch.vouchIn === null) return;
     const vouched = msg.positionValid && msg.streamEpoch === ch.vouchIn && msg.storeTrusted;
-    const above = TrackBitmap.fromBytes(this.data.cache.trackCount, msg.above);
-    for (let t = 0; t < ch.outOfSync.trackCount; t++) if (!vouched || above.has(t)) ch.outOfSync.set(t);
+    if (vouched) ch.outOfSync.addAll(TrackBitmap.fromBytes(this.data.cache.trackCount, msg.above));
+    else ch.outOfSync.setAll();
     ch.vouchIn = null;
   }
 
@@ -315,8 +316,7 @@ export class LinkHalf {
     const unacked = this.data.acks.dropPending(ch);
     ch.event(PeerStateMachine.linkEvent('down', this.data.role));
     // The peer may have lost whatever it held only in RAM: those tracks need resending.
-    const united = ch.record.united();
-    for (let t = 0; t < united.trackCount; t++) if (united.has(t)) ch.outOfSync.set(t);
+    ch.outOfSync.addAll(ch.record.united());
     if (this.data.role === 'primary') this.markDiverging();
     if (this.data.role !== 'primary' && unacked.length > 0) {
       // Those bytes will be hardened here although the new primary may lack them and no bitmap
@@ -350,8 +350,13 @@ export class LinkHalf {
       case 'write':
       case 'zero':
       case 'syncData':
-      case 'syncZero':
-        return this.applyPeerData(ch, msg, nowMs);
+      case 'syncZero': {
+        const applied = applyPeerData(this.data, ch, msg, nowMs);
+        if (applied === null) return false;
+        // What this node now holds of its primary's write stream (stream-position.ts).
+        if (applied.length > 0 && ch.peerRole === 'primary') this.position.received(applied, 'seq' in msg ? msg.seq : null, 'heldSeq' in msg ? msg.heldSeq : 0);
+        return true;
+      }
       case 'writeAck':
         this.data.acks.acked(ch, msg.seq);
         return true;
@@ -389,58 +394,24 @@ export class LinkHalf {
     }
   }
 
-  /** Step 66 on the secondary: cache the peer's bytes, mark the record, ack writes. */
-  private applyPeerData(ch: Channel, msg: Extract<LinkMessage, { type: 'write' | 'zero' | 'syncData' | 'syncZero' }>, nowMs: number): boolean {
-    if (this.data.role !== 'secondary') {
-      this.data.emit({ kind: 'log', level: 'error', msg: 'primary received volume data from its peer: ignored', fields: { type: msg.type } });
-      // Promoted while this message was half in (held back for cache room): the pieces already
-      // applied are marked in the record (step 66 per piece) but the notifier never heard of them,
-      // so a selective destage left them out and a CLEAR dropped the peer's mark while they were
-      // still only in this node's RAM (simulator, seed 40118207). It hears of them now.
-      const appliedBytes = ch.inbound.headAppliedBytes;
-      if (appliedBytes > 0) this.data.notices.notifyMarked(ch, this.data.cache.tracksOf(msg.offsetBytes, appliedBytes), nowMs);
-      return true;
-    }
-    const lengthBytes = msg.type === 'zero' || msg.type === 'syncZero' ? msg.lengthBytes : msg.data.length;
-    const data = msg.type === 'zero' || msg.type === 'syncZero' ? null : msg.data;
-    // A write larger than half our cache goes in as pieces while room allows (our cache may be
-    // smaller than the primary's); the message keeps its place until all of it is in.
-    const appliedBytes = ch.inbound.headAppliedBytes;
-    for (const [off, len] of this.data.splitPieces(msg.offsetBytes + appliedBytes, lengthBytes - appliedBytes)) {
-      const rel = off - msg.offsetBytes;
-      if (!this.data.applyLocal(off, len, data === null ? null : data.subarray(rel, rel + len), nowMs)) return false;
-      ch.inbound.noteApplied(len);
-      // Step 66 per piece: if the link drops before the last piece, the applied ones are marked
-      // (simulator, seed 3330).
-      for (const t of this.data.cache.tracksOf(off, len)) ch.record.mark(t);
-    }
-    if (msg.type === 'syncData' || msg.type === 'syncZero') {
-      ch.intake.received(lengthBytes);
-      this.data.counters.syncBytesReceived += lengthBytes;
-    } else {
-      this.data.counters.writes++;
-      this.data.counters.writtenBytes += lengthBytes;
-      this.data.send(ch, { type: 'writeAck', seq: msg.seq });
-    }
-    const tracks = this.data.cache.tracksOf(msg.offsetBytes, lengthBytes);
-    if (ch.peerRole === 'primary') this.position.received(tracks, 'seq' in msg ? msg.seq : null, 'heldSeq' in msg ? msg.heldSeq : 0);
-    for (const t of tracks) ch.record.mark(t); // step 66
-    this.data.notices.notifyMarked(ch, tracks, nowMs);
-    return true;
-  }
-
   /**
    * The end of a fetch into this node being promoted (DESIGN.md "Several secondaries", step 5):
    * it now holds what the source held on those tracks. No history is adopted (the proposal is
    * ours); the store is a complete copy again.
    */
   fetchReceived(ch: Channel): void {
-    const receivedBytes = ch.intake.end();
-    this.resyncIncomplete = false;
-    ch.event('resyncReceived');
-    this.outOfSyncValid = true;
+    const receivedBytes = this.intakeEnded(ch);
     this.persist();
     this.data.emit({ kind: 'log', level: 'info', msg: 'fetched the newest data before serving writes', fields: { from: ch.name, bytes: receivedBytes } });
+  }
+
+  /** A resync or fetch into this node ended: its store is a complete copy again. The bytes it took. */
+  private intakeEnded(ch: Channel): number {
+    const receivedBytes = ch.intake.end();
+    this.resyncIncomplete = false;
+    this.outOfSyncValid = true;
+    ch.event('resyncReceived');
+    return receivedBytes;
   }
 
   private markResyncIncomplete(): void {
@@ -451,15 +422,12 @@ export class LinkHalf {
 
   /** The target's side of syncDone: its store now matches the source; adopt its epoch history. */
   private resyncReceived(ch: Channel): void {
-    const receivedBytes = ch.intake.end();
-    this.resyncIncomplete = false;
-    ch.event('resyncReceived');
+    const receivedBytes = this.intakeEnded(ch);
     if (ch.peerRole === 'primary') this.position.resyncCompleted();
     // A side that discards its changes (split brain resolved against it) may go back in epochs.
     if (ch.peerView !== null) this.setHistory([...ch.peerView.history], this.discardLocal);
     this.storeTrusted = !this.syncLost;
     this.discardLocal = false;
-    this.outOfSyncValid = true;
     ch.outOfSync.clearSpan(0, ch.outOfSync.trackCount);
     this.data.diverging = false;
     this.persist();

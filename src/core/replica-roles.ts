@@ -325,16 +325,15 @@ export class RolePart {
     const incomplete = this.link.resyncIncomplete || this.data.channels.some((ch) => ch.intake.active);
     for (const ch of this.data.channels) {
       const extra = resend(ch);
-      if (extra === 'all') for (let t = 0; t < ch.outOfSync.trackCount; t++) ch.outOfSync.set(t);
-      else if (extra !== null) for (let t = 0; t < extra.trackCount; t++) if (extra.has(t)) ch.outOfSync.set(t);
+      if (extra === 'all') ch.outOfSync.setAll();
+      else if (extra !== null) ch.outOfSync.addAll(extra);
       // A failover: the old primary may have lost whatever it held only in RAM, so the united
       // bitmap becomes out-of-sync. A planned switchover (connected and in sync) keeps it as the
       // record instead: the old primary is alive and hardens its RAM; a later link loss folds it in.
       if (!(ch.linkIsUp && ch.state === 'in-sync')) {
-        const united = ch.record.united();
-        for (let t = 0; t < united.trackCount; t++) if (united.has(t)) ch.outOfSync.set(t);
+        ch.outOfSync.addAll(ch.record.united());
       }
-      if (incomplete) for (let t = 0; t < ch.outOfSync.trackCount; t++) ch.outOfSync.set(t);
+      if (incomplete) ch.outOfSync.setAll();
       ch.intake.end();
     }
     this.link.resyncIncomplete = false; // forced: this node's data is now the reference

@@ -1,0 +1,51 @@
+// Fig. 4 step 66 on the secondary: the peer's bytes into the cache, its record marked, the write
+// acknowledged. A function over the data path and the channel the message came on; the link half
+// (replica-link.ts) routes the message here and keeps the node's position in the primary's write
+// stream from what it returns. Pure and synchronous.
+import type { DataChannel as Channel, DataPath } from './replica-data.js';
+import type { LinkMessage } from './replica-types.js';
+
+type PeerData = Extract<LinkMessage, { type: 'write' | 'zero' | 'syncData' | 'syncZero' }>;
+
+/**
+ * Applies the peer's write, zero or resync chunk. Returns the tracks it covered, none when it
+ * was ignored (this node is primary), or null when it must wait for cache room (it keeps its
+ * place on the link, with the pieces already in noted).
+ */
+export function applyPeerData(d: DataPath, ch: Channel, msg: PeerData, nowMs: number): number[] | null {
+  if (d.role !== 'secondary') {
+    d.emit({ kind: 'log', level: 'error', msg: 'primary received volume data from its peer: ignored', fields: { type: msg.type } });
+    // Promoted while this message was half in (held back for cache room): the pieces already
+    // applied are marked in the record (step 66 per piece) but the notifier never heard of them,
+    // so a selective destage left them out and a CLEAR dropped the peer's mark while they were
+    // still only in this node's RAM (simulator, seed 40118207). It hears of them now.
+    const appliedBytes = ch.inbound.headAppliedBytes;
+    if (appliedBytes > 0) d.notices.notifyMarked(ch, d.cache.tracksOf(msg.offsetBytes, appliedBytes), nowMs);
+    return [];
+  }
+  const lengthBytes = msg.type === 'zero' || msg.type === 'syncZero' ? msg.lengthBytes : msg.data.length;
+  const data = msg.type === 'zero' || msg.type === 'syncZero' ? null : msg.data;
+  // A write larger than half our cache goes in as pieces while room allows (our cache may be
+  // smaller than the primary's); the message keeps its place until all of it is in.
+  const appliedBytes = ch.inbound.headAppliedBytes;
+  for (const [off, len] of d.splitPieces(msg.offsetBytes + appliedBytes, lengthBytes - appliedBytes)) {
+    const rel = off - msg.offsetBytes;
+    if (!d.applyLocal(off, len, data === null ? null : data.subarray(rel, rel + len), nowMs)) return null;
+    ch.inbound.noteApplied(len);
+    // Step 66 per piece: if the link drops before the last piece, the applied ones are marked
+    // (simulator, seed 3330).
+    for (const t of d.cache.tracksOf(off, len)) ch.record.mark(t);
+  }
+  if (msg.type === 'syncData' || msg.type === 'syncZero') {
+    ch.intake.received(lengthBytes);
+    d.counters.syncBytesReceived += lengthBytes;
+  } else {
+    d.counters.writes++;
+    d.counters.writtenBytes += lengthBytes;
+    d.send(ch, { type: 'writeAck', seq: msg.seq });
+  }
+  const tracks = d.cache.tracksOf(msg.offsetBytes, lengthBytes);
+  for (const t of tracks) ch.record.mark(t); // step 66
+  d.notices.notifyMarked(ch, tracks, nowMs);
+  return tracks;
+}
