@@ -1,14 +1,16 @@
-// One simulated run: two nodes, the link between them, a host, and a fault injector, all driven by
-// one seeded PRNG and one event queue (DESIGN.md "Testing layers" 2; the shape of TigerBeetle's
-// VOPR: a safety phase with faults, then a liveness phase without them).
+// One simulated run: two nodes (or three to five: issue 12), the links between them, a host, and a
+// fault injector, all driven by one seeded PRNG and one event queue (DESIGN.md "Testing layers" 2;
+// the shape of TigerBeetle's VOPR: a safety phase with faults, then a liveness phase without them).
 //
 //  1. faults: the host runs its workload while the injector drops, partitions and corrupts the
 //     link, crashes and restarts nodes and fails store writes. Never more than one failure that
-//     could lose data at once: a node may crash only while its peer is up (and the primary only
-//     while the pair is in sync); that is the seed's promise — any *single* failure.
+//     could lose data at once: a node may crash only while its peers are up (and the primary only
+//     while enough secondaries are in sync to hold every acknowledged write: one for `ack: all`,
+//     a majority with it for `ack: quorum`); that is the seed's promise — any *single* failure.
 //  2. heal: no new faults; partitions heal, crashed nodes restart. Within `livenessLimitMs` of
-//     simulated time the pair must be back in sync: link up, both in-sync, nothing dirty, both
-//     records empty, stores byte-identical, and every block the last acknowledged write.
+//     simulated time the volume must be back in sync: every link up, every secondary in sync with
+//     the one primary, nothing dirty, every record empty, stores byte-identical, and every block
+//     the last acknowledged write.
 //
 // Invariants run after every step (sim/invariants.ts); the first violation ends the run with the
 // seed, the step and the tail of the trace. The nodes run the production shell (src/node/volume.ts),
@@ -20,7 +22,7 @@ import { Scheduler } from './events.js';
 import { Faults } from './faults.js';
 import { Host } from './host.js';
 import { checkCoverage, explainImage, firstDifference, SimFailure } from './invariants.js';
-import { Network, type LinkHost } from './network.js';
+import { Network, NODE_NAMES, type LinkHost } from './network.js';
 import { SimNode, type NodeHost } from './node.js';
 import { describeOptions, drawOptions, type OptionOverrides, type SimOptions } from './options.js';
 import { Prng } from './prng.js';
@@ -66,7 +68,7 @@ const CORE_SELF_CHECK_EVERY_STEPS = 8;
 export class Cluster implements NodeHost, LinkHost {
   readonly sched = new Scheduler();
   readonly opts: SimOptions;
-  readonly nodes: readonly [SimNode, SimNode];
+  readonly nodes: readonly SimNode[];
   readonly network: Network;
   readonly host: Host;
   readonly faults: Faults;
@@ -78,12 +80,13 @@ export class Cluster implements NodeHost, LinkHost {
   private incarnations = 0;
   private hash = 0x811c9dc5;
   private readonly tail: string[] = [];
-  private readonly sentRefs = new Map<string, WriteRef[]>();
+  /** `sender incarnation:peer:seq` → our copy of a write sent, marked when that peer acks it. */
+  private readonly sentRefs = new Map<string, { refs: WriteRef[]; from: number }>();
   private readonly primaryOfEpoch = new Map<number, string>();
   /** The first check that failed inside a promise continuation (or a rejection nobody handled). */
   private asyncFailure: unknown = null;
   readonly stats: Record<string, number> = {
-    crashes: 0, cleanRestarts: 0, stopKills: 0, drops: 0, partitions: 0, corrupts: 0, promotions: 0, switchovers: 0, probes: 0, connects: 0,
+    crashes: 0, cleanRestarts: 0, stopKills: 0, drops: 0, partitions: 0, corrupts: 0, promotions: 0, switchovers: 0, probes: 0, connects: 0, nodeStalls: 0,
   };
 
   constructor(readonly seed: number, private readonly hooks: RunHooks = {}) {
@@ -94,17 +97,23 @@ export class Cluster implements NodeHost, LinkHost {
     this.shellFixes = hooks.shellFixes ?? new Set();
     if (hooks.wrapCore) this.wrapCore = hooks.wrapCore;
     const o = this.opts;
-    this.network = new Network(this.sched, root.fork(), { delayMeanMs: o.linkDelayMeanMs, highWater: o.linkHighWater, detectMeanMs: o.detectMeanMs }, this);
+    const count = o.nodes.length;
+    // A third node's links draw from a stream of their own: a pair's seed replays as it always did.
+    const extraLinks = count > 2 ? new Prng((seed ^ 0x27d4eb2f) >>> 0) : null;
+    this.network = new Network(this.sched, root.fork(), { delayMeanMs: o.linkDelayMeanMs, highWater: o.linkHighWater, detectMeanMs: o.detectMeanMs }, this, count, extraLinks);
+    o.nodes.forEach((n, i) => { this.network.slowMs[i] = n.slowLinkMs; });
     // The storage faults draw from a stream of their own, so their rates leave a seed's other draws as they were.
     const storageRoot = new Prng((seed ^ 0x5bd1e995) >>> 0);
-    this.nodes = [new SimNode(0, o, this, root.fork(), storageRoot.fork()), new SimNode(1, o, this, root.fork(), storageRoot.fork())];
+    const nodes = [new SimNode(0, count, o, this, root.fork(), storageRoot.fork()), new SimNode(1, count, o, this, root.fork(), storageRoot.fork())];
+    this.nodes = nodes;
     this.host = new Host({
       sched: this.sched, nodes: this.nodes, opts: o,
-      liveConnId: () => this.network.liveConnId,
+      linkConn: (i, j) => this.network.link(i, j).liveConnId,
       trace: (line) => this.trace(line),
       writeAcknowledged: (node, epoch) => this.writeAcknowledged(node, epoch),
       fail: (err) => this.fail(err),
     }, root.fork());
+    for (let i = 2; i < count; i++) nodes.push(new SimNode(i, count, o, this, root.fork(), storageRoot.fork()));
     this.faults = new Faults(this, faultPrng);
   }
 
@@ -123,8 +132,7 @@ export class Cluster implements NodeHost, LinkHost {
     const onUnhandled = (err: unknown): void => this.fail(err);
     process.on('unhandledRejection', onUnhandled);
     try {
-      this.nodes[0].start('primary');
-      this.nodes[1].start('secondary');
+      for (const n of this.nodes) n.start(this.configRole(n));
       this.maybeConnect();
       this.host.start();
       this.faults.schedule();
@@ -151,7 +159,7 @@ export class Cluster implements NodeHost, LinkHost {
     return total;
   }
 
-  /** Runs steps until the pair converges after the faults, or a check fails (its message). */
+  /** Runs steps until the volume converges after the faults, or a check fails (its message). */
   private async loop(): Promise<string | null> {
     while (this.sched.steps < MAX_STEPS) {
       if (this.sched.nowMs > MAX_FAULT_PHASE_MS && this.phase === 'faults') {
@@ -184,33 +192,34 @@ export class Cluster implements NodeHost, LinkHost {
   }
 
   private checkStep(): void {
-    const [a, b] = this.nodes;
     // The cache's own bookkeeping check walks every line: sampled, it still catches drift within
     // a few steps, and the run's own checks below run every step.
-    if (this.sched.steps % CORE_SELF_CHECK_EVERY_STEPS === 0) {
-      a.core?.checkInvariants();
-      b.core?.checkInvariants();
-    }
-    checkCoverage(a, b, this.opts.trackSizeBytes);
-    checkCoverage(b, a, this.opts.trackSizeBytes);
-    if (a.core?.role === 'primary' && b.core?.role === 'primary') {
-      throw new SimFailure(`two primaries at once (epochs ${a.core.epoch} and ${b.core.epoch}) without a forced promotion`);
+    if (this.sched.steps % CORE_SELF_CHECK_EVERY_STEPS === 0) for (const n of this.nodes) n.core?.checkInvariants();
+    for (const n of this.nodes) checkCoverage(n, this.nodes, this.opts.trackSizeBytes);
+    const primaries = this.nodes.filter((n) => n.core?.role === 'primary');
+    if (primaries.length > 1) {
+      throw new SimFailure(`two primaries at once (${primaries.map((n) => `${n.name} epoch ${n.core!.epoch}`).join(', ')}) without a forced promotion`);
     }
     if (this.sched.steps % PROBE_EVERY_STEPS === 0) this.failoverProbe();
   }
 
   /**
-   * "If the primary died right now": while both are in sync on one link, the secondary's view
-   * (its cache over its store) must hold every acknowledged write — it is all a promoted
-   * secondary would have. Checked directly, before failover itself can be driven.
+   * "If the primary died right now": a secondary in sync with it on a live link must hold every
+   * acknowledged write in its view (its cache over its store) — it is all a promoted secondary
+   * would have. Checked directly, before failover itself can be driven. With `ack: quorum` among
+   * three nodes or more an in-sync secondary may lag (a majority acknowledged without it): the
+   * promotion fetches from the most current node first, and the host's checks cover that.
    */
   private failoverProbe(): void {
-    if (!this.host.mirroredNow()) return;
-    const secondary = this.nodes.find((n) => n.core!.role === 'secondary');
-    if (secondary === undefined) return;
-    this.stats.probes!++;
-    const why = explainImage(this.host.model, secondary.viewNow(), 0, this.host.model.now());
-    if (why !== null) throw new SimFailure(`failover probe: node ${secondary.name} is in sync, but if its primary died now it would lack an acknowledged write: ${why}`);
+    if (this.nodes.length > 2 && this.opts.quorum.ack === 'quorum') return;
+    const inSync = this.nodes.length === 2
+      ? (this.host.mirroredNow() ? this.nodes.filter((n) => n.core!.role === 'secondary') : [])
+      : this.host.secondariesInSync();
+    for (const secondary of inSync) {
+      this.stats.probes!++;
+      const why = explainImage(this.host.model, secondary.viewNow(), 0, this.host.model.now());
+      if (why !== null) throw new SimFailure(`failover probe: node ${secondary.name} is in sync, but if its primary died now it would lack an acknowledged write: ${why}`);
+    }
   }
 
   /** Never two primaries accepting writes in one epoch. */
@@ -221,19 +230,29 @@ export class Cluster implements NodeHost, LinkHost {
   }
 
   private converged(): boolean {
-    const [a, b] = this.nodes;
-    const conn = this.network.liveConnId;
-    if (a.core === null || b.core === null || conn === null || a.liveConn !== conn || b.liveConn !== conn) return false;
-    const [ac, bc] = [a.core, b.core];
-    if ((ac.role === 'primary') === (bc.role === 'primary')) return false;
-    if (ac.peerState !== 'in-sync' || bc.peerState !== 'in-sync' || !ac.quiescent || !bc.quiescent) return false;
-    if (this.host.inFlight > 0) return false;
-    if (ac.record.unitedCount() > 0 || bc.record.unitedCount() > 0) return false;
-    if (ac.outOfSync.count() > 0 || bc.outOfSync.count() > 0) return false;
+    if (this.nodes.some((n) => n.core === null)) return false;
+    for (const l of this.network.links) {
+      const conn = l.liveConnId;
+      const [i, j] = l.ends;
+      if (conn === null || this.nodes[i]!.liveConnTo(j) !== conn || this.nodes[j]!.liveConnTo(i) !== conn) return false;
+    }
+    const primaries = this.nodes.filter((n) => n.core!.role === 'primary');
+    if (primaries.length !== 1) return false;
+    const primary = primaries[0]!;
+    // Every secondary is in sync with the primary; two secondaries have no data between them.
+    const channels = this.nodes.flatMap((n) => n.core!.peers.map((ch) => ({ ch, withPrimary: n === primary || ch.name === primary.name })));
+    if (channels.some(({ ch, withPrimary }) => (withPrimary ? ch.state !== 'in-sync' : ch.state === 'split-brain'))) return false;
+    if (this.nodes.some((n) => !n.core!.quiescent) || this.host.inFlight > 0) return false;
+    // A secondary's out-of-sync set of another secondary (kept from a time it was primary) is
+    // only a hint for a later promotion: the primary's sets are the ones that must be drained.
+    if (channels.some(({ ch, withPrimary }) => ch.record.unitedCount() > 0 || (withPrimary && ch.outOfSync.count() > 0))) return false;
     // In sync and quiescent: nothing is dirty or in flight, so the stores must match now.
-    const diff = firstDifference(a.store.bytes, b.store.bytes);
-    if (diff >= 0) throw new SimFailure(`in sync and quiescent, but the stores differ at block ${diff} (DESIGN.md: replicas byte-identical after resync)`);
-    const why = explainImage(this.host.model, a.store.bytes, 0, this.host.model.now());
+    const [a] = this.nodes;
+    for (const b of this.nodes.slice(1)) {
+      const diff = firstDifference(a!.store.bytes, b.store.bytes);
+      if (diff >= 0) throw new SimFailure(`in sync and quiescent, but the stores of ${a!.name} and ${b.name} differ at block ${diff} (DESIGN.md: replicas byte-identical after resync)`);
+    }
+    const why = explainImage(this.host.model, a!.store.bytes, 0, this.host.model.now());
     if (why !== null) throw new SimFailure(`after resync the stores lack an acknowledged write: ${why}`);
     this.trace(`converged: in sync, quiescent, records empty, stores identical`);
     return true;
@@ -244,7 +263,8 @@ export class Cluster implements NodeHost, LinkHost {
       const c = n.core;
       if (c === null) return `${n.name}: down`;
       const s = c.cache.stats(this.sched.nowMs);
-      return `${n.name}: ${c.role} ${c.peerState} link=${n.liveConn} dirty=${s.dirtyTracks} united=${c.record.unitedCount()} oos=${c.outOfSync.count()} quiescent=${c.quiescent}`;
+      const peers = c.peers.map((ch) => `${ch.name}:${ch.state} link=${n.liveConnTo(NODE_NAMES.indexOf(ch.name))} united=${ch.record.unitedCount()} oos=${ch.outOfSync.count()}`).join(' ');
+      return `${n.name}: ${c.role} epoch ${c.epoch} dirty=${s.dirtyTracks} quiescent=${c.quiescent} [${peers}]`;
     }).join('; ') + `; host in flight ${this.host.inFlight}; net in flight ${this.network.inFlight()}`;
   }
 
@@ -253,43 +273,49 @@ export class Cluster implements NodeHost, LinkHost {
   private startHeal(): void {
     this.phase = 'heal';
     this.healDeadline = this.sched.nowMs + this.opts.livenessLimitMs;
-    this.network.partitionedUntil = 0;
+    for (const l of this.network.links) l.partitionedUntil = 0;
+    this.network.stalledUntil.fill(0);
     this.trace('faults stop: heal');
     for (const n of this.nodes) n.store.faultsOn = false;
     for (const n of this.nodes) if (!n.alive) this.sched.after(1, `restart ${n.name}`, () => this.faults.restart(n));
     this.maybeConnect();
   }
 
-  /** Reconnects after a backoff once both nodes are up, the old link is finished and no partition. */
+  /** Reconnects each link after a backoff once both its nodes are up, its old connection is finished and no partition. */
   maybeConnect(): void {
-    if (this.network.connectScheduled) return;
-    const ready = (): boolean => this.nodes.every((n) => n.connectable) && !this.network.partitioned && this.network.idle;
-    if (!ready()) return;
-    this.network.connectScheduled = true;
-    this.sched.after(1 + this.connectPrng.delay(this.opts.reconnectMeanMs), 'connect', () => {
-      this.network.connectScheduled = false;
-      if (!ready()) return this.maybeConnect();
-      this.stats.connects!++;
-      this.network.connect();
-    });
+    for (const link of this.network.links) {
+      if (link.connectScheduled) continue;
+      const [i, j] = link.ends;
+      const ready = (): boolean => this.nodes[i]!.connectable && this.nodes[j]!.connectable && !link.partitioned && link.idle;
+      if (!ready()) continue;
+      link.connectScheduled = true;
+      this.sched.after(1 + this.connectPrng.delay(this.opts.reconnectMeanMs), 'connect', () => {
+        link.connectScheduled = false;
+        if (!ready()) return this.maybeConnect();
+        this.stats.connects!++;
+        link.connect();
+      });
+    }
   }
 
   // ---------------------------------------------------------------- NodeHost and LinkHost
 
-  send(from: SimNode, msg: LinkMessage, ref: WriteRef | null): boolean {
-    return this.network.send(from.index, from.liveConn, msg, ref);
+  send(from: SimNode, to: number, msg: LinkMessage, ref: WriteRef | null): boolean {
+    return this.network.send(from.index, to, from.liveConnTo(to), msg, ref);
   }
 
-  writeSent(node: SimNode, seq: number, refs: WriteRef[]): void {
-    this.sentRefs.set(`${node.incarnation}:${seq}`, refs);
+  writeSent(node: SimNode, to: number, seq: number, refs: WriteRef[]): void {
+    this.sentRefs.set(`${node.incarnation}:${NODE_NAMES[to]}:${seq}`, { refs, from: node.index });
   }
 
   writeAcked(node: SimNode, from: number, seq: number): void {
-    const key = `${from}:${seq}`;
-    const refs = this.sentRefs.get(key);
-    if (refs === undefined) return;
+    const key = `${from}:${node.name}:${seq}`;
+    const sent = this.sentRefs.get(key);
+    if (sent === undefined) return;
     this.sentRefs.delete(key);
-    for (const ref of refs) ref.markedBy = node.incarnation;
+    // The ack goes back on the connection the write came in on: the peer marked it there (step 66).
+    const conn = node.liveConnTo(sent.from) ?? -1;
+    for (const ref of sent.refs) ref.marks.set(node.incarnation, conn);
   }
 
   nodeReady(): void {
@@ -300,21 +326,21 @@ export class Cluster implements NodeHost, LinkHost {
     return ++this.incarnations;
   }
 
-  linkUp(node: number, connId: number): void {
-    this.nodes[node].linkUp(connId);
+  linkUp(node: number, peer: number, connId: number): void {
+    this.nodes[node]!.linkUp(peer, connId);
   }
 
-  linkDown(node: number, connId: number): void {
-    this.nodes[node].linkDown(connId);
+  linkDown(node: number, peer: number, connId: number): void {
+    this.nodes[node]!.linkDown(peer, connId);
     this.maybeConnect();
   }
 
-  deliver(node: number, connId: number, msg: LinkMessage, ref: WriteRef | null): void {
-    this.nodes[node].deliver(connId, msg, ref);
+  deliver(node: number, peer: number, connId: number, msg: LinkMessage, ref: WriteRef | null): void {
+    this.nodes[node]!.deliver(peer, connId, msg, ref);
   }
 
-  drained(node: number, connId: number): void {
-    this.nodes[node].drained(connId);
+  drained(node: number, peer: number, connId: number): void {
+    this.nodes[node]!.drained(peer, connId);
   }
 
   trace(line: string): void {

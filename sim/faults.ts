@@ -9,16 +9,24 @@
 // and nothing crashes while the operator is in the middle of a failover or switchover. Link faults
 // (drop, partition, corrupt frame) and store write errors may come at any time: alone they lose
 // nothing.
+//
+// Three nodes or more (issue 12 item 8): any link may drop or carry a corrupt frame, a partition
+// cuts one link or one node off from the rest, a secondary may stall (stop reading) or be slow,
+// and the operator promotes *any* live secondary after the primary dies — the promotion must then
+// find the acknowledged writes wherever they are (it fetches from the most current node). A node
+// crashes only while every node is up, and the primary only while enough secondaries are in sync
+// with it to hold every acknowledged write (one for `ack: all`; with `ack: quorum` enough that
+// they and the primary were a majority): each crash is one failure the policy promises to survive.
 import type { Scheduler } from './events.js';
 import type { Host } from './host.js';
-import type { Network } from './network.js';
+import type { Link, Network } from './network.js';
 import type { SimNode } from './node.js';
 import type { FaultWeights, SimOptions } from './options.js';
 import type { Prng } from './prng.js';
 
 export interface FaultView {
   readonly sched: Scheduler;
-  readonly nodes: readonly [SimNode, SimNode];
+  readonly nodes: readonly SimNode[];
   readonly network: Network;
   readonly host: Host;
   readonly opts: SimOptions;
@@ -35,6 +43,8 @@ export interface FaultView {
 const OPERATOR_RETRY_MS = 5;
 /** How often a switchover is followed at once by another, back. */
 const QUICK_SWITCHBACK_CHANCE = 0.25;
+/** Among three nodes or more, refused promotes of one secondary before the operator tries another. */
+const TRIES_PER_CANDIDATE = 10;
 
 export class Faults {
   /** A failover or switchover in progress: no crash until it is done. */
@@ -71,22 +81,19 @@ export class Faults {
   }
 
   private inject(): void {
-    const { network, stats } = this.v;
+    const { stats } = this.v;
     switch (this.pick()) {
-      case 'drop':
-        if (network.liveConnId !== null) { stats.drops!++; network.drop('reset'); }
-        return;
-      case 'partition': {
-        stats.partitions!++;
-        network.drop('partition');
-        const until = this.v.sched.nowMs + 1 + this.prng.delay(this.v.opts.partitionMeanMs);
-        network.partitionedUntil = Math.max(network.partitionedUntil, until);
-        this.v.sched.at(until, 'partition heals', () => this.v.maybeConnect());
+      case 'drop': {
+        const link = this.pickLink((l) => l.liveConnId !== null);
+        if (link !== null) { stats.drops!++; link.drop('reset'); }
         return;
       }
-      case 'corrupt':
-        if (network.corrupt()) stats.corrupts!++;
+      case 'partition': return this.partition();
+      case 'corrupt': {
+        const link = this.pickLink((l) => l.corruptible);
+        if (link?.corrupt() === true) stats.corrupts!++;
         return;
+      }
       case 'crashSecondary': return this.crashSecondary();
       case 'crashPrimary': return this.crashPrimary();
       case 'storeFail': {
@@ -102,30 +109,98 @@ export class Faults {
         }
         return;
       }
+      case 'stall': return this.stall();
       case 'switchover': return this.switchover();
       case 'cleanRestart': return this.cleanRestart();
       default:
     }
   }
 
+  /** A pair's one link; among more nodes a random one of those that qualify (null: none). */
+  private pickLink(ok: (l: Link) => boolean): Link | null {
+    const { links } = this.v.network;
+    if (links.length === 1) return ok(links[0]!) ? links[0]! : null;
+    const candidates = links.filter(ok);
+    return candidates.length === 0 ? null : this.prng.pick(candidates);
+  }
+
+  /** A drop and no reconnect for a while: the pair's link; or one link, or one node cut off from the rest. */
+  private partition(): void {
+    const { network, stats } = this.v;
+    stats.partitions!++;
+    let cut: Link[] = [network.pairLink];
+    if (network.links.length > 1) {
+      const node = this.prng.int(this.v.nodes.length);
+      cut = this.prng.chance(0.5) ? network.linksOf(node) : [this.prng.pick(network.linksOf(node))];
+    }
+    const until = this.v.sched.nowMs + 1 + this.prng.delay(this.v.opts.partitionMeanMs);
+    for (const link of cut) {
+      link.drop('partition');
+      link.partitionedUntil = Math.max(link.partitionedUntil, until);
+    }
+    this.v.sched.at(until, 'partition heals', () => this.v.maybeConnect());
+  }
+
+  /** A secondary stops reading for a while (SIGSTOP, swapping): its senders queue and meet back-pressure. */
+  private stall(): void {
+    const primary = this.v.host.primary();
+    const victims = this.v.nodes.filter((n) => n !== primary && n.alive);
+    if (victims.length === 0) return;
+    const victim = this.prng.pick(victims);
+    const untilMs = this.v.sched.nowMs + 1 + this.prng.delay(this.v.opts.stallMeanMs);
+    this.v.stats.nodeStalls!++;
+    this.v.network.stalledUntil[victim.index] = Math.max(this.v.network.stalledUntil[victim.index]!, untilMs);
+    this.v.trace(`${victim.name}: stalls until ${untilMs}ms`);
+  }
+
+  private get several(): boolean {
+    return this.v.nodes.length > 2;
+  }
+
   private crashSecondary(): void {
     if (this.operatorBusy) return;
     const primary = this.v.host.primary();
-    const victim = this.v.nodes.find((n) => n !== primary && n.alive);
-    if (primary === null || victim === undefined) return;
+    if (primary === null) return;
+    let victim = this.v.nodes.find((n) => n !== primary && n.alive);
+    if (this.several) {
+      // One failure at a time: every node up (so one down at most), any secondary.
+      if (!this.v.nodes.every((n) => n.alive)) return;
+      victim = this.prng.pick(this.v.nodes.filter((n) => n !== primary));
+    }
+    if (victim === undefined) return;
     this.crash(victim);
   }
 
-  /** Only while in sync: then the secondary holds every acknowledged write, and is promoted. */
+  /**
+   * A pair: only while in sync (then the secondary holds every acknowledged write, and is
+   * promoted). Three nodes or more: every node up, and enough secondaries in sync that every
+   * acknowledged write survives on one of them (see the file comment); the operator then promotes
+   * any secondary.
+   */
   private crashPrimary(): void {
-    if (this.operatorBusy || !this.v.host.mirroredNow()) return;
+    if (this.operatorBusy) return;
     const primary = this.v.host.primary();
-    const survivor = this.v.nodes.find((n) => n !== primary);
-    if (primary === null || survivor === undefined) return;
+    if (primary === null) return;
+    if (this.several) {
+      const count = this.v.nodes.length;
+      const need = this.v.opts.quorum.ack === 'all' ? 1 : Math.floor(count / 2);
+      if (!this.v.nodes.every((n) => n.alive) || this.v.host.secondariesInSync().length < need) return;
+    } else if (!this.v.host.mirroredNow()) {
+      return;
+    }
+    const survivor = this.v.nodes.find((n) => n !== primary)!;
     this.crash(primary);
     this.operatorBusy = true;
     // The operator notices and promotes: maybe before the old primary is back, maybe after.
-    this.v.sched.after(1 + this.prng.delay(this.v.opts.promoteMeanMs), `operator promotes ${survivor.name}`, () => this.promote(survivor, 0));
+    this.v.sched.after(1 + this.prng.delay(this.v.opts.promoteMeanMs), `operator promotes ${this.several ? 'a secondary' : survivor.name}`, () => {
+      this.promote(this.several ? this.candidate(primary) : survivor, 0);
+    });
+  }
+
+  /** Any live node but `not` (three nodes or more: the operator's pick, not the most current). */
+  private candidate(not: SimNode): SimNode {
+    const live = this.v.nodes.filter((n) => n !== not && n.alive);
+    return live.length === 0 ? this.v.nodes.find((n) => n !== not)! : this.prng.pick(live);
   }
 
   /**
@@ -199,7 +274,7 @@ export class Faults {
    * a new epoch it is the newer side: promoting the survivor instead is a split brain, seed 4211).
    */
   private stopDied(node: SimNode, inSync: boolean): void {
-    const survivor = this.v.nodes.find((n) => n !== node)!;
+    const survivor = this.several ? this.candidate(node) : this.v.nodes.find((n) => n !== node)!;
     const leaderless = this.v.host.primary() === null;
     const downMs = this.v.healing ? 1 : 1 + this.prng.delay(this.v.opts.downMeanMs);
     this.v.sched.after(downMs, `restart ${node.name}`, () => {
@@ -230,10 +305,20 @@ export class Faults {
 
   /** `twinblock promote` until it succeeds; refusals are expected while the old link lingers. */
   private promote(node: SimNode, attempt: number, promoted?: () => void): void {
+    if (this.several) {
+      // Among three nodes or more a refused (or dead) candidate is not the end: another secondary
+      // may be promoted. Never --force: it would promote without a majority's survey.
+      if (this.v.nodes.some((n) => n.alive && n.core!.role === 'primary')) { this.operatorBusy = false; return; }
+      if (!node.alive || (attempt > 0 && attempt % TRIES_PER_CANDIDATE === 0)) node = this.candidate(node);
+      if (!node.alive) {
+        this.v.sched.after(OPERATOR_RETRY_MS, `operator retries`, () => this.promote(node, attempt + 1, promoted));
+        return;
+      }
+    }
     if (!node.alive) { this.operatorBusy = false; return; }
     if (node.core!.role === 'primary') { this.operatorBusy = false; return; }
     // After many refusals an operator reaches for --force (e.g. "still being resynced").
-    const force = attempt >= 40;
+    const force = attempt >= 40 && !this.several;
     // Connected, the verdict comes once the peer confirmed (or refused, or the link dropped).
     node.promote(force, (error) => {
       this.v.trace(`operator: promote ${node.name}${force ? ' --force' : ''}: ${error ?? 'ok'}`);
@@ -251,8 +336,8 @@ export class Faults {
   private switchover(): void {
     if (this.operatorBusy || !this.v.host.mirroredNow()) return;
     const from = this.v.host.primary();
-    const to = this.v.nodes.find((n) => n !== from);
-    if (from === null || to === undefined) return;
+    if (from === null) return;
+    const to = this.several ? this.candidate(from) : this.v.nodes.find((n) => n !== from)!;
     this.operatorBusy = true;
     // The operator promotes the other side once the demoted node has drained (sim/node.ts demote).
     from.demote((error) => {

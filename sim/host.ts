@@ -1,11 +1,11 @@
 // The host side of the simulation: issues the workload (sim/workload.ts) to whichever node is
 // primary now, records every write in the reference model, and checks what comes back — reads
 // against the model, FLUSH and FUA against the stores (DESIGN.md "Durability policy").
-import type { PeerState, ReplyErrno } from '../src/core/replica-types.js';
+import type { ReplyErrno } from '../src/core/replica-types.js';
 import type { Scheduler } from './events.js';
 import { explainImage, explainLoose, explainNotBefore, SimFailure } from './invariants.js';
 import { Model, stampedData, type WriteRec } from './model.js';
-import type { SimNode } from './node.js';
+import { channelOf, type SimNode } from './node.js';
 import type { SimOptions } from './options.js';
 import type { Prng } from './prng.js';
 import { nextOp, type HostOp } from './workload.js';
@@ -17,21 +17,23 @@ interface Pending {
   rec: WriteRec | null;
   /** Model time when the request was issued (the read start, the flush start). */
   issuedAt: number;
-  peerStateAtIssue: PeerState;
-  linkAtIssue: number | null;
+  /** Some peer was in sync by the node's own account (a FLUSH with `flush: memory` is then answered from RAM). */
+  anyInSyncAtIssue: boolean;
+  /** Per node index: the live connection to it, if the node saw it in sync then; else null. */
+  linksAtIssue: (number | null)[];
   /** The epoch the node was primary in when it accepted the request. */
   epochAtIssue: number;
-  /** The other node's incarnation then (it held the write at its ack only if it has not died since). */
-  peerIncarnationAtIssue: number;
+  /** Every node's incarnation then (a peer held the write at its ack only if it has not died since). */
+  incarnationsAtIssue: number[];
 }
 
-/** What the host needs to know about the pair. */
+/** What the host needs to know about the volume. */
 export interface HostView {
   readonly sched: Scheduler;
-  readonly nodes: readonly [SimNode, SimNode];
+  readonly nodes: readonly SimNode[];
   readonly opts: SimOptions;
-  /** The live connection both nodes are up on, or null. */
-  liveConnId(): number | null;
+  /** The live connection between nodes `i` and `j` both are up on, or null. */
+  linkConn(i: number, j: number): number | null;
   trace(line: string): void;
   /** `node` acknowledged a write it accepted as primary in `epoch` (one primary per epoch). */
   writeAcknowledged(node: SimNode, epoch: number): void;
@@ -84,7 +86,9 @@ export class Host {
       this.view.sched.after(5, `host${thread} waits`, () => this.next(thread));
       return;
     }
-    const secondary = this.view.nodes.find((n) => n !== primary && n.connectable && n.core?.role === 'secondary') ?? null;
+    const secondaries = this.view.nodes.filter((n) => n !== primary && n.connectable && n.core?.role === 'secondary');
+    // Among three nodes or more, any secondary's read-only export (issue 12 item 5).
+    const secondary = secondaries.length > 1 ? this.prng.pick(secondaries) : secondaries[0] ?? null;
     const target = op.atSecondary && secondary !== null ? secondary : primary;
     this.issued++;
     this.issue(op, target, thread);
@@ -99,7 +103,12 @@ export class Host {
     const reqId = this.nextReqId++;
     const firstBlock = op.offsetBytes / this.blockSize;
     const count = op.lengthBytes / this.blockSize;
-    const base = { op, node, thread, peerStateAtIssue: core.peerState, linkAtIssue: this.view.liveConnId(), epochAtIssue: core.epoch, peerIncarnationAtIssue: this.peerOf(node).incarnation };
+    const base = {
+      op, node, thread, epochAtIssue: core.epoch,
+      anyInSyncAtIssue: core.peers.some((ch) => ch.state === 'in-sync'),
+      linksAtIssue: this.view.nodes.map((n) => (n !== node && channelOf(core, n.name).state === 'in-sync' ? this.view.linkConn(node.index, n.index) : null)),
+      incarnationsAtIssue: this.view.nodes.map((n) => n.incarnation),
+    };
     if (op.kind === 'read') return this.issueRead(reqId, op, node, thread, base);
     if (op.kind === 'flush') {
       this.counts.flushes++;
@@ -126,8 +135,10 @@ export class Host {
     this.counts.reads++;
     const readStart = this.model.openCheck();
     // Strict at the primary; at the secondary only while both are in sync on this very link —
-    // otherwise it may legally lag (it has not heard of the link loss the primary acted on).
-    const strict = node.core!.role === 'primary' || this.mirroredNow();
+    // otherwise it may legally lag (it has not heard of the link loss the primary acted on) —
+    // and, among three nodes or more, only with `ack: all` (with `ack: quorum` a majority
+    // acknowledges a write this secondary may not hold yet).
+    const strict = node.core!.role === 'primary' || (this.view.nodes.length === 2 ? this.mirroredNow() : this.view.opts.quorum.ack === 'all' && this.secondariesInSync().includes(node));
     this.pending.set(reqId, { ...base, rec: null, issuedAt: readStart });
     node.read(op.offsetBytes, op.lengthBytes).then((bytes) => {
       if (!this.pending.delete(reqId)) return;
@@ -148,11 +159,27 @@ export class Host {
     }).catch((err: unknown) => this.view.fail(err));
   }
 
-  /** Both nodes in sync on one live link: the secondary holds every acknowledged write. */
+  /** Nodes `a` and `b` are in sync, each by its own account, on one live link. */
+  inSyncWith(a: SimNode, b: SimNode): boolean {
+    const conn = this.view.linkConn(a.index, b.index);
+    if (conn === null || a.liveConnTo(b.index) !== conn || b.liveConnTo(a.index) !== conn || a.core === null || b.core === null) return false;
+    return channelOf(a.core, b.name).state === 'in-sync' && channelOf(b.core, a.name).state === 'in-sync';
+  }
+
+  /** The secondaries in sync with the primary now (none without a primary). */
+  secondariesInSync(): SimNode[] {
+    const primary = this.primary();
+    return primary === null ? [] : this.view.nodes.filter((n) => n !== primary && this.inSyncWith(primary, n));
+  }
+
+  /**
+   * A pair: both nodes in sync on one live link (the secondary holds every acknowledged write).
+   * Three nodes or more: every secondary is in sync with the primary.
+   */
   mirroredNow(): boolean {
-    const [a, b] = this.view.nodes;
-    const conn = this.view.liveConnId();
-    return conn !== null && a.liveConn === conn && b.liveConn === conn && a.core?.peerState === 'in-sync' && b.core?.peerState === 'in-sync';
+    const nodes = this.view.nodes;
+    if (nodes.length === 2) return this.inSyncWith(nodes[0]!, nodes[1]!);
+    return this.secondariesInSync().length === nodes.length - 1;
   }
 
   /** A node's reply to a write or FLUSH. */
@@ -172,9 +199,10 @@ export class Host {
       // in the step that completed the write, so the core's state now is its state then.
       const alone = node.core !== null && node.core.role === 'primary' && !node.core.mirroring;
       if (ok && alone && this.view.opts.degraded === 'write-through') this.checkDurable(node, reqId, p, 'degraded write-through write', p.issuedAt);
+      // With `quorum: off` a primary left alone serves writes alone (degraded), whatever the ack policy.
       if (ok && this.view.opts.quorum.policy === 'majority') this.checkQuorumHolds(node, reqId, p, p.rec);
     } else if (p.op.kind === 'flush' && ok) {
-      const inMemoryOnly = p.peerStateAtIssue === 'in-sync' && this.view.opts.flush === 'memory';
+      const inMemoryOnly = p.anyInSyncAtIssue && this.view.opts.flush === 'memory';
       if (!inMemoryOnly) this.checkDurable(node, reqId, p, 'FLUSH', p.issuedAt);
     }
     if (p.rec === null) this.model.closeCheck(p.issuedAt);
@@ -182,22 +210,28 @@ export class Host {
     this.done(p.thread);
   }
 
-  private peerOf(node: SimNode): SimNode {
-    return this.view.nodes.find((n) => n !== node)!;
-  }
-
   /**
-   * Issue 12, `quorum: majority`: a write is answered only once a majority holds it, in a pair both
-   * nodes. So the peer, alive since the write was issued (a crash may take what its RAM held after
-   * its ack), must hold this write or a later one in its cache or store — a primary that answered
-   * it alone (the link down, a partition) did not keep that promise.
+   * Issue 12, `quorum: majority`: a write is answered only once a majority of the configured
+   * nodes holds it (in a pair, both). So counting the primary, the peers alive
+   * since the write was issued (a crash may take what its RAM held after its ack) that hold this
+   * write or a later one in their cache or store, and the peers that died since (they may have
+   * held it), must make a majority — a primary that answered it with fewer (the links down, a
+   * partition) did not keep that promise.
    */
   private checkQuorumHolds(node: SimNode, reqId: number, p: Pending, rec: WriteRec): void {
-    const peer = this.peerOf(node);
-    if (!peer.alive || peer.incarnation !== p.peerIncarnationAtIssue) return;
-    const bytes = peer.viewNow(p.op.offsetBytes, p.op.lengthBytes);
-    const why = explainNotBefore(this.model, bytes, p.op.offsetBytes / this.blockSize, rec);
-    if (why !== null) throw new SimFailure(`write r${reqId} answered ok by ${node.name} with quorum: majority, but node ${peer.name} does not hold it: ${why} (a primary without quorum acknowledged a write)`);
+    const nodes = this.view.nodes;
+    const need = Math.floor(nodes.length / 2) + 1;
+    let held = 1;
+    const lacking: string[] = [];
+    for (const peer of nodes) {
+      if (peer === node) continue;
+      if (!peer.alive || peer.incarnation !== p.incarnationsAtIssue[peer.index]) { held++; continue; }
+      const bytes = peer.viewNow(p.op.offsetBytes, p.op.lengthBytes);
+      const why = explainNotBefore(this.model, bytes, p.op.offsetBytes / this.blockSize, rec);
+      if (why === null) held++;
+      else lacking.push(`node ${peer.name} does not hold it: ${why}`);
+    }
+    if (held < need) throw new SimFailure(`write r${reqId} answered ok by ${node.name} with quorum ${this.view.opts.quorum.policy}/ack ${this.view.opts.quorum.ack}, but only ${held} of ${nodes.length} nodes may hold it (${need} needed): ${lacking.join('; ')} (a primary without quorum acknowledged a write)`);
   }
 
   /**
@@ -209,10 +243,13 @@ export class Host {
     const first = whole ? 0 : p.op.offsetBytes / this.blockSize;
     const len = whole ? node.store.sizeBytes : p.op.lengthBytes;
     const stores = [node];
-    const peer = this.peerOf(node);
-    const mirroredThroughout = this.view.opts.flush === 'disk' && p.peerStateAtIssue === 'in-sync' && p.linkAtIssue !== null
-      && p.linkAtIssue === this.view.liveConnId() && this.mirroredNow();
-    if (mirroredThroughout) stores.push(peer);
+    // With `flush: disk` the FLUSH reached every peer it saw in sync, still in sync on that link.
+    for (const peer of this.view.nodes) {
+      const conn = p.linksAtIssue[peer.index];
+      const mirroredThroughout = this.view.opts.flush === 'disk' && peer !== node && conn != null
+        && conn === this.view.linkConn(node.index, peer.index) && this.inSyncWith(node, peer);
+      if (mirroredThroughout) stores.push(peer);
+    }
     for (const n of stores) {
       const bytes = n.store.peek(first * this.blockSize, len);
       const why = p.rec === null ? explainImage(this.model, bytes, first, asOf) : explainNotBefore(this.model, bytes, first, p.rec);

@@ -3,7 +3,7 @@
 // which promise the code did not keep.
 import type { Model, WriteRec } from './model.js';
 import { decodeBlock } from './model.js';
-import type { SimNode } from './node.js';
+import { channelOf, type SimNode } from './node.js';
 
 export class SimFailure extends Error {
   override readonly name = 'SimFailure';
@@ -12,13 +12,14 @@ export class SimFailure extends Error {
 const BLOCK = 512;
 
 /**
- * Fig. 3: `p`'s united bitmap covers every track `h` holds unhardened from a write `p` marked.
- * A write `p` marked on a connection it has since lost is covered by its out-of-sync set instead
- * (linkDown moves the united bitmap there; a new connection starts a new record).
+ * Fig. 3: every node `p` that marked a write `h` holds unhardened has the track in its united
+ * bitmap of `h` (its record of what `h` may hold only in RAM). A write `p` marked on a connection
+ * it has since lost is covered by its out-of-sync set of `h` instead (linkDown moves the united
+ * bitmap there; a new connection starts a new record). Among three nodes or more, every peer
+ * that acked a primary's write marked it.
  */
-export function checkCoverage(h: SimNode, p: SimNode, trackSizeBytes: number): void {
+export function checkCoverage(h: SimNode, nodes: readonly SimNode[], trackSizeBytes: number): void {
   const hc = h.core;
-  const pc = p.core;
   if (hc === null || h.prov.live === 0) return;
   const blocksPerTrack = trackSizeBytes / BLOCK;
   const src = h.prov.src;
@@ -29,14 +30,20 @@ export function checkCoverage(h: SimNode, p: SimNode, trackSizeBytes: number): v
     if (!hc.cache.isTrackDirty(t)) {
       throw new SimFailure(`provenance: node ${h.name} block ${b} (track ${t}) holds ${ref.what} unhardened by the shell's account, but the cache says the track is clean`);
     }
-    if (pc === null || ref.markedBy !== p.incarnation || pc.record.isUnited(t)) continue;
-    const sameConn = ref.conn === p.liveConn;
-    if (!sameConn && pc.outOfSync.has(t)) continue;
-    throw new SimFailure(
-      `bitmap coverage: node ${h.name} holds track ${t} unhardened (block ${b}, ${ref.what}, sent on link ${ref.conn}) ` +
-      `but node ${p.name}'s united bitmap lacks it${sameConn ? '' : ' and so does its out-of-sync set'}: ` +
-      `if ${h.name} failed now, ${p.name} would not resend it`,
-    );
+    for (const [incarnation, conn] of ref.marks) {
+      const p = nodes.find((n) => n.incarnation === incarnation);
+      const pc = p?.core ?? null;
+      if (p === undefined || pc === null || p === h) continue;
+      const ch = channelOf(pc, h.name);
+      if (ch.record.isUnited(t)) continue;
+      const sameConn = conn === p.liveConnTo(h.index);
+      if (!sameConn && ch.outOfSync.has(t)) continue;
+      throw new SimFailure(
+        `bitmap coverage: node ${h.name} holds track ${t} unhardened (block ${b}, ${ref.what}, marked on link ${conn}) ` +
+        `but node ${p.name}'s united bitmap lacks it${sameConn ? '' : ' and so does its out-of-sync set'}: ` +
+        `if ${h.name} failed now, ${p.name} would not resend it`,
+      );
+    }
   }
 }
 

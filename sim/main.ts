@@ -4,6 +4,7 @@
 // Options: --mutant NAME (sim/mutants.ts); --assume-fix NAME, --assume-known-fixes (sim/fixes.ts:
 // look past bugs already reported); --tracker T, --flush P, --no-faults, --power-loss (every
 // seed; by default half of them), --no-power-loss, --no-storage-faults (store, fsync, metadata, stall);
+// --nodes N (a volume of N nodes, 3 to 5: issue 12), --quorum off|majority, --ack all|quorum;
 // --keep-going (do not stop at the first failing seed); --json (the last line is one JSON object:
 // seeds, failed, and the faults injected by kind); --list-mutants (one mutant name per line).
 // Exits non-zero when a seed fails.
@@ -61,6 +62,8 @@ function parseArgs(argv: string[]): Args {
       case '--no-power-loss': overrides.powerLoss = false; break;
       case '--no-storage-faults': overrides.storageFaults = false; break;
       case '--quorum': overrides.quorum = value() as 'off' | 'majority'; break;
+      case '--ack': overrides.ack = value() as 'all' | 'quorum'; break;
+      case '--nodes': overrides.nodes = parseSeed(value()); break;
       default: throw new Error(`unknown argument ${a} (see sim/main.ts)`);
     }
   }

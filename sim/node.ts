@@ -17,6 +17,8 @@ import { Owner, simClock, type Scheduler } from './events.js';
 import type { NodeOptions, SimOptions } from './options.js';
 import type { Prng } from './prng.js';
 import { Provenance, type WriteRef } from './provenance.js';
+import { NODE_NAMES } from './network.js';
+import type { DataChannel } from '../src/core/replica-data.js';
 import type { HostOp } from './workload.js';
 
 /** A byte span of the volume. */
@@ -28,12 +30,12 @@ interface Span {
 /** What a node needs from the cluster around it. */
 export interface NodeHost {
   readonly sched: Scheduler;
-  /** Sends on the node's current connection; false = over the high-water mark. */
-  send(from: SimNode, msg: LinkMessage, ref: WriteRef | null): boolean;
+  /** Sends on the node's current connection to `to`; false = over the high-water mark. */
+  send(from: SimNode, to: number, msg: LinkMessage, ref: WriteRef | null): boolean;
   /** The secondary applied (and acked) write `seq` of sender incarnation `from`: it marked it. */
   writeAcked(node: SimNode, from: number, seq: number): void;
-  /** The primary applied and sent a write: its copy of it, to be marked when acked. */
-  writeSent(node: SimNode, seq: number, refs: WriteRef[]): void;
+  /** The primary applied and sent a write to `to`: its copy of it, to be marked when that peer acks. */
+  writeSent(node: SimNode, to: number, seq: number, refs: WriteRef[]): void;
   trace(line: string): void;
   newIncarnation(): number;
   /** The node's core threw: the run fails with that error. */
@@ -54,15 +56,15 @@ export class SimNode {
   volume: Volume | null = null;
   owner = new Owner('none');
   incarnation = 0;
-  /** The connection this incarnation has been told is up, and not yet told is down. */
-  liveConn: number | null = null;
+  /** Per peer (by node index): the connection this incarnation has been told is up, and not yet told is down. */
+  readonly liveConns: (number | null)[];
   readonly store: SimStore;
   readonly prov: Provenance;
   readonly name: string;
   private readonly prng: Prng;
   private metadata: SimMetadata | null = null;
-  /** Delivered write seq → the incarnation that sent it (acks name only the seq). */
-  private readonly senderOfSeq = new Map<number, number>();
+  /** Delivered write `peer:seq` → the incarnation that sent it (acks name only the seq). */
+  private readonly senderOfSeq = new Map<string, number>();
   /** Operator requests (promote, demote) waiting for Volume's answer; a crash answers them. */
   private readonly waiting = new Set<(error: string | null) => void>();
   /** Among them, the promotions: answered as soon as the core is primary (see promote). */
@@ -81,11 +83,15 @@ export class SimNode {
   private queuedBefore: Span[] = [];
   /** The core's writes held for quorum before this event: those gone since were sent again. */
   private awaitingBefore = 0;
-  /** Writes the core is about to send → the provenance of the copy on the wire (see afterEvent). */
-  private readonly wireRefs = new WeakMap<LinkMessage, WriteRef>();
+  /** Writes the core is about to send → what the copy on the wire holds (see afterEvent). */
+  private readonly wireRefs = new WeakMap<LinkMessage, string>();
+  /** The other nodes of the volume, by name (the config's `nodes:`, this one left out). */
+  readonly peerNames: readonly string[];
 
-  constructor(readonly index: 0 | 1, private readonly opts: SimOptions, private readonly host: NodeHost, prng: Prng, faultPrng: Prng) {
-    this.name = 'ab'[index]!;
+  constructor(readonly index: number, nodeCount: number, private readonly opts: SimOptions, private readonly host: NodeHost, prng: Prng, faultPrng: Prng) {
+    this.name = NODE_NAMES[index]!;
+    this.liveConns = new Array<number | null>(nodeCount).fill(null);
+    this.peerNames = [...NODE_NAMES.slice(0, nodeCount)].filter((n) => n !== this.name);
     this.prng = prng;
     const size = opts.trackCount * opts.trackSizeBytes;
     this.store = new SimStore(this.name, size, opts.powerLoss, host.sched, prng, this.nodeOpts, faultPrng, opts.storage);
@@ -93,7 +99,7 @@ export class SimNode {
   }
 
   private get nodeOpts(): NodeOptions {
-    return this.opts.nodes[this.index];
+    return this.opts.nodes[this.index]!;
   }
 
   get core(): ReplicaCore | null {
@@ -123,7 +129,7 @@ export class SimNode {
     this.owner = owner;
     this.store.owner = owner;
     this.metadata = new SimMetadata(this.store, this.sched, this.prng, this.nodeOpts, owner);
-    this.liveConn = null;
+    this.liveConns.fill(null);
     this.queuedBefore = [];
     this.awaitingBefore = 0;
     const o = this.opts;
@@ -135,9 +141,9 @@ export class SimNode {
       store: this.store,
       metadata: this.metadata,
       mirror: {
-        peers: [this.peerName], role: configRole, tracker: o.tracker, flush: o.flush, degraded: o.degraded, quorum: o.quorum,
+        peers: [...this.peerNames], role: configRole, tracker: o.tracker, flush: o.flush, degraded: o.degraded, quorum: o.quorum,
         syncRateBytesPerSec: o.syncRateBytesPerSec,
-        send: (_peer, msg) => this.send(msg),
+        send: (peer, msg) => this.send(peer, msg),
         // The simulated link has no socket to stop reading: the core holds its inbound stream itself.
         setReceiving: () => undefined,
       },
@@ -186,9 +192,9 @@ export class SimNode {
     const owner = this.owner;
     volume.stop(async () => {
       if (this.owner !== owner) return;
-      const conn = this.liveConn;
+      const conns = [...this.liveConns];
       leaveLink();
-      if (conn !== null) this.linkDown(conn);
+      conns.forEach((conn, peer) => { if (conn !== null) this.linkDown(peer, conn); });
     }).then(() => {
       if (this.owner !== owner) return;
       this.goDown('STOPPED (clean shutdown)');
@@ -225,7 +231,7 @@ export class SimNode {
     this.metadata = null;
     this.stopping = false;
     this.stopRetrying = false;
-    this.liveConn = null;
+    this.liveConns.fill(null);
     this.hostWrite = null;
     this.queuedBefore = [];
     this.awaitingBefore = 0;
@@ -316,45 +322,58 @@ export class SimNode {
   // ---------------------------------------------------------------- the link port
 
   /** Volume's send: the provenance the copy on the wire carries, then the simulated network. */
-  private send(msg: LinkMessage): boolean {
-    const conn = this.liveConn ?? -1;
-    let wireRef: WriteRef | null = this.wireRefs.get(msg) ?? null;
-    if (msg.type === 'syncData') {
-      wireRef = { conn, markedBy: this.incarnation, what: `${this.name}:sync@${msg.offsetBytes}` };
+  private send(peer: string, msg: LinkMessage): boolean {
+    const to = this.indexOf(peer);
+    const conn = this.liveConns[to] ?? -1;
+    let wireRef: WriteRef | null = null;
+    const what = this.wireRefs.get(msg);
+    if (what !== undefined) wireRef = { marks: new Map([[this.incarnation, conn]]), what };
+    else if (msg.type === 'syncData') {
+      wireRef = { marks: new Map([[this.incarnation, conn]]), what: `${this.name}:sync@${msg.offsetBytes}` };
     } else if (msg.type === 'writeAck') {
-      const from = this.senderOfSeq.get(msg.seq);
-      this.senderOfSeq.delete(msg.seq);
+      const key = `${peer}:${msg.seq}`;
+      const from = this.senderOfSeq.get(key);
+      this.senderOfSeq.delete(key);
       if (from !== undefined) this.host.writeAcked(this, from, msg.seq);
     }
-    return this.host.send(this, msg, wireRef);
+    return this.host.send(this, to, msg, wireRef);
   }
 
-  /** The simulated volume is a pair: the other node's name. */
-  private get peerName(): string {
-    return this.index === 0 ? 'b' : 'a';
+  private indexOf(peer: string): number {
+    const i = NODE_NAMES.indexOf(peer);
+    if (i < 0 || i === this.index) throw new Error(`sim: ${this.name} has no peer ${peer}`);
+    return i;
   }
 
-  linkUp(connId: number): void {
-    this.liveConn = connId;
-    this.volume?.linkEstablished(this.peerName);
+  /** The connection to node `peer` this incarnation is up on, or null. */
+  liveConnTo(peer: number): number | null {
+    return this.liveConns[peer]!;
   }
 
-  linkDown(connId: number): void {
-    if (this.liveConn !== connId) return;
-    this.liveConn = null;
-    this.volume?.linkDown(this.peerName);
+  linkUp(peer: number, connId: number): void {
+    this.liveConns[peer] = connId;
+    this.volume?.linkEstablished(NODE_NAMES[peer]!);
   }
 
-  deliver(connId: number, msg: LinkMessage, ref: WriteRef | null): void {
-    if (this.liveConn !== connId || this.volume === null) return;
-    this.prov.delivered(msg, ref);
-    if ((msg.type === 'write' || msg.type === 'zero') && ref?.markedBy != null) this.senderOfSeq.set(msg.seq, ref.markedBy);
-    this.volume.linkMessage(this.peerName, msg);
+  linkDown(peer: number, connId: number): void {
+    if (this.liveConns[peer] !== connId) return;
+    this.liveConns[peer] = null;
+    this.volume?.linkDown(NODE_NAMES[peer]!);
   }
 
-  drained(connId: number): void {
-    if (this.liveConn !== connId) return;
-    this.volume?.linkDrained(this.peerName);
+  deliver(peer: number, connId: number, msg: LinkMessage, ref: WriteRef | null): void {
+    if (this.liveConns[peer] !== connId || this.volume === null) return;
+    const name = NODE_NAMES[peer]!;
+    this.prov.delivered(name, msg, ref);
+    if ((msg.type === 'write' || msg.type === 'zero') && ref !== null) {
+      for (const sender of ref.marks.keys()) this.senderOfSeq.set(`${name}:${msg.seq}`, sender);
+    }
+    this.volume.linkMessage(name, msg);
+  }
+
+  drained(peer: number, connId: number): void {
+    if (this.liveConns[peer] !== connId) return;
+    this.volume?.linkDrained(NODE_NAMES[peer]!);
   }
 
   // ---------------------------------------------------------------- observation (sim/provenance.ts)
@@ -377,10 +396,11 @@ export class SimNode {
     core.linkDown = (peer: string, nowMs: number) => {
       // A core that forgets the messages it held back (they were never acked) leaves our account
       // of them behind too: drop the unapplied tail.
-      const before = core.heldInbound.queued;
+      const ch = channelOf(core, peer);
+      const before = ch.inbound.length;
       linkDown(peer, nowMs);
-      const after = core.heldInbound.queued;
-      if (mine() && after < before) this.prov.forgetQueued(before - after);
+      const after = ch.inbound.length;
+      if (mine() && after < before) this.prov.forgetQueued(peer, before - after);
     };
     const hardenDone = core.hardenDone.bind(core);
     core.hardenDone = (jobId, ...rest) => {
@@ -407,31 +427,35 @@ export class SimNode {
     if (core.role === 'primary') for (const answer of [...this.promoting]) answer(null);
     if (core.role === 'secondary' && core.writesDrained) for (const answer of [...this.demoting]) answer(null);
     // In the order Volume carries them out: a harden job after a send snapshots the sent write.
+    // One write goes to every peer receiving writes as one message (replica-acks.ts mirror).
+    const local = new Map<LinkMessage, WriteRef[]>();
     for (const a of actions) {
-      // Writes sent again once quorum returned go before any new one (DataPath.drainHostQueue).
-      if (a.kind === 'send' && (a.msg.type === 'write' || a.msg.type === 'zero')) this.writeSending(a.msg, resent-- > 0);
+      if (a.kind === 'send' && (a.msg.type === 'write' || a.msg.type === 'zero')) {
+        let refs = local.get(a.msg);
+        // Writes sent again once quorum returned go before any new one (DataPath.drainHostQueue).
+        if (refs === undefined) local.set(a.msg, refs = this.writeSending(a.msg, resent-- > 0));
+        this.host.writeSent(this, this.indexOf(a.peer), a.msg.seq, refs);
+      }
       if (a.kind !== 'harden') continue;
       this.host.trace(`${this.name}: harden j${a.job.id} ${a.reason} tracks ${a.job.tracks.join(',')}`);
       this.prov.hardenStarted(a.job);
     }
   }
 
-  private writeSending(msg: Extract<LinkMessage, { type: 'write' | 'zero' }>, again: boolean): void {
-    const conn = this.liveConn ?? -1;
+  /** Our copy of a write we send: its references, to be marked by each peer's ack. */
+  private writeSending(msg: Extract<LinkMessage, { type: 'write' | 'zero' }>, again: boolean): WriteRef[] {
     // Step 62: we mark the peer's copy before sending, so the receiver's copy is marked by us.
     // Our own copy is marked by the peer only once it applies the write (step 66), i.e. acks.
     // A write sent again (held for quorum) is the bytes applied here before, some hardened since:
     // the blocks still unhardened keep their references (a harden job in flight compares them),
     // and the peer's ack of this copy marks them.
     const lengthBytes = msg.type === 'zero' ? msg.lengthBytes : msg.data.length;
-    if (again) {
-      this.host.writeSent(this, msg.seq, this.prov.liveRefs(msg.offsetBytes, lengthBytes));
-    } else {
-      const local: WriteRef = { conn, markedBy: null, what: `${this.name}#${msg.seq}` };
-      this.prov.setSpan(msg.offsetBytes, lengthBytes, local);
-      this.host.writeSent(this, msg.seq, [local]);
-    }
-    this.wireRefs.set(msg, { conn, markedBy: this.incarnation, what: `${this.name}#${msg.seq}` });
+    const what = `${this.name}#${msg.seq}`;
+    this.wireRefs.set(msg, what);
+    if (again) return this.prov.liveRefs(msg.offsetBytes, lengthBytes);
+    const local: WriteRef = { marks: new Map(), what };
+    this.prov.setSpan(msg.offsetBytes, lengthBytes, local);
+    return [local];
   }
 
   /** Host write pieces that went into the cache during the event (queued ones wait for room). */
@@ -454,11 +478,17 @@ export class SimNode {
    * would set them otherwise).
    */
   private resolveApplied(core: ReplicaCore, actions: ReplicaAction[], localApplies: Span[]): void {
-    const { queued, headAppliedBytes } = core.heldInbound;
-    this.prov.resolveApplied(queued, headAppliedBytes, core.role === 'secondary');
+    for (const ch of core.peers) this.prov.resolveApplied(ch.name, ch.inbound.length, ch.inbound.headAppliedBytes, core.role === 'secondary');
     if (localApplies.length === 0) return;
     const sent = new Set<number>();
     for (const a of actions) if (a.kind === 'send' && (a.msg.type === 'write' || a.msg.type === 'zero')) sent.add(a.msg.offsetBytes);
     for (const span of localApplies) if (!sent.has(span.offsetBytes)) this.prov.setSpan(span.offsetBytes, span.lengthBytes, null);
   }
+}
+
+/** The core's channel to `peer` (core.peers: one per other node). */
+export function channelOf(core: ReplicaCore, peer: string): DataChannel {
+  const ch = core.peers.find((c) => c.name === peer);
+  if (ch === undefined) throw new Error(`sim: no channel to ${peer}`);
+  return ch;
 }

@@ -12,6 +12,8 @@ export interface NodeOptions {
   storeWriteMeanMs: number;
   storeReadMeanMs: number;
   storeSyncMeanMs: number;
+  /** Extra mean delay of every message to this node (a slow secondary; three nodes or more). */
+  slowLinkMs: number;
 }
 
 export interface FaultWeights {
@@ -21,6 +23,8 @@ export interface FaultWeights {
   crashSecondary: number;
   crashPrimary: number;
   storeFail: number;
+  /** A node stops reading its links for a while (SIGSTOP, swapping): three nodes or more. */
+  stall: number;
 }
 
 /**
@@ -54,7 +58,8 @@ export interface SimOptions {
   syncWindowChunks: number;
   syncRateBytesPerSec: number;
   storeRetryMs: number;
-  nodes: [NodeOptions, NodeOptions];
+  /** One per node: two (a pair), or three to five (issue 12: `overrides.nodes`). */
+  nodes: NodeOptions[];
   linkDelayMeanMs: number;
   /** Messages queued on a direction before the sender is told to stop (link back-pressure). */
   linkHighWater: number;
@@ -75,6 +80,8 @@ export interface SimOptions {
   promoteMeanMs: number;
   downMeanMs: number;
   partitionMeanMs: number;
+  /** How long a stalled node stops reading (three nodes or more). */
+  stallMeanMs: number;
   /** Half the crashes are a power loss of the machine (unsynced sectors may be lost; sim/disk.ts). */
   powerLoss: boolean;
   storage: StorageFaults;
@@ -94,6 +101,9 @@ export interface OptionOverrides {
   tracker?: TrackerKind;
   flush?: FlushPolicy;
   quorum?: QuorumSettings['policy'];
+  ack?: QuorumSettings['ack'];
+  /** Nodes in the volume: 2 (the default) to 5. */
+  nodes?: number;
 }
 
 export function drawOptions(prng: Prng, overrides: OptionOverrides = {}): SimOptions {
@@ -105,8 +115,9 @@ export function drawOptions(prng: Prng, overrides: OptionOverrides = {}): SimOpt
     storeWriteMeanMs: prng.range(1, 15),
     storeReadMeanMs: prng.range(0, 4),
     storeSyncMeanMs: prng.range(0, 10),
+    slowLinkMs: 0,
   });
-  const nodes: [NodeOptions, NodeOptions] = [node(), node()];
+  const nodes: NodeOptions[] = [node(), node()];
   const rangeTracks = prng.pick([1, 2, 4, 8]);
   const maxDirtyAgeMs = prng.range(40, 600);
   const faultsOn = overrides.faults ?? true;
@@ -146,11 +157,13 @@ export function drawOptions(prng: Prng, overrides: OptionOverrides = {}): SimOpt
       crashSecondary: prng.range(0, 4),
       crashPrimary: prng.range(0, 4),
       storeFail: prng.range(0, 1),
-    } : { drop: 0, partition: 0, corrupt: 0, crashSecondary: 0, crashPrimary: 0, storeFail: 0 },
+      stall: 0,
+    } : { drop: 0, partition: 0, corrupt: 0, crashSecondary: 0, crashPrimary: 0, storeFail: 0, stall: 0 },
     switchoverWeight: faultsOn ? prng.range(0, 2) : 0,
     promoteMeanMs: prng.range(5, 300),
     downMeanMs: prng.range(10, 200),
     partitionMeanMs: prng.range(10, 300),
+    stallMeanMs: 0,
     livenessLimitMs: 60_000,
     // Drawn last, so that adding it left every earlier draw of a seed as it was.
     cleanRestartWeight: faultsOn ? prng.range(0, 2) : 0,
@@ -171,7 +184,25 @@ export function drawOptions(prng: Prng, overrides: OptionOverrides = {}): SimOpt
     policy: overrides.quorum ?? (prng.chance(0.3) ? 'majority' : 'off'),
     onNoQuorum: prng.pick<QuorumSettings['onNoQuorum']>(['suspend-io', 'io-error']),
   };
-  return { ...drawn, storage, powerLoss, quorum };
+  if (overrides.ack !== undefined) quorum.ack = overrides.ack;
+  const options: SimOptions = { ...drawn, storage, powerLoss, quorum };
+  const count = overrides.nodes ?? 2;
+  if (count > 2) drawSeveral(prng, options, count, node, faultsOn, overrides);
+  return options;
+}
+
+/**
+ * Issue 12 item 8: a volume of three nodes or more. Drawn after everything a pair draws, so a
+ * pair's seed stays as it was: the extra nodes, slow secondaries, stalls, and the quorum policy
+ * (`majority` is the default from three nodes on, `off` still allowed).
+ */
+function drawSeveral(prng: Prng, o: SimOptions, count: number, node: () => NodeOptions, faultsOn: boolean, overrides: OptionOverrides): void {
+  if (count > 5) throw new Error(`sim: --nodes ${count}: at most 5`);
+  while (o.nodes.length < count) o.nodes.push(node());
+  for (let i = 1; i < count; i++) if (prng.chance(0.25)) o.nodes[i]!.slowLinkMs = prng.range(5, 40);
+  if (faultsOn) o.faults.stall = prng.range(0, 3);
+  o.stallMeanMs = prng.range(20, 400);
+  if (overrides.quorum === undefined) o.quorum.policy = prng.chance(0.75) ? 'majority' : 'off';
 }
 
 /** One line for the trace header: enough to see which corner of the swarm a seed is in. */
@@ -179,7 +210,7 @@ export function describeOptions(o: SimOptions): string {
   return [
     `tracks=${o.trackCount}x${o.trackSizeBytes / 1024}KiB range=${o.rangeTracks}`,
     `tracker=${o.tracker} flush=${o.flush} degraded=${o.degraded} quorum=${o.quorum.policy}/${o.quorum.onNoQuorum} ack=${o.quorum.ack}`,
-    `cache=${o.nodes[0].cacheTracks}/${o.nodes[1].cacheTracks}tr age=${o.maxDirtyAgeMs}ms scan=${o.destageIntervalMs}ms thr=${o.rangeDirtyThresholdTracks}`,
-    `ops=${o.hostOps} qd=${o.hostQueueDepth} faults=${JSON.stringify(o.faults)} storage=${JSON.stringify(o.storage)} powerLoss=${o.powerLoss}`,
+    `${o.nodes.length > 2 ? `nodes=${o.nodes.length} slow=${o.nodes.map((n) => n.slowLinkMs).join('/')} stall=${o.faults.stall}/${o.stallMeanMs}ms ` : ''}cache=${o.nodes.map((n) => n.cacheTracks).join('/')}tr age=${o.maxDirtyAgeMs}ms scan=${o.destageIntervalMs}ms thr=${o.rangeDirtyThresholdTracks}`,
+    `ops=${o.hostOps} qd=${o.hostQueueDepth} faults=${JSON.stringify(o.nodes.length > 2 ? o.faults : { ...o.faults, stall: undefined })} storage=${JSON.stringify(o.storage)} powerLoss=${o.powerLoss}`,
   ].join(' ');
 }

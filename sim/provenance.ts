@@ -9,18 +9,17 @@
 // block the primary holds counts only once the secondary has applied (and acked) that write — a
 // write still on the wire was never acknowledged, and losing it is allowed.
 //
-// So per block we keep a WriteRef: the connection the write travelled on and the incarnation of
-// the peer that marked it (null: not marked yet). The shell sets it in the order the core applies
+// So per block we keep a WriteRef: who marked the write, each on the connection it marked it on
+// (none yet: not marked). Among three nodes or more a primary's copy is marked by every peer
+// that acked it, each in its own record of this node. The shell sets it in the order the core applies
 // writes, and a harden job clears exactly the blocks it snapshotted unless a newer write replaced
 // them meanwhile — the same rule as the cache's `rewritten` mask, at block granularity.
 import type { HardenJob } from '../src/core/cache.js';
 import type { LinkMessage } from '../src/core/replica-types.js';
 
 export interface WriteRef {
-  /** The connection the write (or sync chunk) was sent on. */
-  readonly conn: number;
-  /** Incarnation id of the node whose record holds the mark; null until marked. */
-  markedBy: number | null;
+  /** Incarnation id of each node whose record holds the mark → the connection it marked it on. */
+  readonly marks: Map<number, number>;
   readonly what: string;
 }
 
@@ -37,8 +36,8 @@ export class Provenance {
   readonly src: (WriteRef | null)[];
   /** Blocks of src that are not null: the coverage check skips a node with none (most steps). */
   live = 0;
-  /** Data delivered to this node whose application we have not seen yet (it may wait for room). */
-  private shadow: ShadowEntry[] = [];
+  /** Per peer: data delivered to this node whose application we have not seen yet (it may wait for room). */
+  private readonly shadows = new Map<string, ShadowEntry[]>();
   private readonly jobs = new Map<number, [number, WriteRef][]>();
 
   constructor(readonly blockCount: number) {
@@ -68,8 +67,10 @@ export class Provenance {
   }
 
   /** A message reached this node; the core applies its inbound stream in order, maybe later. */
-  delivered(msg: LinkMessage, ref: WriteRef | null): void {
-    this.shadow.push({ msg, ref, appliedBytes: 0 });
+  delivered(peer: string, msg: LinkMessage, ref: WriteRef | null): void {
+    let shadow = this.shadows.get(peer);
+    if (shadow === undefined) this.shadows.set(peer, shadow = []);
+    shadow.push({ msg, ref, appliedBytes: 0 });
   }
 
   /**
@@ -78,13 +79,15 @@ export class Provenance {
    * queue may be partly applied already (`headAppliedBytes`): a message larger than half the
    * receiver's cache goes in piece by piece. `receiving`: the node is secondary, so it applies data.
    */
-  resolveApplied(queued: number, headAppliedBytes: number, receiving: boolean): void {
-    const upTo = Math.max(0, this.shadow.length - queued);
+  resolveApplied(peer: string, queued: number, headAppliedBytes: number, receiving: boolean): void {
+    const shadow = this.shadows.get(peer);
+    if (shadow === undefined) return;
+    const upTo = Math.max(0, shadow.length - queued);
     // A node that is not secondary (any more) ignores volume data from its peer: it is consumed
     // from the queue but lands nowhere.
-    for (let i = 0; i < upTo; i++) if (receiving) this.applyEntry(this.shadow[i]!, Infinity);
-    if (upTo > 0) this.shadow = this.shadow.slice(upTo);
-    const head = this.shadow[0];
+    for (let i = 0; i < upTo; i++) if (receiving) this.applyEntry(shadow[i]!, Infinity);
+    if (upTo > 0) shadow.splice(0, upTo);
+    const head = shadow[0];
     if (queued > 0 && head !== undefined && headAppliedBytes > head.appliedBytes) this.applyEntry(head, headAppliedBytes);
   }
 
@@ -102,8 +105,9 @@ export class Provenance {
   }
 
   /** The core dropped the last `count` messages it held back, unapplied. */
-  forgetQueued(count: number): void {
-    this.shadow.length = Math.max(0, this.shadow.length - count);
+  forgetQueued(peer: string, count: number): void {
+    const shadow = this.shadows.get(peer);
+    if (shadow !== undefined) shadow.length = Math.max(0, shadow.length - count);
   }
 
   /** The core snapshotted these blocks into a store write. */
@@ -134,7 +138,7 @@ export class Provenance {
   reset(): void {
     this.src.fill(null);
     this.live = 0;
-    this.shadow = [];
+    this.shadows.clear();
     this.jobs.clear();
   }
 }
