@@ -77,11 +77,18 @@ export class AckPart {
     this.answer(piece);
   }
 
-  /** Quorum is gone and fewer nodes than it needs hold the piece: its write fails (EIO). */
+  /**
+   * Fewer nodes than quorum needs hold the piece: its write fails (EIO). Whether the node has
+   * quorum *now* does not matter: a peer that counts toward it now may never have held this piece
+   * (it finished a resync since, and the resync's data may still be on its way: simulator, three
+   * nodes, seed 24, where a write held by the primary alone was acknowledged that way).
+   */
   failIfTooFewHold(piece: Piece): void {
-    if (this.d.writesHaveQuorum || 1 + piece.acks >= this.d.quorumPart.need) return;
+    const { need, configuredNodes, settings } = this.d.quorumPart;
+    if (1 + piece.acks >= need) return;
     piece.write.errno ??= 'EIO';
-    piece.write.reason ??= `${this.d.noQuorumMessage()}: quorum was lost before enough nodes acknowledged this write`;
+    const held = `${1 + piece.acks} of ${configuredNodes} nodes hold this write and ${need} must (quorum: ${settings.policy})`;
+    piece.write.reason ??= this.d.writesHaveQuorum ? `${held}: a peer's link dropped before it acknowledged` : `${this.d.noQuorumMessage()}; ${held}`;
   }
 
   /** The piece met the ack policy: it counts as done, once. */

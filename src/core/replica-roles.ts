@@ -111,6 +111,13 @@ export class RolePart {
       return;
     }
     if (verdict.kind === 'fetch') {
+      // The most current node confirmed, then its link dropped before the last answer came (the
+      // survey completes on that drop): it cannot be fetched from now (simulator, three nodes,
+      // seed 10: the request went out on a dead link).
+      if (!this.data.channelOf(verdict.from).linkIsUp) {
+        this.endPromotion(`the link to ${verdict.from}, the most current node, went down before this node could fetch from it: promote ${verdict.from} instead, or retry once it is back`, requestId);
+        return;
+      }
       survey.fetching = { history, requestId };
       this.data.send(this.data.channelOf(verdict.from), { type: 'fetchReq', tracks: verdict.tracks.toBytes() });
       this.data.emit({ kind: 'log', level: 'warn', msg: 'fetching what this node lacks from the most current node before serving writes', fields: { from: verdict.from, tracks: verdict.tracks.count() } });
@@ -177,7 +184,13 @@ export class RolePart {
     // incomplete store looks newest and resyncs over the proposer's complete one (simulator, seed
     // 20022525: a crashed primary, resynced by its peer, confirmed the peer's promotion, lost the
     // link, and sent its stale store back in full, over an acknowledged write).
-    if (ch.intake.active || this.link.resyncIncomplete) return `${this.settings.node} is still receiving a resync from ${ch.name}: its data is incomplete`;
+    // Among three or more nodes a secondary never sources a resync, and the survey judges an
+    // incomplete confirmer by its stand (it is never "most current"; one beyond every complete
+    // copy makes the survey refuse): refusing here too left two secondaries, each resynced by a
+    // primary that died, unable to confirm anyone, and the volume without a primary for good
+    // (simulator, three nodes, seed 24).
+    const incompleteHere = ch.intake.active || (this.link.resyncIncomplete && this.data.channels.length === 1);
+    if (incompleteHere) return `${this.settings.node} is still receiving a resync from ${ch.name}: its data is incomplete`;
     // A pair's proposal extends our history by its one new entry. Among three or more nodes it may
     // extend it by more: we may have been away (an old primary back from a crash) while others
     // confirmed a promotion that never served. We take the newer history; the survey judges our
@@ -206,16 +219,25 @@ export class RolePart {
   /**
    * A peer's answer to our proposal among three or more nodes. A confirming peer sent its state
    * just before (onPersisted): its stand in the old stream, and the tracks it holds only in RAM,
-   * which our record of it takes now (its hardening notices to us follow on the link).
+   * which our record of it took then (onSurveyedState).
    */
   private onSurveyAnswer(ch: DataChannel, msg: Extract<LinkMessage, { type: 'promoteAck' }>, nowMs: number): void {
     const survey = this.survey!;
     if (this.promotion.proposalId !== msg.id || !survey.asks(ch.name)) return;
-    if (msg.ok && ch.peerView !== null) {
-      const dirty = TrackBitmap.fromBytes(this.data.cache.trackCount, ch.peerView.dirty);
-      for (let t = 0; t < dirty.trackCount; t++) if (dirty.has(t)) ch.record.mark(t);
-    }
     if (survey.answered(ch.name, msg.ok ? null : msg.reason, msg.ok ? this.peerStand(ch) : null)) this.surveyComplete(nowMs);
+  }
+
+  /**
+   * A state from a peer our survey asks: a confirmer's announce, sent just before its promoteAck
+   * (onPersisted). Our record of it takes the tracks it holds only in RAM now, before its
+   * notices of them arrive: its notifier treats them as marked here, and a toggle-counter CLEAR
+   * among those notices may end a cycle such a track was in (simulator, three nodes, seed 89:
+   * marked only at the promoteAck, the record lacked a track between the two).
+   */
+  onSurveyedState(ch: DataChannel, msg: Extract<LinkMessage, { type: 'state' }>): void {
+    if (this.survey === null || !this.survey.asks(ch.name)) return;
+    const dirty = TrackBitmap.fromBytes(this.data.cache.trackCount, msg.dirty);
+    for (let t = 0; t < dirty.trackCount; t++) if (dirty.has(t)) ch.record.mark(t);
   }
 
   /** Every peer asked answered or dropped: the proposal ends, and the survey judges. */

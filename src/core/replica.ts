@@ -180,7 +180,10 @@ export class ReplicaCore {
     else if (msg.type === 'promoteAck') this.roles.onPromoteAck(ch, msg, nowMs);
     else if (msg.type === 'fetchReq') this.link.fetchRequested(ch, msg.tracks, nowMs);
     else if (msg.type === 'syncDone' && this.roles.fetchesFrom(ch)) this.roles.fetchReceived(ch, nowMs);
-    else return this.link.processInbound(ch, msg, nowMs);
+    else {
+      if (msg.type === 'state') this.roles.onSurveyedState(ch, msg);
+      return this.link.processInbound(ch, msg, nowMs);
+    }
     return true;
   }
 
