@@ -5,7 +5,8 @@
 // the old primary's write stream (stream-position.ts). Once every peer asked has answered (or
 // dropped), this part judges, with the answers of a majority:
 //
-//   refuse   too few confirmed; no complete copy of the newest stream is reachable; or a node
+//   refuse   too few confirmed; fewer than a majority that know where they stand in the stream
+//            (only then do they meet every majority that acknowledged a write); or a node
 //            still being resynced when the primary went away holds writes beyond every complete
 //            copy (some may have been acknowledged, and its store mixes old and new tracks).
 //   fetch    another node holds later writes of the stream than this one: the proposer takes the
@@ -77,7 +78,7 @@ export class PromotionSurvey {
    * The verdict, once every peer answered: `self` is the proposer's own stand, `need` the nodes
    * (itself included) that must confirm.
    */
-  judge(self: StreamStand, need: number): SurveyVerdict {
+  judge(self: StreamStand, need: number, quorumAck: boolean): SurveyVerdict {
     const confirmed = 1 + this.stands.length;
     if (confirmed < need) return { kind: 'refuse', error: `only ${confirmed} of the ${need} nodes needed confirmed the promotion${this.refusals.length > 0 ? ` (${this.refusals.join('; ')})` : ''}` };
     const all = [self, ...this.stands];
@@ -85,6 +86,14 @@ export class PromotionSurvey {
     const newest = Math.max(...all.map((s) => s.stream));
     const complete = all.filter((s) => s.stream === newest && s.valid);
     if (newest === 0 || complete.length === 0) return { kind: 'refuse', error: 'no reachable node is known to hold every write of the last primary (each restarted or was being resynced since): promote with --force the node whose data to keep' };
+    // With `ack: quorum` an acknowledged write is held by a majority, which the nodes asked meet
+    // in one node only if each of them can say where it stands. One that restarted since (stream
+    // 0: its RAM and its place in the stream are gone) cannot: counted, it let a promotion serve
+    // without a write only the dead primary and the node not asked held (simulator, three nodes,
+    // seed 38). One still being resynced can (its acks never counted, or it still holds what it
+    // acked). With `ack: all` every in-sync secondary held every write: a complete copy suffices.
+    const known = all.filter((s) => s.stream !== 0);
+    if (quorumAck && known.length < need) return { kind: 'refuse', error: `only ${known.length} of the ${need} nodes needed know where they stand in the last primary's writes (${all.filter((s) => s.stream === 0).map((s) => s.node).join(', ')} restarted since): retry once more nodes are back, or promote with --force the node whose data to keep` };
     // The most current complete copy; this node on a tie (no fetch).
     const best = complete.reduce((a, b) => (b.lastSeq > a.lastSeq ? b : a));
     const beyond = all.find((s) => s.stream === newest && !s.valid && s.lastSeq > best.lastSeq);

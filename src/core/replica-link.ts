@@ -232,7 +232,7 @@ export class LinkHalf {
       if (ch.state === 'split-brain' && compareHistories(this.history, peer.history) === 'equal') ch.event('splitBrainHealed');
       return;
     }
-    const decision = decideSync(this.sideState(), { ...peer, node: ch.name });
+    const decision = decideSync(this.sideState(), { ...peer, node: ch.name }, this.branchesByEpoch);
     // Among three or more nodes a secondary never sources a resync, and a primary steps down only
     // for a primary with newer data. A secondary's history is newer than a live primary's when it
     // confirmed a promotion that then failed (the proposer lost its majority): resyncing the
@@ -263,8 +263,13 @@ export class LinkHalf {
     this.startResync(ch, decision.full, decision.reason, peer, nowMs);
   }
 
+  /** Three or more nodes with `quorum: majority`: a diverged history is a failed promotion's branch (decideSync). */
+  get branchesByEpoch(): boolean {
+    return this.settings.peers.length > 1 && this.settings.quorum.policy === 'majority';
+  }
+
   private sideState(): SideState {
-    return { node: this.settings.node, history: this.history, storeTrusted: this.storeTrusted, outOfSyncValid: this.outOfSyncValid, discardLocal: this.discardLocal };
+    return { node: this.settings.node, history: this.history, storeTrusted: this.storeTrusted, outOfSyncValid: this.outOfSyncValid, discardLocal: this.discardLocal, role: this.data.role };
   }
 
   private startResync(ch: Channel, full: boolean, reason: string, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void {

@@ -11,7 +11,8 @@
 // primary the source never heard from). Anything it cannot vouch for turns the resync into a full one.
 import { assert } from './assert.js';
 import { TrackBitmap } from './bitmap.js';
-import { compareHistories, lastPrimary, type EpochEntry } from './epochs.js';
+import { compareHistories, currentEpoch, lastPrimary, type EpochEntry } from './epochs.js';
+import type { Role } from './replica-types.js';
 
 export interface SideState {
   node: string;
@@ -21,6 +22,8 @@ export interface SideState {
   /** outOfSync is complete (the node did not crash since it started collecting it). */
   outOfSyncValid: boolean;
   discardLocal: boolean;
+  /** Its role now (decides a tie between branches of equal epochs: `byEpoch`). */
+  role?: Role;
 }
 
 export type SyncDecision =
@@ -28,8 +31,24 @@ export type SyncDecision =
   | { kind: 'target' }
   | { kind: 'split-brain'; reason: string };
 
-export function decideSync(me: SideState, peer: SideState): SyncDecision {
+/**
+ * `byEpoch`: a volume of three or more nodes with `quorum: majority`. There two branches of
+ * history cannot both have served writes (each promotion takes a majority, and a node that
+ * confirmed one stops following the other), so a branch the other side lacks is a promotion
+ * that failed after some node had confirmed it: the branch with the higher epoch is the newer,
+ * and the other side is resynced in full. The promotion survey had already fetched any data of a
+ * branch that did serve (promotion-survey.ts). Left a split brain, it needed an operator after
+ * any failed promotion (simulator, three nodes, seeds 11, 24, 85).
+ */
+export function decideSync(me: SideState, peer: SideState, byEpoch = false): SyncDecision {
   const relation = compareHistories(me.history, peer.history, { me: me.node, peer: peer.node });
+  if (relation === 'diverged' && byEpoch) {
+    // On a tie (a primary left alone started a generation of its own under the number another
+    // node proposed next: seed 11), the side that is primary now is the one a majority confirmed.
+    const rank = (side: SideState): number => 2 * currentEpoch(side.history) + (side.role === 'primary' ? 1 : 0);
+    const [mine, theirs] = [rank(me), rank(peer)];
+    if (mine !== theirs) return mine > theirs ? { kind: 'source', full: true, reason: 'newer epoch: the peer holds a branch of a promotion that did not complete' } : { kind: 'target' };
+  }
   if (me.discardLocal !== peer.discardLocal) {
     // An operator resolved a split brain (or forced a side): the discarding side is the target of
     // a resync of every track either side changed.
