@@ -15,8 +15,8 @@
 // and the operator promotes *any* live secondary after the primary dies — the promotion must then
 // find the acknowledged writes wherever they are (it fetches from the most current node). A node
 // crashes only while every node is up, and the primary only while enough secondaries are in sync
-// with it to hold every acknowledged write (one for `ack: all`; with `ack: quorum` a majority
-// without it): each crash is one failure the policy promises to survive.
+// with it that they are a majority without it (they hold every acknowledged write, and a
+// promotion's survey can tell): each crash is one failure the policy promises to survive.
 import type { Scheduler } from './events.js';
 import type { Host } from './host.js';
 import type { Link, Network } from './network.js';
@@ -183,9 +183,9 @@ export class Faults {
     if (primary === null) return;
     if (this.several) {
       const count = this.v.nodes.length;
-      // `ack: all`: an in-sync secondary holds every acknowledged write. `ack: quorum`: a majority
-      // held each, so a majority must still be intact (in sync) once the primary is gone.
-      const need = this.v.opts.quorum.ack === 'all' ? 1 : Math.floor(count / 2) + 1;
+      // A promotion's survey needs a majority that knows where it stands in the stream
+      // (promotion-survey.ts): a majority must still be intact (in sync) once the primary is gone.
+      const need = Math.floor(count / 2) + 1;
       if (!this.v.nodes.every((n) => n.alive) || this.v.host.secondariesInSync().length < need) return;
     } else if (!this.v.host.mirroredNow()) {
       return;

@@ -78,7 +78,7 @@ export class PromotionSurvey {
    * The verdict, once every peer answered: `self` is the proposer's own stand, `need` the nodes
    * (itself included) that must confirm.
    */
-  judge(self: StreamStand, need: number, quorumAck: boolean): SurveyVerdict {
+  judge(self: StreamStand, need: number): SurveyVerdict {
     const confirmed = 1 + this.stands.length;
     if (confirmed < need) return { kind: 'refuse', error: `only ${confirmed} of the ${need} nodes needed confirmed the promotion${this.refusals.length > 0 ? ` (${this.refusals.join('; ')})` : ''}` };
     const all = [self, ...this.stands];
@@ -86,14 +86,15 @@ export class PromotionSurvey {
     const newest = Math.max(...all.map((s) => s.stream));
     const complete = all.filter((s) => s.stream === newest && s.valid);
     if (newest === 0 || complete.length === 0) return { kind: 'refuse', error: 'no reachable node is known to hold every write of the last primary (each restarted or was being resynced since): promote with --force the node whose data to keep' };
-    // With `ack: quorum` an acknowledged write is held by a majority, which the nodes asked meet
-    // in one node only if each of them can say where it stands. One that restarted since (stream
-    // 0: its RAM and its place in the stream are gone) cannot: counted, it let a promotion serve
-    // without a write only the dead primary and the node not asked held (simulator, three nodes,
-    // seed 38). One still being resynced can (its acks never counted, or it still holds what it
-    // acked). With `ack: all` every in-sync secondary held every write: a complete copy suffices.
+    // The nodes asked meet every node that held an acknowledged write (a majority with `ack:
+    // quorum` or `quorum: majority`; with `ack: all`, every secondary in sync then) only if each
+    // of them can say where it stands. One that restarted since (stream 0: its RAM and its place
+    // in the stream are gone) cannot: counted, it let a promotion serve without a write only the
+    // dead primary and the node not asked held (simulator, three nodes, seeds 38 and 944: a
+    // complete copy may be a prefix, its link lost before the last writes). One still being
+    // resynced can (its acks never counted, or it still holds what it acked).
     const known = all.filter((s) => s.stream !== 0);
-    if (quorumAck && known.length < need) return { kind: 'refuse', error: `only ${known.length} of the ${need} nodes needed know where they stand in the last primary's writes (${all.filter((s) => s.stream === 0).map((s) => s.node).join(', ')} restarted since): retry once more nodes are back, or promote with --force the node whose data to keep` };
+    if (known.length < need) return { kind: 'refuse', error: `only ${known.length} of the ${need} nodes needed know where they stand in the last primary's writes (${all.filter((s) => s.stream === 0).map((s) => s.node).join(', ')} restarted since): retry once more nodes are back, or promote with --force the node whose data to keep` };
     // The most current complete copy; this node on a tie (no fetch).
     const best = complete.reduce((a, b) => (b.lastSeq > a.lastSeq ? b : a));
     const beyond = all.find((s) => s.stream === newest && !s.valid && s.lastSeq > best.lastSeq);

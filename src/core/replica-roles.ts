@@ -103,7 +103,7 @@ export class RolePart {
    */
   private judge(history: EpochEntry[], nowMs: number, requestId: number): void {
     const survey = this.survey!;
-    const verdict = survey.judge(this.ownStand(), this.data.quorumPart.majority, this.settings.quorum.ack === 'quorum');
+    const verdict = survey.judge(this.ownStand(), this.data.quorumPart.majority);
     this.data.emit({ kind: 'log', level: 'info', msg: 'promotion survey judged', fields: { verdict: verdict.kind, stands: survey.describe() } });
     if (verdict.kind === 'refuse') {
       this.data.emit({ kind: 'log', level: 'warn', msg: 'promotion refused', fields: { reason: verdict.error } });
