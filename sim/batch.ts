@@ -6,6 +6,7 @@ import type { Volume } from '../src/node/volume.js';
 import { runSeed, type RunHooks } from './cluster.js';
 import { coreFixes, type AssumedFix } from './fixes.js';
 import { mutants, type MutantName } from './mutants.js';
+import type { OptionOverrides } from './options.js';
 
 export interface BatchSpec {
   from: number;
@@ -14,6 +15,8 @@ export interface BatchSpec {
   mutant?: MutantName;
   /** Stop at the first failing seed (mutant hunts). */
   stopAtFailure?: boolean;
+  /** Options every seed takes as given (`nodes: 3` for a volume of three nodes). */
+  overrides?: OptionOverrides;
 }
 
 export interface BatchFailure {
@@ -35,7 +38,7 @@ export function faultCounts(stats: Record<string, number>): Record<string, numbe
   return {
     storeWrite: n('storeWriteFails'), storeRead: n('storeReadFails'), fsync: n('fsyncFails'), metadata: n('metadataFails'),
     powerLoss: n('powerLosses'), stall: n('stalls'), crash: n('crashes'), partition: n('partitions'), corrupt: n('corrupts'),
-    drop: n('drops'), cleanRestart: n('cleanRestarts'), switchover: n('switchovers'),
+    drop: n('drops'), cleanRestart: n('cleanRestarts'), switchover: n('switchovers'), nodeStall: n('nodeStalls'),
   };
 }
 
@@ -53,7 +56,7 @@ export function hooksFor(fixes: readonly AssumedFix[], mutant?: MutantName): Run
 }
 
 export async function runBatch(spec: BatchSpec): Promise<BatchResult> {
-  const hooks = hooksFor(spec.fixes, spec.mutant);
+  const hooks = { ...hooksFor(spec.fixes, spec.mutant), ...(spec.overrides !== undefined ? { overrides: spec.overrides } : {}) };
   const result: BatchResult = { seeds: 0, steps: 0, failures: [], faults: {} };
   for (let i = 0; i < spec.count; i++) {
     const r = await runSeed((spec.from + i) >>> 0, hooks);

@@ -40,9 +40,27 @@ interface LinkInsides {
   storeSyncFailed(): void;
 }
 
+/** The data path's ack part (replica-acks.ts): mirrors pieces and answers them per the ack policy. */
+interface AckInsides {
+  mirror(piece: unknown, nowMs: number): void;
+  answer(piece: unknown): void;
+}
+
+/** A promotion's survey (promotion-survey.ts), as a mutant rewires its verdict. */
+interface SurveyInsides {
+  judge(self: unknown, need: number): { kind: string };
+}
+
+/** The roles part (replica-roles.ts): a promotion among three or more nodes. */
+interface RoleInsides {
+  survey: SurveyInsides | null;
+  promoteAmong(requestId: number): unknown;
+}
+
 interface CoreInsides {
-  data: DataInsides;
+  data: DataInsides & { acks: AckInsides };
   link: LinkInsides;
+  roles: RoleInsides;
   onPersisted(token: number): void;
   promotion: { propose(proposal: unknown, token: number): void; confirmWhenDurable(token: number, id: number, epoch: number, peer: string): void };
 }
@@ -267,6 +285,42 @@ const coreMutants = {
     Object.defineProperty(insides(core).data, 'writesHaveQuorum', { get: () => true });
   },
   /**
+   * Issue 12 item 1 broken, among three or more nodes: a mirrored write is answered as soon as it
+   * is applied here and sent, before any secondary acknowledged it, so it is acknowledged while
+   * only the primary's RAM holds it (whatever the ack policy says).
+   * Caught by the host's check that a majority holds every write answered under quorum (sim/host.ts).
+   */
+  'ack-before-quorum': (core: ReplicaCore): void => {
+    const acks = insides(core).data.acks;
+    const mirror = acks.mirror.bind(acks);
+    acks.mirror = (piece: unknown, nowMs: number): void => {
+      mirror(piece, nowMs);
+      if (core.peers.length > 1) acks.answer(piece);
+    };
+  },
+  /**
+   * Issue 12 item 4 broken ("promotion picks data, not luck"): a promoted secondary serves at
+   * once, even when the survey found a node more current than itself to fetch from first, so
+   * the writes only that node held are gone once it resyncs the others from its own copy.
+   * Caught by the reads and the stores checked against the model.
+   */
+  'promote-without-fetch': (core: ReplicaCore): void => {
+    const roles = insides(core).roles;
+    const promoteAmong = roles.promoteAmong.bind(roles);
+    roles.promoteAmong = (requestId: number): unknown => {
+      const result = promoteAmong(requestId);
+      const survey = roles.survey;
+      if (survey !== null) {
+        const judge = survey.judge.bind(survey);
+        survey.judge = (self: unknown, need: number): { kind: string } => {
+          const verdict = judge(self, need);
+          return verdict.kind === 'fetch' ? { kind: 'serve' } : verdict;
+        };
+      }
+      return result;
+    };
+  },
+  /**
    * DESIGN.md "Failures", first point, broken: on a dead link the united bitmap does not join the
    * out-of-sync set, so the tracks the peer held only in RAM (and lost, if it crashed) are never
    * resent: the returning node keeps stale data after a delta resync.
@@ -379,6 +433,13 @@ export const mutants = { ...coreMutants, ...shellMutants };
  */
 export const NOT_CAUGHT_YET: Partial<Record<MutantName, string>> = {
 };
+
+/**
+ * Mutants of the several-secondaries code (issue 12 item 8): run in three-node seeds (and only
+ * there, unless also listed for the pair: ignore-quorum-loss breaks both).
+ */
+export const THREE_NODE_MUTANTS: readonly MutantName[] = ['ack-before-quorum', 'promote-without-fetch', 'ignore-quorum-loss'];
+export const PAIR_MUTANTS: readonly MutantName[] = (Object.keys(mutants) as MutantName[]).filter((m) => m !== 'ack-before-quorum' && m !== 'promote-without-fetch');
 
 export function isMutant(name: string): name is MutantName {
   return Object.hasOwn(mutants, name);
