@@ -274,7 +274,32 @@ export class LinkHalf {
 
   private startResync(ch: Channel, full: boolean, reason: string, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void {
     const theirs = peer.outOfSyncValid ? TrackBitmap.fromBytes(this.data.cache.trackCount, peer.outOfSync) : null;
-    this.sendResync(ch, resyncTracks(this.data.cache.trackCount, full, ch.outOfSync, theirs), full, reason, nowMs);
+    const tracks = resyncTracks(this.data.cache.trackCount, full, ch.outOfSync, theirs);
+    if (!full) tracks.addAll(this.tracksOthersMayLack(ch));
+    this.sendResync(ch, tracks, full, reason, nowMs);
+  }
+
+  /**
+   * Among three or more nodes: the tracks another secondary may lack (its out-of-sync set, and
+   * the tracks of writes it has not acknowledged yet): the writes above the held seq. A resync
+   * target counts what it receives as above it (stream-position.ts), and the promotion survey
+   * fetches only the union of such tracks; a track the target already held was not resent, so
+   * its position left it out, and a later promotion kept a write there on one secondary only
+   * (simulator, three nodes, seed 10002340: replicas that differed after a failed FUA).
+   */
+  /** This node, primary, steps down alive: its own stream is where it stands (stream-position.ts). */
+  endedOwnStream(): void {
+    this.position.ownStreamEnded(this.streamEpoch, this.data.sendSeq, this.tracksOthersMayLack(null));
+  }
+
+  private tracksOthersMayLack(target: Channel | null): TrackBitmap {
+    const tracks = new TrackBitmap(this.data.cache.trackCount);
+    for (const other of this.data.channels) {
+      if (other === target) continue;
+      tracks.addAll(other.outOfSync);
+      for (const piece of other.pendingAcks.values()) for (const t of this.data.cache.tracksOf(piece.offsetBytes, piece.lengthBytes)) tracks.set(t);
+    }
+    return tracks;
   }
 
   /**

@@ -74,6 +74,21 @@ export class StreamPosition {
     return set;
   }
 
+  /**
+   * This node was the primary of `stream` and steps down alive (a demote): it holds every write
+   * of its own stream up to `lastSeq`, and `above` is what some secondary may lack of it. A
+   * promotion survey then counts it as knowing where it stands; forgotten, its stand said
+   * nothing, and a switchover followed by a crash of the new primary left too few who could
+   * (simulator, three nodes, seed 10002047).
+   */
+  ownStreamEnded(stream: number, lastSeq: number, above: TrackBitmap): void {
+    this.forget();
+    this.stream = stream;
+    this.lastSeq = lastSeq;
+    this.valid = true;
+    for (let t = 0; t < above.trackCount; t++) if (above.has(t)) this.above.set(t, lastSeq);
+  }
+
   /** This node leaves the stream (it becomes primary, or restarts): nothing of it may be vouched for. */
   forget(): void {
     this.stream = 0;
