@@ -25,15 +25,9 @@ function sameEntry(a: EpochEntry, b: EpochEntry): boolean {
  * them was secondary all along, so the proposer's history is the newer one. A proposer's own
  * history never lacks an epoch it served writes in (it persists the entry before serving).
  */
-/** How many leading entries two histories share. */
-export function commonPrefix(mine: readonly EpochEntry[], theirs: readonly EpochEntry[]): number {
+export function compareHistories(mine: readonly EpochEntry[], theirs: readonly EpochEntry[], nodes?: { me: string; peer: string }): HistoryRelation {
   let common = 0;
   while (common < mine.length && common < theirs.length && sameEntry(mine[common]!, theirs[common]!)) common++;
-  return common;
-}
-
-export function compareHistories(mine: readonly EpochEntry[], theirs: readonly EpochEntry[], nodes?: { me: string; peer: string }): HistoryRelation {
-  const common = commonPrefix(mine, theirs);
   const mineAfter = mine.slice(common);
   const theirsAfter = theirs.slice(common);
   if (mineAfter.length === 0 && theirsAfter.length === 0) return 'equal';

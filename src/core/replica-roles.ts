@@ -5,7 +5,7 @@
 // back into ReplicaCore. Pure and synchronous.
 import { assert } from './assert.js';
 import { TrackBitmap } from './bitmap.js';
-import { commonPrefix, compareHistories, currentEpoch, type EpochEntry } from './epochs.js';
+import { compareHistories, currentEpoch, type EpochEntry } from './epochs.js';
 import type { LinkMessage } from './replica-types.js';
 import type { DataChannel, DataPath, ReplicaSettings } from './replica-data.js';
 import type { LinkHalf } from './replica-link.js';
@@ -197,17 +197,14 @@ export class RolePart {
     // data by our stand in the write stream, not by it (randomized test, seed 1065: a fetch that
     // failed left its source a history ahead of the old primary's, and no later proposal could
     // gather a majority).
-    // With `quorum: majority` a branch of ours the proposal lacks, of entries naming other nodes,
-    // is a promotion we confirmed that did not complete (decideSync, byEpoch): a newer epoch
-    // replaces it, and the survey still judges our data by our stand. Refused, one failed
-    // promotion could leave no majority for any later one (simulator, three nodes, seed 24). A
-    // branch where this node was primary is refused still: after a restart our stand says nothing
-    // of the writes we acknowledged there, and a proposer that never heard of that epoch served
-    // without them (seed 388).
+    // With `quorum: majority` a branch of ours the proposal lacks cannot have served writes the
+    // survey would miss (decideSync, byEpoch): a newer epoch replaces it, and the survey still
+    // judges our data by our stand (where we were primary in it and restarted since, our stand
+    // says we know nothing, and the survey refuses without enough others: seed 388). Refused,
+    // one failed promotion could leave no majority for any later one (simulator, three nodes,
+    // seeds 24, 30001386).
     const relation = compareHistories(this.link.history, history);
-    const ours = this.link.history.slice(commonPrefix(this.link.history, history));
-    const newerBranch = relation === 'diverged' && this.link.branchesByEpoch && currentEpoch(history) > currentEpoch(this.link.history)
-      && ours.every((e) => e.node !== this.settings.node);
+    const newerBranch = relation === 'diverged' && this.link.branchesByEpoch && currentEpoch(history) > currentEpoch(this.link.history);
     const extendsOurs = relation === 'theirs-newer' || newerBranch;
     if (!extendsOurs || (this.data.channels.length === 1 && history.length !== this.link.history.length + 1)) return `epoch histories differ (${this.settings.node} is at epoch ${this.link.epoch})`;
     if (history[history.length - 1]!.epoch <= this.link.proposedEpoch) return `epoch ${history[history.length - 1]!.epoch} was already proposed`;
