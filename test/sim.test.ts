@@ -104,6 +104,27 @@ test(`seeds ${CORE_BUG_SEEDS.join(', ')}: bugs the long runs found stay fixed`, 
   }
 });
 
+/**
+ * Three-node seeds outside the fixed corpus, each a bug in the core the long runs found (docs/
+ * simulator.md, "Three to five nodes"): 388 and 944, a promotion that served without writes
+ * only a node it did not ask held (a complete copy may be a prefix; a restarted confirmer knows
+ * nothing); 825, its twin under `ack: all`; 10002340 and 10004509, replicas that differed after
+ * a failover because a delta resync did not count the tracks its target already held as above
+ * the held seq; 10001884 and 10002821, host writes held for quorum that never resumed once it
+ * was back; 10002047, a demoted primary whose stand said nothing; 30001386, 30002245 and
+ * 30002321, a node's own lonely branch of history that blocked every later promotion; 40000195,
+ * a write half applied when the link dropped, left out of the secondary's `above` set.
+ */
+const THREE_NODE_BUG_SEEDS = [388, 825, 944, 10002340, 10004509, 10001884, 10002821, 10002047, 30001386, 30002245, 30002321, 40000195];
+
+test(`three-node seeds ${THREE_NODE_BUG_SEEDS.join(', ')}: bugs the long runs found stay fixed`, { timeout: 170_000 }, async () => {
+  const hooks = { ...hooksFor(KNOWN_FIXES), overrides: { nodes: 3 } };
+  for (const seed of THREE_NODE_BUG_SEEDS) {
+    const r = await runSeed(seed, hooks);
+    assert.ok(r.ok, `seed ${seed}: ${r.failure}\n  replay: npm run sim -- --seed ${seed} --nodes 3 --verbose`);
+  }
+});
+
 /** A model with writes stamped one block each, and filler that makes prune() run. */
 function pruneModel(): { model: Model; write: (id: number, block: number) => void; pruneNow: () => void } {
   const model = new Model(3);

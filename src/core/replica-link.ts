@@ -382,9 +382,19 @@ export class LinkHalf {
       case 'syncData':
       case 'syncZero': {
         const applied = applyPeerData(this.data, ch, msg, nowMs);
-        if (applied === null) return false;
+        const seq = 'seq' in msg ? msg.seq : null;
+        const heldSeq = 'heldSeq' in msg ? msg.heldSeq : 0;
+        if (applied === null) {
+          // Part of it is in (a write larger than the room there was): those tracks may already
+          // differ from another secondary's, though the write is not all here (simulator, three
+          // nodes, seed 40000195: the link dropped with a write half in, and the survey did not
+          // resend that track).
+          const partBytes = ch.inbound.headAppliedBytes;
+          if (partBytes > 0 && ch.peerRole === 'primary') this.position.partlyReceived(this.data.cache.tracksOf(msg.offsetBytes, partBytes), seq, heldSeq);
+          return false;
+        }
         // What this node now holds of its primary's write stream (stream-position.ts).
-        if (applied.length > 0 && ch.peerRole === 'primary') this.position.received(applied, 'seq' in msg ? msg.seq : null, 'heldSeq' in msg ? msg.heldSeq : 0);
+        if (applied.length > 0 && ch.peerRole === 'primary') this.position.received(applied, seq, heldSeq);
         return true;
       }
       case 'writeAck':

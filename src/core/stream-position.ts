@@ -55,11 +55,20 @@ export class StreamPosition {
   /** A write (seq) of the stream, or a resync chunk (seq null: it reflects writes up to lastSeq), into `tracks`. */
   received(tracks: readonly number[], seq: number | null, heldSeq: number): void {
     if (seq !== null) this.lastSeq = Math.max(this.lastSeq, seq);
+    this.partlyReceived(tracks, seq, heldSeq);
+    // Lazily: the set only has to be a superset of what lies above heldSeq.
+    if (++this.sincePrune >= 256) this.prune();
+  }
+
+  /**
+   * Part of a write (seq), or of a resync chunk (null), is in `tracks`; the rest waits for cache
+   * room, and may never come (the link drops). Those tracks may differ from another secondary's
+   * already: above, but the write does not count as held (lastSeq stays).
+   */
+  partlyReceived(tracks: readonly number[], seq: number | null, heldSeq: number): void {
     this.heldSeq = Math.max(this.heldSeq, heldSeq);
     const at = seq ?? this.lastSeq;
     if (at > this.heldSeq) for (const t of tracks) this.above.set(t, Math.max(this.above.get(t) ?? 0, at));
-    // Lazily: the set only has to be a superset of what lies above heldSeq.
-    if (++this.sincePrune >= 256) this.prune();
   }
 
   private prune(): void {
