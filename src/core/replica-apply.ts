@@ -4,6 +4,7 @@
 // stream from what it returns. Pure and synchronous.
 import type { DataChannel as Channel, DataPath } from './replica-data.js';
 import type { LinkMessage } from './replica-types.js';
+import type { StreamPosition } from './stream-position.js';
 
 type PeerData = Extract<LinkMessage, { type: 'write' | 'zero' | 'syncData' | 'syncZero' }>;
 
@@ -48,4 +49,24 @@ export function applyPeerData(d: DataPath, ch: Channel, msg: PeerData, nowMs: nu
   for (const t of tracks) ch.record.mark(t); // step 66
   d.notices.notifyMarked(ch, tracks, nowMs);
   return tracks;
+}
+
+/**
+ * Applies the peer's data and keeps the node's position in its primary's write stream
+ * (stream-position.ts); false when it must wait for cache room.
+ */
+export function applyPeerDataAt(d: DataPath, ch: Channel, msg: PeerData, position: StreamPosition, nowMs: number): boolean {
+  const applied = applyPeerData(d, ch, msg, nowMs);
+  const seq = 'seq' in msg ? msg.seq : null;
+  const heldSeq = 'heldSeq' in msg ? msg.heldSeq : 0;
+  if (applied === null) {
+    // Part of it is in (a write larger than the room there was): those tracks may already differ
+    // from another secondary's, though the write is not all here (simulator, three nodes, seed
+    // 40000195: the link dropped with a write half in, and the survey did not resend that track).
+    const partBytes = ch.inbound.headAppliedBytes;
+    if (partBytes > 0 && ch.peerRole === 'primary') position.partlyReceived(d.cache.tracksOf(msg.offsetBytes, partBytes), seq, heldSeq);
+    return false;
+  }
+  if (applied.length > 0 && ch.peerRole === 'primary') position.received(applied, seq, heldSeq);
+  return true;
 }

@@ -12,8 +12,8 @@ import { PeerStateMachine } from './peer-state.js';
 import { MetadataOnDisk } from './replica-on-disk.js';
 import { decideSync, resyncTracks, type SideState } from './resync.js';
 import { StreamPosition } from './stream-position.js';
-import { ResyncSender } from './resync-sender.js';
-import { applyPeerData } from './replica-apply.js';
+import { ResyncSender, tracksOthersMayLack } from './resync-sender.js';
+import { applyPeerDataAt } from './replica-apply.js';
 
 export class LinkHalf {
   /**
@@ -275,32 +275,15 @@ export class LinkHalf {
   private startResync(ch: Channel, full: boolean, reason: string, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void {
     const theirs = peer.outOfSyncValid ? TrackBitmap.fromBytes(this.data.cache.trackCount, peer.outOfSync) : null;
     const tracks = resyncTracks(this.data.cache.trackCount, full, ch.outOfSync, theirs);
-    if (!full) tracks.addAll(this.tracksOthersMayLack(ch));
+    if (!full) tracks.addAll(tracksOthersMayLack(this.data, ch));
     this.sendResync(ch, tracks, full, reason, nowMs);
   }
 
-  /**
-   * Among three or more nodes: the tracks another secondary may lack (its out-of-sync set, and
-   * the tracks of writes it has not acknowledged yet): the writes above the held seq. A resync
-   * target counts what it receives as above it (stream-position.ts), and the promotion survey
-   * fetches only the union of such tracks; a track the target already held was not resent, so
-   * its position left it out, and a later promotion kept a write there on one secondary only
-   * (simulator, three nodes, seed 10002340: replicas that differed after a failed FUA).
-   */
   /** This node, primary, steps down alive: its own stream is where it stands (stream-position.ts). */
   endedOwnStream(): void {
-    this.position.ownStreamEnded(this.streamEpoch, this.data.sendSeq, this.tracksOthersMayLack(null));
+    this.position.ownStreamEnded(this.streamEpoch, this.data.sendSeq, tracksOthersMayLack(this.data, null));
   }
 
-  private tracksOthersMayLack(target: Channel | null): TrackBitmap {
-    const tracks = new TrackBitmap(this.data.cache.trackCount);
-    for (const other of this.data.channels) {
-      if (other === target) continue;
-      tracks.addAll(other.outOfSync);
-      for (const piece of other.pendingAcks.values()) for (const t of this.data.cache.tracksOf(piece.offsetBytes, piece.lengthBytes)) tracks.set(t);
-    }
-    return tracks;
-  }
 
   /**
    * A node being promoted fetches these tracks from this secondary, the most current one it
@@ -381,21 +364,7 @@ export class LinkHalf {
       case 'zero':
       case 'syncData':
       case 'syncZero': {
-        const applied = applyPeerData(this.data, ch, msg, nowMs);
-        const seq = 'seq' in msg ? msg.seq : null;
-        const heldSeq = 'heldSeq' in msg ? msg.heldSeq : 0;
-        if (applied === null) {
-          // Part of it is in (a write larger than the room there was): those tracks may already
-          // differ from another secondary's, though the write is not all here (simulator, three
-          // nodes, seed 40000195: the link dropped with a write half in, and the survey did not
-          // resend that track).
-          const partBytes = ch.inbound.headAppliedBytes;
-          if (partBytes > 0 && ch.peerRole === 'primary') this.position.partlyReceived(this.data.cache.tracksOf(msg.offsetBytes, partBytes), seq, heldSeq);
-          return false;
-        }
-        // What this node now holds of its primary's write stream (stream-position.ts).
-        if (applied.length > 0 && ch.peerRole === 'primary') this.position.received(applied, seq, heldSeq);
-        return true;
+        return applyPeerDataAt(this.data, ch, msg, this.position, nowMs);
       }
       case 'writeAck':
         this.data.acks.acked(ch, msg.seq);

@@ -3,7 +3,7 @@
 // the plan's window and rate, sends each chunk as it is read, and retries a failed read after a
 // pause. The link half decides whom to resync with what, and ends the resync (syncDone, the
 // persisted state) once the plan is complete. Pure and synchronous.
-import type { TrackBitmap } from './bitmap.js';
+import { TrackBitmap } from './bitmap.js';
 import { earlierMs } from './backoff.js';
 import type { DataChannel as Channel, DataPath, ReplicaSettings } from './replica-data.js';
 import { ResyncPlan, type SyncProgress } from './resync.js';
@@ -92,4 +92,23 @@ export class ResyncSender {
     if (ch.intake.active && ch.state === 'resyncing') return ch.intake.progress(this.settings.geometry.trackSizeBytes);
     return null;
   }
+}
+
+/**
+ * Among three or more nodes: the tracks a secondary other than `target` may lack (its
+ * out-of-sync set, and the tracks of writes it has not acknowledged yet): the writes above the
+ * held seq. A resync sends them too, as its target counts what it receives as above it
+ * (stream-position.ts) and the promotion survey fetches only the union of such tracks; a track
+ * the target already held was not resent, so its position left it out, and a later promotion
+ * kept a write there on one secondary only (simulator, three nodes, seed 10002340: replicas
+ * that differed after a failed FUA).
+ */
+export function tracksOthersMayLack(d: DataPath, target: Channel | null): TrackBitmap {
+  const tracks = new TrackBitmap(d.cache.trackCount);
+  for (const other of d.channels) {
+    if (other === target) continue;
+    tracks.addAll(other.outOfSync);
+    for (const piece of other.pendingAcks.values()) for (const t of d.cache.tracksOf(piece.offsetBytes, piece.lengthBytes)) tracks.set(t);
+  }
+  return tracks;
 }
