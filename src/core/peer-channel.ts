@@ -75,6 +75,12 @@ export class PeerChannel<Pending> {
    * every track does (replica-link.ts onPeerState). Null: nothing pending.
    */
   vouchIn: number | null = null;
+  /**
+   * Among three or more nodes: this node confirmed the peer's promotion, so the peer's next state
+   * as primary is its announce, and the tracks it holds only in RAM join our record of it then
+   * (replica-link.ts onPeerState).
+   */
+  announceDue = false;
   /** Resync data sent to this peer since start (counters.syncBytesSent is the node's total). */
   resyncBytesSent = 0;
 

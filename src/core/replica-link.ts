@@ -170,11 +170,18 @@ export class LinkHalf {
   private onPeerState(ch: Channel, msg: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void {
     const first = ch.peerView === null;
     ch.peerView = msg;
-    if (first) {
+    // A new link, or the announce of a peer whose promotion we confirmed: what it holds only in
+    // RAM joins our record of it. A secondary's dirty tracks came from the old primary, not from
+    // us; promoted and then dead at once, its crash lost them and no bitmap said so (simulator,
+    // three nodes, seed 50003673: a write acknowledged in the old stream, missing on the node
+    // that had been promoted, after it returned).
+    const announced = ch.announceDue && msg.role === 'primary';
+    if (first || announced) {
+      ch.announceDue = false;
       const dirty = TrackBitmap.fromBytes(this.data.cache.trackCount, msg.dirty);
       for (let t = 0; t < dirty.trackCount; t++) if (dirty.has(t)) ch.record.mark(t);
-      this.vouchOnReturn(ch, msg);
     }
+    if (first) this.vouchOnReturn(ch, msg);
     // In sync with the same history (a demote, say): nothing to decide, only the role changed.
     if (ch.state === 'in-sync' && compareHistories(this.history, msg.history) === 'equal') return;
     if (this.adoptsInSync(ch, msg)) return;

@@ -162,6 +162,7 @@ export class RolePart {
       return;
     }
     this.link.setHistory([...msg.history]); // promoteRefusal: it extends ours
+    if (this.data.channels.length > 1) ch.announceDue = true;
     this.link.proposedEpoch = Math.max(this.link.proposedEpoch, currentEpoch(msg.history));
     if (ch.peerView !== null) ch.peerView = { ...ch.peerView, role: 'primary', history: [...msg.history] };
     this.link.persist();
@@ -369,7 +370,10 @@ export class RolePart {
     this.link.resyncIncomplete = false; // forced: this node's data is now the reference
     for (const ch of this.data.channels) {
       if (ch.linkIsUp) {
-        this.link.sendState(ch);
+        // Among three or more nodes our dirty tracks came from the old primary: each peer's record
+        // of us takes them now (announceDue), as at a link-up.
+        if (this.data.channels.length > 1) this.link.announce(ch, nowMs);
+        else this.link.sendState(ch);
         // A resync we are sending goes on (the peer adopts our new history at its end); otherwise
         // the pair decides afresh with our new epoch (found by the simulator, seed 105).
         if (ch.resync === null) {
