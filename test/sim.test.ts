@@ -113,9 +113,11 @@ test(`seeds ${CORE_BUG_SEEDS.join(', ')}: bugs the long runs found stay fixed`, 
  * the held seq; 10001884 and 10002821, host writes held for quorum that never resumed once it
  * was back; 10002047, a demoted primary whose stand said nothing; 30001386, 30002245 and
  * 30002321, a node's own lonely branch of history that blocked every later promotion; 40000195,
- * a write half applied when the link dropped, left out of the secondary's `above` set.
+ * a write half applied when the link dropped, left out of the secondary's `above` set;
+ * 50003673, a secondary promoted and dead at once, whose dirty tracks of the old stream no
+ * other node's record held.
  */
-const THREE_NODE_BUG_SEEDS = [388, 825, 944, 10002340, 10004509, 10001884, 10002821, 10002047, 30001386, 30002245, 30002321, 40000195];
+const THREE_NODE_BUG_SEEDS = [388, 825, 944, 10002340, 10004509, 10001884, 10002821, 10002047, 30001386, 30002245, 30002321, 40000195, 50003673];
 
 test(`three-node seeds ${THREE_NODE_BUG_SEEDS.join(', ')}: bugs the long runs found stay fixed`, { timeout: 170_000 }, async () => {
   const hooks = { ...hooksFor(KNOWN_FIXES), overrides: { nodes: 3 } };
