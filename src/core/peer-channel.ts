@@ -95,6 +95,26 @@ export class PeerChannel<Pending> {
     return this.machine.state;
   }
 
+  /** The tracks the peer's state says it holds only in RAM (or unsynced) join our record of it. */
+  recordUnsynced(msg: StateMessage): void {
+    const dirty = TrackBitmap.fromBytes(this.outOfSync.trackCount, msg.dirty);
+    for (let t = 0; t < dirty.trackCount; t++) if (dirty.has(t)) this.record.mark(t);
+  }
+
+  /**
+   * The peer was away when this node was promoted (RolePart.serveAfterSurvey) and is back. With a
+   * complete copy of the stream the survey judged, it differs from ours at most in what may differ
+   * among complete copies (already in its out-of-sync set) and its own `above` set
+   * (stream-position.ts); otherwise nothing vouches for its data, and every track is resent.
+   */
+  vouchOnReturn(msg: StateMessage): void {
+    if (this.vouchIn === null) return;
+    const vouched = msg.positionValid && msg.streamEpoch === this.vouchIn && msg.storeTrusted;
+    if (vouched) this.outOfSync.addAll(TrackBitmap.fromBytes(this.outOfSync.trackCount, msg.above));
+    else this.outOfSync.setAll();
+    this.vouchIn = null;
+  }
+
   /** Moves the peer state along the table; an illegal event throws (src/core/peer-state.ts). */
   event(event: PeerEvent): void {
     this.machine.apply(event);

@@ -178,10 +178,9 @@ export class LinkHalf {
     const announced = ch.announceDue && msg.role === 'primary';
     if (first || announced) {
       ch.announceDue = false;
-      const dirty = TrackBitmap.fromBytes(this.data.cache.trackCount, msg.dirty);
-      for (let t = 0; t < dirty.trackCount; t++) if (dirty.has(t)) ch.record.mark(t);
+      ch.recordUnsynced(msg);
     }
-    if (first) this.vouchOnReturn(ch, msg);
+    if (first) ch.vouchOnReturn(msg);
     // In sync with the same history (a demote, say): nothing to decide, only the role changed.
     if (ch.state === 'in-sync' && compareHistories(this.history, msg.history) === 'equal') return;
     if (this.adoptsInSync(ch, msg)) return;
@@ -196,20 +195,6 @@ export class LinkHalf {
       ch.event('targetPromoted');
     }
     this.decide(ch, nowMs);
-  }
-
-  /**
-   * A peer away when this node was promoted (RolePart.serveAfterSurvey) is back. With a complete
-   * copy of the stream the survey judged, it differs from ours at most in what may differ among
-   * complete copies (already in its out-of-sync set) and its own `above` set (stream-position.ts);
-   * otherwise nothing vouches for its data, and every track is resent.
-   */
-  private vouchOnReturn(ch: Channel, msg: Extract<LinkMessage, { type: 'state' }>): void {
-    if (ch.vouchIn === null) return;
-    const vouched = msg.positionValid && msg.streamEpoch === ch.vouchIn && msg.storeTrusted;
-    if (vouched) ch.outOfSync.addAll(TrackBitmap.fromBytes(this.data.cache.trackCount, msg.above));
-    else ch.outOfSync.setAll();
-    ch.vouchIn = null;
   }
 
   /**
@@ -290,7 +275,6 @@ export class LinkHalf {
   endedOwnStream(): void {
     this.position.ownStreamEnded(this.streamEpoch, this.data.sendSeq, tracksOthersMayLack(this.data, null));
   }
-
 
   /**
    * A node being promoted fetches these tracks from this secondary, the most current one it

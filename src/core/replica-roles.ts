@@ -244,9 +244,7 @@ export class RolePart {
    * marked only at the promoteAck, the record lacked a track between the two).
    */
   onSurveyedState(ch: DataChannel, msg: Extract<LinkMessage, { type: 'state' }>): void {
-    if (this.survey === null || !this.survey.asks(ch.name)) return;
-    const dirty = TrackBitmap.fromBytes(this.data.cache.trackCount, msg.dirty);
-    for (let t = 0; t < dirty.trackCount; t++) if (dirty.has(t)) ch.record.mark(t);
+    if (this.survey !== null && this.survey.asks(ch.name)) ch.recordUnsynced(msg);
   }
 
   /** Every peer asked answered or dropped: the proposal ends, and the survey judges. */
