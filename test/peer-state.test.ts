@@ -12,6 +12,7 @@ const states: PeerState[] = ['standalone', 'connecting', 'degraded', 'resyncing'
 const events: PeerEvent[] = [
   'linkUpAsPrimary', 'linkUpAsSecondary', 'linkDownAsPrimary', 'linkDownAsSecondary', 'promotedAlone', 'promotedConnected',
   'splitBrainDetected', 'targetChosen', 'resyncStarted', 'resyncStartReceived', 'targetPromoted', 'resyncSent', 'resyncReceived', 'splitBrainResolved',
+  'splitBrainHealed', 'primaryStepsDown',
 ];
 
 /** [from, event, to]: the legal transitions, and only those. */
@@ -27,7 +28,7 @@ const legal: [PeerState, PeerEvent, PeerState][] = [
   ['resyncing', 'promotedConnected', 'degraded'], ['resyncing', 'targetPromoted', 'connecting'], ['resyncing', 'resyncSent', 'in-sync'], ['resyncing', 'resyncReceived', 'in-sync'],
   ['in-sync', 'linkDownAsPrimary', 'degraded'], ['in-sync', 'linkDownAsSecondary', 'connecting'],
   ['in-sync', 'promotedConnected', 'degraded'], ['in-sync', 'splitBrainDetected', 'split-brain'], ['in-sync', 'targetChosen', 'in-sync'],
-  ['in-sync', 'resyncStarted', 'resyncing'], ['in-sync', 'resyncStartReceived', 'resyncing'],
+  ['in-sync', 'resyncStarted', 'resyncing'], ['in-sync', 'resyncStartReceived', 'resyncing'], ['in-sync', 'primaryStepsDown', 'connecting'],
   ['split-brain', 'linkUpAsPrimary', 'split-brain'], ['split-brain', 'linkUpAsSecondary', 'split-brain'],
   ['split-brain', 'linkDownAsPrimary', 'split-brain'], ['split-brain', 'linkDownAsSecondary', 'split-brain'],
   ['split-brain', 'promotedAlone', 'split-brain'], ['split-brain', 'promotedConnected', 'degraded'],

@@ -53,7 +53,15 @@ export type PeerEvent =
    * Among three or more nodes, two secondaries in split brain hold the same history again (the
    * discarding one was resynced by a primary): nothing is left to resolve between them.
    */
-  | 'splitBrainHealed';
+  | 'splitBrainHealed'
+  /**
+   * Among three or more nodes, the primary of an in-sync link steps down (this node's demote, or
+   * the peer seen secondary): two secondaries mirror nothing to each other, and the next primary
+   * decides afresh. Left in sync, a secondary still counted itself in sync with a peer that was
+   * promoted again later, before that peer's resync reached it (simulator, five nodes, seed
+   * 50000329: its read-only export then lacked an acknowledged write).
+   */
+  | 'primaryStepsDown';
 
 type Row = Readonly<Partial<Record<PeerEvent, PeerState>>>;
 
@@ -103,6 +111,7 @@ export const PEER_TRANSITIONS: Readonly<Record<PeerState, Row>> = {
     targetChosen: 'in-sync',
     resyncStarted: 'resyncing',
     resyncStartReceived: 'resyncing',
+    primaryStepsDown: 'connecting',
   },
   'split-brain': {
     ...linkEdges(true),

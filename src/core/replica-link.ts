@@ -181,6 +181,7 @@ export class LinkHalf {
       ch.recordUnsynced(msg);
     }
     if (first) ch.vouchOnReturn(msg);
+    if (this.settings.peers.length > 1 && ch.state === 'in-sync' && msg.role === 'secondary' && this.data.role === 'secondary') ch.event('primaryStepsDown');
     // In sync with the same history (a demote, say): nothing to decide, only the role changed.
     if (ch.state === 'in-sync' && compareHistories(this.history, msg.history) === 'equal') return;
     if (this.adoptsInSync(ch, msg)) return;

@@ -392,7 +392,10 @@ export class RolePart {
   demote(): { ok: true } | { ok: false; error: string } {
     if (!this.settings.mirrored) return { ok: false, error: 'a standalone node is always primary' };
     if (this.data.role !== 'primary') return { ok: false, error: 'already secondary' };
-    if (this.data.channels.length > 1) this.link.endedOwnStream();
+    if (this.data.channels.length > 1) {
+      this.link.endedOwnStream();
+      for (const ch of this.data.channels) if (ch.state === 'in-sync') ch.event('primaryStepsDown');
+    }
     this.data.setRole('secondary');
     this.link.persist();
     for (const ch of this.data.channels) if (ch.linkIsUp) this.link.sendState(ch);
