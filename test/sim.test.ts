@@ -115,9 +115,10 @@ test(`seeds ${CORE_BUG_SEEDS.join(', ')}: bugs the long runs found stay fixed`, 
  * 30002321, a node's own lonely branch of history that blocked every later promotion; 40000195,
  * a write half applied when the link dropped, left out of the secondary's `above` set;
  * 50003673, a secondary promoted and dead at once, whose dirty tracks of the old stream no
- * other node's record held.
+ * other node's record held; 60000025 and 60002642, the same, the promotion completing over a
+ * link newer than the confirmation.
  */
-const THREE_NODE_BUG_SEEDS = [388, 825, 944, 10002340, 10004509, 10001884, 10002821, 10002047, 30001386, 30002245, 30002321, 40000195, 50003673];
+const THREE_NODE_BUG_SEEDS = [388, 825, 944, 10002340, 10004509, 10001884, 10002821, 10002047, 30001386, 30002245, 30002321, 40000195, 50003673, 60000025, 60002642];
 
 /** Five-node seeds: 50000329, a secondary still in sync, by its own account, with a peer that had stepped down and was promoted again. */
 const FIVE_NODE_BUG_SEEDS = [50000329];

@@ -176,10 +176,10 @@ export class LinkHalf {
     // three nodes, seed 50003673: a write acknowledged in the old stream, missing on the node
     // that had been promoted, after it returned).
     const announced = ch.announceDue && msg.role === 'primary';
-    if (first || announced) {
-      ch.announceDue = false;
-      ch.recordUnsynced(msg);
-    }
+    // A link-up's state does not end the wait: a promotion we confirmed may complete over a new
+    // link (seed 60002642: its announce came after a reconnect, and went unrecorded).
+    if (announced) ch.announceDue = false;
+    if (first || announced) ch.recordUnsynced(msg);
     if (first) ch.vouchOnReturn(msg);
     if (this.settings.peers.length > 1 && ch.state === 'in-sync' && msg.role === 'secondary' && this.data.role === 'secondary') ch.event('primaryStepsDown');
     // In sync with the same history (a demote, say): nothing to decide, only the role changed.
