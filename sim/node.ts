@@ -19,6 +19,7 @@ import type { Prng } from './prng.js';
 import { Provenance, type WriteRef } from './provenance.js';
 import { NODE_NAMES } from './network.js';
 import type { DataChannel } from '../src/core/replica-data.js';
+import { staleStream } from '../src/core/replica-apply.js';
 import type { HostOp } from './workload.js';
 
 /** A byte span of the volume. */
@@ -402,6 +403,14 @@ export class SimNode {
       const after = ch.inbound.length;
       if (mine() && after < before) this.prov.forgetQueued(peer, before - after);
     };
+    // Data the core drops unapplied: the tail of a stream this node left (replica-apply.ts staleStream).
+    const link = (core as unknown as { link: LinkObservation }).link;
+    const processInbound = link.processInbound.bind(link);
+    link.processInbound = (ch: DataChannel, msg: LinkMessage, nowMs: number): boolean => {
+      const data = msg.type === 'write' || msg.type === 'zero' || msg.type === 'syncData' || msg.type === 'syncZero';
+      if (mine() && data && staleStream(core.peers, ch, core.epochHistory)) this.prov.ignored(msg);
+      return processInbound(ch, msg, nowMs);
+    };
     const hardenDone = core.hardenDone.bind(core);
     core.hardenDone = (jobId, ...rest) => {
       if (mine()) {
@@ -484,6 +493,11 @@ export class SimNode {
     for (const a of actions) if (a.kind === 'send' && (a.msg.type === 'write' || a.msg.type === 'zero')) sent.add(a.msg.offsetBytes);
     for (const span of localApplies) if (!sent.has(span.offsetBytes)) this.prov.setSpan(span.offsetBytes, span.lengthBytes, null);
   }
+}
+
+/** The link half's members the observation wraps (compile-time privacy only, as in sim/mutants.ts). */
+interface LinkObservation {
+  processInbound(ch: DataChannel, msg: LinkMessage, nowMs: number): boolean;
 }
 
 /** The core's channel to `peer` (core.peers: one per other node). */

@@ -39,6 +39,8 @@ export class Provenance {
   /** Per peer: data delivered to this node whose application we have not seen yet (it may wait for room). */
   private readonly shadows = new Map<string, ShadowEntry[]>();
   private readonly jobs = new Map<number, [number, WriteRef][]>();
+  /** Data the core consumed without applying it (the tail of a stream this node left). */
+  private readonly ignoredMsgs = new WeakSet<LinkMessage>();
 
   constructor(readonly blockCount: number) {
     this.src = new Array<WriteRef | null>(blockCount).fill(null);
@@ -91,10 +93,15 @@ export class Provenance {
     if (queued > 0 && head !== undefined && headAppliedBytes > head.appliedBytes) this.applyEntry(head, headAppliedBytes);
   }
 
+  /** The core consumes `msg` without applying it. */
+  ignored(msg: LinkMessage): void {
+    this.ignoredMsgs.add(msg);
+  }
+
   /** Sets the source of the entry's bytes from where we left off up to `endBytes` of it. */
   private applyEntry(e: ShadowEntry, endBytes: number): void {
     const { msg, ref } = e;
-    if (ref === null) return;
+    if (ref === null || this.ignoredMsgs.has(msg)) return;
     let length = 0;
     if (msg.type === 'write' || msg.type === 'syncData') length = msg.data.length;
     else if (msg.type === 'zero') length = msg.lengthBytes;

@@ -116,9 +116,10 @@ test(`seeds ${CORE_BUG_SEEDS.join(', ')}: bugs the long runs found stay fixed`, 
  * a write half applied when the link dropped, left out of the secondary's `above` set;
  * 50003673, a secondary promoted and dead at once, whose dirty tracks of the old stream no
  * other node's record held; 60000025 and 60002642, the same, the promotion completing over a
- * link newer than the confirmation.
+ * link newer than the confirmation; 70004671, an old primary's write, delayed by a stall, applied
+ * over what the new primary's resync had brought.
  */
-const THREE_NODE_BUG_SEEDS = [388, 825, 944, 10002340, 10004509, 10001884, 10002821, 10002047, 30001386, 30002245, 30002321, 40000195, 50003673, 60000025, 60002642];
+const THREE_NODE_BUG_SEEDS = [388, 825, 944, 10002340, 10004509, 10001884, 10002821, 10002047, 30001386, 30002245, 30002321, 40000195, 50003673, 60000025, 60002642, 70004671];
 
 /**
  * Four-node seed 60000498, as 60002642; five-node seed 50000329, a secondary still in sync, by

@@ -5,6 +5,7 @@
 import type { DataChannel as Channel, DataPath } from './replica-data.js';
 import type { LinkMessage } from './replica-types.js';
 import type { StreamPosition } from './stream-position.js';
+import { currentEpoch, type EpochEntry } from './epochs.js';
 
 type PeerData = Extract<LinkMessage, { type: 'write' | 'zero' | 'syncData' | 'syncZero' }>;
 
@@ -69,4 +70,21 @@ export function applyPeerDataAt(d: DataPath, ch: Channel, msg: PeerData, positio
   }
   if (applied.length > 0 && ch.peerRole === 'primary') position.received(applied, seq, heldSeq);
   return true;
+}
+
+/**
+ * Among three or more nodes: is data from `ch` the tail of a stream this node left? It comes from
+ * a peer that was primary in an older epoch than one we know of (our history, or another peer
+ * that is primary now): sent before that peer stepped down, it reached us late (a stall, a slow
+ * link). Applied, it overwrote what the new primary's resync had brought (simulator, three nodes,
+ * seed 70004671: an old write over an acknowledged one), so nothing of it is applied or acked.
+ */
+export function staleStream(channels: readonly Channel[], ch: Channel, history: readonly EpochEntry[]): boolean {
+  const view = ch.peerView;
+  if (channels.length < 2 || view === null || view.role !== 'primary') return false;
+  let newest = currentEpoch(history);
+  for (const other of channels) {
+    if (other !== ch && other.peerView?.role === 'primary') newest = Math.max(newest, currentEpoch(other.peerView.history));
+  }
+  return currentEpoch(view.history) < newest;
 }

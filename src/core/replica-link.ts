@@ -13,7 +13,7 @@ import { MetadataOnDisk } from './replica-on-disk.js';
 import { decideSync, resyncTracks, type SideState } from './resync.js';
 import { StreamPosition } from './stream-position.js';
 import { ResyncSender, tracksOthersMayLack } from './resync-sender.js';
-import { applyPeerDataAt } from './replica-apply.js';
+import { applyPeerDataAt, staleStream } from './replica-apply.js';
 
 export class LinkHalf {
   /**
@@ -355,9 +355,9 @@ export class LinkHalf {
       case 'write':
       case 'zero':
       case 'syncData':
-      case 'syncZero': {
+      case 'syncZero':
+        if (staleStream(this.data.channels, ch, this.history)) return true;
         return applyPeerDataAt(this.data, ch, msg, this.position, nowMs);
-      }
       case 'writeAck':
         this.data.acks.acked(ch, msg.seq);
         return true;
