@@ -74,7 +74,7 @@ test('survey: another node is more current: fetch from it what may differ (or ev
   assert.equal(t.resendTo('a', 'a').count(), TRACKS, 'b did not follow a to the end: the old primary gets every track');
 });
 
-test('survey: refusals name why: too few confirmed, no complete copy, a mid-resync node holding writes beyond every complete one, or (ack: quorum) too few that know where they stand', () => {
+test('survey: refusals name why: too few confirmed, no complete copy, a mid-resync node holding writes beyond every complete one, or too few that know where they stand', () => {
   const few = new PromotionSurvey(['c', 'd'], TRACKS);
   few.answered('c', 'c still follows primary a: demote it first', null);
   few.answered('d', 'its link went down', null);
