@@ -122,11 +122,12 @@ test(`seeds ${CORE_BUG_SEEDS.join(', ')}: bugs the long runs found stay fixed`, 
 const THREE_NODE_BUG_SEEDS = [388, 825, 944, 10002340, 10004509, 10001884, 10002821, 10002047, 30001386, 30002245, 30002321, 40000195, 50003673, 60000025, 60002642, 70004671];
 
 /**
- * Four-node seed 60000498, as 60002642; five-node seed 50000329, a secondary still in sync, by
- * its own account, with a peer that had stepped down and was promoted again.
+ * Four-node seed 60000498, as 60002642; five-node seeds 50000329, a secondary still in sync, by
+ * its own account, with a peer that had stepped down and was promoted again, and 80000188, a
+ * secondary that resynced a node it took for primary from a late state.
  */
 const FOUR_NODE_BUG_SEEDS = [60000498];
-const FIVE_NODE_BUG_SEEDS = [50000329];
+const FIVE_NODE_BUG_SEEDS = [50000329, 80000188];
 
 test(`seeds the long runs found stay fixed: three nodes ${THREE_NODE_BUG_SEEDS.join(', ')}; four ${FOUR_NODE_BUG_SEEDS.join(', ')}; five ${FIVE_NODE_BUG_SEEDS.join(', ')}`, { timeout: 170_000 }, async () => {
   for (const [nodes, seeds] of [[3, THREE_NODE_BUG_SEEDS], [4, FOUR_NODE_BUG_SEEDS], [5, FIVE_NODE_BUG_SEEDS]] as const) {

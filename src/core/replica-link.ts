@@ -230,8 +230,15 @@ export class LinkHalf {
     // for a primary with newer data. A secondary's history is newer than a live primary's when it
     // confirmed a promotion that then failed (the proposer lost its majority): resyncing the
     // primary from it would drop writes the primary acknowledged since with another majority.
-    // They stay apart; the secondary rejoins once a primary it can follow exists.
-    if (this.settings.peers.length > 1 && peer.role !== 'primary' && (decision.kind === 'target' ? this.data.role === 'primary' : this.data.role !== 'primary')) {
+    // They stay apart; the secondary rejoins once a primary it can follow exists. A secondary never
+    // sources one into a primary either: the primary's state may be old news (a slow link), and
+    // the resync reached a node another primary was already resyncing (simulator, five nodes,
+    // seed 80000188).
+    const several = this.settings.peers.length > 1;
+    const stayApart = decision.kind === 'target'
+      ? this.data.role === 'primary' && peer.role !== 'primary'
+      : this.data.role !== 'primary' && (peer.role !== 'primary' || decision.kind === 'source');
+    if (several && stayApart) {
       if (decision.kind === 'target') this.data.emit({ kind: 'log', level: 'warn', msg: 'a secondary holds a newer epoch history (a promotion it confirmed did not complete): it is left alone until it follows a primary', fields: { peer: ch.name } });
       return;
     }
