@@ -100,8 +100,7 @@ export class Cluster implements NodeHost, LinkHost {
     const count = o.nodes.length;
     // A third node's links draw from a stream of their own: a pair's seed replays as it always did.
     const extraLinks = count > 2 ? new Prng((seed ^ 0x27d4eb2f) >>> 0) : null;
-    this.network = new Network(this.sched, root.fork(), { delayMeanMs: o.linkDelayMeanMs, highWater: o.linkHighWater, detectMeanMs: o.detectMeanMs }, this, count, extraLinks);
-    o.nodes.forEach((n, i) => { this.network.slowMs[i] = n.slowLinkMs; });
+    this.network = new Network(this.sched, root.fork(), { delayMeanMs: o.linkDelayMeanMs, highWater: o.linkHighWater, detectMeanMs: o.detectMeanMs }, this, o.nodes.map((n) => n.slowLinkMs), extraLinks);
     // The storage faults draw from a stream of their own, so their rates leave a seed's other draws as they were.
     const storageRoot = new Prng((seed ^ 0x5bd1e995) >>> 0);
     const nodes = [new SimNode(0, count, o, this, root.fork(), storageRoot.fork()), new SimNode(1, count, o, this, root.fork(), storageRoot.fork())];

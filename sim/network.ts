@@ -132,7 +132,7 @@ export class Link {
     if (c.dead) return true;
     const to: Side = from === 0 ? 1 : 0;
     const now = this.sched.nowMs;
-    const slowMs = this.net.extraDelayMs(this.ends[to]);
+    const slowMs = this.net.slowMs[this.ends[to]]!;
     const deliverAt = Math.max(now + this.prng.delay(this.tuning.delayMeanMs + slowMs), c.lastDeliverAt[to], c.upAt[to], this.net.stalledUntil[this.ends[to]]!);
     c.lastDeliverAt[to] = deliverAt;
     const item: InFlight = { msg, ref, deliverAt, lost: false };
@@ -172,12 +172,18 @@ export class Link {
     }
   }
 
+  /** The sides a message in flight is on its way to (a corrupt frame could hit one). */
+  private corruptibleSides(): Side[] {
+    const c = this.conn;
+    if (c === null || c.dead) return [];
+    return ([0, 1] as const).filter((side) => c.up[side] && c.queues[side].length > 0);
+  }
+
   /** A corrupt frame on its way: it and everything after it are never applied. */
   corrupt(): boolean {
     const c = this.conn;
-    if (c === null || c.dead) return false;
-    const candidates = ([0, 1] as const).filter((side) => c.up[side] && c.queues[side].length > 0);
-    if (candidates.length === 0) return false;
+    const candidates = this.corruptibleSides();
+    if (c === null || candidates.length === 0) return false;
     const to = this.prng.pick(candidates);
     const index = this.prng.int(c.queues[to].length);
     const bad = c.queues[to][index]!;
@@ -192,8 +198,7 @@ export class Link {
 
   /** Has a message in flight that a corrupt frame could hit. */
   get corruptible(): boolean {
-    const c = this.conn;
-    return c !== null && !c.dead && ([0, 1] as const).some((side) => c.up[side] && c.queues[side].length > 0);
+    return this.corruptibleSides().length > 0;
   }
 
   /** Keeps the first `keep` messages to `side`, loses the rest, and tells it linkDown in time. */
@@ -236,19 +241,17 @@ export class Network {
   nextConnId = 1;
   /** Per node: deliveries to it wait until then (a stall). */
   readonly stalledUntil: number[];
-  /** Per node: extra mean delay of messages to it (a slow secondary). */
-  readonly slowMs: number[];
-
   constructor(
     readonly sched: Scheduler,
     prng: Prng,
     readonly tuning: LinkTuning,
     readonly host: LinkHost,
-    nodeCount: number,
+    /** Per node: extra mean delay of messages to it (a slow secondary); one entry per node. */
+    readonly slowMs: readonly number[],
     extraLinksPrng: Prng | null,
   ) {
+    const nodeCount = slowMs.length;
     this.stalledUntil = new Array<number>(nodeCount).fill(0);
-    this.slowMs = new Array<number>(nodeCount).fill(0);
     for (let i = 0; i < nodeCount; i++) {
       for (let j = i + 1; j < nodeCount; j++) {
         const first = this.links.length === 0;
@@ -267,10 +270,6 @@ export class Network {
   /** The pair's one link (a volume of two nodes). */
   get pairLink(): Link {
     return this.links[0]!;
-  }
-
-  extraDelayMs(node: number): number {
-    return this.slowMs[node]!;
   }
 
   send(from: number, to: number, connId: number | null, msg: LinkMessage, ref: WriteRef | null): boolean {

@@ -10,7 +10,7 @@ import type { DataChannel as Channel, DataPath, ReplicaSettings } from './replic
 import type { LinkMessage, PersistedState } from './replica-types.js';
 import { PeerStateMachine } from './peer-state.js';
 import { MetadataOnDisk } from './replica-on-disk.js';
-import { decideSync, resyncTracks, type SideState } from './resync.js';
+import { decideSync, keepApart, resyncTracks, type SideState } from './resync.js';
 import { StreamPosition } from './stream-position.js';
 import { ResyncSender, tracksOthersMayLack } from './resync-sender.js';
 import { applyPeerDataAt, staleStream } from './replica-apply.js';
@@ -226,19 +226,7 @@ export class LinkHalf {
       return;
     }
     const decision = decideSync(this.sideState(), { ...peer, node: ch.name }, this.branchesByEpoch);
-    // Among three or more nodes a secondary never sources a resync, and a primary steps down only
-    // for a primary with newer data. A secondary's history is newer than a live primary's when it
-    // confirmed a promotion that then failed (the proposer lost its majority): resyncing the
-    // primary from it would drop writes the primary acknowledged since with another majority.
-    // They stay apart; the secondary rejoins once a primary it can follow exists. A secondary never
-    // sources one into a primary either: the primary's state may be old news (a slow link), and
-    // the resync reached a node another primary was already resyncing (simulator, five nodes,
-    // seed 80000188).
-    const several = this.settings.peers.length > 1;
-    const stayApart = decision.kind === 'target'
-      ? this.data.role === 'primary' && peer.role !== 'primary'
-      : this.data.role !== 'primary' && (peer.role !== 'primary' || decision.kind === 'source');
-    if (several && stayApart) {
+    if (this.settings.peers.length > 1 && keepApart(decision, this.data.role, peer.role)) {
       if (decision.kind === 'target') this.data.emit({ kind: 'log', level: 'warn', msg: 'a secondary holds a newer epoch history (a promotion it confirmed did not complete): it is left alone until it follows a primary', fields: { peer: ch.name } });
       return;
     }
@@ -470,6 +458,10 @@ export class LinkHalf {
     this.data.diverging = false;
     this.persist();
     this.data.emit({ kind: 'log', level: 'info', msg: 'resync complete: in-sync', fields: { bytes: plan.sentBytes, full: plan.full, ms: nowMs - plan.startMs } });
+    // An in-sync peer may bring quorum back: host writes held for it go on now, whichever event
+    // ended the resync (a chunk read, a timer, the history's persist). Without it they waited for
+    // an event that never came (simulator, three nodes, seeds 10001884, 10002821).
+    this.data.pump(nowMs);
   }
 
   // ================================================================ persisted state

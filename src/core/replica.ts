@@ -152,15 +152,9 @@ export class ReplicaCore {
     this.link.setLinkWritable(this.data.channelOf(peer), writable, nowMs);
   }
 
-  /**
-   * The shell read a resync chunk (cache overlaid on store), in the same step as finishRead. The
-   * last one ends the resync: the peer is in sync, which may bring quorum back, and the host
-   * writes held for it go on (pump). Without it they waited for an event that never came
-   * (simulator, three nodes, seed 10002821: the primary's queue stayed held with quorum back).
-   */
+  /** The shell read a resync chunk (cache overlaid on store), in the same step as finishRead. */
   syncChunkRead(offsetBytes: number, data: Uint8Array, nowMs: number, resyncId: number): void {
     this.link.syncChunkRead(offsetBytes, data, nowMs, resyncId);
-    this.data.pump(nowMs);
   }
 
   syncChunkFailed(offsetBytes: number, lengthBytes: number, message: string, nowMs: number, resyncId: number): void {
@@ -211,9 +205,6 @@ export class ReplicaCore {
     this.link.persistLanded(token);
     this.roles.onPersisted(token, nowMs);
     this.link.persistDurable(token, nowMs);
-    // What waited for this metadata may change what quorum counts: held writes may go on (as
-    // after the last resync chunk; seed 10001884's resync ended on a timer, its in-sync here).
-    this.data.pump(nowMs);
   }
 
   /**

@@ -66,6 +66,21 @@ export function decideSync(me: SideState, peer: SideState, byEpoch = false): Syn
   return iAmSource ? sourceDecision(me, peer, relation === 'equal' ? 'same epoch history' : 'newer epoch history') : { kind: 'target' };
 }
 
+/**
+ * Among three or more nodes, should two nodes leave `decision` undone? A secondary never sources
+ * a resync, and a primary steps down only for a primary with newer data. A secondary's history is
+ * newer than a live primary's when it confirmed a promotion that then failed (the proposer lost
+ * its majority): resyncing the primary from it would drop writes the primary acknowledged since
+ * with another majority. They stay apart; the secondary rejoins once a primary it can follow
+ * exists. A secondary never sources one into a primary either: the primary's state may be old
+ * news (a slow link), and the resync reached a node another primary was already resyncing
+ * (simulator, five nodes, seed 80000188).
+ */
+export function keepApart(decision: SyncDecision, me: Role, peer: Role): boolean {
+  if (decision.kind === 'target') return me === 'primary' && peer !== 'primary';
+  return me !== 'primary' && (peer !== 'primary' || decision.kind === 'source');
+}
+
 function sourceDecision(me: SideState, peer: SideState, why: string): SyncDecision {
   // A split brain's losing side vouches for what it changed (its out-of-sync set) even though its
   // store is not trusted as a whole: every track either side changed is resent.
