@@ -2,7 +2,8 @@
 // the same bytes as a twinblock pair and nothing else (issue 11 "Done when": "a measured floor: a
 // bare Node.js socket doing the same bytes on the same cores").
 //
-// Two processes, run by `bench/floor.ts`:
+// Two processes (or, with `bench:floor -- --nodes 3`, a primary and two secondaries), run by
+// `bench/floor.ts`:
 //   primary    serves NBD to fio (the minimum of the handshake libnbd needs, proto.md "Option
 //              haggling"; then simple replies only), copies each WRITE's payload from the socket
 //              chunks straight into one preallocated RAM buffer the size of the volume, forwards
@@ -46,7 +47,10 @@ const ACK_BYTES = 4;
 interface Args {
   role: 'primary' | 'secondary' | 'standalone';
   port: number;
-  peerPort: number;
+  /** primary: the secondaries' link ports (one --peer each). */
+  peerPorts: number[];
+  /** primary: secondary acks a write waits for before its reply (--acks; default all of them). */
+  acksNeeded: number;
   sizeBytes: number;
   /** Harden every payload to this file; null: RAM only. */
   store: string | null;
@@ -58,7 +62,7 @@ interface Args {
   syncReads: boolean;
 }
 
-const usage = 'usage: floor-node.js primary|secondary|standalone PORT SIZE_MIB [--peer PORT] [--harden STORE [--pool] [--fsync-ms N]] [--sync-reads]';
+const usage = 'usage: floor-node.js primary|secondary|standalone PORT SIZE_MIB [--peer PORT ...] [--acks N] [--harden STORE [--pool] [--fsync-ms N]] [--sync-reads]';
 
 function parseArgs(argv: string[]): Args {
   const [role, port, sizeMiB, ...rest] = argv;
@@ -67,8 +71,11 @@ function parseArgs(argv: string[]): Args {
     const i = rest.indexOf(name);
     return i < 0 ? null : (rest[i + 1] ?? null);
   };
+  const peerPorts = rest.flatMap((a, i) => (a === '--peer' ? [Number(rest[i + 1])] : []));
+  const acksNeeded = Number(flag('--acks') ?? peerPorts.length);
+  if (role === 'primary' && (peerPorts.length === 0 || !(acksNeeded >= 1 && acksNeeded <= peerPorts.length))) throw new Error(usage);
   return {
-    role, port: Number(port), peerPort: Number(flag('--peer') ?? 0), sizeBytes: Number(sizeMiB) * 1024 * 1024,
+    role, port: Number(port), peerPorts, acksNeeded, sizeBytes: Number(sizeMiB) * 1024 * 1024,
     store: flag('--harden'), pool: rest.includes('--pool'), fsyncMs: Number(flag('--fsync-ms') ?? 0), syncReads: rest.includes('--sync-reads'),
   };
 }
@@ -292,26 +299,35 @@ function runStandalone(args: Args, ram: Buffer): void {
   });
 }
 
+/**
+ * The primary forwards every WRITE to each secondary and answers once `acksNeeded` of them acked
+ * it: all of them (as `ack: all`), or a majority with the primary counted (as `ack: quorum`).
+ */
 function runPrimary(args: Args, ram: Buffer): void {
   const harden = hardener(args, ram);
-  const link = net.connect(args.peerPort, '127.0.0.1');
-  link.setNoDelay(true);
-  const toPeer = batchedWriter(link);
-  /** Per forwarded write: its client and cookie, by link id. */
-  const waiting = new Map<number, { reply: (r: Buffer) => void; cookie: bigint }>();
-  let nextId = 0;
-  let ackInput: Buffer = Buffer.alloc(0);
-  link.on('data', (chunk: Buffer) => {
-    ackInput = ackInput.length === 0 ? chunk : Buffer.concat([ackInput, chunk]);
-    let at = 0;
-    for (; at + ACK_BYTES <= ackInput.length; at += ACK_BYTES) {
-      const id = ackInput.readUInt32BE(at);
-      const w = waiting.get(id)!;
-      waiting.delete(id);
-      w.reply(simpleReply(w.cookie, 0));
-    }
-    ackInput = ackInput.subarray(at);
+  /** Per forwarded write: its client, cookie and the acks still missing, by link id. */
+  const waiting = new Map<number, { reply: (r: Buffer) => void; cookie: bigint; acksMissing: number }>();
+  const onAck = (id: number): void => {
+    const w = waiting.get(id);
+    if (w === undefined) return; // answered already; a later secondary's ack
+    w.acksMissing--;
+    if (w.acksMissing > 0) return;
+    waiting.delete(id);
+    w.reply(simpleReply(w.cookie, 0));
+  };
+  const links = args.peerPorts.map((peerPort) => {
+    const link = net.connect(peerPort, '127.0.0.1');
+    link.setNoDelay(true);
+    let ackInput: Buffer = Buffer.alloc(0);
+    link.on('data', (chunk: Buffer) => {
+      ackInput = ackInput.length === 0 ? chunk : Buffer.concat([ackInput, chunk]);
+      let at = 0;
+      for (; at + ACK_BYTES <= ackInput.length; at += ACK_BYTES) onAck(ackInput.readUInt32BE(at));
+      ackInput = ackInput.subarray(at);
+    });
+    return batchedWriter(link);
   });
+  let nextId = 0;
   serveHosts(args, ram, (reply, cookie, offsetBytes, lengthBytes) => {
     harden(offsetBytes, lengthBytes);
     const id = nextId++ >>> 0;
@@ -319,9 +335,12 @@ function runPrimary(args: Args, ram: Buffer): void {
     frame.writeUInt32BE(lengthBytes, 0);
     frame.writeBigUInt64BE(BigInt(offsetBytes), 4);
     frame.writeUInt32BE(id, 12);
-    toPeer(frame);
-    toPeer(ram.subarray(offsetBytes, offsetBytes + lengthBytes));
-    waiting.set(id, { reply, cookie });
+    const payload = ram.subarray(offsetBytes, offsetBytes + lengthBytes);
+    for (const toPeer of links) {
+      toPeer(frame);
+      toPeer(payload);
+    }
+    waiting.set(id, { reply, cookie, acksMissing: args.acksNeeded });
   });
 }
 

@@ -12,6 +12,12 @@
 //   qemu        QEMU's synchronous mirror (bench/qemu-mirror.ts), the peer of issue 11's targets.
 // A target the floor itself misses is bound by the runtime on these cores, not by our code; where
 // the floor meets it, the gap between the floor and the pair is ours.
+//
+// With --nodes 3 (issue 12 item 10: three nodes with `ack: quorum` at >= 0.8x the pair), the
+// targets are instead the floor-pool pair, the same floor with a primary and two secondaries
+// answering on the first secondary's ack (a majority of three), the twinblock pair and three
+// twinblock nodes with `ack: quorum`: what a third process costs on these cores when it does
+// nothing but take the bytes, beside what it costs twinblock.
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -24,17 +30,20 @@ import {
 } from './common.js';
 import { withCpuUse } from './cpu.js';
 import { median, medianMeasurement, rows as allRows, runFio, type Measurement, type Row } from './fio.js';
-import { BenchPair, pairPaths } from './pair.js';
+import { BenchPair } from './pair.js';
 import { QemuMirror } from './qemu-mirror.js';
 
 const rowIds = ['randwrite-4k-qd32', 'seqwrite-1m-qd8', 'randwrite-4k-qd1'];
-const targetNames = ['floor', 'floor-disk', 'floor-pool', 'pair', 'qemu'] as const;
-type TargetName = typeof targetNames[number];
+const pairTargets = ['floor', 'floor-disk', 'floor-pool', 'pair', 'qemu'] as const;
+const trioTargets = ['floor-pool', 'floor3-pool', 'pair', 'trio'] as const;
+type TargetName = typeof pairTargets[number] | typeof trioTargets[number];
 const targetLabel: Record<TargetName, string> = {
   'floor': 'bare Node.js mirror, RAM only',
   'floor-disk': 'bare Node.js mirror + sync pwrite',
   'floor-pool': 'bare Node.js mirror + libuv fs.write',
+  'floor3-pool': 'bare Node.js mirror to two secondaries + libuv fs.write, answered on the first ack',
   'pair': 'twinblock pair, flush: memory',
+  'trio': 'twinblock, three nodes, ack: quorum',
   'qemu': 'QEMU sync mirror (write-blocking)',
 };
 const floorFsyncMs = 20;
@@ -45,6 +54,7 @@ const usage = `usage: npm run bench:floor -- [options]
   --warmup SEC      an unmeasured fio run per row and target first (default 3)
   --size SIZE_MIB   volume and file size in MiB (default 256)
   --rows a,b        only these rows (${rowIds.join(', ')})
+  --nodes 3         the three-node floor beside three twinblock nodes (ack: quorum) instead of QEMU
   --max-load L      before starting, wait (up to 600 s) for 1-min load <= L
   --markdown FILE   also write the results to FILE`;
 
@@ -57,21 +67,70 @@ interface Target {
 
 interface Sample { m: Measurement; serverUsPerIo: number }
 
-async function startFloor(sizeBytes: number, hardenMode: 'none' | 'sync' | 'pool', stores: { a: string; b: string }): Promise<{ uri: string; procs: BackgroundProcess[] }> {
+/** A floor volume: one primary, `stores.length - 1` secondaries; the primary answers on `acks` acks. */
+async function startFloor(sizeBytes: number, hardenMode: 'none' | 'sync' | 'pool', stores: string[], acks: number): Promise<{ uri: string; procs: BackgroundProcess[] }> {
   const script = path.join(path.dirname(fileURLToPath(import.meta.url)), 'floor-node.js');
-  const [linkPort, nbdPort] = [await freePort(), await freePort()];
   const harden = (store: string): string[] => hardenMode === 'none' ? [] : ['--harden', store, '--fsync-ms', String(floorFsyncMs), ...(hardenMode === 'pool' ? ['--pool'] : [])];
   const sizeMiB = String(sizeBytes / MiB);
-  const secondary = await startBackground('node', [script, 'secondary', String(linkPort), sizeMiB, ...harden(stores.b)], linkPort);
-  const primary = await startBackground('node', [script, 'primary', String(nbdPort), sizeMiB, '--peer', String(linkPort), ...harden(stores.a)], nbdPort);
-  return { uri: `nbd://127.0.0.1:${nbdPort}/`, procs: [primary, secondary] };
+  const procs: BackgroundProcess[] = [];
+  const peerArgs: string[] = [];
+  for (const store of stores.slice(1)) {
+    const linkPort = await freePort();
+    procs.push(await startBackground('node', [script, 'secondary', String(linkPort), sizeMiB, ...harden(store)], linkPort));
+    peerArgs.push('--peer', String(linkPort));
+  }
+  const nbdPort = await freePort();
+  procs.unshift(await startBackground('node', [script, 'primary', String(nbdPort), sizeMiB, ...peerArgs, '--acks', String(acks), ...harden(stores[0]!)], nbdPort));
+  return { uri: `nbd://127.0.0.1:${nbdPort}/`, procs };
+}
+
+interface Started { targets: Target[]; check(): Promise<void>; stop(): Promise<void> }
+
+/** The targets of one run: the pair mode's five, or with --nodes 3 the floors and twinblock volumes of two and three nodes. */
+async function startTargets(trio: boolean, sizeBytes: number, dir: string, stores: (name: string, count: number) => string[]): Promise<Started> {
+  const floorTarget = (name: TargetName, f: { uri: string; procs: BackgroundProcess[] }): Target => ({
+    name, uri: f.uri, settle: async () => syncFs(), pids: () => f.procs.map((p) => p.child.pid!),
+  });
+  const volumeTarget = (name: TargetName, v: BenchPair): Target => ({
+    name, uri: v.uri('a'), settle: async () => { await v.waitHardened(180_000); syncFs(); }, pids: () => v.names.map((n) => v.node(n).pid),
+  });
+  const startVolume = async (name: string, count: number, extra?: Record<string, unknown>): Promise<BenchPair> => {
+    const names = ['a', 'b', 'c'].slice(0, count);
+    const files = stores(name, count);
+    const volume = await BenchPair.start({
+      dir: path.join(dir, name), stores: Object.fromEntries(names.map((n, i) => [n, files[i]!])), size: `${sizeBytes / MiB}MiB`, cache: '256MiB', flush: 'memory', ...(extra ? { extra } : {}),
+    });
+    await volume.waitInSync(300_000);
+    return volume;
+  };
+  const floors = [await startFloor(sizeBytes, 'pool', stores('pool', 2), 1)];
+  if (trio) {
+    floors.push(await startFloor(sizeBytes, 'pool', stores('pool3', 3), 1));
+    const pair = await startVolume('pair', 2);
+    const three = await startVolume('trio', 3, { ack: 'quorum' });
+    return {
+      targets: [floorTarget('floor-pool', floors[0]!), floorTarget('floor3-pool', floors[1]!), volumeTarget('pair', pair), volumeTarget('trio', three)],
+      check: async () => {},
+      stop: async () => { for (const v of [pair, three]) await v.stop(); for (const p of floors.flatMap((f) => f.procs)) await p.stop(); },
+    };
+  }
+  floors.push(await startFloor(sizeBytes, 'none', ['', ''], 1), await startFloor(sizeBytes, 'sync', stores('disk', 2), 1));
+  const pair = await startVolume('pair', 2);
+  const qemuFiles = stores('qemu', 2);
+  const qemu = await QemuMirror.start({ sourceFile: qemuFiles[0]!, targetFile: qemuFiles[1]!, dir });
+  return {
+    targets: [floorTarget('floor', floors[1]!), floorTarget('floor-disk', floors[2]!), floorTarget('floor-pool', floors[0]!), volumeTarget('pair', pair),
+      { name: 'qemu', uri: qemu.uri, settle: async () => { await qemu.checkMirroring(); syncFs(); }, pids: () => qemu.pids }],
+    check: async () => qemu.checkMirroring(),
+    stop: async () => { await pair.stop(); await qemu.stop(); for (const p of floors.flatMap((f) => f.procs)) await p.stop(); },
+  };
 }
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       runs: { type: 'string' }, runtime: { type: 'string' }, warmup: { type: 'string' }, size: { type: 'string' },
-      rows: { type: 'string' }, 'max-load': { type: 'string' }, markdown: { type: 'string' }, help: { type: 'boolean' },
+      rows: { type: 'string' }, 'max-load': { type: 'string' }, markdown: { type: 'string' }, nodes: { type: 'string' }, help: { type: 'boolean' },
     },
   });
   exitWithUsageIf(values.help, usage);
@@ -83,36 +142,29 @@ async function main(): Promise<void> {
   for (const id of ids) if (!rowIds.includes(id)) throw new OptionError(`unknown row ${id} (rows: ${rowIds.join(', ')})`);
   const selected = allRows.filter((r) => ids.includes(r.id));
   const maxLoad = maxLoadOption(values['max-load']);
-  ensureTools(['fio', 'nbdkit', 'qemu-storage-daemon']);
+  ensureTools(values.nodes === undefined ? ['fio', 'nbdkit', 'qemu-storage-daemon'] : ['fio', 'nbdkit']);
   const loadBefore = maxLoad === null ? loadAverage() : await waitForLowLoad(maxLoad, 600);
   const command = `npm run bench:floor -- ${process.argv.slice(2).join(' ')}`.trim();
 
+  const trio = values.nodes !== undefined && intOption(values.nodes, 2, 'nodes') === 3;
+  if (values.nodes !== undefined && !trio) throw new OptionError('--nodes takes 3 (the pair is the default)');
+  const targetNames: readonly TargetName[] = trio ? trioTargets : pairTargets;
   const dir = makeTempDir('twinblock-bench-floor-');
-  const base = path.join(dir, 'floor');
-  const mem = pairPaths(base, 'memory');
-  const files = { data: `${base}-data.img`, fa: `${base}-floor-a.img`, fb: `${base}-floor-b.img`, pa: `${base}-pool-a.img`, pb: `${base}-pool-b.img`, qs: `${base}-qemu-source.img`, qt: `${base}-qemu-target.img` };
-  execFileSync('mkdir', ['-p', mem.dir]);
-  writeDataFile(files.data, sizeBytes);
-  for (const f of [mem.stores.a, mem.stores.b, files.fa, files.fb, files.pa, files.pb, files.qs, files.qt]) copyFile(files.data, f);
+  const data = path.join(dir, 'floor-data.img');
+  writeDataFile(data, sizeBytes);
+  /** Stores for a volume of `count` nodes, each a copy of the same random data. */
+  const stores = (name: string, count: number): string[] => Array.from({ length: count }, (_, i) => {
+    const f = path.join(dir, `floor-${name}-${i}.img`);
+    copyFile(data, f);
+    return f;
+  });
+  const started = await startTargets(trio, sizeBytes, dir, stores);
   syncFs();
-
-  const floor = await startFloor(sizeBytes, 'none', { a: '', b: '' });
-  const floorDisk = await startFloor(sizeBytes, 'sync', { a: files.fa, b: files.fb });
-  const floorPool = await startFloor(sizeBytes, 'pool', { a: files.pa, b: files.pb });
-  const pair = await BenchPair.start({ dir: mem.dir, stores: mem.stores, size: `${sizeBytes / MiB}MiB`, cache: '256MiB', flush: 'memory' });
-  const qemu = await QemuMirror.start({ sourceFile: files.qs, targetFile: files.qt, dir });
   const results = new Map<Row, Record<TargetName, Sample>>();
   let loadAfter = '';
   try {
-    await pair.waitInSync(300_000);
-    const floorTarget = (name: TargetName, f: { uri: string; procs: BackgroundProcess[] }): Target => ({
-      name, uri: f.uri, settle: async () => syncFs(), pids: () => f.procs.map((p) => p.child.pid!),
-    });
-    const targets: Target[] = [
-      floorTarget('floor', floor), floorTarget('floor-disk', floorDisk), floorTarget('floor-pool', floorPool),
-      { name: 'pair', uri: pair.uri('a'), settle: async () => { await pair.waitHardened(180_000); syncFs(); }, pids: () => (['a', 'b'] as const).map((n) => pair.node(n).pid) },
-      { name: 'qemu', uri: qemu.uri, settle: async () => { await qemu.checkMirroring(); syncFs(); }, pids: () => qemu.pids },
-    ];
+    for (const t of started.targets) await t.settle();
+    const targets = started.targets;
     for (const row of selected) {
       for (const t of targets) {
         await t.settle();
@@ -133,17 +185,15 @@ async function main(): Promise<void> {
       }])) as Record<TargetName, Sample>);
     }
     loadAfter = loadAverage();
-    await qemu.checkMirroring();
+    await started.check();
   } finally {
-    await pair.stop();
-    await qemu.stop();
-    for (const p of [...floor.procs, ...floorDisk.procs, ...floorPool.procs]) await p.stop();
+    await started.stop();
   }
-  const markdown = [...table(results), '',
+  const markdown = [...(trio ? trioTable(results) : table(results)), '',
     `Medians of ${runs} runs per target, order rotated every run, after one unmeasured ${warmupSec} s warm-up per row and target; fio runs ${runtimeSec} s (+1 s ramp); volume ${sizeBytes / MiB} MiB; twinblock cache 256 MiB per node; the floor's hardening fdatasyncs every ${floorFsyncMs} ms.`,
     '',
     `- date: ${new Date().toISOString()} (commit ${commitDescription()})`,
-    ...Object.entries(machine([['fio', ['--version']], ['qemu-storage-daemon', ['--version']]])).map(([k, v]) => `- ${k}: ${v}`),
+    ...Object.entries(machine([['fio', ['--version']], ...(trio ? [] : [['qemu-storage-daemon', ['--version']] as [string, string[]]])])).map(([k, v]) => `- ${k}: ${v}`),
     `- load average (1/5/15 min) before: ${loadBefore}; after: ${loadAfter}`,
     `- command: \`${command}\``].join('\n');
   console.log(markdown);
@@ -165,6 +215,7 @@ function describe(row: Row, s: Sample): string {
  * the pair's ratio to QEMU on issue 11's own terms (≥ 2.0× throughput, QD1 p50 ≤ 1.0×).
  */
 function table(results: Map<Row, Record<TargetName, Sample>>): string[] {
+  const targetNames = pairTargets;
   const out = [`| row | ${targetNames.map((t) => targetLabel[t]).join(' | ')} | floor-disk vs QEMU | pair vs QEMU | pair CPU / floor-disk CPU |`,
     `| --- | ${targetNames.map(() => '---').join(' | ')} | --- | --- | --- |`];
   for (const [row, r] of results) {
@@ -174,6 +225,26 @@ function table(results: Map<Row, Record<TargetName, Sample>>): string[] {
       return `${(r[t].m[key] / r.qemu.m[key]).toFixed(2)}×`;
     };
     out.push(`| ${row.label} | ${targetNames.map((t) => describe(row, r[t])).join(' | ')} | ${ratio('floor-disk')} | ${ratio('pair')} | ${(r.pair.serverUsPerIo / r['floor-disk'].serverUsPerIo).toFixed(2)}× |`);
+  }
+  return out;
+}
+
+/**
+ * --nodes 3: every target's figure and CPU, then three nodes against two for the floor and for
+ * twinblock (issue 12 item 10's terms: >= 0.8x throughput, QD1 p50 <= 1.2x).
+ */
+function trioTable(results: Map<Row, Record<TargetName, Sample>>): string[] {
+  const names = trioTargets;
+  const out = [`| row | ${names.map((t) => targetLabel[t]).join(' | ')} | floor: three vs two | twinblock: three vs two | CPU per I/O, three vs two: floor / twinblock |`,
+    `| --- | ${names.map(() => '---').join(' | ')} | --- | --- | --- |`];
+  for (const [row, r] of results) {
+    const ratio = (three: TargetName, two: TargetName): string => {
+      if (row.kind === 'latency') return `p50 ${(r[three].m.p50LatencyUs / r[two].m.p50LatencyUs).toFixed(2)}×`;
+      const key = row.id.includes('1m') ? 'bandwidthBytesPerSec' : 'iops';
+      return `${(r[three].m[key] / r[two].m[key]).toFixed(2)}×`;
+    };
+    const cpu = (three: TargetName, two: TargetName): string => `${(r[three].serverUsPerIo / r[two].serverUsPerIo).toFixed(2)}×`;
+    out.push(`| ${row.label} | ${names.map((t) => describe(row, r[t])).join(' | ')} | ${ratio('floor3-pool', 'floor-pool')} | ${ratio('trio', 'pair')} | ${cpu('floor3-pool', 'floor-pool')} / ${cpu('trio', 'pair')} |`);
   }
   return out;
 }
