@@ -100,6 +100,17 @@ function storeLine(s: Json): string[] {
   return [`  store: ${str(s['store'])}${policy.length > 0 ? ` (${policy.join(', ')})` : ''}`];
 }
 
+/** Issue 13: the etcd arbiter, when one is configured. */
+function arbiterLine(s: Json): string[] {
+  const a = s['arbiter'];
+  if (!isObject(a)) return [];
+  const reach = a['connected'] === true ? 'etcd connected' : `etcd UNREACHABLE${typeof a['lastError'] === 'string' ? ` (${a['lastError']})` : ''}`;
+  const leader = typeof a['leader'] === 'string' ? `leader ${a['leader']}` : 'no leader';
+  const lease = a['state'] === 'leader' ? `, lease ${str(a['leaseRemainingMs'])} ms left` : '';
+  const held = typeof s['heldReplies'] === 'number' && s['heldReplies'] > 0 ? `, ${s['heldReplies']} replies held` : '';
+  return [`  arbiter: ${reach}, ${leader}, epoch ${str(a['epoch'])}${lease}, electable ${Array.isArray(a['electable']) ? a['electable'].join(',') : '?'}${a['autoFailover'] === true ? '' : ', autoFailover off'}${held}`];
+}
+
 /** Issue 12: the ack policy, and quorum as nodes reached against nodes needed. */
 function quorumLine(s: Json): string[] {
   const q = s['quorum'];
@@ -179,7 +190,7 @@ function peerLines(peers: unknown[]): string[] {
 /** Human-readable summary of one node's /status JSON; ends with a newline. */
 export function formatStatus(status: unknown): string {
   if (!isObject(status)) return `unexpected status (not a JSON object): ${JSON.stringify(status)}\n`;
-  const lines = [headerLine(status), ...storeLine(status), ...quorumLine(status)];
+  const lines = [headerLine(status), ...storeLine(status), ...quorumLine(status), ...arbiterLine(status)];
   const cache = isObject(status['cache']) ? status['cache'] : undefined;
   const exposure = isObject(status['exposure']) ? status['exposure'] : {};
   if (cache !== undefined) lines.push(...cacheLines(cache, exposure));

@@ -79,6 +79,18 @@ export interface Config {
   primary: string;
   /** In file order; one node is standalone, two are a pair. */
   nodes: NodeConfig[];
+  /** Unattended failover through etcd (issue 13); null: promotions are the operator's. */
+  arbiter: ArbiterConfig | null;
+}
+
+export interface ArbiterConfig {
+  /** http://host:port of each etcd member (its client URL). */
+  etcd: string[];
+  /** The leader's lease; etcd counts leases in whole seconds, so a multiple of 1000, at least 2000. */
+  leaseTtlMs: number;
+  /** Keys live under PREFIX/VOLUME/. */
+  prefix: string;
+  autoFailover: boolean;
 }
 
 /** Any invalid configuration; message is one line, ready for "twinblock: <message>". */
@@ -98,6 +110,7 @@ export const defaults = {
   onNoQuorum: 'suspend-io' as NoQuorumPolicy,
   syncRateBytesPerSec: 200 * 1024 * 1024,
   heartbeatTimeoutMs: 1000,
+  leaseTtlMs: 2000,
   nbdMaxConnections: 1024,
   nbdHandshakeTimeoutMs: 10_000,
   cacheBytes: 256 * 1024 * 1024,
@@ -152,6 +165,12 @@ const fileSchema = z.strictObject({
   secret: z.string().optional(),
   primary: z.string().optional(),
   nodes: z.record(z.string(), nodeSchema),
+  arbiter: z.strictObject({
+    etcd: z.array(z.string()).min(1),
+    leaseTtlMs: intField.optional(),
+    prefix: z.string().optional(),
+    autoFailover: z.boolean().optional(),
+  }).optional(),
 });
 
 type RawConfig = z.infer<typeof fileSchema>;
@@ -358,7 +377,24 @@ function buildConfig(raw: RawConfig, baseDir: string, sourcePath: string | null)
     secret: raw.secret ?? null,
     primary,
     nodes,
+    arbiter: buildArbiter(raw, mirrored),
   };
+}
+
+/** The arbiter section (issue 13): etcd client URLs, the lease, where the keys live. */
+function buildArbiter(raw: RawConfig, mirrored: boolean): ArbiterConfig | null {
+  const a = raw.arbiter;
+  if (a === undefined) return null;
+  if (!mirrored) throw new FieldError('arbiter', 'needs two or more nodes: a standalone node has no one to fail over to');
+  if ((raw.ack ?? defaults.ack) === 'quorum') throw new FieldError('arbiter', 'is not supported with ack: quorum yet (its electable set needs every in-sync secondary to hold each write: use ack: all)');
+  a.etcd.forEach((url, i) => {
+    if (!/^https?:\/\/[^/\s]+\/?$/.test(url)) throw new FieldError(`arbiter.etcd[${i}]`, `"${url}" is not an etcd client URL (http://host:port)`);
+  });
+  const leaseTtlMs = atLeast('arbiter.leaseTtlMs', a.leaseTtlMs ?? defaults.leaseTtlMs, 2000);
+  if (leaseTtlMs % 1000 !== 0) throw new FieldError('arbiter.leaseTtlMs', `${leaseTtlMs} is not a whole number of seconds (etcd's leases count seconds)`);
+  const prefix = a.prefix ?? '/twinblock';
+  if (!prefix.startsWith('/')) throw new FieldError('arbiter.prefix', `"${prefix}" must start with /`);
+  return { etcd: a.etcd, leaseTtlMs, prefix, autoFailover: a.autoFailover ?? true };
 }
 
 function validate(data: unknown, baseDir: string, sourceName: string, sourcePath: string | null): Config {

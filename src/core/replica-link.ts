@@ -487,8 +487,8 @@ export class LinkHalf {
   }
 
   /** The entry of a new epoch of ours: past every epoch we know of or ever proposed. */
-  newEpochEntry(): EpochEntry {
-    return { epoch: Math.max(nextEpoch(this.history), this.proposedEpoch + 1), node: this.settings.node };
+  newEpochEntry(minEpoch = 0): EpochEntry {
+    return { epoch: Math.max(nextEpoch(this.history), this.proposedEpoch + 1, minEpoch), node: this.settings.node };
   }
 
   /**

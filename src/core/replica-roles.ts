@@ -33,20 +33,21 @@ export class RolePart {
    * Without the peer's word, a promotion its peer never saw would let a crash of the new primary
    * bring back a resync source that lost the acknowledged writes it held in RAM, and two quick
    * switchovers could give both nodes the same epoch (found by the simulator, seeds 1101, 3337).
-   * `force` (or no link) promotes at once, alone.
+   * `force` (or no link) promotes at once, alone. `minEpoch`: the new epoch is at least this (an
+   * arbiter's transaction chose it, issue 13).
    */
-  promote(force: boolean, nowMs: number, requestId = 0): { ok: true; pending: boolean } | { ok: false; error: string } {
+  promote(force: boolean, nowMs: number, requestId = 0, minEpoch = 0): { ok: true; pending: boolean } | { ok: false; error: string } {
     if (!this.settings.mirrored) return { ok: false, error: 'a standalone node is always primary' };
     if (this.data.role === 'primary') return { ok: false, error: 'already primary' };
-    if (force && this.data.channels.length > 1) return this.promoteForced(nowMs);
+    if (force && this.data.channels.length > 1) return this.promoteForced(nowMs, minEpoch);
     if (this.pending) return { ok: false, error: 'a promotion is already under way (waiting for confirmations, or fetching the newest data)' };
-    if (this.data.channels.length > 1) return this.promoteAmong(requestId);
+    if (this.data.channels.length > 1) return this.promoteAmong(requestId, minEpoch);
     const ch = this.data.pairChannel;
     if (!force && ch.linkIsUp && ch.peerView?.role === 'primary') return { ok: false, error: `peer ${ch.name} is primary and connected: demote it first, or use --force` };
     // Issue 12: a node promotes only while it reaches a majority; in a pair, only with its peer.
     if (!force && !ch.linkIsUp && this.settings.quorum.policy === 'majority') return { ok: false, error: `${this.data.noQuorumMessage()}: promoting alone could lose writes the other side acknowledged (use --force if it is gone for good)` };
     if (!force && (ch.intake.active || this.link.resyncIncomplete)) return { ok: false, error: 'a resync into this node has not finished: its data is incomplete (use --force to promote anyway)' };
-    const entry = this.link.newEpochEntry();
+    const entry = this.link.newEpochEntry(minEpoch);
     assert(entry.epoch > this.link.proposedEpoch, 'an epoch once proposed is never proposed again');
     const history = [...this.link.history, entry];
     if (force || !ch.linkIsUp) {
@@ -64,7 +65,7 @@ export class RolePart {
    * A plain promote among three or more nodes (promotion-survey.ts): proposed to every secondary
    * this node reaches, which must be a majority whatever the quorum policy; judged once all answered.
    */
-  private promoteAmong(requestId: number): { ok: true; pending: boolean } | { ok: false; error: string } {
+  private promoteAmong(requestId: number, minEpoch: number): { ok: true; pending: boolean } | { ok: false; error: string } {
     const reached = this.data.channels.filter((ch) => ch.linkIsUp);
     const primary = reached.find((ch) => ch.peerRole === 'primary');
     if (primary !== undefined) return { ok: false, error: `peer ${primary.name} is primary and connected: demote it first, or use --force` };
@@ -72,7 +73,7 @@ export class RolePart {
     // node holding each acknowledged write (`ack: quorum`), and to fence the old primary.
     if (1 + reached.length < this.data.quorumPart.majority) return { ok: false, error: `this node reaches ${1 + reached.length} of ${this.settings.peers.length + 1} nodes; a promotion needs a majority (${this.data.quorumPart.majority}) to confirm it: promoting with fewer could lose acknowledged writes (use --force if the others are gone for good)` };
     if (this.link.resyncIncomplete || this.data.channels.some((ch) => ch.intake.active)) return { ok: false, error: 'a resync into this node has not finished: its data is incomplete (use --force to promote anyway)' };
-    const entry = this.link.newEpochEntry();
+    const entry = this.link.newEpochEntry(minEpoch);
     assert(entry.epoch > this.link.proposedEpoch, 'an epoch once proposed is never proposed again');
     const history = [...this.link.history, entry];
     const survey = new PromotionSurvey(reached.map((ch) => ch.name), this.data.cache.trackCount);
@@ -327,9 +328,9 @@ export class RolePart {
    * target of a full resync from it (the data of nodes that held newer writes is overwritten, as a
    * forced promotion of a pair's stale side does).
    */
-  private promoteForced(nowMs: number): { ok: true; pending: false } {
+  private promoteForced(nowMs: number, minEpoch: number): { ok: true; pending: false } {
     this.endPromotion('a forced promotion took over');
-    const entry = this.link.newEpochEntry();
+    const entry = this.link.newEpochEntry(minEpoch);
     assert(entry.epoch > this.link.proposedEpoch, 'an epoch once proposed is never proposed again');
     this.becomePrimary([...this.link.history, entry], true, nowMs, () => 'all');
     return { ok: true, pending: false };

@@ -280,8 +280,8 @@ export class ReplicaCore {
 
   // ================================================================ roles (replica-roles.ts)
 
-  promote(force: boolean, nowMs: number, requestId = 0): { ok: true; pending: boolean } | { ok: false; error: string } {
-    return this.roles.promote(force, nowMs, requestId);
+  promote(force: boolean, nowMs: number, requestId = 0, minEpoch = 0): { ok: true; pending: boolean } | { ok: false; error: string } {
+    return this.roles.promote(force, nowMs, requestId, minEpoch);
   }
 
   cancelPromotion(reason: string): void {

@@ -17,6 +17,8 @@ import type { Store } from '../store/store.js';
 import { buildStatus, LinkTraffic, type NodeStatus, type PeerLinkSource } from './status.js';
 import { MetadataFileStore } from './metadata.js';
 import { RoleChangeError, Volume } from './volume.js';
+import { ArbiterShell } from '../arbiter/arbiter-shell.js';
+import { performance } from 'node:perf_hooks';
 
 export type { NodeStatus } from './status.js';
 
@@ -71,6 +73,9 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
   }
   let metrics: NodeMetrics | null = null;
   const links = new Map<string, PeerLink>();
+  /** Per peer, the local send time of the newest heartbeat it echoed (the arbiter's failsafe evidence). */
+  const echoed = new Map<string, number>();
+  let arbiter: ArbiterShell | null = null;
   const volume = new Volume({
     node: nodeName,
     metadata: { persisted, save: (state) => metadata.save(state) },
@@ -105,6 +110,8 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
     }),
     onHardened: (bytes, storeWrites, seconds, reason) => metrics?.hardenDone(bytes, storeWrites, seconds, reason),
     log: (level, msg, fields) => log[level]({ ...fields }, msg),
+    // With an arbiter, nothing is acknowledged before it says this node holds the lease.
+    ...(config.arbiter === null ? {} : { ackGate: () => arbiter?.mayAcknowledge() ?? false }),
   });
   metrics = new NodeMetrics(() => volume.stats(), { defaultLabels: { node: nodeName, volume: config.volume } });
   metrics.registerReadCounters(() => volume.readCounters);
@@ -113,7 +120,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
   // Link and serve only once this start's metadata is on disk (Volume.ready; retried until then).
   await volume.ready();
 
-  const nodeLinks = peerConfigs.length === 0 ? null : await undoOnError(startLinks(config, nodeConfig, peerConfigs, volume, metrics, log), undo);
+  const nodeLinks = peerConfigs.length === 0 ? null : await undoOnError(startLinks(config, nodeConfig, peerConfigs, volume, metrics, log, echoed), undo);
   for (const p of nodeLinks?.peers ?? []) links.set(p.name, p.link);
   if (nodeLinks !== null) undo.push(() => nodeLinks.close());
   const peers = nodeLinks?.peers ?? [];
@@ -123,13 +130,24 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
     log: (level, msg, fields) => log[level](fields ?? {}, msg),
   }), undo);
   undo.push(() => nbd.close());
-  const status = (): NodeStatus => buildStatus({ config, node: nodeConfig, peers, volume, nbdPort: nbd.port, nbdConnections: nbd.connections() });
+  if (config.arbiter !== null) {
+    arbiter = new ArbiterShell({
+      config: config.arbiter, node: nodeName, peers: peerConfigs.map((p) => p.name), volumeName: config.volume,
+      heartbeatTimeoutMs: config.heartbeatTimeoutMs, volume, echoedSentAtMs: (peer) => echoed.get(peer) ?? null,
+      log: (level, msg, fields) => log[level]({ ...fields }, msg),
+    });
+    arbiter.start();
+    const running = arbiter;
+    undo.push(() => running.stop());
+  }
+  const status = (): NodeStatus => buildStatus({ config, node: nodeConfig, peers, volume, nbdPort: nbd.port, nbdConnections: nbd.connections(), arbiter: arbiter?.status() ?? null });
   // POST /promote (?force=1), /demote, /resolve {"discardLocal": true}: a refused change is 409.
   const asAdmin = <T extends object>(run: () => Promise<T>) => run().catch((err: unknown) => {
     throw err instanceof RoleChangeError ? new AdminActionError(409, err.message) : err;
   });
   const actions: Record<string, AdminAction> = {
-    promote: (p) => asAdmin(() => volume.promote(p['force'] === true)),
+    // With an arbiter a promotion is etcd's transaction first (issue 13 item 5), forced or not.
+    promote: (p) => asAdmin(() => (arbiter === null ? volume.promote(p['force'] === true) : arbiter.promoteByOperator())),
     demote: () => asAdmin(() => volume.demote()),
     resolve: (p) => asAdmin(async () => {
       if (p['discardLocal'] !== true) throw new RoleChangeError('resolve needs discardLocal: this node is the side whose changes are discarded');
@@ -152,6 +170,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
         // secondary leaves first (a primary still writing to it would keep it from ever being
         // clean). A failing store makes it retry, not fail (Volume.stop).
         await nbd.close();
+        await arbiter?.stop();
         const before = volume.stats();
         await volume.stop(async () => nodeLinks?.close());
         log.info({ hardenedBytes: before.dirtyBytes }, 'hardened everything; store closed');
@@ -166,7 +185,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
  * The replication links to every other node (full mesh, issue 12), feeding the volume's core
  * (DESIGN.md "Write path"): one listener on this node's link address, one PeerLink per peer.
  */
-async function startLinks(config: Config, node: NodeConfig, peerConfigs: NodeConfig[], volume: Volume, metrics: NodeMetrics, log: Logger): Promise<{ peers: PeerLinkSource[]; close(): Promise<void> }> {
+async function startLinks(config: Config, node: NodeConfig, peerConfigs: NodeConfig[], volume: Volume, metrics: NodeMetrics, log: Logger, echoed: Map<string, number>): Promise<{ peers: PeerLinkSource[]; close(): Promise<void> }> {
   if (node.link === null || config.secret === null) throw new Error('a mirrored volume needs link addresses and a secret');
   const common = {
     node: node.name,
@@ -200,7 +219,13 @@ async function startLinks(config: Config, node: NodeConfig, peerConfigs: NodeCon
       unitedTracks: ch?.record.unitedCount() ?? 0, outOfSyncTracks: ch?.outOfSync.count() ?? 0, resyncSentBytes: ch?.resyncBytesSent ?? 0,
     };
   }));
-  for (const p of peers) p.link.on('rtt', (rttMs) => metrics.linkRttObserved(rttMs / 1000, p.name));
+  for (const p of peers) {
+    p.link.on('rtt', (rttMs) => {
+      metrics.linkRttObserved(rttMs / 1000, p.name);
+      echoed.set(p.name, performance.now() - rttMs);
+    });
+    p.link.on('down', () => echoed.delete(p.name));
+  }
   await listener.start();
   try {
     for (const p of peers) await p.link.start();

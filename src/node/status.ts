@@ -5,6 +5,7 @@ import type { PeerState, QuorumView, Role } from '../core/replica-types.js';
 import type { LinkConnection } from '../link/connection.js';
 import type { PeerLink } from '../link/peer-link.js';
 import type { Volume, VolumeCounters } from './volume.js';
+import type { ArbiterStatus } from '../arbiter/arbiter-shell.js';
 
 export interface PeerStatus {
   node: string;
@@ -60,6 +61,10 @@ export interface NodeStatus {
   exposure: { unhardenedBytes: number; oldestDirtyAgeMs: number; maxDirtyAgeMs: number };
   counters: VolumeCounters & { linkBytesSent: number; linkBytesReceived: number; noticeBytesSent: number; resyncBytesSent: number };
   peers: PeerStatus[];
+  /** Issue 13: the etcd arbiter as this node sees it (null: none configured). */
+  arbiter: ArbiterStatus | null;
+  /** Host replies the arbiter's ack gate holds (this node does not hold the lease now). */
+  heldReplies: number;
 }
 
 /** Status lists at most this many ranges, the fullest first: enough to see where marks sit. */
@@ -107,6 +112,7 @@ export interface StatusSources {
   volume: Volume;
   nbdPort: number;
   nbdConnections: number;
+  arbiter: ArbiterStatus | null;
 }
 
 /** Link bytes of every link together. */
@@ -174,5 +180,7 @@ export function buildStatus(src: StatusSources): NodeStatus {
         ranges: ch.record.rangeSummary().sort((a, b) => b.current + b.old - a.current - a.old).slice(0, MAX_RANGES_LISTED),
       };
     }),
+    arbiter: src.arbiter,
+    heldReplies: volume.heldReplyCount,
   };
 }

@@ -44,6 +44,11 @@ export interface VolumeOptions {
   onFatal?: (err: unknown) => void;
   /** Time and timers (default: the real ones). */
   clock?: Clock;
+  /**
+   * With an arbiter (issue 13): may a host request's success be sent now? Checked as each reply
+   * is ready; held replies go when Volume.releaseHeldReplies finds it open.
+   */
+  ackGate?: () => boolean;
   /** Internal limits; production uses the defaults below, the simulator draws them per seed. */
   tuning?: Partial<VolumeTuning>;
 }

@@ -23,6 +23,8 @@ const DRAIN_POLL_MS = 5;
 interface Pending {
   resolve: () => void;
   reject: (err: Error) => void;
+  /** A host's request: its success waits for the ack gate (the volume's own flush at stop does not). */
+  host: boolean;
 }
 
 export class Volume implements NbdExport {
@@ -47,6 +49,11 @@ export class Volume implements NbdExport {
   private timer: TimerHandle | null = null;
   /** When the armed timer fires (the core's deadline it was armed for), or null. */
   private timerAtMs: number | null = null;
+  /**
+   * Host requests answered by the core whose success may not be sent yet: with an arbiter, a
+   * primary acknowledges only while it holds the lease (ackGate, issue 13 item 3).
+   */
+  private readonly heldReplies: Pending[] = [];
   /** Metadata saves that failed (each retried), and the last one's error: for status. */
   private readonly metadataHealth = { failures: 0, failuresInRow: 0, lastError: null as string | null };
 
@@ -204,7 +211,7 @@ export class Volume implements NbdExport {
 
   private request(start: (reqId: number, nowMs: number) => void): Promise<void> {
     const reqId = this.nextReqId++;
-    const done = new Promise<void>((resolve, reject) => this.pending.set(reqId, { resolve, reject }));
+    const done = new Promise<void>((resolve, reject) => this.pending.set(reqId, { resolve, reject, host: true }));
     this.run((now) => start(reqId, now));
     return done;
   }
@@ -255,6 +262,7 @@ export class Volume implements NbdExport {
     for (const action of actions) this.perform(action);
     if (this.appliedOrHeld.length > 0) this.releaseAppliedMessages();
     if (this.core.inboundBlocked || this.receivingPaused.size > 0) this.pauseBlockedLinks();
+    if (this.heldReplies.length > 0) this.releaseHeldReplies();
     this.reschedule();
   }
 
@@ -274,8 +282,10 @@ export class Volume implements NbdExport {
       case 'reply': {
         const p = this.pending.get(action.reqId);
         this.pending.delete(action.reqId);
-        if (action.errno === null) p?.resolve();
-        else p?.reject(new NbdRequestError(action.errno, action.message ?? action.errno));
+        if (p === undefined) return;
+        if (action.errno !== null) return p.reject(new NbdRequestError(action.errno, action.message ?? action.errno));
+        if (!p.host || this.opts.ackGate === undefined || (this.heldReplies.length === 0 && this.opts.ackGate())) return p.resolve();
+        this.heldReplies.push(p);
         return;
       }
       case 'send':
@@ -470,9 +480,9 @@ export class Volume implements NbdExport {
   // ---------------------------------------------------------------- roles
 
   /** Promote to primary; resolves once the new epoch is on disk (before any write is served). */
-  async promote(force: boolean): Promise<{ epoch: number }> {
+  async promote(force: boolean, minEpoch = 0): Promise<{ epoch: number }> {
     const requestId = this.nextReqId++;
-    const result = this.roleChange((now) => this.core.promote(force, now, requestId));
+    const result = this.roleChange((now) => this.core.promote(force, now, requestId, minEpoch));
     if (!result.ok) throw new RoleChangeError(result.error);
     if (result.pending) {
       // Connected: the peer confirms first (two-phase, src/core/replica.ts). A link loss ends the
@@ -496,6 +506,25 @@ export class Volume implements NbdExport {
     return { epoch: this.core.epoch };
   }
 
+  /**
+   * Sends the replies the ack gate held, if it opens now; fails them (EIO) once this node is no
+   * longer primary: their writes are on the volume or not, as a failed write's may be.
+   */
+  releaseHeldReplies(): void {
+    if (this.heldReplies.length === 0) return;
+    if (this.core.role !== 'primary') {
+      for (const p of this.heldReplies.splice(0)) p.reject(new NbdRequestError('EIO', 'this node stopped being primary before the write could be acknowledged'));
+      return;
+    }
+    if (this.opts.ackGate?.() !== true) return;
+    for (const p of this.heldReplies.splice(0)) p.resolve();
+  }
+
+  /** Replies the ack gate holds now. */
+  get heldReplyCount(): number {
+    return this.heldReplies.length;
+  }
+
   /** Runs a role change in the core and returns its verdict (a stopped node refuses). */
   private roleChange<T>(change: (nowMs: number) => T): T {
     if (this.abandoned) throw new RoleChangeError('the node has stopped');
@@ -515,7 +544,7 @@ export class Volume implements NbdExport {
   private async flushLocal(): Promise<void> {
     await this.sleep(0);
     const reqId = this.nextReqId++;
-    const done = new Promise<void>((resolve, reject) => this.pending.set(reqId, { resolve, reject }));
+    const done = new Promise<void>((resolve, reject) => this.pending.set(reqId, { resolve, reject, host: false }));
     this.run((now) => this.core.hostFlushLocal(reqId, now));
     await done;
   }

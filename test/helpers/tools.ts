@@ -15,6 +15,7 @@ const packageOfTool: Record<string, string> = {
   fio: 'fio',
   nbdkit: 'nbdkit',
   'qemu-storage-daemon': 'qemu-system-common',
+  etcd: 'etcd-server',
 };
 
 function hasTool(tool: string): boolean {

@@ -1,0 +1,165 @@
+// Unattended failover with a real etcd (issue 13 item 7): real node processes, a real etcd
+// cluster started here on free ports (Debian etcd-server, installed when missing), writes with our
+// NBD client counted as acknowledged only when their reply arrived.
+//   - kill -9 of the primary under load, with one of three etcd members killed first: the
+//     secondary promotes itself, every acknowledged write reads back from it, and the old primary
+//     returns as secondary and gets a delta;
+//   - the primary frozen (SIGSTOP) past its lease while a client keeps writing to it: the
+//     secondary takes over, and not one write is acknowledged by the old primary after that;
+//   - etcd killed while both nodes are up: no promotion, writes go on (the failsafe), and the
+//     leader key comes back with etcd;
+//   - a manual promote while the primary holds the lease is refused with etcd's reason.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { after, describe, it, type TestContext } from 'node:test';
+import { NbdClient } from '../src/nbd/client.js';
+import { cleanupAll } from './helpers/node-process.js';
+import { AckedWriter, BLOCK_BYTES, BlockModel, describeStatus, FailoverPair, sleep, type NodeName, type PairStatus } from './helpers/failover-pair.js';
+import { assertVolumeHolds, DELTA_REGION_BYTES, stopBoth, VOLUME_BYTES } from './helpers/failover-assertions.js';
+import { EtcdCluster } from './helpers/etcd.js';
+
+after(cleanupAll);
+
+interface ArbiterView { connected: boolean; leader: string | null; epoch: number | null; state: string; electable: string[]; leaseRemainingMs: number }
+const arbiterOf = (s: PairStatus): ArbiterView => (s as unknown as { arbiter: ArbiterView }).arbiter;
+
+/** A pair whose nodes both name this etcd as their arbiter. */
+async function withArbiterPair(etcd: EtcdCluster, run: (pair: FailoverPair) => Promise<void>): Promise<void> {
+  const pair = await FailoverPair.create({ start: false });
+  const overrides = { arbiter: { etcd: etcd.endpoints, leaseTtlMs: 2000 } };
+  try {
+    await pair.start('b', { overrides });
+    await pair.start('a', { overrides });
+    await pair.waitInSync();
+    await waitLeader(pair, 'a');
+    await run(pair);
+  } finally {
+    await pair.kill();
+  }
+}
+
+/** Both running nodes see `leader` hold the lease, and a is... whatever it is. */
+function waitLeader(pair: FailoverPair, leader: NodeName, among: NodeName[] = ['a', 'b'], timeoutMs = 15_000): Promise<number> {
+  return pair.waitFor(`etcd leader ${leader}`, async () => {
+    const all = await Promise.all(among.map((n) => pair.status(n)));
+    const ok = all.every((s) => arbiterOf(s)?.leader === leader && arbiterOf(s).connected);
+    return { ok, detail: all.map((s) => `${describeStatus(s)} arbiter ${JSON.stringify(arbiterOf(s))}`).join(' | ') };
+  }, timeoutMs);
+}
+
+describe('unattended failover through a real etcd', { concurrency: false }, () => {
+  it('kill -9 of the primary, with one of three etcd members down: b promotes itself, holds every acknowledged write, and a returns as secondary with a delta', async (t: TestContext) => {
+    const etcd = await EtcdCluster.start(3);
+    try {
+      await withArbiterPair(etcd, async (pair) => {
+        await etcd.kill(0); // a three-member cluster keeps working with two
+        const model = new BlockModel(VOLUME_BYTES);
+        const region: [number, number] = [0, DELTA_REGION_BYTES];
+        const writer = (await AckedWriter.open(pair.uri('a'), model, { depth: 16, region, maxBlocks: 4 })).start();
+        await writer.waitAcks(1000);
+        await pair.kill9('a');
+        const killedAt = performance.now();
+        const stats = await writer.stop();
+        assert.ok(stats.acked >= 1000, `writes acknowledged before the kill: ${stats.acked}`);
+        // No operator: b sees the lease lapse and its link gone, wins the transaction, promotes.
+        await pair.waitFor('b primary on its own', async () => {
+          const s = await pair.status('b');
+          return { ok: s.role === 'primary' && arbiterOf(s).leader === 'b', detail: `${describeStatus(s)} ${JSON.stringify(arbiterOf(s))}` };
+        }, 15_000, 20);
+        const client = await NbdClient.connect(pair.uri('b'));
+        const first = randomBytes(BLOCK_BYTES);
+        await client.write(region[0], first);
+        const firstWriteMs = performance.now() - killedAt;
+        await client.disconnect();
+        model.acked[0] = first;
+        model.uncertain[0] = [];
+        t.diagnostic(`kill -9 of a → first write served by b: ${firstWriteMs.toFixed(0)} ms (lease TTL 2000 ms); ${stats.acked} writes acknowledged before the kill`);
+        assert.equal(pair.lines('b', 'arbiter: promoting this node (automatic failover)').length, 1, pair.tail());
+        const sb = await pair.status('b');
+        assert.ok(arbiterOf(sb).epoch !== null && arbiterOf(sb).epoch === (sb as unknown as { epoch: number }).epoch, `etcd's epoch is the node's: ${JSON.stringify(arbiterOf(sb))}`);
+        await assertVolumeHolds(pair, 'b', model, 'after the automatic failover to b', true);
+
+        // a comes back with its usual config: as secondary, on its own, with a delta.
+        await pair.start('a', { overrides: { arbiter: { etcd: etcd.endpoints, leaseTtlMs: 2000 } } });
+        await pair.waitInSync(60_000);
+        const sa = await pair.status('a');
+        assert.equal(sa.role, 'secondary', describeStatus(sa));
+        assert.equal(arbiterOf(sa).leader, 'b');
+        await stopBoth(pair);
+      });
+    } finally {
+      await etcd.stop();
+    }
+  });
+
+  it('the primary frozen past its lease while a client writes to it: b takes over, and a acknowledges nothing after that', async (t: TestContext) => {
+    const etcd = await EtcdCluster.start(1);
+    try {
+      await withArbiterPair(etcd, async (pair) => {
+        const model = new BlockModel(VOLUME_BYTES);
+        const writer = (await AckedWriter.open(pair.uri('a'), model, { depth: 8, region: [0, DELTA_REGION_BYTES], maxBlocks: 2 })).start();
+        await writer.waitAcks(300);
+        pair.node('a').child.kill('SIGSTOP');
+        let promotedAt = 0;
+        try {
+          await pair.waitFor('b promoted while a is frozen', async () => {
+            const s = await pair.status('b');
+            return { ok: s.role === 'primary' && arbiterOf(s).leader === 'b', detail: describeStatus(s) };
+          }, 15_000, 20);
+          promotedAt = Date.now();
+        } finally {
+          pair.node('a').child.kill('SIGCONT');
+        }
+        // a resumes: its lease is gone by its own clock, so what it answers now it holds; then etcd
+        // tells it b is primary and it demotes itself, failing the held writes.
+        await pair.waitFor('a demoted itself', async () => {
+          const s = await pair.status('a');
+          return { ok: s.role === 'secondary', detail: describeStatus(s) };
+        }, 15_000);
+        const stats = await writer.stop();
+        const lateAcks = writer.ackTimes.filter((ms) => writer.startedAt + ms > promotedAt).length;
+        t.diagnostic(`acknowledged by a: ${stats.acked}; after b's promotion: ${lateAcks}; errors after the resume: ${stats.errnos.join(',') || 'none'}`);
+        assert.equal(lateAcks, 0, 'a write acknowledged by the old primary after its successor was promoted');
+        assert.ok(stats.acked >= 300);
+        assert.ok(pair.lines('a', /arbiter: demoting this node/).length >= 1, pair.tail());
+        await assertVolumeHolds(pair, 'b', model, 'on b after the frozen primary', true);
+      });
+    } finally {
+      await etcd.stop();
+    }
+  });
+
+  it('etcd killed while both nodes are up: no promotion, writes go on, the leader key returns with etcd; a promote against the lease is refused', async (t: TestContext) => {
+    const etcd = await EtcdCluster.start(1);
+    try {
+      await withArbiterPair(etcd, async (pair) => {
+        const refused = await pair.admin('b', 'promote');
+        assert.equal(refused.status, 409, JSON.stringify(refused.body));
+        assert.match(String(refused.body['error']), /node a holds the leader lease/);
+
+        const model = new BlockModel(VOLUME_BYTES);
+        const writer = (await AckedWriter.open(pair.uri('a'), model, { depth: 8, region: [0, DELTA_REGION_BYTES], maxBlocks: 2 })).start();
+        await writer.waitAcks(200);
+        await etcd.kill(0);
+        const killedAt = Date.now();
+        await sleep(5000); // more than two lease TTLs
+        const acksAfter = writer.ackTimes.filter((ms) => writer.startedAt + ms > killedAt + 3000).length;
+        const [sa, sb] = await Promise.all([pair.status('a'), pair.status('b')]);
+        assert.equal(sa.role, 'primary', describeStatus(sa));
+        assert.equal(sb.role, 'secondary', describeStatus(sb));
+        assert.equal(arbiterOf(sa).connected, false);
+        t.diagnostic(`writes acknowledged from 3 s to 5 s after etcd died: ${acksAfter}`);
+        assert.ok(acksAfter >= 100, `the failsafe keeps a serving while b is connected (acks after 3 s: ${acksAfter})`);
+        await etcd.startMember(0);
+        await waitLeader(pair, 'a', ['a', 'b'], 20_000);
+        const stats = await writer.stop();
+        assert.equal(stats.errors.length, 0, stats.errors.join('; '));
+        await assertVolumeHolds(pair, 'a', model, 'after etcd came back', true);
+        await stopBoth(pair);
+      });
+    } finally {
+      await etcd.stop();
+    }
+  });
+});
