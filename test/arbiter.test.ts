@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { ArbiterCore, arbiterTransitions, type ArbiterRecord, type ArbiterSettings, type LocalView, type PeerView } from '../src/core/arbiter.js';
 
 const settings: ArbiterSettings = {
-  node: 'b', peers: ['a'], leaseTtlMs: 2000, renewIntervalMs: 666, pollIntervalMs: 500, clockRateMargin: 0.05, guardMs: 100,
+  node: 'b', peers: ['a'], leaseTtlMs: 2000, renewIntervalMs: 666, pollIntervalMs: 500, fastPollIntervalMs: 100, clockRateMargin: 0.05, guardMs: 100,
   heartbeatTimeoutMs: 1000, autoFailover: true,
 };
 

@@ -59,7 +59,7 @@ export class ArbiterShell {
     const ttl = opts.config.leaseTtlMs;
     this.core = new ArbiterCore({
       node: opts.node, peers: opts.peers, leaseTtlMs: ttl, renewIntervalMs: Math.floor(ttl * RENEW_FRACTION),
-      pollIntervalMs: Math.floor(ttl / 4), clockRateMargin: CLOCK_RATE_MARGIN, guardMs: GUARD_MS,
+      pollIntervalMs: Math.floor(ttl / 4), fastPollIntervalMs: Math.floor(ttl / 20), clockRateMargin: CLOCK_RATE_MARGIN, guardMs: GUARD_MS,
       heartbeatTimeoutMs: opts.heartbeatTimeoutMs, autoFailover: opts.config.autoFailover,
     });
     this.etcd = new EtcdClient({

@@ -40,6 +40,8 @@ export interface ArbiterSettings {
   renewIntervalMs: number;
   /** How often a node that is not leader reads etcd. */
   pollIntervalMs: number;
+  /** ... and how often while it sees no live primary (a failover is near: issue 13's 3 s). */
+  fastPollIntervalMs: number;
   /** How much slower than etcd's this node's clock may run (0.05: 5%). */
   clockRateMargin: number;
   /** Subtracted from every local deadline, for scheduling and the reply's way to the socket. */
@@ -267,11 +269,13 @@ export class ArbiterCore {
     this.unreachable = false;
     this.lastError = null;
     switch (result.kind) {
-      case 'read':
+      case 'read': {
         this.record = result.record;
-        this.nextReadAtMs = nowMs + this.settings.pollIntervalMs;
+        const primaryLives = local.role === 'primary' || local.peers.some((p) => p.linkUp && p.role === 'primary');
+        this.nextReadAtMs = nowMs + (primaryLives ? this.settings.pollIntervalMs : this.settings.fastPollIntervalMs);
         this.afterRead(local);
         return;
+      }
       case 'claimed': {
         assert(op.kind === 'claim', 'claimed answers a claim');
         this.go('claimed');
