@@ -12,7 +12,7 @@ const settings: ArbiterSettings = {
 };
 
 function peer(over: Partial<PeerView> = {}): PeerView {
-  return { name: 'a', linkUp: true, role: 'primary', inSync: true, echoedSentAtMs: null, ...over };
+  return { name: 'a', linkUp: true, role: 'primary', inSync: true, echoedSentAtMs: null, splitBrain: false, ...over };
 }
 
 function local(over: Partial<LocalView> = {}): LocalView {
@@ -183,4 +183,16 @@ test('an operator promote is the same claim, refused with etcd\'s reason', () =>
   assert.deepEqual(ok.takeActions().find((a) => a.kind === 'promote'), { kind: 'promote', epoch: 4 });
   ok.promoted(null, 20);
   assert.deepEqual(ok.takeActions(), [{ kind: 'operator-claim-ended', error: null }]);
+});
+
+test('a secondary in split brain with the primary etcd names discards its own changes, once per split', () => {
+  const split = local({ epoch: 2, peers: [peer({ role: 'primary', splitBrain: true })] });
+  const core = afterRead(record('a', 2, 'a', ['a']), split);
+  assert.deepEqual(core.takeActions().filter((a) => a.kind === 'discard-local'), [{ kind: 'discard-local', primary: 'a', epoch: 2 }]);
+  core.poll(500, split);
+  core.done({ kind: 'read', record: record('a', 2, 'a', ['a']) }, 500, 500, split);
+  assert.equal(core.takeActions().filter((a) => a.kind === 'discard-local').length, 0, 'asked once');
+  // With a node etcd does not name, a split brain stays the operator's.
+  const other = afterRead(record('c', 2, 'c', ['c']), split);
+  assert.equal(other.takeActions().filter((a) => a.kind === 'discard-local').length, 0);
 });

@@ -54,6 +54,8 @@ export class ArbiterShell {
   private busy = false;
   /** An operator's promote waits for the core's operator-claim-ended. */
   private operatorWaiter: ((error: string | null) => void) | null = null;
+  /** A demote the core asked for, until it is done. */
+  private demoting: Promise<void> | null = null;
 
   constructor(private readonly opts: ArbiterShellOptions) {
     const ttl = opts.config.leaseTtlMs;
@@ -81,7 +83,7 @@ export class ArbiterShell {
       mayPromote: !core.incompleteResync && !core.peers.some((ch) => ch.intake.active),
       peers: core.peers.map((ch) => ({
         name: ch.name, linkUp: ch.linkIsUp, role: ch.peerRole, inSync: ch.state === 'in-sync',
-        echoedSentAtMs: ch.linkIsUp ? this.opts.echoedSentAtMs(ch.name) : null,
+        echoedSentAtMs: ch.linkIsUp ? this.opts.echoedSentAtMs(ch.name) : null, splitBrain: ch.state === 'split-brain',
       })),
     };
   }
@@ -89,8 +91,19 @@ export class ArbiterShell {
   /** The volume's ack gate: read at the moment a reply would go out. */
   readonly mayAcknowledge = (): boolean => this.core.mayAcknowledge(this.now(), this.localView());
 
-  start(): void {
+  /**
+   * Starts, and resolves once etcd has been read (or after two lease TTLs without an answer): a
+   * node that comes back primary while etcd names another demotes itself before hosts reach it,
+   * so it never applies a write the new primary lacks (issue 13 item 8).
+   */
+  async start(): Promise<void> {
     this.step();
+    const deadline = this.now() + 2 * this.opts.config.leaseTtlMs;
+    while (this.core.record === null && this.now() < deadline && !this.stopped) await new Promise((r) => setTimeout(r, 20));
+    if (this.core.record === null) {
+      this.opts.log('warn', 'arbiter: etcd not reached at start: serving, with no write acknowledged until it is (or the failsafe holds)', { endpoints: this.opts.config.etcd, error: this.core.lastError });
+    }
+    while (this.demoting !== null) await this.demoting;
   }
 
   /** One round: the core's next request, if any; then sleep until it may have another. */
@@ -174,9 +187,17 @@ export class ArbiterShell {
         this.operatorWaiter?.(action.error);
         this.operatorWaiter = null;
         return;
+      case 'discard-local':
+        this.opts.log('warn', `arbiter: split brain with ${action.primary}, the primary etcd names (epoch ${action.epoch}): discarding this node's unacknowledged changes`);
+        this.opts.volume.resolveDiscardLocal().catch((err: unknown) => this.opts.log('error', 'arbiter: discard-local failed', { error: String(err) }));
+        return;
       case 'demote':
         this.opts.log('warn', `arbiter: demoting this node: ${action.reason}`);
-        this.opts.volume.demote().catch((err: unknown) => this.opts.log('error', 'arbiter: demote failed', { error: String(err) }));
+        if (this.demoting !== null) return;
+        this.demoting = this.opts.volume.demote().then(
+          () => undefined,
+          (err: unknown) => this.opts.log('error', 'arbiter: demote failed', { error: String(err) }),
+        ).finally(() => { this.demoting = null; });
         return;
     }
   }

@@ -73,6 +73,8 @@ export interface PeerView {
   inSync: boolean;
   /** Local send time of the newest heartbeat the peer echoed (null: none on this link). */
   echoedSentAtMs: number | null;
+  /** This node and the peer refuse to mirror: their histories diverged. */
+  splitBrain: boolean;
 }
 
 /** A request to etcd; one at a time. */
@@ -103,6 +105,11 @@ export type ArbiterAction =
   /** An operator's promote (claimForOperator) ended: null, this node serves writes; else why not. */
   | { kind: 'operator-claim-ended'; error: string | null }
   | { kind: 'demote'; reason: string }
+  /**
+   * This node diverged from the primary etcd names (a fenced primary that took a new epoch alone,
+   * acknowledging nothing): its changes go, by a resync from that primary (see afterRead).
+   */
+  | { kind: 'discard-local'; primary: string; epoch: number }
   | { kind: 'log'; level: 'info' | 'warn'; msg: string; fields?: Record<string, unknown> };
 
 export type ArbiterState = 'follower' | 'claiming' | 'leader' | 'releasing';
@@ -134,6 +141,8 @@ export class ArbiterCore {
   private noClaimBeforeMs = 0;
   /** An operator asked for a promotion: claim once, even without autoFailover. */
   private operatorClaim = false;
+  /** A discard-local was asked for the split brain now standing. */
+  private discarding = false;
   private readonly actions: ArbiterAction[] = [];
 
   constructor(readonly settings: ArbiterSettings) {
@@ -232,7 +241,9 @@ export class ArbiterCore {
       // Take (or take back) the leader key at our own epoch: at first start (no state yet), or
       // after our lease lapsed while no one else was promoted.
       if (state === null) return { kind: 'claim', epoch: local.epoch, expectStateRevision: 0, electable: [me] };
-      if (state.primary === me && state.epoch === local.epoch) return { kind: 'claim', epoch: local.epoch, expectStateRevision: state.modRevision, electable: state.electable };
+      // Our own later epoch (a primary restarted cleanly takes a new one) replaces ours: no one
+      // else was promoted since, or the state would name them.
+      if (state.primary === me && state.epoch <= local.epoch) return { kind: 'claim', epoch: local.epoch, expectStateRevision: state.modRevision, electable: state.electable };
       return null;
     }
     if ((!this.settings.autoFailover && !this.operatorClaim) || state === null || !local.mayPromote) return null;
@@ -335,10 +346,22 @@ export class ArbiterCore {
     this.actions.push({ kind: 'log', level: 'warn', msg: `arbiter: ${why}: writes wait until this node holds the lease again` });
   }
 
-  /** A fresh read: a primary that another node replaced demotes itself. */
+  /**
+   * A fresh read: a primary that another node replaced demotes itself; a secondary in split brain
+   * with the primary etcd names discards its own changes. That primary won etcd's transaction while
+   * electable, so it holds every write any primary acknowledged (the header): what this node has
+   * beyond it was never acknowledged — a fenced primary's epoch taken alone when its link dropped
+   * (markDiverging), its unanswered writes. Without this a frozen or cleanly stopped primary would
+   * come back as a split brain that waits for a person.
+   */
   private afterRead(local: LocalView): void {
     const state = this.record?.state;
-    if (local.role !== 'primary' || state == null) return;
+    if (state == null) return;
+    const named = local.peers.find((p) => p.name === state.primary);
+    const split = local.role === 'secondary' && named !== undefined && named.linkUp && named.splitBrain;
+    if (split && !this.discarding) this.actions.push({ kind: 'discard-local', primary: state.primary, epoch: state.epoch });
+    this.discarding = split;
+    if (local.role !== 'primary') return;
     const leader = this.record!.leader;
     const replaced = (leader !== null && leader.node !== this.settings.node) || state.epoch > local.epoch || (state.primary !== this.settings.node && state.epoch >= local.epoch);
     if (replaced && !this.promoting) this.actions.push({ kind: 'demote', reason: `etcd says ${leader?.node ?? state.primary} is primary at epoch ${state.epoch} (this node: epoch ${local.epoch})` });

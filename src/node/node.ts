@@ -18,6 +18,7 @@ import { buildStatus, LinkTraffic, type NodeStatus, type PeerLinkSource } from '
 import { MetadataFileStore } from './metadata.js';
 import { RoleChangeError, Volume } from './volume.js';
 import { ArbiterShell } from '../arbiter/arbiter-shell.js';
+import { EtcdClient } from '../arbiter/etcd.js';
 import { performance } from 'node:perf_hooks';
 
 export type { NodeStatus } from './status.js';
@@ -71,6 +72,15 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
     await store.close();
     throw err;
   }
+  // With an arbiter, etcd names the primary: a node whose metadata (or config) says primary while
+  // etcd names another starts as secondary, before it takes a new epoch or applies a host write
+  // the new primary lacks (issue 13 item 8).
+  const etcdPrimary = config.arbiter === null || peerConfigs.length === 0 ? null : await primaryInEtcd(config, nodeName, log);
+  const startRole = etcdPrimary !== null && etcdPrimary !== nodeName ? 'secondary' as const : null;
+  if (startRole !== null && (persisted?.role ?? (config.primary === nodeName ? 'primary' : 'secondary')) === 'primary') {
+    log.warn({ primary: etcdPrimary }, `arbiter: etcd names ${etcdPrimary} primary: starting as secondary`);
+    if (persisted !== null) persisted = { ...persisted, role: 'secondary' as const };
+  }
   let metrics: NodeMetrics | null = null;
   const links = new Map<string, PeerLink>();
   /** Per peer, the local send time of the newest heartbeat it echoed (the arbiter's failsafe evidence). */
@@ -94,7 +104,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
     ...(peerConfigs.length === 0 ? {} : {
       mirror: {
         peers: peerConfigs.map((p) => p.name),
-        role: config.primary === nodeName ? 'primary' as const : 'secondary' as const,
+        role: startRole ?? (config.primary === nodeName ? 'primary' as const : 'secondary' as const),
         tracker: config.tracker,
         flush: config.flush,
         degraded: config.degraded,
@@ -124,22 +134,22 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
   for (const p of nodeLinks?.peers ?? []) links.set(p.name, p.link);
   if (nodeLinks !== null) undo.push(() => nodeLinks.close());
   const peers = nodeLinks?.peers ?? [];
-  const nbd = await undoOnError(startNbdServer({
-    host: nodeConfig.nbd.host, port: nodeConfig.nbd.port, export: volume, observer: metrics,
-    maxConnections: config.nbdMaxConnections, handshakeTimeoutMs: config.nbdHandshakeTimeoutMs,
-    log: (level, msg, fields) => log[level](fields ?? {}, msg),
-  }), undo);
-  undo.push(() => nbd.close());
   if (config.arbiter !== null) {
     arbiter = new ArbiterShell({
       config: config.arbiter, node: nodeName, peers: peerConfigs.map((p) => p.name), volumeName: config.volume,
       heartbeatTimeoutMs: config.heartbeatTimeoutMs, volume, echoedSentAtMs: (peer) => echoed.get(peer) ?? null,
       log: (level, msg, fields) => log[level]({ ...fields }, msg),
     });
-    arbiter.start();
+    await undoOnError(arbiter.start(), undo);
     const running = arbiter;
     undo.push(() => running.stop());
   }
+  const nbd = await undoOnError(startNbdServer({
+    host: nodeConfig.nbd.host, port: nodeConfig.nbd.port, export: volume, observer: metrics,
+    maxConnections: config.nbdMaxConnections, handshakeTimeoutMs: config.nbdHandshakeTimeoutMs,
+    log: (level, msg, fields) => log[level](fields ?? {}, msg),
+  }), undo);
+  undo.push(() => nbd.close());
   const status = (): NodeStatus => buildStatus({ config, node: nodeConfig, peers, volume, nbdPort: nbd.port, nbdConnections: nbd.connections(), arbiter: arbiter?.status() ?? null });
   // POST /promote (?force=1), /demote, /resolve {"discardLocal": true}: a refused change is 409.
   const asAdmin = <T extends object>(run: () => Promise<T>) => run().catch((err: unknown) => {
@@ -170,6 +180,12 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
         // secondary leaves first (a primary still writing to it would keep it from ever being
         // clean). A failing store makes it retry, not fail (Volume.stop).
         await nbd.close();
+        // With an arbiter a stopping primary hands over: it demotes (its writes drained, its peers
+        // in sync hold them all), then lets its lease go, so a secondary takes over at once and
+        // this node returns as secondary with a delta, not as a diverged primary.
+        if (arbiter !== null && volume.core.role === 'primary') {
+          await volume.demote().catch((err: unknown) => log.warn({ error: String(err) }, 'stopping: hand-over demote failed'));
+        }
         await arbiter?.stop();
         const before = volume.stats();
         await volume.stop(async () => nodeLinks?.close());
@@ -179,6 +195,29 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
       return stopping;
     },
   };
+}
+
+/**
+ * The primary etcd names for this volume (state key), read at start; null when it names none or
+ * does not answer within two lease TTLs (the node then starts in its own role, and acknowledges
+ * nothing until the arbiter holds the lease or the failsafe holds).
+ */
+async function primaryInEtcd(config: Config, nodeName: string, log: Logger): Promise<string | null> {
+  const arbiter = config.arbiter!;
+  const etcd = new EtcdClient({ endpoints: arbiter.etcd, prefix: arbiter.prefix, volume: config.volume, leaseTtlMs: arbiter.leaseTtlMs, requestTimeoutMs: 500 });
+  const deadline = performance.now() + 2 * arbiter.leaseTtlMs;
+  for (;;) {
+    try {
+      const record = await etcd.read();
+      return record.leader?.node ?? record.state?.primary ?? null;
+    } catch (err) {
+      if (performance.now() > deadline) {
+        log.warn({ node: nodeName, endpoints: arbiter.etcd, error: (err as Error).message }, 'arbiter: etcd not reached at start');
+        return null;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
 }
 
 /**
