@@ -134,13 +134,13 @@ test('an electable peer that dropped holds acknowledgements until etcd no longer
   const gone = primaryView({ linkUp: false, role: null, inSync: false });
   const core = leader(0, primaryView());
   assert.equal(core.mayAcknowledge(10, gone), false);
-  assert.deepEqual(core.poll(10, gone), { kind: 'set-electable', electable: ['a'], expectStateRevision: 11 });
+  assert.deepEqual(core.poll(10, gone), { kind: 'set-electable', epoch: 3, electable: ['a'], expectStateRevision: 11 });
   core.done({ kind: 'electable-set', record: record('a', 3, 'a', ['a'], 12) }, 10, 15, gone);
   assert.equal(core.mayAcknowledge(16, gone), true);
   // Back in sync: added again (no hurry: acknowledgements go on meanwhile).
   const back = primaryView();
   assert.equal(core.mayAcknowledge(17, back), true);
-  assert.deepEqual(core.poll(17, back), { kind: 'set-electable', electable: ['a', 'b'], expectStateRevision: 12 });
+  assert.deepEqual(core.poll(17, back), { kind: 'set-electable', epoch: 3, electable: ['a', 'b'], expectStateRevision: 12 });
   // Refused (the state changed under us: someone else took over): the leader stops at once.
   core.done({ kind: 'electable-refused', record: record('b', 4, 'b', ['b'], 13) }, 17, 20, back);
   assert.equal(core.state, 'follower');
@@ -195,4 +195,13 @@ test('a secondary in split brain with the primary etcd names discards its own ch
   // With a node etcd does not name, a split brain stays the operator's.
   const other = afterRead(record('c', 2, 'c', ['c']), split);
   assert.equal(other.takeActions().filter((a) => a.kind === 'discard-local').length, 0);
+});
+
+test('a leader that took an epoch alone (its link dropped) records it in etcd before it acknowledges again', () => {
+  const core = leader(0, primaryView());
+  const alone = local({ role: 'primary', epoch: 4, peers: [peer({ name: 'b', linkUp: false, role: null, inSync: false })] });
+  assert.equal(core.mayAcknowledge(10, alone), false, 'etcd still says epoch 3');
+  assert.deepEqual(core.poll(10, alone), { kind: 'set-electable', epoch: 4, electable: ['a'], expectStateRevision: 11 });
+  core.done({ kind: 'electable-set', record: record('a', 4, 'a', ['a'], 12) }, 10, 15, alone);
+  assert.equal(core.mayAcknowledge(16, alone), true);
 });

@@ -36,6 +36,11 @@ export interface ArbiterShellOptions {
   volumeName: string;
   heartbeatTimeoutMs: number;
   volume: Volume;
+  /**
+   * The node started from a clean shutdown. One that crashed lost what it held only in RAM, and
+   * may still be listed as electable: it may not claim until it has been in sync since.
+   */
+  cleanStart: boolean;
   /** Local send time (performance.now()) of the newest heartbeat each peer echoed on its current link. */
   echoedSentAtMs: (peer: string) => number | null;
   log: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
@@ -52,12 +57,15 @@ export class ArbiterShell {
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
   private busy = false;
+  /** Started cleanly, or in sync with a peer since (see cleanStart). */
+  private whole: boolean;
   /** An operator's promote waits for the core's operator-claim-ended. */
   private operatorWaiter: ((error: string | null) => void) | null = null;
   /** A demote the core asked for, until it is done. */
   private demoting: Promise<void> | null = null;
 
   constructor(private readonly opts: ArbiterShellOptions) {
+    this.whole = opts.cleanStart;
     const ttl = opts.config.leaseTtlMs;
     this.core = new ArbiterCore({
       node: opts.node, peers: opts.peers, leaseTtlMs: ttl, renewIntervalMs: Math.floor(ttl * RENEW_FRACTION),
@@ -77,10 +85,11 @@ export class ArbiterShell {
   /** The node as the core needs to see it, read now. */
   localView(): LocalView {
     const core = this.opts.volume.core;
+    if (!this.whole && core.peers.some((ch) => ch.state === 'in-sync')) this.whole = true;
     return {
       role: core.role,
       epoch: core.epoch,
-      mayPromote: !core.incompleteResync && !core.peers.some((ch) => ch.intake.active),
+      mayPromote: this.whole && !core.incompleteResync && !core.peers.some((ch) => ch.intake.active),
       peers: core.peers.map((ch) => ({
         name: ch.name, linkUp: ch.linkIsUp, role: ch.peerRole, inSync: ch.state === 'in-sync',
         echoedSentAtMs: ch.linkIsUp ? this.opts.echoedSentAtMs(ch.name) : null, splitBrain: ch.state === 'split-brain',
@@ -153,8 +162,7 @@ export class ArbiterShell {
         case 'renew':
           return { kind: 'renewed', remainingMs: await this.etcd.renew() };
         case 'set-electable': {
-          const epoch = this.core.record?.state?.epoch ?? this.opts.volume.core.epoch;
-          const r = await this.etcd.setElectable(this.opts.node, epoch, op.electable, op.expectStateRevision);
+          const r = await this.etcd.setElectable(this.opts.node, op.epoch, op.electable, op.expectStateRevision);
           return { kind: r.ok ? 'electable-set' : 'electable-refused', record: r.record };
         }
         case 'release':

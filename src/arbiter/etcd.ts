@@ -119,14 +119,18 @@ export class EtcdClient {
     return ttl * 1000;
   }
 
-  /** The leader changes the electable set: only while the state key is as read and our leader key stands. */
+  /** The leader changes the electable set (and its epoch): only while the state key is as read and our leader key stands. */
   async setElectable(node: string, epoch: number, electable: string[], expectStateRevision: number): Promise<{ ok: boolean; record: ArbiterRecord }> {
     const res = await this.call<TxnResponse>('/v3/kv/txn', {
       compare: [
         { key: b64(this.stateKey), result: 'EQUAL', target: 'MOD', mod_revision: String(expectStateRevision) },
         { key: b64(this.leaderKey), result: 'EQUAL', target: 'LEASE', lease: this.leaseId ?? '0' },
       ],
-      success: [{ request_put: { key: b64(this.stateKey), value: b64(JSON.stringify({ epoch, primary: node, electable })) } }, ...this.readOps()],
+      success: [
+        { request_put: { key: b64(this.stateKey), value: b64(JSON.stringify({ epoch, primary: node, electable })) } },
+        { request_put: { key: b64(this.leaderKey), value: b64(JSON.stringify({ node, epoch })), lease: this.leaseId ?? '0' } },
+        ...this.readOps(),
+      ],
       failure: this.readOps(),
     });
     return { ok: res.succeeded === true, record: this.recordOf(res) };

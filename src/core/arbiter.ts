@@ -83,8 +83,11 @@ export type ArbiterOp =
   /** Take (or re-take) the leader key at `epoch`: a lease, then the transaction. */
   | { kind: 'claim'; epoch: number; expectStateRevision: number; electable: string[] }
   | { kind: 'renew' }
-  /** The leader changes `electable` (compare: the state key's revision, and our leader key). */
-  | { kind: 'set-electable'; electable: string[]; expectStateRevision: number }
+  /**
+   * The leader changes `electable`, or records the epoch it took alone when a link dropped
+   * (markDiverging): compare the state key's revision and our leader key.
+   */
+  | { kind: 'set-electable'; epoch: number; electable: string[]; expectStateRevision: number }
   /** Revoke our lease: the leader key goes with it. */
   | { kind: 'release' };
 
@@ -217,7 +220,9 @@ export class ArbiterCore {
       if (local.role !== 'primary') return null;
       const state = this.record?.state;
       const electable = this.electableNow(local);
-      if (state != null && !sameSet(state.electable, electable)) return { kind: 'set-electable', electable, expectStateRevision: state.modRevision };
+      if (state != null && (!sameSet(state.electable, electable) || state.epoch < local.epoch)) {
+        return { kind: 'set-electable', epoch: Math.max(state.epoch, local.epoch), electable, expectStateRevision: state.modRevision };
+      }
       return null;
     }
     if (nowMs < this.nextReadAtMs) return null;

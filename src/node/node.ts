@@ -138,6 +138,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
     arbiter = new ArbiterShell({
       config: config.arbiter, node: nodeName, peers: peerConfigs.map((p) => p.name), volumeName: config.volume,
       heartbeatTimeoutMs: config.heartbeatTimeoutMs, volume, echoedSentAtMs: (peer) => echoed.get(peer) ?? null,
+      cleanStart: persisted === null || persisted.cleanShutdown,
       log: (level, msg, fields) => log[level]({ ...fields }, msg),
     });
     await undoOnError(arbiter.start(), undo);
