@@ -200,4 +200,40 @@ describe('unattended failover through a real etcd', { concurrency: false }, () =
       await etcd.stop();
     }
   });
+
+  it('kill -9 of the secondary: a takes b out of the electable set and goes on; b returns, resyncs and is electable again', async (t: TestContext) => {
+    const etcd = await EtcdCluster.start(1);
+    try {
+      await withArbiterPair(etcd, async (pair) => {
+        await pair.waitFor('b electable', async () => {
+          const s = await pair.status('a');
+          return { ok: arbiterOf(s).electable.includes('b'), detail: JSON.stringify(arbiterOf(s)) };
+        });
+        const model = new BlockModel(VOLUME_BYTES);
+        const writer = (await AckedWriter.open(pair.uri('a'), model, { depth: 8, region: [0, DELTA_REGION_BYTES], maxBlocks: 2 })).start();
+        await writer.waitAcks(300);
+        await pair.kill9('b');
+        const killedAt = Date.now();
+        await sleep(3000);
+        const sa = await pair.status('a');
+        assert.deepEqual(arbiterOf(sa).electable, ['a'], JSON.stringify(arbiterOf(sa)));
+        assert.equal(arbiterOf(sa).epoch, (sa as unknown as { epoch: number }).epoch, 'the epoch a took alone is in etcd');
+        const acksAlone = writer.ackTimes.filter((ms) => writer.startedAt + ms > killedAt + 2000).length;
+        t.diagnostic(`writes acknowledged by a alone, 2-3 s after b died: ${acksAlone}`);
+        assert.ok(acksAlone >= 50, `a goes on without b: ${acksAlone} acknowledgements in the last second`);
+        await pair.start('b', { overrides: { arbiter: { etcd: etcd.endpoints, leaseTtlMs: 2000 } } });
+        await pair.waitInSync(60_000);
+        await pair.waitFor('b electable again', async () => {
+          const s = await pair.status('a');
+          return { ok: arbiterOf(s).electable.includes('b'), detail: JSON.stringify(arbiterOf(s)) };
+        });
+        const stats = await writer.stop();
+        assert.equal(stats.errors.length, 0, stats.errors.join('; '));
+        await assertVolumeHolds(pair, 'b', model, 'on b after its return', true);
+        await stopBoth(pair);
+      });
+    } finally {
+      await etcd.stop();
+    }
+  });
 });
