@@ -391,13 +391,15 @@ export class ArbiterSim {
       this.log(`${n.name} frozen until ${(n.frozenUntilMs / 1000).toFixed(3)} s`);
     } else if (r < 8) {
       const n = pick();
-      this.cutFromEtcd.has(n.name) ? this.cutFromEtcd.delete(n.name) : this.cutFromEtcd.add(n.name);
+      if (this.cutFromEtcd.has(n.name)) this.cutFromEtcd.delete(n.name);
+      else this.cutFromEtcd.add(n.name);
       this.log(`${n.name} ${this.cutFromEtcd.has(n.name) ? 'cut from' : 'reaches'} etcd`);
     } else if (r < 11) {
       const [x, y] = [pick(), pick()];
       if (x === y) return;
       const k = this.key(x.name, y.name);
-      this.cutLinks.has(k) ? this.cutLinks.delete(k) : this.cutLinks.add(k);
+      if (this.cutLinks.has(k)) this.cutLinks.delete(k);
+      else this.cutLinks.add(k);
       this.log(`link ${k} ${this.cutLinks.has(k) ? 'partitioned' : 'healed'}`);
     } else if (r < 13) {
       this.etcd.down = !this.etcd.down;
