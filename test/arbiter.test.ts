@@ -205,3 +205,15 @@ test('a leader that took an epoch alone (its link dropped) records it in etcd be
   core.done({ kind: 'electable-set', record: record('a', 4, 'a', ['a'], 12) }, 10, 15, alone);
   assert.equal(core.mayAcknowledge(16, alone), true);
 });
+
+test('a leader demoted by an operator releases its lease and leaves the race to the others for two TTLs', () => {
+  const core = leader(0, primaryView());
+  const demoted = local({ role: 'secondary', peers: [peer({ name: 'b', role: 'secondary' })] });
+  assert.deepEqual(core.poll(10, demoted), { kind: 'release' });
+  core.done({ kind: 'released' }, 10, 12, demoted);
+  core.poll(12, demoted);
+  core.done({ kind: 'read', record: record(null, 3, 'a', ['a', 'b'], 11) }, 12, 14, demoted);
+  assert.deepEqual(core.poll(200, demoted), { kind: 'read' }, 'no claim of its own right after the demote');
+  core.done({ kind: 'read', record: record(null, 3, 'a', ['a', 'b'], 11) }, 200, 202, demoted);
+  assert.equal(core.poll(4100, demoted)?.kind, 'claim', 'after two TTLs it may take over again if no one did');
+});

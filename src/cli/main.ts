@@ -12,6 +12,7 @@ import { demoConfig, formatAddress, loadConfig, nodeByName, parseSize, type Conf
 import { createLogger, logLevels, type Logger } from '../log.js';
 import { startNode, type RunningNode } from '../node/node.js';
 import { formatStatus } from './status-format.js';
+import { startDemoEtcd } from './demo-etcd.js';
 
 const STATUS_TIMEOUT_MS = 5000;
 /**
@@ -104,7 +105,7 @@ async function serveCommand(opts: LogOptions & { config: string; node: string })
   log.info({ nbdPort: node.nbdPort, adminPort: node.adminPort, config: config.sourcePath }, 'serving');
 }
 
-async function demoCommand(opts: LogOptions & { dir: string; size: string; nodes: string }): Promise<void> {
+async function demoCommand(opts: LogOptions & { dir: string; size: string; nodes: string; arbiter?: boolean }): Promise<void> {
   let sizeBytes: number;
   try {
     sizeBytes = parseSize(opts.size);
@@ -115,8 +116,9 @@ async function demoCommand(opts: LogOptions & { dir: string; size: string; nodes
   if (!Number.isInteger(nodeCount) || nodeCount < 2 || nodeCount > 8) throw new Error(`--nodes: must be a whole number from 2 to 8 (got "${opts.nodes}")`);
   const dir = path.resolve(opts.dir);
   mkdirSync(dir, { recursive: true });
+  const etcd = opts.arbiter === true ? await startDemoEtcd(dir) : null;
   // A fresh link secret per run: the demo's links are authenticated like a real volume's.
-  const config = demoConfig(dir, sizeBytes, randomBytes(24).toString('base64url'), nodeCount);
+  const config = demoConfig(dir, sizeBytes, randomBytes(24).toString('base64url'), nodeCount, etcd === null ? null : [etcd.url]);
   // A demo is watched by a person: readable logs unless they asked otherwise.
   const format = opts.logFormat ?? (process.env['TWINBLOCK_LOG'] === 'json' ? 'json' : 'pretty');
   const logs = config.nodes.map((n) => createLogger({ format, level: opts.logLevel, bindings: { node: n.name, volume: config.volume } }));
@@ -126,7 +128,10 @@ async function demoCommand(opts: LogOptions & { dir: string; size: string; nodes
     nbdPort: nodes[0]!.nbdPort,
     adminPort: nodes[0]!.adminPort,
     status: () => nodes[0]!.status(),
-    stop: async () => { await Promise.all(nodes.map((n) => n.stop())); },
+    stop: async () => {
+      await Promise.all(nodes.map((n) => n.stop()));
+      await etcd?.stop();
+    },
   };
   stopOnSignals(pair, logs[0]!);
   exitOnCrash(logs[0]!);
@@ -144,6 +149,10 @@ async function demoCommand(opts: LogOptions & { dir: string; size: string; nodes
     `  try:    qemu-io -f raw -c 'write -P 0xab 0 1M' ${primaryUri}`,
     `          qemu-io -f raw -r -c 'read -P 0xab 0 1M' ${secondaryUri}`,
     `          twinblock status --admin http://${formatAddress(config.nodes[0]!.admin)}`,
+    ...(etcd === null ? [] : [
+      `  arbiter: etcd at ${etcd.url} (data in ${etcd.dataDir}): a holds the leader lease`,
+      `          twinblock demote --admin http://${formatAddress(config.nodes[0]!.admin)}   # b takes over on its own`,
+    ]),
     '  Ctrl-C hardens everything on every node and stops them.',
     '',
   );
@@ -209,8 +218,9 @@ function buildProgram(): Command {
   logOptions(program.command('demo').description('run a local mirrored volume (primary a, secondary b, and c... with --nodes) with file stores and print how to use it')
     .option('--dir <dir>', 'directory for the store files', './twinblock-demo')
     .option('--size <size>', 'volume size, e.g. 1GiB', '1GiB')
-    .option('--nodes <n>', 'how many nodes, 2 to 8', '2'))
-    .action((opts: LogOptions & { dir: string; size: string; nodes: string }) => demoCommand(opts));
+    .option('--nodes <n>', 'how many nodes, 2 to 8', '2')
+    .option('--arbiter', 'fail over on its own: start an etcd (found on PATH) and name it as the arbiter'))
+    .action((opts: LogOptions & { dir: string; size: string; nodes: string; arbiter?: boolean }) => demoCommand(opts));
   program.command('status').description("show a node's status")
     .option('--admin <url>', "the node's admin URL", 'http://127.0.0.1:8801')
     .option('--json', 'print the raw /status JSON')

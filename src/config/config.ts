@@ -442,13 +442,13 @@ export function loadConfig(file: string): Config {
  * gets the same kind of message. The secret comes from the caller (randomness is the shell's).
  */
 /** The demo's volume: `nodeCount` nodes a, b, c, ... on consecutive local ports, a primary. */
-export function demoConfig(dir: string, sizeBytes: number, secret: string, nodeCount = 2): Config {
+export function demoConfig(dir: string, sizeBytes: number, secret: string, nodeCount = 2, etcd: string[] | null = null): Config {
   const nodes: Record<string, Record<string, string>> = {};
   for (let i = 0; i < nodeCount; i++) {
     const name = String.fromCharCode(97 + i);
     nodes[name] = { nbd: `127.0.0.1:${10809 + i}`, admin: `127.0.0.1:${8801 + i}`, link: `127.0.0.1:${7801 + i}`, store: `${name}.img`, cache: '256MiB' };
   }
-  return validate({ volume: 'demo', size: sizeBytes, secret, primary: 'a', nodes }, path.resolve(dir), 'demo', null);
+  return validate({ volume: 'demo', size: sizeBytes, secret, primary: 'a', nodes, ...(etcd === null ? {} : { arbiter: { etcd } }) }, path.resolve(dir), 'demo', null);
 }
 
 /** The named node, or a ConfigError listing the names the config has. */

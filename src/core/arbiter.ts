@@ -213,6 +213,9 @@ export class ArbiterCore {
       // A leader that is not primary (demoted, or its promotion failed) lets the key go; while
       // the promotion it asked for runs, it only keeps the lease.
       if (local.role !== 'primary' && !this.promoting) {
+        // Demoted (by an operator, or a stop's hand-over): let another node take over; this one
+        // does not claim again for two lease TTLs, or it could win its own race.
+        this.noClaimBeforeMs = nowMs + 2 * this.settings.leaseTtlMs;
         this.go('release');
         return { kind: 'release' };
       }
