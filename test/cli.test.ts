@@ -12,6 +12,7 @@ import { NodeMetrics } from '../src/admin/metrics.js';
 import { startAdminServer, type AdminServer } from '../src/admin/server.js';
 import { formatDurationMs, formatStatus } from '../src/cli/status-format.js';
 import { createLogger } from '../src/log.js';
+import { ensureTools } from './helpers/tools.js';
 
 const mainJs = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
@@ -119,6 +120,48 @@ describe('twinblock demo --nodes 3 (issue 12 item 7)', () => {
       child.kill('SIGINT');
       assert.equal(await exited, 0, `the demo stops cleanly; stderr:\n${stderr.slice(-2000)}`);
     }
+  });
+});
+
+describe('twinblock demo --arbiter (issue 13 item 8)', () => {
+  it('starts its own etcd, a holds the lease, a demote hands over to b with no one else, Ctrl-C stops nodes and etcd', { timeout: 90_000 }, async () => {
+    ensureTools(['etcd']);
+    const demoDir = mkdtempSync(path.join(os.tmpdir(), 'twinblock-demo-arbiter-'));
+    const child = spawn(process.execPath, [mainJs, 'demo', '--arbiter', '--dir', demoDir, '--size', '64MiB', '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => { stdout += String(d); });
+    child.stderr.on('data', (d: Buffer) => { stderr += String(d); });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const status = async (port: number): Promise<{ role: string; arbiter: { leader: string | null; connected: boolean } | null } | null> => {
+      try {
+        const res = await fetch(`http://127.0.0.1:${port}/status`, { signal: AbortSignal.timeout(2000) });
+        return (await res.json()) as { role: string; arbiter: { leader: string | null; connected: boolean } | null };
+      } catch {
+        return null;
+      }
+    };
+    const waitFor = async (what: string, ok: () => Promise<boolean>): Promise<void> => {
+      for (let i = 0; i < 300; i++) {
+        if (await ok()) return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.fail(`${what}; stderr:\n${stderr.slice(-2000)}`);
+    };
+    try {
+      await waitFor('a holds the lease', async () => (await status(8801))?.arbiter?.leader === 'a');
+      assert.match(stdout, /arbiter: etcd at http:\/\/127\.0\.0\.1:\d+ \(data in .*etcd\): a holds the leader lease/);
+      const printed = await runCli(['status', '--admin', 'http://127.0.0.1:8801']);
+      assert.match(printed.stdout, /arbiter: etcd connected, leader a, epoch 1/);
+      const demoted = await runCli(['demote', '--admin', 'http://127.0.0.1:8801']);
+      assert.equal(demoted.code, 0, demoted.stderr);
+      await waitFor('b took over on its own', async () => (await status(8802))?.role === 'primary' && (await status(8802))?.arbiter?.leader === 'b');
+    } finally {
+      child.kill('SIGINT');
+      assert.equal(await exited, 0, `the demo stops cleanly; stderr:\n${stderr.slice(-2000)}`);
+    }
+    const etcdLeft = await new Promise<boolean>((resolve) => execFile('pgrep', ['-f', `etcd --name demo --data-dir ${demoDir}`], (err) => resolve(err === null)));
+    assert.equal(etcdLeft, false, 'the demo stops its etcd');
   });
 });
 
