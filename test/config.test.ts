@@ -127,6 +127,21 @@ describe('config defaults', () => {
     assert.match(errorOf(() => parseConfigText(`${base}heartbeatTimeoutMs: 5\n`, '/tmp')), /heartbeatTimeoutMs: must be at least 100/);
   });
 
+  it('arbiter (issue 13): defaults, and every mistake named', () => {
+    assert.equal(parseConfigText(pair, '/tmp').arbiter, null);
+    const a = parseConfigText(withTop('arbiter: { etcd: ["http://10.0.0.5:2379", "http://10.0.0.6:2379/"] }', pair), '/tmp').arbiter;
+    assert.deepEqual(a, { etcd: ['http://10.0.0.5:2379', 'http://10.0.0.6:2379/'], leaseTtlMs: 2000, prefix: '/twinblock', autoFailover: true });
+    assert.equal(parseConfigText(withTop('arbiter: { etcd: ["http://e:2379"], leaseTtlMs: 5000, autoFailover: false }', pair), '/tmp').arbiter?.leaseTtlMs, 5000);
+    assert.match(configError(withTop('arbiter: { etcd: ["10.0.0.5:2379"] }', pair)), /arbiter\.etcd\[0\]: "10\.0\.0\.5:2379" is not an etcd client URL/);
+    assert.match(configError(withTop('arbiter: { etcd: [] }', pair)), /arbiter\.etcd/);
+    assert.match(configError(withTop('arbiter: { etcd: ["http://e:2379"], leaseTtlMs: 1500 }', pair)), /arbiter\.leaseTtlMs: must be at least 2000/);
+    assert.match(configError(withTop('arbiter: { etcd: ["http://e:2379"], leaseTtlMs: 2500 }', pair)), /arbiter\.leaseTtlMs: 2500 is not a whole number of seconds/);
+    assert.match(configError(withTop('arbiter: { etcd: ["http://e:2379"], prefix: tb }', pair)), /arbiter\.prefix: "tb" must start with \//);
+    assert.match(configError(withTop('arbiter: { etcd: ["http://e:2379"], lease: 3 }', pair)), /arbiter/);
+    assert.match(configError(withTop('ack: quorum\narbiter: { etcd: ["http://e:2379"] }', pair)), /arbiter: is not supported with ack: quorum yet/);
+    assert.match(configError(withTop('arbiter: { etcd: ["http://e:2379"] }')), /arbiter: needs two or more nodes/);
+  });
+
   it('nbdMaxConnections and nbdHandshakeTimeoutMs have defaults and are validated', () => {
     const base = 'volume: v\nsize: 1MiB\nnodes:\n  a: { nbd: "127.0.0.1:1", admin: "127.0.0.1:2", store: /tmp/x.img }\n';
     const c = parseConfigText(base, '/tmp');
