@@ -140,7 +140,7 @@ class SimArbiterNode {
   newCore(): ArbiterCore {
     const core = new ArbiterCore({
       node: this.name, peers: this.peers, leaseTtlMs: TTL_MS, renewIntervalMs: Math.floor(TTL_MS / 3), pollIntervalMs: TTL_MS / 4,
-      fastPollIntervalMs: TTL_MS / 20, clockRateMargin: 0.05, guardMs: 100, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS, autoFailover: true,
+      fastPollIntervalMs: TTL_MS / 20, clockRateMargin: 0.05, guardMs: 100, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS, autoFailover: true, electableAll: false,
     });
     if (this.mutant === 'ack-after-lease-loss') {
       // The mutant forgets the deadline: a leader acknowledges whatever its clock says.

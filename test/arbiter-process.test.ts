@@ -18,6 +18,8 @@ import { cleanupAll } from './helpers/node-process.js';
 import { AckedWriter, BLOCK_BYTES, BlockModel, describeStatus, FailoverPair, sleep, type NodeName, type PairStatus } from './helpers/failover-pair.js';
 import { assertVolumeHolds, DELTA_REGION_BYTES, stopBoth, VOLUME_BYTES } from './helpers/failover-assertions.js';
 import { EtcdCluster } from './helpers/etcd.js';
+import { SIZE_BYTES, Trio } from './helpers/trio.js';
+import { verifyVolume } from './helpers/acked-writer.js';
 
 after(cleanupAll);
 
@@ -212,5 +214,49 @@ describe('unattended failover through a real etcd', { concurrency: false }, () =
       await assertVolumeHolds(pair, 'b', model, 'on b after its return', true);
       await stopBoth(pair);
     });
+  });
+
+  it('three nodes with ack: quorum: kill -9 of the primary, a secondary takes over on its own through the survey of a majority, every acknowledged write intact', async (t: TestContext) => {
+    const etcd = await EtcdCluster.start(1);
+    const trio = await Trio.create({ ack: 'quorum', quorum: 'majority', arbiter: { etcd: etcd.endpoints, leaseTtlMs: 2000 } });
+    try {
+      await trio.waitMirrored();
+      await trio.waitFor('a holds the lease', async () => {
+        const s = await trio.status('a') as unknown as { arbiter: ArbiterView };
+        return { ok: s.arbiter.leader === 'a', detail: JSON.stringify(s.arbiter) };
+      });
+      const model = new BlockModel(SIZE_BYTES);
+      const writer = (await AckedWriter.open(trio.node('a').uri, model, { depth: 16, maxBlocks: 4 })).start();
+      await writer.waitAcks(1000);
+      await trio.node('a').kill9();
+      const killedAt = performance.now();
+      const stats = await writer.stop();
+      let winner: 'b' | 'c' | null = null;
+      await trio.waitFor('b or c primary on its own', async () => {
+        for (const name of ['b', 'c'] as const) {
+          const s = await trio.status(name) as unknown as { role: string; arbiter: ArbiterView };
+          if (s.role === 'primary' && s.arbiter.leader === name) winner = name;
+        }
+        return { ok: winner !== null, detail: String(winner) };
+      }, 20_000);
+      t.diagnostic(`kill -9 of a → ${winner} primary: ${(performance.now() - killedAt).toFixed(0)} ms; ${stats.acked} writes acknowledged before`);
+      // The promotion went through the survey of a majority (issue 12 item 4), which fetches what
+      // the winner lacks from the most current node, if anything.
+      const judged = trio.node(winner!).stderr.split('\n').filter((l) => l.includes('"promotion survey judged"'));
+      assert.equal(judged.length, 1, trio.logs());
+      t.diagnostic(`${winner}: ${judged[0]!.slice(judged[0]!.indexOf('"verdict"'), judged[0]!.indexOf('"msg"'))}; fetched: ${trio.node(winner!).stderr.includes('fetching what this node lacks') ? 'yes' : 'nothing lacking'}`);
+      const check = await verifyVolume(trio.node(winner!).uri, model);
+      assert.equal(check.mismatchCount, 0, check.mismatches.join('\n'));
+      assert.ok(check.ackedBlocks >= 500, `acknowledged blocks checked: ${check.ackedBlocks}`);
+      await trio.start('a');
+      await trio.waitFor('a back as secondary, in sync', async () => {
+        const s = await trio.status('a');
+        return { ok: s.role === 'secondary' && s.peers.find((p) => p.node === winner)?.state === 'in-sync', detail: JSON.stringify(s.peers) };
+      }, 60_000);
+      await trio.stopAll();
+    } finally {
+      for (const n of trio.nodes.values()) await n.kill9();
+      await etcd.stop();
+    }
   });
 });

@@ -8,7 +8,7 @@ import { ArbiterCore, arbiterTransitions, type ArbiterRecord, type ArbiterSettin
 
 const settings: ArbiterSettings = {
   node: 'b', peers: ['a'], leaseTtlMs: 2000, renewIntervalMs: 666, pollIntervalMs: 500, fastPollIntervalMs: 100, clockRateMargin: 0.05, guardMs: 100,
-  heartbeatTimeoutMs: 1000, autoFailover: true,
+  heartbeatTimeoutMs: 1000, autoFailover: true, electableAll: false,
 };
 
 function peer(over: Partial<PeerView> = {}): PeerView {
@@ -216,4 +216,15 @@ test('a leader demoted by an operator releases its lease and leaves the race to 
   assert.deepEqual(core.poll(200, demoted), { kind: 'read' }, 'no claim of its own right after the demote');
   core.done({ kind: 'read', record: record(null, 3, 'a', ['a', 'b'], 11) }, 200, 202, demoted);
   assert.equal(core.poll(4100, demoted)?.kind, 'claim', 'after two TTLs it may take over again if no one did');
+});
+
+test('ack: quorum keeps every node electable: a dropped peer holds nothing back, and any whole secondary may claim', () => {
+  const view = primaryView({ linkUp: false, role: null, inSync: false });
+  const core = new ArbiterCore({ ...settings, node: 'a', peers: ['b'], electableAll: true });
+  core.poll(-500, view);
+  core.done({ kind: 'read', record: record(null, 3, 'a', ['a', 'b']) }, -500, -500, view);
+  assert.deepEqual(core.poll(0, view), { kind: 'claim', epoch: 3, expectStateRevision: 10, electable: ['a', 'b'] });
+  core.done({ kind: 'claimed', record: record('a', 3, 'a', ['a', 'b'], 11) }, 0, 5, view);
+  assert.equal(core.mayAcknowledge(10, view), true, 'the data path\'s quorum gate decides, not the electable set');
+  assert.equal(core.poll(10, view), null, 'nothing to change in etcd');
 });

@@ -138,7 +138,6 @@ describe('config defaults', () => {
     assert.match(configError(withTop('arbiter: { etcd: ["http://e:2379"], leaseTtlMs: 2500 }', pair)), /arbiter\.leaseTtlMs: 2500 is not a whole number of seconds/);
     assert.match(configError(withTop('arbiter: { etcd: ["http://e:2379"], prefix: tb }', pair)), /arbiter\.prefix: "tb" must start with \//);
     assert.match(configError(withTop('arbiter: { etcd: ["http://e:2379"], lease: 3 }', pair)), /arbiter/);
-    assert.match(configError(withTop('ack: quorum\narbiter: { etcd: ["http://e:2379"] }', pair)), /arbiter: is not supported with ack: quorum yet/);
     assert.match(configError(withTop('arbiter: { etcd: ["http://e:2379"] }')), /arbiter: needs two or more nodes/);
   });
 

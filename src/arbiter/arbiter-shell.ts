@@ -35,6 +35,8 @@ export interface ArbiterShellOptions {
   peers: string[];
   volumeName: string;
   heartbeatTimeoutMs: number;
+  /** `ack: quorum`: every node stays electable (ArbiterSettings.electableAll). */
+  ackQuorum: boolean;
   volume: Volume;
   /**
    * The node started from a clean shutdown. One that crashed lost what it held only in RAM, and
@@ -70,7 +72,7 @@ export class ArbiterShell {
     this.core = new ArbiterCore({
       node: opts.node, peers: opts.peers, leaseTtlMs: ttl, renewIntervalMs: Math.floor(ttl * RENEW_FRACTION),
       pollIntervalMs: Math.floor(ttl / 4), fastPollIntervalMs: Math.floor(ttl / 20), clockRateMargin: CLOCK_RATE_MARGIN, guardMs: GUARD_MS,
-      heartbeatTimeoutMs: opts.heartbeatTimeoutMs, autoFailover: opts.config.autoFailover,
+      heartbeatTimeoutMs: opts.heartbeatTimeoutMs, autoFailover: opts.config.autoFailover, electableAll: opts.ackQuorum,
     });
     this.etcd = new EtcdClient({
       endpoints: opts.config.etcd, prefix: opts.config.prefix, volume: opts.volumeName, leaseTtlMs: ttl,

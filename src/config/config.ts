@@ -386,7 +386,6 @@ function buildArbiter(raw: RawConfig, mirrored: boolean): ArbiterConfig | null {
   const a = raw.arbiter;
   if (a === undefined) return null;
   if (!mirrored) throw new FieldError('arbiter', 'needs two or more nodes: a standalone node has no one to fail over to');
-  if ((raw.ack ?? defaults.ack) === 'quorum') throw new FieldError('arbiter', 'is not supported with ack: quorum yet (its electable set needs every in-sync secondary to hold each write: use ack: all)');
   a.etcd.forEach((url, i) => {
     if (!/^https?:\/\/[^/\s]+\/?$/.test(url)) throw new FieldError(`arbiter.etcd[${i}]`, `"${url}" is not an etcd client URL (http://host:port)`);
   });

@@ -49,6 +49,13 @@ export interface ArbiterSettings {
   /** The link's dead-peer deadline: the failsafe's evidence lasts this long. */
   heartbeatTimeoutMs: number;
   autoFailover: boolean;
+  /**
+   * `ack: quorum` (issue 12): a write is answered once a majority holds it, so no one secondary
+   * holds them all. Every node stays electable; the winner's promotion surveys a majority and
+   * fetches from the most current before it serves (promoteAmong), and the data path's quorum gate,
+   * not the electable set, decides when a write may be answered.
+   */
+  electableAll: boolean;
 }
 
 /** What etcd holds for the volume, as last read. */
@@ -176,7 +183,7 @@ export class ArbiterCore {
     if (local.role !== 'primary' || this.record?.state == null) return false;
     const state = this.record.state;
     if (state.primary !== this.settings.node || state.epoch !== local.epoch) return false;
-    for (const name of state.electable) {
+    if (!this.settings.electableAll) for (const name of state.electable) {
       if (name === this.settings.node) continue;
       if (!local.peers.some((p) => p.name === name && p.linkUp && p.inSync)) return false;
     }
@@ -248,7 +255,7 @@ export class ArbiterCore {
     if (local.role === 'primary') {
       // Take (or take back) the leader key at our own epoch: at first start (no state yet), or
       // after our lease lapsed while no one else was promoted.
-      if (state === null) return { kind: 'claim', epoch: local.epoch, expectStateRevision: 0, electable: [me] };
+      if (state === null) return { kind: 'claim', epoch: local.epoch, expectStateRevision: 0, electable: this.electableNow(local) };
       // Our own later epoch (a primary restarted cleanly takes a new one) replaces ours: no one
       // else was promoted since, or the state would name them.
       if (state.primary === me && state.epoch <= local.epoch) return { kind: 'claim', epoch: local.epoch, expectStateRevision: state.modRevision, electable: state.electable };
@@ -257,12 +264,13 @@ export class ArbiterCore {
     if ((!this.settings.autoFailover && !this.operatorClaim) || state === null || !local.mayPromote) return null;
     if (!state.electable.includes(me) || local.epoch < state.epoch) return null;
     if (local.peers.some((p) => p.linkUp && p.role === 'primary')) return null; // it lives: no failover
-    return { kind: 'claim', epoch: Math.max(state.epoch, local.epoch) + 1, expectStateRevision: state.modRevision, electable: [me] };
+    return { kind: 'claim', epoch: Math.max(state.epoch, local.epoch) + 1, expectStateRevision: state.modRevision, electable: this.settings.electableAll ? this.electableNow(local) : [me] };
   }
 
-  /** Electable now: this node and the peers in sync with it. */
+  /** Electable now: this node and the peers in sync with it (with electableAll, every node). */
   private electableNow(local: LocalView): string[] {
-    return [this.settings.node, ...local.peers.filter((p) => p.linkUp && p.inSync).map((p) => p.name)].sort();
+    const peers = this.settings.electableAll ? this.settings.peers : local.peers.filter((p) => p.linkUp && p.inSync).map((p) => p.name);
+    return [this.settings.node, ...peers].sort();
   }
 
   /**

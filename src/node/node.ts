@@ -137,7 +137,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
   if (config.arbiter !== null) {
     arbiter = new ArbiterShell({
       config: config.arbiter, node: nodeName, peers: peerConfigs.map((p) => p.name), volumeName: config.volume,
-      heartbeatTimeoutMs: config.heartbeatTimeoutMs, volume, echoedSentAtMs: (peer) => echoed.get(peer) ?? null,
+      heartbeatTimeoutMs: config.heartbeatTimeoutMs, ackQuorum: config.ack === 'quorum', volume, echoedSentAtMs: (peer) => echoed.get(peer) ?? null,
       cleanStart: persisted === null || persisted.cleanShutdown,
       log: (level, msg, fields) => log[level]({ ...fields }, msg),
     });
