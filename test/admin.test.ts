@@ -1,6 +1,7 @@
 // Admin HTTP and metrics: the routes, status codes and content types that operators and
 // Prometheus depend on.
 import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { NodeMetrics, type CacheStats } from '../src/admin/metrics.js';
 import { AdminActionError, startAdminServer, type AdminServer } from '../src/admin/server.js';
@@ -108,6 +109,57 @@ describe('admin server', () => {
       startAdminServer({ host: '127.0.0.1', port: server.port, log, metrics, getStatus: () => ({}) }),
       (err: Error) => err.message === `admin address 127.0.0.1:${server.port} is already in use`,
     );
+  });
+});
+
+describe('admin token (issue 14 item 3)', () => {
+  const metrics = new NodeMetrics(cacheStats, { defaultLabels: { node: 't' } });
+  const token = 'tb-admin-0123456789abcdef';
+  const lines: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done): void {
+      for (const line of chunk.toString('utf8').split('\n')) if (line !== '') lines.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  });
+  const tokenLog = createLogger({ level: 'info', format: 'json', destination: sink });
+  let server: AdminServer;
+  let base: string;
+  let demotes = 0;
+
+  before(async () => {
+    server = await startAdminServer({
+      host: '127.0.0.1', port: 0, log: tokenLog, metrics, adminToken: token,
+      getStatus: () => ({ node: 't' }),
+      actions: { demote: async () => ({ demoted: ++demotes }) },
+    });
+    base = `http://127.0.0.1:${server.port}`;
+  });
+
+  after(() => server.close());
+
+  const demote = (authorization?: string): Promise<Response> => fetch(`${base}/demote`, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json', ...(authorization === undefined ? {} : { authorization }) } });
+
+  it('an action without the token, with a token one byte off, or not as Bearer, is a 401 and a log line; nothing runs', async () => {
+    const oneOff = `${token.slice(0, -1)}${token.endsWith('f') ? 'e' : 'f'}`;
+    for (const [authorization, why] of [[undefined, /needs an admin token/], [`Bearer ${oneOff}`, /wrong admin token/], [`Bearer ${token}x`, /wrong admin token/], [`Basic ${token}`, /not "Bearer <token>"/]] as const) {
+      const res = await demote(authorization);
+      assert.equal(res.status, 401, String(authorization));
+      assert.match(res.headers.get('www-authenticate') ?? '', /^Bearer/);
+      assert.match(((await res.json()) as { error: string }).error, why);
+    }
+    assert.equal(demotes, 0, 'no refused action ran');
+    const refusals = lines.filter((l) => l['msg'] === 'admin action refused: not authorized');
+    assert.equal(refusals.length, 4);
+    assert.ok(refusals.every((l) => !JSON.stringify(l).includes(token.slice(4))), 'the log never carries the token');
+  });
+
+  it('the right token runs the action; reads need none', async () => {
+    const res = await demote(`Bearer ${token}`);
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { demoted: 1 });
+    assert.equal((await fetch(`${base}/status`)).status, 200);
+    assert.equal((await fetch(`${base}/metrics`)).status, 200);
   });
 });
 

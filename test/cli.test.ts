@@ -196,6 +196,38 @@ describe('twinblock serve: running', () => {
     assert.match(stderr(), /"msg":"stopped cleanly"/);
   });
 
+  it('adminToken (issue 14 item 3): the CLI sends it from --token, TWINBLOCK_ADMIN_TOKEN or --config; curl without it gets 401', async () => {
+    const token = 'tb-cli-token-0123456789';
+    const file = path.join(dir, 'token.yaml');
+    writeFileSync(file, `volume: v\nsize: 4MiB\ntrackSize: 4KiB\nadminToken: ${token}\nnodes:\n  a: { nbd: "127.0.0.1:0", admin: "127.0.0.1:0", store: t.img, cache: 1MiB }\n`);
+    const { child, adminPort, stderr } = await startServe(file);
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      const admin = `http://127.0.0.1:${adminPort}`;
+      assertOneLineError(await runCli(['demote', '--admin', admin]), /demote refused by .*: unauthorized: this node needs an admin token/);
+      assertOneLineError(await runCli(['demote', '--admin', admin, '--token', `${token}x`]), /unauthorized: wrong admin token/);
+      // Past the token, the action itself answers: a standalone node has no role to give up.
+      for (const [args, env] of [[['--token', token], {}], [[], { TWINBLOCK_ADMIN_TOKEN: token }], [['--config', file], {}]] as const) {
+        const r = await runCli(['demote', '--admin', admin, ...args], env);
+        assert.doesNotMatch(r.stderr, /unauthorized/, `${args.join(' ')} ${JSON.stringify(env)}: ${r.stderr}`);
+      }
+      const curl = await new Promise<string>((resolve) => execFile('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '-X', 'POST', `${admin}/demote`], (_e, out) => resolve(String(out))));
+      assert.equal(curl, '401');
+      const curlOk = await new Promise<string>((resolve) => execFile('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', `${admin}/status`], (_e, out) => resolve(String(out))));
+      assert.equal(curlOk, '200', 'status needs no token');
+      assert.match(stderr(), /"msg":"admin action refused: not authorized"/);
+    } finally {
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, stderr());
+    }
+  });
+
+  it('an admin address off loopback without a token: serve refuses in one line', async () => {
+    const file = path.join(dir, 'open.yaml');
+    writeFileSync(file, 'volume: v\nsize: 4MiB\nnodes:\n  a: { nbd: "127.0.0.1:0", admin: "0.0.0.0:0", store: o.img }\n');
+    assertOneLineError(await runCli(['serve', '--config', file, '--node', 'a']), /nodes\.a\.admin: 0\.0\.0\.0:0 is not on loopback: set adminToken/);
+  });
+
   it('an NBD port in use is one line and exit 1', async () => {
     const blocker = net.createServer();
     await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));

@@ -141,6 +141,22 @@ describe('config defaults', () => {
     assert.match(configError(withTop('arbiter: { etcd: ["http://e:2379"] }')), /arbiter: needs two or more nodes/);
   });
 
+  it('adminToken (issue 14 item 3): from the config or a file; required once an admin address leaves loopback', () => {
+    assert.equal(parseConfigText(pair, '/tmp').adminToken, null);
+    assert.equal(parseConfigText(withTop('adminToken: tb-0123456789abcdef', pair), '/tmp').adminToken, 'tb-0123456789abcdef');
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'tb-token-'));
+    writeFileSync(path.join(dir, 'token'), 'from-a-file-0123456789\nignored second line\n');
+    assert.equal(parseConfigText(withTop('adminTokenFile: token', pair), dir).adminToken, 'from-a-file-0123456789');
+    const open = pair.replace('admin: "127.0.0.1:8802"', 'admin: "0.0.0.0:8802"');
+    assert.match(configError(open), /nodes\.b\.admin: 0\.0\.0\.0:8802 is not on loopback: set adminToken/);
+    assert.equal(parseConfigText(withTop('adminToken: tb-0123456789abcdef', open), '/tmp').adminToken, 'tb-0123456789abcdef');
+    assert.equal(parseConfigText(pair.replace('admin: "127.0.0.1:8802"', 'admin: "[::1]:8802"'), '/tmp').adminToken, null, '::1 is loopback');
+    assert.match(configError(withTop('adminToken: short', pair)), /adminToken: too short/);
+    assert.match(configError(withTop('adminToken: "has a space 0123456789"', pair)), /adminToken: use printable ASCII without spaces/);
+    assert.match(configError(withTop('adminTokenFile: /nonexistent/token', pair)), /adminTokenFile: cannot read \/nonexistent\/token: ENOENT/);
+    assert.match(configError(withTop('adminToken: tb-0123456789abcdef\nadminTokenFile: x', pair)), /adminTokenFile: give adminToken or adminTokenFile, not both/);
+  });
+
   it('nbdMaxConnections and nbdHandshakeTimeoutMs have defaults and are validated', () => {
     const base = 'volume: v\nsize: 1MiB\nnodes:\n  a: { nbd: "127.0.0.1:1", admin: "127.0.0.1:2", store: /tmp/x.img }\n';
     const c = parseConfigText(base, '/tmp');

@@ -2,11 +2,15 @@
 // text), POST /<action> (promote, demote, ... supplied by the node). Plain node:http: the surface
 // is four routes, and a framework would be more code to trust than the routes themselves.
 //
-// There is no authentication: bind the admin address to loopback or a management network. Bad
-// and slow clients still cannot hurt the node (issue 9): a request that cannot be parsed is a 4xx
+// Actions (every POST: they change roles or discard data) need `Authorization: Bearer <adminToken>`
+// when the config sets one (issue 14 item 3; RFC 6750), compared in constant time; a missing or
+// wrong token is a 401 and a log line. Reads (/status, /metrics) stay open: they are for
+// monitoring. Without a token the config allows only loopback admin addresses. Bad and slow
+// clients still cannot hurt the node (issue 9): a request that cannot be parsed is a 4xx
 // with a one-line JSON error, paths match exactly, every connection has time limits, and the
 // number of connections is capped so an admin flood cannot take the file descriptors that NBD
 // hosts and the replication link need.
+import { createHash, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type net from 'node:net';
@@ -55,6 +59,8 @@ export interface AdminServerOptions {
   metrics: NodeMetrics;
   log: Logger;
   actions?: Record<string, AdminAction>;
+  /** Bearer token every action needs (null: none; the config then allows only loopback). */
+  adminToken?: string | null;
   /** Overrides of defaultAdminLimits (tests use short timeouts). */
   limits?: Partial<AdminLimits>;
 }
@@ -140,7 +146,25 @@ async function route(req: http.IncomingMessage, res: http.ServerResponse, ctx: C
   const action = Object.hasOwn(actions, actionName) ? actions[actionName] : undefined;
   if (action === undefined) return sendError(res, ctx, 404, `no such endpoint: ${clientText(target.path, 100)}`);
   if (method !== 'POST') return methodNotAllowed(res, ctx, 'POST');
+  const refused = refusedToken(req, ctx.opts.adminToken ?? null);
+  if (refused !== null) {
+    req.resume();
+    ctx.log.warn({ action: actionName, reason: refused, remote: req.socket.remoteAddress }, 'admin action refused: not authorized');
+    return sendError(res, ctx, 401, `unauthorized: ${refused}`, { 'www-authenticate': 'Bearer realm="twinblock"' });
+  }
   return runAction(actionName, action, req, target, res, ctx);
+}
+
+/** Why a request's Authorization does not carry the token (null: it does, or none is set). */
+function refusedToken(req: http.IncomingMessage, token: string | null): string | null {
+  if (token === null) return null;
+  const header = req.headers.authorization;
+  if (header === undefined) return 'this node needs an admin token (Authorization: Bearer ...; twinblock --token or TWINBLOCK_ADMIN_TOKEN)';
+  const match = /^Bearer ([\x21-\x7e]+)$/i.exec(header.trim());
+  if (match === null) return 'the Authorization header is not "Bearer <token>"';
+  // Equal-length digests, so the comparison's time says nothing about the token.
+  const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
+  return timingSafeEqual(digest(match[1]!), digest(token)) ? null : 'wrong admin token';
 }
 
 function listen(server: http.Server, host: string, port: number): Promise<number> {

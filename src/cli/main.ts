@@ -225,26 +225,44 @@ function buildProgram(): Command {
     .option('--admin <url>', "the node's admin URL", 'http://127.0.0.1:8801')
     .option('--json', 'print the raw /status JSON')
     .action((opts: { admin: string; json?: boolean }) => statusCommand(opts));
-  program.command('promote').description('make a secondary the primary (bumps and persists the epoch)')
+  tokenOptions(program.command('promote').description('make a secondary the primary (bumps and persists the epoch)')
     .requiredOption('--admin <url>', "the node's admin URL")
-    .option('--force', 'promote even while a connected peer is primary or this node is mid-resync (risks split brain)')
-    .action((opts: { admin: string; force?: boolean }) => actionCommand(opts.admin, 'promote', { force: opts.force === true }));
-  program.command('demote').description('make a primary secondary (in-flight writes complete first)')
+    .option('--force', 'promote even while a connected peer is primary or this node is mid-resync (risks split brain)'))
+    .action((opts: TokenOptions & { admin: string; force?: boolean }) => actionCommand(opts, 'promote', { force: opts.force === true }));
+  tokenOptions(program.command('demote').description('make a primary secondary (in-flight writes complete first)')
+    .requiredOption('--admin <url>', "the node's admin URL"))
+    .action((opts: TokenOptions & { admin: string }) => actionCommand(opts, 'demote', {}));
+  tokenOptions(program.command('resolve').description('end a split brain: this node discards its changes and resyncs from its peer')
     .requiredOption('--admin <url>', "the node's admin URL")
-    .action((opts: { admin: string }) => actionCommand(opts.admin, 'demote', {}));
-  program.command('resolve').description('end a split brain: this node discards its changes and resyncs from its peer')
-    .requiredOption('--admin <url>', "the node's admin URL")
-    .requiredOption('--discard-local', 'required: this node is the side whose changes are discarded')
-    .action((opts: { admin: string; discardLocal?: boolean }) => actionCommand(opts.admin, 'resolve', { discardLocal: opts.discardLocal === true }));
+    .requiredOption('--discard-local', 'required: this node is the side whose changes are discarded'))
+    .action((opts: TokenOptions & { admin: string; discardLocal?: boolean }) => actionCommand(opts, 'resolve', { discardLocal: opts.discardLocal === true }));
   return program;
 }
 
-/** POST an admin action; a refusal (HTTP 409) is a one-line error and exit 1. */
-async function actionCommand(admin: string, action: string, body: Record<string, unknown>): Promise<void> {
-  const url = new URL(action, statusUrl(admin));
+interface TokenOptions { token?: string; config?: string }
+
+/** --token, else TWINBLOCK_ADMIN_TOKEN, else --config's adminToken (issue 14 item 3). */
+function tokenOptions(command: Command): Command {
+  return command
+    .option('--token <token>', "the nodes' admin token (env TWINBLOCK_ADMIN_TOKEN; or --config)")
+    .option('--config <file>', 'read the admin token from this volume config (adminToken or adminTokenFile)');
+}
+
+function adminTokenOf(opts: TokenOptions): string | null {
+  if (opts.token !== undefined) return opts.token;
+  const env = process.env['TWINBLOCK_ADMIN_TOKEN'];
+  if (env !== undefined && env !== '') return env;
+  return opts.config === undefined ? null : loadConfig(opts.config).adminToken;
+}
+
+/** POST an admin action; a refusal (HTTP 401, 409) is a one-line error and exit 1. */
+async function actionCommand(opts: TokenOptions & { admin: string }, action: string, body: Record<string, unknown>): Promise<void> {
+  const url = new URL(action, statusUrl(opts.admin));
+  const token = adminTokenOf(opts);
   let res: Response;
   try {
-    res = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' }, signal: AbortSignal.timeout(ACTION_TIMEOUT_MS) });
+    const headers: Record<string, string> = { 'content-type': 'application/json', ...(token === null ? {} : { authorization: `Bearer ${token}` }) };
+    res = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers, signal: AbortSignal.timeout(ACTION_TIMEOUT_MS) });
   } catch (err) {
     const timedOut = (err as Error).name === 'TimeoutError';
     throw new Error(`cannot reach admin at ${url.origin}: ${describeFetchError(err, ACTION_TIMEOUT_MS)}${timedOut ? ` (the ${action} may still be under way there: see twinblock status)` : ''}`);

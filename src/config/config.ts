@@ -81,6 +81,11 @@ export interface Config {
   nodes: NodeConfig[];
   /** Unattended failover through etcd (issue 13); null: promotions are the operator's. */
   arbiter: ArbiterConfig | null;
+  /**
+   * The bearer token every mutating admin request needs (issue 14 item 3); null: none, allowed
+   * only while every node's admin address is on loopback.
+   */
+  adminToken: string | null;
 }
 
 export interface ArbiterConfig {
@@ -165,6 +170,8 @@ const fileSchema = z.strictObject({
   secret: z.string().optional(),
   primary: z.string().optional(),
   nodes: z.record(z.string(), nodeSchema),
+  adminToken: z.string().optional(),
+  adminTokenFile: z.string().optional(),
   arbiter: z.strictObject({
     etcd: z.array(z.string()).min(1),
     leaseTtlMs: intField.optional(),
@@ -378,7 +385,38 @@ function buildConfig(raw: RawConfig, baseDir: string, sourcePath: string | null)
     primary,
     nodes,
     arbiter: buildArbiter(raw, mirrored),
+    adminToken: buildAdminToken(raw, baseDir, nodes),
   };
+}
+
+/** Loopback: 127.0.0.0/8, ::1, localhost. */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/**
+ * adminToken, or adminTokenFile (its first line; relative to the config's directory). Without
+ * either, every admin address must be on loopback: anyone who can reach the port could promote,
+ * demote or discard a node's data (issue 14 item 3).
+ */
+function buildAdminToken(raw: RawConfig, baseDir: string, nodes: NodeConfig[]): string | null {
+  if (raw.adminToken !== undefined && raw.adminTokenFile !== undefined) throw new FieldError('adminTokenFile', 'give adminToken or adminTokenFile, not both');
+  let token: string | null = raw.adminToken ?? null;
+  if (raw.adminTokenFile !== undefined) {
+    const file = path.resolve(baseDir, raw.adminTokenFile);
+    try {
+      token = (readFileSync(file, 'utf8').split('\n')[0] ?? '').trim();
+    } catch (err) {
+      throw new FieldError('adminTokenFile', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  }
+  if (token !== null && token.length < limits.minSecretChars) throw new FieldError(raw.adminTokenFile === undefined ? 'adminToken' : 'adminTokenFile', `too short: at least ${limits.minSecretChars} characters`);
+  if (token !== null && !/^[\x21-\x7e]+$/.test(token)) throw new FieldError(raw.adminTokenFile === undefined ? 'adminToken' : 'adminTokenFile', 'use printable ASCII without spaces (it travels in an HTTP header)');
+  if (token === null) {
+    const open = nodes.find((n) => !isLoopbackHost(n.admin.host));
+    if (open !== undefined) throw new FieldError(`nodes.${open.name}.admin`, `${formatAddress(open.admin)} is not on loopback: set adminToken (or adminTokenFile), or anyone who reaches it can promote, demote or discard this volume's data`);
+  }
+  return token;
 }
 
 /** The arbiter section (issue 13): etcd client URLs, the lease, where the keys live. */

@@ -166,7 +166,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
       return { resolved: true, discardLocal: true };
     }),
   };
-  const admin = await undoOnError(startAdminServer({ host: nodeConfig.admin.host, port: nodeConfig.admin.port, getStatus: status, metrics, log, actions }), undo);
+  const admin = await undoOnError(startAdminServer({ host: nodeConfig.admin.host, port: nodeConfig.admin.port, getStatus: status, metrics, log, actions, adminToken: config.adminToken }), undo);
   log.info({ nbd: status().nbd.uri, admin: admin.port, store: store.description, role: volume.core.role, peers: peerConfigs.map((p) => p.name) }, 'node serving');
 
   let stopping: Promise<void> | null = null;
