@@ -121,11 +121,21 @@ function quorumLine(s: Json): string[] {
   return [`  quorum: ${verdict} (${ack}majority: reaches ${str(q['have'])} of the ${str(q['need'])} nodes needed)`];
 }
 
+/** " (+N of zeros)" when cached tracks hold zeros only (no data RAM), else nothing. */
+function zeroTracks(cache: Json): string {
+  const zeros = (num(cache['cachedTracks']) ?? 0) - (num(cache['dataTracks']) ?? 0);
+  return zeros > 0 ? ` (+${zeros} of zeros)` : '';
+}
+
 function cacheLines(cache: Json, exposure: Json): string[] {
   const dirty = exposure['unhardenedBytes'] ?? cache['dirtyBytes'];
   return [
     `  cache: ${bytes(dirty)} dirty (${plural(cache['dirtyTracks'], 'track')}) of ${bytes(cache['capacityBytes'])}, ` +
-      `${plural(cache['cachedTracks'], 'track')} cached` +
+      // What a person can act on: RAM in use and tracks holding data; zero tracks cost no data RAM.
+      (cache['chargedBytes'] === undefined || cache['dataTracks'] === undefined
+        ? `${plural(cache['cachedTracks'], 'track')} cached`
+        : `${bytes(cache['chargedBytes'])} in use, ${plural(cache['dataTracks'], 'track')} holding data` +
+          zeroTracks(cache)) +
       (num(cache['waitingWrites']) ? `, ${plural(cache['waitingWrites'], 'write')} waiting for space` : ''),
   ];
 }

@@ -81,7 +81,10 @@ export interface ReadCounters {
 }
 
 export interface CacheStats {
+  /** Lines in the cache, zero lines (TRIM, WRITE_ZEROES, a resync of zeros) included. */
   cachedTracks: number;
+  /** Lines holding a data buffer: what takes RAM beyond bookkeeping. */
+  dataTracks: number;
   dirtyTracks: number;
   dirtyBytes: number;
   chargedBytes: number;

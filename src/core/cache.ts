@@ -541,9 +541,12 @@ export class TrackCache {
     for (const line of this.dirtyLines.values()) dirtyBytes += line.dirtyBlocks * BLOCK_SIZE_BYTES;
     let hardeningTracks = 0;
     for (const job of this.hardeningJobs.values()) hardeningTracks += job.tracks.length;
+    let dataTracks = 0;
+    for (const line of this.lines.values()) if (line.data !== null) dataTracks++;
     const oldest = this.oldestDirtySinceMs();
     return {
       cachedTracks: this.lines.size,
+      dataTracks,
       dirtyTracks: this.dirtyLines.size,
       dirtyBytes,
       chargedBytes: this.chargedBytes,

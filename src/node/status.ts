@@ -51,6 +51,8 @@ export interface NodeStatus {
     dirtyBytes: number;
     oldestDirtyAgeMs: number;
     cachedTracks: number;
+    /** Cached tracks holding data (the rest hold zeros and cost bookkeeping only). */
+    dataTracks: number;
     dirtyTracks: number;
     hardeningTracks: number;
     waitingWrites: number;
@@ -152,7 +154,7 @@ export function buildStatus(src: StatusSources): NodeStatus {
     nbd: { uri: `nbd://${formatAddress({ host: node.nbd.host, port: src.nbdPort })}/${config.volume}`, connections: src.nbdConnections, readOnly: volume.readOnly },
     cache: {
       capacityBytes: s.capacityBytes, chargedBytes: s.chargedBytes, dirtyBytes: s.dirtyBytes,
-      oldestDirtyAgeMs: s.oldestDirtyAgeMs, cachedTracks: s.cachedTracks, dirtyTracks: s.dirtyTracks,
+      oldestDirtyAgeMs: s.oldestDirtyAgeMs, cachedTracks: s.cachedTracks, dataTracks: s.dataTracks, dirtyTracks: s.dirtyTracks,
       hardeningTracks: s.hardeningTracks, waitingWrites: s.waitingWrites,
     },
     storeHealth: volume.storeHealth,
