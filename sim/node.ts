@@ -57,6 +57,8 @@ export class SimNode {
   volume: Volume | null = null;
   owner = new Owner('none');
   incarnation = 0;
+  /** This node's first incarnation: the only one that starts on an empty disk. */
+  private firstIncarnation: number | null = null;
   /** Per peer (by node index): the connection this incarnation has been told is up, and not yet told is down. */
   readonly liveConns: (number | null)[];
   readonly store: SimStore;
@@ -126,6 +128,7 @@ export class SimNode {
    */
   start(configRole: Role): void {
     this.incarnation = this.host.newIncarnation();
+    this.firstIncarnation ??= this.incarnation;
     const owner = new Owner(`${this.name}${this.incarnation}`);
     this.owner = owner;
     this.store.owner = owner;
@@ -141,6 +144,8 @@ export class SimNode {
       hardening: { maxDirtyAgeMs: o.maxDirtyAgeMs, destageIntervalMs: o.destageIntervalMs, rangeDirtyThresholdTracks: o.rangeDirtyThresholdTracks },
       store: this.store,
       metadata: this.metadata,
+      // A node's first start is on a disk created empty (zeros), as a file store made sparse.
+      storeCreatedFresh: this.incarnation === this.firstIncarnation,
       mirror: {
         peers: [...this.peerNames], role: configRole, tracker: o.tracker, flush: o.flush, degraded: o.degraded, quorum: o.quorum,
         syncRateBytesPerSec: o.syncRateBytesPerSec,

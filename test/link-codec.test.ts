@@ -95,12 +95,12 @@ const samples: LinkMessage[] = [
   { type: 'syncZero', offsetBytes: 1048576, lengthBytes: 1048576 },
   {
     type: 'state', role: 'primary', history: [{ epoch: 1, node: 'a' }, { epoch: 2, node: 'b' }],
-    storeTrusted: true, outOfSyncValid: false, discardLocal: true,
+    storeTrusted: true, storeBlank: true, outOfSyncValid: false, discardLocal: true,
     outOfSync: Uint8Array.from([1, 2, 3, 0, 0, 128]), dirty: Uint8Array.from([0, 255]),
     streamEpoch: 2, positionValid: false, lastSeq: 2 ** 40, above: Uint8Array.from([4, 0]),
   },
   {
-    type: 'state', role: 'secondary', history: [], storeTrusted: false, outOfSyncValid: true, discardLocal: false,
+    type: 'state', role: 'secondary', history: [], storeTrusted: false, storeBlank: false, outOfSyncValid: true, discardLocal: false,
     outOfSync: new Uint8Array(0), dirty: new Uint8Array(0), streamEpoch: 7, positionValid: true, lastSeq: 99, above: Uint8Array.from([255]),
   },
   { type: 'fetchReq', tracks: Uint8Array.from([1, 0, 128]) },
@@ -328,13 +328,13 @@ const goldenFrames: Readonly<Record<LinkMessageType, { msg: LinkMessage; hex: st
   syncDone: { msg: { type: 'syncDone' }, hex: '54424c4b010e00000000000091d9b7f9' + '00000000' },
   state: {
     msg: {
-      type: 'state', role: 'primary', history: [{ epoch: 1, node: 'a' }], storeTrusted: true, outOfSyncValid: false, discardLocal: true,
+      type: 'state', role: 'primary', history: [{ epoch: 1, node: 'a' }], storeTrusted: true, storeBlank: true, outOfSyncValid: false, discardLocal: true,
       outOfSync: Uint8Array.from([0x81]), dirty: new Uint8Array(0), streamEpoch: 1, positionValid: true, lastSeq: 5, above: Uint8Array.from([0x02]),
     },
-    // flags 1b = primary 1 | storeTrusted 2 | discardLocal 8 | positionValid 16; history 1 × (epoch 1,
-    // "a"); bitmaps [81], []; streamEpoch 1, lastSeq 5; bitmap [02].
-    hex: '54424c4b010f00000000002c9424da3f' + '1b' + '0001' + '0000000000000001' + '000161' + '00000001' + '81' + '00000000'
-      + '0000000000000001' + '0000000000000005' + '00000001' + '02' + '6e04a197',
+    // flags 3b = primary 1 | storeTrusted 2 | discardLocal 8 | positionValid 16 | storeBlank 32
+    // (protocol 4); history 1 × (epoch 1, "a"); bitmaps [81], []; streamEpoch 1, lastSeq 5; bitmap [02].
+    hex: '54424c4b010f00000000002c9424da3f' + '3b' + '0001' + '0000000000000001' + '000161' + '00000001' + '81' + '00000000'
+      + '0000000000000001' + '0000000000000005' + '00000001' + '02' + '5cf24a3b',
   },
   syncZero: {
     msg: { type: 'syncZero', offsetBytes: 1048576, lengthBytes: 65536 },
@@ -352,6 +352,7 @@ const goldenFrames: Readonly<Record<LinkMessageType, { msg: LinkMessage; hex: st
 const goldenDigestByProtocolVersion: Readonly<Record<number, string>> = {
   2: 'e646b7821aeac20e0752d7e5a4120f5db5ec3b961b5b5b6955d23a48b1f7e26d',
   3: '093ca1ceeff1cf7fff293308e3b2b1d36268c2ed9bf5dfa2b8dbf0a462c26b14',
+  4: 'b0298b272a3ecfbecd3042aa976406bf731be016f68bf60b8dc4a1e770e954a5',
 };
 
 function goldenDigest(): string {

@@ -144,7 +144,7 @@ test('a node still receiving a resync refuses to confirm its peer\'s promotion',
   const core = smallCore('secondary'); // b, fresh: its peer a is newer and resyncs it
   core.linkEstablished(peerOf(core), 0);
   const none = new TrackBitmap(16).toBytes();
-  core.linkMessage(peerOf(core), { type: 'state', role: 'secondary', history: [{ epoch: 1, node: 'a' }], storeTrusted: true, outOfSyncValid: true, discardLocal: false, outOfSync: none, dirty: none, streamEpoch: 1, positionValid: false, lastSeq: 0, above: none }, 1);
+  core.linkMessage(peerOf(core), { type: 'state', role: 'secondary', history: [{ epoch: 1, node: 'a' }], storeTrusted: true, storeBlank: false, outOfSyncValid: true, discardLocal: false, outOfSync: none, dirty: none, streamEpoch: 1, positionValid: false, lastSeq: 0, above: none }, 1);
   assert.equal(core.incompleteResync, true, 'b is the target of a resync from a');
   core.takeActions();
   core.linkMessage(peerOf(core), { type: 'promoteReq', id: 9, history: [{ epoch: 1, node: 'a' }, { epoch: 2, node: 'a' }] }, 2);

@@ -291,7 +291,7 @@ function writeHistory(b: Buffer, at: number, history: readonly { epoch: number; 
 }
 
 function writeStateBody(b: Buffer, at: number, msg: StateMessage): void {
-  b[at++] = (msg.role === 'primary' ? 1 : 0) | (msg.storeTrusted ? 2 : 0) | (msg.outOfSyncValid ? 4 : 0) | (msg.discardLocal ? 8 : 0) | (msg.positionValid ? 16 : 0);
+  b[at++] = (msg.role === 'primary' ? 1 : 0) | (msg.storeTrusted ? 2 : 0) | (msg.outOfSyncValid ? 4 : 0) | (msg.discardLocal ? 8 : 0) | (msg.positionValid ? 16 : 0) | (msg.storeBlank ? 32 : 0);
   at = writeHistory(b, at, msg.history, 'state.history');
   for (const bitmap of [msg.outOfSync, msg.dirty]) at = writeBitmap(b, at, bitmap);
   at = writeU64(b, msg.lastSeq, writeU64(b, msg.streamEpoch, at, 'state.streamEpoch'), 'state.lastSeq');
@@ -400,7 +400,7 @@ function decodeBody(type: LinkMessageType, body: Buffer): LinkMessage {
 
 function decodeState(r: BodyReader): StateMessage {
   const flags = r.u8();
-  if (flags > 31) r.fail(`has flags ${flags}`);
+  if (flags > 63) r.fail(`has flags ${flags}`);
   const history = readHistory(r);
   const outOfSync = r.bytes(r.u32());
   const dirty = r.bytes(r.u32());
@@ -409,7 +409,7 @@ function decodeState(r: BodyReader): StateMessage {
   const above = r.bytes(r.u32());
   return {
     type: 'state', role: (flags & 1) !== 0 ? 'primary' : 'secondary', history,
-    storeTrusted: (flags & 2) !== 0, outOfSyncValid: (flags & 4) !== 0, discardLocal: (flags & 8) !== 0, outOfSync, dirty,
+    storeTrusted: (flags & 2) !== 0, storeBlank: (flags & 32) !== 0, outOfSyncValid: (flags & 4) !== 0, discardLocal: (flags & 8) !== 0, outOfSync, dirty,
     streamEpoch, positionValid: (flags & 16) !== 0, lastSeq, above,
   };
 }

@@ -7,7 +7,7 @@ export const LINK_MAGIC = 0x54424c4b; // 'TBLK'
 /** Frame layout version; the message semantics are versioned by hello.protocolVersion. */
 export const LINK_FRAME_VERSION = 1;
 /** Compared in the handshake: peers speaking different protocol versions refuse each other. */
-export const LINK_PROTOCOL_VERSION = 3;
+export const LINK_PROTOCOL_VERSION = 4;
 export const LINK_HEADER_BYTES = 16;
 export const LINK_TRAILER_BYTES = 4;
 /** 32 MiB (the largest NBD write, DESIGN.md "NBD") plus room for the fields around it. */
@@ -69,6 +69,11 @@ export interface StateMessage {
   role: LinkRole;
   history: { epoch: number; node: string }[];
   storeTrusted: boolean;
+  /**
+   * This node's store was created empty at its start and nothing has been written to it since
+   * (protocol 4): two such nodes hold the same bytes, zeros, and need no initial sync.
+   */
+  storeBlank: boolean;
   outOfSyncValid: boolean;
   discardLocal: boolean;
   outOfSync: Uint8Array;

@@ -157,7 +157,7 @@ export class LinkHalf {
     for (const t of this.unsyncedTracks()) dirty.set(t);
     const primary = this.data.role === 'primary';
     this.data.send(ch, {
-      type: 'state', role: this.data.role, history: [...this.history], storeTrusted: this.storeTrusted,
+      type: 'state', role: this.data.role, history: [...this.history], storeTrusted: this.storeTrusted, storeBlank: this.storeBlank,
       outOfSyncValid: this.outOfSyncValid, discardLocal: this.discardLocal,
       outOfSync: ch.outOfSync.toBytes(), dirty: dirty.toBytes(),
       streamEpoch: primary ? this.streamEpoch : this.position.stream,
@@ -248,7 +248,7 @@ export class LinkHalf {
       }
       return;
     }
-    this.startResync(ch, decision.full, decision.reason, peer, nowMs);
+    this.startResync(ch, decision.full, decision.reason, peer, nowMs, decision.initial === true);
   }
 
   /** Three or more nodes with `quorum: majority`: a diverged history is a failed promotion's branch (decideSync). */
@@ -257,14 +257,19 @@ export class LinkHalf {
   }
 
   private sideState(): SideState {
-    return { node: this.settings.node, history: this.history, storeTrusted: this.storeTrusted, outOfSyncValid: this.outOfSyncValid, discardLocal: this.discardLocal, role: this.data.role };
+    return { node: this.settings.node, history: this.history, storeTrusted: this.storeTrusted, storeBlank: this.storeBlank, outOfSyncValid: this.outOfSyncValid, discardLocal: this.discardLocal, role: this.data.role };
   }
 
-  private startResync(ch: Channel, full: boolean, reason: string, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void {
+  /** The store was created empty at this start and the cache took no write, zero or sync data since. */
+  get storeBlank(): boolean {
+    return this.settings.storeCreatedFresh === true && this.data.cache.sequence === 0;
+  }
+
+  private startResync(ch: Channel, full: boolean, reason: string, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number, initial = false): void {
     const theirs = peer.outOfSyncValid ? TrackBitmap.fromBytes(this.data.cache.trackCount, peer.outOfSync) : null;
     const tracks = resyncTracks(this.data.cache.trackCount, full, ch.outOfSync, theirs);
     if (!full) tracks.addAll(tracksOthersMayLack(this.data, ch));
-    this.sendResync(ch, tracks, full, reason, nowMs);
+    this.sendResync(ch, tracks, full, reason, nowMs, initial);
   }
 
   /** This node, primary, steps down alive: its own stream is where it stands (stream-position.ts). */
@@ -288,8 +293,8 @@ export class LinkHalf {
     this.sendResync(ch, tracks, tracks.count() === tracks.trackCount, 'the node being promoted fetches what it lacks', nowMs);
   }
 
-  private sendResync(ch: Channel, tracks: TrackBitmap, full: boolean, reason: string, nowMs: number): void {
-    this.sender.start(ch, tracks, full, reason, nowMs);
+  private sendResync(ch: Channel, tracks: TrackBitmap, full: boolean, reason: string, nowMs: number, initial = false): void {
+    this.sender.start(ch, tracks, full, reason, nowMs, initial);
     this.finishResyncIfDone(ch, nowMs);
   }
 

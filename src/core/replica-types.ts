@@ -108,6 +108,8 @@ export interface ReplicaSettings {
   /** The config's primary: the role of a node starting on a fresh store. */
   role: Role;
   /** False for a standalone node (one node in the config): exactly when `peers` is empty. */
+  /** The store was created empty at this start (file just made sparse): zeros, until written. */
+  storeCreatedFresh?: boolean;
   mirrored: boolean;
   maxHardensInFlight: number;
   syncChunkBytes: number;

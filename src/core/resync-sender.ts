@@ -13,14 +13,16 @@ export class ResyncSender {
   constructor(private readonly data: DataPath, private readonly settings: ReplicaSettings) {}
 
   /** Starts resyncing `tracks` into `ch`'s peer: syncStart, then the first reads. */
-  start(ch: Channel, tracks: TrackBitmap, full: boolean, reason: string, nowMs: number): void {
+  /** `initial`: the peer's first sync (a new node), not a recovery: said calmly (issue 14 item 8). */
+  start(ch: Channel, tracks: TrackBitmap, full: boolean, reason: string, nowMs: number, initial = false): void {
     const { volumeSizeBytes, trackSizeBytes } = this.settings.geometry;
     const pace = { chunkBytes: this.settings.syncChunkBytes, windowChunks: this.settings.syncWindowChunks, rateBytesPerSec: this.settings.syncRateBytesPerSec };
     ch.resync = new ResyncPlan(tracks, trackSizeBytes, volumeSizeBytes, pace, nowMs, this.data.nextId++, full);
     ch.event('resyncStarted');
     // The seq tells a secondary target where in this stream the resync puts it (stream-position.ts).
     this.data.send(ch, { type: 'syncStart', totalBytes: ch.resync.totalBytes, seq: this.data.role === 'primary' ? this.data.sendSeq : 0 });
-    this.data.emit({ kind: 'log', level: full ? 'warn' : 'info', msg: full ? 'full resync of the peer started' : 'resync of the out-of-sync tracks started', fields: { tracks: ch.resync.trackCount, bytes: ch.resync.totalBytes, reason } });
+    const msg = initial ? 'initial sync of a new peer started' : full ? 'full resync of the peer started' : 'resync of the out-of-sync tracks started';
+    this.data.emit({ kind: 'log', level: full && !initial ? 'warn' : 'info', msg, fields: { tracks: ch.resync.trackCount, bytes: ch.resync.totalBytes, reason } });
     this.pump(ch, nowMs);
   }
 

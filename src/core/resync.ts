@@ -22,12 +22,15 @@ export interface SideState {
   /** outOfSync is complete (the node did not crash since it started collecting it). */
   outOfSyncValid: boolean;
   discardLocal: boolean;
+  /** Its store was created empty at this start and nothing was written to it since (zeros). */
+  storeBlank?: boolean;
   /** Its role now (decides a tie between branches of equal epochs: `byEpoch`). */
   role?: Role;
 }
 
 export type SyncDecision =
-  | { kind: 'source'; full: boolean; reason: string }
+  /** `initial`: the peer never held data (a new node): its first sync, not a recovery. */
+  | { kind: 'source'; full: boolean; reason: string; initial?: boolean }
   | { kind: 'target' }
   | { kind: 'split-brain'; reason: string };
 
@@ -85,6 +88,10 @@ function sourceDecision(me: SideState, peer: SideState, why: string): SyncDecisi
   // A split brain's losing side vouches for what it changed (its out-of-sync set) even though its
   // store is not trusted as a whole: every track either side changed is resent.
   if (peer.discardLocal && me.outOfSyncValid && peer.outOfSyncValid) return { kind: 'source', full: false, reason: `${why}; every track either side changed` };
+  // Two stores created empty, neither written since: the same bytes (zeros); nothing to send
+  // (issue 14 item 8). Only if both are: a new store beside one that holds data gets all of it.
+  if (peer.storeBlank === true && me.storeBlank === true) return { kind: 'source', full: false, reason: `initial sync of a new pair: both stores are new and empty, nothing to send`, initial: true };
+  if (!peer.storeTrusted && peer.history.length === 0) return { kind: 'source', full: true, reason: `initial sync: ${peer.node} joins with a new store`, initial: true };
   if (!peer.storeTrusted) return { kind: 'source', full: true, reason: `${why}; ${peer.node}'s store is new, mid-resync, or may hold writes no bitmap records (it crashed while primary alone)` };
   if (!me.outOfSyncValid) return { kind: 'source', full: true, reason: `${why}; this node's out-of-sync set is not known (it restarted without a clean shutdown)` };
   return { kind: 'source', full: false, reason: why };

@@ -89,6 +89,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
   const volume = new Volume({
     node: nodeName,
     metadata: { persisted, save: (state) => metadata.save(state) },
+    storeCreatedFresh: store.createdFresh,
     name: config.volume,
     description: `twinblock volume ${config.volume} on node ${nodeName}`,
     sizeBytes: config.sizeBytes,

@@ -21,6 +21,8 @@ export interface VolumeOptions {
   store: Store;
   /** The metadata from the last run (null: a fresh store) and how to write it atomically. */
   metadata?: MetadataPort;
+  /** The store was created empty at this start: it holds zeros until written (no initial sync beside another such). */
+  storeCreatedFresh?: boolean;
   /** Mirroring: absent for a standalone node. */
   mirror?: LinkPort & {
     /** Every other node of the volume (one in a pair). */

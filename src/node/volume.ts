@@ -77,6 +77,7 @@ export class Volume implements NbdExport {
       quorum: mirror?.quorum ?? PAIR_QUORUM_DEFAULTS,
       role: mirror?.role ?? 'primary',
       mirrored: mirror !== undefined,
+      storeCreatedFresh: opts.storeCreatedFresh === true,
       maxHardensInFlight: tuning.maxHardensInFlight,
       syncChunkBytes: tuning.syncChunkBytes,
       syncWindowChunks: tuning.syncWindowChunks,
