@@ -22,7 +22,13 @@ test('decideSync: newer history is the source; divergence is split brain; what c
   const full = decideSync(side('b', [[1, 'a'], [2, 'b']], { outOfSyncValid: false }), side('a', [[1, 'a']]));
   assert.ok(full.kind === 'source' && full.full && /clean shutdown/.test(full.reason));
   const fresh = decideSync(side('a', [[1, 'a']], { outOfSyncValid: false }), side('b', [], { storeTrusted: false }));
-  assert.ok(fresh.kind === 'source' && fresh.full && /store is new/.test(fresh.reason), 'a new pair is not reported as a crash');
+  assert.ok(fresh.kind === 'source' && fresh.full && fresh.initial === true && /joins with a new store/.test(fresh.reason), 'a new peer is an initial sync, not a crash');
+  // Issue 14 item 8: two stores created empty, neither written: nothing to send. One blank store
+  // beside data gets everything, blank or not on this side.
+  const blank = decideSync(side('a', [[1, 'a']], { outOfSyncValid: false, storeBlank: true }), side('b', [], { storeTrusted: false, storeBlank: true }));
+  assert.ok(blank.kind === 'source' && !blank.full && blank.initial === true, 'two blank stores: nothing to send');
+  const blankBesideData = decideSync(side('a', [[1, 'a']], { outOfSyncValid: false, storeBlank: false }), side('b', [], { storeTrusted: false, storeBlank: true }));
+  assert.ok(blankBesideData.kind === 'source' && blankBesideData.full, 'a blank store beside data gets all of it');
   const untrusted = decideSync(side('a', [[1, 'a']]), side('b', [], { storeTrusted: false }));
   assert.ok(untrusted.kind === 'source' && untrusted.full);
   const resolved = decideSync(side('a', [[1, 'a'], [2, 'a']]), side('b', [[1, 'a'], [2, 'b']], { discardLocal: true, storeTrusted: false }));

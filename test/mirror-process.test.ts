@@ -6,7 +6,7 @@
 // corrupted frame on the wire (a byte-flipping proxy between the nodes).
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { NbdClient } from '../src/nbd/client.js';
@@ -19,6 +19,7 @@ import {
   summarize, waitDrained, waitForPair, waitInSync, type Corruption, type LogLine, type Pair,
 } from './helpers/pair-process.js';
 import { ensureTools } from './helpers/tools.js';
+import { FailoverPair } from './helpers/failover-pair.js';
 
 ensureTools(['qemu-io', 'qemu-img', 'fio', 'nbdkit', 'nbdcopy']);
 
@@ -221,27 +222,53 @@ describe('mirrored pair, real processes: write on the primary, read on the secon
   }
 });
 
-describe('initial sync of a fresh pair', () => {
-  it('is a full sync, and the log gives the true reason (new stores, not a crash)', { timeout: 60_000 }, async () => {
+describe('initial sync of a new pair (issue 14 item 8)', () => {
+  it('two new, empty stores need no data sync, and the log says so calmly; the stores are identical', { timeout: 60_000 }, async () => {
     const pair = await startPair();
     try {
       await waitInSync(pair);
-      const started = linesWithMsg(pair.a, 'full resync of the peer started');
-      assert.equal(started.length, 1, `expected one full-sync line on the primary\n${pairLogs(pair)}`);
-      assert.equal(started[0]!['bytes'], VOLUME_BYTES);
-      // Both stores were created by this run: nothing restarted and nothing crashed. Telling an
-      // operator "restarted without a clean shutdown" here sends them hunting for a crash that
-      // never happened (DESIGN.md "Failures": say so when it really is a crash).
-      const reason = String(started[0]!['reason']);
-      assert.doesNotMatch(reason, /restarted without a clean shutdown/,
-        `BUG (src/core/resync.ts sourceDecision, src/core/replica.ts outOfSyncValid = persisted?.cleanShutdown === true): ` +
-        `a brand-new pair's initial sync is logged as a crash recovery: "${reason}"`);
+      const started = linesWithMsg(pair.a, 'initial sync of a new peer started');
+      assert.equal(started.length, 1, `expected one initial-sync line on the primary\n${pairLogs(pair)}`);
+      assert.equal(started[0]!['bytes'], 0, 'nothing to send: both stores hold zeros');
+      assert.equal(started[0]!['level'], 30, 'info, not a warning');
+      assert.match(String(started[0]!['reason']), /both stores are new and empty/);
+      assert.equal(linesWithMsg(pair.a, 'full resync of the peer started').length, 0, pairLogs(pair));
       await assertCleanStop(pair);
+      assert.equal(compareFiles(pair.stores.a, pair.stores.b), null, 'both stores read the same (zeros)');
+    } finally {
+      await pair.kill();
+    }
+  });
+
+  it('a new store beside a primary that holds data gets all of it, logged as an initial sync', { timeout: 90_000 }, async () => {
+    const pair = await FailoverPair.create();
+    try {
+      await pair.waitInSync();
+      const data = randomBytes(1024 * 1024);
+      const client = await NbdClient.connect(pair.uri('a'));
+      await client.write(4 * 1024 * 1024, data);
+      await client.disconnect();
+      assert.equal(await pair.stop('b'), 0);
+      // b's disk is replaced by a new, empty one: it must get everything a holds, not a delta.
+      rmSync(pair.stores.b);
+      rmSync(`${pair.stores.b}.twinblock-meta.json`);
+      const mark = pair.mark('a');
+      await pair.start('b');
+      await pair.waitInSync(60_000);
+      const started = pair.lines('a', 'initial sync of a new peer started', mark);
+      assert.equal(started.length, 1, pair.tail());
+      assert.match(String(started[0]!['reason']), /initial sync: b joins with a new store/);
+      assert.equal(started[0]!['bytes'], 64 * 1024 * 1024, 'the whole volume');
+      assert.equal(started[0]!['level'], 30);
+      const reader = await NbdClient.connect(pair.uri('b'));
+      assert.ok((await reader.read(4 * 1024 * 1024, data.length)).equals(data), 'b holds what a held');
+      await reader.disconnect();
     } finally {
       await pair.kill();
     }
   });
 });
+
 
 // ------------------------------------------------------------------------------------ 2
 
