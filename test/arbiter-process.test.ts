@@ -138,6 +138,10 @@ describe('unattended failover through a real etcd', { concurrency: false }, () =
 
   it('etcd killed while both nodes are up: no promotion, writes go on, the leader key returns with etcd; a promote against the lease is refused', async (t: TestContext) => {
     await withArbiterPair(1, async (pair, etcd) => {
+      const metricsText = await pair.node('a').metrics();
+      for (const name of ['twinblock_arbiter_connected', 'twinblock_arbiter_leader', 'twinblock_arbiter_epoch']) {
+        assert.match(metricsText, new RegExp(`^${name}\\{[^}]*\\} 1$`, 'm'), `${name} is 1 on the leader`);
+      }
       const refused = await pair.admin('b', 'promote');
       assert.equal(refused.status, 409, JSON.stringify(refused.body));
       assert.match(String(refused.body['error']), /node a holds the leader lease/);

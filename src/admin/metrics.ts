@@ -179,6 +179,16 @@ export class NodeMetrics implements NbdRequestObserver {
     new Gauge({ name: 'twinblock_quorum_needed_nodes', help: 'Nodes a primary needs to answer writes', registers, collect() { this.set(read().need); } });
   }
 
+  /** Issue 13: the etcd arbiter as this node sees it, and the replies its ack gate holds. */
+  registerArbiterGauges(read: () => { connected: boolean; holdsLease: boolean; leaseRemainingMs: number; epoch: number | null; heldReplies: number }): void {
+    const registers = [this.registry];
+    new Gauge({ name: 'twinblock_arbiter_connected', help: '1 while this node reaches etcd', registers, collect() { this.set(read().connected ? 1 : 0); } });
+    new Gauge({ name: 'twinblock_arbiter_leader', help: '1 while this node holds the leader lease', registers, collect() { this.set(read().holdsLease ? 1 : 0); } });
+    new Gauge({ name: 'twinblock_arbiter_lease_remaining_seconds', help: 'Leadership left by this node\'s own clock (0: not leader)', registers, collect() { this.set(read().leaseRemainingMs / 1000); } });
+    new Gauge({ name: 'twinblock_arbiter_epoch', help: 'The fencing epoch etcd holds for the volume', registers, collect() { this.set(read().epoch ?? 0); } });
+    new Gauge({ name: 'twinblock_arbiter_held_replies', help: 'Host replies held until this node holds the lease', registers, collect() { this.set(read().heldReplies); } });
+  }
+
   /** Mirroring gauges per peer, read at scrape time (a node calls this once per peer at startup). */
   /** Per-peer link gauges: `read` gives one entry per other node of the volume, each a `peer` label. */
   registerLinkGauges(read: () => LinkStats[]): void {

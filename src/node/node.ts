@@ -145,6 +145,10 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
     await undoOnError(arbiter.start(), undo);
     const running = arbiter;
     undo.push(() => running.stop());
+    metrics.registerArbiterGauges(() => {
+      const a = running.status();
+      return { connected: a.connected, holdsLease: a.state === 'leader', leaseRemainingMs: a.leaseRemainingMs, epoch: a.epoch, heldReplies: volume.heldReplyCount };
+    });
   }
   const nbd = await undoOnError(startNbdServer({
     host: nodeConfig.nbd.host, port: nodeConfig.nbd.port, export: volume, observer: metrics,
