@@ -157,6 +157,14 @@ describe('config defaults', () => {
     assert.match(configError(withTop('adminToken: tb-0123456789abcdef\nadminTokenFile: x', pair)), /adminTokenFile: give adminToken or adminTokenFile, not both/);
   });
 
+  it('usageLog and usageIntervalMs (issue 14 item 7)', () => {
+    const c = parseConfigText(pair, '/etc/tb');
+    assert.deepEqual([c.usageLog, c.usageIntervalMs], [null, 60_000]);
+    const d = parseConfigText(withTop('usageLog: usage/vol0.log\nusageIntervalMs: 5000', pair), '/etc/tb');
+    assert.deepEqual([d.usageLog, d.usageIntervalMs], ['/etc/tb/usage/vol0.log', 5000]);
+    assert.match(configError(withTop('usageIntervalMs: 10', pair)), /usageIntervalMs: must be at least 100/);
+  });
+
   it('nbdMaxConnections and nbdHandshakeTimeoutMs have defaults and are validated', () => {
     const base = 'volume: v\nsize: 1MiB\nnodes:\n  a: { nbd: "127.0.0.1:1", admin: "127.0.0.1:2", store: /tmp/x.img }\n';
     const c = parseConfigText(base, '/tmp');

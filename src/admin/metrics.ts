@@ -6,6 +6,7 @@
 // the write path stays free of metric bookkeeping, and a scrape always sees the current value.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { NbdErrno, NbdRequestObserver } from '../nbd/export.js';
+import type { UsageTotals } from '../core/usage.js';
 
 /** What the cache reports at scrape time; getCacheStats must be cheap (it runs once per gauge). */
 export interface CacheStats {
@@ -177,6 +178,31 @@ export class NodeMetrics implements NbdRequestObserver {
     new Gauge({ name: 'twinblock_quorum_ok', help: '1 when this node reaches the nodes its quorum policy needs (a primary answers writes)', registers, collect() { this.set(read().ok ? 1 : 0); } });
     new Gauge({ name: 'twinblock_quorum_reachable_nodes', help: 'Nodes this node reaches, itself included', registers, collect() { this.set(read().have); } });
     new Gauge({ name: 'twinblock_quorum_needed_nodes', help: 'Nodes a primary needs to answer writes', registers, collect() { this.set(read().need); } });
+  }
+
+  /** Issue 14 item 7: usage since metering began on this node, in base units (bytes, seconds). */
+  registerUsageCounters(read: () => UsageTotals): void {
+    const registers = [this.registry];
+    const counter = (name: string, help: string, pick: (u: UsageTotals) => number): void => {
+      new Counter({ name, help, registers, collect() { this.reset(); this.inc(pick(read())); } });
+    };
+    counter('twinblock_usage_host_read_bytes_total', 'Bytes hosts read from this node since metering began', (u) => u.hostReadBytes);
+    counter('twinblock_usage_host_read_ops_total', 'Host reads served since metering began', (u) => u.hostReadOps);
+    counter('twinblock_usage_host_write_bytes_total', 'Bytes hosts wrote to this node since metering began', (u) => u.hostWriteBytes);
+    counter('twinblock_usage_host_write_ops_total', 'Host writes since metering began', (u) => u.hostWriteOps);
+    counter('twinblock_usage_mirrored_bytes_total', 'Host write bytes sent to peers (once per peer)', (u) => u.mirroredBytes);
+    counter('twinblock_usage_resync_bytes_total', 'Bytes this node sent in resyncs', (u) => u.resyncBytes);
+    counter('twinblock_usage_provisioned_byte_seconds_total', 'Volume size times the time this node served it', (u) => u.provisionedGiBHours * 1024 ** 3 * 3600);
+    new Counter({
+      name: 'twinblock_usage_role_seconds_total', help: 'Time this node spent primary, secondary, and primary degraded', labelNames: ['role'], registers,
+      collect() {
+        const u = read();
+        this.reset();
+        this.inc({ role: 'primary' }, u.primarySeconds);
+        this.inc({ role: 'secondary' }, u.secondarySeconds);
+        this.inc({ role: 'degraded' }, u.degradedSeconds);
+      },
+    });
   }
 
   /** Issue 13: the etcd arbiter as this node sees it, and the replies its ack gate holds. */

@@ -59,6 +59,11 @@ export interface AdminServerOptions {
   metrics: NodeMetrics;
   log: Logger;
   actions?: Record<string, AdminAction>;
+  /**
+   * GET /usage (issue 14 item 7): the query's parameters in; the answer, or an AdminActionError
+   * (400: a query it cannot answer).
+   */
+  getUsage?: (query: Record<string, string>) => Promise<object>;
   /** Bearer token every action needs (null: none; the config then allows only loopback). */
   adminToken?: string | null;
   /** Overrides of defaultAdminLimits (tests use short timeouts). */
@@ -140,6 +145,15 @@ async function route(req: http.IncomingMessage, res: http.ServerResponse, ctx: C
     if (!isRead) return methodNotAllowed(res, ctx, 'GET');
     const text = await ctx.opts.metrics.metricsText();
     return send(res, ctx, 200, ctx.opts.metrics.contentType, text);
+  }
+  if (target.path === '/usage' && ctx.opts.getUsage !== undefined) {
+    if (!isRead) return methodNotAllowed(res, ctx, 'GET');
+    try {
+      return sendJson(res, ctx, 200, await ctx.opts.getUsage(Object.fromEntries(target.query)));
+    } catch (err) {
+      if (!(err instanceof AdminActionError)) throw err;
+      return sendError(res, ctx, err.httpStatus, err.message);
+    }
   }
   const actions = ctx.opts.actions ?? {};
   const actionName = target.path.slice(1);

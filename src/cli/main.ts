@@ -11,7 +11,7 @@ import { Command, Option } from 'commander';
 import { demoConfig, formatAddress, loadConfig, nodeByName, parseSize, type Config } from '../config/config.js';
 import { createLogger, logLevels, type Logger } from '../log.js';
 import { startNode, type RunningNode } from '../node/node.js';
-import { formatStatus } from './status-format.js';
+import { formatStatus, formatUsage } from './status-format.js';
 import { startDemoEtcd } from './demo-etcd.js';
 
 const STATUS_TIMEOUT_MS = 5000;
@@ -200,6 +200,26 @@ async function statusCommand(opts: { admin: string; json?: boolean }): Promise<v
   process.stdout.write(opts.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
 }
 
+async function usageCommand(opts: { admin: string; since?: string; json?: boolean }): Promise<void> {
+  const url = new URL('usage', statusUrl(opts.admin));
+  if (opts.since !== undefined) url.searchParams.set('since', opts.since);
+  let res: Response;
+  try {
+    res = await fetch(url, { signal: AbortSignal.timeout(STATUS_TIMEOUT_MS) });
+  } catch (err) {
+    throw new Error(`cannot reach admin at ${url.origin}: ${describeFetchError(err, STATUS_TIMEOUT_MS)}`);
+  }
+  const text = await res.text();
+  let body: Record<string, unknown> = {};
+  try {
+    body = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    throw new Error(`admin at ${url.origin} did not answer JSON on /usage (HTTP ${res.status})`);
+  }
+  if (!res.ok) throw new Error(`usage refused by ${url.origin}: ${typeof body['error'] === 'string' ? body['error'] : `HTTP ${res.status}`}`);
+  process.stdout.write(opts.json === true ? `${JSON.stringify(body, null, 2)}\n` : formatUsage(body));
+}
+
 function logOptions(command: Command): Command {
   return command
     .addOption(new Option('--log-format <format>', 'log format on stderr (env TWINBLOCK_LOG)').choices(['json', 'pretty']))
@@ -225,6 +245,11 @@ function buildProgram(): Command {
     .option('--admin <url>', "the node's admin URL", 'http://127.0.0.1:8801')
     .option('--json', 'print the raw /status JSON')
     .action((opts: { admin: string; json?: boolean }) => statusCommand(opts));
+  program.command('usage').description("a node's usage since metering began (or --since): host I/O, mirrored and resync bytes, GiB-hours, time per role")
+    .option('--admin <url>', "the node's admin URL", 'http://127.0.0.1:8801')
+    .option('--since <time>', 'only the usage logged since this time (ISO 8601; needs usageLog)')
+    .option('--json', 'print the raw /usage JSON')
+    .action((opts: { admin: string; since?: string; json?: boolean }) => usageCommand(opts));
   tokenOptions(program.command('promote').description('make a secondary the primary (bumps and persists the epoch)')
     .requiredOption('--admin <url>', "the node's admin URL")
     .option('--force', 'promote even while a connected peer is primary or this node is mid-resync (risks split brain)'))

@@ -210,3 +210,21 @@ export function formatStatus(status: unknown): string {
   if (Array.isArray(status['peers'])) lines.push(...peerLines(status['peers']));
   return `${lines.join('\n')}\n`;
 }
+
+/** `twinblock usage`: the /usage answer as a table (issue 14 item 7). */
+export function formatUsage(body: Json): string {
+  const u = isObject(body['usage']) ? body['usage'] : {};
+  const rows: Array<[string, string]> = [
+    ['host reads', `${count(u['hostReadOps'])} ops, ${bytes(u['hostReadBytes'])}`],
+    ['host writes', `${count(u['hostWriteOps'])} ops, ${bytes(u['hostWriteBytes'])}`],
+    ['mirrored to peers', bytes(u['mirroredBytes'])],
+    ['resync sent', bytes(u['resyncBytes'])],
+    ['provisioned', `${(num(u['provisionedGiBHours']) ?? 0).toFixed(6)} GiB-hours`],
+    ['primary', `${(num(u['primarySeconds']) ?? 0).toFixed(1)} s`],
+    ['secondary', `${(num(u['secondarySeconds']) ?? 0).toFixed(1)} s`],
+    ['primary, degraded', `${(num(u['degradedSeconds']) ?? 0).toFixed(1)} s`],
+  ];
+  const width = Math.max(...rows.map(([k]) => k.length));
+  return [`usage of volume ${str(body['volume'])} on node ${str(body['node'])}, ${str(body['since'])} to ${str(body['to'])}:`,
+    ...rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}`), ''].join('\n');
+}

@@ -86,6 +86,9 @@ export interface Config {
    * only while every node's admin address is on loopback.
    */
   adminToken: string | null;
+  /** Issue 14 item 7: where each usage interval is appended (CloudEvents JSON lines); null: nowhere. */
+  usageLog: string | null;
+  usageIntervalMs: number;
 }
 
 export interface ArbiterConfig {
@@ -116,6 +119,7 @@ export const defaults = {
   syncRateBytesPerSec: 200 * 1024 * 1024,
   heartbeatTimeoutMs: 1000,
   leaseTtlMs: 2000,
+  usageIntervalMs: 60_000,
   nbdMaxConnections: 1024,
   nbdHandshakeTimeoutMs: 10_000,
   cacheBytes: 256 * 1024 * 1024,
@@ -171,6 +175,8 @@ const fileSchema = z.strictObject({
   primary: z.string().optional(),
   nodes: z.record(z.string(), nodeSchema),
   adminToken: z.string().optional(),
+  usageLog: z.string().optional(),
+  usageIntervalMs: intField.optional(),
   adminTokenFile: z.string().optional(),
   arbiter: z.strictObject({
     etcd: z.array(z.string()).min(1),
@@ -386,6 +392,8 @@ function buildConfig(raw: RawConfig, baseDir: string, sourcePath: string | null)
     nodes,
     arbiter: buildArbiter(raw, mirrored),
     adminToken: buildAdminToken(raw, baseDir, nodes),
+    usageLog: raw.usageLog === undefined ? null : path.resolve(baseDir, raw.usageLog),
+    usageIntervalMs: atLeast('usageIntervalMs', raw.usageIntervalMs ?? defaults.usageIntervalMs, 100),
   };
 }
 

@@ -29,6 +29,7 @@ export class AckPart {
       this.d.cache.holdHardening(tracks); // not on our disk before it is in this peer's cache
       ch.pendingAcks.set(seq, piece);
       piece.acksAwaited++;
+      this.d.counters.mirroredBytes += piece.lengthBytes;
       this.d.send(ch, msg); // step 64
       this.d.notices.markSent(ch, tracks, nowMs); // step 62
     }

@@ -59,7 +59,7 @@ export class DataPath {
   readonly counters: ReplicaCounters = {
     writes: 0, writtenBytes: 0, hardenedBytes: 0, hardenWrites: 0,
     hardenRuns: { flush: 0, pressure: 0, age: 0, threshold: 0, scan: 0 },
-    mirroredWrites: 0, syncBytesSent: 0, syncBytesReceived: 0, noticesSent: 0, noticesReceived: 0, fsyncFailures: 0,
+    mirroredWrites: 0, mirroredBytes: 0, syncBytesSent: 0, syncBytesReceived: 0, noticesSent: 0, noticesReceived: 0, fsyncFailures: 0,
   };
   /** This node's role: changed only through setRole (read-only view: `role`). */
   private roleValue: Role;

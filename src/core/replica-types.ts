@@ -126,6 +126,8 @@ export interface ReplicaCounters {
   hardenWrites: number;
   hardenRuns: Record<HardenReason, number>;
   mirroredWrites: number;
+  /** Bytes of host writes sent to peers, once per peer (usage metering). */
+  mirroredBytes: number;
   syncBytesSent: number;
   syncBytesReceived: number;
   noticesSent: number;

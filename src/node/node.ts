@@ -18,6 +18,8 @@ import { buildStatus, LinkTraffic, type NodeStatus, type PeerLinkSource } from '
 import { MetadataFileStore } from './metadata.js';
 import { RoleChangeError, Volume } from './volume.js';
 import { ArbiterShell } from '../arbiter/arbiter-shell.js';
+import { UsageQueryError, UsageRecorder } from './usage.js';
+import { clientText } from '../log.js';
 import { EtcdClient } from '../arbiter/etcd.js';
 import { performance } from 'node:perf_hooks';
 
@@ -39,6 +41,12 @@ export async function openStore(config: Config, node: NodeConfig): Promise<Store
   return location.kind === 'file'
     ? openFileStore(location.path, config.sizeBytes)
     : openNbdStore(location.uri, config.sizeBytes);
+}
+
+/** Usage totals live beside the metadata: `<store>.twinblock-usage.json` (issue 14 item 7). */
+export function usagePath(config: Config, node: NodeConfig): string {
+  const meta = metadataPath(config, node);
+  return meta.endsWith('-meta.json') ? `${meta.slice(0, -'-meta.json'.length)}-usage.json` : `${meta}.usage.json`;
 }
 
 /** Metadata lives beside a file store; an nbd:// store keeps it beside the config. */
@@ -130,6 +138,12 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
   const undo: Array<() => Promise<unknown>> = [() => volume.close()];
   // Link and serve only once this start's metadata is on disk (Volume.ready; retried until then).
   await volume.ready();
+  const usage = await undoOnError(UsageRecorder.open({
+    volume, volumeName: config.volume, node: nodeName, sizeBytes: config.sizeBytes, file: usagePath(config, nodeConfig), fresh: store.createdFresh === true,
+    logPath: config.usageLog, intervalMs: config.usageIntervalMs, log: (level, msg, fields) => log[level]({ ...fields }, msg),
+  }), undo);
+  usage.start();
+  metrics.registerUsageCounters(() => usage.report().usage);
 
   const nodeLinks = peerConfigs.length === 0 ? null : await undoOnError(startLinks(config, nodeConfig, peerConfigs, volume, metrics, log, echoed), undo);
   for (const p of nodeLinks?.peers ?? []) links.set(p.name, p.link);
@@ -171,7 +185,15 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
       return { resolved: true, discardLocal: true };
     }),
   };
-  const admin = await undoOnError(startAdminServer({ host: nodeConfig.admin.host, port: nodeConfig.admin.port, getStatus: status, metrics, log, actions, adminToken: config.adminToken }), undo);
+  const getUsage = async (query: Record<string, string>): Promise<object> => {
+    if (query['since'] === undefined) return usage.report();
+    const sinceMs = Date.parse(query['since']);
+    if (Number.isNaN(sinceMs)) throw new AdminActionError(400, `since: "${clientText(query['since'], 60)}" is not a time (use ISO 8601, e.g. 2026-12-04T10:00:00Z)`);
+    return usage.reportSince(sinceMs).catch((err: unknown) => {
+      throw err instanceof UsageQueryError ? new AdminActionError(400, err.message) : err;
+    });
+  };
+  const admin = await undoOnError(startAdminServer({ host: nodeConfig.admin.host, port: nodeConfig.admin.port, getStatus: status, metrics, log, actions, adminToken: config.adminToken, getUsage }), undo);
   log.info({ nbd: status().nbd.uri, admin: admin.port, store: store.description, role: volume.core.role, peers: peerConfigs.map((p) => p.name) }, 'node serving');
 
   let stopping: Promise<void> | null = null;
@@ -195,6 +217,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
         await arbiter?.stop();
         const before = volume.stats();
         await volume.stop(async () => nodeLinks?.close());
+        await usage.stop();
         log.info({ hardenedBytes: before.dirtyBytes }, 'hardened everything; store closed');
         await admin.close();
       })();

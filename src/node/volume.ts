@@ -137,7 +137,12 @@ export class Volume implements NbdExport {
 
   // ---------------------------------------------------------------- NBD requests
 
+  /** Host reads served (usage metering; writes are the core's counters). */
+  readonly hostReads = { ops: 0, bytes: 0 };
+
   async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    this.hostReads.ops++;
+    this.hostReads.bytes += lengthBytes;
     const { start, end } = alignOut(offsetBytes, lengthBytes);
     const bytes = await this.readAligned(start, end - start, true);
     return start === offsetBytes && end - start === lengthBytes ? bytes : bytes.subarray(offsetBytes - start, offsetBytes - start + lengthBytes);
