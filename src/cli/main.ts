@@ -181,8 +181,8 @@ function statusUrl(admin: string): URL {
   }
 }
 
-async function statusCommand(opts: { admin: string; json?: boolean }): Promise<void> {
-  const url = statusUrl(opts.admin);
+/** GETs an admin endpoint: unreachable, or an answer that is not JSON, is a one-line error. */
+async function getAdminJson(url: URL): Promise<{ ok: boolean; status: number; body: unknown; text: string }> {
   let res: Response;
   try {
     res = await fetch(url, { signal: AbortSignal.timeout(STATUS_TIMEOUT_MS) });
@@ -190,34 +190,28 @@ async function statusCommand(opts: { admin: string; json?: boolean }): Promise<v
     throw new Error(`cannot reach admin at ${url.origin}: ${describeFetchError(err, STATUS_TIMEOUT_MS)}`);
   }
   const text = await res.text();
-  if (!res.ok) throw new Error(`admin at ${url.origin} answered HTTP ${res.status}: ${text.trim().split('\n')[0] ?? ''}`);
-  let status: unknown;
   try {
-    status = JSON.parse(text);
+    return { ok: res.ok, status: res.status, body: JSON.parse(text) as unknown, text };
   } catch {
-    throw new Error(`admin at ${url.origin} did not answer JSON on /status`);
+    if (!res.ok) throw new Error(`admin at ${url.origin} answered HTTP ${res.status}: ${text.trim().split('\n')[0] ?? ''}`);
+    throw new Error(`admin at ${url.origin} did not answer JSON on ${url.pathname}`);
   }
-  process.stdout.write(opts.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
+}
+
+async function statusCommand(opts: { admin: string; json?: boolean }): Promise<void> {
+  const url = statusUrl(opts.admin);
+  const { ok, status, body, text } = await getAdminJson(url);
+  if (!ok) throw new Error(`admin at ${url.origin} answered HTTP ${status}: ${text.trim().split('\n')[0] ?? ''}`);
+  process.stdout.write(opts.json ? `${JSON.stringify(body, null, 2)}\n` : formatStatus(body));
 }
 
 async function usageCommand(opts: { admin: string; since?: string; json?: boolean }): Promise<void> {
   const url = new URL('usage', statusUrl(opts.admin));
   if (opts.since !== undefined) url.searchParams.set('since', opts.since);
-  let res: Response;
-  try {
-    res = await fetch(url, { signal: AbortSignal.timeout(STATUS_TIMEOUT_MS) });
-  } catch (err) {
-    throw new Error(`cannot reach admin at ${url.origin}: ${describeFetchError(err, STATUS_TIMEOUT_MS)}`);
-  }
-  const text = await res.text();
-  let body: Record<string, unknown> = {};
-  try {
-    body = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    throw new Error(`admin at ${url.origin} did not answer JSON on /usage (HTTP ${res.status})`);
-  }
-  if (!res.ok) throw new Error(`usage refused by ${url.origin}: ${typeof body['error'] === 'string' ? body['error'] : `HTTP ${res.status}`}`);
-  process.stdout.write(opts.json === true ? `${JSON.stringify(body, null, 2)}\n` : formatUsage(body));
+  const { ok, status, body } = await getAdminJson(url);
+  const answer = (body ?? {}) as Record<string, unknown>;
+  if (!ok) throw new Error(`usage refused by ${url.origin}: ${typeof answer['error'] === 'string' ? answer['error'] : `HTTP ${status}`}`);
+  process.stdout.write(opts.json === true ? `${JSON.stringify(answer, null, 2)}\n` : formatUsage(answer));
 }
 
 function logOptions(command: Command): Command {

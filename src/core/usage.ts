@@ -22,15 +22,9 @@ export interface UsageTotals {
   degradedSeconds: number;
 }
 
-/** This run's cumulative counters, as the node keeps them (they restart from 0 with the process). */
-export interface UsageSample {
-  hostReadBytes: number;
-  hostReadOps: number;
-  hostWriteBytes: number;
-  hostWriteOps: number;
-  mirroredBytes: number;
-  resyncBytes: number;
-}
+/** The counters the node keeps itself (this run's, cumulative: they restart from 0 with the process). */
+const sampleKeys = ['hostReadBytes', 'hostReadOps', 'hostWriteBytes', 'hostWriteOps', 'mirroredBytes', 'resyncBytes'] as const;
+export type UsageSample = Pick<UsageTotals, (typeof sampleKeys)[number]>;
 
 export interface UsageState {
   /** Wall-clock ms when metering began for this volume on this node. */
@@ -46,8 +40,6 @@ export function zeroUsage(): UsageTotals {
     provisionedGiBHours: 0, primarySeconds: 0, secondarySeconds: 0, degradedSeconds: 0,
   };
 }
-
-const sampleKeys = ['hostReadBytes', 'hostReadOps', 'hostWriteBytes', 'hostWriteOps', 'mirroredBytes', 'resyncBytes'] as const;
 
 export class UsageMeter {
   readonly state: UsageState;
