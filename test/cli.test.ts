@@ -90,6 +90,8 @@ describe('twinblock serve: startup errors', () => {
     assertOneLineError(await runCli(['demo', '--dir', dir, '--size', 'lots']), /^twinblock: --size: bad size "lots"/);
     assertOneLineError(await runCli(['demo', '--dir', dir, '--nodes', '1']), /^twinblock: --nodes: must be a whole number from 2 to 8 \(got "1"\)$/);
     assertOneLineError(await runCli(['demo', '--dir', dir, '--nodes', '9']), /--nodes: must be a whole number from 2 to 8/);
+    // Without etcd on PATH, --arbiter says what to install (issue 13 item 8).
+    assertOneLineError(await runCli(['demo', '--dir', dir, '--arbiter'], { PATH: '/nonexistent' }), /^twinblock: --arbiter: no etcd on PATH: install it \(Debian: apt-get install etcd-server\)/);
   });
 });
 
