@@ -9,10 +9,10 @@ import { compareHistories, currentEpoch, nextEpoch, type EpochEntry } from './ep
 import type { DataChannel as Channel, DataPath, ReplicaSettings } from './replica-data.js';
 import type { LinkMessage, PersistedState } from './replica-types.js';
 import { PeerStateMachine } from './peer-state.js';
-import { MetadataOnDisk } from './replica-on-disk.js';
+import { MetadataOnDisk, outOfSyncOnDisk } from './replica-on-disk.js';
 import { decideSync, keepApart, resyncTracks, type SideState } from './resync.js';
 import { StreamPosition } from './stream-position.js';
-import { ResyncSender, tracksOthersMayLack } from './resync-sender.js';
+import { ResyncSender, tracksOthersMayLack, type ResyncPlanSpec } from './resync-sender.js';
 import { applyPeerDataAt, staleStream } from './replica-apply.js';
 
 export class LinkHalf {
@@ -248,7 +248,7 @@ export class LinkHalf {
       }
       return;
     }
-    this.startResync(ch, decision.full, decision.reason, peer, nowMs, decision.initial === true);
+    this.startResync(ch, decision, peer, nowMs);
   }
 
   /** Three or more nodes with `quorum: majority`: a diverged history is a failed promotion's branch (decideSync). */
@@ -265,11 +265,11 @@ export class LinkHalf {
     return this.settings.storeCreatedFresh === true && this.data.cache.sequence === 0;
   }
 
-  private startResync(ch: Channel, full: boolean, reason: string, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number, initial = false): void {
+  private startResync(ch: Channel, plan: ResyncPlanSpec, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void {
     const theirs = peer.outOfSyncValid ? TrackBitmap.fromBytes(this.data.cache.trackCount, peer.outOfSync) : null;
-    const tracks = resyncTracks(this.data.cache.trackCount, full, ch.outOfSync, theirs);
-    if (!full) tracks.addAll(tracksOthersMayLack(this.data, ch));
-    this.sendResync(ch, tracks, full, reason, nowMs, initial);
+    const tracks = resyncTracks(this.data.cache.trackCount, plan.full, ch.outOfSync, theirs);
+    if (!plan.full) tracks.addAll(tracksOthersMayLack(this.data, ch));
+    this.sendResync(ch, tracks, plan, nowMs);
   }
 
   /** This node, primary, steps down alive: its own stream is where it stands (stream-position.ts). */
@@ -290,11 +290,11 @@ export class LinkHalf {
       return;
     }
     const tracks = TrackBitmap.fromBytes(this.data.cache.trackCount, tracksBytes);
-    this.sendResync(ch, tracks, tracks.count() === tracks.trackCount, 'the node being promoted fetches what it lacks', nowMs);
+    this.sendResync(ch, tracks, { full: tracks.count() === tracks.trackCount, reason: 'the node being promoted fetches what it lacks' }, nowMs);
   }
 
-  private sendResync(ch: Channel, tracks: TrackBitmap, full: boolean, reason: string, nowMs: number, initial = false): void {
-    this.sender.start(ch, tracks, full, reason, nowMs, initial);
+  private sendResync(ch: Channel, tracks: TrackBitmap, plan: ResyncPlanSpec, nowMs: number): void {
+    this.sender.start(ch, tracks, plan, nowMs);
     this.finishResyncIfDone(ch, nowMs);
   }
 
@@ -572,13 +572,7 @@ export class LinkHalf {
 
   /** What goes in the metadata file; `cleanShutdown` only from the shell's final write. */
   persistedState(cleanShutdown: boolean): PersistedState {
-    // One bitmap for every peer: the tracks any of them lacks (a pair has one peer).
-    const outOfSync = new TrackBitmap(this.data.cache.trackCount);
-    for (const ch of this.data.channels) {
-      // A peer whose return is still to be judged (vouchIn) may need every track: after a
-      // restart nothing remembers what would vouch for it.
-      for (let t = 0; t < this.data.cache.trackCount; t++) if (ch.vouchIn !== null || ch.outOfSync.has(t) || (cleanShutdown && ch.record.isUnited(t))) outOfSync.set(t);
-    }
+    const outOfSync = outOfSyncOnDisk(this.data.channels, this.data.cache.trackCount, cleanShutdown);
     return {
       history: [...this.history], role: this.data.role, cleanShutdown, diverging: this.data.diverging,
       storeTrusted: this.storeTrusted, resyncIncomplete: this.resyncIncomplete, outOfSync: outOfSync.toBytes(), discardLocal: this.discardLocal,

@@ -5,8 +5,23 @@
 // (checkHardenJob, replica-checks.ts) must be on disk, not only issued. Also the role a node starts in,
 // which the metadata of its last run decides (startupRole). Pure.
 import { assert } from './assert.js';
-import type { ReplicaSettings } from './replica-data.js';
+import { TrackBitmap } from './bitmap.js';
+import type { DataChannel, ReplicaSettings } from './replica-data.js';
 import type { PersistedState, Role } from './replica-types.js';
+
+/**
+ * The out-of-sync set the metadata records: one bitmap for every peer, the tracks any of them
+ * lacks (a pair has one peer). A peer whose return is still to be judged (vouchIn) may need every
+ * track: after a restart nothing remembers what would vouch for it. A clean shutdown adds what a
+ * peer may hold only in RAM (the united bitmap): the record itself is not saved.
+ */
+export function outOfSyncOnDisk(channels: readonly DataChannel[], trackCount: number, cleanShutdown: boolean): TrackBitmap {
+  const outOfSync = new TrackBitmap(trackCount);
+  for (const ch of channels) {
+    for (let t = 0; t < trackCount; t++) if (ch.vouchIn !== null || ch.outOfSync.has(t) || (cleanShutdown && ch.record.isUnited(t))) outOfSync.set(t);
+  }
+  return outOfSync;
+}
 
 /** A crashed pair node comes back secondary (its peer may have been promoted meanwhile). */
 export function startupRole(settings: ReplicaSettings, persisted: PersistedState | null): Role {

@@ -9,12 +9,21 @@ import type { DataChannel as Channel, DataPath, ReplicaSettings } from './replic
 import { ResyncPlan, type SyncProgress } from './resync.js';
 import { isAllZero } from './zero.js';
 
+/**
+ * What a resync is and why (the log says so): `full` sends every track; `initial` is a new peer's
+ * first sync, not a recovery, and is said calmly (issue 14 item 8).
+ */
+export interface ResyncPlanSpec {
+  full: boolean;
+  reason: string;
+  initial?: boolean;
+}
+
 export class ResyncSender {
   constructor(private readonly data: DataPath, private readonly settings: ReplicaSettings) {}
 
   /** Starts resyncing `tracks` into `ch`'s peer: syncStart, then the first reads. */
-  /** `initial`: the peer's first sync (a new node), not a recovery: said calmly (issue 14 item 8). */
-  start(ch: Channel, tracks: TrackBitmap, full: boolean, reason: string, nowMs: number, initial = false): void {
+  start(ch: Channel, tracks: TrackBitmap, { full, reason, initial = false }: ResyncPlanSpec, nowMs: number): void {
     const { volumeSizeBytes, trackSizeBytes } = this.settings.geometry;
     const pace = { chunkBytes: this.settings.syncChunkBytes, windowChunks: this.settings.syncWindowChunks, rateBytesPerSec: this.settings.syncRateBytesPerSec };
     ch.resync = new ResyncPlan(tracks, trackSizeBytes, volumeSizeBytes, pace, nowMs, this.data.nextId++, full);

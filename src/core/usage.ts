@@ -71,7 +71,13 @@ export class UsageMeter {
     return sumUsage([this.state.totals, this.intervalTo(sample, role, degraded, nowMs)]);
   }
 
-  private intervalTo(sample: UsageSample, role: 'primary' | 'secondary', degraded: boolean, nowMs: number): UsageTotals {
+  /** When the interval now running began. */
+  get intervalStartMs(): number {
+    return this.lastTickMs;
+  }
+
+  /** The interval now running, up to `nowMs`, without ending it. */
+  intervalTo(sample: UsageSample, role: 'primary' | 'secondary', degraded: boolean, nowMs: number): UsageTotals {
     const interval = zeroUsage();
     // A counter that went down restarted (never within one run): count it from zero.
     for (const key of sampleKeys) interval[key] = sample[key] >= this.last[key] ? sample[key] - this.last[key] : sample[key];

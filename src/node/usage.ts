@@ -111,7 +111,7 @@ export class UsageRecorder {
   /** Totals for the time since `sinceMs`: the logged intervals that began then or later. */
   async reportSince(sinceMs: number): Promise<UsageReport> {
     if (this.opts.logPath === null) throw new UsageQueryError('usage since a given time is summed from the usage log: set usageLog in the config');
-    await this.record();
+    await this.chain; // intervals already taken are in the log
     const text = await readFile(this.opts.logPath, 'utf8').catch(() => '');
     const parts: UsageTotals[] = [];
     for (const line of text.split('\n')) {
@@ -123,7 +123,11 @@ export class UsageRecorder {
         // a torn last line (a crash while appending): skip it
       }
     }
-    return { volume: this.opts.volumeName, node: this.opts.node, since: new Date(sinceMs).toISOString(), to: new Date().toISOString(), usage: sumUsage(parts) };
+    // The interval now running is not logged yet: it counts too (a query takes no tick, writes nothing).
+    const now = Date.now();
+    const { sample, role, degraded } = this.sample();
+    if (this.meter.intervalStartMs >= sinceMs) parts.push(this.meter.intervalTo(sample, role, degraded, now));
+    return { volume: this.opts.volumeName, node: this.opts.node, since: new Date(sinceMs).toISOString(), to: new Date(now).toISOString(), usage: sumUsage(parts) };
   }
 
   /** The last interval, recorded; no more after. */
