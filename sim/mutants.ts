@@ -3,6 +3,7 @@
 // a plausible slip in the seed's protocol. Each names the rule it breaks (seed figure/step or
 // DESIGN.md section). Most rewire the core; a shell mutant rewires the node's Volume (both are
 // handed to each mutant).
+import type { ResyncPlanSpec } from '../src/core/resync-sender.js';
 import type { ReplicaCore } from '../src/core/replica.js';
 import type { PersistedState } from '../src/core/replica-types.js';
 import type { MetadataPort } from '../src/node/ports.js';
@@ -35,7 +36,7 @@ interface DataInsides {
 
 interface LinkInsides {
   persist(): void;
-  startResync(ch: DataChannel, full: boolean, reason: string, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void;
+  startResync(ch: DataChannel, plan: ResyncPlanSpec, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void;
   linkLost(ch: DataChannel, nowMs: number): void;
   storeSyncFailed(): void;
 }
@@ -54,7 +55,7 @@ interface SurveyInsides {
 /** The roles part (replica-roles.ts): a promotion among three or more nodes. */
 interface RoleInsides {
   survey: SurveyInsides | null;
-  promoteAmong(requestId: number): unknown;
+  promoteAmong(requestId: number, minEpoch: number): unknown;
 }
 
 interface CoreInsides {
@@ -150,8 +151,8 @@ const coreMutants = {
   'resync-skips-marked-track': (core: ReplicaCore): void => {
     const c = insides(core);
     const start = c.link.startResync.bind(c.link);
-    c.link.startResync = (ch, full, reason, peer, nowMs): void => {
-      if (!full) {
+    c.link.startResync = (ch, plan, peer, nowMs): void => {
+      if (!plan.full) {
         const theirs = peer.outOfSyncValid ? TrackBitmap.fromBytes(core.outOfSync.trackCount, peer.outOfSync) : null;
         for (let t = 0; t < core.outOfSync.trackCount; t++) {
           if (!core.outOfSync.has(t) && theirs?.has(t) !== true) continue;
@@ -163,7 +164,7 @@ const coreMutants = {
           break;
         }
       }
-      start(ch, full, reason, peer, nowMs);
+      start(ch, plan, peer, nowMs);
     };
   },
   /**
@@ -307,8 +308,8 @@ const coreMutants = {
   'promote-without-fetch': (core: ReplicaCore): void => {
     const roles = insides(core).roles;
     const promoteAmong = roles.promoteAmong.bind(roles);
-    roles.promoteAmong = (requestId: number): unknown => {
-      const result = promoteAmong(requestId);
+    roles.promoteAmong = (requestId: number, minEpoch: number): unknown => {
+      const result = promoteAmong(requestId, minEpoch);
       const survey = roles.survey;
       if (survey !== null) {
         const judge = survey.judge.bind(survey);
