@@ -25,6 +25,14 @@ export interface NbdExport {
   flush(): Promise<void>;
   trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void>;
   writeZeroes(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void>;
+  /**
+   * May acknowledgements of writes (and FLUSH) reach the socket now? Asked when a batch of
+   * replies holding one is about to be written: `wait` keeps the batch, `never` drops the
+   * connection instead (its writes stay unacknowledged). Absent: always. The arbiter's lease check
+   * (issue 13) is made here too, or a primary frozen between answering and writing (one batch,
+   * an event-loop turn) would let them out after its lease lapsed.
+   */
+  replyGate?(): 'open' | 'wait' | 'never';
 }
 
 /** Per-request observation for metrics; the server calls it once per answered request. */

@@ -23,6 +23,9 @@ import {
   NBD_MIN_BLOCK_BYTES, NbdHandshake, transmissionFlagsOf, type NbdHandshakeConnection, type NbdLog,
 } from './server-handshake.js';
 
+/** How often a batch held by the export's replyGate asks again. */
+const REPLY_GATE_RETRY_MS = 5;
+
 export { NBD_MIN_BLOCK_BYTES, NBD_PREFERRED_BLOCK_BYTES, transmissionFlagsOf, type NbdLog } from './server-handshake.js';
 
 export interface NbdServerOptions {
@@ -150,6 +153,8 @@ class NbdConnection implements NbdHandshakeConnection {
   private inputEnded = false;
   private shuttingDown = false;
   private corked = false;
+  /** The corked batch holds a write's (or FLUSH's) acknowledgement: it waits for the export's replyGate. */
+  private corkedAcks = false;
   private closeReason = 'client closed the connection';
   /** Until the transmission phase: a fixed deadline from accept, never extended by trickled bytes. */
   private handshakeTimer: NodeJS.Timeout | null;
@@ -407,6 +412,7 @@ class NbdConnection implements NbdHandshakeConnection {
     const socket = this.socket;
     if (socket.destroyed || socket.writableEnded) return;
     this.corkUntilNextTick();
+    if (errno === null && request.type !== NBD_CMD_READ) this.corkedAcks = true;
     const errorValue = errno === null ? 0 : nbdErrnoValue[errno];
     const payload = errno === null ? data : null;
     if (payload !== null && payload.length > copyReplyLimitBytes) {
@@ -433,10 +439,24 @@ class NbdConnection implements NbdHandshakeConnection {
     if (this.corked) return;
     this.corked = true;
     this.socket.cork();
-    setImmediate(() => {
-      this.corked = false;
-      this.socket.uncork();
-    });
+    setImmediate(() => this.uncorkWhenAllowed());
+  }
+
+  /** Writes the batch, once the export lets its acknowledgements go (NbdExport.replyGate). */
+  private uncorkWhenAllowed(): void {
+    const gate = this.corkedAcks ? this.opts.export.replyGate?.() ?? 'open' : 'open';
+    if (gate === 'wait' && !this.socket.destroyed) {
+      setTimeout(() => this.uncorkWhenAllowed(), REPLY_GATE_RETRY_MS);
+      return;
+    }
+    this.corked = false;
+    this.corkedAcks = false;
+    if (gate === 'never') {
+      this.closeReason = 'this node may no longer acknowledge writes (it is not primary)';
+      this.socket.destroy();
+      return;
+    }
+    this.socket.uncork();
   }
 
   private finishIfIdle(): void {

@@ -526,6 +526,16 @@ export class Volume implements NbdExport {
     for (const p of this.heldReplies.splice(0)) p.resolve();
   }
 
+  /**
+   * NbdExport.replyGate: the same ack gate, asked again as a batch of replies is about to reach
+   * the socket; a node that is no longer primary drops the connection rather than send them.
+   */
+  replyGate(): 'open' | 'wait' | 'never' {
+    if (this.opts.ackGate === undefined) return 'open';
+    if (this.core.role !== 'primary') return 'never';
+    return this.opts.ackGate() ? 'open' : 'wait';
+  }
+
   /** Replies the ack gate holds now. */
   get heldReplyCount(): number {
     return this.heldReplies.length;
