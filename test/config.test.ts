@@ -157,6 +157,23 @@ describe('config defaults', () => {
     assert.match(configError(withTop('adminToken: tb-0123456789abcdef\nadminTokenFile: x', pair)), /adminTokenFile: give adminToken or adminTokenFile, not both/);
   });
 
+  it('tls and nbdTls (issue 14 items 1-2): top level or per node, all nodes or none', () => {
+    const top = parseConfigText(withTop('tls: { cert: c.pem, key: k.pem, ca: ca.pem }', pair), '/etc/tb');
+    assert.deepEqual(top.nodes.map((n) => n.tls), [0, 1].map(() => ({ cert: '/etc/tb/c.pem', key: '/etc/tb/k.pem', ca: '/etc/tb/ca.pem' })));
+    assert.equal(top.nbdTls, 'off');
+    const own = pair.replace('store: a.img }', 'store: a.img, tls: { cert: a.pem, key: a.key, ca: ca.pem } }');
+    const mixed = parseConfigText(withTop('tls: { cert: c.pem, key: k.pem, ca: ca.pem }\nnbdTls: require', own), '/etc/tb');
+    assert.equal(mixed.nodes[0]!.tls!.cert, '/etc/tb/a.pem', "a node's own tls wins");
+    assert.equal(mixed.nodes[1]!.tls!.cert, '/etc/tb/c.pem');
+    assert.equal(mixed.nbdTls, 'require');
+    assert.equal(parseConfigText(pair, '/tmp').nodes[0]!.tls, null);
+    assert.match(configError(own), /nodes\.b\.tls: missing: node a links with TLS, so every node needs tls/);
+    assert.match(configError(withTop('nbdTls: on', pair)), /nbdTls: on needs tls: \{cert, key, ca\}/);
+    assert.match(configError(withTop('nbdTls: yes', pair)), /nbdTls: must be one of off, on, require/);
+    assert.match(configError(withTop('tls: { cert: c.pem, key: k.pem }', pair)), /tls\.ca: missing/);
+    assert.match(configError(withTop('tls: { cert: c.pem, key: k.pem, ca: ca.pem, crl: x }', pair)), /tls\.crl: unknown key \(known keys here: cert, key, ca\)/);
+  });
+
   it('usageLog and usageIntervalMs (issue 14 item 7)', () => {
     const c = parseConfigText(pair, '/etc/tb');
     assert.deepEqual([c.usageLog, c.usageIntervalMs], [null, 60_000]);
@@ -242,7 +259,7 @@ describe('config errors are one line naming the key path', () => {
 
   it('unknown node key, even when a required key is missing too', () => {
     const text = oneNode.replace('    store: data/a.img', '    stor: data/a.img');
-    assert.match(configError(text), /^config tb\.yaml: nodes\.a\.stor: unknown key \(known keys here: nbd, link, admin, store, cache, metadata\)$/);
+    assert.match(configError(text), /^config tb\.yaml: nodes\.a\.stor: unknown key \(known keys here: nbd, link, admin, store, cache, metadata, tls\)$/);
   });
 
   it('bad size names the key and suggests a form', () => {

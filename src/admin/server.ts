@@ -12,6 +12,7 @@
 // hosts and the replication link need.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type net from 'node:net';
 import type { Logger } from 'pino';
@@ -21,6 +22,7 @@ import {
   actionParams, AdminActionError, answerRaw, clientErrorAnswer, ClientGoneError, errorBody, parseTarget, readBody, type RequestTarget,
 } from './http-input.js';
 import type { NodeMetrics } from './metrics.js';
+import { serverCredentials, type TlsMaterial } from '../node/tls.js';
 
 export { AdminActionError } from './http-input.js';
 
@@ -66,6 +68,8 @@ export interface AdminServerOptions {
   getUsage?: (query: Record<string, string>) => Promise<object>;
   /** Bearer token every action needs (null: none; the config then allows only loopback). */
   adminToken?: string | null;
+  /** Serve HTTPS with this node's certificate; null or absent: plain HTTP. */
+  tls?: TlsMaterial | null;
   /** Overrides of defaultAdminLimits (tests use short timeouts). */
   limits?: Partial<AdminLimits>;
 }
@@ -232,25 +236,34 @@ function handleRefusals(server: http.Server, ctx: Context): void {
 export async function startAdminServer(opts: AdminServerOptions): Promise<AdminServer> {
   const limits: AdminLimits = { ...defaultAdminLimits, ...opts.limits };
   const ctx: Context = { opts, limits, log: opts.log };
-  const server = http.createServer({
+  const httpOptions: http.ServerOptions = {
     headersTimeout: limits.headersTimeoutMs,
     requestTimeout: limits.requestTimeoutMs,
     keepAliveTimeout: limits.keepAliveTimeoutMs,
     // How often node:http looks for expired requests: the timeouts above hold to within this.
     connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(limits.headersTimeoutMs / 4))),
     requireHostHeader: false, // checked in route(), to answer in JSON
-  }, (req, res) => {
+  };
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     route(req, res, ctx).catch((err: unknown) => {
       opts.log.error({ err, method: req.method, url: clientText(req.url ?? '') }, 'admin request failed');
       if (!res.headersSent) sendError(res, ctx, 500, (err as Error).message);
       else res.destroy();
     });
-  });
+  };
+  // HTTPS with the node's certificate when it has one (issue 14 item 3): the bearer token must not
+  // cross the network in clear. Clients are not asked for certificates; the token is the check.
+  const server: http.Server = opts.tls == null
+    ? http.createServer(httpOptions, handler)
+    : https.createServer({ ...httpOptions, ...serverCredentials(opts.tls), handshakeTimeout: limits.headersTimeoutMs }, handler) as unknown as http.Server;
+  if (opts.tls != null) {
+    server.on('tlsClientError', (err: Error) => opts.log.debug({ reason: err.message }, 'admin: TLS handshake failed'));
+  }
   server.maxConnections = limits.maxConnections;
   handleRefusals(server, ctx);
   const port = await listen(server, opts.host, opts.port);
   server.on('error', (err) => opts.log.error({ err }, 'admin server error'));
-  opts.log.info({ address: formatAddress({ host: opts.host, port }) }, 'admin HTTP listening');
+  opts.log.info({ address: formatAddress({ host: opts.host, port }), https: opts.tls != null }, opts.tls == null ? 'admin HTTP listening' : 'admin HTTPS listening');
   return {
     port,
     close: () =>

@@ -11,6 +11,7 @@ import { Command, Option } from 'commander';
 import { demoConfig, formatAddress, loadConfig, nodeByName, parseSize, type Config } from '../config/config.js';
 import { createLogger, logLevels, type Logger } from '../log.js';
 import { startNode, type RunningNode } from '../node/node.js';
+import { adminRequest, caOf, type CaOptions } from './admin-client.js';
 import { formatStatus, formatUsage } from './status-format.js';
 import { startDemoEtcd } from './demo-etcd.js';
 
@@ -159,18 +160,6 @@ async function demoCommand(opts: LogOptions & { dir: string; size: string; nodes
   process.stdout.write(lines.join('\n'));
 }
 
-function describeFetchError(err: unknown, timeoutMs: number): string {
-  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-  if ((err as Error).name === 'TimeoutError') return `no answer within ${timeoutMs / 1000}s`;
-  switch (cause?.code) {
-    case 'ECONNREFUSED': return 'connection refused (is the node running?)';
-    case 'ENOTFOUND': return 'host not found';
-    case 'EHOSTUNREACH': return 'host unreachable';
-    case 'ECONNRESET': return 'connection reset';
-    default: return cause?.message ?? oneLine(err);
-  }
-}
-
 /** Accepts "http://h:p", "h:p" or with a trailing slash; returns the /status URL. */
 function statusUrl(admin: string): URL {
   const withScheme = /^[a-z]+:\/\//i.test(admin) ? admin : `http://${admin}`;
@@ -182,33 +171,27 @@ function statusUrl(admin: string): URL {
 }
 
 /** GETs an admin endpoint: unreachable, or an answer that is not JSON, is a one-line error. */
-async function getAdminJson(url: URL): Promise<{ ok: boolean; status: number; body: unknown; text: string }> {
-  let res: Response;
+async function getAdminJson(url: URL, opts: CaOptions): Promise<{ ok: boolean; status: number; body: unknown; text: string }> {
+  const { ok, status, text } = await adminRequest(url, { method: 'GET', timeoutMs: STATUS_TIMEOUT_MS, ca: caOf(opts) });
   try {
-    res = await fetch(url, { signal: AbortSignal.timeout(STATUS_TIMEOUT_MS) });
-  } catch (err) {
-    throw new Error(`cannot reach admin at ${url.origin}: ${describeFetchError(err, STATUS_TIMEOUT_MS)}`);
-  }
-  const text = await res.text();
-  try {
-    return { ok: res.ok, status: res.status, body: JSON.parse(text) as unknown, text };
+    return { ok, status, body: JSON.parse(text) as unknown, text };
   } catch {
-    if (!res.ok) throw new Error(`admin at ${url.origin} answered HTTP ${res.status}: ${text.trim().split('\n')[0] ?? ''}`);
+    if (!ok) throw new Error(`admin at ${url.origin} answered HTTP ${status}: ${text.trim().split('\n')[0] ?? ''}`);
     throw new Error(`admin at ${url.origin} did not answer JSON on ${url.pathname}`);
   }
 }
 
-async function statusCommand(opts: { admin: string; json?: boolean }): Promise<void> {
+async function statusCommand(opts: CaOptions & { admin: string; json?: boolean }): Promise<void> {
   const url = statusUrl(opts.admin);
-  const { ok, status, body, text } = await getAdminJson(url);
+  const { ok, status, body, text } = await getAdminJson(url, opts);
   if (!ok) throw new Error(`admin at ${url.origin} answered HTTP ${status}: ${text.trim().split('\n')[0] ?? ''}`);
   process.stdout.write(opts.json ? `${JSON.stringify(body, null, 2)}\n` : formatStatus(body));
 }
 
-async function usageCommand(opts: { admin: string; since?: string; json?: boolean }): Promise<void> {
+async function usageCommand(opts: CaOptions & { admin: string; since?: string; json?: boolean }): Promise<void> {
   const url = new URL('usage', statusUrl(opts.admin));
   if (opts.since !== undefined) url.searchParams.set('since', opts.since);
-  const { ok, status, body } = await getAdminJson(url);
+  const { ok, status, body } = await getAdminJson(url, opts);
   const answer = (body ?? {}) as Record<string, unknown>;
   if (!ok) throw new Error(`usage refused by ${url.origin}: ${typeof answer['error'] === 'string' ? answer['error'] : `HTTP ${status}`}`);
   process.stdout.write(opts.json === true ? `${JSON.stringify(answer, null, 2)}\n` : formatUsage(answer));
@@ -235,15 +218,15 @@ function buildProgram(): Command {
     .option('--nodes <n>', 'how many nodes, 2 to 8', '2')
     .option('--arbiter', 'fail over on its own: start an etcd (found on PATH) and name it as the arbiter'))
     .action((opts: LogOptions & { dir: string; size: string; nodes: string; arbiter?: boolean }) => demoCommand(opts));
-  program.command('status').description("show a node's status")
+  caOptions(program.command('status').description("show a node's status")
     .option('--admin <url>', "the node's admin URL", 'http://127.0.0.1:8801')
-    .option('--json', 'print the raw /status JSON')
-    .action((opts: { admin: string; json?: boolean }) => statusCommand(opts));
-  program.command('usage').description("a node's usage since metering began (or --since): host I/O, mirrored and resync bytes, GiB-hours, time per role")
+    .option('--json', 'print the raw /status JSON'))
+    .action((opts: CaOptions & { admin: string; json?: boolean }) => statusCommand(opts));
+  caOptions(program.command('usage').description("a node's usage since metering began (or --since): host I/O, mirrored and resync bytes, GiB-hours, time per role")
     .option('--admin <url>', "the node's admin URL", 'http://127.0.0.1:8801')
     .option('--since <time>', 'only the usage logged since this time (ISO 8601; needs usageLog)')
-    .option('--json', 'print the raw /usage JSON')
-    .action((opts: { admin: string; since?: string; json?: boolean }) => usageCommand(opts));
+    .option('--json', 'print the raw /usage JSON'))
+    .action((opts: CaOptions & { admin: string; since?: string; json?: boolean }) => usageCommand(opts));
   tokenOptions(program.command('promote').description('make a secondary the primary (bumps and persists the epoch)')
     .requiredOption('--admin <url>', "the node's admin URL")
     .option('--force', 'promote even while a connected peer is primary or this node is mid-resync (risks split brain)'))
@@ -258,13 +241,19 @@ function buildProgram(): Command {
   return program;
 }
 
-interface TokenOptions { token?: string; config?: string }
+interface TokenOptions extends CaOptions { token?: string; config?: string }
+
+/** --ca for https:// admin URLs (env TWINBLOCK_CA; or --config's tls.ca). */
+function caOptions(command: Command, withConfig = true): Command {
+  command.option('--ca <file>', "the CA that signed the node's certificate, for https:// admin URLs (env TWINBLOCK_CA; or --config's tls.ca)");
+  return withConfig ? command.option('--config <file>', 'read the CA (tls.ca) from this volume config') : command;
+}
 
 /** --token, else TWINBLOCK_ADMIN_TOKEN, else --config's adminToken (issue 14 item 3). */
 function tokenOptions(command: Command): Command {
-  return command
+  return caOptions(command, false)
     .option('--token <token>', "the nodes' admin token (env TWINBLOCK_ADMIN_TOKEN; or --config)")
-    .option('--config <file>', 'read the admin token from this volume config (adminToken or adminTokenFile)');
+    .option('--config <file>', 'read the admin token (adminToken or adminTokenFile) and the CA (tls.ca) from this volume config');
 }
 
 function adminTokenOf(opts: TokenOptions): string | null {
@@ -278,22 +267,22 @@ function adminTokenOf(opts: TokenOptions): string | null {
 async function actionCommand(opts: TokenOptions & { admin: string }, action: string, body: Record<string, unknown>): Promise<void> {
   const url = new URL(action, statusUrl(opts.admin));
   const token = adminTokenOf(opts);
-  let res: Response;
+  const headers: Record<string, string> = { 'content-type': 'application/json', ...(token === null ? {} : { authorization: `Bearer ${token}` }) };
+  let text: string;
+  let ok: boolean;
   try {
-    const headers: Record<string, string> = { 'content-type': 'application/json', ...(token === null ? {} : { authorization: `Bearer ${token}` }) };
-    res = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers, signal: AbortSignal.timeout(ACTION_TIMEOUT_MS) });
+    ({ ok, text } = await adminRequest(url, { method: 'POST', body: JSON.stringify(body), headers, timeoutMs: ACTION_TIMEOUT_MS, ca: caOf(opts) }));
   } catch (err) {
-    const timedOut = (err as Error).name === 'TimeoutError';
-    throw new Error(`cannot reach admin at ${url.origin}: ${describeFetchError(err, ACTION_TIMEOUT_MS)}${timedOut ? ` (the ${action} may still be under way there: see twinblock status)` : ''}`);
+    const timedOut = (err as { timedOut?: boolean }).timedOut === true;
+    throw new Error(`${(err as Error).message}${timedOut ? ` (the ${action} may still be under way there: see twinblock status)` : ''}`);
   }
-  const text = await res.text();
   let answer: Record<string, unknown> = {};
   try {
     answer = JSON.parse(text) as Record<string, unknown>;
   } catch {
     // keep the raw text for the message below
   }
-  if (!res.ok) throw new Error(`${action} refused by ${url.origin}: ${typeof answer['error'] === 'string' ? answer['error'] : text.trim()}`);
+  if (!ok) throw new Error(`${action} refused by ${url.origin}: ${typeof answer['error'] === 'string' ? answer['error'] : text.trim()}`);
   process.stdout.write(`${action}: done ${JSON.stringify(answer)}\n`);
 }
 

@@ -10,8 +10,10 @@ import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { formatSize, parseSize } from './size.js';
+import { buildTls, nbdTlsModes, tlsSchema, type NbdTlsMode, type TlsFiles } from './tls-config.js';
 
 export { formatSize, parseSize, SizeError } from './size.js';
+export type { NbdTlsMode, TlsFiles } from './tls-config.js';
 
 export type TrackerKind = 'destage-scan' | 'toggle-counter' | 'selective';
 export type FlushPolicy = 'memory' | 'disk';
@@ -46,6 +48,8 @@ export interface NodeConfig {
   cacheBytes: number;
   /** Where the node metadata lives; null: beside a file store, or beside the config for nbd://. */
   metadata: string | null;
+  /** This node's certificate, key and CA (issue 14): mutual TLS on the link, HTTPS on admin, NBD STARTTLS; null: none. */
+  tls: TlsFiles | null;
 }
 
 /** A validated configuration with every default applied. */
@@ -89,6 +93,8 @@ export interface Config {
   /** Issue 14 item 7: where each usage interval is appended (CloudEvents JSON lines); null: nowhere. */
   usageLog: string | null;
   usageIntervalMs: number;
+  /** NBD STARTTLS for hosts (issue 14 item 2): off, offered (on), or required. */
+  nbdTls: NbdTlsMode;
 }
 
 export interface ArbiterConfig {
@@ -151,6 +157,7 @@ const nodeSchema = z.strictObject({
   store: z.string(),
   cache: z.unknown().optional(),
   metadata: z.string().optional(),
+  tls: tlsSchema.optional(),
 });
 
 const fileSchema = z.strictObject({
@@ -178,6 +185,8 @@ const fileSchema = z.strictObject({
   usageLog: z.string().optional(),
   usageIntervalMs: intField.optional(),
   adminTokenFile: z.string().optional(),
+  tls: tlsSchema.optional(),
+  nbdTls: z.enum(nbdTlsModes).optional(),
   arbiter: z.strictObject({
     etcd: z.array(z.string()).min(1),
     leaseTtlMs: intField.optional(),
@@ -209,7 +218,8 @@ function formatIssue(issue: z.core.$ZodIssue): FieldError {
   const keyPath = issue.path.map(String).join('.');
   switch (issue.code) {
     case 'unrecognized_keys': {
-      const known = issue.path.length === 0 ? Object.keys(fileSchema.shape) : Object.keys(nodeSchema.shape);
+      const shape = issue.path.length === 0 ? fileSchema.shape : issue.path.at(-1) === 'tls' ? tlsSchema.shape : issue.path[0] === 'arbiter' ? fileSchema.shape.arbiter.unwrap().shape : nodeSchema.shape;
+      const known = Object.keys(shape);
       const key = issue.keys[0] ?? '?';
       return new FieldError(keyPath === '' ? key : `${keyPath}.${key}`, `unknown key (known keys here: ${known.join(', ')})`);
     }
@@ -317,6 +327,7 @@ function buildNode(name: string, raw: RawConfig['nodes'][string], ctx: { baseDir
     store: storeField(`${at}.store`, raw.store, ctx.baseDir),
     cacheBytes,
     metadata: raw.metadata === undefined ? null : path.resolve(ctx.baseDir, raw.metadata),
+    tls: null,
   };
 }
 
@@ -364,6 +375,10 @@ function buildConfig(raw: RawConfig, baseDir: string, sourcePath: string | null)
   const mirrored = names.length >= 2;
   const nodes = names.map((name) => buildNode(name, raw.nodes[name]!, { baseDir, mirrored, trackSizeBytes: geometry.trackSizeBytes }));
   checkDistinctListeners(nodes);
+  const nbdTls = raw.nbdTls ?? 'off';
+  const tls = buildTls(raw.tls, names.map((name) => ({ name, tls: raw.nodes[name]!.tls })), nbdTls, baseDir);
+  if ('keyPath' in tls) throw new FieldError(tls.keyPath, tls.message);
+  nodes.forEach((node, i) => { node.tls = tls.perNode[i]!; });
   const primary = raw.primary ?? names[0]!;
   if (!names.includes(primary)) throw new FieldError('primary', `"${primary}" is not one of the nodes (${names.join(', ')})`);
   if (raw.secret === undefined && mirrored) throw new FieldError('secret', 'missing (required when there are 2 or more nodes: it authenticates the links)');
@@ -394,6 +409,7 @@ function buildConfig(raw: RawConfig, baseDir: string, sourcePath: string | null)
     adminToken: buildAdminToken(raw, baseDir, nodes),
     usageLog: raw.usageLog === undefined ? null : path.resolve(baseDir, raw.usageLog),
     usageIntervalMs: atLeast('usageIntervalMs', raw.usageIntervalMs ?? defaults.usageIntervalMs, 100),
+    nbdTls,
   };
 }
 

@@ -318,9 +318,10 @@ export class LinkSession {
   }
 
   /** Close now, without a word to the peer (idempotent: a closed session ignores it). */
-  close(reason: string): void {
+  /** refused: the close is a verdict on the peer (a TLS certificate the shell would not accept). */
+  close(reason: string, refused = false): void {
     if (this.stateValue === 'closed') return;
-    this.finish('close', reason, false, false);
+    this.finish('close', reason, refused, false);
   }
 
   /**

@@ -1,4 +1,4 @@
-// One replication link connection over a TCP socket (issue 4 item 1; DESIGN.md "Write path": the
+// One replication link connection over a TCP socket (or TLS over it, issue 14 item 1) (issue 4 item 1; DESIGN.md "Write path": the
 // link is one ordered stream per direction, and every correctness argument leans on that FIFO
 // property). This is the thin shell around the pure LinkSession (src/core/link-session.ts, which
 // explains the handshake, authentication, heartbeats and deadlines, issue 10 item 2): it moves
@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import { acquirePayload, holdPayloadOf, releasePayload } from '../nbd/payload-pool.js';
 import { onSocketBytes } from '../node/socket-input.js';
+import { describeTlsError } from '../node/tls.js';
 import {
   LINK_NONCE_BYTES, encode, linkMessageTypes, type HelloMessage, type LinkMessage, type LinkMessageType,
 } from '../core/link-codec.js';
@@ -94,7 +95,13 @@ export class LinkConnection {
     this.socket.setNoDelay(true);
     onSocketBytes(this.socket, (bytes, transient) => this.onData(bytes, transient));
     this.socket.on('drain', () => { if (this.session.state !== 'closed') this.onDrain(); });
-    this.socket.on('error', (err: NodeJS.ErrnoException) => this.close(`socket error: ${err.code ?? err.message}`));
+    this.socket.on('error', (err: NodeJS.ErrnoException) => {
+      // A failed TLS handshake (certificate expired, wrong CA, wrong name, a peer without TLS) is a
+      // verdict on the peer's configuration, reported as a refusal like a failed HMAC (issue 14 item 1).
+      const tlsFailure = describeTlsError(err);
+      if (tlsFailure !== null) this.close(tlsFailure, true);
+      else this.close(`socket error: ${err.code ?? err.message}`);
+    });
     this.socket.on('end', () => this.close('connection closed by peer'));
     this.socket.on('close', () => this.close('connection closed'));
     this.flush();
@@ -156,9 +163,9 @@ export class LinkConnection {
     return this.socket.writableLength < this.highWaterMarkBytes;
   }
 
-  /** Close now (idempotent). */
-  close(reason: string): void {
-    this.session.close(reason);
+  /** Close now (idempotent); refused: a verdict on the peer (see LinkSession.close). */
+  close(reason: string, refused = false): void {
+    this.session.close(reason, refused);
     this.flush();
   }
 

@@ -4,11 +4,20 @@
 // the node its hello names. Which side dials is PeerLink's rule (the lower name): a peer that this
 // node dials is not accepted here, and a node that accepts from no one turns every connection away
 // at once, as a dialing node of a pair always has.
+//
+// With `tls` (issue 14 item 1) the listener is a TLS server that demands a client certificate
+// signed by the CA, and the dialer checks the acceptor's the same way: mutual TLS, under the
+// link's own HMAC handshake, which stays as a second check. A certificate must also name the node
+// it speaks for (DNS subjectAltName, or CN without one): the dialer checks the peer it dialed, the
+// acceptor admits only a hello from a node the certificate names. A peer without TLS, or with a
+// certificate that fails any check, is refused, and the reason is logged.
 import net from 'node:net';
+import tls from 'node:tls';
 import { encode } from '../core/link-codec.js';
 import { clientText } from '../log.js';
-import { LinkConnection, type LinkIdentity, type RoleAndEpoch } from './connection.js';
-import { adoptReusingMemory } from '../node/socket-input.js';
+import { handshakeTimeoutFor, LinkConnection, type LinkIdentity, type RoleAndEpoch } from './connection.js';
+import { adoptReusingMemory, connectReusingMemory } from '../node/socket-input.js';
+import { certificateNames, describeCertificate, describeTlsError, serverCredentials, type TlsMaterial } from '../node/tls.js';
 import type { LinkLogLevel } from './peer-link.js';
 
 export interface LinkListenerOptions {
@@ -21,7 +30,20 @@ export interface LinkListenerOptions {
   heartbeatIntervalMs?: number;
   heartbeatTimeoutMs?: number;
   highWaterMarkBytes?: number;
+  /** Mutual TLS under the link's handshake; null or absent: plain TCP. */
+  tls?: TlsMaterial | null;
   log(level: LinkLogLevel, msg: string, fields?: Record<string, unknown>): void;
+}
+
+/** A socket to `peer`: TLS that checks the peer's certificate names it, or plain TCP into reused memory. */
+export function dialLink(opts: LinkListenerOptions, peer: { name: string; host: string; port: number }): net.Socket {
+  const material = opts.tls ?? null;
+  if (material === null) return connectReusingMemory({ host: peer.host, port: peer.port });
+  return tls.connect({
+    host: peer.host, port: peer.port, secureContext: material.context, minVersion: 'TLSv1.2',
+    // The peer proves it is the node we dial, whatever address it is reached at.
+    checkServerIdentity: (_host, cert) => tls.checkServerIdentity(peer.name, cert),
+  });
 }
 
 /** A connection over `socket` with the link's settings, whose handshake accepts only `expectedPeer`. */
@@ -59,6 +81,7 @@ export class LinkListener {
   private readonly pending = new Set<LinkConnection>();
   private readonly acceptors = new Map<string, LinkAcceptor>();
   private closed = false;
+  private lastTlsRefusal = { reason: '', atMs: 0 };
   /** The port actually listened on (differs from listen.port when that is 0). */
   listenPort = 0;
 
@@ -74,7 +97,14 @@ export class LinkListener {
   async start(): Promise<void> {
     const { host, port } = this.opts.listen;
     // pauseOnConnect: nothing is read before the connection reads into memory of its own (src/node/socket-input.ts).
-    const server = net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket));
+    const material = this.opts.tls ?? null;
+    const server = material === null
+      ? net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket))
+      : tls.createServer({
+        ...serverCredentials(material), requestCert: true, rejectUnauthorized: true,
+        handshakeTimeout: handshakeTimeoutFor(this.opts.heartbeatTimeoutMs ?? 1000),
+      }, (socket) => this.accept(socket));
+    if (material !== null) server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => this.tlsRefused(err, socket));
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => {
         reject(err.code === 'EADDRINUSE'
@@ -115,8 +145,18 @@ export class LinkListener {
       const oldest = this.pending.values().next().value!;
       oldest.refuse(`too many unauthenticated link connections; this one, the oldest, was dropped`, false);
     }
-    const names = [...this.acceptors.keys()];
-    const connection = linkConnection(this.opts, adoptReusingMemory(socket), names.length === 1 ? names[0]! : names);
+    let names = [...this.acceptors.keys()];
+    let refusal: string | null = null;
+    if (socket instanceof tls.TLSSocket) {
+      // Only a hello from a node the certificate names gets through (the session checks the name).
+      const cert = socket.getPeerCertificate();
+      const named = names.filter((name) => certificateNames(cert, name));
+      if (named.length === 0) refusal = `TLS: the peer's certificate (${describeCertificate(cert)}) names none of ${names.join(', ')}`;
+      else names = named;
+    }
+    // A TLS socket reads through OpenSSL: it keeps Node's own chunks (socket-input.ts is for TCP).
+    const input = socket instanceof tls.TLSSocket ? socket : adoptReusingMemory(socket);
+    const connection = linkConnection(this.opts, input, names.length === 1 ? names[0]! : names);
     this.pending.add(connection);
     connection.onReady = () => {
       this.pending.delete(connection);
@@ -136,5 +176,27 @@ export class LinkListener {
       // peer's word (issue 9 item 6).
       this.opts.log(ourVerdict ? 'warn' : 'info', ourVerdict ? 'link: connection refused' : 'link: unauthenticated connection dropped', { from, reason: clientText(reason) });
     };
+    if (refusal !== null) connection.refuse(refusal);
+  }
+
+  /**
+   * A TLS handshake that failed here: no certificate, one our CA did not sign, expired, or a peer
+   * speaking plain TCP. Logged as a refusal; a peer retrying with the same fault is logged once a
+   * minute, not on every redial.
+   */
+  private tlsRefused(err: NodeJS.ErrnoException, socket: tls.TLSSocket): void {
+    // A client certificate that fails verification is dropped by Node after the handshake, with
+    // only "socket hang up" as the error: the verdict itself is in authorizationError.
+    const verdict = (socket as { authorizationError?: Error | string | null }).authorizationError;
+    const code = verdict == null ? undefined : String((verdict as NodeJS.ErrnoException).code ?? verdict);
+    const reason = (code === undefined ? null : describeTlsError(Object.assign(new Error(code), { code })))
+      ?? describeTlsError(err) ?? `TLS: ${err.message}`;
+    // Unknown once Node has dropped the socket (the log line then has no `from`).
+    const from = socket.remoteAddress === undefined ? undefined : `${socket.remoteAddress}:${socket.remotePort}`;
+    const nowMs = performance.now();
+    const repeated = reason === this.lastTlsRefusal.reason && nowMs - this.lastTlsRefusal.atMs < 60_000;
+    if (!repeated) this.lastTlsRefusal = { reason, atMs: nowMs };
+    this.opts.log(repeated ? 'debug' : 'warn', 'link: connection refused', { from, reason });
+    socket.destroy();
   }
 }

@@ -22,8 +22,7 @@ import { EventEmitter } from 'node:events';
 import type { LinkMessage } from '../core/link-codec.js';
 import { crc32cImplementation } from '../core/crc32c.js';
 import { LinkConnection } from './connection.js';
-import { LinkListener, linkConnection, type LinkListenerOptions } from './link-listener.js';
-import { connectReusingMemory } from '../node/socket-input.js';
+import { dialLink, LinkListener, linkConnection, type LinkListenerOptions } from './link-listener.js';
 
 export type LinkLogLevel = 'debug' | 'info' | 'warn' | 'error';
 
@@ -123,7 +122,7 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
     this.reconnectTimer = null;
     if (this.closed || this.current !== null) return;
     const { host, port } = this.opts.peer;
-    const connection = linkConnection(this.opts, connectReusingMemory({ host, port }), this.opts.peer.name);
+    const connection = linkConnection(this.opts, dialLink(this.opts, { name: this.opts.peer.name, host, port }), this.opts.peer.name);
     this.dialing = connection;
     connection.onReady = () => {
       this.dialing = null;

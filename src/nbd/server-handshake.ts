@@ -7,8 +7,8 @@ import {
   NBD_FLAG_C_NO_ZEROES, NBD_FLAG_CAN_MULTI_CONN, NBD_FLAG_HAS_FLAGS, NBD_FLAG_READ_ONLY,
   NBD_FLAG_SEND_FLUSH, NBD_FLAG_SEND_FUA, NBD_FLAG_SEND_TRIM, NBD_FLAG_SEND_WRITE_ZEROES,
   NBD_INFO_DESCRIPTION, NBD_INFO_NAME, NBD_MAX_PAYLOAD_BYTES,
-  NBD_OPT_ABORT, NBD_OPT_EXPORT_NAME, NBD_OPT_GO, NBD_OPT_INFO, NBD_OPT_LIST, NBD_REP_ACK,
-  NBD_REP_ERR_INVALID, NBD_REP_ERR_TOO_BIG, NBD_REP_ERR_UNKNOWN, NBD_REP_ERR_UNSUP, NBD_REP_INFO,
+  NBD_OPT_ABORT, NBD_OPT_EXPORT_NAME, NBD_OPT_GO, NBD_OPT_INFO, NBD_OPT_LIST, NBD_OPT_STARTTLS, NBD_REP_ACK,
+  NBD_REP_ERR_INVALID, NBD_REP_ERR_TLS_REQD, NBD_REP_ERR_TOO_BIG, NBD_REP_ERR_UNKNOWN, NBD_REP_ERR_UNSUP, NBD_REP_INFO,
   NBD_REP_SERVER, encodeExportNameReply, encodeInfoBlockSize, encodeInfoExport, encodeInfoString,
   encodeOptionReply, encodeServerReplyData, nbdOptionName, parseInfoRequestData, type NbdClientMessage,
 } from './codec.js';
@@ -44,16 +44,31 @@ export interface NbdHandshakeConnection {
   abort(ack: Buffer): void;
   /** A hard disconnect (proto.md "Termination of the session during option haggling"). */
   destroy(reason: string): void;
+  /**
+   * NBD_OPT_STARTTLS accepted: send `ack` in clear, then speak TLS on this connection (proto.md
+   * "FORCEDTLS mode"). False when it could not (bytes the client sent before the upgrade are
+   * waiting: the connection is closed instead, as they could be an attacker's injection).
+   */
+  startTls(ack: Buffer): boolean;
 }
+
+/**
+ * NBD TLS for hosts (issue 14 item 2; proto.md "TLS support"): 'off' is NOTLS, 'on' is
+ * SELECTIVETLS with no TLS-only export (any client may upgrade; none must), 'require' is FORCEDTLS.
+ */
+export type NbdTlsPolicy = 'off' | 'on' | 'require';
 
 export class NbdHandshake {
   private noZeroes = false;
+  /** STARTTLS was answered with ACK: everything after it arrives over TLS. */
+  private tlsStarted = false;
 
   constructor(
     private readonly connection: NbdHandshakeConnection,
     private readonly nbdExport: NbdExport,
     private readonly transmissionFlags: number,
     private readonly log: NbdLog,
+    private readonly tls: NbdTlsPolicy = 'off',
   ) {}
 
   handle(message: NbdHandshakeMessage): void {
@@ -78,8 +93,41 @@ export class NbdHandshake {
     return name === '' || name === this.nbdExport.name;
   }
 
+  /**
+   * FORCEDTLS before the upgrade (proto.md "FORCEDTLS mode"): every option but STARTTLS and ABORT
+   * gets NBD_REP_ERR_TLS_REQD, and EXPORT_NAME, which cannot be answered with an error, ends the
+   * session. True when the option was dealt with here.
+   */
+  private refusedBeforeTls(option: number): boolean {
+    if (this.tls !== 'require' || this.tlsStarted || option === NBD_OPT_STARTTLS || option === NBD_OPT_ABORT) return false;
+    if (option === NBD_OPT_EXPORT_NAME) {
+      this.connection.warn('nbd: EXPORT_NAME without TLS, which this server requires: closing', {});
+      this.connection.destroy('EXPORT_NAME before STARTTLS (nbdTls: require)');
+    } else {
+      this.replyOptionError(option, NBD_REP_ERR_TLS_REQD, 'this server requires TLS: send NBD_OPT_STARTTLS first');
+    }
+    return true;
+  }
+
+  private handleStartTls(data: Buffer): void {
+    if (this.tls === 'off') {
+      this.replyOptionError(NBD_OPT_STARTTLS, NBD_REP_ERR_UNSUP, 'TLS is not enabled on this server (nbdTls: off)');
+    } else if (this.tlsStarted) {
+      // "If the server receives NBD_OPT_STARTTLS when TLS has already been negotiated, it MUST reply with NBD_REP_ERR_INVALID."
+      this.replyOptionError(NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, 'TLS is already running');
+    } else if (data.length !== 0) {
+      this.replyOptionError(NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, 'NBD_OPT_STARTTLS takes no data');
+    } else {
+      this.tlsStarted = this.connection.startTls(encodeOptionReply(NBD_OPT_STARTTLS, NBD_REP_ACK));
+    }
+  }
+
   private handleOption(option: number, data: Buffer): void {
+    if (this.refusedBeforeTls(option)) return;
     switch (option) {
+      case NBD_OPT_STARTTLS:
+        this.handleStartTls(data);
+        return;
       case NBD_OPT_EXPORT_NAME:
         this.handleExportName(data.toString('utf8'));
         return;
@@ -96,7 +144,7 @@ export class NbdHandshake {
         this.handleInfoOrGo(option, data);
         return;
       default:
-        // STARTTLS (NOTLS mode, proto.md "NOTLS mode"), STRUCTURED_REPLY (we send simple replies
+        // STRUCTURED_REPLY (we send simple replies
         // only), EXTENDED_HEADERS, metadata contexts, and anything unknown: "Servers that
         // receive messages which they do not implement MUST reply to them with
         // NBD_REP_ERR_UNSUP, and MUST NOT fail to parse the next message" (proto.md "Baseline").
@@ -106,6 +154,7 @@ export class NbdHandshake {
 
   private handleOversizedOption(option: number, lengthBytes: number): void {
     this.log('debug', 'nbd: oversized option skipped', { remote: this.connection.remote, option, lengthBytes });
+    if (this.refusedBeforeTls(option)) return;
     if (option === NBD_OPT_EXPORT_NAME) {
       // No way to answer an EXPORT_NAME with an error: terminate (proto.md "NBD_OPT_EXPORT_NAME").
       this.connection.destroy('export name too long');

@@ -9,6 +9,7 @@
 // within handshakeTimeoutMs of connecting, a client that shuts its sending side still gets every
 // reply it is owed, and the warnings a client can trigger are rate limited.
 import net from 'node:net';
+import tls from 'node:tls';
 import {
   NBD_CMD_DISC, NBD_CMD_FLAG_FUA, NBD_CMD_FLAG_NO_HOLE, NBD_CMD_FLUSH, NBD_CMD_READ, NBD_CMD_TRIM,
   NBD_CMD_WRITE, NBD_CMD_WRITE_ZEROES, NBD_FLAG_FIXED_NEWSTYLE, NBD_FLAG_NO_ZEROES, NBD_MAX_PAYLOAD_BYTES,
@@ -20,7 +21,7 @@ import { acquirePayload, releasePayload } from './payload-pool.js';
 import { RateLimitedLog } from './rate-limited-log.js';
 import { adoptReusingMemory, onSocketBytes } from '../node/socket-input.js';
 import {
-  NBD_MIN_BLOCK_BYTES, NbdHandshake, transmissionFlagsOf, type NbdHandshakeConnection, type NbdLog,
+  NBD_MIN_BLOCK_BYTES, NbdHandshake, transmissionFlagsOf, type NbdHandshakeConnection, type NbdLog, type NbdTlsPolicy,
 } from './server-handshake.js';
 
 /** How often a batch held by the export's replyGate asks again. */
@@ -39,6 +40,8 @@ export interface NbdServerOptions {
   maxConnections?: number;
   /** From accept to the transmission phase; a client still negotiating then is dropped. Default 10 s. */
   handshakeTimeoutMs?: number;
+  /** NBD_OPT_STARTTLS with this certificate, offered ('on') or required; null or absent: NOTLS. */
+  tls?: { context: tls.SecureContext; mode: Exclude<NbdTlsPolicy, 'off'> } | null;
 }
 
 export interface NbdServerHandle {
@@ -158,15 +161,19 @@ class NbdConnection implements NbdHandshakeConnection {
   private closeReason = 'client closed the connection';
   /** Until the transmission phase: a fixed deadline from accept, never extended by trickled bytes. */
   private handshakeTimer: NodeJS.Timeout | null;
+  /** The client's socket; after STARTTLS, the TLS socket over the TCP one (`tcp`). */
+  socket: net.Socket;
 
   constructor(
-    readonly socket: net.Socket,
+    private readonly tcp: net.Socket,
     private readonly opts: NbdServerOptions,
     private readonly warnings: RateLimitedLog,
     onClosed: () => void,
   ) {
+    this.socket = tcp;
+    const socket = tcp;
     this.remote = remoteOf(socket);
-    this.handshake = new NbdHandshake(this, opts.export, transmissionFlagsOf(opts.export), opts.log);
+    this.handshake = new NbdHandshake(this, opts.export, transmissionFlagsOf(opts.export), opts.log, opts.tls?.mode ?? 'off');
     const handshakeTimeoutMs = opts.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs;
     this.handshakeTimer = setTimeout(() => this.handshakeExpired(handshakeTimeoutMs), handshakeTimeoutMs);
     // proto.md "Protocol phases": both sides SHOULD disable Nagle.
@@ -181,7 +188,13 @@ class NbdConnection implements NbdHandshakeConnection {
       opts.log('debug', 'nbd: connection closed', { remote: this.remote, reason: this.closeReason });
       resolve();
     }));
-    socket.on('error', (err) => opts.log('debug', 'nbd: socket error', { remote: this.remote, error: err.message }));
+    this.attach(socket);
+    socket.write(encodeGreeting(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES));
+  }
+
+  /** Read from, and answer on, `socket`: the TCP socket, then the TLS one after STARTTLS. */
+  private attach(socket: net.Socket): void {
+    socket.on('error', (err) => this.opts.log('debug', 'nbd: socket error', { remote: this.remote, error: err.message }));
     onSocketBytes(socket, (bytes, transient) => {
       this.decoder.feed(bytes, transient);
       try {
@@ -195,7 +208,30 @@ class NbdConnection implements NbdHandshakeConnection {
       this.inputEnded = true;
       this.pump();
     });
-    socket.write(encodeGreeting(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES));
+  }
+
+  startTls(ack: Buffer): boolean {
+    const policy = this.opts.tls!;
+    if (this.decoder.bufferedBytes > 0) {
+      // Bytes sent after STARTTLS in clear would be taken as if they came over TLS: an attacker's
+      // injection (the STARTTLS flaw of SMTP, CVE-2011-0411; nbdkit's CVE-2021-3716).
+      this.warn('nbd: client sent data after STARTTLS before TLS began: closing', { bytes: this.decoder.bufferedBytes });
+      this.destroy('data after STARTTLS before the TLS handshake');
+      return false;
+    }
+    this.tcp.write(ack);
+    const secure = new tls.TLSSocket(this.tcp, { isServer: true, secureContext: policy.context, requestCert: false });
+    this.socket = secure;
+    this.attach(secure);
+    // The connection's life is the TCP socket's (its 'close' ends the connection): end it with TLS's.
+    secure.once('close', () => this.tcp.destroy());
+    secure.once('secure', () => this.opts.log('debug', 'nbd: TLS started', { remote: this.remote, protocol: secure.getProtocol() }));
+    // A failed handshake (a client that distrusts our certificate, or speaks no TLS) ends the session.
+    secure.once('error', (err) => {
+      this.warn('nbd: TLS handshake failed, closing', { error: err.message });
+      this.destroy(`TLS: ${err.message}`);
+    });
+    return true;
   }
 
   /** Server shutdown: drop a negotiating client, let a transmitting one finish in-flight work. */
@@ -214,10 +250,11 @@ class NbdConnection implements NbdHandshakeConnection {
   }
 
   destroy(reason: string): void {
-    if (this.socket.destroyed) return;
+    if (this.socket.destroyed && this.tcp.destroyed) return;
     this.closeReason = reason;
     this.stopped = true;
     this.socket.destroy();
+    this.tcp.destroy();
   }
 
   /**

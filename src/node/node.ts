@@ -22,6 +22,7 @@ import { UsageQueryError, UsageRecorder } from './usage.js';
 import { clientText } from '../log.js';
 import { EtcdClient } from '../arbiter/etcd.js';
 import { performance } from 'node:perf_hooks';
+import { loadTlsMaterial, type TlsMaterial } from './tls.js';
 
 export type { NodeStatus } from './status.js';
 
@@ -70,6 +71,8 @@ async function undoOnError<T>(step: Promise<T>, undo: Array<() => Promise<unknow
 export async function startNode(config: Config, nodeName: string, log: Logger): Promise<RunningNode> {
   const nodeConfig = nodeByName(config, nodeName);
   const peerConfigs = peersOf(config, nodeName);
+  // First: a bad certificate is a one-line error before anything opens (issue 14 items 1-3).
+  const tlsMaterial = nodeConfig.tls === null ? null : loadTlsMaterial(nodeConfig.tls, Date.now());
   const store = await openStore(config, nodeConfig);
   const metadata = new MetadataFileStore(metadataPath(config, nodeConfig), { volume: config.volume, sizeBytes: config.sizeBytes, trackSizeBytes: config.trackSizeBytes }, nodeName);
   let persisted;
@@ -145,7 +148,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
   usage.start();
   metrics.registerUsageCounters(() => usage.report().usage);
 
-  const nodeLinks = peerConfigs.length === 0 ? null : await undoOnError(startLinks(config, nodeConfig, peerConfigs, volume, metrics, log, echoed), undo);
+  const nodeLinks = peerConfigs.length === 0 ? null : await undoOnError(startLinks(config, nodeConfig, peerConfigs, volume, metrics, log, echoed, tlsMaterial), undo);
   for (const p of nodeLinks?.peers ?? []) links.set(p.name, p.link);
   if (nodeLinks !== null) undo.push(() => nodeLinks.close());
   const peers = nodeLinks?.peers ?? [];
@@ -167,6 +170,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
   const nbd = await undoOnError(startNbdServer({
     host: nodeConfig.nbd.host, port: nodeConfig.nbd.port, export: volume, observer: metrics,
     maxConnections: config.nbdMaxConnections, handshakeTimeoutMs: config.nbdHandshakeTimeoutMs,
+    tls: tlsMaterial === null || config.nbdTls === 'off' ? null : { context: tlsMaterial.context, mode: config.nbdTls },
     log: (level, msg, fields) => log[level](fields ?? {}, msg),
   }), undo);
   undo.push(() => nbd.close());
@@ -193,7 +197,8 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
       throw err instanceof UsageQueryError ? new AdminActionError(400, err.message) : err;
     });
   };
-  const admin = await undoOnError(startAdminServer({ host: nodeConfig.admin.host, port: nodeConfig.admin.port, getStatus: status, metrics, log, actions, adminToken: config.adminToken, getUsage }), undo);
+  const admin = await undoOnError(startAdminServer({ host: nodeConfig.admin.host, port: nodeConfig.admin.port, getStatus: status, metrics, log, actions, adminToken: config.adminToken, getUsage, tls: tlsMaterial }), undo);
+  if (tlsMaterial !== null) log.info({ cert: tlsMaterial.files.cert, subject: tlsMaterial.subject, validTo: new Date(tlsMaterial.validToMs).toISOString(), nbdTls: config.nbdTls }, 'tls: link is mutual TLS, admin is HTTPS');
   log.info({ nbd: status().nbd.uri, admin: admin.port, store: store.description, role: volume.core.role, peers: peerConfigs.map((p) => p.name) }, 'node serving');
 
   let stopping: Promise<void> | null = null;
@@ -253,7 +258,7 @@ async function primaryInEtcd(config: Config, nodeName: string, log: Logger): Pro
  * The replication links to every other node (full mesh, issue 12), feeding the volume's core
  * (DESIGN.md "Write path"): one listener on this node's link address, one PeerLink per peer.
  */
-async function startLinks(config: Config, node: NodeConfig, peerConfigs: NodeConfig[], volume: Volume, metrics: NodeMetrics, log: Logger, echoed: Map<string, number>): Promise<{ peers: PeerLinkSource[]; close(): Promise<void> }> {
+async function startLinks(config: Config, node: NodeConfig, peerConfigs: NodeConfig[], volume: Volume, metrics: NodeMetrics, log: Logger, echoed: Map<string, number>, tls: TlsMaterial | null): Promise<{ peers: PeerLinkSource[]; close(): Promise<void> }> {
   if (node.link === null || config.secret === null) throw new Error('a mirrored volume needs link addresses and a secret');
   const common = {
     node: node.name,
@@ -266,6 +271,7 @@ async function startLinks(config: Config, node: NodeConfig, peerConfigs: NodeCon
     getRoleAndEpoch: () => ({ role: volume.core.role, epoch: volume.core.epoch }),
     heartbeatIntervalMs: Math.max(25, Math.floor(config.heartbeatTimeoutMs / 4)),
     heartbeatTimeoutMs: config.heartbeatTimeoutMs,
+    tls,
     log: (level: LinkLogLevel, msg: string, fields?: Record<string, unknown>) => log[level]({ ...fields }, msg),
   };
   const listener = new LinkListener(common);

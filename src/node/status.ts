@@ -1,6 +1,6 @@
 // GET /status: what a node is, what it holds unhardened, and how its peer relation stands
 // (DESIGN.md "Interfaces"; `twinblock status` prints it for people, like `drbdadm status`).
-import { formatAddress, type Config, type NodeConfig } from '../config/config.js';
+import { formatAddress, type Config, type NbdTlsMode, type NodeConfig } from '../config/config.js';
 import type { PeerState, QuorumView, Role } from '../core/replica-types.js';
 import type { LinkConnection } from '../link/connection.js';
 import type { PeerLink } from '../link/peer-link.js';
@@ -44,7 +44,7 @@ export interface NodeStatus {
   /** Nodes reachable (this one included) against those a primary needs to answer writes. */
   quorum: QuorumView & { onNoQuorum: string };
   store: string;
-  nbd: { uri: string; connections: number; readOnly: boolean };
+  nbd: { uri: string; connections: number; readOnly: boolean; tls: NbdTlsMode };
   cache: {
     capacityBytes: number;
     chargedBytes: number;
@@ -151,7 +151,8 @@ export function buildStatus(src: StatusSources): NodeStatus {
     ack: config.ack,
     quorum: { ...volume.quorum, onNoQuorum: config.onNoQuorum },
     store: volume.storeDescription,
-    nbd: { uri: `nbd://${formatAddress({ host: node.nbd.host, port: src.nbdPort })}/${config.volume}`, connections: src.nbdConnections, readOnly: volume.readOnly },
+    // nbds:// (libnbd's scheme) when hosts must start TLS (issue 14 item 2).
+    nbd: { uri: `${config.nbdTls === 'require' ? 'nbds' : 'nbd'}://${formatAddress({ host: node.nbd.host, port: src.nbdPort })}/${config.volume}`, connections: src.nbdConnections, readOnly: volume.readOnly, tls: config.nbdTls },
     cache: {
       capacityBytes: s.capacityBytes, chargedBytes: s.chargedBytes, dirtyBytes: s.dirtyBytes,
       oldestDirtyAgeMs: s.oldestDirtyAgeMs, cachedTracks: s.cachedTracks, dataTracks: s.dataTracks, dirtyTracks: s.dirtyTracks,

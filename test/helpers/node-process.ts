@@ -7,12 +7,13 @@
 // Everything started here is tracked: call cleanupAll() from after() so a failed test leaves no
 // process or temp dir behind; an exit hook kill -9s leftovers if the test runner itself dies.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify as toYaml } from 'yaml';
+import { adminRequest } from '../../src/cli/admin-client.js';
 
 /** The compiled CLI, relative to this file's compiled location (dist/test/helpers/). */
 export const cliMainPath = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -217,8 +218,20 @@ export class NodeProcess {
     return `nbd://127.0.0.1:${this.nbdPort}/${this.config.volume ?? 'vol0'}`;
   }
 
+  /** https:// when the node has TLS (its admin port is HTTPS, issue 14). */
   get adminUrl(): string {
-    return `http://127.0.0.1:${this.adminPort}`;
+    return `${this.tlsCa === null ? 'http' : 'https'}://127.0.0.1:${this.adminPort}`;
+  }
+
+  /** The CA that signed this node's certificate (config tls.ca, top level or the node's own), or null. */
+  get tlsCa(): Buffer | null {
+    const tls = (this.config.nodes[this.name] as { tls?: { ca: string } } | undefined)?.tls ?? (this.config['tls'] as { ca: string } | undefined);
+    return tls === undefined ? null : readFileSync(path.resolve(path.dirname(this.configPath), tls.ca));
+  }
+
+  /** GET an admin path; over HTTPS trusting the volume's CA. */
+  private async adminGet(pathname: string): Promise<{ ok: boolean; status: number; text: string }> {
+    return adminRequest(new URL(pathname, this.adminUrl), { method: 'GET', timeoutMs: 5000, ca: this.tlsCa });
   }
 
   /** The node's stderr so far (JSON log lines), at most the last 64 KiB. */
@@ -231,15 +244,15 @@ export class NodeProcess {
   }
 
   async status(): Promise<NodeStatus> {
-    const res = await fetch(`${this.adminUrl}/status`);
-    if (!res.ok) throw new Error(`GET /status: HTTP ${res.status}: ${await res.text()}`);
-    return (await res.json()) as NodeStatus;
+    const res = await this.adminGet('/status');
+    if (!res.ok) throw new Error(`GET /status: HTTP ${res.status}: ${res.text}`);
+    return JSON.parse(res.text) as NodeStatus;
   }
 
   async metrics(): Promise<string> {
-    const res = await fetch(`${this.adminUrl}/metrics`);
+    const res = await this.adminGet('/metrics');
     if (!res.ok) throw new Error(`GET /metrics: HTTP ${res.status}`);
-    return res.text();
+    return res.text;
   }
 
   /** Resolves when the process exits (immediately if it already has). */
