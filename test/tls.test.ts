@@ -77,6 +77,10 @@ describe('TLS (issue 14)', () => {
       assert.equal(read.code, 0, `qemu-io read on the secondary over TLS: ${read.stderr}${read.stdout}`);
       assert.doesNotMatch(read.stdout, /Pattern verification failed/);
 
+      const img = await run('qemu-img', ['info', '--object', `tls-creds-x509,id=tls0,endpoint=client,dir=${certDir}`, '--image-opts',
+        `driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=${pair.a.nbdPort},export=vol0,tls-creds=tls0`]);
+      assert.equal(img.code, 0, `qemu-img info over TLS: ${img.stderr}`);
+      assert.match(img.stdout, /virtual size: 64 MiB/);
       const info = await run('nbdinfo', ['--json', `nbds://127.0.0.1:${pair.a.nbdPort}/vol0?tls-certificates=${certDir}`]);
       assert.equal(info.code, 0, `nbdinfo nbds://: ${info.stderr}`);
       assert.equal((JSON.parse(info.stdout) as { exports: Array<{ 'export-size': number }> }).exports[0]!['export-size'], 64 * 1024 * 1024);
