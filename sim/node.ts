@@ -149,6 +149,8 @@ export class SimNode {
       mirror: {
         peers: [...this.peerNames], role: configRole, tracker: o.tracker, flush: o.flush, degraded: o.degraded, quorum: o.quorum,
         syncRateBytesPerSec: o.syncRateBytesPerSec,
+        // Every simulated resync yields to host writes (issue 14 item 6), down to a quarter of its rate.
+        syncMinRateBytesPerSec: o.syncRateBytesPerSec / 4,
         send: (peer, msg) => this.send(peer, msg),
         // The simulated link has no socket to stop reading: the core holds its inbound stream itself.
         setReceiving: () => undefined,

@@ -189,7 +189,8 @@ function peerLines(peers: unknown[]): string[] {
       const tracksLeft = num(sync['tracksLeft']);
       lines.push(`    resync: ${bytes(done)} of ${bytes(total)} (${pct}%)` + (tracksLeft === undefined ? '' : `, ${plural(tracksLeft, 'track')} left`) +
         (num(sync['rateBytesPerSec']) ? `, ${bytes(sync['rateBytesPerSec'])}/s` : '') + (eta === undefined ? '' : `, ETA ${eta}s`) +
-        (sync['full'] === true ? ', full' : ''));
+        (sync['full'] === true ? ', full' : '') +
+        (sync['yielding'] === true ? `, yielding to host writes (limit ${bytes(sync['limitBytesPerSec'])}/s)` : ''));
     }
     if (peer['incompleteResync'] === true && sync === null) lines.push('    this node\'s last resync did not finish: its data is incomplete until the next one does');
     if (peer['state'] === 'split-brain') lines.push('    SPLIT BRAIN: both nodes were primary; run `twinblock resolve --discard-local` on the side to overwrite');

@@ -70,8 +70,10 @@ export interface Config {
   ack: AckPolicy;
   quorum: QuorumPolicy;
   onNoQuorum: NoQuorumPolicy;
-  /** Upper bound on the initial sync's bandwidth, bytes per second (it shares the link with host writes). */
+  /** Upper bound on a resync's bandwidth, bytes per second: its rate with no host writes. */
   syncRateBytesPerSec: number;
+  /** While host writes run, a resync yields down to this (issue 14 item 6; DRBD's c-min-rate); at syncRate it never yields. */
+  syncMinRateBytesPerSec: number;
   /** A link silent this long is dead (the peer is lost); heartbeats go out at a quarter of it. */
   heartbeatTimeoutMs: number;
   /** NBD client connections open at once (handshake or transmission); one more is closed at accept. */
@@ -123,6 +125,7 @@ export const defaults = {
   ack: 'all' as AckPolicy,
   onNoQuorum: 'suspend-io' as NoQuorumPolicy,
   syncRateBytesPerSec: 200 * 1024 * 1024,
+  syncMinRateBytesPerSec: 4 * 1024 * 1024,
   heartbeatTimeoutMs: 1000,
   leaseTtlMs: 2000,
   usageIntervalMs: 60_000,
@@ -175,6 +178,7 @@ const fileSchema = z.strictObject({
   quorum: z.enum(['off', 'majority']).optional(),
   onNoQuorum: z.enum(['suspend-io', 'io-error']).optional(),
   syncRate: z.unknown().optional(),
+  syncMinRate: z.unknown().optional(),
   heartbeatTimeoutMs: intField.optional(),
   nbdMaxConnections: intField.optional(),
   nbdHandshakeTimeoutMs: intField.optional(),
@@ -398,7 +402,7 @@ function buildConfig(raw: RawConfig, baseDir: string, sourcePath: string | null)
     // Issue 12: majority by default from three nodes on; a pair keeps serving when one side is lost.
     quorum: raw.quorum ?? (nodes.length >= 3 ? 'majority' : 'off'),
     onNoQuorum: raw.onNoQuorum ?? defaults.onNoQuorum,
-    syncRateBytesPerSec: atLeast('syncRate', sizeField('syncRate', raw.syncRate, defaults.syncRateBytesPerSec), 1024 * 1024),
+    ...syncRates(raw),
     heartbeatTimeoutMs: atLeast('heartbeatTimeoutMs', raw.heartbeatTimeoutMs ?? defaults.heartbeatTimeoutMs, 100),
     nbdMaxConnections: atLeast('nbdMaxConnections', raw.nbdMaxConnections ?? defaults.nbdMaxConnections, 1),
     nbdHandshakeTimeoutMs: atLeast('nbdHandshakeTimeoutMs', raw.nbdHandshakeTimeoutMs ?? defaults.nbdHandshakeTimeoutMs, 100),
@@ -411,6 +415,14 @@ function buildConfig(raw: RawConfig, baseDir: string, sourcePath: string | null)
     usageIntervalMs: atLeast('usageIntervalMs', raw.usageIntervalMs ?? defaults.usageIntervalMs, 100),
     nbdTls,
   };
+}
+
+/** syncRate (the ceiling) and syncMinRate (the floor a resync yields to, at most the ceiling). */
+function syncRates(raw: RawConfig): Pick<Config, 'syncRateBytesPerSec' | 'syncMinRateBytesPerSec'> {
+  const syncRateBytesPerSec = atLeast('syncRate', sizeField('syncRate', raw.syncRate, defaults.syncRateBytesPerSec), 1024 * 1024);
+  const floor = atLeast('syncMinRate', sizeField('syncMinRate', raw.syncMinRate, Math.min(defaults.syncMinRateBytesPerSec, syncRateBytesPerSec)), 64 * 1024);
+  if (floor > syncRateBytesPerSec) throw new FieldError('syncMinRate', `${formatSize(floor)} exceeds syncRate (${formatSize(syncRateBytesPerSec)})`);
+  return { syncRateBytesPerSec, syncMinRateBytesPerSec: floor };
 }
 
 /** Loopback: 127.0.0.0/8, ::1, localhost. */

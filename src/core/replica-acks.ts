@@ -24,6 +24,7 @@ export class AckPart {
       // The host's payload itself: the shell keeps it until every frame carrying it was written,
       // even when the write is answered first (src/nbd/payload-pool.ts, src/link/connection.ts).
       : { type: 'write', seq, heldSeq, offsetBytes: piece.offsetBytes, data: piece.data };
+    piece.mirroredAtMs = nowMs;
     for (const ch of this.d.channels) {
       if (!ch.mirroring || piece.ackedBy?.includes(ch.name) === true) continue;
       this.d.cache.holdHardening(tracks); // not on our disk before it is in this peer's cache
@@ -54,9 +55,11 @@ export class AckPart {
    * node and the peers that acked it are a majority of the configured nodes. The track stays held
    * from hardening until every peer holds it (checkHardenJob).
    */
-  acked(ch: DataChannel, seq: number): void {
+  acked(ch: DataChannel, seq: number, nowMs: number): void {
     const piece = ch.pendingAcks.get(seq);
     if (piece === undefined) return;
+    // What a resync into this peer costs host writes (resync-throttle.ts).
+    ch.resync?.throttle?.roundTrip(nowMs, nowMs - piece.mirroredAtMs);
     ch.pendingAcks.delete(seq);
     ch.ackedSeq = Math.max(ch.ackedSeq, seq);
     this.d.cache.releaseHardening(this.d.cache.tracksOf(piece.offsetBytes, piece.lengthBytes));

@@ -36,6 +36,8 @@ export interface Piece {
   ackedBy: string[] | null;
   /** The ack policy was met and the piece counted as done (later acks only release holds). */
   answered: boolean;
+  /** When it was last sent to the peers (their ack's round trip steers a yielding resync). */
+  mirroredAtMs: number;
 }
 /** What a finished op does: answer a host request, or a peer's FLUSH request (on that peer's link). */
 type OpDone = { reply: number } | { flushAck: number; peer: string };
@@ -187,12 +189,13 @@ export class DataPath {
     if (!this.writesHaveQuorum && this.settings.quorum.onNoQuorum === 'io-error') return this.emit({ kind: 'reply', reqId, errno: 'EIO', message: this.noQuorumMessage() });
     const write: HostWrite = { reqId, piecesLeft: 0, offsetBytes, lengthBytes, fua, errno: null };
     const pieces = this.splitPieces(offsetBytes, lengthBytes).map(([off, len]): Piece => ({
-      write, offsetBytes: off, lengthBytes: len, data: data === null ? null : data.subarray(off - offsetBytes, off - offsetBytes + len), trim, acksAwaited: 0, acks: 0, ackedBy: null, answered: false,
+      write, offsetBytes: off, lengthBytes: len, data: data === null ? null : data.subarray(off - offsetBytes, off - offsetBytes + len), trim, acksAwaited: 0, acks: 0, ackedBy: null, answered: false, mirroredAtMs: nowMs,
     }));
     write.piecesLeft = pieces.length;
     if (pieces.length === 0) return this.finishWrite(write);
     this.counters.writes++;
     this.counters.writtenBytes += lengthBytes;
+    for (const ch of this.channels) ch.resync?.throttle?.hostWrite(nowMs);
     for (const piece of pieces) this.hostQueue.push(piece);
     this.drainHostQueue(nowMs);
     this.pump(nowMs);

@@ -359,7 +359,7 @@ export class LinkHalf {
         if (staleStream(this.data.channels, ch, this.history)) return true;
         return applyPeerDataAt(this.data, ch, msg, this.position, nowMs);
       case 'writeAck':
-        this.data.acks.acked(ch, msg.seq);
+        this.data.acks.acked(ch, msg.seq, nowMs);
         return true;
       case 'notice':
         this.data.notices.handle(ch, msg.op, msg.ranges);

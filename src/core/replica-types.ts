@@ -115,6 +115,8 @@ export interface ReplicaSettings {
   syncChunkBytes: number;
   syncWindowChunks: number;
   syncRateBytesPerSec: number;
+  /** While host writes run, a resync yields down to this rate (issue 14 item 6); absent or at least syncRate: it never yields. */
+  syncMinRateBytesPerSec?: number;
   /** After a failed store write, wait this long before hardening again. */
   storeRetryMs: number;
 }

@@ -6,7 +6,7 @@
 import { TrackBitmap } from './bitmap.js';
 import { earlierMs } from './backoff.js';
 import type { DataChannel as Channel, DataPath, ReplicaSettings } from './replica-data.js';
-import { ResyncPlan, type SyncProgress } from './resync.js';
+import { ResyncPlan, type SyncPace, type SyncProgress } from './resync.js';
 import { isAllZero } from './zero.js';
 
 /**
@@ -19,13 +19,25 @@ export interface ResyncPlanSpec {
   initial?: boolean;
 }
 
+/**
+ * While yielding to host writes (resync-throttle.ts): two reads of at most 128 KiB in flight, so
+ * a host write waits behind at most that much resync data on the link.
+ */
+const YIELD_CHUNK_BYTES = 128 * 1024;
+const YIELD_WINDOW_CHUNKS = 2;
+
 export class ResyncSender {
   constructor(private readonly data: DataPath, private readonly settings: ReplicaSettings) {}
 
   /** Starts resyncing `tracks` into `ch`'s peer: syncStart, then the first reads. */
   start(ch: Channel, tracks: TrackBitmap, { full, reason, initial = false }: ResyncPlanSpec, nowMs: number): void {
     const { volumeSizeBytes, trackSizeBytes } = this.settings.geometry;
-    const pace = { chunkBytes: this.settings.syncChunkBytes, windowChunks: this.settings.syncWindowChunks, rateBytesPerSec: this.settings.syncRateBytesPerSec };
+    const { syncChunkBytes, syncWindowChunks, syncRateBytesPerSec, syncMinRateBytesPerSec } = this.settings;
+    const yields = syncMinRateBytesPerSec !== undefined && syncMinRateBytesPerSec < syncRateBytesPerSec;
+    const pace: SyncPace = {
+      chunkBytes: syncChunkBytes, windowChunks: syncWindowChunks, rateBytesPerSec: syncRateBytesPerSec,
+      ...(yields ? { yieldTo: { floorBytesPerSec: syncMinRateBytesPerSec, yieldChunkBytes: YIELD_CHUNK_BYTES, yieldWindowChunks: YIELD_WINDOW_CHUNKS } } : {}),
+    };
     ch.resync = new ResyncPlan(tracks, trackSizeBytes, volumeSizeBytes, pace, nowMs, this.data.nextId++, full);
     ch.event('resyncStarted');
     // The seq tells a secondary target where in this stream the resync puts it (stream-position.ts).

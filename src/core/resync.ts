@@ -10,6 +10,7 @@
 // was away or held only in the peer's RAM; the target's: written by the target while it was a
 // primary the source never heard from). Anything it cannot vouch for turns the resync into a full one.
 import { assert } from './assert.js';
+import { ResyncThrottle, type ThrottleSettings } from './resync-throttle.js';
 import { TrackBitmap } from './bitmap.js';
 import { compareHistories, currentEpoch, lastPrimary, type EpochEntry } from './epochs.js';
 import type { Role } from './replica-types.js';
@@ -104,11 +105,15 @@ export function resyncTracks(trackCount: number, full: boolean, mine: TrackBitma
   return set;
 }
 
-/** How fast a resync source reads and sends: chunk size, reads in flight, and a rate cap. */
+/**
+ * How fast a resync source reads and sends: chunk size, reads in flight, and a rate cap. With
+ * `yieldTo`, the rate and chunks shrink while host writes run (resync-throttle.ts, issue 14 item 6).
+ */
 export interface SyncPace {
   chunkBytes: number;
   windowChunks: number;
   rateBytesPerSec: number;
+  yieldTo?: Omit<ThrottleSettings, 'ceilingBytesPerSec'>;
 }
 
 export interface SyncProgress {
@@ -118,6 +123,9 @@ export interface SyncProgress {
   rateBytesPerSec: number;
   etaSeconds: number | null;
   full: boolean;
+  /** The source yields to host writes now (issue 14 item 6), at `limitBytesPerSec`. */
+  yielding?: boolean;
+  limitBytesPerSec?: number;
 }
 
 type Chunk = { offsetBytes: number; lengthBytes: number };
@@ -137,6 +145,11 @@ export class ResyncPlan {
   private cursorTrack = 0;
   /** Chunks whose read failed, read again before any new one. */
   private readonly retries: Chunk[] = [];
+  /** Token bucket of the rate: bytes that may be issued now (negative: owed), as of budgetAtMs. */
+  private budgetBytes: number;
+  private budgetAtMs: number;
+  /** Yields to host writes; null: a fixed rate. */
+  readonly throttle: ResyncThrottle | null;
 
   constructor(
     private readonly tracks: TrackBitmap,
@@ -152,6 +165,24 @@ export class ResyncPlan {
     let total = 0;
     for (let t = 0; t < tracks.trackCount; t++) if (tracks.has(t)) total += this.trackBytes(t);
     this.totalBytes = total;
+    this.throttle = pace.yieldTo === undefined ? null : new ResyncThrottle({ ...pace.yieldTo, ceilingBytesPerSec: pace.rateBytesPerSec });
+    // The first window goes out at once.
+    this.budgetBytes = pace.chunkBytes * pace.windowChunks;
+    this.budgetAtMs = startMs;
+  }
+
+  /** Chunk size and reads in flight now (smaller while yielding). */
+  private shape(nowMs: number): { chunkBytes: number; windowChunks: number } {
+    return this.throttle?.shape(nowMs, this.pace) ?? this.pace;
+  }
+
+  /** Adds what the rate allowed since the last call; at most one window's worth is saved up. */
+  private refill(nowMs: number): number {
+    const rate = this.throttle?.rateAt(nowMs) ?? this.pace.rateBytesPerSec;
+    const { chunkBytes, windowChunks } = this.shape(nowMs);
+    this.budgetBytes = Math.min(chunkBytes * windowChunks, this.budgetBytes + rate * Math.max(0, nowMs - this.budgetAtMs) / 1000);
+    this.budgetAtMs = Math.max(this.budgetAtMs, nowMs);
+    return rate;
   }
 
   private trackBytes(track: number): number {
@@ -161,13 +192,14 @@ export class ResyncPlan {
   /** The chunks to read now: as many as the window of reads in flight and the rate allow. */
   readsDue(nowMs: number): Chunk[] {
     if (nowMs < this.retryAtMs) return [];
-    const { chunkBytes, windowChunks, rateBytesPerSec } = this.pace;
-    const allowedBytes = rateBytesPerSec * Math.max(0, nowMs - this.startMs) / 1000 + chunkBytes * windowChunks;
+    this.refill(nowMs);
+    const { chunkBytes, windowChunks } = this.shape(nowMs);
     const due: Chunk[] = [];
-    while (this.readsInFlight < windowChunks && this.issuedBytes < allowedBytes) {
-      const chunk = this.nextChunk();
+    while (this.readsInFlight < windowChunks && this.budgetBytes > 0) {
+      const chunk = this.nextChunk(chunkBytes);
       if (chunk === null) break;
       this.readsInFlight++;
+      this.budgetBytes -= chunk.lengthBytes;
       due.push(chunk);
     }
     return due;
@@ -179,16 +211,16 @@ export class ResyncPlan {
    * nothing left to issue.
    */
   nextReadAtMs(nowMs: number): number | null {
-    const { chunkBytes, windowChunks, rateBytesPerSec } = this.pace;
     const anyLeft = this.retries.length > 0 || this.issuedBytes < this.totalBytes;
-    if (!anyLeft || this.readsInFlight >= windowChunks) return null;
+    if (!anyLeft || this.readsInFlight >= this.shape(nowMs).windowChunks) return null;
     if (nowMs < this.retryAtMs) return this.retryAtMs;
-    // allowed(t) = rate * (t - start) / 1000 + chunk * window must exceed issuedBytes.
-    return this.startMs + Math.max(0, this.issuedBytes - chunkBytes * windowChunks) * 1000 / rateBytesPerSec + 1;
+    const rate = this.refill(nowMs);
+    // The budget must be positive again: what is owed, at the rate allowed now.
+    return this.budgetBytes > 0 ? nowMs : nowMs + (1 - this.budgetBytes) * 1000 / rate;
   }
 
   /** The next span to read and send, or null when every track has been issued. */
-  private nextChunk(): Chunk | null {
+  private nextChunk(chunkBytes: number): Chunk | null {
     const retry = this.retries.shift();
     if (retry !== undefined) return retry;
     const count = this.tracks.trackCount;
@@ -196,7 +228,7 @@ export class ResyncPlan {
     if (this.cursorTrack >= count) return null;
     const first = this.cursorTrack;
     let lengthBytes = 0;
-    while (this.cursorTrack < count && this.tracks.has(this.cursorTrack) && lengthBytes + this.trackBytes(this.cursorTrack) <= Math.max(this.pace.chunkBytes, this.trackSizeBytes)) {
+    while (this.cursorTrack < count && this.tracks.has(this.cursorTrack) && lengthBytes + this.trackBytes(this.cursorTrack) <= Math.max(chunkBytes, this.trackSizeBytes)) {
       lengthBytes += this.trackBytes(this.cursorTrack);
       this.cursorTrack++;
     }
@@ -243,6 +275,7 @@ export class ResyncPlan {
     return {
       totalBytes: this.totalBytes, doneBytes: this.sent, tracksLeft: Math.ceil(left / this.trackSizeBytes), rateBytesPerSec: Math.round(rate),
       etaSeconds: rate > 0 ? Math.ceil(left / rate) : null, full: this.full,
+      yielding: this.throttle?.yielding(nowMs) ?? false, limitBytesPerSec: Math.round(this.throttle?.rateAt(nowMs) ?? this.pace.rateBytesPerSec),
     };
   }
 }

@@ -122,6 +122,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
         degraded: config.degraded,
         quorum: { ack: config.ack, policy: config.quorum, onNoQuorum: config.onNoQuorum },
         syncRateBytesPerSec: config.syncRateBytesPerSec,
+        syncMinRateBytesPerSec: config.syncMinRateBytesPerSec,
         send: (peer: string, msg: LinkMessage) => links.get(peer)?.send(msg) ?? true,
         setReceiving: (peer: string, receiving: boolean) => {
           const connection = links.get(peer)?.connection;

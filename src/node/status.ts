@@ -18,7 +18,7 @@ export interface PeerStatus {
   rttMs: number | null;
   /** Resync data sent to this peer since start (counters.resyncBytesSent is the node's total). */
   resyncBytesSent: number;
-  sync: { totalBytes: number; doneBytes: number; tracksLeft: number; rateBytesPerSec: number; etaSeconds: number | null; full: boolean } | null;
+  sync: { totalBytes: number; doneBytes: number; tracksLeft: number; rateBytesPerSec: number; etaSeconds: number | null; full: boolean; yielding?: boolean; limitBytesPerSec?: number } | null;
   /** A resync into this node started and has not finished (its data is incomplete). */
   incompleteResync: boolean;
   /** Per range with any mark: counts in the current and old bitmaps. */

@@ -33,6 +33,8 @@ export interface VolumeOptions {
     degraded: DegradedPolicy;
     quorum: QuorumSettings;
     syncRateBytesPerSec: number;
+    /** The floor a resync yields down to while host writes run (absent: it never yields). */
+    syncMinRateBytesPerSec?: number;
   };
   /** Called after each harden job, for metrics. */
   onHardened?: (bytes: number, storeWrites: number, seconds: number, reason: HardenReason) => void;

@@ -82,6 +82,7 @@ export class Volume implements NbdExport {
       syncChunkBytes: tuning.syncChunkBytes,
       syncWindowChunks: tuning.syncWindowChunks,
       syncRateBytesPerSec: mirror?.syncRateBytesPerSec ?? Number.MAX_SAFE_INTEGER,
+      ...(mirror?.syncMinRateBytesPerSec === undefined ? {} : { syncMinRateBytesPerSec: mirror.syncMinRateBytesPerSec }),
       storeRetryMs: tuning.storeRetryMs,
     }, this.now(), opts.metadata?.persisted ?? null);
     // The constructor's actions (the startup metadata write, a log line) run now.

@@ -1,0 +1,121 @@
+// The resync that yields to host writes (issue 14 item 6): the pure controller and the plan that
+// uses it. Time is passed in, so every step is exact.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { TrackBitmap } from '../src/core/bitmap.js';
+import { ResyncPlan } from '../src/core/resync.js';
+import { ResyncThrottle, THROTTLE_QUIET_MS, THROTTLE_STEP_MS } from '../src/core/resync-throttle.js';
+
+const MiB = 1024 * 1024;
+const KiB = 1024;
+const settings = { ceilingBytesPerSec: 160 * MiB, floorBytesPerSec: 4 * MiB, yieldChunkBytes: 128 * KiB, yieldWindowChunks: 2 };
+const full = { chunkBytes: MiB, windowChunks: 4 };
+
+/** Host writes every millisecond from `fromMs` for `forMs`, each acknowledged after `rttMs(t)`; returns the rates seen at each step. */
+function drive(throttle: ResyncThrottle, fromMs: number, forMs: number, rttMs: (t: number) => number): number[] {
+  const rates: number[] = [];
+  for (let t = fromMs; t < fromMs + forMs; t++) {
+    throttle.hostWrite(t);
+    throttle.roundTrip(t, rttMs(t));
+    if ((t - fromMs) % THROTTLE_STEP_MS === THROTTLE_STEP_MS - 1) rates.push(throttle.rateAt(t));
+  }
+  return rates;
+}
+
+describe('ResyncThrottle', () => {
+  test('no host writes: full speed and full chunks', () => {
+    const throttle = new ResyncThrottle(settings);
+    assert.equal(throttle.rateAt(0), settings.ceilingBytesPerSec);
+    assert.deepEqual(throttle.shape(0, full), full);
+    assert.equal(throttle.yielding(0), false);
+  });
+
+  test('host writes start: the floor at once, small chunks, then the rate is earned back while the round trip holds', () => {
+    const throttle = new ResyncThrottle(settings);
+    // A base round trip measured before the resync got in the way.
+    throttle.roundTrip(0, 0.2);
+    throttle.hostWrite(1000);
+    assert.equal(throttle.rateAt(1000), settings.floorBytesPerSec);
+    assert.deepEqual(throttle.shape(1000, full), { chunkBytes: 128 * KiB, windowChunks: 2 });
+    const rates = drive(throttle, 1001, 2000, () => 0.25);
+    // Additive increase: a sixteenth of the ceiling per step, up to the ceiling and no further.
+    assert.equal(rates[0], settings.floorBytesPerSec + settings.ceilingBytesPerSec / 16);
+    assert.ok(rates.every((r, i) => i === 0 || r >= rates[i - 1]!), `never down while the round trip holds: ${rates.join(' ')}`);
+    assert.equal(rates.at(-1), settings.ceilingBytesPerSec);
+  });
+
+  test('the round trip grows: the rate halves, down to the floor and never below', () => {
+    const throttle = new ResyncThrottle(settings);
+    throttle.roundTrip(0, 0.2);
+    throttle.hostWrite(0);
+    drive(throttle, 1, 2000, () => 0.2); // earned the ceiling
+    assert.equal(throttle.rateAt(2001), settings.ceilingBytesPerSec);
+    const rates = drive(throttle, 2001, 1000, () => 1.5);
+    assert.equal(rates[0], settings.ceilingBytesPerSec / 2);
+    assert.equal(rates[1], settings.ceilingBytesPerSec / 4);
+    assert.equal(rates.at(-1), settings.floorBytesPerSec);
+  });
+
+  test('host writes stop: full speed again after the quiet time', () => {
+    const throttle = new ResyncThrottle(settings);
+    throttle.hostWrite(0);
+    assert.equal(throttle.rateAt(THROTTLE_QUIET_MS - 1), settings.floorBytesPerSec);
+    assert.equal(throttle.rateAt(THROTTLE_QUIET_MS), settings.ceilingBytesPerSec);
+    assert.deepEqual(throttle.shape(THROTTLE_QUIET_MS, full), full);
+  });
+
+  test('a floor above the ceiling is refused', () => {
+    assert.throws(() => new ResyncThrottle({ ...settings, floorBytesPerSec: settings.ceilingBytesPerSec + 1 }), /floor/);
+  });
+});
+
+describe('ResyncPlan with a throttle', () => {
+  const trackBytes = 64 * KiB;
+  const tracks = 1024; // 64 MiB
+  function plan(yieldTo: boolean): ResyncPlan {
+    const all = new TrackBitmap(tracks);
+    for (let t = 0; t < tracks; t++) all.set(t);
+    const pace = { chunkBytes: MiB, windowChunks: 4, rateBytesPerSec: 64 * MiB, ...(yieldTo ? { yieldTo: { floorBytesPerSec: 2 * MiB, yieldChunkBytes: 128 * KiB, yieldWindowChunks: 2 } } : {}) };
+    return new ResyncPlan(all, trackBytes, tracks * trackBytes, pace, 0, 1, true);
+  }
+
+  /** Runs the plan for `forMs`, completing each read at once; host writes every ms while `host(t)`. */
+  function run(p: ResyncPlan, forMs: number, host: (t: number) => boolean): { issuedBytes: number; largestChunk: number } {
+    let issuedBytes = 0;
+    let largestChunk = 0;
+    for (let t = 0; t < forMs; t++) {
+      if (host(t)) p.throttle?.hostWrite(t);
+      for (const chunk of p.readsDue(t)) {
+        issuedBytes += chunk.lengthBytes;
+        largestChunk = Math.max(largestChunk, chunk.lengthBytes);
+        p.chunkSent(chunk.lengthBytes);
+      }
+    }
+    return { issuedBytes, largestChunk };
+  }
+
+  test('without host writes it runs at syncRate in full chunks', () => {
+    const r = run(plan(true), 500, () => false);
+    assert.equal(r.largestChunk, MiB);
+    // 64 MiB/s for half a second, plus the first window.
+    assert.ok(r.issuedBytes >= 32 * MiB && r.issuedBytes <= 32 * MiB + 5 * MiB, `${r.issuedBytes / MiB} MiB`);
+  });
+
+  test('with host writes (and no round trips to learn from) it holds the floor in small chunks', () => {
+    const r = run(plan(true), 1000, () => true);
+    assert.ok(r.largestChunk <= 128 * KiB, `largest chunk ${r.largestChunk}`);
+    // The floor, 2 MiB/s for a second, plus what the first window let out before the first host write.
+    assert.ok(r.issuedBytes <= 2 * MiB + 4 * MiB + 256 * KiB, `${r.issuedBytes / MiB} MiB`);
+    assert.ok(r.issuedBytes >= 2 * MiB, `a yielding resync still progresses: ${r.issuedBytes / MiB} MiB`);
+  });
+
+  test('nextReadAtMs waits for the budget the rate allows', () => {
+    const p = plan(true);
+    p.throttle!.hostWrite(0);
+    for (const chunk of p.readsDue(0)) p.chunkSent(chunk.lengthBytes);
+    const at = p.nextReadAtMs(0);
+    assert.ok(at !== null && at > 0, `the budget is spent: the next read waits (${at})`);
+    assert.deepEqual(p.readsDue(at - 1), []);
+    assert.ok(p.readsDue(Math.ceil(at)).length > 0, 'and is due when the deadline comes');
+  });
+});
