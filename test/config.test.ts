@@ -174,6 +174,14 @@ describe('config defaults', () => {
     assert.match(configError(withTop('tls: { cert: c.pem, key: k.pem, ca: ca.pem, crl: x }', pair)), /tls\.crl: unknown key \(known keys here: cert, key, ca\)/);
   });
 
+  it('syncMinRate (issue 14 item 6): the floor a resync yields to, at most syncRate', () => {
+    assert.equal(parseConfigText(pair, '/tmp').syncMinRateBytesPerSec, 4 * 1024 * 1024);
+    assert.equal(parseConfigText(withTop('syncRate: 2MiB', pair), '/tmp').syncMinRateBytesPerSec, 2 * 1024 * 1024, 'the default floor never exceeds syncRate');
+    assert.equal(parseConfigText(withTop('syncMinRate: 200MiB', pair), '/tmp').syncMinRateBytesPerSec, 200 * 1024 * 1024);
+    assert.match(configError(withTop('syncMinRate: 300MiB', pair)), /syncMinRate: 300 ?MiB exceeds syncRate \(200 ?MiB\)/);
+    assert.match(configError(withTop('syncMinRate: 1KiB', pair)), /syncMinRate: must be at least 65536/);
+  });
+
   it('usageLog and usageIntervalMs (issue 14 item 7)', () => {
     const c = parseConfigText(pair, '/etc/tb');
     assert.deepEqual([c.usageLog, c.usageIntervalMs], [null, 60_000]);

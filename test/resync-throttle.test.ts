@@ -1,7 +1,14 @@
 // The resync that yields to host writes (issue 14 item 6): the pure controller and the plan that
 // uses it. Time is passed in, so every step is exact.
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, describe, test } from 'node:test';
+import { sleep } from './helpers/acked-writer.js';
+import { cleanupAll, makeTempDir, qemuIo } from './helpers/node-process.js';
+import { pairLogs, startPair } from './helpers/pair-process.js';
+import { ensureTools } from './helpers/tools.js';
 import { TrackBitmap } from '../src/core/bitmap.js';
 import { ResyncPlan } from '../src/core/resync.js';
 import { ResyncThrottle, THROTTLE_QUIET_MS, THROTTLE_STEP_MS } from '../src/core/resync-throttle.js';
@@ -117,5 +124,48 @@ describe('ResyncPlan with a throttle', () => {
     assert.ok(at !== null && at > 0, `the budget is spent: the next read waits (${at})`);
     assert.deepEqual(p.readsDue(at - 1), []);
     assert.ok(p.readsDue(Math.ceil(at)).length > 0, 'and is due when the deadline comes');
+  });
+});
+
+describe('a resync between two node processes yields to host writes', () => {
+  after(() => cleanupAll());
+
+  test('status shows the resync yielding while host writes run, and at syncRate once they stop', async () => {
+    ensureTools(['qemu-io']);
+    const dir = makeTempDir('twinblock-yield-');
+    // a's store already holds data and b's is new: a full resync of 64 MiB at 1 MiB/s, long enough to watch.
+    writeFileSync(path.join(dir, 'a.img'), randomBytes(64 * MiB));
+    const pair = await startPair({ dir, configFor: { a: (c) => ({ ...c, syncRate: '1MiB', syncMinRate: '256KiB' }), b: (c) => ({ ...c, syncRate: '1MiB', syncMinRate: '256KiB' }) } });
+    try {
+      type Sync = { yielding?: boolean; limitBytesPerSec?: number; doneBytes: number } | null;
+      const syncOf = async (): Promise<Sync> => ((await pair.a.status())['peers'] as Array<{ sync: Sync }>)[0]!.sync;
+      const deadline = Date.now() + 15_000;
+      while ((await syncOf()) === null && Date.now() < deadline) await sleep(50);
+      const idle = await syncOf();
+      assert.ok(idle !== null, 'the full resync started');
+      assert.equal(idle.yielding, false, 'no host writes yet: full speed');
+      assert.equal(idle.limitBytesPerSec, MiB);
+      // Host writes for a while; status polled meanwhile.
+      let seen: Sync = null;
+      const writes = (async () => {
+        for (let i = 0; i < 8; i++) {
+          const r = await qemuIo(pair.a.uri, Array.from({ length: 50 }, (_, j) => `write -P ${(i + j) % 250} ${(j * 64 + i) * 4096} 4k`));
+          assert.equal(r.code, 0, r.stderr);
+        }
+      })();
+      while (!(seen?.yielding ?? false) && Date.now() < deadline) {
+        seen = await syncOf();
+        await sleep(20);
+      }
+      await writes;
+      assert.ok(seen?.yielding === true, `the resync yielded while host writes ran: ${JSON.stringify(seen)}\n${pairLogs(pair)}`);
+      assert.ok(seen.limitBytesPerSec! < MiB, `below syncRate while yielding: ${seen.limitBytesPerSec}`);
+      // Half a second without host writes: full speed again.
+      await sleep(THROTTLE_QUIET_MS + 200);
+      const after = await syncOf();
+      assert.ok(after !== null && after.yielding === false && after.limitBytesPerSec === MiB, JSON.stringify(after));
+    } finally {
+      await pair.kill();
+    }
   });
 });
