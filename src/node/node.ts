@@ -22,6 +22,9 @@ import { UsageQueryError, UsageRecorder } from './usage.js';
 import { clientText } from '../log.js';
 import { EtcdClient } from '../arbiter/etcd.js';
 import { performance } from 'node:perf_hooks';
+import { Dashboard } from '../admin/dashboard.js';
+import { HostWriteWindow } from '../core/write-window.js';
+import { buildDashboardState, observeHostWrites } from './dashboard-state.js';
 
 export type { NodeStatus } from './status.js';
 
@@ -164,13 +167,16 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
       return { connected: a.connected, holdsLease: a.state === 'leader', leaseRemainingMs: a.leaseRemainingMs, epoch: a.epoch, heldReplies: volume.heldReplyCount };
     });
   }
+  const hostWrites = new HostWriteWindow(performance.now());
   const nbd = await undoOnError(startNbdServer({
-    host: nodeConfig.nbd.host, port: nodeConfig.nbd.port, export: volume, observer: metrics,
+    host: nodeConfig.nbd.host, port: nodeConfig.nbd.port, export: volume, observer: observeHostWrites(metrics, hostWrites),
     maxConnections: config.nbdMaxConnections, handshakeTimeoutMs: config.nbdHandshakeTimeoutMs,
     log: (level, msg, fields) => log[level](fields ?? {}, msg),
   }), undo);
   undo.push(() => nbd.close());
-  const status = (): NodeStatus => buildStatus({ config, node: nodeConfig, peers, volume, nbdPort: nbd.port, nbdConnections: nbd.connections(), arbiter: arbiter?.status() ?? null });
+  const status = (): NodeStatus => buildStatus({ config, node: nodeConfig, peers, volume, nbdPort: nbd.port, nbdConnections: nbd.connections(), arbiter: arbiter?.status() ?? null,
+    hostWrites: hostWrites.read(performance.now()),
+  });
   // POST /promote (?force=1), /demote, /resolve {"discardLocal": true}: a refused change is 409.
   const asAdmin = <T extends object>(run: () => Promise<T>) => run().catch((err: unknown) => {
     throw err instanceof RoleChangeError ? new AdminActionError(409, err.message) : err;
@@ -193,7 +199,15 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
       throw err instanceof UsageQueryError ? new AdminActionError(400, err.message) : err;
     });
   };
-  const admin = await undoOnError(startAdminServer({ host: nodeConfig.admin.host, port: nodeConfig.admin.port, getStatus: status, metrics, log, actions, adminToken: config.adminToken, getUsage }), undo);
+  const dashboard = new Dashboard({
+    volume: config.volume, self: nodeName, nodes: config.nodes.map((n) => ({ name: n.name, admin: n.admin })),
+    getState: () => buildDashboardState(status(), volume.core), log,
+  });
+  undo.push(async () => dashboard.close());
+  const admin = await undoOnError(startAdminServer({
+    host: nodeConfig.admin.host, port: nodeConfig.admin.port, getStatus: status, metrics, log, actions, adminToken: config.adminToken, getUsage,
+    pages: (req, res, path) => dashboard.handle(req, res, path),
+  }), undo);
   log.info({ nbd: status().nbd.uri, admin: admin.port, store: store.description, role: volume.core.role, peers: peerConfigs.map((p) => p.name) }, 'node serving');
 
   let stopping: Promise<void> | null = null;
@@ -219,6 +233,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
         await volume.stop(async () => nodeLinks?.close());
         await usage.stop();
         log.info({ hardenedBytes: before.dirtyBytes }, 'hardened everything; store closed');
+        dashboard.close();
         await admin.close();
       })();
       return stopping;
