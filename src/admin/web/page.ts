@@ -34,6 +34,7 @@ dl { display: grid; grid-template-columns: max-content minmax(0, 1fr); gap: 2px 
 dt { color: var(--muted); }
 dd { margin: 0; overflow-wrap: anywhere; }
 .resync { margin: 8px 0 0; }
+.stale { opacity: 0.55; }
 .resync progress { width: 100%; height: 10px; }
 .charts { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 8px; margin-top: 10px; }
 figure { margin: 0; min-width: 0; }
@@ -44,7 +45,7 @@ svg.spark polyline.second { stroke: var(--warn); }
 .heatmaps { display: grid; gap: 12px; grid-template-columns: repeat(auto-fit, minmax(min(100%, 340px), 1fr)); }
 .heat { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 12px; min-width: 0; }
 .heat p { margin: 4px 0 8px; overflow-wrap: anywhere; }
-.cells { display: grid; grid-template-columns: repeat(16, minmax(0, 1fr)); gap: 2px; }
+.cells { display: grid; grid-template-columns: repeat(16, minmax(0, 22px)); gap: 2px; }
 .cell { aspect-ratio: 1; border-radius: 2px; background: rgba(var(--heat), calc(0.08 + 0.92 * var(--u, 0))); }
 .cell[data-out-of-sync] { outline: 2px solid var(--down); outline-offset: -2px; }
 .legend { font-size: 12px; color: var(--muted); }
