@@ -149,14 +149,13 @@ function nodeCard(view: NodeView, selfStatus: NodeStatus | null, nowMs: number):
   const head = h('header', {}, h('h3', {}, view.name),
     h('span', { class: 'role', 'data-role': status?.role ?? 'unknown' }, status?.role ?? 'unknown'),
     h('span', { class: 'muted' }, status === null ? '' : `epoch ${status.epoch}`));
-  const admin = h('dl', {}, h('dt', {}, 'admin'), h('dd', {}, adminText(view, nowMs)));
   // A node that stopped answering keeps its last answer on the card, greyed: it is history.
   const stale = view.reachable === false;
-  const list = h('dl', stale ? { class: 'stale' } : {});
-  for (const [k, v] of status === null ? [] : rows(status)) list.append(h('dt', {}, k), h('dd', {}, v));
-  const card = h('article', { class: 'node', 'data-node': view.name, 'data-health': healthOf(view, selfStatus) }, head, admin);
-  if (stale && status !== null) card.append(h('p', { class: 'muted' }, 'its last answer:'));
-  card.append(list);
+  const list = h('dl', {}, h('dt', {}, 'admin'), h('dd', {}, adminText(view, nowMs)));
+  if (stale && status !== null) list.append(h('dt', {}, ''), h('dd', { class: 'muted' }, 'its last answer, greyed:'));
+  const old: Record<string, string> = stale ? { class: 'stale' } : {};
+  for (const [k, v] of status === null ? [] : rows(status)) list.append(h('dt', old, k), h('dd', old, v));
+  const card = h('article', { class: 'node', 'data-node': view.name, 'data-health': healthOf(view, selfStatus) }, head, list);
   for (const p of stale ? [] : status?.peers ?? []) card.append(resyncBlock(p) ?? '');
   const trend = charts(view.name);
   if (stale) trend.classList.add('stale');
