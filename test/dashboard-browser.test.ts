@@ -1,7 +1,8 @@
 // Issue 15 item 4: the dashboard in a real browser (Debian chromium via playwright-core) against a
 // real pair of node processes: the page loads and shows both nodes, a write burst shows up in the
 // heat map and drains, a killed secondary turns red and its return shows resync progress, an
-// action without the admin token is refused (401 on the page) and one with it is done, nothing
+// action without the admin token is refused (401 on the page) and one with it is done, a page
+// whose own node dies says so and follows it again when it returns, nothing
 // fails in the console (favicon included), and a phone-wide viewport has no horizontal scroll.
 // Screenshots of these states go to a temp dir, or to DASHBOARD_SCREENSHOTS=docs (README's).
 import assert from 'node:assert/strict';
@@ -86,16 +87,24 @@ test('the dashboard, in a real browser, against a real pair', async (t) => {
   });
 
   await t.test('a killed secondary turns red; its return shows resync progress', async () => {
+    // b's own page too: it loses its node, says so, and follows it again when it is back.
+    const bPage = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    await bPage.goto(`${pair.adminUrl('b')}/`);
+    await bPage.waitForSelector('#live[data-live="live"]', { timeout: WAIT_MS });
     await pair.kill9('b');
+    await bPage.waitForSelector('#live[data-live="lost"]', { timeout: WAIT_MS });
     await waitFor('.node[data-node="b"][data-health="down"]', 'b down');
     await waitFor('.node[data-node="b"] :text("UNREACHABLE")', "b's admin port unreachable");
     await waitFor('.node[data-node="a"] [data-link="b"]:text("disconnected")', "a's link to b disconnected");
     await shot('dashboard-secondary-down.png');
-    // Written while b is away: 12 MiB b lacks, resent at 2 MiB/s when it returns.
-    const r = await qemuIo(pair.uri('a'), ['write -P 0x33 0 12M']);
+    // Written while b is away: 16 MiB b lacks, resent at 2 MiB/s when it returns.
+    const r = await qemuIo(pair.uri('a'), ['write -P 0x33 0 16M']);
     assert.equal(qemuIoProblem(r), null);
     await waitFor(`${heat('a', 'b')}:not([data-out-of-sync="0"])`, 'the tracks b lacks, out of sync');
     await pair.start('b', { overrides });
+    await bPage.waitForSelector('#live[data-live="live"]', { timeout: WAIT_MS });
+    await bPage.waitForSelector('.node[data-node="b"] [data-role="secondary"]', { timeout: WAIT_MS });
+    await bPage.close();
     await waitFor('.node[data-node="a"] [data-resync="b"]', 'the resync to b');
     assert.match(await page.locator('.node[data-node="a"] [data-resync="b"]').innerText(), /resync to b: \d+% \(/);
     await shot('dashboard-resync.png');

@@ -43,15 +43,27 @@ function ms(value: number | null): string {
 
 // ------------------------------------------------------------------------------- node cards
 
+/** Roles by node name, from the last answers. */
+let roles = new Map<string, string>();
+
+/**
+ * Among three or more nodes two secondaries show each other `connecting` for good: no data flows
+ * between them, and that is no fault.
+ */
+function idleBetweenSecondaries(holder: string, p: PeerStatus): boolean {
+  return p.state === 'connecting' && roles.get(holder) === 'secondary' && roles.get(p.node) === 'secondary';
+}
+
 /** Red: its admin port is gone, or the serving node's link to it is down or split. */
-function healthOf(view: NodeView, selfStatus: NodeStatus | null): Health {
+function healthOf(view: NodeView, self: NodeView | undefined): Health {
   if (view.reachable === false) return 'down';
-  const seen = selfStatus?.peers.find((p) => p.node === view.name);
-  if (seen !== undefined && (!seen.connected || seen.state === 'split-brain')) return 'down';
+  const seen = self?.state?.status.peers.find((p) => p.node === view.name);
+  if (seen !== undefined && !idleBetweenSecondaries(self!.name, seen) && (!seen.connected || seen.state === 'split-brain')) return 'down';
   const status = view.state?.status;
   if (status === undefined) return 'warn';
   if (status.peers.some((p) => p.state === 'split-brain')) return 'down';
-  const unsettled = status.peers.some((p) => p.state !== 'in-sync') || !status.quorum.ok || !status.storeHealth.trustedForDelta;
+  const unsettled = status.peers.some((p) => p.state !== 'in-sync' && !idleBetweenSecondaries(view.name, p)) ||
+    !status.quorum.ok || !status.storeHealth.trustedForDelta;
   return unsettled ? 'warn' : 'ok';
 }
 
@@ -63,7 +75,8 @@ function adminText(view: NodeView, nowMs: number): Node {
   return h('span', { class: 'bad' }, `UNREACHABLE: ${view.error ?? '?'} (${seen})`);
 }
 
-function linkText(p: PeerStatus): Node {
+function linkText(holder: string, p: PeerStatus): Node {
+  if (idleBetweenSecondaries(holder, p)) return h('div', { class: 'muted', 'data-link': p.node }, `${p.node}: both secondaries, no data between them`);
   const cls = p.state === 'in-sync' ? '' : p.state === 'resyncing' || p.state === 'connecting' ? 'warn' : 'bad';
   const rtt = p.rttMs === null ? '' : `, rtt ${ms(p.rttMs)}`;
   return h('div', { class: cls, 'data-link': p.node }, `${p.node}: ${p.connected ? '' : 'disconnected, '}${p.state}${rtt}`);
@@ -92,7 +105,7 @@ function rows(status: NodeStatus): Array<[string, Child]> {
   const w = status.hostWrites;
   const health = status.storeHealth;
   const out: Array<[string, Child]> = [
-    ['links', status.peers.length === 0 ? 'standalone' : h('div', {}, ...status.peers.map(linkText))],
+    ['links', status.peers.length === 0 ? 'standalone' : h('div', {}, ...status.peers.map((p) => linkText(status.node, p)))],
     ['quorum', h('span', { class: q.ok ? '' : 'bad' }, `${q.ok ? 'ok' : 'LOST'}: reaches ${q.have} of ${q.need} needed (${q.policy}, ack ${status.ack})`)],
     ['exposure', e.unhardenedBytes === 0 ? 'none, everything hardened' : `${bytes(e.unhardenedBytes)} unhardened, oldest ${duration(e.oldestDirtyAgeMs)} (limit ${duration(e.maxDirtyAgeMs)})`],
     ['host writes', `${Math.round(w.iops)} IOPS, p50 ${ms(w.p50Ms)}, p99 ${ms(w.p99Ms)}`],
@@ -144,7 +157,7 @@ function dashboardLink(view: NodeView): HTMLElement {
   return h('a', { href: url }, `open ${view.name}'s dashboard`);
 }
 
-function nodeCard(view: NodeView, selfStatus: NodeStatus | null, nowMs: number): HTMLElement {
+function nodeCard(view: NodeView, self: NodeView | undefined, nowMs: number): HTMLElement {
   const status = view.state?.status ?? null;
   const head = h('header', {}, h('h3', {}, view.name),
     h('span', { class: 'role', 'data-role': status?.role ?? 'unknown' }, status?.role ?? 'unknown'),
@@ -155,7 +168,7 @@ function nodeCard(view: NodeView, selfStatus: NodeStatus | null, nowMs: number):
   if (stale && status !== null) list.append(h('dt', {}, ''), h('dd', { class: 'muted' }, 'its last answer, greyed:'));
   const old: Record<string, string> = stale ? { class: 'stale' } : {};
   for (const [k, v] of status === null ? [] : rows(status)) list.append(h('dt', old, k), h('dd', old, v));
-  const card = h('article', { class: 'node', 'data-node': view.name, 'data-health': healthOf(view, selfStatus) }, head, list);
+  const card = h('article', { class: 'node', 'data-node': view.name, 'data-health': healthOf(view, self) }, head, list);
   for (const p of stale ? [] : status?.peers ?? []) card.append(resyncBlock(p) ?? '');
   const trend = charts(view.name);
   if (stale) trend.classList.add('stale');
@@ -205,11 +218,12 @@ function absorb(event: DashboardEvent): void {
 function render(): void {
   if (last === null) return;
   const event = last;
-  const selfStatus = event.nodes.find((n) => n.self)?.state?.status ?? null;
+  const self = event.nodes.find((n) => n.self);
+  roles = new Map(event.nodes.flatMap((n) => (n.state === null ? [] : [[n.name, n.state.status.role] as [string, string]])));
   byId('volume').textContent = event.volume;
   byId('served-by').textContent = `served by node ${event.self}`;
   byId('action-node').textContent = `node ${event.self}`;
-  byId('nodes').replaceChildren(...event.nodes.map((v) => nodeCard(v, selfStatus, event.atMs)));
+  byId('nodes').replaceChildren(...event.nodes.map((v) => nodeCard(v, self, event.atMs)));
   const heat = event.nodes.flatMap((v) => (v.reachable === false ? [] : (v.state?.heat ?? []).map((p) => heatBlock(v.name, p))));
   byId('heatmaps').replaceChildren(...(heat.length > 0 ? heat : [h('p', { class: 'muted' }, 'no peers: a standalone node keeps no record')]));
 }
