@@ -325,6 +325,13 @@ describe('status formatting', () => {
     assert.match(text, /peer a connected:no state:degraded united:1 track out-of-sync:7 tracks/);
   });
 
+  it('host writes over the last interval (issue 15), none, and nothing before an interval closed', () => {
+    const line = (hostWrites: Record<string, unknown>): string | undefined => formatStatus({ node: 'a', hostWrites }).split('\n').find((l) => l.includes('host writes'));
+    assert.equal(line({ iops: 1234.4, p50Ms: 0.2134, p99Ms: 1.5, intervalMs: 1000 }), '  host writes: 1234 IOPS, p50 0.21ms, p99 1.50ms over the last 1s');
+    assert.equal(line({ iops: 0, p50Ms: null, p99Ms: null, intervalMs: 2500 }), '  host writes: none over the last 2.5s');
+    assert.equal(line({ iops: 0, p50Ms: null, p99Ms: null, intervalMs: 0 }), undefined);
+  });
+
   it('quorum: off, ok, and lost with each onNoQuorum (issue 12)', () => {
     const line = (ack: string, quorum: Record<string, unknown>): string => formatStatus({ node: 'a', volume: 'v', ack, quorum }).split('\n')[1]!;
     assert.equal(line('all', { policy: 'off', have: 2, need: 1, ok: true, onNoQuorum: 'suspend-io' }), '  quorum: off (ack all, reaches 2 nodes)');

@@ -216,6 +216,7 @@ function linkCase(rng: Rng): Buffer[] {
 const adminPaths = [
   '/status', '/metrics', '/', '//status', '//%', '/%', '/%zz', 'http://[/', '*', '//x/demote', '/demote/', '/promote%00',
   '/./demote', '/x/../promote', '/status?%', '/metrics?x=%ff', '/status#frag', '/\u0000', '/' + 'a'.repeat(5000),
+  '/dashboard/events', '/dashboard/state', '/dashboard.js', '/favicon.ico',
 ];
 
 function adminCase(rng: Rng): Buffer[] {

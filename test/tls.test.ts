@@ -223,6 +223,13 @@ async function adminHttpsChecks(pair: Pair): Promise<void> {
   assert.notEqual(untrusted.code, 0);
   const plainHttp = await run('curl', ['-sS', '--max-time', '5', `http://127.0.0.1:${pair.ports.a.admin}/status`]);
   assert.ok(plainHttp.code !== 0 || !plainHttp.stdout.includes('"node"'), 'no status over plain HTTP');
+  // The dashboard over HTTPS: its feed reaches the other node over HTTPS too (trusting the CA).
+  const page = await run('curl', ['-sS', '--cacert', caFile, `${url}/`]);
+  assert.equal(page.code, 0, page.stderr);
+  assert.match(page.stdout, /<html/i);
+  const events = await run('curl', ['-sS', '-N', '--max-time', '3', '--cacert', caFile, `${url}/dashboard/events`]);
+  const views = events.stdout.split('\n').filter((l) => l.startsWith('data: ')).map((l) => JSON.parse(l.slice(6)) as { nodes: Array<{ name: string; reachable: boolean | null; error: string | null }> });
+  assert.ok(views.some((v) => v.nodes.some((n) => n.name === 'b' && n.reachable === true)), `b reached over HTTPS: ${events.stdout.slice(-1500)}`);
   // The CLI finds the CA in --ca, and the role did not change.
   const cli = await run(process.execPath, [cliMainPath, 'status', '--admin', url, '--ca', caFile, '--json']);
   assert.equal(cli.code, 0, cli.stderr);

@@ -70,6 +70,11 @@ export interface AdminServerOptions {
   adminToken?: string | null;
   /** Serve HTTPS with this node's certificate; null or absent: plain HTTP. */
   tls?: TlsMaterial | null;
+  /**
+   * More read-only paths (issue 15: the dashboard, src/admin/dashboard.ts): answers and returns
+   * true for a path it serves, false for any other.
+   */
+  pages?: (req: http.IncomingMessage, res: http.ServerResponse, path: string) => boolean;
   /** Overrides of defaultAdminLimits (tests use short timeouts). */
   limits?: Partial<AdminLimits>;
 }
@@ -159,6 +164,7 @@ async function route(req: http.IncomingMessage, res: http.ServerResponse, ctx: C
       return sendError(res, ctx, err.httpStatus, err.message);
     }
   }
+  if (ctx.opts.pages?.(req, res, target.path) === true) return;
   const actions = ctx.opts.actions ?? {};
   const actionName = target.path.slice(1);
   const action = Object.hasOwn(actions, actionName) ? actions[actionName] : undefined;

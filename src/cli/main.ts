@@ -11,7 +11,7 @@ import { Command, Option } from 'commander';
 import { demoConfig, formatAddress, loadConfig, nodeByName, parseSize, type Config } from '../config/config.js';
 import { createLogger, logLevels, type Logger } from '../log.js';
 import { startNode, type RunningNode } from '../node/node.js';
-import { adminRequest, caOf, type CaOptions } from './admin-client.js';
+import { adminRequest, caOf, type CaOptions } from '../admin/http-client.js';
 import { formatStatus, formatUsage } from './status-format.js';
 import { startDemoEtcd } from './demo-etcd.js';
 

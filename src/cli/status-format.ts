@@ -171,6 +171,17 @@ function counterLines(counters: Json): string[] {
   return lines;
 }
 
+/** Issue 15: host write IOPS and latency over the last closed interval (none closed yet: no line). */
+function hostWritesLine(w: Json): string[] {
+  const intervalMs = num(w['intervalMs']);
+  if (intervalMs === undefined || intervalMs === 0) return [];
+  const over = `over the last ${formatDurationMs(intervalMs)}`;
+  const p50 = num(w['p50Ms']);
+  const p99 = num(w['p99Ms']);
+  if (p50 === undefined || p99 === undefined) return [`  host writes: none ${over}`];
+  return [`  host writes: ${Math.round(num(w['iops']) ?? 0)} IOPS, p50 ${p50.toFixed(2)}ms, p99 ${p99.toFixed(2)}ms ${over}`];
+}
+
 function peerLines(peers: unknown[]): string[] {
   if (peers.length === 0) return ['  peers: none (standalone)'];
   return peers.flatMap((p) => {
@@ -208,6 +219,7 @@ export function formatStatus(status: unknown): string {
   lines.push(...exposureLine(cache ?? {}, exposure));
   if (isObject(status['counters'])) lines.push(...counterLines(status['counters']));
   if (isObject(status['nbd'])) lines.push(`  nbd: ${plural(status['nbd']['connections'], 'connection')}`);
+  if (isObject(status['hostWrites'])) lines.push(...hostWritesLine(status['hostWrites']));
   if (Array.isArray(status['peers'])) lines.push(...peerLines(status['peers']));
   return `${lines.join('\n')}\n`;
 }

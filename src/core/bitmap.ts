@@ -44,9 +44,12 @@ export class TrackBitmap {
   }
 
   countSpan(firstTrack: number, endTrack: number): number {
-    let n = 0;
-    for (let t = firstTrack; t < endTrack; t++) if (this.has(t)) n++;
-    return n;
+    return countWords(this.words, null, firstTrack, endTrack);
+  }
+
+  /** Tracks set in this bitmap OR in `other` (same track count) within [firstTrack, endTrack). */
+  countUnionSpan(other: TrackBitmap, firstTrack: number, endTrack: number): number {
+    return countWords(this.words, other.words, firstTrack, endTrack);
   }
 
   /** Tracks set in [firstTrack, endTrack), ascending. */
@@ -72,6 +75,21 @@ export class TrackBitmap {
     new Uint8Array(bitmap.words.buffer).set(bytes.subarray(0, bitmap.words.byteLength));
     return bitmap;
   }
+}
+
+/**
+ * Bits set in [firstTrack, endTrack) of `a` (OR `b`), a word at a time in the middle: status and
+ * the dashboard count every range of the volume a few times a second, and a 1 TiB volume of 64 KiB
+ * tracks has 16 Mi of them.
+ */
+function countWords(a: Uint32Array, b: Uint32Array | null, firstTrack: number, endTrack: number): number {
+  const bit = (t: number): number => ((a[t >>> 5]! | (b === null ? 0 : b[t >>> 5]!)) >>> (t & 31)) & 1;
+  let n = 0;
+  let t = firstTrack;
+  for (; t < endTrack && (t & 31) !== 0; t++) n += bit(t);
+  for (; t + 32 <= endTrack; t += 32) n += popcount32((a[t >>> 5]! | (b === null ? 0 : b[t >>> 5]!)) >>> 0);
+  for (; t < endTrack; t++) n += bit(t);
+  return n;
 }
 
 function popcount32(x: number): number {

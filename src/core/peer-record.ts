@@ -104,9 +104,8 @@ export class PeerUnhardenedRecord {
 
   unitedCountOfRange(range: number): number {
     const [first, end] = this.span(range);
-    let n = 0;
-    for (let t = first; t < end; t++) if (this.isUnited(t)) n++;
-    return n;
+    // Current OR old is bitmap 50 OR bitmap 52, whichever of them is current in this range.
+    return this.bitmaps[0].countUnionSpan(this.bitmaps[1], first, end);
   }
 
   /** Per-range counts for status: only ranges with any mark. */

@@ -23,6 +23,9 @@ import { clientText } from '../log.js';
 import { EtcdClient } from '../arbiter/etcd.js';
 import { performance } from 'node:perf_hooks';
 import { loadTlsMaterial, type TlsMaterial } from './tls.js';
+import { Dashboard } from '../admin/dashboard.js';
+import { HostWriteWindow } from '../core/write-window.js';
+import { buildDashboardState, observeHostWrites } from './dashboard-state.js';
 
 export type { NodeStatus } from './status.js';
 
@@ -168,14 +171,17 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
       return { connected: a.connected, holdsLease: a.state === 'leader', leaseRemainingMs: a.leaseRemainingMs, epoch: a.epoch, heldReplies: volume.heldReplyCount };
     });
   }
+  const hostWrites = new HostWriteWindow(performance.now());
   const nbd = await undoOnError(startNbdServer({
-    host: nodeConfig.nbd.host, port: nodeConfig.nbd.port, export: volume, observer: metrics,
+    host: nodeConfig.nbd.host, port: nodeConfig.nbd.port, export: volume, observer: observeHostWrites(metrics, hostWrites),
     maxConnections: config.nbdMaxConnections, handshakeTimeoutMs: config.nbdHandshakeTimeoutMs,
     tls: tlsMaterial === null || config.nbdTls === 'off' ? null : { context: tlsMaterial.context, mode: config.nbdTls },
     log: (level, msg, fields) => log[level](fields ?? {}, msg),
   }), undo);
   undo.push(() => nbd.close());
-  const status = (): NodeStatus => buildStatus({ config, node: nodeConfig, peers, volume, nbdPort: nbd.port, nbdConnections: nbd.connections(), arbiter: arbiter?.status() ?? null });
+  const status = (): NodeStatus => buildStatus({ config, node: nodeConfig, peers, volume, nbdPort: nbd.port, nbdConnections: nbd.connections(), arbiter: arbiter?.status() ?? null,
+    hostWrites: hostWrites.read(performance.now()),
+  });
   // POST /promote (?force=1), /demote, /resolve {"discardLocal": true}: a refused change is 409.
   const asAdmin = <T extends object>(run: () => Promise<T>) => run().catch((err: unknown) => {
     throw err instanceof RoleChangeError ? new AdminActionError(409, err.message) : err;
@@ -198,7 +204,15 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
       throw err instanceof UsageQueryError ? new AdminActionError(400, err.message) : err;
     });
   };
-  const admin = await undoOnError(startAdminServer({ host: nodeConfig.admin.host, port: nodeConfig.admin.port, getStatus: status, metrics, log, actions, adminToken: config.adminToken, getUsage, tls: tlsMaterial }), undo);
+  const dashboard = new Dashboard({
+    volume: config.volume, self: nodeName, nodes: config.nodes.map((n) => ({ name: n.name, admin: n.admin })),
+    getState: () => buildDashboardState(status(), volume.core), log, ca: tlsMaterial?.ca ?? null,
+  });
+  undo.push(async () => dashboard.close());
+  const admin = await undoOnError(startAdminServer({
+    host: nodeConfig.admin.host, port: nodeConfig.admin.port, getStatus: status, metrics, log, actions, adminToken: config.adminToken, getUsage,
+    pages: (req, res, path) => dashboard.handle(req, res, path), tls: tlsMaterial,
+  }), undo);
   if (tlsMaterial !== null) log.info({ cert: tlsMaterial.files.cert, subject: tlsMaterial.subject, validTo: new Date(tlsMaterial.validToMs).toISOString(), nbdTls: config.nbdTls }, 'tls: link is mutual TLS, admin is HTTPS');
   log.info({ nbd: status().nbd.uri, admin: admin.port, store: store.description, role: volume.core.role, peers: peerConfigs.map((p) => p.name) }, 'node serving');
 
@@ -225,6 +239,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
         await volume.stop(async () => nodeLinks?.close());
         await usage.stop();
         log.info({ hardenedBytes: before.dirtyBytes }, 'hardened everything; store closed');
+        dashboard.close();
         await admin.close();
       })();
       return stopping;

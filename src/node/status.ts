@@ -6,6 +6,7 @@ import type { LinkConnection } from '../link/connection.js';
 import type { PeerLink } from '../link/peer-link.js';
 import type { Volume, VolumeCounters } from './volume.js';
 import type { ArbiterStatus } from '../arbiter/arbiter-shell.js';
+import type { HostWriteFigures } from '../core/write-window.js';
 
 export interface PeerStatus {
   node: string;
@@ -67,6 +68,8 @@ export interface NodeStatus {
   arbiter: ArbiterStatus | null;
   /** Host replies the arbiter's ack gate holds (this node does not hold the lease now). */
   heldReplies: number;
+  /** Issue 15: host writes (NBD WRITE) answered over the last interval of at least a second. */
+  hostWrites: HostWriteFigures;
 }
 
 /** Status lists at most this many ranges, the fullest first: enough to see where marks sit. */
@@ -115,6 +118,7 @@ export interface StatusSources {
   nbdPort: number;
   nbdConnections: number;
   arbiter: ArbiterStatus | null;
+  hostWrites: HostWriteFigures;
 }
 
 /** Link bytes of every link together. */
@@ -185,5 +189,6 @@ export function buildStatus(src: StatusSources): NodeStatus {
     }),
     arbiter: src.arbiter,
     heldReplies: volume.heldReplyCount,
+    hostWrites: src.hostWrites,
   };
 }

@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify as toYaml } from 'yaml';
-import { adminRequest } from '../../src/cli/admin-client.js';
+import { adminRequest } from '../../src/admin/http-client.js';
 
 /** The compiled CLI, relative to this file's compiled location (dist/test/helpers/). */
 export const cliMainPath = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));

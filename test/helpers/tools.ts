@@ -16,6 +16,7 @@ const packageOfTool: Record<string, string> = {
   nbdkit: 'nbdkit',
   'qemu-storage-daemon': 'qemu-system-common',
   etcd: 'etcd-server',
+  chromium: 'chromium',
 };
 
 function hasTool(tool: string): boolean {

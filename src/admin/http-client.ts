@@ -1,6 +1,6 @@
-// The CLI's requests to a node's admin port, over HTTP or HTTPS (issue 14 item 3). node:https
-// rather than fetch: fetch cannot be given a CA per request, and a node's certificate is usually
-// signed by the volume's own CA, named by --ca or by the config's tls.ca.
+// Requests to a node's admin port, over HTTP or HTTPS (issue 14 item 3), by the CLI and by the
+// dashboard's feed of the other nodes. node:https rather than fetch: fetch cannot be given a CA per
+// request, and a node's certificate is usually signed by the volume's own CA (--ca, tls.ca).
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -49,8 +49,12 @@ function describeRequestError(err: NodeJS.ErrnoException, timeoutMs: number, htt
   return err.message;
 }
 
-/** One request; a failure to reach the node is an Error with a one-line message. */
-export function adminRequest(url: URL, opts: { method: string; body?: string; headers?: Record<string, string>; timeoutMs: number; ca: Buffer | null }): Promise<AdminAnswer> {
+/**
+ * One request; a failure to reach the node is an Error with a one-line message. An answer longer
+ * than maxBytes (default 16 MiB) is cut off and is an error: no node answers that much.
+ */
+export function adminRequest(url: URL, opts: { method: string; body?: string; headers?: Record<string, string>; timeoutMs: number; ca: Buffer | null; maxBytes?: number }): Promise<AdminAnswer> {
+  const maxBytes = opts.maxBytes ?? 16 * 1024 * 1024;
   const secure = url.protocol === 'https:';
   const requestFn = secure ? https.request : http.request;
   return new Promise((resolve, reject) => {
@@ -59,7 +63,14 @@ export function adminRequest(url: URL, opts: { method: string; body?: string; he
       ...(secure && opts.ca !== null ? { ca: opts.ca } : {}),
     }, (res) => {
       const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      let receivedBytes = 0;
+      res.on('data', (chunk: Buffer) => {
+        receivedBytes += chunk.length;
+        if (receivedBytes > maxBytes) {
+          req.destroy();
+          reject(new Error(`admin at ${url.origin} answered more than ${maxBytes} bytes`));
+        } else chunks.push(chunk);
+      });
       res.on('end', () => {
         const status = res.statusCode ?? 0;
         resolve({ ok: status >= 200 && status < 300, status, text: Buffer.concat(chunks).toString('utf8') });
