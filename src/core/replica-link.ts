@@ -14,6 +14,7 @@ import { decideSync, keepApart, resyncTracks, type SideState } from './resync.js
 import { StreamPosition } from './stream-position.js';
 import { ResyncSender, tracksOthersMayLack, type ResyncPlanSpec } from './resync-sender.js';
 import { applyPeerDataAt, staleStream } from './replica-apply.js';
+import { ComparePart } from './replica-compare.js';
 
 export class LinkHalf {
   /**
@@ -54,6 +55,8 @@ export class LinkHalf {
   private historyKey = '';
   /** The resync this node sends: reads and chunks (resync-sender.ts). */
   readonly sender: ResyncSender;
+  /** Checksum comparisons: online verify, a checksum resync's compare phase, the peer's sumReqs. */
+  readonly compare: ComparePart;
   /** What the metadata on disk records, by value (a part; ReplicaCore.onPersisted reads its epoch). */
   readonly onDisk = new MetadataOnDisk();
   /** Persisted: the highest epoch ever proposed to (or adopted from) the peer; never taken again. */
@@ -83,6 +86,7 @@ export class LinkHalf {
     this.syncLost = persisted?.syncLost === true;
     this.position = new StreamPosition(this.data.cache.trackCount);
     this.sender = new ResyncSender(data, settings);
+    this.compare = new ComparePart(data, settings);
     if (this.data.role === 'primary') this.history.push(this.newEpochEntry());
     if (this.data.role === 'primary') this.streamEpoch = currentEpoch(this.history);
     if (this.data.role === 'primary' && settings.mirrored) this.data.diverging = true;
@@ -190,9 +194,10 @@ export class LinkHalf {
     // source (its syncStart follows this state): our resync ends and the pair decides afresh, as
     // the target's own promotion did on its side (found by the simulator with storage faults,
     // seeds 211, 383, 652, 284: that syncStart found this node still resyncing it).
-    if (ch.resync !== null && msg.role === 'primary') {
-      this.data.emit({ kind: 'log', level: 'warn', msg: 'peer promoted while this node resynced it: resync abandoned', fields: { peer: ch.name, sentBytes: ch.resync.sentBytes } });
+    if (ch.sendsResync && msg.role === 'primary') {
+      this.data.emit({ kind: 'log', level: 'warn', msg: 'peer promoted while this node resynced it: resync abandoned', fields: { peer: ch.name, sentBytes: ch.resync?.sentBytes ?? 0 } });
       ch.resync = null;
+      this.compare.abort(ch, 'the peer was promoted', nowMs);
       ch.event('targetPromoted');
     }
     this.decide(ch, nowMs);
@@ -215,7 +220,7 @@ export class LinkHalf {
   /** Picks source, target or split brain from both sides' states (src/core/resync.ts). */
   decide(ch: Channel, nowMs: number): void {
     const peer = ch.peerView;
-    if (peer === null || !ch.linkIsUp || ch.resync !== null || ch.intake.active) return;
+    if (peer === null || !ch.linkIsUp || ch.sendsResync || ch.intake.active) return;
     // In a volume of three or more nodes only a primary sends a resync (DESIGN.md "Several
     // secondaries", step 5 builds the rest): two secondaries leave each other alone, or one could
     // resync a third node with older data while the primary resyncs it too.
@@ -266,10 +271,33 @@ export class LinkHalf {
   }
 
   private startResync(ch: Channel, plan: ResyncPlanSpec, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void {
+    this.compare.abort(ch, 'a resync of the peer started', nowMs); // a verify is only for a peer in sync
     const theirs = peer.outOfSyncValid ? TrackBitmap.fromBytes(this.data.cache.trackCount, peer.outOfSync) : null;
     const tracks = resyncTracks(this.data.cache.trackCount, plan.full, ch.outOfSync, theirs);
     if (!plan.full) tracks.addAll(tracksOthersMayLack(this.data, ch));
-    this.sendResync(ch, tracks, plan, nowMs);
+    // A full resync into a store that may hold the data already compares checksums first and
+    // sends only what differs (issue 14 item 5); a store created empty holds zeros, sent cheaply
+    // as syncZero extents without reading the peer's first.
+    if (plan.full && !peer.storeBlank) this.compare.startResync(ch, tracks, plan, nowMs);
+    else this.sendResync(ch, tracks, plan, nowMs);
+  }
+
+  /**
+   * A checksum comparison with `ch` is complete (replica-compare.ts). A checksum resync sends the
+   * tracks that differ (and, among three or more nodes, what other secondaries may lack, as a
+   * delta does: the target counts what it receives as above the held seq); a verify run with
+   * `resync` makes the differing tracks out of sync for the peer and resends them as a delta.
+   */
+  compared(ch: Channel, nowMs: number): void {
+    const found = this.compare.finish(ch, nowMs);
+    if (found.purpose === 'resync') {
+      found.differing.addAll(tracksOthersMayLack(this.data, ch));
+      this.sender.start(ch, found.differing, found.spec!, nowMs, found.comparedBytes);
+      this.finishResyncIfDone(ch, nowMs);
+    } else if (found.resync && found.differing.count() > 0) {
+      ch.outOfSync.addAll(found.differing);
+      this.sendResync(ch, found.differing, { full: false, reason: 'online verify found tracks that differ' }, nowMs);
+    }
   }
 
   /** This node, primary, steps down alive: its own stream is where it stands (stream-position.ts). */
@@ -285,7 +313,7 @@ export class LinkHalf {
    */
   fetchRequested(ch: Channel, tracksBytes: Uint8Array, nowMs: number): void {
     const { history } = this;
-    if (this.data.role !== 'secondary' || history[history.length - 1]?.node !== ch.name || ch.resync !== null || ch.intake.active) {
+    if (this.data.role !== 'secondary' || history[history.length - 1]?.node !== ch.name || ch.sendsResync || ch.intake.active) {
       this.data.emit({ kind: 'log', level: 'warn', msg: 'fetch request ignored: this node did not confirm that peer\'s promotion, or resyncs with it', fields: { peer: ch.name } });
       return;
     }
@@ -294,6 +322,7 @@ export class LinkHalf {
   }
 
   private sendResync(ch: Channel, tracks: TrackBitmap, plan: ResyncPlanSpec, nowMs: number): void {
+    this.compare.abort(ch, 'a resync of the peer started', nowMs);
     this.sender.start(ch, tracks, plan, nowMs);
     this.finishResyncIfDone(ch, nowMs);
   }
@@ -315,6 +344,7 @@ export class LinkHalf {
     ch.outNotices = null;
     this.resetNotifier(ch);
     ch.resync = null;
+    this.compare.abort(ch, 'the link dropped', nowMs);
     ch.intake.end();
     ch.peerView = null;
     // Writes that peer never acknowledged: DataPath.settleUnacked (degraded policy, quorum, demoted).
@@ -344,6 +374,7 @@ export class LinkHalf {
   setLinkWritable(ch: Channel, writable: boolean, nowMs: number): void {
     ch.linkWritable = writable;
     if (writable) this.sender.pump(ch, nowMs);
+    if (writable && this.compare.pump(ch, nowMs)) this.compared(ch, nowMs);
   }
 
   /**
@@ -378,7 +409,8 @@ export class LinkHalf {
       case 'syncStart':
         if (this.data.role === 'primary') return true; // a forced promotion abandoned this resync
         // Every track is about to be rewritten: what a failed fdatasync left unsure is replaced.
-        if (msg.totalBytes === this.settings.geometry.volumeSizeBytes) this.syncLost = false;
+        // (Not a checksum resync's: it rewrites only the tracks that differ.)
+        if (!msg.compare && msg.totalBytes === this.settings.geometry.volumeSizeBytes) this.syncLost = false;
         ch.intake.start(msg.totalBytes);
         if (ch.peerView?.role === 'primary') this.position.resyncStarted(ch.peerView.streamEpoch, msg.seq);
         this.markResyncIncomplete();

@@ -180,7 +180,7 @@ export class RolePart {
     const following = this.data.channels.find((other) => other !== ch && other.linkIsUp && other.peerRole === 'primary');
     if (following !== undefined) return `${this.settings.node} still follows primary ${following.name}: demote it first`;
     if (ch.state === 'split-brain') return 'split brain: resolve it first';
-    if (ch.resync !== null) return `${this.settings.node} is resyncing its newer data into ${ch.name}`;
+    if (ch.sendsResync) return `${this.settings.node} is resyncing its newer data into ${ch.name}`;
     // A node still receiving a resync holds a mix of old and new tracks. Confirming would give it
     // the newer history; if the link then drops before the proposer hears the confirmation, this
     // incomplete store looks newest and resyncs over the proposer's complete one (simulator, seed
@@ -375,7 +375,7 @@ export class RolePart {
         else this.link.sendState(ch);
         // A resync we are sending goes on (the peer adopts our new history at its end); otherwise
         // the pair decides afresh with our new epoch (found by the simulator, seed 105).
-        if (ch.resync === null) {
+        if (!ch.sendsResync) {
           ch.event('promotedConnected');
           this.link.decide(ch, nowMs);
         }

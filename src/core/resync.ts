@@ -118,6 +118,10 @@ export interface SyncProgress {
   rateBytesPerSec: number;
   etaSeconds: number | null;
   full: boolean;
+  /** A checksum resync (issue 14 item 5) comparing checksums before it sends what differs (replica-compare.ts). */
+  phase?: 'compare';
+  comparedBytes?: number;
+  differingTracks?: number;
 }
 
 type Chunk = { offsetBytes: number; lengthBytes: number };

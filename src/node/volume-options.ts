@@ -33,6 +33,8 @@ export interface VolumeOptions {
     degraded: DegradedPolicy;
     quorum: QuorumSettings;
     syncRateBytesPerSec: number;
+    /** Online verify's rate (default: syncRateBytesPerSec). */
+    verifyRateBytesPerSec?: number;
   };
   /** Called after each harden job, for metrics. */
   onHardened?: (bytes: number, storeWrites: number, seconds: number, reason: HardenReason) => void;
