@@ -68,6 +68,8 @@ export interface Config {
   onNoQuorum: NoQuorumPolicy;
   /** Upper bound on the initial sync's bandwidth, bytes per second (it shares the link with host writes). */
   syncRateBytesPerSec: number;
+  /** Online verify (issue 14 item 4): bytes of tracks compared per second, on each node. */
+  verifyRateBytesPerSec: number;
   /** A link silent this long is dead (the peer is lost); heartbeats go out at a quarter of it. */
   heartbeatTimeoutMs: number;
   /** NBD client connections open at once (handshake or transmission); one more is closed at accept. */
@@ -117,6 +119,7 @@ export const defaults = {
   ack: 'all' as AckPolicy,
   onNoQuorum: 'suspend-io' as NoQuorumPolicy,
   syncRateBytesPerSec: 200 * 1024 * 1024,
+  verifyRateBytesPerSec: 100 * 1024 * 1024,
   heartbeatTimeoutMs: 1000,
   leaseTtlMs: 2000,
   usageIntervalMs: 60_000,
@@ -168,6 +171,7 @@ const fileSchema = z.strictObject({
   quorum: z.enum(['off', 'majority']).optional(),
   onNoQuorum: z.enum(['suspend-io', 'io-error']).optional(),
   syncRate: z.unknown().optional(),
+  verifyRate: z.unknown().optional(),
   heartbeatTimeoutMs: intField.optional(),
   nbdMaxConnections: intField.optional(),
   nbdHandshakeTimeoutMs: intField.optional(),
@@ -384,6 +388,7 @@ function buildConfig(raw: RawConfig, baseDir: string, sourcePath: string | null)
     quorum: raw.quorum ?? (nodes.length >= 3 ? 'majority' : 'off'),
     onNoQuorum: raw.onNoQuorum ?? defaults.onNoQuorum,
     syncRateBytesPerSec: atLeast('syncRate', sizeField('syncRate', raw.syncRate, defaults.syncRateBytesPerSec), 1024 * 1024),
+    verifyRateBytesPerSec: atLeast('verifyRate', sizeField('verifyRate', raw.verifyRate, defaults.verifyRateBytesPerSec), 1024 * 1024),
     heartbeatTimeoutMs: atLeast('heartbeatTimeoutMs', raw.heartbeatTimeoutMs ?? defaults.heartbeatTimeoutMs, 100),
     nbdMaxConnections: atLeast('nbdMaxConnections', raw.nbdMaxConnections ?? defaults.nbdMaxConnections, 1),
     nbdHandshakeTimeoutMs: atLeast('nbdHandshakeTimeoutMs', raw.nbdHandshakeTimeoutMs ?? defaults.nbdHandshakeTimeoutMs, 100),
