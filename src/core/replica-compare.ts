@@ -116,6 +116,7 @@ export class ComparePart {
    * of checksums; the link half sends what differs once complete.
    */
   startResync(ch: Channel, tracks: TrackBitmap, spec: ResyncPlanSpec, nowMs: number): void {
+    this.abort(ch, 'a resync of the peer started', nowMs); // a verify is for a peer in sync only
     ch.compare = this.newCompare('resync', tracks, this.settings.syncRateBytesPerSec, nowMs);
     this.resyncSpecs.set(ch.name, spec);
     ch.event('resyncStarted');
@@ -178,6 +179,8 @@ export class ComparePart {
     }
     const readId = this.data.nextId++;
     this.reads.set(readId, { answer: ch.name, reqId: msg.id });
+    const { trackSizeBytes, volumeSizeBytes } = this.settings.geometry;
+    if (ch.intake.active) ch.intake.answered(Math.min(msg.trackCount * trackSizeBytes, volumeSizeBytes - msg.firstTrack * trackSizeBytes));
     this.emitRead(readId, msg.firstTrack, msg.trackCount);
   }
 

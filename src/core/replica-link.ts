@@ -271,22 +271,19 @@ export class LinkHalf {
   }
 
   private startResync(ch: Channel, plan: ResyncPlanSpec, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void {
-    this.compare.abort(ch, 'a resync of the peer started', nowMs); // a verify is only for a peer in sync
     const theirs = peer.outOfSyncValid ? TrackBitmap.fromBytes(this.data.cache.trackCount, peer.outOfSync) : null;
     const tracks = resyncTracks(this.data.cache.trackCount, plan.full, ch.outOfSync, theirs);
     if (!plan.full) tracks.addAll(tracksOthersMayLack(this.data, ch));
-    // A full resync into a store that may hold the data already compares checksums first and
-    // sends only what differs (issue 14 item 5); a store created empty holds zeros, sent cheaply
-    // as syncZero extents without reading the peer's first.
+    // A full resync into a store that may hold the data compares checksums first and sends only
+    // what differs (issue 14 item 5); a new, empty store gets syncZero extents without a compare.
     if (plan.full && !peer.storeBlank) this.compare.startResync(ch, tracks, plan, nowMs);
     else this.sendResync(ch, tracks, plan, nowMs);
   }
 
   /**
-   * A checksum comparison with `ch` is complete (replica-compare.ts). A checksum resync sends the
-   * tracks that differ (and, among three or more nodes, what other secondaries may lack, as a
-   * delta does: the target counts what it receives as above the held seq); a verify run with
-   * `resync` makes the differing tracks out of sync for the peer and resends them as a delta.
+   * A checksum comparison with `ch` is complete (replica-compare.ts): a checksum resync sends what
+   * differs (and what other secondaries may lack, as a delta does); a verify with `resync` makes
+   * what differs out of sync for the peer and resends it.
    */
   compared(ch: Channel, nowMs: number): void {
     const found = this.compare.finish(ch, nowMs);
@@ -300,28 +297,8 @@ export class LinkHalf {
     }
   }
 
-  /** This node, primary, steps down alive: its own stream is where it stands (stream-position.ts). */
-  endedOwnStream(): void {
-    this.position.ownStreamEnded(this.streamEpoch, this.data.sendSeq, tracksOthersMayLack(this.data, null));
-  }
-
-  /**
-   * A node being promoted fetches these tracks from this secondary, the most current one it
-   * reaches (DESIGN.md "Several secondaries", step 5), after this node confirmed its promotion:
-   * a resync into it, sent like any other. Ignored unless this node is a secondary that adopted
-   * that node's promotion and runs no other resync with it.
-   */
-  fetchRequested(ch: Channel, tracksBytes: Uint8Array, nowMs: number): void {
-    const { history } = this;
-    if (this.data.role !== 'secondary' || history[history.length - 1]?.node !== ch.name || ch.sendsResync || ch.intake.active) {
-      this.data.emit({ kind: 'log', level: 'warn', msg: 'fetch request ignored: this node did not confirm that peer\'s promotion, or resyncs with it', fields: { peer: ch.name } });
-      return;
-    }
-    const tracks = TrackBitmap.fromBytes(this.data.cache.trackCount, tracksBytes);
-    this.sendResync(ch, tracks, { full: tracks.count() === tracks.trackCount, reason: 'the node being promoted fetches what it lacks' }, nowMs);
-  }
-
-  private sendResync(ch: Channel, tracks: TrackBitmap, plan: ResyncPlanSpec, nowMs: number): void {
+  /** Resyncs `tracks` into `ch`'s peer (a delta, a full resync, or a fetch: RolePart.fetchRequested). */
+  sendResync(ch: Channel, tracks: TrackBitmap, plan: ResyncPlanSpec, nowMs: number): void {
     this.compare.abort(ch, 'a resync of the peer started', nowMs);
     this.sender.start(ch, tracks, plan, nowMs);
     this.finishResyncIfDone(ch, nowMs);
@@ -408,10 +385,10 @@ export class LinkHalf {
         return true;
       case 'syncStart':
         if (this.data.role === 'primary') return true; // a forced promotion abandoned this resync
-        // Every track is about to be rewritten: what a failed fdatasync left unsure is replaced.
-        // (Not a checksum resync's: it rewrites only the tracks that differ.)
+        // Every track is about to be rewritten (not by a checksum resync, which rewrites only what
+        // differs): what a failed fdatasync left unsure is replaced.
         if (!msg.compare && msg.totalBytes === this.settings.geometry.volumeSizeBytes) this.syncLost = false;
-        ch.intake.start(msg.totalBytes);
+        ch.intake.start(msg.totalBytes, msg.compare);
         if (ch.peerView?.role === 'primary') this.position.resyncStarted(ch.peerView.streamEpoch, msg.seq);
         this.markResyncIncomplete();
         ch.event('resyncStartReceived');

@@ -9,6 +9,7 @@ import { compareHistories, currentEpoch, type EpochEntry } from './epochs.js';
 import type { LinkMessage } from './replica-types.js';
 import type { DataChannel, DataPath, ReplicaSettings } from './replica-data.js';
 import type { LinkHalf } from './replica-link.js';
+import { tracksOthersMayLack } from './resync-sender.js';
 import { PromotionHandshake } from './replica-promotion.js';
 import { PromotionSurvey, type StreamStand } from './promotion-survey.js';
 
@@ -140,6 +141,27 @@ export class RolePart {
       return later;
     });
     this.data.emit({ kind: 'promote-done', requestId, error: null });
+  }
+
+  /** This node, primary, steps down alive: its own stream is where it stands (stream-position.ts). */
+  endedOwnStream(): void {
+    this.link.position.ownStreamEnded(this.link.streamEpoch, this.data.sendSeq, tracksOthersMayLack(this.data, null));
+  }
+
+  /**
+   * A node being promoted fetches these tracks from this secondary, the most current one it
+   * reaches (DESIGN.md "Several secondaries", step 5), after this node confirmed its promotion:
+   * a resync into it, sent like any other. Ignored unless this node is a secondary that adopted
+   * that node's promotion and runs no other resync with it.
+   */
+  fetchRequested(ch: DataChannel, tracksBytes: Uint8Array, nowMs: number): void {
+    const { history } = this.link;
+    if (this.data.role !== 'secondary' || history[history.length - 1]?.node !== ch.name || ch.sendsResync || ch.intake.active) {
+      this.data.emit({ kind: 'log', level: 'warn', msg: 'fetch request ignored: this node did not confirm that peer\'s promotion, or resyncs with it', fields: { peer: ch.name } });
+      return;
+    }
+    const tracks = TrackBitmap.fromBytes(this.data.cache.trackCount, tracksBytes);
+    this.link.sendResync(ch, tracks, { full: tracks.count() === tracks.trackCount, reason: 'the node being promoted fetches what it lacks' }, nowMs);
   }
 
   /** Is `ch` the node this promotion fetches from? Its syncDone ends the fetch (fetchReceived). */
@@ -394,7 +416,7 @@ export class RolePart {
     if (!this.settings.mirrored) return { ok: false, error: 'a standalone node is always primary' };
     if (this.data.role !== 'primary') return { ok: false, error: 'already secondary' };
     if (this.data.channels.length > 1) {
-      this.link.endedOwnStream();
+      this.endedOwnStream();
       for (const ch of this.data.channels) if (ch.state === 'in-sync') ch.event('primaryStepsDown');
     }
     this.data.setRole('secondary');

@@ -204,7 +204,7 @@ export class ReplicaCore {
   private applyInbound(ch: DataChannel, msg: LinkMessage, nowMs: number): boolean {
     if (msg.type === 'promoteReq') this.roles.onPromoteRequest(ch, msg);
     else if (msg.type === 'promoteAck') this.roles.onPromoteAck(ch, msg, nowMs);
-    else if (msg.type === 'fetchReq') this.link.fetchRequested(ch, msg.tracks, nowMs);
+    else if (msg.type === 'fetchReq') this.roles.fetchRequested(ch, msg.tracks, nowMs);
     else if (msg.type === 'syncDone' && this.roles.fetchesFrom(ch)) this.roles.fetchReceived(ch, nowMs);
     else if (msg.type === 'sumReq') this.link.compare.onSumRequest(ch, msg);
     else if (msg.type === 'sumReply') this.compared(this.link.compare.onSumReply(ch, msg, nowMs), nowMs);

@@ -260,6 +260,8 @@ export class ResyncIntake {
   private activeValue = false;
   private totalBytes = 0;
   private receivedBytes = 0;
+  /** A checksum resync: the bytes whose checksums this node gave so far (its progress until all are). */
+  private compare: { answeredBytes: number } | null = null;
 
   get active(): boolean {
     return this.activeValue;
@@ -270,11 +272,17 @@ export class ResyncIntake {
     this.activeValue = true;
   }
 
-  /** The source's syncStart: it will send `totalBytes`. */
-  start(totalBytes: number): void {
+  /** The source's syncStart: it will send `totalBytes`, or compare them first (`compare`) and send what differs. */
+  start(totalBytes: number, compare = false): void {
     this.activeValue = true;
     this.totalBytes = totalBytes;
     this.receivedBytes = 0;
+    this.compare = compare ? { answeredBytes: 0 } : null;
+  }
+
+  /** This node answered the source's checksum request for `bytes` of tracks. */
+  answered(bytes: number): void {
+    if (this.compare !== null) this.compare.answeredBytes += bytes;
   }
 
   received(bytes: number): void {
@@ -288,6 +296,12 @@ export class ResyncIntake {
   }
 
   progress(trackSizeBytes: number): SyncProgress {
+    // A checksum resync counts the tracks compared (the source then sends only what differs).
+    const compared = this.compare === null ? null : Math.min(this.totalBytes, this.compare.answeredBytes);
+    if (compared !== null) {
+      const phase = compared < this.totalBytes ? { phase: 'compare' as const } : {};
+      return { totalBytes: this.totalBytes, doneBytes: compared, tracksLeft: Math.ceil((this.totalBytes - compared) / trackSizeBytes), rateBytesPerSec: 0, etaSeconds: null, full: true, ...phase, comparedBytes: compared };
+    }
     const left = this.totalBytes - this.receivedBytes;
     return { totalBytes: this.totalBytes, doneBytes: this.receivedBytes, tracksLeft: Math.ceil(left / trackSizeBytes), rateBytesPerSec: 0, etaSeconds: null, full: false };
   }

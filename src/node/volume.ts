@@ -313,8 +313,7 @@ export class Volume implements NbdExport {
         this.readAligned(action.offsetBytes, action.lengthBytes, false, (bytes) => this.core.syncChunkRead(action.offsetBytes, bytes, this.now(), action.resyncId))
           .then(() => this.run(() => undefined), (err: Error) => this.run((now) => this.core.syncChunkFailed(action.offsetBytes, action.lengthBytes, err.message, now, action.resyncId)));
         return;
-      case 'sum-read': {
-        // Hashed as the read overlays the cache (bytes later writes may change are not ours to keep).
+      case 'sum-read': { // hashed in the step the read overlays the cache: later writes may reuse those bytes
         let sums: Uint8Array | null = null;
         this.readAligned(action.offsetBytes, action.lengthBytes, false, (bytes) => { sums = trackSums(bytes, this.opts.trackSizeBytes); })
           .then(() => this.run((now) => this.core.sumsRead(action.readId, sums, now)), () => this.run((now) => this.core.sumsRead(action.readId, null, now)));
@@ -559,10 +558,7 @@ export class Volume implements NbdExport {
     return verdicts[0]!;
   }
 
-  /**
-   * Online verify (issue 14 item 4): starts comparing every track's checksum with `peer`'s (null:
-   * the only peer); refused with the reason (RoleChangeError). verifyReport shows how it goes.
-   */
+  /** Starts an online verify against `peer` (null: the only one); refused: RoleChangeError (issue 14 item 4). */
   verify(peer: string | null, resync: boolean): VerifyReport {
     const result = this.roleChange((now) => this.core.startVerify(peer, resync, now));
     if (!result.ok) throw new RoleChangeError(result.error);
