@@ -67,6 +67,8 @@ export class ComparePart {
   private readonly reads = new Map<number, SumRead>();
   /** The last verify (running or ended) and its comparison while it runs. */
   private verify: { report: VerifyReport; compare: TrackCompare | null } | null = null;
+  /** Peers that answered a sumReq of the running comparison without checksums (logged once). */
+  private readonly peerRefusedBefore = new Set<string>();
   /** The resync spec of each channel's compare phase. */
   private readonly resyncSpecs = new Map<string, ResyncPlanSpec>();
 
@@ -100,6 +102,7 @@ export class ComparePart {
     all.setAll();
     const rate = this.settings.verifyRateBytesPerSec ?? this.settings.syncRateBytesPerSec;
     ch.compare = this.newCompare('verify', all, rate, nowMs);
+    this.peerRefusedBefore.delete(ch.name);
     const report: VerifyReport = {
       id: this.data.nextId++, peer: ch.name, state: 'running', resync, startedAtMs: nowMs, endedAtMs: null, totalBytes: ch.compare.totalBytes,
       doneBytes: 0, comparedBytes: 0, rateBytesPerSec: 0, differingTracks: 0, differingOffsets: [], unverifiedTracks: 0, reason: null,
@@ -118,6 +121,7 @@ export class ComparePart {
   startResync(ch: Channel, tracks: TrackBitmap, spec: ResyncPlanSpec, nowMs: number): void {
     this.abort(ch, 'a resync of the peer started', nowMs); // a verify is for a peer in sync only
     ch.compare = this.newCompare('resync', tracks, this.settings.syncRateBytesPerSec, nowMs);
+    this.peerRefusedBefore.delete(ch.name);
     this.resyncSpecs.set(ch.name, spec);
     ch.event('resyncStarted');
     this.data.send(ch, { type: 'syncStart', totalBytes: ch.compare.totalBytes, seq: this.data.role === 'primary' ? this.data.sendSeq : 0, compare: true });
@@ -172,15 +176,17 @@ export class ComparePart {
 
   /** The peer asks for checksums (in link order): this node reads and hashes them through its cache. */
   onSumRequest(ch: Channel, msg: Extract<LinkMessage, { type: 'sumReq' }>): void {
+    const refused = (): void => this.data.send(ch, { type: 'sumReply', id: msg.id, ok: false, sums: new Uint8Array(0) });
     if (msg.trackCount < 1 || msg.firstTrack + msg.trackCount > this.data.cache.trackCount) {
       this.data.emit({ kind: 'log', level: 'warn', msg: 'checksum request out of range: refused', fields: { peer: ch.name, firstTrack: msg.firstTrack, trackCount: msg.trackCount } });
-      this.data.send(ch, { type: 'sumReply', id: msg.id, ok: false, sums: new Uint8Array(0) });
-      return;
+      return refused();
     }
-    const readId = this.data.nextId++;
-    this.reads.set(readId, { answer: ch.name, reqId: msg.id });
     const { trackSizeBytes, volumeSizeBytes } = this.settings.geometry;
     if (ch.intake.active) ch.intake.answered(Math.min(msg.trackCount * trackSizeBytes, volumeSizeBytes - msg.firstTrack * trackSizeBytes));
+    // This store lost a writeback (LinkHalf, syncStart): what it reads may not be on its disk.
+    if (ch.intake.active && ch.intake.refusesSums) return refused();
+    const readId = this.data.nextId++;
+    this.reads.set(readId, { answer: ch.name, reqId: msg.id });
     this.emitRead(readId, msg.firstTrack, msg.trackCount);
   }
 
@@ -205,7 +211,8 @@ export class ComparePart {
 
   /** The peer's checksums of one of our batches. Returns `ch` when its comparison is complete. */
   onSumReply(ch: Channel, msg: Extract<LinkMessage, { type: 'sumReply' }>, nowMs: number): Channel | null {
-    if (!msg.ok) this.data.emit({ kind: 'log', level: 'error', msg: 'the peer could not read tracks for their checksums: they count as differing', fields: { peer: ch.name } });
+    if (!msg.ok && !this.peerRefusedBefore.has(ch.name)) this.data.emit({ kind: 'log', level: 'warn', msg: 'the peer gave no checksums for some tracks (a read failed, or its store lost a writeback): they are sent', fields: { peer: ch.name } });
+    if (!msg.ok) this.peerRefusedBefore.add(ch.name);
     return ch.compare?.remoteSums(msg.id, msg.ok ? msg.sums : null) === true ? this.advanced(ch, nowMs) : null;
   }
 

@@ -385,10 +385,11 @@ export class LinkHalf {
         return true;
       case 'syncStart':
         if (this.data.role === 'primary') return true; // a forced promotion abandoned this resync
-        // Every track is about to be rewritten (not by a checksum resync, which rewrites only what
-        // differs): what a failed fdatasync left unsure is replaced.
-        if (!msg.compare && msg.totalBytes === this.settings.geometry.volumeSizeBytes) this.syncLost = false;
-        ch.intake.start(msg.totalBytes, msg.compare);
+        // Every track is about to be rewritten: what a failed fdatasync left unsure is replaced. A
+        // checksum resync rewrites only what differs, and the page cache may show sectors the disk
+        // lost: such a store answers no checksum, so every track is sent (ComparePart).
+        ch.intake.start(msg.totalBytes, msg.compare, msg.compare && this.syncLost);
+        if (msg.totalBytes === this.settings.geometry.volumeSizeBytes) this.syncLost = false;
         if (ch.peerView?.role === 'primary') this.position.resyncStarted(ch.peerView.streamEpoch, msg.seq);
         this.markResyncIncomplete();
         ch.event('resyncStartReceived');

@@ -262,6 +262,8 @@ export class ResyncIntake {
   private receivedBytes = 0;
   /** A checksum resync: the bytes whose checksums this node gave so far (its progress until all are). */
   private compare: { answeredBytes: number } | null = null;
+  /** A checksum resync into a store that lost a writeback: it answers no checksum, so every track is sent. */
+  refusesSums = false;
 
   get active(): boolean {
     return this.activeValue;
@@ -273,8 +275,9 @@ export class ResyncIntake {
   }
 
   /** The source's syncStart: it will send `totalBytes`, or compare them first (`compare`) and send what differs. */
-  start(totalBytes: number, compare = false): void {
+  start(totalBytes: number, compare = false, refusesSums = false): void {
     this.activeValue = true;
+    this.refusesSums = refusesSums;
     this.totalBytes = totalBytes;
     this.receivedBytes = 0;
     this.compare = compare ? { answeredBytes: 0 } : null;
