@@ -44,6 +44,20 @@ function flipByte(file: string, offset: number): void {
   }
 }
 
+/** A pair whose nodes both read `overrides` (top-level config keys), in sync. */
+async function pairInSync(opts: { size: string; cache: string }, overrides: Record<string, unknown>): Promise<FailoverPair> {
+  const pair = await FailoverPair.create({ ...opts, start: false });
+  try {
+    await pair.start('b', { overrides });
+    await pair.start('a', { overrides });
+    await pair.waitInSync();
+    return pair;
+  } catch (err) {
+    await pair.kill();
+    throw err;
+  }
+}
+
 async function write(pair: FailoverPair, commands: string[]): Promise<void> {
   const r = await qemuIo(pair.uri('a'), commands);
   assert.equal(qemuIoProblem(r), null, describeRun('qemu-io write on a', r));
@@ -52,13 +66,10 @@ async function write(pair: FailoverPair, commands: string[]): Promise<void> {
 describe('online verify and checksum resync, two processes (issue 14 items 4-5)', { timeout: 300_000 }, () => {
   it('verify finds bytes changed in the secondary\'s store behind its back while hosts write; --resync repairs them', async (t: TestContext) => {
     ensureTools(['qemu-io']);
-    const pair = await FailoverPair.create({ size: '32MiB', cache: '16MiB', start: false });
+    // 4 MiB/s: the 32 MiB verify takes ~8 s, with a writer running all along.
+    const overrides = { verifyRate: '4MiB' };
+    const pair = await pairInSync({ size: '32MiB', cache: '16MiB' }, overrides);
     try {
-      // 4 MiB/s: the 32 MiB verify takes ~8 s, with a writer running all along.
-      const overrides = { verifyRate: '4MiB' };
-      await pair.start('b', { overrides });
-      await pair.start('a', { overrides });
-      await pair.waitInSync();
       await write(pair, ['write -P 0x5a 0 8M', 'write -P 0xa5 20M 1M']);
       await pair.waitDrained();
       // b restarts cleanly: its cache then holds no track, so what it reads is its store file.
@@ -123,12 +134,9 @@ describe('online verify and checksum resync, two processes (issue 14 items 4-5)'
   });
 
   it('verify refuses on a secondary and for an unknown peer; a wrong admin token is refused', async () => {
-    const pair = await FailoverPair.create({ size: '8MiB', cache: '8MiB', start: false });
+    const overrides = { adminToken: 'verify-test-token-0123456789' };
+    const pair = await pairInSync({ size: '8MiB', cache: '8MiB' }, overrides);
     try {
-      const overrides = { adminToken: 'verify-test-token-0123456789' };
-      await pair.start('b', { overrides });
-      await pair.start('a', { overrides });
-      await pair.waitInSync();
       const onSecondary = await pair.cli('b', ['verify', '--token', overrides.adminToken]);
       assert.equal(onSecondary.code, 1, describeRun('verify on the secondary', onSecondary));
       assert.match(onSecondary.stderr, /twinblock: verify refused by .*: verify runs on the primary/);
