@@ -67,6 +67,9 @@ export class ComparePart {
   private readonly reads = new Map<number, SumRead>();
   /** The last verify (running or ended) and its comparison while it runs. */
   private verify: { report: VerifyReport; compare: TrackCompare | null } | null = null;
+  /** A resync target waits for its first fdatasync since a crash, and the sumReqs held meanwhile. */
+  private syncAwaited = false;
+  private readonly held: { ch: Channel; msg: Extract<LinkMessage, { type: 'sumReq' }> }[] = [];
   /** Peers that answered a sumReq of the running comparison without checksums (logged once). */
   private readonly peerRefusedBefore = new Set<string>();
   /** The resync spec of each channel's compare phase. */
@@ -183,11 +186,41 @@ export class ComparePart {
     }
     const { trackSizeBytes, volumeSizeBytes } = this.settings.geometry;
     if (ch.intake.active) ch.intake.answered(Math.min(msg.trackCount * trackSizeBytes, volumeSizeBytes - msg.firstTrack * trackSizeBytes));
-    // This store lost a writeback (LinkHalf, syncStart): what it reads may not be on its disk.
-    if (ch.intake.active && ch.intake.refusesSums) return refused();
+    // A resync target vouches only for what is on its disk: not if it lost a writeback, not before
+    // an fdatasync of its own after a crash (held until then), nor for tracks written since its
+    // last one. Else a track equal in its page cache was skipped, then lost to a power loss, and
+    // no bitmap had it (simulator, seed 271).
+    if (ch.intake.active && this.syncAwaited) return void this.held.push({ ch, msg });
+    if (ch.intake.active && (ch.intake.refusesSums || this.unsynced(msg.firstTrack, msg.trackCount))) return refused();
     const readId = this.data.nextId++;
     this.reads.set(readId, { answer: ch.name, reqId: msg.id });
     this.emitRead(readId, msg.firstTrack, msg.trackCount);
+  }
+
+  /** A resync target that crashed: an fdatasync first (a local op nobody awaits), then sums. */
+  syncBeforeSums(): void {
+    if (this.data.storeSyncedSinceStart || this.syncAwaited) return;
+    this.syncAwaited = true;
+    this.data.startOp({ reply: -1 }, { seq: this.data.cache.sequence, tracks: [] }, null);
+  }
+
+  /**
+   * An fdatasync ended: once one succeeded, the sumReqs held for it are answered, in order; if one
+   * failed, they are refused (their tracks are sent) rather than held for good.
+   */
+  storeSynced(ok: boolean): void {
+    if (!this.syncAwaited || (ok && !this.data.storeSyncedSinceStart)) return;
+    this.syncAwaited = false;
+    for (const { ch, msg } of this.held.splice(0)) {
+      if (!ok) ch.intake.refusesSums = true;
+      if (ch.linkIsUp && ch.intake.active) this.onSumRequest(ch, msg);
+    }
+  }
+
+  private unsynced(firstTrack: number, trackCount: number): boolean {
+    const awaitingSync = new Set(this.data.durable.tracks);
+    for (let t = firstTrack; t < firstTrack + trackCount; t++) if (this.data.cache.isTrackDirty(t) || awaitingSync.has(t)) return true;
+    return false;
   }
 
   /**
@@ -247,6 +280,7 @@ export class ComparePart {
   abort(ch: Channel, reason: string, nowMs: number): void {
     const compare = ch.compare;
     for (const [id, read] of this.reads) if (('own' in read ? read.own : read.answer) === ch.name) this.reads.delete(id);
+    for (let i = this.held.length - 1; i >= 0; i--) if (this.held[i]!.ch === ch) this.held.splice(i, 1);
     if (compare === null) return;
     ch.compare = null;
     this.resyncSpecs.delete(ch.name);

@@ -96,6 +96,12 @@ export class DataPath {
   nextId = 1;
   hardensInFlight = 0;
   pausedUntilMs = 0;
+  /**
+   * An fdatasync of this process succeeded: what the store shows is on its disk, save what was
+   * written since (dirty and durable.tracks). Until then, after a crash, the page cache may still
+   * hold writes of the process that died, which a power loss can take (checksum resync).
+   */
+  storeSyncedSinceStart = false;
   /** Refusing new host writes (beginClose): shutdown has begun. */
   closing = false;
 
@@ -453,6 +459,7 @@ export class DataPath {
    */
   syncFinished(error: string | null, nowMs: number): void {
     const retryInMs = this.durable.syncFinished(error === null, nowMs, this.settings.storeRetryMs);
+    if (error === null) this.storeSyncedSinceStart = true;
     if (error === null) return;
     // The syncs still in flight may succeed without covering what this one lost (Linux reports
     // a lost writeback once): none of them vouches for durability (DurableNotices.taintInFlight).

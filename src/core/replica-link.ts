@@ -42,6 +42,8 @@ export class LinkHalf {
    * fdatasync, and the delta resync after it skipped that track (simulator, seed 10007857).
    */
   private syncLost = false;
+  /** The last run stopped cleanly (its close synced the store): what the store shows is durable. */
+  private readonly startedClean: boolean;
   discardLocal: boolean;
   private divergingToken = -1;
   /**
@@ -84,6 +86,7 @@ export class LinkHalf {
     this.resyncIncomplete = persisted?.resyncIncomplete ?? false;
     this.proposedEpoch = persisted?.proposedEpoch ?? 0;
     this.syncLost = persisted?.syncLost === true;
+    this.startedClean = persisted?.cleanShutdown === true;
     this.position = new StreamPosition(this.data.cache.trackCount);
     this.sender = new ResyncSender(data, settings);
     this.compare = new ComparePart(data, settings);
@@ -391,6 +394,8 @@ export class LinkHalf {
         // checksum resync rewrites only what differs, and the page cache may show sectors the disk
         // lost: such a store answers no checksum, so every track is sent (ComparePart).
         ch.intake.start(msg.totalBytes, msg.compare, msg.compare && this.syncLost);
+        // Its sums may vouch only for what is on disk: after a crash, sync first (ComparePart holds them).
+        if (msg.compare && !this.startedClean) this.compare.syncBeforeSums();
         if (msg.totalBytes === this.settings.geometry.volumeSizeBytes) this.syncLost = false;
         if (ch.peerView?.role === 'primary') this.position.resyncStarted(ch.peerView.streamEpoch, msg.seq);
         this.markResyncIncomplete();

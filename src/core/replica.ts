@@ -243,6 +243,7 @@ export class ReplicaCore {
     this.data.syncFinished(error, nowMs);
     if (error !== null) this.link.storeSyncFailed();
     this.data.syncCompleted(syncId, error === null);
+    this.link.compare.storeSynced(error === null);
   }
 
   hardenDone(jobId: number, bytes: number, storeWrites: number, reason: HardenReason, nowMs: number): void {
