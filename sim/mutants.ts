@@ -3,6 +3,7 @@
 // a plausible slip in the seed's protocol. Each names the rule it breaks (seed figure/step or
 // DESIGN.md section). Most rewire the core; a shell mutant rewires the node's Volume (both are
 // handed to each mutant).
+import type { ComparePart } from '../src/core/replica-compare.js';
 import type { ResyncPlanSpec } from '../src/core/resync-sender.js';
 import type { ReplicaCore } from '../src/core/replica.js';
 import type { PersistedState } from '../src/core/replica-types.js';
@@ -36,6 +37,7 @@ interface DataInsides {
 
 interface LinkInsides {
   persist(): void;
+  compare: ComparePart;
   startResync(ch: DataChannel, plan: ResyncPlanSpec, peer: Extract<LinkMessage, { type: 'state' }>, nowMs: number): void;
   linkLost(ch: DataChannel, nowMs: number): void;
   storeSyncFailed(): void;
@@ -140,6 +142,20 @@ const coreMutants = {
       const seq = c.data.sendSeq;
       after(piece, nowMs);
       if (c.data.sendSeq !== seq) c.data.pieceDone(piece); // it was mirrored: answer without the ack
+    };
+  },
+  /**
+   * Issue 14 item 5 broken: a checksum resync takes every track for equal and sends none of them
+   * (as a hash with collisions, or a compare of the wrong bytes, would). The target keeps what
+   * its store held: the replicas are no longer byte-identical.
+   */
+  'checksum-resync-sends-nothing': (core: ReplicaCore): void => {
+    const compare = insides(core).link.compare;
+    const finish = compare.finish.bind(compare);
+    compare.finish = (ch, nowMs) => {
+      const found = finish(ch, nowMs);
+      if (found.purpose === 'resync') found.differing.clearSpan(0, found.differing.trackCount);
+      return found;
     };
   },
   /**

@@ -88,7 +88,12 @@ const samples: LinkMessage[] = [
   { type: 'flushReq', id: 9, offsetBytes: 8192, lengthBytes: 0 },
   { type: 'flushAck', id: 9, ok: true },
   { type: 'flushAck', id: 10, ok: false },
-  { type: 'syncStart', totalBytes: 1 << 30, seq: 77 },
+  { type: 'syncStart', totalBytes: 1 << 30, seq: 77, compare: false },
+  { type: 'syncStart', totalBytes: 0, seq: 0, compare: true },
+  { type: 'sumReq', id: 0xffffffff, firstTrack: 5, trackCount: 1024 },
+  { type: 'sumReq', id: 1, firstTrack: 0, trackCount: 0 },
+  { type: 'sumReply', id: 7, ok: true, sums: bytes(64, 8) },
+  { type: 'sumReply', id: 8, ok: false, sums: new Uint8Array(0) },
   { type: 'syncData', offsetBytes: 65536, data: bytes(65536, 6) },
   { type: 'syncData', offsetBytes: 0, data: bytes(3, 7) },
   { type: 'syncDone' },
@@ -320,7 +325,11 @@ const goldenFrames: Readonly<Record<LinkMessageType, { msg: LinkMessage; hex: st
     hex: '54424c4b010a000000000014e3fd2258' + '00000009' + '0000000000010000' + '0000000000000000' + '80ae72ba',
   },
   flushAck: { msg: { type: 'flushAck', id: 10, ok: true }, hex: '54424c4b010b00000000000569cb4afc' + '0000000a' + '01' + '0d480660' },
-  syncStart: { msg: { type: 'syncStart', totalBytes: 2 ** 32 + 1, seq: 3 }, hex: '54424c4b010c00000000001051812906' + '0000000100000001' + '0000000000000003' + '95cc8733' },
+  // protocol 5: the compare flag (01) after the seq.
+  syncStart: {
+    msg: { type: 'syncStart', totalBytes: 2 ** 32 + 1, seq: 3, compare: true },
+    hex: '54424c4b010c000000000011a3eaaa05' + '0000000100000001' + '0000000000000003' + '01' + '8330a690',
+  },
   syncData: {
     msg: { type: 'syncData', offsetBytes: 131072, data: Uint8Array.from([0xaa, 0xbb]) },
     hex: '54424c4b010d00000000000a423eea99' + '0000000000020000' + 'aabb' + '867a1c6c',
@@ -346,6 +355,12 @@ const goldenFrames: Readonly<Record<LinkMessageType, { msg: LinkMessage; hex: st
   },
   promoteAck: { msg: { type: 'promoteAck', id: 12, ok: false, reason: 'x' }, hex: '54424c4b01120000000000086c962d12' + '0000000c' + '00' + '000178' + '41e9931e' },
   fetchReq: { msg: { type: 'fetchReq', tracks: Uint8Array.from([0x05]) }, hex: '54424c4b0113000000000005bbbd4d09' + '00000001' + '05' + '6321fa5e' },
+  // protocol 5: id, firstTrack, trackCount; id, ok, sums length, one SHA-256 per track.
+  sumReq: { msg: { type: 'sumReq', id: 13, firstTrack: 2, trackCount: 3 }, hex: '54424c4b011400000000000cdeea264c' + '0000000d' + '00000002' + '00000003' + 'da907f1d' },
+  sumReply: {
+    msg: { type: 'sumReply', id: 13, ok: true, sums: Uint8Array.from({ length: 32 }, (_, i) => i) },
+    hex: '54424c4b0115000000000029a3a59046' + '0000000d' + '01' + '00000020' + '000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f' + '347c6c10',
+  },
 };
 
 /** sha256 of every golden frame, per LINK_PROTOCOL_VERSION: new bytes need a new version. */
@@ -353,6 +368,7 @@ const goldenDigestByProtocolVersion: Readonly<Record<number, string>> = {
   2: 'e646b7821aeac20e0752d7e5a4120f5db5ec3b961b5b5b6955d23a48b1f7e26d',
   3: '093ca1ceeff1cf7fff293308e3b2b1d36268c2ed9bf5dfa2b8dbf0a462c26b14',
   4: 'b0298b272a3ecfbecd3042aa976406bf731be016f68bf60b8dc4a1e770e954a5',
+  5: 'f44dc9d0124f3311bcfca43e159ed5833759c035da69acf9482c56387c6da007',
 };
 
 function goldenDigest(): string {

@@ -14,6 +14,7 @@ import { startNode, type RunningNode } from '../node/node.js';
 import { adminRequest, caOf, type CaOptions } from '../admin/http-client.js';
 import { formatStatus, formatUsage } from './status-format.js';
 import { startDemoEtcd } from './demo-etcd.js';
+import { verifyCommand } from './verify.js';
 
 const STATUS_TIMEOUT_MS = 5000;
 /**
@@ -181,10 +182,16 @@ async function getAdminJson(url: URL, opts: CaOptions): Promise<{ ok: boolean; s
   }
 }
 
-async function statusCommand(opts: CaOptions & { admin: string; json?: boolean }): Promise<void> {
+/** GET /status; anything but a JSON 200 is a one-line error. */
+async function fetchStatus(opts: CaOptions & { admin: string }): Promise<unknown> {
   const url = statusUrl(opts.admin);
   const { ok, status, body, text } = await getAdminJson(url, opts);
   if (!ok) throw new Error(`admin at ${url.origin} answered HTTP ${status}: ${text.trim().split('\n')[0] ?? ''}`);
+  return body;
+}
+
+async function statusCommand(opts: CaOptions & { admin: string; json?: boolean }): Promise<void> {
+  const body = await fetchStatus(opts);
   process.stdout.write(opts.json ? `${JSON.stringify(body, null, 2)}\n` : formatStatus(body));
 }
 
@@ -238,6 +245,17 @@ function buildProgram(): Command {
     .requiredOption('--admin <url>', "the node's admin URL")
     .requiredOption('--discard-local', 'required: this node is the side whose changes are discarded'))
     .action((opts: TokenOptions & { admin: string; discardLocal?: boolean }) => actionCommand(opts, 'resolve', { discardLocal: opts.discardLocal === true }));
+  tokenOptions(program.command('verify').description("online verify: compare every track's checksum with a secondary's while both serve; waits for the end and prints the differing tracks")
+    .requiredOption('--admin <url>', "the primary's admin URL")
+    .option('--peer <node>', 'the secondary to compare with (needed with two or more secondaries)')
+    .option('--resync', 'make the differing tracks out of sync for that peer and resend them'))
+    .action((opts: TokenOptions & { admin: string; peer?: string; resync?: boolean }) => verifyCommand(opts, {
+      start: (body) => postAction(opts, 'verify', body),
+      status: async () => (await fetchStatus(opts)) as Record<string, unknown>,
+      out: (text) => process.stdout.write(text),
+      progress: (text) => process.stderr.write(text),
+      sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+    }));
   return program;
 }
 
@@ -263,8 +281,14 @@ function adminTokenOf(opts: TokenOptions): string | null {
   return opts.config === undefined ? null : loadConfig(opts.config).adminToken;
 }
 
-/** POST an admin action; a refusal (HTTP 401, 409) is a one-line error and exit 1. */
+/** POST an admin action and print its answer; a refusal (HTTP 401, 409) is a one-line error and exit 1. */
 async function actionCommand(opts: TokenOptions & { admin: string }, action: string, body: Record<string, unknown>): Promise<void> {
+  const answer = await postAction(opts, action, body);
+  process.stdout.write(`${action}: done ${JSON.stringify(answer)}\n`);
+}
+
+/** POST an admin action; its JSON answer, or a one-line error for a refusal. */
+async function postAction(opts: TokenOptions & { admin: string }, action: string, body: Record<string, unknown>): Promise<Record<string, unknown>> {
   const url = new URL(action, statusUrl(opts.admin));
   const token = adminTokenOf(opts);
   const headers: Record<string, string> = { 'content-type': 'application/json', ...(token === null ? {} : { authorization: `Bearer ${token}` }) };
@@ -283,7 +307,7 @@ async function actionCommand(opts: TokenOptions & { admin: string }, action: str
     // keep the raw text for the message below
   }
   if (!ok) throw new Error(`${action} refused by ${url.origin}: ${typeof answer['error'] === 'string' ? answer['error'] : text.trim()}`);
-  process.stdout.write(`${action}: done ${JSON.stringify(answer)}\n`);
+  return answer;
 }
 
 buildProgram().parseAsync(process.argv).catch(fail);

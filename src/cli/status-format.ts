@@ -200,13 +200,26 @@ function peerLines(peers: unknown[]): string[] {
       const tracksLeft = num(sync['tracksLeft']);
       lines.push(`    resync: ${bytes(done)} of ${bytes(total)} (${pct}%)` + (tracksLeft === undefined ? '' : `, ${plural(tracksLeft, 'track')} left`) +
         (num(sync['rateBytesPerSec']) ? `, ${bytes(sync['rateBytesPerSec'])}/s` : '') + (eta === undefined ? '' : `, ETA ${eta}s`) +
-        (sync['full'] === true ? ', full' : '') +
+        (sync['full'] === true ? ', full' : '') + (sync['phase'] === 'compare' ? ', comparing checksums first' : '') +
         (sync['yielding'] === true ? `, yielding to host writes (limit ${bytes(sync['limitBytesPerSec'])}/s)` : ''));
     }
+    const compared = num(peer['resyncBytesCompared']) ?? 0;
+    if (compared > 0) lines.push(`    checksum resyncs: ${bytes(compared)} compared, ${bytes(peer['resyncBytesSent'])} sent`);
     if (peer['incompleteResync'] === true && sync === null) lines.push('    this node\'s last resync did not finish: its data is incomplete until the next one does');
     if (peer['state'] === 'split-brain') lines.push('    SPLIT BRAIN: both nodes were primary; run `twinblock resolve --discard-local` on the side to overwrite');
     return lines;
   });
+}
+
+/** The last online verify (issue 14 item 4): progress while it runs, then what it found. */
+export function verifyLine(v: Json): string {
+  const total = num(v['totalBytes']) ?? 0;
+  const done = num(v['doneBytes']) ?? 0;
+  const head = `  verify against ${str(v['peer'])}: ${str(v['state'])}`;
+  if (v['state'] === 'running') return `${head}, ${bytes(done)} of ${bytes(total)} (${total > 0 ? Math.floor((100 * done) / total) : 100}%), ${plural(v['differingTracks'], 'differing track')} so far`;
+  const unverified = num(v['unverifiedTracks']) ?? 0;
+  return `${head} ${str(v['endedAt'])}, ${plural(v['differingTracks'], 'differing track')}` + (unverified > 0 ? `, ${plural(unverified, 'track')} written throughout (unverified)` : '') +
+    (v['state'] === 'aborted' ? ` (${str(v['reason'])})` : '') + (v['resync'] === true && (num(v['differingTracks']) ?? 0) > 0 ? ', resent' : '');
 }
 
 /** Human-readable summary of one node's /status JSON; ends with a newline. */
@@ -221,6 +234,7 @@ export function formatStatus(status: unknown): string {
   if (isObject(status['nbd'])) lines.push(`  nbd: ${plural(status['nbd']['connections'], 'connection')}`);
   if (isObject(status['hostWrites'])) lines.push(...hostWritesLine(status['hostWrites']));
   if (Array.isArray(status['peers'])) lines.push(...peerLines(status['peers']));
+  if (isObject(status['verify'])) lines.push(verifyLine(status['verify']));
   return `${lines.join('\n')}\n`;
 }
 

@@ -74,6 +74,8 @@ export interface Config {
   syncRateBytesPerSec: number;
   /** While host writes run, a resync yields down to this (issue 14 item 6; DRBD's c-min-rate); at syncRate it never yields. */
   syncMinRateBytesPerSec: number;
+  /** Online verify (issue 14 item 4): bytes of tracks compared per second, on each node. */
+  verifyRateBytesPerSec: number;
   /** A link silent this long is dead (the peer is lost); heartbeats go out at a quarter of it. */
   heartbeatTimeoutMs: number;
   /** NBD client connections open at once (handshake or transmission); one more is closed at accept. */
@@ -126,6 +128,7 @@ export const defaults = {
   onNoQuorum: 'suspend-io' as NoQuorumPolicy,
   syncRateBytesPerSec: 200 * 1024 * 1024,
   syncMinRateBytesPerSec: 4 * 1024 * 1024,
+  verifyRateBytesPerSec: 100 * 1024 * 1024,
   heartbeatTimeoutMs: 1000,
   leaseTtlMs: 2000,
   usageIntervalMs: 60_000,
@@ -179,6 +182,7 @@ const fileSchema = z.strictObject({
   onNoQuorum: z.enum(['suspend-io', 'io-error']).optional(),
   syncRate: z.unknown().optional(),
   syncMinRate: z.unknown().optional(),
+  verifyRate: z.unknown().optional(),
   heartbeatTimeoutMs: intField.optional(),
   nbdMaxConnections: intField.optional(),
   nbdHandshakeTimeoutMs: intField.optional(),
@@ -403,6 +407,7 @@ function buildConfig(raw: RawConfig, baseDir: string, sourcePath: string | null)
     quorum: raw.quorum ?? (nodes.length >= 3 ? 'majority' : 'off'),
     onNoQuorum: raw.onNoQuorum ?? defaults.onNoQuorum,
     ...syncRates(raw),
+    verifyRateBytesPerSec: atLeast('verifyRate', sizeField('verifyRate', raw.verifyRate, defaults.verifyRateBytesPerSec), 1024 * 1024),
     heartbeatTimeoutMs: atLeast('heartbeatTimeoutMs', raw.heartbeatTimeoutMs ?? defaults.heartbeatTimeoutMs, 100),
     nbdMaxConnections: atLeast('nbdMaxConnections', raw.nbdMaxConnections ?? defaults.nbdMaxConnections, 1),
     nbdHandshakeTimeoutMs: atLeast('nbdHandshakeTimeoutMs', raw.nbdHandshakeTimeoutMs ?? defaults.nbdHandshakeTimeoutMs, 100),

@@ -20,14 +20,14 @@ import { ByteQueue } from './byte-queue.js';
 import { crc32c } from './crc32c.js';
 import {
   helloFixedBytes, LINK_FRAME_VERSION, LINK_HEADER_BYTES, LINK_MAC_BYTES, LINK_MAGIC, LINK_MAX_STRING_BYTES,
-  LINK_NONCE_BYTES, LINK_TRAILER_BYTES, maxBodyBytesByType, noticeOps, typeByCode, typeCodes,
-  type HelloMessage, type LinkMessage, type LinkMessageType, type NoticeMessage, type StateMessage,
+  LINK_NONCE_BYTES, LINK_TRAILER_BYTES, MAX_SUM_TRACKS, maxBodyBytesByType, noticeOps, TRACK_SUM_BYTES, typeByCode, typeCodes,
+  type HelloMessage, type LinkMessage, type LinkMessageType, type NoticeMessage, type StateMessage, type SumReplyMessage, type SumReqMessage,
 } from './link-messages.js';
 
 // The message definitions are part of this module's interface: importers need only this file.
 export {
   LINK_FRAME_VERSION, LINK_HEADER_BYTES, LINK_MAC_BYTES, LINK_MAGIC, LINK_MAX_BODY_BYTES, LINK_MAX_STRING_BYTES, LINK_NONCE_BYTES,
-  LINK_PROTOCOL_VERSION, LINK_TRAILER_BYTES, linkMessageTypes,
+  LINK_PROTOCOL_VERSION, LINK_TRAILER_BYTES, linkMessageTypes, MAX_SUM_TRACKS, TRACK_SUM_BYTES,
 } from './link-messages.js';
 export type * from './link-messages.js';
 
@@ -105,6 +105,7 @@ function fixedBodyBytes(msg: LinkMessage): number {
     case 'notice': return 1 + 4 * msg.ranges.length;
     case 'write': return 24;
     case 'fetchReq': return 4 + msg.tracks.length;
+    case 'sumReply': return 4 + 1 + 4 + msg.sums.length;
     case 'syncData': return 8;
     case 'state': return stateBodyBytes(msg);
     case 'promoteReq': return 4 + historyBytes(msg.history, 'promoteReq.history');
@@ -255,7 +256,7 @@ function writeFixedBody(b: Buffer, at: number, msg: LinkMessage): void {
       b[writeU32(b, msg.id, at, 'flushAck.id')] = msg.ok ? 1 : 0;
       return;
     case 'syncStart':
-      writeU64(b, msg.seq, writeU64(b, msg.totalBytes, at, 'syncStart.totalBytes'), 'syncStart.seq');
+      b[writeU64(b, msg.seq, writeU64(b, msg.totalBytes, at, 'syncStart.totalBytes'), 'syncStart.seq')] = msg.compare ? 1 : 0;
       return;
     case 'syncData':
       writeU64(b, msg.offsetBytes, at, 'syncData.offsetBytes');
@@ -278,6 +279,15 @@ function writeFixedBody(b: Buffer, at: number, msg: LinkMessage): void {
       return;
     case 'fetchReq':
       b.set(msg.tracks, writeU32(b, msg.tracks.length, at, 'fetchReq tracks length'));
+      return;
+    case 'sumReq':
+      if (msg.trackCount > MAX_SUM_TRACKS) throw new RangeError(`link: sumReq asks for ${msg.trackCount} tracks, over ${MAX_SUM_TRACKS}`);
+      writeU32(b, msg.trackCount, writeU32(b, msg.firstTrack, writeU32(b, msg.id, at, 'sumReq.id'), 'sumReq.firstTrack'), 'sumReq.trackCount');
+      return;
+    case 'sumReply':
+      at = writeU32(b, msg.id, at, 'sumReply.id');
+      b[at] = msg.ok ? 1 : 0;
+      b.set(msg.sums, writeU32(b, msg.sums.length, at + 1, 'sumReply sums length'));
       return;
   }
 }
@@ -385,7 +395,7 @@ function decodeBody(type: LinkMessageType, body: Buffer): LinkMessage {
     case 'heartbeatAck': msg = { type, id: r.u32(), sentAtMs: r.f64() }; break;
     case 'flushReq': msg = { type, id: r.u32(), offsetBytes: r.u64(), lengthBytes: r.u64() }; break;
     case 'flushAck': msg = { type, id: r.u32(), ok: r.bool() }; break;
-    case 'syncStart': msg = { type, totalBytes: r.u64(), seq: r.u64() }; break;
+    case 'syncStart': msg = { type, totalBytes: r.u64(), seq: r.u64(), compare: r.bool() }; break;
     case 'syncData': msg = { type, offsetBytes: r.u64(), data: r.rest() }; break;
     case 'syncDone': msg = { type }; break;
     case 'state': msg = decodeState(r); break;
@@ -393,9 +403,25 @@ function decodeBody(type: LinkMessageType, body: Buffer): LinkMessage {
     case 'promoteReq': msg = { type, id: r.u32(), history: readHistory(r) }; break;
     case 'promoteAck': msg = { type, id: r.u32(), ok: r.bool(), reason: r.string() }; break;
     case 'fetchReq': msg = { type, tracks: r.bytes(r.u32()) }; break;
+    case 'sumReq': msg = decodeSumReq(r); break;
+    case 'sumReply': msg = decodeSumReply(r); break;
   }
   r.end();
   return msg;
+}
+
+function decodeSumReq(r: BodyReader): SumReqMessage {
+  const msg: SumReqMessage = { type: 'sumReq', id: r.u32(), firstTrack: r.u32(), trackCount: r.u32() };
+  if (msg.trackCount > MAX_SUM_TRACKS) r.fail(`asks for ${msg.trackCount} tracks, over ${MAX_SUM_TRACKS}`);
+  return msg;
+}
+
+function decodeSumReply(r: BodyReader): SumReplyMessage {
+  const id = r.u32();
+  const ok = r.bool();
+  const sums = r.bytes(r.u32());
+  if (sums.length % TRACK_SUM_BYTES !== 0) r.fail(`has ${sums.length} bytes of sums, not a multiple of ${TRACK_SUM_BYTES}`);
+  return { type: 'sumReply', id, ok, sums };
 }
 
 function decodeState(r: BodyReader): StateMessage {

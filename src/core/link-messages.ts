@@ -7,7 +7,7 @@ export const LINK_MAGIC = 0x54424c4b; // 'TBLK'
 /** Frame layout version; the message semantics are versioned by hello.protocolVersion. */
 export const LINK_FRAME_VERSION = 1;
 /** Compared in the handshake: peers speaking different protocol versions refuse each other. */
-export const LINK_PROTOCOL_VERSION = 4;
+export const LINK_PROTOCOL_VERSION = 5;
 export const LINK_HEADER_BYTES = 16;
 export const LINK_TRAILER_BYTES = 4;
 /** 32 MiB (the largest NBD write, DESIGN.md "NBD") plus room for the fields around it. */
@@ -16,6 +16,10 @@ export const LINK_NONCE_BYTES = 32;
 export const LINK_MAC_BYTES = 32;
 /** Node names, volume ids and refusal reasons; generous, but bounds a pre-auth frame. */
 export const LINK_MAX_STRING_BYTES = 1024;
+/** A track's checksum (sumReply): SHA-256, strong enough that "equal" may skip resending it. */
+export const TRACK_SUM_BYTES = 32;
+/** Most tracks one sumReq may ask for (its reply is then 32 KiB of sums). */
+export const MAX_SUM_TRACKS = 1024;
 
 export type LinkRole = 'primary' | 'secondary';
 export type LinkNoticeOp = 'save' | 'save-ack' | 'clear';
@@ -52,8 +56,13 @@ export interface HeartbeatAckMessage { type: 'heartbeatAck'; id: number; sentAtM
 /** lengthBytes 0 means the whole volume. */
 export interface FlushReqMessage { type: 'flushReq'; id: number; offsetBytes: number; lengthBytes: number }
 export interface FlushAckMessage { type: 'flushAck'; id: number; ok: boolean }
-/** `seq`: the source's last write seq when it decided (a primary's; 0 from a secondary's fetch). */
-export interface SyncStartMessage { type: 'syncStart'; totalBytes: number; seq: number }
+/**
+ * `seq`: the source's last write seq when it decided (a primary's; 0 from a secondary's fetch).
+ * `compare` (protocol 5): a checksum resync (issue 14 item 5): the source first compares the
+ * checksums of `totalBytes` worth of tracks with the target's (sumReq) and then sends only those
+ * that differ, so this resync may not rewrite every track it names.
+ */
+export interface SyncStartMessage { type: 'syncStart'; totalBytes: number; seq: number; compare: boolean }
 export interface SyncDataMessage { type: 'syncData'; offsetBytes: number; data: Uint8Array }
 export interface SyncDoneMessage { type: 'syncDone' }
 /** A resync chunk that is all zeros: 24 bytes on the wire instead of the chunk (sparse volumes). */
@@ -102,12 +111,21 @@ export interface FetchReqMessage { type: 'fetchReq'; tracks: Uint8Array }
 export interface PromoteReqMessage { type: 'promoteReq'; id: number; history: { epoch: number; node: string }[] }
 export interface PromoteAckMessage { type: 'promoteAck'; id: number; ok: boolean; reason: string }
 
+/**
+ * Protocol 5 (issue 14 items 4-5): the checksums of `trackCount` tracks from `firstTrack`, as the
+ * peer's cache shows them, for an online verify or a checksum resync. Taken in link order: every
+ * write sent before it is in them.
+ */
+export interface SumReqMessage { type: 'sumReq'; id: number; firstTrack: number; trackCount: number }
+/** The answer: TRACK_SUM_BYTES per track asked for, or ok false (the store could not read them). */
+export interface SumReplyMessage { type: 'sumReply'; id: number; ok: boolean; sums: Uint8Array }
+
 export type LinkMessage =
   | HelloMessage | AuthMessage | RefuseMessage
   | WriteMessage | ZeroMessage | WriteAckMessage | NoticeMessage
   | HeartbeatMessage | HeartbeatAckMessage | FlushReqMessage | FlushAckMessage
   | SyncStartMessage | SyncDataMessage | SyncDoneMessage | StateMessage | SyncZeroMessage
-  | PromoteReqMessage | PromoteAckMessage | FetchReqMessage;
+  | PromoteReqMessage | PromoteAckMessage | FetchReqMessage | SumReqMessage | SumReplyMessage;
 
 export type LinkMessageType = LinkMessage['type'];
 
@@ -115,7 +133,7 @@ export type LinkMessageType = LinkMessage['type'];
 export const typeCodes: Readonly<Record<LinkMessageType, number>> = {
   hello: 1, auth: 2, refuse: 3, write: 4, zero: 5, writeAck: 6, notice: 7,
   heartbeat: 8, heartbeatAck: 9, flushReq: 10, flushAck: 11, syncStart: 12, syncData: 13, syncDone: 14, state: 15, syncZero: 16,
-  promoteReq: 17, promoteAck: 18, fetchReq: 19,
+  promoteReq: 17, promoteAck: 18, fetchReq: 19, sumReq: 20, sumReply: 21,
 };
 
 export const linkMessageTypes = Object.keys(typeCodes) as LinkMessageType[];
@@ -141,7 +159,7 @@ export const maxBodyBytesByType: Readonly<Record<LinkMessageType, number>> = {
   heartbeatAck: 12,
   flushReq: 20,
   flushAck: 5,
-  syncStart: 16,
+  syncStart: 17,
   syncData: LINK_MAX_BODY_BYTES,
   syncDone: 0,
   state: LINK_MAX_BODY_BYTES,
@@ -149,6 +167,8 @@ export const maxBodyBytesByType: Readonly<Record<LinkMessageType, number>> = {
   promoteReq: LINK_MAX_BODY_BYTES,
   promoteAck: 4 + 1 + 2 + LINK_MAX_STRING_BYTES,
   fetchReq: LINK_MAX_BODY_BYTES,
+  sumReq: 12,
+  sumReply: 4 + 1 + 4 + MAX_SUM_TRACKS * TRACK_SUM_BYTES,
 };
 
 export const noticeOps: readonly LinkNoticeOp[] = ['save', 'save-ack', 'clear'];

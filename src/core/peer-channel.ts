@@ -23,6 +23,7 @@ import { initialPeerState, PeerStateMachine, type PeerEvent } from './peer-state
 import { InboundStream } from './replica-inbound.js';
 import type { LinkMessage, PeerState, Role } from './replica-types.js';
 import { ResyncIntake, type ResyncPlan } from './resync.js';
+import type { TrackCompare } from './track-compare.js';
 
 export type StateMessage = Extract<LinkMessage, { type: 'state' }>;
 
@@ -64,6 +65,12 @@ export class PeerChannel<Pending> {
   readonly pendingAcks = new Map<number, Pending>();
   /** The resync this node sends the peer (as source), or null. */
   resync: ResyncPlan | null = null;
+  /**
+   * A checksum comparison with the peer (issue 14 items 4-5, replica-compare.ts): an online
+   * verify while in sync, or the compare phase of a checksum resync this node sends (`resync`
+   * is null until it is complete).
+   */
+  compare: TrackCompare | null = null;
   /** This node is the target of the peer's resync (decided, or syncStart received) not yet done. */
   readonly intake = new ResyncIntake();
   /** The peer's latest state message (link-up exchange, role changes), or null on a new link. */
@@ -83,6 +90,8 @@ export class PeerChannel<Pending> {
   announceDue = false;
   /** Resync data sent to this peer since start (counters.syncBytesSent is the node's total). */
   resyncBytesSent = 0;
+  /** Bytes a checksum resync into this peer compared, since start (sent or not). */
+  resyncBytesCompared = 0;
 
   constructor(readonly name: string, shape: ChannelShape, role: Role) {
     this.record = new PeerUnhardenedRecord(shape.trackCount, shape.rangeTracks);
@@ -118,6 +127,11 @@ export class PeerChannel<Pending> {
   /** Moves the peer state along the table; an illegal event throws (src/core/peer-state.ts). */
   event(event: PeerEvent): void {
     this.machine.apply(event);
+  }
+
+  /** This node sends the peer a resync: its data, or its compare phase (a checksum resync). */
+  get sendsResync(): boolean {
+    return this.resync !== null || this.compare?.purpose === 'resync';
   }
 
   /** Is the peer receiving our writes now (so they are mirrored)? */

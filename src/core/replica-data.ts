@@ -98,6 +98,12 @@ export class DataPath {
   nextId = 1;
   hardensInFlight = 0;
   pausedUntilMs = 0;
+  /**
+   * An fdatasync of this process succeeded: what the store shows is on its disk, save what was
+   * written since (dirty and durable.tracks). Until then, after a crash, the page cache may still
+   * hold writes of the process that died, which a power loss can take (checksum resync).
+   */
+  storeSyncedSinceStart = false;
   /** Refusing new host writes (beginClose): shutdown has begun. */
   closing = false;
 
@@ -320,8 +326,12 @@ export class DataPath {
   /** Puts bytes into the cache; false (nothing changed) when there is no room yet. */
   applyLocal(offsetBytes: number, lengthBytes: number, data: Uint8Array | null, nowMs: number): boolean {
     const ok = data === null ? this.cache.writeZeroes(offsetBytes, lengthBytes, nowMs) : this.cache.write(offsetBytes, data, nowMs);
-    if (ok) this.hardener.noteWrite(this.cache.tracksOf(offsetBytes, lengthBytes));
-    return ok;
+    if (!ok) return false;
+    const tracks = this.cache.tracksOf(offsetBytes, lengthBytes);
+    this.hardener.noteWrite(tracks);
+    // A checksum comparison must not judge a track on sums taken around this write (track-compare.ts).
+    for (const ch of this.channels) ch.compare?.written(tracks);
+    return true;
   }
 
   private afterPieceApplied(piece: Piece, nowMs: number): void {
@@ -452,6 +462,7 @@ export class DataPath {
    */
   syncFinished(error: string | null, nowMs: number): void {
     const retryInMs = this.durable.syncFinished(error === null, nowMs, this.settings.storeRetryMs);
+    if (error === null) this.storeSyncedSinceStart = true;
     if (error === null) return;
     // The syncs still in flight may succeed without covering what this one lost (Linux reports
     // a lost writeback once): none of them vouches for durability (DurableNotices.taintInFlight).

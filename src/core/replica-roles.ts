@@ -9,6 +9,7 @@ import { compareHistories, currentEpoch, type EpochEntry } from './epochs.js';
 import type { LinkMessage } from './replica-types.js';
 import type { DataChannel, DataPath, ReplicaSettings } from './replica-data.js';
 import type { LinkHalf } from './replica-link.js';
+import { tracksOthersMayLack } from './resync-sender.js';
 import { PromotionHandshake } from './replica-promotion.js';
 import { PromotionSurvey, type StreamStand } from './promotion-survey.js';
 
@@ -142,6 +143,27 @@ export class RolePart {
     this.data.emit({ kind: 'promote-done', requestId, error: null });
   }
 
+  /** This node, primary, steps down alive: its own stream is where it stands (stream-position.ts). */
+  endedOwnStream(): void {
+    this.link.position.ownStreamEnded(this.link.streamEpoch, this.data.sendSeq, tracksOthersMayLack(this.data, null));
+  }
+
+  /**
+   * A node being promoted fetches these tracks from this secondary, the most current one it
+   * reaches (DESIGN.md "Several secondaries", step 5), after this node confirmed its promotion:
+   * a resync into it, sent like any other. Ignored unless this node is a secondary that adopted
+   * that node's promotion and runs no other resync with it.
+   */
+  fetchRequested(ch: DataChannel, tracksBytes: Uint8Array, nowMs: number): void {
+    const { history } = this.link;
+    if (this.data.role !== 'secondary' || history[history.length - 1]?.node !== ch.name || ch.sendsResync || ch.intake.active) {
+      this.data.emit({ kind: 'log', level: 'warn', msg: 'fetch request ignored: this node did not confirm that peer\'s promotion, or resyncs with it', fields: { peer: ch.name } });
+      return;
+    }
+    const tracks = TrackBitmap.fromBytes(this.data.cache.trackCount, tracksBytes);
+    this.link.sendResync(ch, tracks, { full: tracks.count() === tracks.trackCount, reason: 'the node being promoted fetches what it lacks' }, nowMs);
+  }
+
   /** Is `ch` the node this promotion fetches from? Its syncDone ends the fetch (fetchReceived). */
   fetchesFrom(ch: DataChannel): boolean {
     return this.survey?.fetchingFrom === ch.name && ch.intake.active;
@@ -180,7 +202,7 @@ export class RolePart {
     const following = this.data.channels.find((other) => other !== ch && other.linkIsUp && other.peerRole === 'primary');
     if (following !== undefined) return `${this.settings.node} still follows primary ${following.name}: demote it first`;
     if (ch.state === 'split-brain') return 'split brain: resolve it first';
-    if (ch.resync !== null) return `${this.settings.node} is resyncing its newer data into ${ch.name}`;
+    if (ch.sendsResync) return `${this.settings.node} is resyncing its newer data into ${ch.name}`;
     // A node still receiving a resync holds a mix of old and new tracks. Confirming would give it
     // the newer history; if the link then drops before the proposer hears the confirmation, this
     // incomplete store looks newest and resyncs over the proposer's complete one (simulator, seed
@@ -375,7 +397,7 @@ export class RolePart {
         else this.link.sendState(ch);
         // A resync we are sending goes on (the peer adopts our new history at its end); otherwise
         // the pair decides afresh with our new epoch (found by the simulator, seed 105).
-        if (ch.resync === null) {
+        if (!ch.sendsResync) {
           ch.event('promotedConnected');
           this.link.decide(ch, nowMs);
         }
@@ -394,7 +416,7 @@ export class RolePart {
     if (!this.settings.mirrored) return { ok: false, error: 'a standalone node is always primary' };
     if (this.data.role !== 'primary') return { ok: false, error: 'already secondary' };
     if (this.data.channels.length > 1) {
-      this.link.endedOwnStream();
+      this.endedOwnStream();
       for (const ch of this.data.channels) if (ch.state === 'in-sync') ch.event('primaryStepsDown');
     }
     this.data.setRole('secondary');

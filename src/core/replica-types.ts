@@ -89,6 +89,11 @@ export type ReplicaAction =
   | { kind: 'persist'; token: number; state: PersistedState }
   /** Read this span for the initial sync (cache-aware), then call syncChunkRead. */
   | { kind: 'sync-read'; offsetBytes: number; lengthBytes: number; resyncId: number }
+  /**
+   * Read this span through the cache (no fill), hash each track of it (TRACK_SUM_BYTES each, in
+   * the same step as the read's finishRead) and call sumsRead(readId) (issue 14 items 4-5).
+   */
+  | { kind: 'sum-read'; readId: number; offsetBytes: number; lengthBytes: number }
   /** A promote that waited for the peer's confirmation has ended (error null: now primary). */
   | { kind: 'promote-done'; requestId: number; error: string | null }
   | { kind: 'log'; level: 'info' | 'warn' | 'error'; msg: string; fields?: Record<string, unknown> };
@@ -117,6 +122,8 @@ export interface ReplicaSettings {
   syncRateBytesPerSec: number;
   /** While host writes run, a resync yields down to this rate (issue 14 item 6); absent or at least syncRate: it never yields. */
   syncMinRateBytesPerSec?: number;
+  /** How fast an online verify compares tracks (bytes per second; default: syncRateBytesPerSec). */
+  verifyRateBytesPerSec?: number;
   /** After a failed store write, wait this long before hardening again. */
   storeRetryMs: number;
 }

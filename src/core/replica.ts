@@ -52,6 +52,7 @@ import type { SyncProgress } from './resync.js';
 import { LinkHalf } from './replica-link.js';
 import { startupRole } from './replica-on-disk.js';
 import { RolePart } from './replica-roles.js';
+import type { VerifyReport } from './replica-compare.js';
 
 export type { ReplicaCounters, ReplicaSettings } from './replica-data.js';
 
@@ -121,7 +122,12 @@ export class ReplicaCore {
   get epoch(): number { return this.link.epoch; }
   get epochHistory(): readonly EpochEntry[] { return this.link.epochHistory; }
   /** The resync with `peer` (either way), or null. */
-  syncStatus(peer: string, nowMs: number): SyncProgress | null { return this.link.sender.status(this.data.channelOf(peer), nowMs); }
+  syncStatus(peer: string, nowMs: number): SyncProgress | null {
+    const ch = this.data.channelOf(peer);
+    return this.link.sender.status(ch, nowMs) ?? this.link.compare.resyncProgress(ch, nowMs);
+  }
+  /** The last online verify (issue 14 item 4), with its progress while it runs; null before the first. */
+  verifyReport(nowMs: number): VerifyReport | null { return this.link.compare.verifyReport(nowMs); }
   /** What goes in the metadata file; `cleanShutdown` only from the shell's final write. */
   persistedState(cleanShutdown: boolean): PersistedState { return this.link.persistedState(cleanShutdown); }
 
@@ -161,6 +167,26 @@ export class ReplicaCore {
     this.link.sender.chunkFailed(offsetBytes, lengthBytes, message, nowMs, resyncId);
   }
 
+  /** The shell read and hashed the tracks of `sum-read` action `readId` (sums null: the read failed). */
+  sumsRead(readId: number, sums: Uint8Array | null, nowMs: number): void {
+    this.compared(this.link.compare.sumsRead(readId, sums, nowMs), nowMs);
+  }
+
+  /**
+   * Online verify (issue 14 item 4): compare every track's checksum with `peer`'s (null: the only
+   * peer) at verifyRate, while both serve; `resync` resends the tracks that differ.
+   */
+  startVerify(peer: string | null, resync: boolean, nowMs: number): { ok: true; report: VerifyReport } | { ok: false; error: string } {
+    const started = this.link.compare.startVerify(peer, resync, nowMs);
+    if (started.ok) this.compared(this.link.compare.pump(this.data.channelOf(started.report.peer), nowMs) ? this.data.channelOf(started.report.peer) : null, nowMs);
+    return started;
+  }
+
+  /** A checksum comparison that is complete ends here: the link half acts on what it found. */
+  private compared(ch: DataChannel | null, nowMs: number): void {
+    if (ch !== null) this.link.compared(ch, nowMs);
+  }
+
   // ================================================================ events that cross the halves
   //
   // Every event whose work spans the cache half, the link half and the roles enters here, and this
@@ -178,8 +204,10 @@ export class ReplicaCore {
   private applyInbound(ch: DataChannel, msg: LinkMessage, nowMs: number): boolean {
     if (msg.type === 'promoteReq') this.roles.onPromoteRequest(ch, msg);
     else if (msg.type === 'promoteAck') this.roles.onPromoteAck(ch, msg, nowMs);
-    else if (msg.type === 'fetchReq') this.link.fetchRequested(ch, msg.tracks, nowMs);
+    else if (msg.type === 'fetchReq') this.roles.fetchRequested(ch, msg.tracks, nowMs);
     else if (msg.type === 'syncDone' && this.roles.fetchesFrom(ch)) this.roles.fetchReceived(ch, nowMs);
+    else if (msg.type === 'sumReq') this.link.compare.onSumRequest(ch, msg);
+    else if (msg.type === 'sumReply') this.compared(this.link.compare.onSumReply(ch, msg, nowMs), nowMs);
     else {
       if (msg.type === 'state') this.roles.onSurveyedState(ch, msg);
       return this.link.processInbound(ch, msg, nowMs);
@@ -215,6 +243,7 @@ export class ReplicaCore {
     this.data.syncFinished(error, nowMs);
     if (error !== null) this.link.storeSyncFailed();
     this.data.syncCompleted(syncId, error === null);
+    this.link.compare.storeSynced(error === null);
   }
 
   hardenDone(jobId: number, bytes: number, storeWrites: number, reason: HardenReason, nowMs: number): void {
@@ -249,7 +278,7 @@ export class ReplicaCore {
       const wanted = ch.notifier.earliestWantedSinceMs;
       if (ch.linkIsUp && wanted !== null) at = earlierMs(at, wanted + Math.min(destageIntervalMs, maxDirtyAgeMs / 2)); // a range's cycle interval
     }
-    return earlierMs(at, this.link.sender.deadlineMs(nowMs));
+    return earlierMs(earlierMs(at, this.link.sender.deadlineMs(nowMs)), this.link.compare.deadlineMs());
   }
 
   /**
@@ -275,6 +304,7 @@ export class ReplicaCore {
     if (this.data.durable.retryDue(nowMs)) this.data.startDurableSync(); // a failed fdatasync's backoff ended
     this.data.notices.startDueCycles(nowMs);
     this.link.sender.pumpAll(nowMs);
+    for (const ch of this.link.compare.pumpAll(nowMs)) this.link.compared(ch, nowMs);
     this.data.pump(nowMs);
   }
 
@@ -345,7 +375,9 @@ export class ReplicaCore {
     assert(state !== 'standalone', `peer ${ch.name} in state standalone`);
     assert(!ch.mirroring || ch.linkIsUp, `peer state ${state} without a link`);
     assert(ch.resync === null || (state === 'resyncing' && ch.linkIsUp), `a resync is sent in peer state ${state}`);
-    assert(state !== 'resyncing' || ch.resync !== null || ch.intake.active, 'resyncing with neither a resync sent nor one received');
+    assert(state !== 'resyncing' || ch.sendsResync || ch.intake.active, 'resyncing with neither a resync sent nor one received');
+    assert(ch.compare === null || (ch.linkIsUp && (ch.compare.purpose === 'verify' || state === 'resyncing')), `a checksum comparison in peer state ${state}`);
+    assert(ch.resync === null || ch.compare === null, 'a resync sent while its checksums are still compared');
     assert(!ch.intake.active || ch.linkIsUp, 'receiving a resync without a link');
     assert(ch.pendingAcks.size === 0 || ch.linkIsUp, 'writes await the peer\'s ack without a link');
     assert(ch.inbound.length === 0 || ch.linkIsUp, 'peer messages held back without a link');

@@ -29,8 +29,12 @@ const YIELD_WINDOW_CHUNKS = 2;
 export class ResyncSender {
   constructor(private readonly data: DataPath, private readonly settings: ReplicaSettings) {}
 
-  /** Starts resyncing `tracks` into `ch`'s peer: syncStart, then the first reads. */
-  start(ch: Channel, tracks: TrackBitmap, { full, reason, initial = false }: ResyncPlanSpec, nowMs: number): void {
+  /**
+   * Starts resyncing `tracks` into `ch`'s peer: syncStart, then the first reads. `comparedBytes`:
+   * a checksum resync's compare phase (replica-compare.ts) already sent syncStart, compared that
+   * many bytes, and found `tracks` to differ.
+   */
+  start(ch: Channel, tracks: TrackBitmap, { full, reason, initial = false }: ResyncPlanSpec, nowMs: number, comparedBytes: number | null = null): void {
     const { volumeSizeBytes, trackSizeBytes } = this.settings.geometry;
     const { syncChunkBytes, syncWindowChunks, syncRateBytesPerSec, syncMinRateBytesPerSec } = this.settings;
     const yields = syncMinRateBytesPerSec !== undefined && syncMinRateBytesPerSec < syncRateBytesPerSec;
@@ -39,11 +43,15 @@ export class ResyncSender {
       ...(yields ? { yieldTo: { floorBytesPerSec: syncMinRateBytesPerSec, yieldChunkBytes: YIELD_CHUNK_BYTES, yieldWindowChunks: YIELD_WINDOW_CHUNKS } } : {}),
     };
     ch.resync = new ResyncPlan(tracks, trackSizeBytes, volumeSizeBytes, pace, nowMs, this.data.nextId++, full);
-    ch.event('resyncStarted');
-    // The seq tells a secondary target where in this stream the resync puts it (stream-position.ts).
-    this.data.send(ch, { type: 'syncStart', totalBytes: ch.resync.totalBytes, seq: this.data.role === 'primary' ? this.data.sendSeq : 0 });
-    const msg = initial ? 'initial sync of a new peer started' : full ? 'full resync of the peer started' : 'resync of the out-of-sync tracks started';
-    this.data.emit({ kind: 'log', level: full && !initial ? 'warn' : 'info', msg, fields: { tracks: ch.resync.trackCount, bytes: ch.resync.totalBytes, reason } });
+    if (comparedBytes !== null) {
+      this.data.emit({ kind: 'log', level: 'info', msg: 'checksums compared: sending the tracks that differ', fields: { tracks: ch.resync.trackCount, bytes: ch.resync.totalBytes, comparedBytes } });
+    } else {
+      ch.event('resyncStarted');
+      // The seq tells a secondary target where in this stream the resync puts it (stream-position.ts).
+      this.data.send(ch, { type: 'syncStart', totalBytes: ch.resync.totalBytes, seq: this.data.role === 'primary' ? this.data.sendSeq : 0, compare: false });
+      const msg = initial ? 'initial sync of a new peer started' : full ? 'full resync of the peer started' : 'resync of the out-of-sync tracks started';
+      this.data.emit({ kind: 'log', level: full && !initial ? 'warn' : 'info', msg, fields: { tracks: ch.resync.trackCount, bytes: ch.resync.totalBytes, reason } });
+    }
     this.pump(ch, nowMs);
   }
 

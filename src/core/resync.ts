@@ -126,6 +126,10 @@ export interface SyncProgress {
   /** The source yields to host writes now (issue 14 item 6), at `limitBytesPerSec`. */
   yielding?: boolean;
   limitBytesPerSec?: number;
+  /** A checksum resync (issue 14 item 5) comparing checksums before it sends what differs (replica-compare.ts). */
+  phase?: 'compare';
+  comparedBytes?: number;
+  differingTracks?: number;
 }
 
 type Chunk = { offsetBytes: number; lengthBytes: number };
@@ -289,6 +293,10 @@ export class ResyncIntake {
   private activeValue = false;
   private totalBytes = 0;
   private receivedBytes = 0;
+  /** A checksum resync: the bytes whose checksums this node gave so far (its progress until all are). */
+  private compare: { answeredBytes: number } | null = null;
+  /** A checksum resync into a store that lost a writeback: it answers no checksum, so every track is sent. */
+  refusesSums = false;
 
   get active(): boolean {
     return this.activeValue;
@@ -299,11 +307,18 @@ export class ResyncIntake {
     this.activeValue = true;
   }
 
-  /** The source's syncStart: it will send `totalBytes`. */
-  start(totalBytes: number): void {
+  /** The source's syncStart: it will send `totalBytes`, or compare them first (`compare`) and send what differs. */
+  start(totalBytes: number, compare = false, refusesSums = false): void {
     this.activeValue = true;
+    this.refusesSums = refusesSums;
     this.totalBytes = totalBytes;
     this.receivedBytes = 0;
+    this.compare = compare ? { answeredBytes: 0 } : null;
+  }
+
+  /** This node answered the source's checksum request for `bytes` of tracks. */
+  answered(bytes: number): void {
+    if (this.compare !== null) this.compare.answeredBytes += bytes;
   }
 
   received(bytes: number): void {
@@ -317,6 +332,12 @@ export class ResyncIntake {
   }
 
   progress(trackSizeBytes: number): SyncProgress {
+    // A checksum resync counts the tracks compared (the source then sends only what differs).
+    const compared = this.compare === null ? null : Math.min(this.totalBytes, this.compare.answeredBytes);
+    if (compared !== null) {
+      const phase = compared < this.totalBytes ? { phase: 'compare' as const } : {};
+      return { totalBytes: this.totalBytes, doneBytes: compared, tracksLeft: Math.ceil((this.totalBytes - compared) / trackSizeBytes), rateBytesPerSec: 0, etaSeconds: null, full: true, ...phase, comparedBytes: compared };
+    }
     const left = this.totalBytes - this.receivedBytes;
     return { totalBytes: this.totalBytes, doneBytes: this.receivedBytes, tracksLeft: Math.ceil(left / trackSizeBytes), rateBytesPerSec: 0, etaSeconds: null, full: false };
   }

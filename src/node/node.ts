@@ -14,7 +14,7 @@ import { startNbdServer } from '../nbd/server.js';
 import { openFileStore } from '../store/file-store.js';
 import { openNbdStore } from '../store/nbd-store.js';
 import type { Store } from '../store/store.js';
-import { buildStatus, LinkTraffic, type NodeStatus, type PeerLinkSource } from './status.js';
+import { buildStatus, LinkTraffic, verifyView, type NodeStatus, type PeerLinkSource } from './status.js';
 import { MetadataFileStore } from './metadata.js';
 import { RoleChangeError, Volume } from './volume.js';
 import { ArbiterShell } from '../arbiter/arbiter-shell.js';
@@ -126,6 +126,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
         quorum: { ack: config.ack, policy: config.quorum, onNoQuorum: config.onNoQuorum },
         syncRateBytesPerSec: config.syncRateBytesPerSec,
         syncMinRateBytesPerSec: config.syncMinRateBytesPerSec,
+        verifyRateBytesPerSec: config.verifyRateBytesPerSec,
         send: (peer: string, msg: LinkMessage) => links.get(peer)?.send(msg) ?? true,
         setReceiving: (peer: string, receiving: boolean) => {
           const connection = links.get(peer)?.connection;
@@ -194,6 +195,13 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
       if (p['discardLocal'] !== true) throw new RoleChangeError('resolve needs discardLocal: this node is the side whose changes are discarded');
       await volume.resolveDiscardLocal();
       return { resolved: true, discardLocal: true };
+    }),
+    // POST /verify {"peer": "b", "resync": true}: starts an online verify (issue 14 item 4) and
+    // answers at once; /status `verify` shows its progress and, once it ends, its result.
+    verify: (p) => asAdmin(async () => {
+      const peer = p['peer'];
+      if (peer !== undefined && typeof peer !== 'string') throw new AdminActionError(400, 'peer: give a node name');
+      return { started: true, verify: verifyView(volume.verify(peer ?? null, p['resync'] === true)) };
     }),
   };
   const getUsage = async (query: Record<string, string>): Promise<object> => {

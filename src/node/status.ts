@@ -2,6 +2,8 @@
 // (DESIGN.md "Interfaces"; `twinblock status` prints it for people, like `drbdadm status`).
 import { formatAddress, type Config, type NbdTlsMode, type NodeConfig } from '../config/config.js';
 import type { PeerState, QuorumView, Role } from '../core/replica-types.js';
+import type { VerifyReport } from '../core/replica-compare.js';
+import type { SyncProgress } from '../core/resync.js';
 import type { LinkConnection } from '../link/connection.js';
 import type { PeerLink } from '../link/peer-link.js';
 import type { Volume, VolumeCounters } from './volume.js';
@@ -17,9 +19,15 @@ export interface PeerStatus {
   /** Tracks the peer lacks and must be sent on resync. */
   outOfSyncTracks: number;
   rttMs: number | null;
-  /** Resync data sent to this peer since start (counters.resyncBytesSent is the node's total). */
+  /**
+   * Resync data sent to this peer since start (counters.resyncBytesSent is the node's total): the
+   * tracks sent, not those a checksum resync found equal and skipped.
+   */
   resyncBytesSent: number;
-  sync: { totalBytes: number; doneBytes: number; tracksLeft: number; rateBytesPerSec: number; etaSeconds: number | null; full: boolean; yielding?: boolean; limitBytesPerSec?: number } | null;
+  /** Bytes whose checksums a checksum resync into this peer compared, since start (issue 14 item 5). */
+  resyncBytesCompared: number;
+  /** During a resync: its progress; `phase: "compare"` while a checksum resync compares (then it sends what differs). */
+  sync: SyncProgress | null;
   /** A resync into this node started and has not finished (its data is incomplete). */
   incompleteResync: boolean;
   /** Per range with any mark: counts in the current and old bitmaps. */
@@ -70,6 +78,16 @@ export interface NodeStatus {
   heldReplies: number;
   /** Issue 15: host writes (NBD WRITE) answered over the last interval of at least a second. */
   hostWrites: HostWriteFigures;
+  /** The last online verify (issue 14 item 4), with its progress while it runs; null: none since start. */
+  verify: VerifyView | null;
+}
+
+/** /status `verify`: VerifyReport with its times as ISO 8601. */
+export type VerifyView = Omit<VerifyReport, 'startedAtMs' | 'endedAtMs'> & { startedAt: string; endedAt: string | null };
+
+export function verifyView(report: VerifyReport): VerifyView {
+  const { startedAtMs, endedAtMs, ...rest } = report;
+  return { ...rest, startedAt: new Date(startedAtMs).toISOString(), endedAt: endedAtMs === null ? null : new Date(endedAtMs).toISOString() };
 }
 
 /** Status lists at most this many ranges, the fullest first: enough to see where marks sit. */
@@ -182,6 +200,7 @@ export function buildStatus(src: StatusSources): NodeStatus {
         outOfSyncTracks: ch.outOfSync.count(),
         rttMs: connection?.lastRttMs ?? null,
         resyncBytesSent: ch.resyncBytesSent,
+        resyncBytesCompared: ch.resyncBytesCompared + (ch.compare?.purpose === 'resync' ? ch.compare.progress().comparedBytes : 0),
         sync: core.syncStatus(ch.name, nowMs),
         incompleteResync: core.incompleteResync,
         ranges: ch.record.rangeSummary().sort((a, b) => b.current + b.old - a.current - a.old).slice(0, MAX_RANGES_LISTED),
@@ -190,5 +209,11 @@ export function buildStatus(src: StatusSources): NodeStatus {
     arbiter: src.arbiter,
     heldReplies: volume.heldReplyCount,
     hostWrites: src.hostWrites,
+    verify: verifyOf(volume),
   };
+}
+
+function verifyOf(volume: Volume): VerifyView | null {
+  const report = volume.verifyReport;
+  return report === null ? null : verifyView(report);
 }

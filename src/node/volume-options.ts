@@ -35,6 +35,8 @@ export interface VolumeOptions {
     syncRateBytesPerSec: number;
     /** The floor a resync yields down to while host writes run (absent: it never yields). */
     syncMinRateBytesPerSec?: number;
+    /** Online verify's rate (default: syncRateBytesPerSec). */
+    verifyRateBytesPerSec?: number;
   };
   /** Called after each harden job, for metrics. */
   onHardened?: (bytes: number, storeWrites: number, seconds: number, reason: HardenReason) => void;

@@ -4,6 +4,7 @@
 // work list, one at a time, so a test decides exactly which message arrives when (a slow peer is
 // one whose queue the test does not deliver). Store writes, fdatasyncs and metadata saves complete
 // at once unless the node's `holdHardens` is set.
+import { trackSums } from '../../src/node/track-sums.js';
 import assert from 'node:assert/strict';
 import { ReplicaCore } from '../../src/core/replica.js';
 import type { HardenJob } from '../../src/core/cache-types.js';
@@ -249,6 +250,9 @@ export class CoreCluster {
         return;
       case 'sync-read':
         this.work.push(() => this.event(name, (c) => c.syncChunkRead(action.offsetBytes, this.read(name, action.offsetBytes, action.lengthBytes), this.nowMs, action.resyncId)));
+        return;
+      case 'sum-read': // issue 14 items 4-5: checksums of tracks as the node serves them
+        this.work.push(() => this.event(name, (c) => c.sumsRead(action.readId, trackSums(this.read(name, action.offsetBytes, action.lengthBytes), c.settings.geometry.trackSizeBytes), this.nowMs)));
         return;
       case 'log':
         n.logs.push(`${action.level} ${action.msg}`);
