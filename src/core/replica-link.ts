@@ -287,9 +287,7 @@ export class LinkHalf {
     if (!plan.full) tracks.addAll(tracksOthersMayLack(this.data, ch));
     // A full resync into a store that may hold the data compares checksums first and sends only
     // what differs (issue 14 item 5); a new, empty store gets syncZero extents without a compare.
-    // A pair only, for now: among three nodes the simulator fails seeds with it (e.g. 100: an
-    // in-sync secondary lacks an acknowledged write after a later crash), not yet understood.
-    if (plan.full && !peer.storeBlank && this.settings.peers.length === 1) this.compare.startResync(ch, tracks, plan, nowMs);
+    if (plan.full && !peer.storeBlank) this.compare.startResync(ch, tracks, plan, nowMs);
     else this.sendResync(ch, tracks, plan, nowMs);
   }
 
