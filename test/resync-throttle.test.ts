@@ -11,23 +11,30 @@ import { pairLogs, startPair } from './helpers/pair-process.js';
 import { ensureTools } from './helpers/tools.js';
 import { TrackBitmap } from '../src/core/bitmap.js';
 import { ResyncPlan } from '../src/core/resync.js';
-import { ResyncThrottle, THROTTLE_QUIET_MS, THROTTLE_STEP_MS } from '../src/core/resync-throttle.js';
+import { ResyncThrottle, THROTTLE_PROBE_EVERY_MS, THROTTLE_QUIET_MS, THROTTLE_STEP_MS } from '../src/core/resync-throttle.js';
 
 const MiB = 1024 * 1024;
 const KiB = 1024;
 const settings = { ceilingBytesPerSec: 160 * MiB, floorBytesPerSec: 4 * MiB, yieldChunkBytes: 128 * KiB, yieldWindowChunks: 2 };
 const full = { chunkBytes: MiB, windowChunks: 4 };
 
-/** Host writes every millisecond from `fromMs` for `forMs`, each acknowledged after `rttMs(t)`; returns the rates seen at each step. */
+/**
+ * Host writes every millisecond from `fromMs` for `forMs`, each acknowledged after `rttMs(t)`, the
+ * rate asked every millisecond (as the plan does); returns the rate at the end of each step.
+ */
 function drive(throttle: ResyncThrottle, fromMs: number, forMs: number, rttMs: (t: number) => number): number[] {
   const rates: number[] = [];
   for (let t = fromMs; t < fromMs + forMs; t++) {
     throttle.hostWrite(t);
     throttle.roundTrip(t, rttMs(t));
-    if ((t - fromMs) % THROTTLE_STEP_MS === THROTTLE_STEP_MS - 1) rates.push(throttle.rateAt(t));
+    const rate = throttle.rateAt(t);
+    if ((t - fromMs) % THROTTLE_STEP_MS === THROTTLE_STEP_MS - 1) rates.push(rate);
   }
   return rates;
 }
+
+/** The round trip without the resync: 0.2 ms, one in ten at 0.4 ms (its 90th percentile). */
+const calm = (t: number): number => (t % 10 === 0 ? 0.4 : 0.2);
 
 describe('ResyncThrottle', () => {
   test('no host writes: full speed and full chunks', () => {
@@ -35,32 +42,53 @@ describe('ResyncThrottle', () => {
     assert.equal(throttle.rateAt(0), settings.ceilingBytesPerSec);
     assert.deepEqual(throttle.shape(0, full), full);
     assert.equal(throttle.yielding(0), false);
+    assert.equal(throttle.pausedUntilMs(0), null);
   });
 
-  test('host writes start: the floor at once, small chunks, then the rate is earned back while the round trip holds', () => {
+  test('host writes start: a probe (paused) to measure the host alone, then the floor, then the rate is earned back while the tail holds', () => {
     const throttle = new ResyncThrottle(settings);
-    // A base round trip measured before the resync got in the way.
-    throttle.roundTrip(0, 0.2);
     throttle.hostWrite(1000);
-    assert.equal(throttle.rateAt(1000), settings.floorBytesPerSec);
+    assert.equal(throttle.rateAt(1000), 0, 'a probe first: the resync pauses');
+    assert.equal(throttle.pausedUntilMs(1000), 1000 + THROTTLE_STEP_MS);
     assert.deepEqual(throttle.shape(1000, full), { chunkBytes: 128 * KiB, windowChunks: 2 });
-    const rates = drive(throttle, 1001, 2000, () => 0.25);
-    // Additive increase: a sixteenth of the ceiling per step, up to the ceiling and no further.
-    assert.equal(rates[0], settings.floorBytesPerSec + settings.ceilingBytesPerSec / 16);
-    assert.ok(rates.every((r, i) => i === 0 || r >= rates[i - 1]!), `never down while the round trip holds: ${rates.join(' ')}`);
-    assert.equal(rates.at(-1), settings.ceilingBytesPerSec);
+    const rates = drive(throttle, 1001, 6000, calm);
+    assert.equal(rates[0], settings.floorBytesPerSec, 'after the probe: the floor');
+    const running = rates.filter((r) => r > 0);
+    assert.ok(running.every((r, i) => i === 0 || r >= running[i - 1]!), `never down while the tail holds: ${running.join(' ')}`);
+    assert.equal(running.at(-1), settings.ceilingBytesPerSec);
+    // A probe every few seconds: a step at rate 0, then back to the rate it had.
+    const probes = rates.map((r, i) => (r === 0 ? i : -1)).filter((i) => i >= 0);
+    assert.ok(probes.length >= 1 && probes.length <= Math.ceil(6000 / THROTTLE_PROBE_EVERY_MS), `probes at steps ${probes.join(', ')}`);
+    for (const i of probes) assert.ok(rates[i + 1] === undefined || rates[i + 1]! >= rates[i - 1]!, 'a probe resumes at the rate before it');
   });
 
-  test('the round trip grows: the rate halves, down to the floor and never below', () => {
+  test('the resync grows the tail: the rate halves, and settles where the tail holds, never below the floor', () => {
     const throttle = new ResyncThrottle(settings);
-    throttle.roundTrip(0, 0.2);
-    throttle.hostWrite(0);
-    drive(throttle, 1, 2000, () => 0.2); // earned the ceiling
-    assert.equal(throttle.rateAt(2001), settings.ceilingBytesPerSec);
-    const rates = drive(throttle, 2001, 1000, () => 1.5);
-    assert.equal(rates[0], settings.ceilingBytesPerSec / 2);
-    assert.equal(rates[1], settings.ceilingBytesPerSec / 4);
-    assert.equal(rates.at(-1), settings.floorBytesPerSec);
+    drive(throttle, 0, 5000, calm); // earned the ceiling
+    assert.equal(throttle.rateAt(5000), settings.ceilingBytesPerSec);
+    // Above a quarter of the ceiling the resync makes one round trip in five take 3 ms; at most
+    // that, and during probes, the host sees its calm round trips.
+    const quarter = settings.ceilingBytesPerSec / 4;
+    const hurt = (t: number): number => (throttle.rateAt(t) > quarter && t % 5 === 0 ? 3 : calm(t));
+    const rates = drive(throttle, 5001, 6000, hurt).filter((r) => r > 0);
+    assert.equal(rates[0], settings.ceilingBytesPerSec / 2, 'halved at the first step that saw the tail');
+    assert.equal(rates[1], quarter);
+    const settled = rates.slice(5);
+    assert.ok(settled.every((r) => r >= settings.floorBytesPerSec && r <= quarter + settings.ceilingBytesPerSec / 32), `settled near the quarter: ${settled.map((r) => r / MiB).join(' ')}`);
+    // Where the tail grows at any rate, the floor holds.
+    const always = drive(throttle, 11001, 3000, (t) => (t % 5 === 0 ? 3 : 0.2)).filter((r) => r > 0);
+    assert.ok(always.includes(settings.floorBytesPerSec) && always.every((r) => r >= settings.floorBytesPerSec), always.map((r) => r / MiB).join(' '));
+  });
+
+  test('a light host load (too few round trips to judge) holds the rate', () => {
+    const throttle = new ResyncThrottle(settings);
+    const rates: number[] = [];
+    for (let t = 0; t < 2000; t += 50) {
+      throttle.hostWrite(t);
+      throttle.roundTrip(t, 5);
+      rates.push(throttle.rateAt(t));
+    }
+    assert.ok(rates.slice(4).every((r) => r === settings.floorBytesPerSec), rates.join(' '));
   });
 
   test('host writes stop: full speed again after the quiet time', () => {

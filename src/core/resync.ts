@@ -196,7 +196,8 @@ export class ResyncPlan {
   /** The chunks to read now: as many as the window of reads in flight and the rate allow. */
   readsDue(nowMs: number): Chunk[] {
     if (nowMs < this.retryAtMs) return [];
-    this.refill(nowMs);
+    // Rate 0: a probe of the throttle, which measures the host without the resync.
+    if (this.refill(nowMs) === 0) return [];
     const { chunkBytes, windowChunks } = this.shape(nowMs);
     const due: Chunk[] = [];
     while (this.readsInFlight < windowChunks && this.budgetBytes > 0) {
@@ -219,6 +220,7 @@ export class ResyncPlan {
     if (!anyLeft || this.readsInFlight >= this.shape(nowMs).windowChunks) return null;
     if (nowMs < this.retryAtMs) return this.retryAtMs;
     const rate = this.refill(nowMs);
+    if (rate === 0) return this.throttle?.pausedUntilMs(nowMs) ?? nowMs + 1;
     // The budget must be positive again: what is owed, at the rate allowed now.
     return this.budgetBytes > 0 ? nowMs : nowMs + (1 - this.budgetBytes) * 1000 / rate;
   }
