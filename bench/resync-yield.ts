@@ -22,7 +22,7 @@ import { parseArgs } from 'node:util';
 import { cleanupAll, makeTempDir, run, describeRun } from '../test/helpers/node-process.js';
 import { ensureTools } from '../test/helpers/tools.js';
 import {
-  commitDescription, exitWithUsageIf, failureLine, fmtNumber, intOption, loadAverage, machine, maxLoadOption, median, MiB, waitForLowLoad,
+  commitDescription, exitWithUsageIf, failureLine, fmtNumber, intOption, loadAverage, machine, maxLoadOption, median, MiB, sleep, waitForLowLoad,
 } from './common.js';
 import { rows, runFio, type Measurement } from './fio.js';
 import { BenchPair, pairPaths } from './pair.js';
@@ -36,9 +36,14 @@ const usage = `usage: npm run bench:resync-yield -- [options]
   --dir DIR        where the files go (default: a temp dir)`;
 
 type Mode = 'yield' | 'no-yield';
-interface RunResult { baseline: Measurement; during: Measurement; resyncRanThroughout: boolean; idleResyncMs: number; idleResyncBytes: number }
+interface RunResult {
+  baseline: Measurement; during: Measurement; resyncRanThroughout: boolean; idleResyncMs: number; idleResyncBytes: number;
+  /** The resync's progress while fio ran, and the median limit status showed meanwhile. */
+  resyncBytesPerSecDuring: number; medianLimitBytesPerSec: number;
+}
 
-const SYNC_RATE = '200MiB';
+/** The ceiling of both modes: low enough that a resync that never yields outlasts the fio run. */
+const SYNC_RATE = '100MiB';
 
 function fioLoad(iops: number): string[] {
   return [`--rate_iops=${iops}`];
@@ -72,8 +77,22 @@ async function oneRun(mode: Mode, label: string, dir: string, sizeMiB: number, i
     const sizeBytes = sizeMiB * MiB;
     const baseline = await runFio(row, pair.uri('a'), sizeBytes, seconds, fioLoad(iops));
     await restartBlank(pair);
+    const doneBefore = (await pair.status('a')).peers[0]?.sync?.doneBytes ?? 0;
+    const fioStartMs = Date.now();
+    const limits: number[] = [];
+    let polling = true;
+    const poller = (async () => {
+      while (polling) {
+        const sync = (await pair.status('a')).peers[0]?.sync as { limitBytesPerSec?: number } | null | undefined;
+        if (sync?.limitBytesPerSec !== undefined) limits.push(sync.limitBytesPerSec);
+        await sleep(200);
+      }
+    })();
     const during = await runFio(row, pair.uri('a'), sizeBytes, seconds, fioLoad(iops));
+    polling = false;
+    await poller;
     const after = await pair.status('a');
+    const resyncBytesPerSecDuring = ((after.peers[0]?.sync?.doneBytes ?? sizeBytes) - doneBefore) / ((Date.now() - fioStartMs) / 1000);
     const resyncRanThroughout = after.peers[0]?.state === 'resyncing';
     await pair.waitInSync(600_000);
     await pair.waitHardened();
@@ -81,7 +100,7 @@ async function oneRun(mode: Mode, label: string, dir: string, sizeMiB: number, i
     const startMs = Date.now();
     await pair.waitInSync(600_000);
     const idleResyncMs = Date.now() - startMs;
-    return { baseline, during, resyncRanThroughout, idleResyncMs, idleResyncBytes: sizeBytes };
+    return { baseline, during, resyncRanThroughout, idleResyncMs, idleResyncBytes: sizeBytes, resyncBytesPerSecDuring, medianLimitBytesPerSec: median(limits) };
   } finally {
     await pair.stop().catch(() => undefined);
     rmSync(paths.dir, { recursive: true, force: true });
@@ -104,7 +123,7 @@ async function main(): Promise<void> {
     for (const mode of (i % 2 === 0 ? ['yield', 'no-yield'] : ['no-yield', 'yield']) as Mode[]) {
       const r = await oneRun(mode, `${mode}-${i}`, dir, sizeMiB, iops, seconds);
       results[mode].push(r);
-      console.error(`${mode} run ${i + 1}: p99 ${fmtNumber(r.baseline.p99LatencyUs)} -> ${fmtNumber(r.during.p99LatencyUs)} us (resync throughout: ${r.resyncRanThroughout}), idle resync ${r.idleResyncMs} ms`);
+      console.error(`${mode} run ${i + 1}: p99 ${fmtNumber(r.baseline.p99LatencyUs)} -> ${fmtNumber(r.during.p99LatencyUs)} us (resync throughout: ${r.resyncRanThroughout}, ${fmtNumber(r.resyncBytesPerSecDuring / MiB, 1)} MiB/s meanwhile, median limit ${fmtNumber(r.medianLimitBytesPerSec / MiB, 1)} MiB/s), idle resync ${r.idleResyncMs} ms`);
     }
   }
   const loadAfter = loadAverage();
@@ -112,8 +131,8 @@ async function main(): Promise<void> {
     `Resync that yields: ${commitDescription()}, ${runs} alternating runs per mode, ${sizeMiB} MiB volume, syncRate ${SYNC_RATE}; host load fio 4 KiB randwrite QD1 at ${iops} IOPS for ${seconds} s.`,
     `Load (1/5/15 min) before: ${loadBefore}; after: ${loadAfter}. Machine: ${JSON.stringify(machine())}`,
     '',
-    '| mode | p99 without resync (us) | p99 during resync (us) | ratio | p50 without / during (us) | IOPS during | resync ran throughout | idle full resync (ms, MiB/s) |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| mode | p99 without resync (us) | p99 during resync (us) | ratio | p50 without / during (us) | IOPS during | resync MiB/s during (median limit) | resync ran throughout | idle full resync (ms, MiB/s) |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
   ];
   for (const mode of ['yield', 'no-yield'] as Mode[]) {
     const rs = results[mode];
@@ -121,7 +140,7 @@ async function main(): Promise<void> {
     const during = median(rs.map((r) => r.during.p99LatencyUs));
     const idleMs = median(rs.map((r) => r.idleResyncMs));
     lines.push(`| ${mode} | ${fmtNumber(base)} | ${fmtNumber(during)} | ${(during / base).toFixed(2)}x | ${fmtNumber(median(rs.map((r) => r.baseline.p50LatencyUs)))} / ${fmtNumber(median(rs.map((r) => r.during.p50LatencyUs)))} | ` +
-      `${fmtNumber(median(rs.map((r) => r.during.iops)))} | ${rs.filter((r) => r.resyncRanThroughout).length} of ${rs.length} | ${idleMs} (${fmtNumber(sizeMiB / (idleMs / 1000))}) |`);
+      `${fmtNumber(median(rs.map((r) => r.during.iops)))} | ${fmtNumber(median(rs.map((r) => r.resyncBytesPerSecDuring)) / MiB, 1)} (${fmtNumber(median(rs.map((r) => r.medianLimitBytesPerSec)) / MiB, 1)}) | ${rs.filter((r) => r.resyncRanThroughout).length} of ${rs.length} | ${idleMs} (${fmtNumber(sizeMiB / (idleMs / 1000))}) |`);
   }
   console.log(lines.join('\n'));
 }

@@ -13,7 +13,7 @@
 // - the step's 90th percentile is within 1.5× the base (plus a small allowance): the rate grows
 //   by a thirty-second of the ceiling;
 // - it is above: the rate halves, down to the floor (`syncMinRate`), never below;
-// - while yielding, chunks are at most `yieldChunkBytes`, two in flight, so no large chunk sits
+// - while yielding, chunks are at most `yieldChunkBytes`, `yieldWindowChunks` in flight, so no large chunk sits
 //   ahead of a host write on the link;
 // - no host write for THROTTLE_QUIET_MS: full speed (`syncRate`, the ceiling), full chunks.
 // A step with too few round trips to judge (a light host load) holds the rate.
