@@ -89,6 +89,19 @@ describe('admin server', () => {
     assert.deepEqual(await failed.json(), { error: 'boom' });
   });
 
+  it("a browser page from another origin may not act (CSRF); this port's own page and clients without Origin may", async () => {
+    const before = promotions;
+    for (const origin of ['http://evil.example', 'null', `http://127.0.0.1:${server.port + 1}`]) {
+      const res = await fetch(`${base}/promote`, { method: 'POST', headers: { origin } });
+      assert.equal(res.status, 403, origin);
+      assert.match(((await res.json()) as { error: string }).error, /may not act on this node/);
+    }
+    assert.equal(promotions, before, 'no cross-site action ran');
+    const own = await fetch(`${base}/promote`, { method: 'POST', headers: { origin: base } });
+    assert.equal(own.status, 200, "the dashboard's own page");
+    assert.equal(promotions, before + 1);
+  });
+
   it('unknown paths are 404 JSON, wrong methods 405 with Allow', async () => {
     for (const [method, url] of [['GET', '/nope'], ['POST', '/nope'], ['POST', '/toString'], ['GET', '/']]) {
       const res = await fetch(`${base}${url}`, { method });

@@ -170,6 +170,12 @@ async function route(req: http.IncomingMessage, res: http.ServerResponse, ctx: C
   const action = Object.hasOwn(actions, actionName) ? actions[actionName] : undefined;
   if (action === undefined) return sendError(res, ctx, 404, `no such endpoint: ${clientText(target.path, 100)}`);
   if (method !== 'POST') return methodNotAllowed(res, ctx, 'POST');
+  const crossSite = crossSiteOrigin(req);
+  if (crossSite !== null) {
+    req.resume();
+    ctx.log.warn({ action: actionName, origin: clientText(crossSite, 100), remote: req.socket.remoteAddress }, 'admin action refused: sent by another site');
+    return sendError(res, ctx, 403, `refused: a browser page from ${clientText(crossSite, 100)} may not act on this node`);
+  }
   const refused = refusedToken(req, ctx.opts.adminToken ?? null);
   if (refused !== null) {
     req.resume();
@@ -177,6 +183,25 @@ async function route(req: http.IncomingMessage, res: http.ServerResponse, ctx: C
     return sendError(res, ctx, 401, `unauthorized: ${refused}`, { 'www-authenticate': 'Bearer realm="twinblock"' });
   }
   return runAction(actionName, action, req, target, res, ctx);
+}
+
+/**
+ * A browser's cross-site request (CSRF): a page from another origin that POSTs to this port. Without
+ * an admin token (allowed on loopback only) a form on any web page a person on this machine opens
+ * could promote, demote or discard this node; browsers name the page's origin in `Origin` on every
+ * cross-origin POST, and the CLI, curl and scripts send none. The dashboard's own page has this
+ * port's origin. Returns the foreign origin, or null.
+ */
+function crossSiteOrigin(req: http.IncomingMessage): string | null {
+  const origin = req.headers.origin;
+  if (origin === undefined) return null;
+  let host: string;
+  try {
+    host = new URL(origin).host;
+  } catch {
+    return origin; // "null" (a sandboxed page or a file) or garbage: not this port's page
+  }
+  return host === req.headers.host ? null : origin;
 }
 
 /** Why a request's Authorization does not carry the token (null: it does, or none is set). */
