@@ -252,22 +252,26 @@ test('a SIGTERM stop whose store fails completes once the store recovers; the pr
 });
 
 test('a node whose resync was cut off refuses promotion without --force', async () => {
-  const { a, b, link } = await syncedPair();
+  // b's cache (512 KiB) is smaller than what it misses (180 writes over 12 tracks, 768 KiB).
+  const { a, b, link } = await syncedPair({ secondaryCacheBytes: 512 * KiB });
   b.crash();
   link.cut();
   await writeAll(a, 180, 12, new Ledger());
-  // b's disk hangs: its 1 MiB cache fills and the resync cannot finish before a dies, however fast.
+  // b's disk hangs: its cache fills and the resync cannot finish before a dies, however fast.
   let open!: () => void;
   b.store.gate = new Promise<void>((resolve) => { open = resolve; });
   b.restart();
   link.connect();
-  await waitFor('resync started', () => b.volume.core.incompleteResync);
-  a.crash();
-  link.cut();
-  assert.notEqual(b.volume.peerState, 'in-sync');
-  await assert.rejects(b.volume.promote(false), /has not finished/);
-  await b.volume.promote(true);
-  open();
+  try {
+    await waitFor('resync started', () => b.volume.core.incompleteResync);
+    a.crash();
+    link.cut();
+    assert.notEqual(b.volume.peerState, 'in-sync');
+    await assert.rejects(b.volume.promote(false), /has not finished/);
+    await b.volume.promote(true);
+  } finally {
+    open(); // a failure above must not leave b's store hanging (the test file would time out)
+  }
   await b.volume.close();
 });
 
@@ -409,7 +413,7 @@ test('a resync read that fails is retried after a pause; the resync completes', 
   await closeAndCompare(a, b);
 });
 
-test('the out-of-sync set survives a clean restart of the survivor; a crashed survivor falls back to a full resync', async () => {
+test('the out-of-sync set survives a clean restart of the survivor; a crashed survivor falls back to a full (checksum) resync', async () => {
   const { a, b, link } = await drainedPair();
   b.crash();
   link.cut();
@@ -433,8 +437,13 @@ test('the out-of-sync set survives a clean restart of the survivor; a crashed su
   b.restart();
   await a.volume.promote(false);
   link.connect();
+  const comparedBefore = a.volume.core.peers[0]!.resyncBytesCompared;
   await waitFor('in-sync', () => inSync(a, b));
-  assert.equal(a.volume.counters.syncBytesSent, 4 * MiB, 'full resync after the survivor crashed');
+  // A full resync, and a checksum one (issue 14 item 5): every track compared, only those that
+  // differ (at most the 12 tracks the writes touch) sent.
+  assert.equal(a.volume.core.peers[0]!.resyncBytesCompared - comparedBefore, 4 * MiB, 'full resync after the survivor crashed: every track compared');
+  const sent = a.volume.counters.syncBytesSent;
+  assert.ok(sent > 0 && sent <= 12 * TRACK, `only the tracks that differ were sent: ${sent} bytes`);
   await acked.check(b, 'after the full resync', 50);
   await closeAndCompare(a, b);
 });
