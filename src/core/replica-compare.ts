@@ -201,7 +201,7 @@ export class ComparePart {
   syncBeforeSums(): void {
     if (this.data.storeSyncedSinceStart || this.syncAwaited) return;
     this.syncAwaited = true;
-    this.data.startOp({ reply: -1 }, { seq: this.data.cache.sequence, tracks: [] }, null);
+    this.data.startOp({ internal: 'syncBeforeSums' }, { seq: this.data.cache.sequence, tracks: [] }, null);
   }
 
   /**

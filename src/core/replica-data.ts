@@ -39,8 +39,12 @@ export interface Piece {
   /** When it was last sent to the peers (their ack's round trip steers a yielding resync). */
   mirroredAtMs: number;
 }
-/** What a finished op does: answer a host request, or a peer's FLUSH request (on that peer's link). */
-type OpDone = { reply: number } | { flushAck: number; peer: string };
+/**
+ * What a finished op does: answer a host request, answer a peer's FLUSH request (on that peer's
+ * link), or nothing (`internal`: an fdatasync the node wants for itself, whose outcome its
+ * requester hears through storeSynced).
+ */
+type OpDone = { reply: number } | { flushAck: number; peer: string } | { internal: 'syncBeforeSums' };
 interface Op {
   done: OpDone;
   localPending: boolean;
@@ -434,7 +438,7 @@ export class DataPath {
     // stepped down and the new primary's resync replaced its block).
     if (op.aloneSinceRoleChange !== null && op.aloneSinceRoleChange !== this.roleChanges) op.errno ??= 'EIO';
     if ('reply' in op.done) this.emit({ kind: 'reply', reqId: op.done.reply, errno: op.errno, ...(op.errno ? { message: 'store write failed' } : {}) });
-    else this.send(this.channelOf(op.done.peer), { type: 'flushAck', id: op.done.flushAck, ok: op.errno === null });
+    else if ('flushAck' in op.done) this.send(this.channelOf(op.done.peer), { type: 'flushAck', id: op.done.flushAck, ok: op.errno === null });
   }
 
   settleWaiters(): void {
