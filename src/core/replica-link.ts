@@ -15,6 +15,7 @@ import { StreamPosition } from './stream-position.js';
 import { ResyncSender, tracksOthersMayLack, type ResyncPlanSpec } from './resync-sender.js';
 import { applyPeerDataAt, staleStream } from './replica-apply.js';
 import { ComparePart } from './replica-compare.js';
+import { StoreTrust } from './store-trust.js';
 
 export class LinkHalf {
   /**
@@ -25,31 +26,10 @@ export class LinkHalf {
   lastPersistToken = -1;
   /** Who was primary when (persisted): decides the sync source, detects split brain. */
   history: EpochEntry[];
-  /** Every hardened write is known to the peer or listed in outOfSync. */
-  storeTrusted: boolean;
+  /** Trusted for a delta resync, and what a failed fdatasync left unsure (store-trust.ts). */
+  readonly trust: StoreTrust;
   /** outOfSync is complete (no crash since it was collected). */
   private outOfSyncValid: boolean;
-  /**
-   * An fdatasync failed since every track of this store was last rewritten (a full resync into
-   * it). Linux may drop the dirty pages of a failed writeback and report it once ("fsyncgate"):
-   * sectors hardened before it may be lost to a power loss although a later fdatasync succeeds,
-   * and no bitmap names them. Such a store is not trusted for a delta resync (a crash of this
-   * node brings a full one), and becoming a resync source does not restore that trust. Persisted:
-   * a restart of the process (crash or clean stop) does not end it — the kernel's page cache, and
-   * the writeback it lost, outlive the process, and after a power loss the disk may lack those
-   * sectors. Kept in memory only, it was forgotten at a restart, and the next resync this node
-   * sent made its store trusted again; a later power loss took a sector hardened before the failed
-   * fdatasync, and the delta resync after it skipped that track (simulator, seed 10007857).
-   */
-  private syncLost = false;
-  /**
-   * The resync being received rewrites every track (full, and not a checksum resync that skips
-   * tracks on this store's word), and no fdatasync failed since it started: once it completes,
-   * syncLost is over. Cleared at its start instead, a resync cut short left the next checksum
-   * resync trusting this store's sums for a track whose writeback was lost (simulator, seed
-   * 1412802398).
-   */
-  private rewriteEndsSyncLost = false;
   /** The last run stopped cleanly (its close synced the store): what the store shows is durable. */
   private readonly startedClean: boolean;
   discardLocal: boolean;
@@ -84,7 +64,7 @@ export class LinkHalf {
   constructor(private readonly data: DataPath, readonly settings: ReplicaSettings, persisted: PersistedState | null) {
     this.history = persisted === null ? [] : [...persisted.history];
     this.discardLocal = persisted?.discardLocal ?? false;
-    this.storeTrusted = persisted !== null && persisted.storeTrusted && (persisted.cleanShutdown || !persisted.diverging) && !this.discardLocal;
+    this.trust = new StoreTrust(persisted, this.discardLocal);
     this.outOfSyncValid = persisted?.cleanShutdown === true;
     if (persisted?.cleanShutdown && persisted.outOfSync !== null) {
       const saved = TrackBitmap.fromBytes(this.data.cache.trackCount, persisted.outOfSync);
@@ -93,7 +73,6 @@ export class LinkHalf {
     this.data.diverging = persisted?.diverging ?? false;
     this.resyncIncomplete = persisted?.resyncIncomplete ?? false;
     this.proposedEpoch = persisted?.proposedEpoch ?? 0;
-    this.syncLost = persisted?.syncLost === true;
     this.startedClean = persisted?.cleanShutdown === true;
     this.position = new StreamPosition(this.data.cache.trackCount);
     this.sender = new ResyncSender(data, settings);
@@ -103,7 +82,7 @@ export class LinkHalf {
     if (this.data.role === 'primary' && settings.mirrored) this.data.diverging = true;
     this.persist();
     if (persisted !== null && !persisted.cleanShutdown && settings.mirrored) {
-      this.data.emit({ kind: 'log', level: 'warn', msg: 'restarted after a crash: coming up secondary', fields: { storeTrusted: this.storeTrusted, epoch: currentEpoch(this.history) } });
+      this.data.emit({ kind: 'log', level: 'warn', msg: 'restarted after a crash: coming up secondary', fields: { storeTrusted: this.trust.trusted, epoch: currentEpoch(this.history) } });
     }
   }
 
@@ -172,7 +151,7 @@ export class LinkHalf {
     for (const t of this.unsyncedTracks()) dirty.set(t);
     const primary = this.data.role === 'primary';
     this.data.send(ch, {
-      type: 'state', role: this.data.role, history: [...this.history], storeTrusted: this.storeTrusted, storeBlank: this.storeBlank,
+      type: 'state', role: this.data.role, history: [...this.history], storeTrusted: this.trust.trusted, storeBlank: this.storeBlank,
       outOfSyncValid: this.outOfSyncValid, discardLocal: this.discardLocal,
       outOfSync: ch.outOfSync.toBytes(), dirty: dirty.toBytes(),
       streamEpoch: primary ? this.streamEpoch : this.position.stream,
@@ -273,7 +252,7 @@ export class LinkHalf {
   }
 
   private sideState(): SideState {
-    return { node: this.settings.node, history: this.history, storeTrusted: this.storeTrusted, storeBlank: this.storeBlank, outOfSyncValid: this.outOfSyncValid, discardLocal: this.discardLocal, role: this.data.role };
+    return { node: this.settings.node, history: this.history, storeTrusted: this.trust.trusted, storeBlank: this.storeBlank, outOfSyncValid: this.outOfSyncValid, discardLocal: this.discardLocal, role: this.data.role };
   }
 
   /** The store was created empty at this start and the cache took no write, zero or sync data since. */
@@ -345,7 +324,7 @@ export class LinkHalf {
       // Those bytes will be hardened here although the new primary may lack them and no bitmap
       // may say so after a crash: this store is no longer trusted for a delta, on disk first
       // (simulator, seed 2529).
-      this.storeTrusted = false;
+      this.trust.trusted = false;
       this.persist();
       this.data.untrustToken = this.lastPersistToken;
     }
@@ -399,10 +378,10 @@ export class LinkHalf {
         // Every track is about to be rewritten: what a failed fdatasync left unsure is replaced. A
         // checksum resync rewrites only what differs, and the page cache may show sectors the disk
         // lost: such a store answers no checksum, so every track is sent (ComparePart).
-        ch.intake.start(msg.totalBytes, msg.compare, msg.compare && this.syncLost);
+        ch.intake.start(msg.totalBytes, msg.compare, msg.compare && this.trust.syncLost);
         // Its sums may vouch only for what is on disk: after a crash, sync first (ComparePart holds them).
         if (msg.compare && !this.startedClean) this.compare.syncBeforeSums();
-        this.rewriteEndsSyncLost = msg.totalBytes === this.settings.geometry.volumeSizeBytes && (!msg.compare || ch.intake.refusesSums);
+        this.trust.intakeStarted(msg.totalBytes === this.settings.geometry.volumeSizeBytes && (!msg.compare || ch.intake.refusesSums));
         if (ch.peerView?.role === 'primary') this.position.resyncStarted(ch.peerView.streamEpoch, msg.seq);
         this.markResyncIncomplete();
         ch.event('resyncStartReceived');
@@ -450,9 +429,7 @@ export class LinkHalf {
     if (ch.peerRole === 'primary') this.position.resyncCompleted();
     // A side that discards its changes (split brain resolved against it) may go back in epochs.
     if (ch.peerView !== null) this.setHistory([...ch.peerView.history], this.discardLocal);
-    if (this.rewriteEndsSyncLost) this.syncLost = false;
-    this.rewriteEndsSyncLost = false;
-    this.storeTrusted = !this.syncLost;
+    this.trust.intakeCompleted();
     this.discardLocal = false;
     ch.outOfSync.clearSpan(0, ch.outOfSync.trackCount);
     this.data.diverging = false;
@@ -482,9 +459,8 @@ export class LinkHalf {
     ch.inSyncFromSeq = this.data.sendSeq;
     ch.outOfSync.clearSpan(0, ch.outOfSync.trackCount);
     this.outOfSyncValid = true;
-    // The source's store is the reference the peer now matches (a fresh primary's included),
-    // unless a failed fdatasync may have lost some of it.
-    this.storeTrusted = !this.syncLost;
+    // The source's store is the reference the peer now matches (a fresh primary's included).
+    this.trust.sourceCompleted();
     this.data.diverging = false;
     this.persist();
     this.data.emit({ kind: 'log', level: 'info', msg: 'resync complete: in-sync', fields: { bytes: plan.sentBytes, full: plan.full, ms: nowMs - plan.startMs } });
@@ -554,15 +530,12 @@ export class LinkHalf {
   }
 
   /**
-   * A failed fdatasync also costs this store its trust for a delta resync (see syncLost), on disk
-   * before any notice goes out again (startDurableSync waits for the untrust token): a power loss
-   * that then takes a sector this node hardened brings a full resync, not a delta that skips it.
+   * A failed fdatasync also costs this store its trust for a delta resync (StoreTrust.syncLost),
+   * on disk before any notice goes out again (startDurableSync waits for the untrust token): a
+   * power loss that then takes a sector this node hardened brings a full resync, not a delta.
    */
   storeSyncFailed(): void {
-    this.syncLost = true;
-    this.rewriteEndsSyncLost = false;
-    if (!this.settings.mirrored || !this.storeTrusted) return;
-    this.storeTrusted = false;
+    if (!this.trust.syncFailed(this.settings.mirrored)) return;
     this.persist();
     this.data.untrustToken = this.lastPersistToken;
     this.data.emit({ kind: 'log', level: 'warn', msg: 'store no longer trusted for a delta resync: if this node crashes, it gets a full resync from its peer', fields: { reason: 'fdatasync failed' } });
@@ -570,7 +543,7 @@ export class LinkHalf {
 
   /** May a delta resync into this store be trusted (status: `store.trustedForDelta`)? */
   get trustedForDelta(): boolean {
-    return this.storeTrusted;
+    return this.trust.trusted;
   }
 
   /** Persist `token` is on disk (first in ReplicaCore.persistDone): what it records is durable. */
@@ -601,8 +574,8 @@ export class LinkHalf {
     const outOfSync = outOfSyncOnDisk(this.data.channels, this.data.cache.trackCount, cleanShutdown);
     return {
       history: [...this.history], role: this.data.role, cleanShutdown, diverging: this.data.diverging,
-      storeTrusted: this.storeTrusted, resyncIncomplete: this.resyncIncomplete, outOfSync: outOfSync.toBytes(), discardLocal: this.discardLocal,
-      proposedEpoch: this.proposedEpoch, syncLost: this.syncLost,
+      storeTrusted: this.trust.trusted, resyncIncomplete: this.resyncIncomplete, outOfSync: outOfSync.toBytes(), discardLocal: this.discardLocal,
+      proposedEpoch: this.proposedEpoch, syncLost: this.trust.syncLost,
     };
   }
 

@@ -434,7 +434,7 @@ export class RolePart {
     const split = this.data.channels.filter((ch) => ch.state === 'split-brain');
     if (!this.settings.mirrored || split.length === 0) return { ok: false, error: 'not in split brain' };
     this.link.discardLocal = true;
-    this.link.storeTrusted = false;
+    this.link.trust.trusted = false;
     if (this.data.role === 'primary') this.data.setRole('secondary');
     for (const ch of split) ch.event('splitBrainResolved'); // the next state exchange makes this node the resync target
     this.link.persist();

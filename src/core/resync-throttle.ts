@@ -91,6 +91,11 @@ export class ResyncThrottle {
     return this.rate;
   }
 
+  /** The rate allowed now, as rateAt would answer it, without taking a step (status reads this). */
+  currentRate(nowMs: number): number {
+    return this.yielding(nowMs) ? this.rate : this.settings.ceilingBytesPerSec;
+  }
+
   /** While a probe pauses the resync: when it ends (the next read waits for it); else null. */
   pausedUntilMs(nowMs: number): number | null {
     return this.yielding(nowMs) && this.phase === 'probe' ? this.stepStartMs + THROTTLE_STEP_MS : null;

@@ -281,7 +281,7 @@ export class ResyncPlan {
     return {
       totalBytes: this.totalBytes, doneBytes: this.sent, tracksLeft: Math.ceil(left / this.trackSizeBytes), rateBytesPerSec: Math.round(rate),
       etaSeconds: rate > 0 ? Math.ceil(left / rate) : null, full: this.full,
-      yielding: this.throttle?.yielding(nowMs) ?? false, limitBytesPerSec: Math.round(this.throttle?.rateAt(nowMs) ?? this.pace.rateBytesPerSec),
+      yielding: this.throttle?.yielding(nowMs) ?? false, limitBytesPerSec: Math.round(this.throttle?.currentRate(nowMs) ?? this.pace.rateBytesPerSec),
     };
   }
 }

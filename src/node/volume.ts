@@ -14,6 +14,7 @@ import { releasePayloadOf } from '../nbd/payload-pool.js';
 import type { Store } from '../store/store.js';
 import { realClock, type Clock, type TimerHandle } from './ports.js';
 import { trackSums } from './track-sums.js';
+import { AckGateReplies, type PendingReply } from './ack-gate.js';
 import type { VerifyReport } from '../core/replica-compare.js';
 import { DEFAULT_TUNING, type VolumeCounters, type VolumeOptions, type VolumeStats, type VolumeTuning } from './volume-options.js';
 
@@ -22,9 +23,7 @@ export type { VolumeCounters, VolumeOptions, VolumeStats, VolumeTuning } from '.
 /** How often demote checks that the writes in flight have drained. */
 const DRAIN_POLL_MS = 5;
 
-interface Pending {
-  resolve: () => void;
-  reject: (err: Error) => void;
+interface Pending extends PendingReply {
   /** A host's request: its success waits for the ack gate (the volume's own flush at stop does not). */
   host: boolean;
 }
@@ -55,11 +54,12 @@ export class Volume implements NbdExport {
    * Host requests answered by the core whose success may not be sent yet: with an arbiter, a
    * primary acknowledges only while it holds the lease (ackGate, issue 13 item 3).
    */
-  private readonly heldReplies: Pending[] = [];
+  private readonly ackGate: AckGateReplies;
   /** Metadata saves that failed (each retried), and the last one's error: for status. */
   private readonly metadataHealth = { failures: 0, failuresInRow: 0, lastError: null as string | null };
 
   constructor(private readonly opts: VolumeOptions) {
+    this.ackGate = new AckGateReplies(opts.ackGate, () => this.core.role === 'primary');
     this.name = opts.name;
     this.description = opts.description;
     this.sizeBytes = opts.sizeBytes;
@@ -272,7 +272,7 @@ export class Volume implements NbdExport {
     for (const action of actions) this.perform(action);
     if (this.appliedOrHeld.length > 0) this.releaseAppliedMessages();
     if (this.core.inboundBlocked || this.receivingPaused.size > 0) this.pauseBlockedLinks();
-    if (this.heldReplies.length > 0) this.releaseHeldReplies();
+    this.ackGate.release();
     this.reschedule();
   }
 
@@ -294,9 +294,8 @@ export class Volume implements NbdExport {
         this.pending.delete(action.reqId);
         if (p === undefined) return;
         if (action.errno !== null) return p.reject(new NbdRequestError(action.errno, action.message ?? action.errno));
-        if (!p.host || this.opts.ackGate === undefined || (this.heldReplies.length === 0 && this.opts.ackGate())) return p.resolve();
-        this.heldReplies.push(p);
-        return;
+        if (!p.host) return p.resolve();
+        return this.ackGate.answer(p);
       }
       case 'send':
         if (this.opts.mirror?.send(action.peer, action.msg) === false) this.core.setLinkWritable(action.peer, false, this.now());
@@ -522,33 +521,18 @@ export class Volume implements NbdExport {
     return { epoch: this.core.epoch };
   }
 
-  /**
-   * Sends the replies the ack gate held, if it opens now; fails them (EIO) once this node is no
-   * longer primary: their writes are on the volume or not, as a failed write's may be.
-   */
+  /** Sends the replies the ack gate held, if it opens now (the arbiter calls this as its lease changes). */
   releaseHeldReplies(): void {
-    if (this.heldReplies.length === 0) return;
-    if (this.core.role !== 'primary') {
-      for (const p of this.heldReplies.splice(0)) p.reject(new NbdRequestError('EIO', 'this node stopped being primary before the write could be acknowledged'));
-      return;
-    }
-    if (this.opts.ackGate?.() !== true) return;
-    for (const p of this.heldReplies.splice(0)) p.resolve();
+    this.ackGate.release();
   }
 
-  /**
-   * NbdExport.replyGate: the same ack gate, asked again as a batch of replies is about to reach
-   * the socket; a node that is no longer primary drops the connection rather than send them.
-   */
   replyGate(): 'open' | 'wait' | 'never' {
-    if (this.opts.ackGate === undefined) return 'open';
-    if (this.core.role !== 'primary') return 'never';
-    return this.opts.ackGate() ? 'open' : 'wait';
+    return this.ackGate.replyGate();
   }
 
   /** Replies the ack gate holds now. */
   get heldReplyCount(): number {
-    return this.heldReplies.length;
+    return this.ackGate.count;
   }
 
   /** Runs a role change in the core and returns its verdict (a stopped node refuses). */
