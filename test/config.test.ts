@@ -51,7 +51,7 @@ describe('config defaults', () => {
     assert.equal(c.sizeBytes, 1024 ** 3);
     assert.equal(c.trackSizeBytes, 64 * 1024);
     assert.equal(c.rangeTracks, 64);
-    assert.equal(c.rangeDirtyThresholdTracks, 32);
+    assert.equal(c.rangeDirtyThresholdTracks, 64);
     assert.equal(c.tracker, 'destage-scan');
     assert.equal(c.flush, 'memory');
     assert.equal(c.maxDirtyAgeMs, 5000);
@@ -68,8 +68,8 @@ describe('config defaults', () => {
     assert.deepEqual(a.store, { kind: 'file', path: '/etc/tb/data/a.img' });
   });
 
-  it('threshold defaults to half of rangeTracks, at least 1', () => {
-    assert.equal(parseConfigText(withTop('rangeTracks: 8'), '/').rangeDirtyThresholdTracks, 4);
+  it('threshold defaults to the whole range', () => {
+    assert.equal(parseConfigText(withTop('rangeTracks: 8'), '/').rangeDirtyThresholdTracks, 8);
     assert.equal(parseConfigText(withTop('rangeTracks: 1'), '/').rangeDirtyThresholdTracks, 1);
   });
 
