@@ -9,7 +9,8 @@
 //   floor-pool  the same with the pwrite through libuv's thread pool (`fs.write`), as twinblock's
 //               harden runs are written today;
 //   pair        a twinblock pair (flush: memory), as bench:mirror runs it;
-//   qemu        QEMU's synchronous mirror (bench/qemu-mirror.ts), the peer of issue 11's targets.
+//   qemu        QEMU's synchronous mirror (bench/qemu-mirror.ts), the peer of issue 11's targets;
+//   nbdkit      `nbdkit file` (one node, no mirror), the physical reference of the others.
 // A target the floor itself misses is bound by the runtime on these cores, not by our code; where
 // the floor meets it, the gap between the floor and the pair is ours.
 //
@@ -34,7 +35,7 @@ import { BenchPair } from './pair.js';
 import { QemuMirror } from './qemu-mirror.js';
 
 const rowIds = ['randwrite-4k-qd32', 'seqwrite-1m-qd8', 'randwrite-4k-qd1'];
-const pairTargets = ['floor', 'floor-disk', 'floor-pool', 'pair', 'qemu'] as const;
+const pairTargets = ['floor', 'floor-disk', 'floor-pool', 'pair', 'qemu', 'nbdkit'] as const;
 const trioTargets = ['floor-pool', 'floor3-pool', 'pair', 'trio'] as const;
 type TargetName = typeof pairTargets[number] | typeof trioTargets[number];
 const targetLabel: Record<TargetName, string> = {
@@ -45,6 +46,7 @@ const targetLabel: Record<TargetName, string> = {
   'pair': 'twinblock pair, flush: memory',
   'trio': 'twinblock, three nodes, ack: quorum',
   'qemu': 'QEMU sync mirror (write-blocking)',
+  'nbdkit': 'nbdkit file (one node)',
 };
 const floorFsyncMs = 20;
 
@@ -118,11 +120,14 @@ async function startTargets(trio: boolean, sizeBytes: number, dir: string, store
   const pair = await startVolume('pair', 2);
   const qemuFiles = stores('qemu', 2);
   const qemu = await QemuMirror.start({ sourceFile: qemuFiles[0]!, targetFile: qemuFiles[1]!, dir });
+  const kitPort = await freePort();
+  const kit = await startBackground('nbdkit', ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(kitPort), 'file', stores('kit', 1)[0]!], kitPort);
   return {
     targets: [floorTarget('floor', floors[1]!), floorTarget('floor-disk', floors[2]!), floorTarget('floor-pool', floors[0]!), volumeTarget('pair', pair),
-      { name: 'qemu', uri: qemu.uri, settle: async () => { await qemu.checkMirroring(); syncFs(); }, pids: () => qemu.pids }],
+      { name: 'qemu', uri: qemu.uri, settle: async () => { await qemu.checkMirroring(); syncFs(); }, pids: () => qemu.pids },
+      floorTarget('nbdkit', { uri: `nbd://127.0.0.1:${kitPort}/`, procs: [kit] })],
     check: async () => qemu.checkMirroring(),
-    stop: async () => { await pair.stop(); await qemu.stop(); for (const p of floors.flatMap((f) => f.procs)) await p.stop(); },
+    stop: async () => { await pair.stop(); await qemu.stop(); for (const p of [...floors.flatMap((f) => f.procs), kit]) await p.stop(); },
   };
 }
 
@@ -212,19 +217,23 @@ function describe(row: Row, s: Sample): string {
 
 /**
  * One line per row: every target's figure and CPU (servers, all threads), then the floor's and
- * the pair's ratio to QEMU on issue 11's own terms (≥ 2.0× throughput, QD1 p50 ≤ 1.0×).
+ * the pair's ratios on issue 11's own terms: to QEMU (>= 2.0x throughput, QD1 p50 <= 1.0x and
+ * p99 <= 1.5x) and to nbdkit (>= 0.3x throughput, QD1 p50 <= 2.5x and p99 <= 4x), and the pair's
+ * CPU against the floors that harden the same bytes.
  */
 function table(results: Map<Row, Record<TargetName, Sample>>): string[] {
   const targetNames = pairTargets;
-  const out = [`| row | ${targetNames.map((t) => targetLabel[t]).join(' | ')} | floor-disk vs QEMU | pair vs QEMU | pair CPU / floor-disk CPU |`,
-    `| --- | ${targetNames.map(() => '---').join(' | ')} | --- | --- | --- |`];
+  const out = [`| row | ${targetNames.map((t) => targetLabel[t]).join(' | ')} | floor-disk vs QEMU | pair vs QEMU | floor-disk vs nbdkit | pair vs nbdkit | pair CPU / floor-disk CPU, / floor-pool CPU |`,
+    `| --- | ${targetNames.map(() => '---').join(' | ')} | --- | --- | --- | --- | --- |`];
   for (const [row, r] of results) {
-    const ratio = (t: TargetName): string => {
-      if (row.kind === 'latency') return `p50 ${(r[t].m.p50LatencyUs / r.qemu.m.p50LatencyUs).toFixed(2)}×`;
+    const ratio = (t: TargetName, peer: TargetName): string => {
+      const [a, b] = [r[t].m, r[peer].m];
+      if (row.kind === 'latency') return `p50 ${(a.p50LatencyUs / b.p50LatencyUs).toFixed(2)}×, p99 ${(a.p99LatencyUs / b.p99LatencyUs).toFixed(2)}×`;
       const key = row.id.includes('1m') ? 'bandwidthBytesPerSec' : 'iops';
-      return `${(r[t].m[key] / r.qemu.m[key]).toFixed(2)}×`;
+      return `${(a[key] / b[key]).toFixed(2)}×`;
     };
-    out.push(`| ${row.label} | ${targetNames.map((t) => describe(row, r[t])).join(' | ')} | ${ratio('floor-disk')} | ${ratio('pair')} | ${(r.pair.serverUsPerIo / r['floor-disk'].serverUsPerIo).toFixed(2)}× |`);
+    const cpu = (floor: TargetName): string => `${(r.pair.serverUsPerIo / r[floor].serverUsPerIo).toFixed(2)}×`;
+    out.push(`| ${row.label} | ${targetNames.map((t) => describe(row, r[t])).join(' | ')} | ${ratio('floor-disk', 'qemu')} | ${ratio('pair', 'qemu')} | ${ratio('floor-disk', 'nbdkit')} | ${ratio('pair', 'nbdkit')} | ${cpu('floor-disk')}, ${cpu('floor-pool')} |`);
   }
   return out;
 }
