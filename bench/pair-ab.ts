@@ -1,0 +1,155 @@
+// A/B of twinblock pairs, run by hand: `npm run bench:pair-ab -- SPEC SPEC... [options]`.
+//
+// Each SPEC is a built tree's dist directory, optionally with config keys for its pair:
+// `/work/tmp/base/dist` or `dist@{"rangeDirtyThresholdTracks":64}`. Every pair runs from its own
+// dist (its own node processes and code), all on this machine at once, idle while another is
+// measured; one fio row per round, pairs alternating, so drift on the machine favours none.
+//
+// It answers "did this change pay, and where" in a few minutes, where bench:mirror answers
+// "where do we stand" in twenty: per run, besides IOPS and p50, the CPU per I/O of both nodes
+// (all threads, /proc), split into each node's main thread and the rest (libuv's pool, V8's
+// helpers), write syscalls per host write (/proc/PID/io), and store writes and harden jobs by
+// reason per host write (the nodes' /metrics). --prof DIR also runs the nodes under --cpu-prof
+// and prints each node's top self time over the measured runs.
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { exitWithUsageIf, failureLine, loadAverage, median, MiB, syncFs, writeDataFile } from './common.js';
+import { withCpuUse } from './cpu.js';
+import { rows, runFio } from './fio.js';
+import { topSelfTime } from './profile.js';
+import { cleanupAll } from '../test/helpers/node-process.js';
+import type { BenchPair as BenchPairType } from './pair.js';
+
+const usage = `usage: npm run bench:pair-ab -- DIST[@JSON] DIST[@JSON] ... [options]
+  --rounds N      measured runs per pair (default 3)
+  --row ID        fio row (default randwrite-4k-qd32; ${rows.map((r) => r.id).join(', ')})
+  --runtime SEC   seconds per measured run (default 8; each pair gets one 3 s warm-up first)
+  --size MIB      volume size (default 256; cache 256 MiB per node)
+  --prof DIR      run the nodes under --cpu-prof into DIR; print top self time at the end`;
+
+interface Spec { label: string; dist: string; extra: Record<string, unknown> | undefined }
+
+function parseSpec(s: string): Spec {
+  const at = s.indexOf('@');
+  const dist = path.resolve(at < 0 ? s : s.slice(0, at));
+  return { label: s, dist, extra: at < 0 ? undefined : JSON.parse(s.slice(at + 1)) as Record<string, unknown> };
+}
+
+/** CPU ticks per thread of a process: its main thread (tid = pid) and the rest. */
+function threadTicks(pid: number): { main: number; rest: number } {
+  let main = 0;
+  let rest = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(f[11]) + Number(f[12]);
+    if (Number(tid) === pid) main += ticks;
+    else rest += ticks;
+  }
+  return { main, rest };
+}
+
+/** Write syscalls of a process so far, all threads (/proc/PID/io syscw). */
+function writeSyscalls(pid: number): number {
+  return Number(/^syscw: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))?.[1] ?? Number.NaN);
+}
+
+/** A node's harden counters: store writes, and jobs by reason. */
+async function hardenCounters(adminUrl: string): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const line of (await (await fetch(`${adminUrl}/metrics`)).text()).split('\n')) {
+    const m = /^twinblock_harden_(writes_total|runs_total)(\{[^}]*\})? (\S+)/.exec(line);
+    if (m === null) continue;
+    const reason = /reason="(\w+)"/.exec(m[2] ?? '')?.[1];
+    out[reason === undefined ? 'storeWrites' : `jobs:${reason}`] = Number(m[3]);
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const { values: o, positionals } = parseArgs({
+    allowPositionals: true,
+    options: { rounds: { type: 'string' }, row: { type: 'string' }, runtime: { type: 'string' }, size: { type: 'string' }, prof: { type: 'string' }, help: { type: 'boolean' } },
+  });
+  exitWithUsageIf(o.help === true || positionals.length === 0, usage);
+  const specs = positionals.map(parseSpec);
+  const rounds = Number(o.rounds ?? 3);
+  const runtimeSec = Number(o.runtime ?? 8);
+  const sizeBytes = Number(o.size ?? 256) * MiB;
+  const row = rows.find((r) => r.id === (o.row ?? 'randwrite-4k-qd32'));
+  if (row === undefined) throw new Error(`--row: one of ${rows.map((r) => r.id).join(', ')}`);
+  const base = '/tmp/twinblock-pair-ab';
+  rmSync(base, { recursive: true, force: true });
+
+  const pairs: BenchPairType[] = [];
+  for (const [i, spec] of specs.entries()) {
+    // Each pair runs its own tree's code: its BenchPair spawns that tree's CLI.
+    const { BenchPair, pairPaths } = await import(path.join(spec.dist, 'bench/pair.js')) as typeof import('./pair.js');
+    const p = pairPaths(base, `p${i}`);
+    mkdirSync(p.dir, { recursive: true });
+    for (const store of Object.values(p.stores)) writeDataFile(store, sizeBytes);
+    const nodeArgs = o.prof === undefined ? undefined : Object.fromEntries(['a', 'b'].map((n) => [n, ['--cpu-prof', '--cpu-prof-dir', path.join(o.prof!, `p${i}${n}`)]]));
+    const pair = await BenchPair.start({ ...p, size: `${sizeBytes / MiB}MiB`, cache: '256MiB', flush: 'memory', extra: spec.extra, ...(nodeArgs ? { nodeArgs } : {}) });
+    await pair.waitInSync(300_000);
+    pairs.push(pair);
+  }
+  for (const pair of pairs) {
+    await pair.waitHardened(180_000);
+    await runFio(row, pair.uri('a'), sizeBytes, 3);
+  }
+
+  const cpuPerIo: number[][] = specs.map(() => []);
+  const spans: Array<Array<[number, number]>> = specs.map(() => []);
+  for (let r = 0; r < rounds; r++) {
+    for (let k = 0; k < specs.length; k++) {
+      const i = (k + r) % specs.length;
+      const pair = pairs[i]!;
+      await pair.waitHardened(180_000);
+      syncFs();
+      const pids = pair.names.map((n) => pair.node(n).pid);
+      const before = { threads: pids.map(threadTicks), syscw: pids.map(writeSyscalls), harden: await Promise.all(pair.names.map((n) => hardenCounters(pair.adminUrl(n)))) };
+      const t0 = Date.now();
+      const [m, use] = await withCpuUse(pids, () => runFio(row, pair.uri('a'), sizeBytes, runtimeSec));
+      spans[i]!.push([t0, Date.now()]);
+      const ios = m.iops * (Date.now() - t0) / 1000;
+      const harden = await Promise.all(pair.names.map((n) => hardenCounters(pair.adminUrl(n))));
+      const perIo = (v: number, digits = 2): string => (v / ios).toFixed(digits);
+      const threads = pids.map((pid, j) => {
+        const now = threadTicks(pid);
+        const then = before.threads[j]!;
+        return `${pair.names[j]} main ${perIo((now.main - then.main) * 1e4, 1)} rest ${perIo((now.rest - then.rest) * 1e4, 1)}`;
+      });
+      const counters = harden.map((h, j) => Object.entries(h).filter(([key, v]) => v !== (before.harden[j]![key] ?? 0))
+        .map(([key, v]) => `${key} ${perIo(v - (before.harden[j]![key] ?? 0), 3)}`).join(', '));
+      const cpu = (use.serverCores / m.iops) * 1e6;
+      cpuPerIo[i]!.push(cpu);
+      console.log(`${specs[i]!.label} run ${r + 1}: ${m.iops.toFixed(0)} IOPS, p50 ${m.p50LatencyUs.toFixed(0)} µs, CPU ${cpu.toFixed(1)} µs/IO `
+        + `(${use.serverCores.toFixed(2)} cores; machine ${use.machineCores.toFixed(2)}), load ${loadAverage()}\n`
+        + `  µs per I/O by thread (ticks of 10 ms): ${threads.join('; ')}\n`
+        + `  write syscalls per I/O: ${pids.map((pid, j) => `${pair.names[j]} ${perIo(writeSyscalls(pid) - before.syscw[j]!)}`).join(', ')}\n`
+        + `  per I/O: ${pair.names.map((n, j) => `${n}: ${counters[j]}`).join('; ')}`);
+    }
+  }
+  for (const [i, spec] of specs.entries()) console.log(`${spec.label}: median CPU ${median(cpuPerIo[i]!).toFixed(1)} µs/IO (runs ${cpuPerIo[i]!.map((c) => c.toFixed(1)).join(', ')})`);
+
+  for (const [i, pair] of pairs.entries()) {
+    const spawned = { ...pair.spawnedAtMs };
+    await pair.stop();
+    if (o.prof === undefined) continue;
+    for (const n of pair.names) {
+      const dir = path.join(o.prof, `p${i}${n}`);
+      const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
+      if (file === undefined) continue;
+      console.log(`== ${specs[i]!.label}, node ${n}: top self time over the measured runs`);
+      const windows = spans[i]!.map(([from, to]) => ({ fromMs: from - spawned[n]!, toMs: to - spawned[n]! }));
+      for (const t of topSelfTime(path.join(dir, file), 30, windows)) console.log(`${(t.share * 100).toFixed(1)}%  ${t.selfMs.toFixed(0)} ms  ${t.name}`);
+    }
+  }
+}
+
+main().then(async () => { await cleanupAll(); }, async (err: unknown) => {
+  console.error(failureLine('bench:pair-ab', err));
+  await cleanupAll();
+  process.exit(1);
+});
