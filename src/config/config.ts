@@ -350,10 +350,10 @@ function checkGeometry(raw: RawConfig): Pick<Config, 'sizeBytes' | 'trackSizeByt
     throw new FieldError('trackSize', `must be a power of two from ${formatSize(limits.minTrackSizeBytes)} to ${formatSize(limits.maxTrackSizeBytes)} (got ${trackSizeBytes})`);
   }
   const rangeTracks = atLeast('rangeTracks', raw.rangeTracks ?? defaults.rangeTracks, 1);
-  // Default: the whole range. Each early destage of a range is a notice cycle with the peer and an
-  // fdatasync on both nodes (seed Fig. 5, steps 70-90), so a lower threshold costs CPU on every
-  // busy range without bounding anything the age bound, LRU pressure and the destage scan do not
-  // already bound (docs/benchmarks.md, "Fewer destage cycles").
+  // Default: the whole range. Each early destage of a range is a notice cycle with the peer (seed
+  // Fig. 5, steps 70-90) run on both nodes' event loops, so a lower threshold delays host writes on
+  // every busy range without bounding anything the age bound, LRU pressure and the destage scan do
+  // not already bound (docs/benchmarks.md, "Fewer destage cycles").
   const rangeDirtyThresholdTracks = atLeast('rangeDirtyThresholdTracks', raw.rangeDirtyThresholdTracks ?? rangeTracks, 1);
   if (rangeDirtyThresholdTracks > rangeTracks) {
     throw new FieldError('rangeDirtyThresholdTracks', `must not exceed rangeTracks (${rangeTracks})`);
