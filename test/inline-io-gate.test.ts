@@ -20,6 +20,7 @@ test('inline io gate: one operation slower than hardSlowMs closes it for the min
   const g = new InlineIoGate();
   g.done(S.hardSlowMs + 1, 1000);
   assert.equal(g.closes, 1);
+  assert.equal(g.hardCloses, 1, 'counted as closed on one operation');
   assert.equal(g.allows(4096, 1000 + S.minBackoffMs - 1), false);
   assert.equal(g.allows(4096, 1000 + S.minBackoffMs), true);
 });
@@ -35,6 +36,7 @@ test('inline io gate: a few slow operations (preemption) keep it open; windowSlo
   assert.equal(g.slow, 10 * (S.windowSlowLimit - 1));
   for (let i = 0; i < S.windowSlowLimit; i++) g.done(SLOW, now++);
   assert.equal(g.closes, 1, 'reads that keep being slow (device reads) close it');
+  assert.equal(g.hardCloses, 0, 'closed by the window, not by one operation');
   assert.equal(g.allows(4096, now), false);
 });
 

@@ -10,6 +10,7 @@ import {
   cleanupAll, describeRun, makeTempDir, parseFioJson, qemuIo, qemuIoProblem, run, startNode, type ConfigSpec, type NodeProcess,
 } from './helpers/node-process.js';
 import { ensureTools } from './helpers/tools.js';
+import type { StoreReadStats } from '../src/store/store.js';
 
 ensureTools(['qemu-io', 'qemu-img', 'nbdinfo', 'nbdcopy', 'fio']);
 
@@ -139,6 +140,10 @@ describe('reads through the cache (qemu-io)', () => {
     assert.ok(fromStore >= 1 * MiB + 4 * KiB && fromStore <= 1 * MiB + 16 * KiB, `store bytes ${fromStore}`);
     assert.ok(fromCache >= 1 * MiB + 240 * KiB, `cache bytes ${fromCache}`);
     assert.ok(ahead >= 256 * KiB, `readahead bytes ${ahead}`);
+    // The stream's first 4 KiB miss was a pread on the event loop (the gate starts open; larger
+    // reads go to the pool), and status says so.
+    const storeReads = (await node.status()).storeReads as StoreReadStats | null;
+    assert.ok(storeReads !== null && storeReads.inlineReads >= 1, `storeReads ${JSON.stringify(storeReads)}`);
     await stopCleanly(node);
   });
 });

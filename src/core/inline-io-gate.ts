@@ -53,10 +53,11 @@ export class InlineIoGate {
   private lastCloseAtMs = Number.NEGATIVE_INFINITY;
   private windowCount = 0;
   private windowSlow = 0;
-  /** Operations done inline, slow ones among them, and times the gate closed (tests read them). */
+  /** Operations done inline, slow ones among them, times the gate closed, and of those the ones one operation slower than hardSlowMs closed (status reads them). */
   inline = 0;
   slow = 0;
   closes = 0;
+  hardCloses = 0;
 
   constructor(readonly settings: InlineIoGateSettings = DEFAULT_INLINE_READ_GATE) {
     const s = settings;
@@ -83,6 +84,7 @@ export class InlineIoGate {
       this.slow++;
       this.windowSlow++;
     }
+    if (durationMs > s.hardSlowMs) this.hardCloses++;
     if (durationMs > s.hardSlowMs || this.windowSlow >= s.windowSlowLimit) return this.close(nowMs);
     if (this.windowCount >= s.windowOps) this.windowCount = this.windowSlow = 0;
   }

@@ -68,6 +68,8 @@ export interface NodeStatus {
   };
   /** The disk's failures (retried with backoff) and whether it is trusted for a delta resync. */
   storeHealth: Volume['storeHealth'];
+  /** A file store's small reads: inline on the event loop or in libuv's pool (null: not a file store). */
+  storeReads: Volume['storeReads'];
   /** What losing this node's RAM would lose were it alone; bounded in age by maxDirtyAgeMs. */
   exposure: { unhardenedBytes: number; oldestDirtyAgeMs: number; maxDirtyAgeMs: number };
   counters: VolumeCounters & { linkBytesSent: number; linkBytesReceived: number; noticeBytesSent: number; resyncBytesSent: number };
@@ -181,6 +183,7 @@ export function buildStatus(src: StatusSources): NodeStatus {
       hardeningTracks: s.hardeningTracks, waitingWrites: s.waitingWrites,
     },
     storeHealth: volume.storeHealth,
+    storeReads: volume.storeReads,
     exposure: { unhardenedBytes: s.dirtyBytes, oldestDirtyAgeMs: s.oldestDirtyAgeMs, maxDirtyAgeMs: config.maxDirtyAgeMs },
     counters: {
       ...volume.counters,

@@ -11,7 +11,7 @@ import type { LinkMessage, PeerState, PersistedState, QuorumView, ReplicaAction 
 import { PAIR_QUORUM_DEFAULTS } from '../core/replica-types.js';
 import { NbdRequestError, type NbdExport } from '../nbd/export.js';
 import { releasePayloadOf } from '../nbd/payload-pool.js';
-import type { Store } from '../store/store.js';
+import type { Store, StoreReadStats } from '../store/store.js';
 import { realClock, type Clock, type TimerHandle } from './ports.js';
 import { trackSums } from './track-sums.js';
 import { AckGateReplies, type PendingReply } from './ack-gate.js';
@@ -403,6 +403,11 @@ export class Volume implements NbdExport {
 
   get storeDescription(): string {
     return this.store.description;
+  }
+
+  /** How small store reads were served (status `storeReads`); null for stores that do not say. */
+  get storeReads(): StoreReadStats | null {
+    return this.store.readStats?.() ?? null;
   }
 
   get peerState(): PeerState {

@@ -3,7 +3,7 @@
 // existing file of another size is an error, never silently truncated or grown: a wrong path in a
 // config must not destroy someone's disk image.
 import fs from 'node:fs';
-import { StoreOpenError, type Store } from './store.js';
+import { StoreOpenError, type Store, type StoreReadStats } from './store.js';
 import type { HardenRun } from '../core/cache-types.js';
 import { InlineIoGate } from '../core/inline-io-gate.js';
 
@@ -173,6 +173,11 @@ class FileStore implements Store {
 
   sync(): Promise<void> {
     return fsCall<void>((cb) => fs.fdatasync(this.fd, cb));
+  }
+
+  readStats(): StoreReadStats {
+    const g = this.readGate;
+    return { inlineReads: g.inline, slowInlineReads: g.slow, gateCloses: g.closes, gateClosesOnOneRead: g.hardCloses, inlineNow: g.allows(1, performance.now()) };
   }
 
   async close(): Promise<void> {

@@ -24,6 +24,24 @@ export interface Store {
   /** Make every completed write durable (fdatasync, or NBD FLUSH). */
   sync(): Promise<void>;
   close(): Promise<void>;
+  /** How small reads have been served (a file store's inline read gate); absent: not tracked. */
+  readStats?(): StoreReadStats;
+}
+
+/**
+ * A file store reads small spans on the event loop while they come from the page cache, and sends
+ * them to libuv's pool once they look like device reads (src/core/inline-io-gate.ts). On a busy
+ * machine a preempted read looks slow too: these say whether reads were served inline.
+ */
+export interface StoreReadStats {
+  /** Reads done with a pread on the event loop, and those slower than the gate's slowMs. */
+  inlineReads: number;
+  slowInlineReads: number;
+  /** Times the gate sent reads to the pool for a backoff; of those, on one read slower than hardSlowMs. */
+  gateCloses: number;
+  gateClosesOnOneRead: number;
+  /** Small reads go inline now (false: in the pool until the backoff ends). */
+  inlineNow: boolean;
 }
 
 /** writeRuns for any store: one call per run, settled together. */
