@@ -16,11 +16,15 @@ test('inline io gate: open at first, for small operations only', () => {
   assert.equal(g.allows(S.maxInlineBytes + 512, 0), false, 'a large read always goes to the pool');
 });
 
-test('inline io gate: one operation slower than hardSlowMs closes it for the minimum backoff', () => {
+test('inline io gate: one operation slower than hardSlowMs alone (a preemption) leaves it open; after another slow one it closes for the minimum backoff', () => {
   const g = new InlineIoGate();
+  g.done(S.hardSlowMs + 1, 900);
+  for (let i = 0; i < S.windowOps; i++) g.done(FAST, 901 + i / 100);
+  assert.equal(g.closes, 0, 'a lone very slow read among fast ones is the scheduler, not the disk');
+  g.done(SLOW, 999);
   g.done(S.hardSlowMs + 1, 1000);
   assert.equal(g.closes, 1);
-  assert.equal(g.hardCloses, 1, 'counted as closed on one operation');
+  assert.equal(g.hardCloses, 1, 'counted as closed on one very slow operation');
   assert.equal(g.allows(4096, 1000 + S.minBackoffMs - 1), false);
   assert.equal(g.allows(4096, 1000 + S.minBackoffMs), true);
 });
@@ -44,14 +48,18 @@ test('inline io gate: the backoff doubles while the gate keeps closing, up to th
   const g = new InlineIoGate();
   let now = 0;
   const backoffs: number[] = [];
+  const twoVerySlow = (at: number): void => {
+    g.done(S.hardSlowMs + 1, at);
+    g.done(S.hardSlowMs + 1, at);
+  };
   for (let i = 0; i < 10; i++) {
-    g.done(S.hardSlowMs + 1, now);
+    twoVerySlow(now);
     backoffs.push(g.closedUntilMs - now);
     now = g.closedUntilMs; // closes again as soon as it reopens
   }
   assert.deepEqual(backoffs.slice(0, 3), [S.minBackoffMs, 2 * S.minBackoffMs, 4 * S.minBackoffMs]);
   assert.equal(Math.max(...backoffs), S.maxBackoffMs, 'capped');
   now += S.forgetAfterMs + 1;
-  g.done(S.hardSlowMs + 1, now);
+  twoVerySlow(now);
   assert.equal(g.closedUntilMs - now, S.minBackoffMs, 'after a quiet spell the backoff starts over');
 });

@@ -37,7 +37,7 @@ export interface StoreReadStats {
   /** Reads done with a pread on the event loop, and those slower than the gate's slowMs. */
   inlineReads: number;
   slowInlineReads: number;
-  /** Times the gate sent reads to the pool for a backoff; of those, on one read slower than hardSlowMs. */
+  /** Times the gate sent reads to the pool for a backoff; of those, on a read slower than hardSlowMs (with another slow one). */
   gateCloses: number;
   gateClosesOnOneRead: number;
   /** Small reads go inline now (false: in the pool until the backoff ends). */
