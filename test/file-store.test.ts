@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { openFileStore } from '../src/store/file-store.js';
+import type { StoreReadStats } from '../src/store/store.js';
 import { makeTempDir } from './helpers/node-process.js';
 
 test('file store reads: small reads go inline and large ones through the pool, both return the bytes on disk', async () => {
@@ -14,7 +15,7 @@ test('file store reads: small reads go inline and large ones through the pool, b
   const data = randomBytes(4 * 1024 * 1024);
   writeFileSync(file, data);
   const store = await openFileStore(file, data.length);
-  const stats = (): ReturnType<NonNullable<typeof store.readStats>> => store.readStats!();
+  const stats = (): StoreReadStats => store.readStats!();
   try {
     const check = async (offset: number, length: number): Promise<void> => {
       assert.deepEqual(await store.read(offset, length), data.subarray(offset, offset + length), `read ${offset}+${length}`);
@@ -25,10 +26,8 @@ test('file store reads: small reads go inline and large ones through the pool, b
     await check(0, 4096);
     assert.equal(stats().inlineReads, 1, 'a small read goes inline while the gate is open');
     for (const [offset, length] of [[12_288, 512], [1_048_576, 65_536], [data.length - 4096, 4096]] as const) await check(offset, length);
-    assert.equal(stats().inlineReads, 4);
-    // Status reports what the gate did (a page-cache read is rarely slow; a preempted one may be).
-    const { slowInlineReads, gateCloses, gateClosesOnOneRead } = stats();
-    assert.ok(slowInlineReads <= 4 && gateClosesOnOneRead <= gateCloses, JSON.stringify(stats()));
+    // Inline too, from 512 B to 64 KiB, unless two slow reads (a machine far too busy) closed it.
+    assert.ok(stats().inlineReads === 4 || stats().gateCloses > 0, JSON.stringify(stats()));
   } finally {
     await store.close();
   }

@@ -16,8 +16,8 @@
 // while it keeps closing (up to `maxBackoffMs`) and starts over at `minBackoffMs` once it stays
 // open for `forgetAfterMs`. Not on one lone read over `hardSlowMs`: a preemption makes one read
 // that slow, and the reads after it are fast again, while a disk that slow is slow for every
-// read (`npm run bench -- --floor`: each of the 4 closes in a random-read row that fell from
-// 92,000 to 76,000 IOPS came from one such read among 1.4 million, 0.09% of them slow at all). With
+// read (`npm run bench -- --floor`, docs/benchmarks.md: each of the 4 closes in one random-read row
+// came from one such read among 1.4 million, 0.09% of them slow at all). With
 // a volume larger than RAM the gate is then mostly closed (at most one window of device reads
 // per `maxBackoffMs` on this thread); with the data in the page cache it stays open.
 //
@@ -57,7 +57,7 @@ export class InlineIoGate {
   private lastCloseAtMs = Number.NEGATIVE_INFINITY;
   private windowCount = 0;
   private windowSlow = 0;
-  /** Operations done inline, slow ones among them, times the gate closed, and of those the ones one operation slower than hardSlowMs closed (status reads them). */
+  /** Operations done inline, slow ones among them, times the gate closed, and of those the closes on an operation slower than hardSlowMs (status reads them). */
   inline = 0;
   slow = 0;
   closes = 0;

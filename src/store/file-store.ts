@@ -177,7 +177,7 @@ class FileStore implements Store {
 
   readStats(): StoreReadStats {
     const g = this.readGate;
-    return { inlineReads: g.inline, slowInlineReads: g.slow, gateCloses: g.closes, gateClosesOnOneRead: g.hardCloses, inlineNow: g.allows(1, performance.now()) };
+    return { inlineReads: g.inline, slowInlineReads: g.slow, gateCloses: g.closes, gateClosesOnVerySlowRead: g.hardCloses, inlineNow: g.allows(1, performance.now()) };
   }
 
   async close(): Promise<void> {

@@ -37,9 +37,9 @@ export interface StoreReadStats {
   /** Reads done with a pread on the event loop, and those slower than the gate's slowMs. */
   inlineReads: number;
   slowInlineReads: number;
-  /** Times the gate sent reads to the pool for a backoff; of those, on a read slower than hardSlowMs (with another slow one). */
+  /** Times the gate sent reads to the pool for a backoff; of those, on a read slower than its hardSlowMs that followed another slow one. */
   gateCloses: number;
-  gateClosesOnOneRead: number;
+  gateClosesOnVerySlowRead: number;
   /** Small reads go inline now (false: in the pool until the backoff ends). */
   inlineNow: boolean;
 }
