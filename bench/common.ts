@@ -7,6 +7,7 @@ import { closeSync, openSync, readdirSync, readFileSync, writeSync } from 'node:
 import os from 'node:os';
 import path from 'node:path';
 import { topSelfTime } from './profile.js';
+import { freePort, startBackground, type BackgroundProcess } from '../test/helpers/node-process.js';
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
@@ -148,4 +149,14 @@ export function maxLoadOption(value: string | undefined): number | null {
   const maxLoad = Number(value);
   if (!(maxLoad > 0)) throw new OptionError(`--max-load wants a positive number, got "${value}"`);
   return maxLoad;
+}
+
+/**
+ * `nbdkit file FILE` on a free loopback port, otherwise with its defaults (16 threads, the page
+ * cache): the one-node reference every bench measures against, as people run it.
+ */
+export async function startNbdkitFile(file: string): Promise<{ proc: BackgroundProcess; port: number; uri: string }> {
+  const port = await freePort();
+  const proc = await startBackground('nbdkit', ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(port), 'file', file], port);
+  return { proc, port, uri: `nbd://127.0.0.1:${port}/` };
 }

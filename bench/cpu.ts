@@ -8,18 +8,25 @@ import { readFileSync } from 'node:fs';
 
 let ticksPerSec: number | null = null;
 
-function clockTicksPerSec(): number {
+/** Clock ticks per second (the unit of cpuTicksOf). */
+export function clockTicksPerSec(): number {
   ticksPerSec ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
   return ticksPerSec;
 }
 
-/** User + system CPU seconds of a process so far, all its threads (/proc/PID/stat utime + stime). */
-function processCpuSec(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+/** User + system CPU clock ticks in a /proc stat file: a process's (all its threads) or one thread's. */
+export function cpuTicksOf(statPath: string): number {
+  const stat = readFileSync(statPath, 'utf8');
   // Fields after the command name, which may hold spaces: "(name) S ppid ..." — utime is field 14.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / clockTicksPerSec();
+  return Number(fields[11]) + Number(fields[12]);
 }
+
+/** User + system CPU seconds of a process so far, all its threads (/proc/PID/stat utime + stime). */
+function processCpuSec(pid: number): number {
+  return cpuTicksOf(`/proc/${pid}/stat`) / clockTicksPerSec();
+}
+
 
 /** Peak resident set size of a process so far, in bytes (/proc/PID/status VmHWM). */
 export function peakRssBytes(pid: number): number {

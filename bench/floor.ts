@@ -27,7 +27,7 @@ import { parseArgs } from 'node:util';
 import { cleanupAll, freePort, makeTempDir, startBackground, type BackgroundProcess } from '../test/helpers/node-process.js';
 import { ensureTools } from '../test/helpers/tools.js';
 import {
-  commitDescription, copyFile, exitWithUsageIf, failureLine, fmtNumber, OptionError, intOption, loadAverage, machine, maxLoadOption, MiB, syncFs, waitForLowLoad, writeDataFile,
+  commitDescription, copyFile, exitWithUsageIf, failureLine, fmtNumber, OptionError, intOption, loadAverage, machine, maxLoadOption, MiB, syncFs, waitForLowLoad, writeDataFile, startNbdkitFile,
 } from './common.js';
 import { withCpuUse } from './cpu.js';
 import { median, medianMeasurement, rows as allRows, runFio, type Measurement, type Row } from './fio.js';
@@ -120,14 +120,13 @@ async function startTargets(trio: boolean, sizeBytes: number, dir: string, store
   const pair = await startVolume('pair', 2);
   const qemuFiles = stores('qemu', 2);
   const qemu = await QemuMirror.start({ sourceFile: qemuFiles[0]!, targetFile: qemuFiles[1]!, dir });
-  const kitPort = await freePort();
-  const kit = await startBackground('nbdkit', ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(kitPort), 'file', stores('kit', 1)[0]!], kitPort);
+  const kit = await startNbdkitFile(stores('kit', 1)[0]!);
   return {
     targets: [floorTarget('floor', floors[1]!), floorTarget('floor-disk', floors[2]!), floorTarget('floor-pool', floors[0]!), volumeTarget('pair', pair),
       { name: 'qemu', uri: qemu.uri, settle: async () => { await qemu.checkMirroring(); syncFs(); }, pids: () => qemu.pids },
-      floorTarget('nbdkit', { uri: `nbd://127.0.0.1:${kitPort}/`, procs: [kit] })],
+      floorTarget('nbdkit', { uri: kit.uri, procs: [kit.proc] })],
     check: async () => qemu.checkMirroring(),
-    stop: async () => { await pair.stop(); await qemu.stop(); for (const p of [...floors.flatMap((f) => f.procs), kit]) await p.stop(); },
+    stop: async () => { await pair.stop(); await qemu.stop(); for (const p of [...floors.flatMap((f) => f.procs), kit.proc]) await p.stop(); },
   };
 }
 

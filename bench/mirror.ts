@@ -24,10 +24,10 @@ import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { cleanupAll, freePort, makeTempDir, run, startBackground } from '../test/helpers/node-process.js';
+import { cleanupAll, makeTempDir, run } from '../test/helpers/node-process.js';
 import { ensureTools } from '../test/helpers/tools.js';
 import {
-  commitDescription, copyFile, exitWithUsageIf, failureLine, OptionError, fmtNumber, intOption, loadAverage, machine, maxLoadOption, MiB, syncFs, waitForLowLoad, writeDataFile,
+  commitDescription, copyFile, exitWithUsageIf, failureLine, OptionError, fmtNumber, intOption, loadAverage, machine, maxLoadOption, MiB, syncFs, waitForLowLoad, writeDataFile, startNbdkitFile,
 } from './common.js';
 import { topSelfTime, type ProfileWindow } from './profile.js';
 import { peakRssBytes, withCpuUse, type CpuUse } from './cpu.js';
@@ -246,8 +246,7 @@ async function main(): Promise<void> {
   const size = `${opts.sizeBytes / MiB}MiB`;
   const memPair = await BenchPair.start({ dir: mem.dir, stores: mem.stores, size, cache: opts.cache, flush: 'memory', nodeArgs: { a: profArgs, b: profArgs } });
   const diskPair = await BenchPair.start({ dir: disk.dir, stores: disk.stores, size, cache: opts.cache, flush: 'disk' });
-  const kitPort = await freePort();
-  const kit = await startBackground('nbdkit', ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(kitPort), 'file', kitFile], kitPort);
+  const kit = await startNbdkitFile(kitFile);
   const qemu = await QemuMirror.start({ sourceFile: qemuFiles.source, targetFile: qemuFiles.target, dir });
 
   const fioResults = new Map<Row, Record<TargetName, Measurement>>();
@@ -280,7 +279,7 @@ async function main(): Promise<void> {
     };
     const targets: Target[] = [
       { name: 'mirrored', uri: memPair.uri('a'), fioExtra: [], settle: settlePair(memPair), pids: () => pairPids(memPair) },
-      { name: 'nbdkit', uri: `nbd://127.0.0.1:${kitPort}/`, fioExtra: [], settle: async () => syncFs(), pids: () => [kit.child.pid!] },
+      { name: 'nbdkit', uri: kit.uri, fioExtra: [], settle: async () => syncFs(), pids: () => [kit.proc.child.pid!] },
       { name: 'disk', uri: diskPair.uri('a'), fioExtra: ['--fsync=1'], settle: settlePair(diskPair), pids: () => pairPids(diskPair) },
       // Before every run (so after the one before): the job must still be mirroring.
       { name: 'qemu', uri: qemu.uri, fioExtra: [], settle: async () => { await qemu.checkMirroring(); syncFs(); }, pids: () => qemu.pids },
@@ -329,7 +328,7 @@ async function main(): Promise<void> {
     }
     loadAfter = loadAverage();
     // Peaks over the whole bench, every row (issue 11: RSS ≤ cache + 64 MiB under random writes).
-    for (const [name, pids] of [['mirrored', pairPids(memPair)], ['disk', pairPids(diskPair)], ['nbdkit', [kit.child.pid!]], ['qemu', qemu.pids]] as const) {
+    for (const [name, pids] of [['mirrored', pairPids(memPair)], ['disk', pairPids(diskPair)], ['nbdkit', [kit.proc.child.pid!]], ['qemu', qemu.pids]] as const) {
       peakRss[name] = pids.map(peakRssBytes);
     }
     await qemu.checkMirroring();
@@ -337,7 +336,7 @@ async function main(): Promise<void> {
   } finally {
     await memPair.stop();
     await diskPair.stop();
-    await kit.stop();
+    await kit.proc.stop();
     await qemu.stop();
   }
 

@@ -9,9 +9,9 @@
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { cleanupAll, freePort, makeTempDir, run, startBackground } from '../test/helpers/node-process.js';
+import { cleanupAll, makeTempDir, run } from '../test/helpers/node-process.js';
 import { ensureTools } from '../test/helpers/tools.js';
-import { commitDescription, copyFile, fmtNumber, loadAverage, machine, median, MiB, syncFs, waitForLowLoad, writeDataFile } from './common.js';
+import { commitDescription, copyFile, fmtNumber, loadAverage, machine, median, MiB, syncFs, waitForLowLoad, writeDataFile, startNbdkitFile } from './common.js';
 import { withCpuUse } from './cpu.js';
 import { medianMeasurement, rows as allRows, runFio, type Measurement, type Row } from './fio.js';
 import { BenchPair, pairPaths } from './pair.js';
@@ -100,8 +100,7 @@ export async function runNodesBench(opts: NodesBenchOptions): Promise<void> {
   const pair = await BenchPair.start({ dir: pairFiles.dir, stores: pairFiles.stores, ...common });
   const trioAll = await BenchPair.start({ dir: allFiles.dir, stores: allFiles.stores, ...common, extra: { ack: 'all' } });
   const trioQuorum = await BenchPair.start({ dir: quorumFiles.dir, stores: quorumFiles.stores, ...common, extra: { ack: 'quorum' } });
-  const kitPort = await freePort();
-  const kit = await startBackground('nbdkit', ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(kitPort), 'file', kitFile], kitPort);
+  const kit = await startNbdkitFile(kitFile);
   const results = new Map<Row, Record<TargetName, Sample>>();
   const frozen: Partial<Record<TargetName, Sample>> = {};
   let loadAfter = '';
@@ -116,7 +115,7 @@ export async function runNodesBench(opts: NodesBenchOptions): Promise<void> {
       { name: 'pair', uri: pair.uri('a'), settle: settle(pair), pids: () => pids(pair), volume: pair },
       { name: 'trioAll', uri: trioAll.uri('a'), settle: settle(trioAll), pids: () => pids(trioAll), volume: trioAll },
       { name: 'trioQuorum', uri: trioQuorum.uri('a'), settle: settle(trioQuorum), pids: () => pids(trioQuorum), volume: trioQuorum },
-      { name: 'nbdkit', uri: `nbd://127.0.0.1:${kitPort}/`, settle: async () => syncFs(), pids: () => [kit.child.pid!], volume: null },
+      { name: 'nbdkit', uri: kit.uri, settle: async () => syncFs(), pids: () => [kit.proc.child.pid!], volume: null },
     ];
     const rotated = (i: number): Target[] => targets.map((_, k) => targets[(k + i) % targets.length]!);
     for (const row of rows) {
@@ -150,7 +149,7 @@ export async function runNodesBench(opts: NodesBenchOptions): Promise<void> {
     loadAfter = loadAverage();
   } finally {
     for (const v of [pair, trioAll, trioQuorum]) await v.stop();
-    await kit.stop();
+    await kit.proc.stop();
   }
   const markdown = report(results, frozen, opts, loadBefore, loadAfter);
   console.log(markdown);

@@ -15,7 +15,7 @@ import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { exitWithUsageIf, failureLine, loadAverage, median, MiB, syncFs, writeDataFile } from './common.js';
-import { withCpuUse } from './cpu.js';
+import { cpuTicksOf, clockTicksPerSec, withCpuUse } from './cpu.js';
 import { rows, runFio } from './fio.js';
 import { topSelfTime } from './profile.js';
 import { cleanupAll } from '../test/helpers/node-process.js';
@@ -41,9 +41,7 @@ function threadTicks(pid: number): { main: number; rest: number } {
   let main = 0;
   let rest = 0;
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const ticks = Number(f[11]) + Number(f[12]);
+    const ticks = cpuTicksOf(`/proc/${pid}/task/${tid}/stat`);
     if (Number(tid) === pid) main += ticks;
     else rest += ticks;
   }
@@ -118,7 +116,8 @@ async function main(): Promise<void> {
       const threads = pids.map((pid, j) => {
         const now = threadTicks(pid);
         const then = before.threads[j]!;
-        return `${pair.names[j]} main ${perIo((now.main - then.main) * 1e4, 1)} rest ${perIo((now.rest - then.rest) * 1e4, 1)}`;
+        const usPerTick = 1e6 / clockTicksPerSec();
+        return `${pair.names[j]} main ${perIo((now.main - then.main) * usPerTick, 1)} rest ${perIo((now.rest - then.rest) * usPerTick, 1)}`;
       });
       const counters = harden.map((h, j) => Object.entries(h).filter(([key, v]) => v !== (before.harden[j]![key] ?? 0))
         .map(([key, v]) => `${key} ${perIo(v - (before.harden[j]![key] ?? 0), 3)}`).join(', '));
@@ -126,7 +125,7 @@ async function main(): Promise<void> {
       cpuPerIo[i]!.push(cpu);
       console.log(`${specs[i]!.label} run ${r + 1}: ${m.iops.toFixed(0)} IOPS, p50 ${m.p50LatencyUs.toFixed(0)} µs, CPU ${cpu.toFixed(1)} µs/IO `
         + `(${use.serverCores.toFixed(2)} cores; machine ${use.machineCores.toFixed(2)}), load ${loadAverage()}\n`
-        + `  µs per I/O by thread (ticks of 10 ms): ${threads.join('; ')}\n`
+        + `  µs per I/O by thread: ${threads.join('; ')}\n`
         + `  write syscalls per I/O: ${pids.map((pid, j) => `${pair.names[j]} ${perIo(writeSyscalls(pid) - before.syscw[j]!)}`).join(', ')}\n`
         + `  per I/O: ${pair.names.map((n, j) => `${n}: ${counters[j]}`).join('; ')}`);
     }

@@ -15,7 +15,8 @@ import { once } from 'node:events';
 import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort, startBackground, type BackgroundProcess } from '../test/helpers/node-process.js';
+import { freePort, type BackgroundProcess } from '../test/helpers/node-process.js';
+import { startNbdkitFile } from './common.js';
 import { ensureTools } from '../test/helpers/tools.js';
 
 interface QmpReply {
@@ -134,8 +135,7 @@ export class QemuMirror {
    */
   static async start(opts: { sourceFile: string; targetFile: string; dir: string; readyTimeoutMs?: number }): Promise<QemuMirror> {
     ensureTools(['qemu-storage-daemon', 'nbdkit']);
-    const targetPort = await freePort();
-    const target = await startBackground('nbdkit', ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(targetPort), 'file', opts.targetFile], targetPort);
+    const { proc: target, port: targetPort } = await startNbdkitFile(opts.targetFile);
     const qmpPath = path.join(opts.dir, `qsd-${process.pid}-${targetPort}.qmp`);
     const daemon = spawn('qemu-storage-daemon', [
       '--chardev', `socket,id=qmp0,path=${qmpPath},server=on,wait=off`,

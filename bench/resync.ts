@@ -19,10 +19,10 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { NbdClient } from '../src/nbd/client.js';
-import { cleanupAll, freePort, makeTempDir, run, startBackground } from '../test/helpers/node-process.js';
+import { cleanupAll, makeTempDir, run } from '../test/helpers/node-process.js';
 import { ensureTools } from '../test/helpers/tools.js';
 import {
-  commitDescription, copyFile, exitWithUsageIf, failureLine, OptionError, fmtNumber, intOption, KiB, loadAverage, machine, maxLoadOption, median, MiB, sleep, syncFs, waitForLowLoad, writeDataFile,
+  commitDescription, copyFile, exitWithUsageIf, failureLine, OptionError, fmtNumber, intOption, KiB, loadAverage, machine, maxLoadOption, median, MiB, sleep, syncFs, waitForLowLoad, writeDataFile, startNbdkitFile,
 } from './common.js';
 import { BenchPair, describe, pairPaths, type NodeName } from './pair.js';
 
@@ -188,24 +188,22 @@ async function measureNbdcopy(dir: string, bytes: number, runs: number): Promise
   writeDataFile(src, bytes);
   writeDataFile(dst, bytes); // other random data: the destination is overwritten, as the secondary's store is
   syncFs();
-  const [p1, p2] = [await freePort(), await freePort()];
-  const kitArgs = (port: number, file: string): string[] => ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(port), 'file', file];
-  const srcKit = await startBackground('nbdkit', kitArgs(p1, src), p1);
-  const dstKit = await startBackground('nbdkit', kitArgs(p2, dst), p2);
+  const srcKit = await startNbdkitFile(src);
+  const dstKit = await startNbdkitFile(dst);
   const out: CopyRun[] = [];
   try {
     for (let i = 0; i < runs; i++) {
       syncFs();
       const t0 = performance.now();
-      const r = await run('nbdcopy', [`nbd://127.0.0.1:${p1}/`, `nbd://127.0.0.1:${p2}/`], { timeoutMs: 300_000 });
+      const r = await run('nbdcopy', [srcKit.uri, dstKit.uri], { timeoutMs: 300_000 });
       const ms = performance.now() - t0;
       if (r.code !== 0) throw new Error(`nbdcopy failed: ${r.stderr}`);
       out.push({ bytes, ms });
       console.error(`nbdcopy ${fmtNumber(bytes / MiB, 2)} MiB run ${i + 1}/${runs}: ${ms.toFixed(0)} ms (load ${loadAverage()})`);
     }
   } finally {
-    await srcKit.stop();
-    await dstKit.stop();
+    await srcKit.proc.stop();
+    await dstKit.proc.stop();
     await run('rm', ['-f', src, dst]);
   }
   return out;

@@ -16,7 +16,7 @@ import {
 import { fileURLToPath } from 'node:url';
 import { ensureTools } from '../test/helpers/tools.js';
 import {
-  commitDescription, exitWithUsageIf, fmtNumber, intOption, loadAverage, machine, maxLoadOption, MiB, printProfiles, syncFs, waitForLowLoad, writeDataFile,
+  commitDescription, exitWithUsageIf, fmtNumber, intOption, loadAverage, machine, maxLoadOption, MiB, printProfiles, syncFs, waitForLowLoad, writeDataFile, startNbdkitFile,
 } from './common.js';
 import { peakRssBytes } from './cpu.js';
 import { medianMeasurement, rows, runFio, type Measurement, type Row } from './fio.js';
@@ -169,13 +169,11 @@ async function main(): Promise<void> {
     config: { size: `${opts.sizeBytes / MiB}MiB`, nodes: { a: { store: tbFile, cache: opts.cache } } },
     nodeArgs: profileDir === null ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir],
   });
-  const kitPort = await freePort();
-  // Defaults otherwise (16 threads, page cache): the baseline as people run it.
-  const kit = await startBackground('nbdkit', ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(kitPort), 'file', kitFile], kitPort);
+  const kit = await startNbdkitFile(kitFile);
 
   const targets: Target[] = [
     { name: 'twinblock', uri: node.uri, settle: async () => { await waitHardened(node, 120_000); syncFs(); } },
-    { name: 'nbdkit', uri: `nbd://127.0.0.1:${kitPort}/`, settle: async () => syncFs() },
+    { name: 'nbdkit', uri: kit.uri, settle: async () => syncFs() },
   ];
   const floors = opts.floor ? await startFloors(dir, opts.sizeBytes) : [];
   for (const f of floors) targets.push({ name: f.name, uri: f.uri, settle: async () => syncFs() });
@@ -198,11 +196,11 @@ async function main(): Promise<void> {
       }
       results.set(row, Object.fromEntries(names.map((n) => [n, medianMeasurement(samples[n])])));
     }
-    peakRss = `Peak RSS over the whole bench (VmHWM): twinblock ${fmtNumber(peakRssBytes(node.pid) / MiB)} MiB (cache ${opts.cache}), nbdkit ${fmtNumber(peakRssBytes(kit.child.pid!) / MiB)} MiB.`;
+    peakRss = `Peak RSS over the whole bench (VmHWM): twinblock ${fmtNumber(peakRssBytes(node.pid) / MiB)} MiB (cache ${opts.cache}), nbdkit ${fmtNumber(peakRssBytes(kit.proc.child.pid!) / MiB)} MiB.`;
   } finally {
     const code = await node.stop({ timeoutMs: 300_000 });
     if (code !== 0) console.error(`warning: twinblock exited ${code}; stderr tail:\n${node.stderr.slice(-4000)}`);
-    await kit.stop();
+    await kit.proc.stop();
     for (const f of floors) await f.proc.stop();
   }
 

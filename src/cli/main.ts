@@ -172,8 +172,8 @@ function statusUrl(admin: string): URL {
 }
 
 /** GETs an admin endpoint: unreachable, or an answer that is not JSON, is a one-line error. */
-async function getAdminJson(url: URL, opts: CaOptions): Promise<{ ok: boolean; status: number; body: unknown; text: string }> {
-  const { ok, status, text } = await adminRequest(url, { method: 'GET', timeoutMs: STATUS_TIMEOUT_MS, ca: caOf(opts) });
+async function getAdminJson(url: URL, ca: Buffer | null): Promise<{ ok: boolean; status: number; body: unknown; text: string }> {
+  const { ok, status, text } = await adminRequest(url, { method: 'GET', timeoutMs: STATUS_TIMEOUT_MS, ca });
   try {
     return { ok, status, body: JSON.parse(text) as unknown, text };
   } catch {
@@ -183,22 +183,22 @@ async function getAdminJson(url: URL, opts: CaOptions): Promise<{ ok: boolean; s
 }
 
 /** GET /status; anything but a JSON 200 is a one-line error. */
-async function fetchStatus(opts: CaOptions & { admin: string }): Promise<unknown> {
+async function fetchStatus(opts: { admin: string }, ca: Buffer | null): Promise<unknown> {
   const url = statusUrl(opts.admin);
-  const { ok, status, body, text } = await getAdminJson(url, opts);
+  const { ok, status, body, text } = await getAdminJson(url, ca);
   if (!ok) throw new Error(`admin at ${url.origin} answered HTTP ${status}: ${text.trim().split('\n')[0] ?? ''}`);
   return body;
 }
 
 async function statusCommand(opts: CaOptions & { admin: string; json?: boolean }): Promise<void> {
-  const body = await fetchStatus(opts);
+  const body = await fetchStatus(opts, caOf(opts));
   process.stdout.write(opts.json ? `${JSON.stringify(body, null, 2)}\n` : formatStatus(body));
 }
 
 async function usageCommand(opts: CaOptions & { admin: string; since?: string; json?: boolean }): Promise<void> {
   const url = new URL('usage', statusUrl(opts.admin));
   if (opts.since !== undefined) url.searchParams.set('since', opts.since);
-  const { ok, status, body } = await getAdminJson(url, opts);
+  const { ok, status, body } = await getAdminJson(url, caOf(opts));
   const answer = (body ?? {}) as Record<string, unknown>;
   if (!ok) throw new Error(`usage refused by ${url.origin}: ${typeof answer['error'] === 'string' ? answer['error'] : `HTTP ${status}`}`);
   process.stdout.write(opts.json === true ? `${JSON.stringify(answer, null, 2)}\n` : formatUsage(answer));
@@ -249,13 +249,16 @@ function buildProgram(): Command {
     .requiredOption('--admin <url>', "the primary's admin URL")
     .option('--peer <node>', 'the secondary to compare with (needed with two or more secondaries)')
     .option('--resync', 'make the differing tracks out of sync for that peer and resend them'))
-    .action((opts: TokenOptions & { admin: string; peer?: string; resync?: boolean }) => verifyCommand(opts, {
-      start: (body) => postAction(opts, 'verify', body),
-      status: async () => (await fetchStatus(opts)) as Record<string, unknown>,
-      out: (text) => process.stdout.write(text),
-      progress: (text) => process.stderr.write(text),
-      sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
-    }));
+    .action((opts: TokenOptions & { admin: string; peer?: string; resync?: boolean }) => {
+      const ca = caOf(opts); // once: the command polls /status until the verify ends
+      return verifyCommand(opts, {
+        start: (body) => postAction(opts, 'verify', body, ca),
+        status: async () => (await fetchStatus(opts, ca)) as Record<string, unknown>,
+        out: (text) => process.stdout.write(text),
+        progress: (text) => process.stderr.write(text),
+        sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+      });
+    });
   return program;
 }
 
@@ -283,19 +286,19 @@ function adminTokenOf(opts: TokenOptions): string | null {
 
 /** POST an admin action and print its answer; a refusal (HTTP 401, 409) is a one-line error and exit 1. */
 async function actionCommand(opts: TokenOptions & { admin: string }, action: string, body: Record<string, unknown>): Promise<void> {
-  const answer = await postAction(opts, action, body);
+  const answer = await postAction(opts, action, body, caOf(opts));
   process.stdout.write(`${action}: done ${JSON.stringify(answer)}\n`);
 }
 
 /** POST an admin action; its JSON answer, or a one-line error for a refusal. */
-async function postAction(opts: TokenOptions & { admin: string }, action: string, body: Record<string, unknown>): Promise<Record<string, unknown>> {
+async function postAction(opts: TokenOptions & { admin: string }, action: string, body: Record<string, unknown>, ca: Buffer | null): Promise<Record<string, unknown>> {
   const url = new URL(action, statusUrl(opts.admin));
   const token = adminTokenOf(opts);
   const headers: Record<string, string> = { 'content-type': 'application/json', ...(token === null ? {} : { authorization: `Bearer ${token}` }) };
   let text: string;
   let ok: boolean;
   try {
-    ({ ok, text } = await adminRequest(url, { method: 'POST', body: JSON.stringify(body), headers, timeoutMs: ACTION_TIMEOUT_MS, ca: caOf(opts) }));
+    ({ ok, text } = await adminRequest(url, { method: 'POST', body: JSON.stringify(body), headers, timeoutMs: ACTION_TIMEOUT_MS, ca }));
   } catch (err) {
     const timedOut = (err as { timedOut?: boolean }).timedOut === true;
     throw new Error(`${(err as Error).message}${timedOut ? ` (the ${action} may still be under way there: see twinblock status)` : ''}`);

@@ -91,7 +91,8 @@ export class ComparePart {
 
   /**
    * An online verify of every track against `peer` (null: the only peer). Refused (the reason)
-   * unless this node is primary, the peer is connected and in sync, and no verify runs.
+   * unless this node is primary, the peer is connected and in sync, and no verify runs. Starts no
+   * batch: the caller pumps.
    */
   startVerify(peer: string | null, resync: boolean, nowMs: number): { ok: true; report: VerifyReport } | { ok: false; error: string } {
     if (!this.settings.mirrored) return { ok: false, error: 'a standalone node has no peer to verify against' };
@@ -112,7 +113,7 @@ export class ComparePart {
     };
     this.verify = { report, compare: ch.compare };
     this.data.emit({ kind: 'log', level: 'info', msg: 'online verify started', fields: { peer: ch.name, bytes: report.totalBytes, rateBytesPerSec: rate, resync } });
-    this.pump(ch, nowMs);
+    // The caller pumps its first batches (ReplicaCore.startVerify), and acts if that completes it.
     return { ok: true, report: { ...report } };
   }
 

@@ -178,7 +178,9 @@ export class ReplicaCore {
    */
   startVerify(peer: string | null, resync: boolean, nowMs: number): { ok: true; report: VerifyReport } | { ok: false; error: string } {
     const started = this.link.compare.startVerify(peer, resync, nowMs);
-    if (started.ok) this.compared(this.link.compare.pump(this.data.channelOf(started.report.peer), nowMs) ? this.data.channelOf(started.report.peer) : null, nowMs);
+    if (!started.ok) return started;
+    const ch = this.data.channelOf(started.report.peer);
+    if (this.link.compare.pump(ch, nowMs)) this.link.compared(ch, nowMs);
     return started;
   }
 

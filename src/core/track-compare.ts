@@ -112,9 +112,8 @@ export class TrackCompare {
 
   /** The next run of tracks: the walk first, then the tracks to compare again (spaced out that way). */
   private nextSpan(): { firstTrack: number; trackCount: number } | null {
-    const count = this.tracks.trackCount;
-    while (this.cursorTrack < count && !this.tracks.has(this.cursorTrack)) this.cursorTrack++;
-    if (this.cursorTrack < count) {
+    if (this.nextSpanLeft()) {
+      const count = this.tracks.trackCount;
       const firstTrack = this.cursorTrack;
       while (this.cursorTrack < count && this.tracks.has(this.cursorTrack) && this.cursorTrack - firstTrack < this.pace.batchTracks) this.cursorTrack++;
       return { firstTrack, trackCount: this.cursorTrack - firstTrack };
@@ -184,6 +183,7 @@ export class TrackCompare {
     return this.open.size === 0 && this.recheck.length === 0 && this.nextSpanLeft() === false;
   }
 
+  /** Moves the walk's cursor to the next track to compare; false when the walk is over. */
   private nextSpanLeft(): boolean {
     while (this.cursorTrack < this.tracks.trackCount && !this.tracks.has(this.cursorTrack)) this.cursorTrack++;
     return this.cursorTrack < this.tracks.trackCount;
