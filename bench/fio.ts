@@ -41,12 +41,15 @@ export interface Measurement {
   bandwidthBytesPerSec: number;
   p50LatencyUs: number;
   p99LatencyUs: number;
+  /** The mean (bench:seed-claim's figure: a durable write costs the mean write plus the mean FLUSH). */
+  meanLatencyUs: number;
   /**
    * With --fsync=N fio sends NBD_CMD_FLUSH after every N writes and reports those separately
    * ("sync" in its JSON); NaN when the run sent none.
    */
   syncP50LatencyUs: number;
   syncP99LatencyUs: number;
+  syncMeanLatencyUs: number;
   /** fio's own CPU (user + system, its usr_cpu and sys_cpu), in cores: the load generator's share. */
   fioCores: number;
 }
@@ -87,8 +90,10 @@ export async function runFio(row: Row, uri: string, sizeBytes: number, runtimeSe
     bandwidthBytesPerSec: stats.bw_bytes,
     p50LatencyUs: percentileUs(stats, '50.000000'),
     p99LatencyUs: percentileUs(stats, '99.000000'),
+    meanLatencyUs: stats.lat_ns.mean / 1000,
     syncP50LatencyUs: percentileUs(syncStats, '50.000000'),
     syncP99LatencyUs: percentileUs(syncStats, '99.000000'),
+    syncMeanLatencyUs: syncStats === undefined ? Number.NaN : syncStats.lat_ns.mean / 1000,
     fioCores: ((Number(job['usr_cpu']) || 0) + (Number(job['sys_cpu']) || 0)) / 100,
   };
 }
@@ -102,6 +107,8 @@ export function medianMeasurement(ms: Measurement[]): Measurement {
     p99LatencyUs: median(ms.map((m) => m.p99LatencyUs)),
     syncP50LatencyUs: median(ms.map((m) => m.syncP50LatencyUs)),
     syncP99LatencyUs: median(ms.map((m) => m.syncP99LatencyUs)),
+    meanLatencyUs: median(ms.map((m) => m.meanLatencyUs)),
+    syncMeanLatencyUs: median(ms.map((m) => m.syncMeanLatencyUs)),
     fioCores: median(ms.map((m) => m.fioCores)),
   };
 }

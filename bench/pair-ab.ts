@@ -26,6 +26,8 @@ const usage = `usage: npm run bench:pair-ab -- DIST[@JSON] DIST[@JSON] ... [opti
   --row ID        fio row (default randwrite-4k-qd32; ${rows.map((r) => r.id).join(', ')})
   --runtime SEC   seconds per measured run (default 8; each pair gets one 3 s warm-up first)
   --size MIB      volume size (default 256; cache 256 MiB per node)
+  --fsync         a FLUSH after every write (fio --fsync=1, as bench:seed-claim sends): also print
+                  the mean write + mean FLUSH latency, the seed claim's figure
   --prof DIR      run the nodes under --cpu-prof into DIR; print top self time at the end`;
 
 interface Spec { label: string; dist: string; extra: Record<string, unknown> | undefined }
@@ -68,7 +70,7 @@ async function hardenCounters(adminUrl: string): Promise<Record<string, number>>
 async function main(): Promise<void> {
   const { values: o, positionals } = parseArgs({
     allowPositionals: true,
-    options: { rounds: { type: 'string' }, row: { type: 'string' }, runtime: { type: 'string' }, size: { type: 'string' }, prof: { type: 'string' }, help: { type: 'boolean' } },
+    options: { rounds: { type: 'string' }, row: { type: 'string' }, runtime: { type: 'string' }, size: { type: 'string' }, prof: { type: 'string' }, fsync: { type: 'boolean' }, help: { type: 'boolean' } },
   });
   exitWithUsageIf(o.help === true || positionals.length === 0, usage);
   const specs = positionals.map(parseSpec);
@@ -97,7 +99,9 @@ async function main(): Promise<void> {
     await runFio(row, pair.uri('a'), sizeBytes, 3);
   }
 
+  const fioExtra = o.fsync === true ? ['--fsync=1'] : [];
   const cpuPerIo: number[][] = specs.map(() => []);
+  const durableUs: number[][] = specs.map(() => []);
   const spans: Array<Array<[number, number]>> = specs.map(() => []);
   for (let r = 0; r < rounds; r++) {
     for (let k = 0; k < specs.length; k++) {
@@ -108,7 +112,7 @@ async function main(): Promise<void> {
       const pids = pair.names.map((n) => pair.node(n).pid);
       const before = { threads: pids.map(threadTicks), syscw: pids.map(writeSyscalls), harden: await Promise.all(pair.names.map((n) => hardenCounters(pair.adminUrl(n)))) };
       const t0 = Date.now();
-      const [m, use] = await withCpuUse(pids, () => runFio(row, pair.uri('a'), sizeBytes, runtimeSec));
+      const [m, use] = await withCpuUse(pids, () => runFio(row, pair.uri('a'), sizeBytes, runtimeSec, fioExtra));
       spans[i]!.push([t0, Date.now()]);
       const ios = m.iops * (Date.now() - t0) / 1000;
       const harden = await Promise.all(pair.names.map((n) => hardenCounters(pair.adminUrl(n))));
@@ -123,14 +127,19 @@ async function main(): Promise<void> {
         .map(([key, v]) => `${key} ${perIo(v - (before.harden[j]![key] ?? 0), 3)}`).join(', '));
       const cpu = (use.serverCores / m.iops) * 1e6;
       cpuPerIo[i]!.push(cpu);
-      console.log(`${specs[i]!.label} run ${r + 1}: ${m.iops.toFixed(0)} IOPS, p50 ${m.p50LatencyUs.toFixed(0)} µs, CPU ${cpu.toFixed(1)} µs/IO `
+      durableUs[i]!.push(m.meanLatencyUs + m.syncMeanLatencyUs);
+      const flushText = o.fsync === true ? `, write + FLUSH mean ${m.meanLatencyUs.toFixed(1)} + ${m.syncMeanLatencyUs.toFixed(1)} µs (FLUSH p50 ${m.syncP50LatencyUs.toFixed(0)})` : '';
+      console.log(`${specs[i]!.label} run ${r + 1}: ${m.iops.toFixed(0)} IOPS, p50 ${m.p50LatencyUs.toFixed(0)} µs, p99 ${m.p99LatencyUs.toFixed(0)} µs${flushText}, CPU ${cpu.toFixed(1)} µs/IO `
         + `(${use.serverCores.toFixed(2)} cores; machine ${use.machineCores.toFixed(2)}), load ${loadAverage()}\n`
         + `  µs per I/O by thread: ${threads.join('; ')}\n`
         + `  write syscalls per I/O: ${pids.map((pid, j) => `${pair.names[j]} ${perIo(writeSyscalls(pid) - before.syscw[j]!)}`).join(', ')}\n`
         + `  per I/O: ${pair.names.map((n, j) => `${n}: ${counters[j]}`).join('; ')}`);
     }
   }
-  for (const [i, spec] of specs.entries()) console.log(`${spec.label}: median CPU ${median(cpuPerIo[i]!).toFixed(1)} µs/IO (runs ${cpuPerIo[i]!.map((c) => c.toFixed(1)).join(', ')})`);
+  for (const [i, spec] of specs.entries()) {
+    const durable = o.fsync === true ? `; median write + FLUSH ${median(durableUs[i]!).toFixed(1)} µs (runs ${durableUs[i]!.map((c) => c.toFixed(1)).join(', ')})` : '';
+    console.log(`${spec.label}: median CPU ${median(cpuPerIo[i]!).toFixed(1)} µs/IO (runs ${cpuPerIo[i]!.map((c) => c.toFixed(1)).join(', ')})${durable}`);
+  }
 
   for (const [i, pair] of pairs.entries()) {
     const spawned = { ...pair.spawnedAtMs };
