@@ -1,7 +1,7 @@
 // The data path's boundary checks (replica-data.ts): what may go on the link, and what may be
 // hardened, asserted as each action leaves the core. Each assertion is a checked comment
 // (TigerBeetle's TIGER_STYLE). Pure: they read the data path and throw; nothing else.
-import { assert } from './assert.js';
+import { assert, assertionFailed } from './assert.js';
 import type { HardenJob } from './cache-types.js';
 import type { TrackCache } from './cache.js';
 import type { LinkMessage, PeerState, Role } from './replica-types.js';
@@ -35,8 +35,9 @@ export function checkSend(d: CheckedPath, ch: CheckedChannel, msg: LinkMessage, 
     case 'write':
     case 'zero':
       // Fig. 4 step 64: only while the peer receives our writes, in one ordered stream.
-      assert(ch.linkIsUp && ch.mirroring, `a ${msg.type} is sent only while the peer is mirrored (peer state ${ch.state})`);
-      assert(msg.seq > lastSentWriteSeq && ch.pendingAcks.has(msg.seq), `write seqs strictly increase on the link, each awaiting its ack (seq ${msg.seq} after ${lastSentWriteSeq})`);
+      // Every write sent: messages are built only when a check fails (assertionFailed).
+      if (!(ch.linkIsUp && ch.mirroring)) assertionFailed(`a ${msg.type} is sent only while the peer is mirrored (peer state ${ch.state})`);
+      if (!(msg.seq > lastSentWriteSeq && ch.pendingAcks.has(msg.seq))) assertionFailed(`write seqs strictly increase on the link, each awaiting its ack (seq ${msg.seq} after ${lastSentWriteSeq})`);
       return msg.seq;
     case 'writeAck':
       assert(d.role === 'secondary', 'only a secondary acknowledges the peer\'s writes (step 66)');
@@ -48,12 +49,12 @@ export function checkSend(d: CheckedPath, ch: CheckedChannel, msg: LinkMessage, 
     case 'syncData':
     case 'syncZero':
     case 'syncDone':
-      assert(ch.linkIsUp && ch.state === 'resyncing', `${msg.type} is sent only by a resync source (peer state ${ch.state})`);
+      if (!(ch.linkIsUp && ch.state === 'resyncing')) assertionFailed(`${msg.type} is sent only by a resync source (peer state ${ch.state})`);
       break;
     case 'state':
     case 'promoteReq':
     case 'fetchReq':
-      assert(ch.linkIsUp, `${msg.type} is sent only on a live link`);
+      if (!ch.linkIsUp) assertionFailed(`${msg.type} is sent only on a live link`);
       break;
     default:
       break;
@@ -74,7 +75,7 @@ export function checkHardenJob(d: CheckedPath, job: HardenJob): void {
     const jobTracks = new Set(job.tracks);
     for (const piece of ch.pendingAcks.values()) {
       for (const t of d.cache.tracksOf(piece.offsetBytes, piece.lengthBytes)) {
-        assert(!jobTracks.has(t), `track ${t} is hardened before a peer acknowledged its write`);
+        if (jobTracks.has(t)) assertionFailed(`track ${t} is hardened before a peer acknowledged its write`);
       }
     }
   }

@@ -38,7 +38,7 @@
 // Calls go one way (core → roles → link half → data path); no part holds a hook back up. The peer state
 // moves only along the table in peer-state.ts, and the invariants the parts keep between them are
 // asserted after every event, at takeActions (checkBoundary).
-import { assert } from './assert.js';
+import { assert, assertionFailed } from './assert.js';
 import { earlierMs } from './backoff.js';
 import { lastPrimary, type EpochEntry } from './epochs.js';
 import type { LinkMessage, PeerState, PersistedState, QuorumView, ReplicaAction, Role } from './replica-types.js';
@@ -359,12 +359,13 @@ export class ReplicaCore {
   }
 
   private checkBoundary(): void {
-    assert(this.settings.mirrored === (this.data.channels.length > 0), `${this.data.channels.length} peer channels for a ${this.settings.mirrored ? 'mirrored' : 'standalone'} node`);
+    // Runs after every event: messages are built only when a check fails (assertionFailed).
+    if (this.settings.mirrored !== (this.data.channels.length > 0)) assertionFailed(`${this.data.channels.length} peer channels for a ${this.settings.mirrored ? 'mirrored' : 'standalone'} node`);
     for (const ch of this.data.channels) this.checkChannel(ch);
     assert(!this.roles.pending || (this.data.role === 'secondary' && this.data.channels.some((ch) => ch.linkIsUp)), 'a promotion waits for peers while primary or without a link');
-    assert(this.data.hardensInFlight >= 0 && this.data.hardensInFlight <= this.settings.maxHardensInFlight, `hardens in flight ${this.data.hardensInFlight}`);
+    if (this.data.hardensInFlight < 0 || this.data.hardensInFlight > this.settings.maxHardensInFlight) assertionFailed(`hardens in flight ${this.data.hardensInFlight}`);
     // A primary serves in an epoch of its own: it appended (and persisted) that entry first.
-    assert(this.data.role !== 'primary' || lastPrimary(this.link.history) === this.settings.node, `primary in epoch ${this.link.epoch} of ${lastPrimary(this.link.history) ?? 'nobody'}`);
+    if (this.data.role === 'primary' && lastPrimary(this.link.history) !== this.settings.node) assertionFailed(`primary in epoch ${this.link.epoch} of ${lastPrimary(this.link.history) ?? 'nobody'}`);
     assert(this.settings.mirrored || this.data.role === 'primary', 'a standalone node is secondary');
   }
 
@@ -374,11 +375,11 @@ export class ReplicaCore {
    */
   private checkChannel(ch: DataChannel): void {
     const state = ch.state;
-    assert(state !== 'standalone', `peer ${ch.name} in state standalone`);
-    assert(!ch.mirroring || ch.linkIsUp, `peer state ${state} without a link`);
-    assert(ch.resync === null || (state === 'resyncing' && ch.linkIsUp), `a resync is sent in peer state ${state}`);
+    if (state === 'standalone') assertionFailed(`peer ${ch.name} in state standalone`);
+    if (ch.mirroring && !ch.linkIsUp) assertionFailed(`peer state ${state} without a link`);
+    if (ch.resync !== null && !(state === 'resyncing' && ch.linkIsUp)) assertionFailed(`a resync is sent in peer state ${state}`);
     assert(state !== 'resyncing' || ch.sendsResync || ch.intake.active, 'resyncing with neither a resync sent nor one received');
-    assert(ch.compare === null || (ch.linkIsUp && (ch.compare.purpose === 'verify' || state === 'resyncing')), `a checksum comparison in peer state ${state}`);
+    if (ch.compare !== null && !(ch.linkIsUp && (ch.compare.purpose === 'verify' || state === 'resyncing'))) assertionFailed(`a checksum comparison in peer state ${state}`);
     assert(ch.resync === null || ch.compare === null, 'a resync sent while its checksums are still compared');
     assert(!ch.intake.active || ch.linkIsUp, 'receiving a resync without a link');
     assert(ch.pendingAcks.size === 0 || ch.linkIsUp, 'writes await the peer\'s ack without a link');
