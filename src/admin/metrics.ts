@@ -7,6 +7,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { NbdErrno, NbdRequestObserver } from '../nbd/export.js';
 import type { UsageTotals } from '../core/usage.js';
+import { RequestHistogram } from './request-histogram.js';
 
 /** What the cache reports at scrape time; getCacheStats must be cheap (it runs once per gauge). */
 export interface CacheStats {
@@ -79,7 +80,8 @@ export class NodeMetrics implements NbdRequestObserver {
   /** Requests answered per command and result; bytes per command (see the constructor). */
   private readonly requestTotals = new Map<string, { command: string; result: string; count: number }>();
   private readonly byteTotals = new Map<string, number>();
-  private readonly nbdDuration: Histogram<'command'>;
+  private readonly nbdDuration: RequestHistogram;
+  private readonly defaultLabels: Readonly<Record<string, string>>;
   private readonly nbdConnections: Gauge;
   private readonly hardenBytes: Counter;
   private readonly hardenWrites: Counter;
@@ -90,6 +92,7 @@ export class NodeMetrics implements NbdRequestObserver {
   constructor(private readonly getCacheStats: () => CacheStats, opts: NodeMetricsOptions = {}) {
     const registers = [this.registry];
     this.reuseWithinMs = opts.reuseWithinMs ?? METRICS_REUSE_MS;
+    this.defaultLabels = { ...opts.defaultLabels };
     if (opts.defaultLabels !== undefined) this.registry.setDefaultLabels(opts.defaultLabels);
     // Counted in plain maps per request and copied into prom-client at scrape time: its inc()
     // hashes and validates the label object on every call, which showed in the primary's heap
@@ -112,10 +115,8 @@ export class NodeMetrics implements NbdRequestObserver {
         for (const [command, bytes] of byteTotals) this.inc({ command }, bytes);
       },
     });
-    this.nbdDuration = new Histogram({
-      name: 'twinblock_nbd_request_duration_seconds', help: 'Time from receiving an NBD request to sending its reply',
-      labelNames: ['command'], buckets: nbdLatencyBuckets, registers,
-    });
+    // Not prom-client's: observed on every reply (request-histogram.ts), written out in metricsText.
+    this.nbdDuration = new RequestHistogram('twinblock_nbd_request_duration_seconds', 'Time from receiving an NBD request to sending its reply', 'command', nbdLatencyBuckets);
     this.nbdConnections = new Gauge({ name: 'twinblock_nbd_connections', help: 'Open NBD connections from hosts', registers });
     this.hardenBytes = new Counter({ name: 'twinblock_harden_bytes_total', help: 'Bytes hardened from cache to store', registers });
     this.hardenWrites = new Counter({ name: 'twinblock_harden_writes_total', help: 'Store writes issued by hardening (after coalescing)', registers });
@@ -243,7 +244,7 @@ export class NodeMetrics implements NbdRequestObserver {
     if (total === undefined) this.requestTotals.set(key, { command, result, count: 1 });
     else total.count++;
     if (errno === null && bytes > 0) this.byteTotals.set(command, (this.byteTotals.get(command) ?? 0) + bytes);
-    this.nbdDuration.observe({ command }, latencySeconds);
+    this.nbdDuration.observe(command, latencySeconds);
   }
 
   connectionOpened(): void {
@@ -269,7 +270,7 @@ export class NodeMetrics implements NbdRequestObserver {
     const nowMs = performance.now();
     const last = this.lastExposition;
     if (last !== null && nowMs - last.generatedAtMs < this.reuseWithinMs) return last.text;
-    const text = this.registry.metrics();
+    const text = this.registry.metrics().then((t) => t + this.nbdDuration.text(this.defaultLabels));
     const entry = { text, generatedAtMs: nowMs };
     this.lastExposition = entry;
     text.catch(() => {
