@@ -81,8 +81,8 @@ const MAX_JOB_BYTES = 4 * 1024 * 1024;
  * that fits in the cache crossed it within a few tenths of a second and was hardened line by line
  * long before the destage scan or the age bound came due, undoing what hardening later is for
  * (seed Fig. 5: overwrites absorbed in RAM). At 0.9, 4 KiB random writes on a cache-sized pair cost
- * 0.68 store writes per host write instead of 0.90 and a third less CPU; on a volume four times the
- * cache, still a sixth less (docs/benchmarks.md, "The pressure reserve").
+ * 0.68-0.74 store writes per host write instead of 0.89-0.93 and a sixth to a third less CPU, and
+ * less on a volume four times the cache too (docs/benchmarks.md, "The pressure reserve").
  */
 const PRESSURE_FRACTION = 0.9;
 const STORE_RETRY_MS = 1000;
