@@ -27,7 +27,6 @@ function processCpuSec(pid: number): number {
   return cpuTicksOf(`/proc/${pid}/stat`) / clockTicksPerSec();
 }
 
-
 /** Peak resident set size of a process so far, in bytes (/proc/PID/status VmHWM). */
 export function peakRssBytes(pid: number): number {
   const kib = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];

@@ -8,10 +8,10 @@
 import { parseArgs } from 'node:util';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { cleanupAll, freePort, makeTempDir, parseFioJson, run, startBackground, describeRun, type BackgroundProcess } from '../test/helpers/node-process.js';
+import { cleanupAll, freePort, makeTempDir, run, startBackground, describeRun, type BackgroundProcess } from '../test/helpers/node-process.js';
 import { ensureTools } from '../test/helpers/tools.js';
 import { commitDescription, exitWithUsageIf, failureLine, fmtNumber, intOption, loadAverage, machine, maxLoadOption, MiB, waitForLowLoad } from './common.js';
-import { fioArgs, median, rows } from './fio.js';
+import { median, rows, runFio } from './fio.js';
 import { BenchPair } from './pair.js';
 
 const usage = `usage: npm run bench:seed-claim -- [options]
@@ -36,14 +36,9 @@ async function slowDisk(sizeBytes: number): Promise<{ uri: string; proc: Backgro
 
 async function durableWrites(uri: string, sizeBytes: number, runtimeSec: number): Promise<DurableWrite> {
   const row = rows.find((r) => r.id === 'randwrite-4k-qd1')!;
-  const args = fioArgs(row, uri, sizeBytes, runtimeSec, ['--fsync=1']);
-  const r = await run('fio', args, { timeoutMs: (runtimeSec + 120) * 1000 });
-  if (r.code !== 0) throw new Error(describeRun(`fio ${args.join(' ')}`, r));
-  const job = parseFioJson(r.stdout).jobs[0]!;
-  const sync = job['sync'] as { total_ios?: number; lat_ns: { mean: number } } | undefined;
-  const pct = (key: string): number => (job.write.lat_ns.percentile?.[key] ?? Number.NaN) / 1000;
-  if (sync === undefined || (sync.total_ios ?? 0) === 0) throw new Error('fio sent no FLUSH (--fsync=1 ignored?)');
-  return { writeMeanUs: job.write.lat_ns.mean / 1000, writeP50Us: pct('50.000000'), writeP99Us: pct('99.000000'), flushMeanUs: sync.lat_ns.mean / 1000, writesPerSec: job.write.iops };
+  const m = await runFio(row, uri, sizeBytes, runtimeSec, ['--fsync=1']);
+  if (Number.isNaN(m.syncMeanLatencyUs)) throw new Error('fio sent no FLUSH (--fsync=1 ignored?)');
+  return { writeMeanUs: m.meanLatencyUs, writeP50Us: m.p50LatencyUs, writeP99Us: m.p99LatencyUs, flushMeanUs: m.syncMeanLatencyUs, writesPerSec: m.iops };
 }
 
 async function main(): Promise<void> {
