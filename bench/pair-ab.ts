@@ -11,12 +11,18 @@
 // helpers), write syscalls per host write (/proc/PID/io), and store writes and harden jobs by
 // reason per host write (the nodes' /metrics). --prof DIR also runs the nodes under --cpu-prof
 // and prints each node's top self time over the measured runs.
+//
+// Start order biases the result: on this project's VM the pair started later ran about 5 µs per
+// 4 KiB write cheaper, whatever its build (docs/benchmarks.md, "The pressure reserve"), which is
+// the size of the changes it is asked to judge. So with two or more trees it runs twice: the
+// pairs started in the order given, then stopped and started again in the reverse order, and the
+// medians are over both halves (each half's median is printed too).
 import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { exitWithUsageIf, failureLine, loadAverage, median, MiB, syncFs, writeDataFile } from './common.js';
 import { cpuTicksOf, clockTicksPerSec, withCpuUse } from './cpu.js';
-import { rows, runFio } from './fio.js';
+import { rows, runFio, type Row } from './fio.js';
 import { topSelfTime } from './profile.js';
 import { cleanupAll } from '../test/helpers/node-process.js';
 import type { BenchPair as BenchPairType } from './pair.js';
@@ -28,7 +34,10 @@ const usage = `usage: npm run bench:pair-ab -- DIST[@JSON] DIST[@JSON] ... [opti
   --size MIB      volume size (default 256; cache 256 MiB per node)
   --fsync         a FLUSH after every write (fio --fsync=1, as bench:seed-claim sends): also print
                   the mean write + mean FLUSH latency, the seed claim's figure
-  --prof DIR      run the nodes under --cpu-prof into DIR; print top self time at the end`;
+  --one-order     start the pairs once, in the order given (default with 2+ trees: that order,
+                  then again in reverse, --rounds runs per pair in each; start order biases CPU)
+  --prof DIR      run the nodes under --cpu-prof into DIR; print top self time at the end
+                  (implies --one-order)`;
 
 interface Spec { label: string; dist: string; extra: Record<string, unknown> | undefined }
 
@@ -67,43 +76,40 @@ async function hardenCounters(adminUrl: string): Promise<Record<string, number>>
   return out;
 }
 
-async function main(): Promise<void> {
-  const { values: o, positionals } = parseArgs({
-    allowPositionals: true,
-    options: { rounds: { type: 'string' }, row: { type: 'string' }, runtime: { type: 'string' }, size: { type: 'string' }, prof: { type: 'string' }, fsync: { type: 'boolean' }, help: { type: 'boolean' } },
-  });
-  exitWithUsageIf(o.help === true || positionals.length === 0, usage);
-  const specs = positionals.map(parseSpec);
-  const rounds = Number(o.rounds ?? 3);
-  const runtimeSec = Number(o.runtime ?? 8);
-  const sizeBytes = Number(o.size ?? 256) * MiB;
-  const row = rows.find((r) => r.id === (o.row ?? 'randwrite-4k-qd32'));
-  if (row === undefined) throw new Error(`--row: one of ${rows.map((r) => r.id).join(', ')}`);
-  const base = '/tmp/twinblock-pair-ab';
-  rmSync(base, { recursive: true, force: true });
+interface Run { row: Row; rounds: number; runtimeSec: number; sizeBytes: number; fsync: boolean; prof: string | undefined }
 
+/** Per spec: CPU per I/O and write + FLUSH latency of every measured run, and when each ran. */
+interface Results { cpuPerIo: number[][]; durableUs: number[][]; spans: Array<Array<[number, number]>> }
+
+const base = '/tmp/twinblock-pair-ab';
+
+/** Start one pair per spec, in `order` (indexes into specs); the result is indexed by spec. */
+async function startPairs(specs: Spec[], order: number[], run: Run): Promise<BenchPairType[]> {
+  rmSync(base, { recursive: true, force: true });
   const pairs: BenchPairType[] = [];
-  for (const [i, spec] of specs.entries()) {
+  for (const i of order) {
+    const spec = specs[i]!;
     // Each pair runs its own tree's code: its BenchPair spawns that tree's CLI.
     const { BenchPair, pairPaths } = await import(path.join(spec.dist, 'bench/pair.js')) as typeof import('./pair.js');
     const p = pairPaths(base, `p${i}`);
     mkdirSync(p.dir, { recursive: true });
-    for (const store of Object.values(p.stores)) writeDataFile(store, sizeBytes);
-    const nodeArgs = o.prof === undefined ? undefined : Object.fromEntries(['a', 'b'].map((n) => [n, ['--cpu-prof', '--cpu-prof-dir', path.join(o.prof!, `p${i}${n}`)]]));
-    const pair = await BenchPair.start({ ...p, size: `${sizeBytes / MiB}MiB`, cache: '256MiB', flush: 'memory', extra: spec.extra, ...(nodeArgs ? { nodeArgs } : {}) });
+    for (const store of Object.values(p.stores)) writeDataFile(store, run.sizeBytes);
+    const nodeArgs = run.prof === undefined ? undefined : Object.fromEntries(['a', 'b'].map((n) => [n, ['--cpu-prof', '--cpu-prof-dir', path.join(run.prof!, `p${i}${n}`)]]));
+    const pair = await BenchPair.start({ ...p, size: `${run.sizeBytes / MiB}MiB`, cache: '256MiB', flush: 'memory', extra: spec.extra, ...(nodeArgs ? { nodeArgs } : {}) });
     await pair.waitInSync(300_000);
-    pairs.push(pair);
+    pairs[i] = pair;
   }
-  for (const pair of pairs) {
-    await pair.waitHardened(180_000);
-    await runFio(row, pair.uri('a'), sizeBytes, 3);
+  for (const i of order) {
+    await pairs[i]!.waitHardened(180_000);
+    await runFio(run.row, pairs[i]!.uri('a'), run.sizeBytes, 3);
   }
+  return pairs;
+}
 
-  const fioExtra = o.fsync === true ? ['--fsync=1'] : [];
-  const cpuPerIo: number[][] = specs.map(() => []);
-  const durableUs: number[][] = specs.map(() => []);
-  const spans: Array<Array<[number, number]>> = specs.map(() => []);
-  for (let r = 0; r < rounds; r++) {
+/** `run.rounds` measured runs per pair, pairs alternating; each run's figures printed and kept. */
+async function measure(specs: Spec[], pairs: BenchPairType[], run: Run, results: Results, half: string): Promise<void> {
+  const fioExtra = run.fsync ? ['--fsync=1'] : [];
+  for (let r = 0; r < run.rounds; r++) {
     for (let k = 0; k < specs.length; k++) {
       const i = (k + r) % specs.length;
       const pair = pairs[i]!;
@@ -112,8 +118,8 @@ async function main(): Promise<void> {
       const pids = pair.names.map((n) => pair.node(n).pid);
       const before = { threads: pids.map(threadTicks), syscw: pids.map(writeSyscalls), harden: await Promise.all(pair.names.map((n) => hardenCounters(pair.adminUrl(n)))) };
       const t0 = Date.now();
-      const [m, use] = await withCpuUse(pids, () => runFio(row, pair.uri('a'), sizeBytes, runtimeSec, fioExtra));
-      spans[i]!.push([t0, Date.now()]);
+      const [m, use] = await withCpuUse(pids, () => runFio(run.row, pair.uri('a'), run.sizeBytes, run.runtimeSec, fioExtra));
+      results.spans[i]!.push([t0, Date.now()]);
       const ios = m.iops * (Date.now() - t0) / 1000;
       const harden = await Promise.all(pair.names.map((n) => hardenCounters(pair.adminUrl(n))));
       const perIo = (v: number, digits = 2): string => (v / ios).toFixed(digits);
@@ -126,33 +132,68 @@ async function main(): Promise<void> {
       const counters = harden.map((h, j) => Object.entries(h).filter(([key, v]) => v !== (before.harden[j]![key] ?? 0))
         .map(([key, v]) => `${key} ${perIo(v - (before.harden[j]![key] ?? 0), 3)}`).join(', '));
       const cpu = (use.serverCores / m.iops) * 1e6;
-      cpuPerIo[i]!.push(cpu);
-      durableUs[i]!.push(m.meanLatencyUs + m.syncMeanLatencyUs);
-      const flushText = o.fsync === true ? `, write + FLUSH mean ${m.meanLatencyUs.toFixed(1)} + ${m.syncMeanLatencyUs.toFixed(1)} µs (FLUSH p50 ${m.syncP50LatencyUs.toFixed(0)})` : '';
-      console.log(`${specs[i]!.label} run ${r + 1}: ${m.iops.toFixed(0)} IOPS, p50 ${m.p50LatencyUs.toFixed(0)} µs, p99 ${m.p99LatencyUs.toFixed(0)} µs${flushText}, CPU ${cpu.toFixed(1)} µs/IO `
+      results.cpuPerIo[i]!.push(cpu);
+      results.durableUs[i]!.push(m.meanLatencyUs + m.syncMeanLatencyUs);
+      const flushText = run.fsync ? `, write + FLUSH mean ${m.meanLatencyUs.toFixed(1)} + ${m.syncMeanLatencyUs.toFixed(1)} µs (FLUSH p50 ${m.syncP50LatencyUs.toFixed(0)})` : '';
+      console.log(`${specs[i]!.label}${half} run ${r + 1}: ${m.iops.toFixed(0)} IOPS, p50 ${m.p50LatencyUs.toFixed(0)} µs, p99 ${m.p99LatencyUs.toFixed(0)} µs${flushText}, CPU ${cpu.toFixed(1)} µs/IO `
         + `(${use.serverCores.toFixed(2)} cores; machine ${use.machineCores.toFixed(2)}), load ${loadAverage()}\n`
         + `  µs per I/O by thread: ${threads.join('; ')}\n`
         + `  write syscalls per I/O: ${pids.map((pid, j) => `${pair.names[j]} ${perIo(writeSyscalls(pid) - before.syscw[j]!)}`).join(', ')}\n`
         + `  per I/O: ${pair.names.map((n, j) => `${n}: ${counters[j]}`).join('; ')}`);
     }
   }
-  for (const [i, spec] of specs.entries()) {
-    const durable = o.fsync === true ? `; median write + FLUSH ${median(durableUs[i]!).toFixed(1)} µs (runs ${durableUs[i]!.map((c) => c.toFixed(1)).join(', ')})` : '';
-    console.log(`${spec.label}: median CPU ${median(cpuPerIo[i]!).toFixed(1)} µs/IO (runs ${cpuPerIo[i]!.map((c) => c.toFixed(1)).join(', ')})${durable}`);
-  }
+}
 
+/** Stop the pairs; with --prof, print each node's top self time over its measured runs. */
+async function stopPairs(specs: Spec[], pairs: BenchPairType[], run: Run, results: Results): Promise<void> {
   for (const [i, pair] of pairs.entries()) {
     const spawned = { ...pair.spawnedAtMs };
     await pair.stop();
-    if (o.prof === undefined) continue;
+    if (run.prof === undefined) continue;
     for (const n of pair.names) {
-      const dir = path.join(o.prof, `p${i}${n}`);
+      const dir = path.join(run.prof, `p${i}${n}`);
       const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
       if (file === undefined) continue;
       console.log(`== ${specs[i]!.label}, node ${n}: top self time over the measured runs`);
-      const windows = spans[i]!.map(([from, to]) => ({ fromMs: from - spawned[n]!, toMs: to - spawned[n]! }));
+      const windows = results.spans[i]!.map(([from, to]) => ({ fromMs: from - spawned[n]!, toMs: to - spawned[n]! }));
       for (const t of topSelfTime(path.join(dir, file), 30, windows)) console.log(`${(t.share * 100).toFixed(1)}%  ${t.selfMs.toFixed(0)} ms  ${t.name}`);
     }
+  }
+}
+
+function medianLine(runs: number[], unit: string): string {
+  return `${median(runs).toFixed(1)} ${unit} (runs ${runs.map((c) => c.toFixed(1)).join(', ')})`;
+}
+
+async function main(): Promise<void> {
+  const { values: o, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      rounds: { type: 'string' }, row: { type: 'string' }, runtime: { type: 'string' }, size: { type: 'string' }, prof: { type: 'string' },
+      fsync: { type: 'boolean' }, 'one-order': { type: 'boolean' }, help: { type: 'boolean' },
+    },
+  });
+  exitWithUsageIf(o.help === true || positionals.length === 0, usage);
+  const specs = positionals.map(parseSpec);
+  const row = rows.find((r) => r.id === (o.row ?? 'randwrite-4k-qd32'));
+  if (row === undefined) throw new Error(`--row: one of ${rows.map((r) => r.id).join(', ')}`);
+  const run: Run = { row, rounds: Number(o.rounds ?? 3), runtimeSec: Number(o.runtime ?? 8), sizeBytes: Number(o.size ?? 256) * MiB, fsync: o.fsync === true, prof: o.prof };
+  const given = specs.map((_, i) => i);
+  const orders = o['one-order'] === true || o.prof !== undefined || specs.length < 2 ? [given] : [given, [...given].reverse()];
+  const halves: Results[] = [];
+  for (const [h, order] of orders.entries()) {
+    const results: Results = { cpuPerIo: specs.map(() => []), durableUs: specs.map(() => []), spans: specs.map(() => []) };
+    const half = orders.length === 1 ? '' : ` (${h === 0 ? 'started in the order given' : 'started in reverse'})`;
+    const pairs = await startPairs(specs, order, run);
+    await measure(specs, pairs, run, results, half);
+    await stopPairs(specs, pairs, run, results);
+    halves.push(results);
+  }
+  for (const [i, spec] of specs.entries()) {
+    const all = (pick: (r: Results) => number[][]): number[] => halves.flatMap((r) => pick(r)[i]!);
+    const byHalf = halves.length === 1 ? '' : `; started as given ${median(halves[0]!.cpuPerIo[i]!).toFixed(1)}, reversed ${median(halves[1]!.cpuPerIo[i]!).toFixed(1)}`;
+    const durable = run.fsync ? `; median write + FLUSH ${medianLine(all((r) => r.durableUs), 'µs')}` : '';
+    console.log(`${spec.label}: median CPU ${medianLine(all((r) => r.cpuPerIo), 'µs/IO')}${byHalf}${durable}`);
   }
 }
 
