@@ -82,6 +82,8 @@ export interface Config {
   nbdMaxConnections: number;
   /** From accept to the transmission phase: a client still negotiating after this is dropped. */
   nbdHandshakeTimeoutMs: number;
+  /** After a reply at low queue depth, keep polling for the next event this long (src/node/busy-poll.ts); 0: never. */
+  busyPollUs: number;
   /** Shared link secret; null when standalone and not given. */
   secret: string | null;
   primary: string;
@@ -134,6 +136,7 @@ export const defaults = {
   usageIntervalMs: 60_000,
   nbdMaxConnections: 1024,
   nbdHandshakeTimeoutMs: 10_000,
+  busyPollUs: 100,
   cacheBytes: 256 * 1024 * 1024,
 } as const;
 
@@ -145,6 +148,8 @@ export const limits = {
   minMsValue: 10,
   minSecretChars: 16,
   maxNodes: 8,
+  /** A window of 10 ms is already a core spent per request at QD1: anything longer is a mistake. */
+  maxBusyPollUs: 10_000,
 } as const;
 
 const namePattern = /^[A-Za-z0-9._-]+$/;
@@ -186,6 +191,7 @@ const fileSchema = z.strictObject({
   heartbeatTimeoutMs: intField.optional(),
   nbdMaxConnections: intField.optional(),
   nbdHandshakeTimeoutMs: intField.optional(),
+  busyPollUs: intField.optional(),
   secret: z.string().optional(),
   primary: z.string().optional(),
   nodes: z.record(z.string(), nodeSchema),
@@ -276,6 +282,11 @@ function sizeField(keyPath: string, value: unknown, fallback?: number): number {
 
 function atLeast(keyPath: string, value: number, minimum: number): number {
   if (value < minimum) throw new FieldError(keyPath, `must be at least ${minimum} (got ${value})`);
+  return value;
+}
+
+function atMost(keyPath: string, value: number, maximum: number): number {
+  if (value > maximum) throw new FieldError(keyPath, `must be at most ${maximum} (got ${value})`);
   return value;
 }
 
@@ -413,6 +424,7 @@ function buildConfig(raw: RawConfig, baseDir: string, sourcePath: string | null)
     heartbeatTimeoutMs: atLeast('heartbeatTimeoutMs', raw.heartbeatTimeoutMs ?? defaults.heartbeatTimeoutMs, 100),
     nbdMaxConnections: atLeast('nbdMaxConnections', raw.nbdMaxConnections ?? defaults.nbdMaxConnections, 1),
     nbdHandshakeTimeoutMs: atLeast('nbdHandshakeTimeoutMs', raw.nbdHandshakeTimeoutMs ?? defaults.nbdHandshakeTimeoutMs, 100),
+    busyPollUs: atMost('busyPollUs', atLeast('busyPollUs', raw.busyPollUs ?? defaults.busyPollUs, 0), limits.maxBusyPollUs),
     secret: raw.secret ?? null,
     primary,
     nodes,

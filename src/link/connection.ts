@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import { acquirePayload, holdPayloadOf, releasePayload } from '../nbd/payload-pool.js';
+import { noBusyPoll, type BusyPoll } from '../node/busy-poll.js';
 import { onSocketBytes } from '../node/socket-input.js';
 import { describeTlsError } from '../node/tls.js';
 import {
@@ -40,6 +41,8 @@ export interface LinkConnectionOptions {
   highWaterMarkBytes?: number;
   /** Monotonic clock for heartbeats and RTT; default performance.now. */
   nowMs?: () => number;
+  /** Polls for the answer to frames sent while the host is at low depth (src/node/busy-poll.ts); absent: never. */
+  busyPoll?: BusyPoll;
 }
 
 const defaultHighWaterMarkBytes = 4 * 1024 * 1024;
@@ -73,11 +76,17 @@ export class LinkConnection {
   private timerForMs: number | null = null;
   private timerGeneration = 0;
   private corked = false;
-  private readonly uncork = (): void => { this.corked = false; this.socket.uncork(); };
+  private readonly busyPoll: BusyPoll;
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.socket.uncork();
+    this.busyPoll.linkSent();
+  };
 
   constructor(opts: LinkConnectionOptions) {
     this.node = opts.node;
     this.socket = opts.socket;
+    this.busyPoll = opts.busyPoll ?? noBusyPoll;
     this.nowMs = opts.nowMs ?? (() => performance.now());
     this.heartbeatTimeoutMs = opts.heartbeatTimeoutMs ?? 1000;
     this.highWaterMarkBytes = opts.highWaterMarkBytes ?? defaultHighWaterMarkBytes;

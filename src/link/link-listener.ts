@@ -16,6 +16,7 @@ import tls from 'node:tls';
 import { encode } from '../core/link-codec.js';
 import { clientText } from '../log.js';
 import { handshakeTimeoutFor, LinkConnection, type LinkIdentity, type RoleAndEpoch } from './connection.js';
+import type { BusyPoll } from '../node/busy-poll.js';
 import { adoptReusingMemory, connectReusingMemory } from '../node/socket-input.js';
 import { certificateNames, describeCertificate, describeTlsError, serverCredentials, type TlsMaterial } from '../node/tls.js';
 import type { LinkLogLevel } from './peer-link.js';
@@ -32,6 +33,8 @@ export interface LinkListenerOptions {
   highWaterMarkBytes?: number;
   /** Mutual TLS under the link's handshake; null or absent: plain TCP. */
   tls?: TlsMaterial | null;
+  /** Shared with the node's NBD server (src/node/busy-poll.ts); absent: never poll. */
+  busyPoll?: BusyPoll;
   log(level: LinkLogLevel, msg: string, fields?: Record<string, unknown>): void;
 }
 
@@ -58,6 +61,7 @@ export function linkConnection(opts: LinkListenerOptions, socket: net.Socket, ex
     heartbeatIntervalMs: opts.heartbeatIntervalMs,
     heartbeatTimeoutMs: opts.heartbeatTimeoutMs,
     highWaterMarkBytes: opts.highWaterMarkBytes,
+    busyPoll: opts.busyPoll,
   });
 }
 

@@ -19,6 +19,7 @@ import {
 import { NbdRequestError, type NbdErrno, type NbdExport, type NbdRequestObserver } from './export.js';
 import { acquirePayload, releasePayload } from './payload-pool.js';
 import { RateLimitedLog } from './rate-limited-log.js';
+import { noBusyPoll, type BusyPoll } from '../node/busy-poll.js';
 import { adoptReusingMemory, onSocketBytes } from '../node/socket-input.js';
 import {
   NBD_MIN_BLOCK_BYTES, NbdHandshake, transmissionFlagsOf, type NbdHandshakeConnection, type NbdLog, type NbdTlsPolicy,
@@ -42,6 +43,8 @@ export interface NbdServerOptions {
   handshakeTimeoutMs?: number;
   /** NBD_OPT_STARTTLS with this certificate, offered ('on') or required; null or absent: NOTLS. */
   tls?: { context: tls.SecureContext; mode: Exclude<NbdTlsPolicy, 'off'> } | null;
+  /** Polls for the next request after a reply at low depth (src/node/busy-poll.ts); absent: never. */
+  busyPoll?: BusyPoll;
 }
 
 export interface NbdServerHandle {
@@ -163,6 +166,7 @@ class NbdConnection implements NbdHandshakeConnection {
   private handshakeTimer: NodeJS.Timeout | null;
   /** The client's socket; after STARTTLS, the TLS socket over the TCP one (`tcp`). */
   socket: net.Socket;
+  private readonly busyPoll: BusyPoll;
 
   constructor(
     private readonly tcp: net.Socket,
@@ -171,6 +175,7 @@ class NbdConnection implements NbdHandshakeConnection {
     onClosed: () => void,
   ) {
     this.socket = tcp;
+    this.busyPoll = opts.busyPoll ?? noBusyPoll;
     const socket = tcp;
     this.remote = remoteOf(socket);
     this.handshake = new NbdHandshake(this, opts.export, transmissionFlagsOf(opts.export), opts.log, opts.tls?.mode ?? 'off');
@@ -388,6 +393,7 @@ class NbdConnection implements NbdHandshakeConnection {
   private dispatch(request: NbdRequest): void {
     const startedMs = performance.now();
     this.inFlight += 1;
+    if (this.inFlight > 1) this.busyPoll.hostQueued();
     this.requestBytes += costOf(request);
     let operation: Promise<Buffer | void>;
     try {
@@ -494,6 +500,7 @@ class NbdConnection implements NbdHandshakeConnection {
       return;
     }
     this.socket.uncork();
+    if (this.inFlight === 0) this.busyPoll.hostIdle();
   }
 
   private finishIfIdle(): void {

@@ -11,6 +11,7 @@ import type { LinkMessage } from '../core/replica-types.js';
 import { LinkListener } from '../link/link-listener.js';
 import { PeerLink, type LinkLogLevel, type PeerLinkOptions } from '../link/peer-link.js';
 import { startNbdServer } from '../nbd/server.js';
+import { BusyPoll } from './busy-poll.js';
 import { openFileStore } from '../store/file-store.js';
 import { openNbdStore } from '../store/nbd-store.js';
 import type { Store } from '../store/store.js';
@@ -153,7 +154,9 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
   usage.start();
   metrics.registerUsageCounters(() => usage.report().usage);
 
-  const nodeLinks = peerConfigs.length === 0 ? null : await undoOnError(startLinks(config, nodeConfig, peerConfigs, volume, metrics, log, echoed, tlsMaterial), undo);
+  // One per process: the NBD server says when the host is at low depth, the links poll for acks then.
+  const busyPoll = new BusyPoll(config.busyPollUs);
+  const nodeLinks = peerConfigs.length === 0 ? null : await undoOnError(startLinks(config, nodeConfig, peerConfigs, volume, metrics, log, echoed, { tls: tlsMaterial, busyPoll }), undo);
   for (const p of nodeLinks?.peers ?? []) links.set(p.name, p.link);
   if (nodeLinks !== null) undo.push(() => nodeLinks.close());
   const peers = nodeLinks?.peers ?? [];
@@ -177,6 +180,7 @@ export async function startNode(config: Config, nodeName: string, log: Logger): 
     host: nodeConfig.nbd.host, port: nodeConfig.nbd.port, export: volume, observer: observeHostWrites(metrics, hostWrites),
     maxConnections: config.nbdMaxConnections, handshakeTimeoutMs: config.nbdHandshakeTimeoutMs,
     tls: tlsMaterial === null || config.nbdTls === 'off' ? null : { context: tlsMaterial.context, mode: config.nbdTls },
+    busyPoll,
     log: (level, msg, fields) => log[level](fields ?? {}, msg),
   }), undo);
   undo.push(() => nbd.close());
@@ -282,7 +286,7 @@ async function primaryInEtcd(config: Config, nodeName: string, log: Logger): Pro
  * The replication links to every other node (full mesh, issue 12), feeding the volume's core
  * (DESIGN.md "Write path"): one listener on this node's link address, one PeerLink per peer.
  */
-async function startLinks(config: Config, node: NodeConfig, peerConfigs: NodeConfig[], volume: Volume, metrics: NodeMetrics, log: Logger, echoed: Map<string, number>, tls: TlsMaterial | null): Promise<{ peers: PeerLinkSource[]; close(): Promise<void> }> {
+async function startLinks(config: Config, node: NodeConfig, peerConfigs: NodeConfig[], volume: Volume, metrics: NodeMetrics, log: Logger, echoed: Map<string, number>, io: { tls: TlsMaterial | null; busyPoll: BusyPoll }): Promise<{ peers: PeerLinkSource[]; close(): Promise<void> }> {
   if (node.link === null || config.secret === null) throw new Error('a mirrored volume needs link addresses and a secret');
   const common = {
     node: node.name,
@@ -295,7 +299,8 @@ async function startLinks(config: Config, node: NodeConfig, peerConfigs: NodeCon
     getRoleAndEpoch: () => ({ role: volume.core.role, epoch: volume.core.epoch }),
     heartbeatIntervalMs: Math.max(25, Math.floor(config.heartbeatTimeoutMs / 4)),
     heartbeatTimeoutMs: config.heartbeatTimeoutMs,
-    tls,
+    tls: io.tls,
+    busyPoll: io.busyPoll,
     log: (level: LinkLogLevel, msg: string, fields?: Record<string, unknown>) => log[level]({ ...fields }, msg),
   };
   const listener = new LinkListener(common);
