@@ -202,9 +202,11 @@ describe('config defaults', () => {
     assert.match(errorOf(() => parseConfigText(`${base}nbdHandshakeTimeoutMs: 50\n`, '/tmp')), /nbdHandshakeTimeoutMs: must be at least 100/);
   });
 
-  it('busyPollUs defaults to 100, 0 turns it off, and it is bounded', () => {
+  it('busyPollUs defaults to 100 (0 with flush: disk), 0 turns it off, and it is bounded', () => {
     const base = 'volume: v\nsize: 1MiB\nnodes:\n  a: { nbd: "127.0.0.1:1", admin: "127.0.0.1:2", store: /tmp/x.img }\n';
     assert.equal(parseConfigText(base, '/tmp').busyPollUs, 100);
+    assert.equal(parseConfigText(`${base}flush: disk\n`, '/tmp').busyPollUs, 0);
+    assert.equal(parseConfigText(`${base}flush: disk\nbusyPollUs: 50\n`, '/tmp').busyPollUs, 50);
     assert.equal(parseConfigText(`${base}busyPollUs: 0\n`, '/tmp').busyPollUs, 0);
     assert.match(errorOf(() => parseConfigText(`${base}busyPollUs: -5\n`, '/tmp')), /busyPollUs: must be at least 0 \(got -5\)/);
     assert.match(errorOf(() => parseConfigText(`${base}busyPollUs: 20000\n`, '/tmp')), /busyPollUs: must be at most 10000 \(got 20000\)/);

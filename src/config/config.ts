@@ -82,7 +82,7 @@ export interface Config {
   nbdMaxConnections: number;
   /** From accept to the transmission phase: a client still negotiating after this is dropped. */
   nbdHandshakeTimeoutMs: number;
-  /** After a reply at low queue depth, keep polling for the next event this long (src/node/busy-poll.ts); 0: never. */
+  /** After a reply at low queue depth, keep polling for the next event this long (src/node/busy-poll.ts); 0: never (the default with flush: disk). */
   busyPollUs: number;
   /** Shared link secret; null when standalone and not given. */
   secret: string | null;
@@ -406,12 +406,13 @@ function buildConfig(raw: RawConfig, baseDir: string, sourcePath: string | null)
   if (raw.secret !== undefined && raw.secret.length < limits.minSecretChars) {
     throw new FieldError('secret', `too short: at least ${limits.minSecretChars} characters`);
   }
+  const flush = raw.flush ?? defaults.flush;
   return {
     sourcePath,
     volume: raw.volume,
     ...geometry,
     tracker: raw.tracker ?? defaults.tracker,
-    flush: raw.flush ?? defaults.flush,
+    flush,
     maxDirtyAgeMs: atLeast('maxDirtyAgeMs', raw.maxDirtyAgeMs ?? defaults.maxDirtyAgeMs, limits.minMsValue),
     destageIntervalMs: atLeast('destageIntervalMs', raw.destageIntervalMs ?? defaults.destageIntervalMs, limits.minMsValue),
     degraded: raw.degraded ?? defaults.degraded,
@@ -424,7 +425,10 @@ function buildConfig(raw: RawConfig, baseDir: string, sourcePath: string | null)
     heartbeatTimeoutMs: atLeast('heartbeatTimeoutMs', raw.heartbeatTimeoutMs ?? defaults.heartbeatTimeoutMs, 100),
     nbdMaxConnections: atLeast('nbdMaxConnections', raw.nbdMaxConnections ?? defaults.nbdMaxConnections, 1),
     nbdHandshakeTimeoutMs: atLeast('nbdHandshakeTimeoutMs', raw.nbdHandshakeTimeoutMs ?? defaults.nbdHandshakeTimeoutMs, 100),
-    busyPollUs: atMost('busyPollUs', atLeast('busyPollUs', raw.busyPollUs ?? defaults.busyPollUs, 0), limits.maxBusyPollUs),
+    // With flush: disk every FLUSH waits milliseconds on disks, and the hardening that follows it
+    // needs the vCPU polling would hold: measured, a write after a FLUSH took 60-100 µs longer
+    // (docs/benchmarks.md, "Busy polling at low depth"). So by default only flush: memory polls.
+    busyPollUs: atMost('busyPollUs', atLeast('busyPollUs', raw.busyPollUs ?? (flush === 'disk' ? 0 : defaults.busyPollUs), 0), limits.maxBusyPollUs),
     secret: raw.secret ?? null,
     primary,
     nodes,

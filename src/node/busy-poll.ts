@@ -19,7 +19,9 @@
 // reply polled; none with this rule). At QD1 it costs no CPU per I/O either: the polling replaces
 // the wake-ups' own cost (docs/benchmarks.md, "Busy polling at low depth"). The same idea as
 // Linux's socket busy poll (net.core.busy_poll) and guest halt polling, in the node.
-// `busyPollUs: 0` turns it off.
+// `busyPollUs: 0` turns it off, and so does `flush: disk` unless busyPollUs is set: there every
+// FLUSH waits milliseconds on the disks, and the hardening after it needs the vCPU a polling
+// primary holds (measured: the write after each FLUSH took 60-100 µs longer).
 
 /** The window, and whether the host is at low depth; one per process (every connection shares it). */
 export class BusyPoll {
