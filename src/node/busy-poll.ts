@@ -16,8 +16,9 @@
 //
 // Only at low depth: with several requests in flight the event loop is rarely idle for long, and
 // polling would turn what idle time it has into CPU (measured at QD32: +7 µs per write when every
-// reply polled; none with this rule). At QD1 it costs no CPU per I/O either: the polling replaces
-// the wake-ups' own cost (docs/benchmarks.md, "Busy polling at low depth"). The same idea as
+// reply polled; none with this rule). At QD1 an A/B measured the same CPU per I/O with 45% more
+// IOPS (the polling replaces the wake-ups' own cost), though bench:mirror runs read 216-279 µs
+// per write against 198-202 (docs/benchmarks.md, "Busy polling at low depth"). The same idea as
 // Linux's socket busy poll (net.core.busy_poll) and guest halt polling, in the node.
 // `busyPollUs: 0` turns it off, and so does `flush: disk` unless busyPollUs is set: there every
 // FLUSH waits milliseconds on the disks, and the hardening after it needs the vCPU a polling
