@@ -27,45 +27,73 @@ class CountingBusyPoll extends BusyPoll {
 }
 
 describe('BusyPoll', () => {
-  it('keeps the loop polling for its window after the host goes idle, then stops', async () => {
-    let nowMs = 0;
-    const poll = new BusyPoll(100, () => nowMs);
+  /** A fake clock; whatever a test asserts, its polling chain ends after it, so the process can exit. */
+  async function withClock(run: (clock: { nowMs: number }) => Promise<void>): Promise<void> {
+    const clock = { nowMs: 0 };
+    try {
+      await run(clock);
+    } finally {
+      clock.nowMs = 1e9;
+    }
+  }
+
+  it('keeps the loop polling for its window after the host goes idle, then stops', () => withClock(async (clock) => {
+    const poll = new BusyPoll(100, () => clock.nowMs);
     assert.equal(poll.active, false);
+    poll.hostIdle();
+    assert.equal(poll.active, false, 'one reply that left its connection empty is not yet low depth');
     poll.hostIdle();
     assert.equal(poll.active, true);
     for (let i = 0; i < 5; i++) await nextTurn();
     assert.equal(poll.active, true, 'still inside the 100 µs window: the clock has not moved');
-    nowMs = 0.099;
+    clock.nowMs = 0.099;
     await nextTurn();
     assert.equal(poll.active, true);
-    nowMs = 0.1;
+    clock.nowMs = 0.1;
     await nextTurn();
     await nextTurn();
     assert.equal(poll.active, false, 'the window ended');
-  });
+  }));
 
-  it('polls for a link answer only while the host is at low depth', async () => {
-    let nowMs = 0;
-    const poll = new BusyPoll(100, () => nowMs);
+  it('polls for a link answer only while the host is at low depth', () => withClock(async (clock) => {
+    const poll = new BusyPoll(100, () => clock.nowMs);
     poll.linkSent();
     assert.equal(poll.active, false, 'no host has gone idle yet');
     poll.hostIdle();
-    nowMs = 1;
+    poll.hostIdle();
+    clock.nowMs = 1;
     await nextTurn();
     await nextTurn();
     assert.equal(poll.active, false);
     poll.linkSent();
     assert.equal(poll.active, true, 'low depth: a frame sent opens the window');
-    nowMs = 2;
+    clock.nowMs = 2;
     await nextTurn();
     await nextTurn();
     poll.hostQueued();
     poll.linkSent();
     assert.equal(poll.active, false, 'several requests in flight: no polling');
-  });
+  }));
+
+  it('a second request in flight ends an open window at its next turn, and low depth must be shown again', () => withClock(async (clock) => {
+    const poll = new BusyPoll(100, () => clock.nowMs);
+    poll.hostIdle();
+    poll.hostIdle();
+    await nextTurn();
+    assert.equal(poll.active, true);
+    poll.hostQueued();
+    await nextTurn();
+    await nextTurn();
+    assert.equal(poll.active, false, 'the window ended although its 100 µs had not passed');
+    poll.hostIdle();
+    assert.equal(poll.active, false, 'one empty reply after a queue (QD32 now and then) opens no window');
+    poll.hostIdle();
+    assert.equal(poll.active, true);
+  }));
 
   it('a window of 0 never polls; a negative one is refused', () => {
     const poll = new BusyPoll(0);
+    poll.hostIdle();
     poll.hostIdle();
     poll.linkSent();
     assert.equal(poll.active, false);
@@ -137,6 +165,7 @@ describe('the replication link polls for acks at low depth', () => {
       assert.ok(pollA.linkSends > 0, 'the uncork after a send reported it');
       assert.equal(pollA.active, false, 'no host went idle: the send opened no window');
 
+      pollA.hostIdle();
       pollA.hostIdle();
       await sleep(1); // past the 100 µs window
       const second = acked(2);

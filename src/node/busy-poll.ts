@@ -6,8 +6,8 @@
 // is a trip through the hypervisor. Measured: a standalone node's QD1 p50 is 27.8 µs with
 // everything on one core and 74.2 µs on two (docs/benchmarks.md, "One core against two").
 //
-// So after a reply that leaves its host connection with nothing in flight, the next request is
-// likely the host's very next step: the node keeps its event loop turning for a short window
+// So once replies keep leaving their host connection with nothing in flight (two in a row), the
+// next request is likely the host's very next step: the node keeps its event loop turning for a short window
 // (a setImmediate chain, so libuv polls with a zero timeout instead of sleeping), the vCPU stays
 // awake, and the request is read without a wake-up. While the host is at low depth, frames sent on
 // the replication link open the same window for the peer's ack. A secondary has no host
@@ -16,7 +16,7 @@
 //
 // Only at low depth: with several requests in flight the event loop is rarely idle for long, and
 // polling would turn what idle time it has into CPU (measured at QD32: +7 µs per write when every
-// reply polled; none with this rule). At QD1 an A/B measured the same CPU per I/O with 45% more
+// reply polled; with this rule, 0.045 polling turns per write, counted). At QD1 an A/B measured the same CPU per I/O with 45% more
 // IOPS (the polling replaces the wake-ups' own cost), though bench:mirror runs read 216-279 µs
 // per write against 198-202 (docs/benchmarks.md, "Busy polling at low depth"). The same idea as
 // Linux's socket busy poll (net.core.busy_poll) and guest halt polling, in the node.
@@ -24,26 +24,40 @@
 // FLUSH waits milliseconds on the disks, and the hardening after it needs the vCPU a polling
 // primary holds (measured: the write after each FLUSH took 60-100 µs longer).
 
+/** Replies in a row that must each leave their connection empty before the host counts as at low depth. */
+const lowDepthReplies = 2;
+
 /** The window, and whether the host is at low depth; one per process (every connection shares it). */
 export class BusyPoll {
   private untilMs = 0;
   private polling = false;
   private lowDepth = false;
+  /** Replies in a row that left their connection empty, with no request queued behind another. */
+  private idleReplies = 0;
 
   /** windowUs: how long to keep polling after the last activity; 0: never poll. */
   constructor(private readonly windowUs: number, private readonly nowMs: () => number = () => performance.now()) {
     if (!(windowUs >= 0)) throw new RangeError(`busy poll window must be 0 or more µs (got ${windowUs})`);
   }
 
-  /** A reply left its host connection with nothing in flight: low depth; poll for the next request. */
+  /**
+   * A reply left its host connection with nothing in flight. Two such replies in a row, with no
+   * request queued behind another between them, make low depth: at QD32 a reply empties its
+   * connection now and then (2.6% of replies, counted), and a window opened on each of those
+   * polled while fio gathered its next batch.
+   */
   hostIdle(): void {
+    this.idleReplies += 1;
+    if (this.idleReplies < lowDepthReplies) return;
     this.lowDepth = true;
     this.poll();
   }
 
-  /** A host connection has more than one request in flight: not low depth. */
+  /** A host connection has more than one request in flight: not low depth, and an open window ends at its next turn. */
   hostQueued(): void {
+    this.idleReplies = 0;
     this.lowDepth = false;
+    this.untilMs = 0;
   }
 
   /** Frames left on a replication link: while the host is at low depth, poll for the answer. */
