@@ -31,7 +31,6 @@ const lowDepthReplies = 2;
 export class BusyPoll {
   private untilMs = 0;
   private polling = false;
-  private lowDepth = false;
   /** Replies in a row that left their connection empty, with no request queued behind another. */
   private idleReplies = 0;
 
@@ -48,21 +47,22 @@ export class BusyPoll {
    */
   hostIdle(): void {
     this.idleReplies += 1;
-    if (this.idleReplies < lowDepthReplies) return;
-    this.lowDepth = true;
-    this.poll();
+    if (this.lowDepth) this.poll();
   }
 
   /** A host connection has more than one request in flight: not low depth, and an open window ends at its next turn. */
   hostQueued(): void {
     this.idleReplies = 0;
-    this.lowDepth = false;
     this.untilMs = 0;
   }
 
   /** Frames left on a replication link: while the host is at low depth, poll for the answer. */
   linkSent(): void {
     if (this.lowDepth) this.poll();
+  }
+
+  private get lowDepth(): boolean {
+    return this.idleReplies >= lowDepthReplies;
   }
 
   /** Whether a window is open now (tests). */
