@@ -8,9 +8,9 @@
 // It answers "did this change pay, and where" in a few minutes, where bench:mirror answers
 // "where do we stand" in twenty: per run, besides IOPS and p50, the CPU per I/O of both nodes
 // (all threads, /proc), split into each node's main thread and the rest (libuv's pool, V8's
-// helpers), write syscalls per host write (/proc/PID/io), and store writes and harden jobs by
-// reason per host write (the nodes' /metrics). --prof DIR also runs the nodes under --cpu-prof
-// and prints each node's top self time over the measured runs.
+// helpers), write syscalls and bytes dirtied for the disk per host write (/proc/PID/io), and
+// store writes and harden jobs by reason per host write (the nodes' /metrics). --prof DIR also
+// runs the nodes under --cpu-prof and prints each node's top self time over the measured runs.
 //
 // Start order biases the result: on this project's VM the pair started later ran about 5 µs per
 // 4 KiB write cheaper, whatever its build (docs/benchmarks.md, "The pressure reserve"), which is
@@ -59,9 +59,15 @@ function threadTicks(pid: number): { main: number; rest: number } {
   return { main, rest };
 }
 
-/** Write syscalls of a process so far, all threads (/proc/PID/io syscw). */
-function writeSyscalls(pid: number): number {
-  return Number(/^syscw: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))?.[1] ?? Number.NaN);
+/**
+ * A process's write syscalls so far (all threads), and the bytes it dirtied in the page cache
+ * for the disk to write back (a page dirtied again before writeback counts once): /proc/PID/io
+ * syscw and write_bytes.
+ */
+function writeCounters(pid: number): { syscalls: number; diskBytes: number } {
+  const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+  const field = (name: string): number => Number(new RegExp(`^${name}: (\\d+)$`, 'm').exec(io)?.[1] ?? Number.NaN);
+  return { syscalls: field('syscw'), diskBytes: field('write_bytes') };
 }
 
 /** A node's harden counters: store writes, and jobs by reason. */
@@ -116,11 +122,12 @@ async function measure(specs: Spec[], pairs: BenchPairType[], run: Run, results:
       await pair.waitHardened(180_000);
       syncFs();
       const pids = pair.names.map((n) => pair.node(n).pid);
-      const before = { threads: pids.map(threadTicks), syscw: pids.map(writeSyscalls), harden: await Promise.all(pair.names.map((n) => hardenCounters(pair.adminUrl(n)))) };
+      const before = { threads: pids.map(threadTicks), writes: pids.map(writeCounters), harden: await Promise.all(pair.names.map((n) => hardenCounters(pair.adminUrl(n)))) };
       const t0 = Date.now();
       const [m, use] = await withCpuUse(pids, () => runFio(run.row, pair.uri('a'), run.sizeBytes, run.runtimeSec, fioExtra));
       results.spans[i]!.push([t0, Date.now()]);
       const ios = m.iops * (Date.now() - t0) / 1000;
+      const writes = pids.map(writeCounters);
       const harden = await Promise.all(pair.names.map((n) => hardenCounters(pair.adminUrl(n))));
       const perIo = (v: number, digits = 2): string => (v / ios).toFixed(digits);
       const threads = pids.map((pid, j) => {
@@ -138,7 +145,8 @@ async function measure(specs: Spec[], pairs: BenchPairType[], run: Run, results:
       console.log(`${specs[i]!.label}${half} run ${r + 1}: ${m.iops.toFixed(0)} IOPS, p50 ${m.p50LatencyUs.toFixed(0)} µs, p99 ${m.p99LatencyUs.toFixed(0)} µs${flushText}, CPU ${cpu.toFixed(1)} µs/IO `
         + `(${use.serverCores.toFixed(2)} cores; machine ${use.machineCores.toFixed(2)}), load ${loadAverage()}\n`
         + `  µs per I/O by thread: ${threads.join('; ')}\n`
-        + `  write syscalls per I/O: ${pids.map((pid, j) => `${pair.names[j]} ${perIo(writeSyscalls(pid) - before.syscw[j]!)}`).join(', ')}\n`
+        + `  write syscalls per I/O: ${writes.map((w, j) => `${pair.names[j]} ${perIo(w.syscalls - before.writes[j]!.syscalls)}`).join(', ')}; `
+        + `KiB dirtied for the disk per I/O: ${writes.map((w, j) => `${pair.names[j]} ${perIo((w.diskBytes - before.writes[j]!.diskBytes) / 1024, 1)}`).join(', ')}\n`
         + `  per I/O: ${pair.names.map((n, j) => `${n}: ${counters[j]}`).join('; ')}`);
     }
   }

@@ -78,6 +78,63 @@ test('hardening coalesces adjacent dirty runs across tracks into one store write
   cache.checkInvariants();
 });
 
+test('a store write spans a clean gap of at most 32 KiB, in its line or into the next track of the job, when the cache holds every block of it', () => {
+  const cache = new TrackCache({ volumeSizeBytes: 1024 * KiB, trackSizeBytes: 64 * KiB, capacityBytes: 1024 * KiB, rangeTracks: 4 });
+  const store = Buffer.alloc(1024 * KiB);
+  const model = Buffer.alloc(1024 * KiB);
+  const write = (offsetBytes: number, data: Buffer): void => {
+    assert.equal(cache.write(offsetBytes, data, 0), true);
+    data.copy(model, offsetBytes);
+  };
+  const t = (track: number, kib: number): number => track * 64 * KiB + kib * KiB;
+  // Once hardened, the cache holds tracks 0, 1, 4 and 5 whole, track 6 in [4, 8) KiB only, and
+  // nothing of tracks 2 and 7.
+  for (const track of [0, 1, 4, 5]) write(t(track, 0), pattern(64 * KiB, track));
+  write(t(6, 4), pattern(4 * KiB, 6));
+  hardenAll(cache, store);
+  assert.deepEqual(store, model);
+
+  const dirtied: [number, number][] = [
+    [0, 0], [0, 12], // a valid gap of 8 KiB: spanned
+    [0, 56], // a gap of 40 KiB: not
+    [1, 0], // 4 KiB into the next track, valid: spanned
+    [2, 0], [2, 8], // gaps the cache does not hold: not spanned
+    [4, 0], [4, 36], // a gap of exactly 32 KiB: spanned
+    [5, 28], // 24 KiB of track 4 and 28 of track 5: 52 KiB, not spanned
+    [6, 0], // the last 32 KiB of track 5: spanned
+    [6, 12], // a gap valid in [4, 8) KiB only: not spanned
+    [6, 56], // 40 KiB: not
+    [7, 4], // track 6's last 4 KiB and track 7's first 4 are not in the cache: not spanned
+  ];
+  for (const [i, [track, kib]] of dirtied.entries()) write(t(track, kib), pattern(4 * KiB, 10 + i));
+  const job = cache.takeOldestHardenJob(1 << 30)!;
+  assert.deepEqual(job.runs.map((r) => [r.offsetBytes / KiB, r.lengthBytes / KiB]), [
+    [t(0, 0) / KiB, 16], [t(0, 56) / KiB, 12], [t(2, 0) / KiB, 4], [t(2, 8) / KiB, 4], [t(4, 0) / KiB, 40],
+    [t(5, 28) / KiB, 40], [t(6, 12) / KiB, 4], [t(6, 56) / KiB, 4], [t(7, 4) / KiB, 4],
+  ]);
+  assert.equal(job.bytes, dirtied.length * 4 * KiB, 'the job counts the dirty bytes, not the clean ones it spans');
+  for (const run of job.runs) assert.deepEqual(run.data, model.subarray(run.offsetBytes, run.offsetBytes + run.lengthBytes));
+  applyJob(store, job);
+  cache.completeHarden(job.id);
+  assert.deepEqual(store, model);
+  assert.equal(cache.stats(0).dirtyTracks, 0);
+  cache.checkInvariants();
+});
+
+test('a job never spans into a neighbouring track it does not hold', () => {
+  const cache = new TrackCache({ volumeSizeBytes: 256 * KiB, trackSizeBytes: 64 * KiB, capacityBytes: 256 * KiB, rangeTracks: 4 });
+  const store = Buffer.alloc(256 * KiB);
+  cache.write(0, pattern(128 * KiB, 1), 0);
+  hardenAll(cache, store);
+  cache.write(60 * KiB, pattern(4 * KiB, 2), 0);
+  cache.write(68 * KiB, pattern(4 * KiB, 3), 0);
+  const first = cache.takeHardenJob([0], 1 << 30)!;
+  assert.deepEqual(first.runs.map((r) => [r.offsetBytes / KiB, r.lengthBytes / KiB]), [[60, 4]]);
+  const second = cache.takeHardenJob([0, 1], 1 << 30)!;
+  assert.deepEqual(second.runs.map((r) => [r.offsetBytes / KiB, r.lengthBytes / KiB]), [[68, 4]], 'track 0 is in the first job');
+  cache.checkInvariants();
+});
+
 test('a write during hardening keeps its blocks dirty and restarts the age from the rewrite', () => {
   const cache = new TrackCache({ volumeSizeBytes: 256 * KiB, trackSizeBytes: 64 * KiB, capacityBytes: 256 * KiB, rangeTracks: 4 });
   const store = Buffer.alloc(256 * KiB);
