@@ -35,7 +35,8 @@
 // Pure: no I/O, no clocks. Time (`nowMs`) is an argument; the shell does the store I/O.
 import { assert } from './assert.js';
 import { BLOCK_SIZE_BYTES, type CacheGeometry, type CacheStats, type HardenJob, type ReadCounters, type ReadPlan, type TrackLine } from './cache-types.js';
-import { snapshotRuns } from './harden-runs.js';
+import { JobChoice, snapshotRuns } from './harden-runs.js';
+import { HardenHolds } from './harden-holds.js';
 import { LineBufferPool, SpareLines } from './line-buffer-pool.js';
 import { CacheReads } from './cache-reads.js';
 
@@ -62,12 +63,8 @@ export class TrackCache {
   /** Dirty lines, roughly oldest first. */
   private readonly dirtyLines = new Map<number, TrackLine>();
   private readonly hardeningJobs = new Map<number, HardenJob>();
-  /**
-   * Tracks that must not be hardened yet: the primary holds a mirrored write the peer has not
-   * acknowledged (DESIGN.md "Failures": a crashed primary must not have hardened data the new
-   * primary never received, or its returning store would differ where no bitmap says so).
-   */
-  private readonly hardenHolds = new Map<number, number>();
+  /** Tracks that must not be hardened yet (src/core/harden-holds.ts). */
+  private readonly hardenHolds = new HardenHolds();
   /** The read side: plans, pins, overlay, readahead and fill (src/core/cache-reads.ts). */
   private readonly reads: CacheReads;
   private readonly rangeDirtyTracks: Uint32Array;
@@ -220,8 +217,9 @@ export class TrackCache {
   private lineFor(track: number): TrackLine {
     const existing = this.lines.get(track);
     if (existing !== undefined) {
-      // Touch: most recent; a line reads filled is a written line from now on.
-      if (this.cleanLru.delete(track) || this.readLru.delete(track)) this.cleanLru.set(track, existing);
+      // Touch: most recent; a line reads filled is a written line from now on. A dirty line is in
+      // neither list (most writes under load land in one: two hash lookups saved).
+      if (existing.dirtyBlocks === 0 && (this.cleanLru.delete(track) || this.readLru.delete(track))) this.cleanLru.set(track, existing);
       return existing;
     }
     const lengthBytes = Math.min(this.geometry.trackSizeBytes, this.geometry.volumeSizeBytes - track * this.geometry.trackSizeBytes);
@@ -255,16 +253,18 @@ export class TrackCache {
    * reads filled first, until `extraBytes` more fit. True when they do.
    */
   private evictFor(extraBytes: number, firstTrack: number, lastTrack: number): boolean {
-    const fits = (): boolean => this.chargedBytes + extraBytes <= this.geometry.capacityBytes;
+    // Most writes fit at once: then no iterator over the lists is made.
+    const room = this.geometry.capacityBytes - extraBytes;
     for (const lru of this.evictionOrder) {
+      if (this.chargedBytes <= room) return true;
       for (const line of lru.values()) {
-        if (fits()) return true;
+        if (this.chargedBytes <= room) return true;
         if (line.track >= firstTrack && line.track <= lastTrack) continue;
         if (this.reads.isPinned(line.track)) continue;
         this.evict(line);
       }
     }
-    return fits();
+    return this.chargedBytes <= room;
   }
 
   private evict(line: TrackLine): void {
@@ -366,7 +366,7 @@ export class TrackCache {
   }
 
   private canHarden(line: TrackLine): boolean {
-    return line.dirtyBlocks > 0 && line.rewritten === null && !this.hardenHolds.has(line.track);
+    return line.dirtyBlocks > 0 && line.rewritten === null && !this.hardenHolds.isHeld(line.track);
   }
 
   private startHardenJob({ lines: chosen, bytes }: JobChoice): HardenJob | null {
@@ -458,24 +458,27 @@ export class TrackCache {
   }
 
   tracksOf(offsetBytes: number, lengthBytes: number): number[] {
-    const { trackSizeBytes } = this.geometry;
-    const first = Math.floor(offsetBytes / trackSizeBytes);
-    const last = Math.floor((offsetBytes + Math.max(lengthBytes, 1) - 1) / trackSizeBytes);
     const out: number[] = [];
-    for (let t = first; t <= last; t++) out.push(t);
+    for (let t = this.firstTrackOf(offsetBytes), last = this.lastTrackOf(offsetBytes, lengthBytes); t <= last; t++) out.push(t);
     return out;
   }
 
-  holdHardening(tracks: number[]): void {
-    for (const t of tracks) this.hardenHolds.set(t, (this.hardenHolds.get(t) ?? 0) + 1);
+  private firstTrackOf(offsetBytes: number): number {
+    return Math.floor(offsetBytes / this.geometry.trackSizeBytes);
   }
 
-  releaseHardening(tracks: number[]): void {
-    for (const t of tracks) {
-      const n = (this.hardenHolds.get(t) ?? 1) - 1;
-      if (n <= 0) this.hardenHolds.delete(t);
-      else this.hardenHolds.set(t, n);
-    }
+  /** The last track of [offsetBytes, +lengthBytes); the first when lengthBytes is 0. */
+  private lastTrackOf(offsetBytes: number, lengthBytes: number): number {
+    return Math.floor((offsetBytes + Math.max(lengthBytes, 1) - 1) / this.geometry.trackSizeBytes);
+  }
+
+  /** The tracks of [offsetBytes, +lengthBytes) may not be hardened until released (src/core/harden-holds.ts). */
+  holdHardening(offsetBytes: number, lengthBytes: number): void {
+    this.hardenHolds.hold(this.firstTrackOf(offsetBytes), this.lastTrackOf(offsetBytes, lengthBytes));
+  }
+
+  releaseHardening(offsetBytes: number, lengthBytes: number): void {
+    this.hardenHolds.release(this.firstTrackOf(offsetBytes), this.lastTrackOf(offsetBytes, lengthBytes));
   }
 
   releaseAllHolds(): void {
@@ -573,28 +576,18 @@ export class TrackCache {
     }
     assert(charged === this.chargedBytes, 'charge drifted');
     let dirtyCharge = 0;
-    for (const line of this.dirtyLines.values()) dirtyCharge += line.chargeBytes;
+    for (const line of this.dirtyLines.values()) {
+      dirtyCharge += line.chargeBytes;
+      // The hardener skips its O(dirty lines) age look while this bound says nothing is due.
+      assert(this.oldestDirtyBoundMs !== null && this.oldestDirtyBoundMs <= line.dirtySinceMs, 'oldest-dirty bound after a dirty line');
+    }
     assert(dirtyCharge === this.dirtyChargeBytes, 'dirty charge drifted');
     perRange.forEach((n, r) => assert(n === this.rangeDirtyTracks[r], `range ${r} dirty count drifted`));
+    this.hardenHolds.checkInvariants();
   }
 
   private assertAlignedInVolume(offsetBytes: number, lengthBytes: number): void {
     assert(offsetBytes % BLOCK_SIZE_BYTES === 0 && lengthBytes % BLOCK_SIZE_BYTES === 0, 'cache I/O must be 512-aligned');
     assert(offsetBytes >= 0 && offsetBytes + lengthBytes <= this.geometry.volumeSizeBytes, 'cache I/O past the end of the volume');
-  }
-}
-
-/** The lines a harden job is being built from, up to a byte budget. */
-class JobChoice {
-  readonly lines: TrackLine[] = [];
-  bytes = 0;
-
-  constructor(private readonly maxBytes: number) {}
-
-  /** Adds a line; true once the job holds its budget. */
-  add(line: TrackLine): boolean {
-    this.lines.push(line);
-    this.bytes += line.dirtyBlocks * BLOCK_SIZE_BYTES;
-    return this.bytes >= this.maxBytes;
   }
 }

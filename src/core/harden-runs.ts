@@ -1,6 +1,21 @@
-// Harden runs: the store writes a harden job is made of (src/core/cache.ts), and how a job's
-// lines become runs. Pure.
+// Harden runs: the store writes a harden job is made of (src/core/cache.ts), the lines it is
+// chosen from, and how those lines become runs. Pure.
 import { BLOCK_SIZE_BYTES, type HardenRun, type TrackLine } from './cache-types.js';
+
+/** The lines a harden job is being built from, up to a byte budget. */
+export class JobChoice {
+  readonly lines: TrackLine[] = [];
+  bytes = 0;
+
+  constructor(private readonly maxBytes: number) {}
+
+  /** Adds a line; true once the job holds its budget. */
+  add(line: TrackLine): boolean {
+    this.lines.push(line);
+    this.bytes += line.dirtyBlocks * BLOCK_SIZE_BYTES;
+    return this.bytes >= this.maxBytes;
+  }
+}
 
 export function hardenRun(offsetBytes: number, lengthBytes: number, buffers: Buffer[] | null): HardenRun {
   return new Run(offsetBytes, lengthBytes, buffers);

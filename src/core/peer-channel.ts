@@ -18,6 +18,7 @@
 import type { TrackerKind } from './notifier.js';
 import { HardeningNotifier, type NoticeOp } from './notifier.js';
 import { TrackBitmap } from './bitmap.js';
+import { IdRing } from './id-ring.js';
 import { PeerUnhardenedRecord } from './peer-record.js';
 import { initialPeerState, PeerStateMachine, type PeerEvent } from './peer-state.js';
 import { InboundStream } from './replica-inbound.js';
@@ -62,7 +63,7 @@ export class PeerChannel<Pending> {
   /** The highest seq of our write stream the peer acknowledged (heldSeq is the least over peers). */
   ackedSeq = 0;
   /** Our writes sent to the peer, by seq, until it acknowledges them (step 64). */
-  readonly pendingAcks = new Map<number, Pending>();
+  readonly pendingAcks = new IdRing<Pending>();
   /** The resync this node sends the peer (as source), or null. */
   resync: ResyncPlan | null = null;
   /**

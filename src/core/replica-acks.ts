@@ -27,7 +27,7 @@ export class AckPart {
     piece.mirroredAtMs = nowMs;
     for (const ch of this.d.channels) {
       if (!ch.mirroring || piece.ackedBy?.includes(ch.name) === true) continue;
-      this.d.cache.holdHardening(tracks); // not on our disk before it is in this peer's cache
+      this.d.cache.holdHardening(piece.offsetBytes, piece.lengthBytes); // not on our disk before it is in this peer's cache
       ch.pendingAcks.set(seq, piece);
       piece.acksAwaited++;
       this.d.counters.mirroredBytes += piece.lengthBytes;
@@ -62,7 +62,7 @@ export class AckPart {
     ch.resync?.throttle?.roundTrip(nowMs, nowMs - piece.mirroredAtMs);
     ch.pendingAcks.delete(seq);
     ch.ackedSeq = Math.max(ch.ackedSeq, seq);
-    this.d.cache.releaseHardening(this.d.cache.tracksOf(piece.offsetBytes, piece.lengthBytes));
+    this.d.cache.releaseHardening(piece.offsetBytes, piece.lengthBytes);
     piece.acksAwaited--;
     // Among three or more nodes only a complete copy counts as holding a write: a peer still being
     // resynced may be all that holds it when the primary dies, and its store cannot be promoted.
@@ -109,7 +109,7 @@ export class AckPart {
   dropPending(ch: DataChannel): Piece[] {
     const unacked: Piece[] = [];
     for (const piece of ch.pendingAcks.values()) {
-      this.d.cache.releaseHardening(this.d.cache.tracksOf(piece.offsetBytes, piece.lengthBytes));
+      this.d.cache.releaseHardening(piece.offsetBytes, piece.lengthBytes);
       if (--piece.acksAwaited === 0 && !piece.answered) unacked.push(piece);
     }
     ch.pendingAcks.clear();

@@ -12,7 +12,7 @@ export interface CheckedChannel {
   readonly linkIsUp: boolean;
   readonly mirroring: boolean;
   readonly state: PeerState;
-  readonly pendingAcks: ReadonlyMap<number, { offsetBytes: number; lengthBytes: number }>;
+  readonly pendingAcks: { has(seq: number): boolean; readonly size: number; values(): Iterable<{ offsetBytes: number; lengthBytes: number }> };
 }
 
 /** What the checks read of the data path. */

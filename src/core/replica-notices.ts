@@ -54,8 +54,9 @@ export class NoticePart {
    */
   notifyMarked(ch: Channel, tracks: number[], nowMs: number): void {
     this.run(ch, ch.notifier.onWriteApplied(tracks, nowMs));
-    const clean = tracks.filter((t) => !this.d.cache.isTrackDirty(t));
-    if (clean.length > 0) this.d.afterDurable(clean, []);
+    let clean: number[] | null = null; // rare (an initial sync's hardened data): no array per write
+    for (const t of tracks) if (!this.d.cache.isTrackDirty(t)) (clean ??= []).push(t);
+    if (clean !== null) this.d.afterDurable(clean, []);
     this.startOverThreshold(ch, tracks);
   }
 

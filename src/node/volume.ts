@@ -7,6 +7,7 @@ import { BLOCK_SIZE_BYTES, type HardenJob, type ReadCounters } from '../core/cac
 import type { HardenReason } from '../core/hardening.js';
 import { retryBackoffMs } from '../core/backoff.js';
 import { ReplicaCore } from '../core/replica.js';
+import { IdRing } from '../core/id-ring.js';
 import type { LinkMessage, PeerState, PersistedState, QuorumView, ReplicaAction } from '../core/replica-types.js';
 import { PAIR_QUORUM_DEFAULTS } from '../core/replica-types.js';
 import { NbdRequestError, type NbdExport } from '../nbd/export.js';
@@ -36,7 +37,8 @@ export class Volume implements NbdExport {
   private readonly store: Store;
   private readonly clock: Clock;
   private readonly tuning: VolumeTuning;
-  private readonly pending = new Map<number, Pending>();
+  /** Requests the core has not answered, by reqId (an IdRing: ids increase, see src/core/id-ring.ts). */
+  private readonly pending = new IdRing<Pending>();
   private nextReqId = 1;
   /** Promotions waiting for the peer's confirmation: request id → resolve(error or null). */
   private readonly promotions = new Map<number, (error: string | null) => void>();
@@ -206,11 +208,16 @@ export class Volume implements NbdExport {
   }
 
   /** Writes bytes (data) or zeros (null); unaligned edges go through read-modify-write. */
-  private async modify(offsetBytes: number, lengthBytes: number, data: Buffer | null, trim: boolean, fua: boolean): Promise<void> {
-    const { start, end } = alignOut(offsetBytes, lengthBytes);
-    if (start === offsetBytes && end === offsetBytes + lengthBytes) {
-      return this.request((reqId, now) => this.core.hostWrite(reqId, start, lengthBytes, data, trim, fua, now));
+  private modify(offsetBytes: number, lengthBytes: number, data: Buffer | null, trim: boolean, fua: boolean): Promise<void> {
+    // Not an async function: that cost every write a second promise.
+    if (offsetBytes % BLOCK_SIZE_BYTES === 0 && lengthBytes % BLOCK_SIZE_BYTES === 0) {
+      return this.request((reqId, now) => this.core.hostWrite(reqId, offsetBytes, lengthBytes, data, trim, fua, now));
     }
+    return this.modifyEdges(offsetBytes, lengthBytes, data, fua);
+  }
+
+  private async modifyEdges(offsetBytes: number, lengthBytes: number, data: Buffer | null, fua: boolean): Promise<void> {
+    const { start, end } = alignOut(offsetBytes, lengthBytes);
     // Hosts honour our 512-byte minimum block size (NBD_INFO_BLOCK_SIZE), so this is rare; it is
     // not atomic against a concurrent write to the same edge block, which the spec allows.
     const merged = await this.readAligned(start, end - start, false);
@@ -222,7 +229,12 @@ export class Volume implements NbdExport {
   private request(start: (reqId: number, nowMs: number) => void): Promise<void> {
     const reqId = this.nextReqId++;
     const done = new Promise<void>((resolve, reject) => this.pending.set(reqId, { resolve, reject, host: true }));
-    this.run((now) => start(reqId, now));
+    try {
+      this.run((now) => start(reqId, now));
+    } catch (err) {
+      this.pending.delete(reqId);
+      return Promise.reject(err as Error);
+    }
     return done;
   }
 
