@@ -384,6 +384,40 @@ describe('NBD server over raw sockets', () => {
     raw.close();
   });
 
+  test('pipelined replies of every size stay whole and in their places when packed into batches', async () => {
+    // Small replies share batch buffers (128 to one), 4 KiB reads each fill one, and reads over the
+    // copy limit are written after the batch before them: every reply must still arrive whole.
+    const raw = await connected();
+    for (let i = 0; i < sizeBytes / 4; i++) vol.bytes.writeUInt32BE(i, i * 4);
+    const dataBytesOf = new Map<number, number>();
+    const requests: Buffer[] = [];
+    for (let cookie = 0; cookie < 600; cookie++) {
+      const offsetBytes = (cookie * 4096) % (sizeBytes - 64 * 1024);
+      const kind = cookie % 5;
+      if (kind <= 1) requests.push(request(CMD.WRITE, cookie, sizeBytes - 512, 512, 0, Buffer.alloc(512, cookie & 0xff)));
+      else if (kind === 2) requests.push(request(CMD.FLUSH, cookie, 0, 0));
+      else requests.push(request(CMD.READ, cookie, offsetBytes, kind === 3 ? 4096 : 64 * 1024));
+      dataBytesOf.set(cookie, kind === 3 ? 4096 : kind === 4 ? 64 * 1024 : 0);
+    }
+    raw.send(...requests);
+    for (let n = 0; n < 600; n++) {
+      const header = await raw.read(16);
+      assert.equal(header.readUInt32BE(0), 0x67446698, `reply ${n}: simple reply magic`);
+      assert.equal(header.readUInt32BE(4), 0, `reply ${n}: no error`);
+      const cookie = header.readUInt32BE(12);
+      const dataBytes = dataBytesOf.get(cookie);
+      assert.ok(dataBytes !== undefined, `reply ${n}: cookie ${cookie} was asked and not answered before`);
+      dataBytesOf.delete(cookie);
+      if (dataBytes === 0) continue;
+      const data = await raw.read(dataBytes);
+      const firstWord = ((cookie * 4096) % (sizeBytes - 64 * 1024)) / 4;
+      assert.equal(data.readUInt32BE(0), firstWord, `reply ${n} (cookie ${cookie}): its own data`);
+      assert.equal(data.readUInt32BE(dataBytes - 4), firstWord + dataBytes / 4 - 1, `reply ${n} (cookie ${cookie}): all of it`);
+    }
+    assert.equal(dataBytesOf.size, 0);
+    raw.close();
+  });
+
   test('DISC finishes in-flight requests, then closes without a reply', async () => {
     const slow = new MemoryExport('vol', sizeBytes);
     slow.delayMs = 150;
