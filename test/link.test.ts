@@ -161,6 +161,43 @@ test('two PeerLinks connect, carry writes in order with acks, measure RTT and co
   }
 });
 
+test('bursts of small frames packed into batch buffers arrive whole and in order, burst after burst', async () => {
+  const { a, b, startA } = await startPair();
+  try {
+    const upA = once(a, 'up');
+    await startA();
+    await withTimeout(upA, 2000, 'a up');
+    await withTimeout(once(b, 'up'), 2000, 'b up');
+    const seen: WriteMessage[] = [];
+    let wake: (() => void) | null = null;
+    b.on('message', (msg) => {
+      if (msg.type !== 'write') return;
+      seen.push({ ...msg, data: Buffer.from(msg.data) });
+      wake?.();
+    });
+    const sent: WriteMessage[] = [];
+    // Three bursts of 150 frames, each sent in one event-loop turn: sizes up to 16 KiB fill and
+    // start several 64 KiB batches per burst, and a later burst reuses the buffers of an earlier one.
+    for (let burst = 0; burst < 3; burst++) {
+      for (let i = 0; i < 150; i++) {
+        const seq = sent.length + 1;
+        const m = write(seq, randomBytes(512 * (1 + ((seq * 7) % 31))));
+        sent.push(m);
+        a.send(m);
+      }
+      await withTimeout(new Promise<void>((resolve) => {
+        wake = () => { if (seen.length === sent.length) resolve(); };
+        wake();
+      }), 5000, `burst ${burst}`);
+    }
+    assert.deepEqual(seen.map((m) => m.seq), sent.map((m) => m.seq));
+    for (let i = 0; i < sent.length; i++) assert.ok(Buffer.from(sent[i]!.data).equals(seen[i]!.data), `write ${i + 1} intact`);
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
 test('a wrong secret is refused on both sides with "authentication failed"', async () => {
   const { a, b, startA, logsA, logsB } = await startPair({ secret: 'wrong' });
   const messages: LinkMessage[] = [];

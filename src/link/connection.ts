@@ -11,6 +11,7 @@ import { acquirePayload, holdPayloadOf, releasePayload } from '../nbd/payload-po
 import { noBusyPoll, type BusyPoll } from '../node/busy-poll.js';
 import { onSocketBytes } from '../node/socket-input.js';
 import { describeTlsError } from '../node/tls.js';
+import { BATCHED_FRAME_MAX_BYTES, FrameBatch } from './frame-batch.js';
 import {
   LINK_NONCE_BYTES, encode, linkMessageTypes, type HelloMessage, type LinkMessage, type LinkMessageType,
 } from '../core/link-codec.js';
@@ -76,9 +77,12 @@ export class LinkConnection {
   private timerForMs: number | null = null;
   private timerGeneration = 0;
   private corked = false;
+  /** Small frames of this turn, written at uncork (src/link/frame-batch.ts). */
+  private readonly batch = new FrameBatch((bytes, written) => this.socket.write(bytes, written));
   private readonly busyPoll: BusyPoll;
   private readonly uncork = (): void => {
     this.corked = false;
+    this.batch.flush();
     this.socket.uncork();
     this.busyPoll.linkSent();
   };
@@ -157,7 +161,7 @@ export class LinkConnection {
 
   /** Bytes handed to the socket and not yet written to the kernel. */
   get bufferedBytes(): number {
-    return this.socket.writableLength;
+    return this.socket.writableLength + this.batch.bytes;
   }
 
   /**
@@ -169,7 +173,7 @@ export class LinkConnection {
   send(msg: LinkMessage): boolean {
     if (!this.session.send(msg)) return false;
     this.write(msg);
-    return this.socket.writableLength < this.highWaterMarkBytes;
+    return this.bufferedBytes < this.highWaterMarkBytes;
   }
 
   /** Close now (idempotent); refused: a verdict on the peer (see LinkSession.close). */
@@ -232,6 +236,7 @@ export class LinkConnection {
         if (out.graceful) {
           // The refuse frame just written must reach the peer: end, and cut off a peer that
           // never closes its side.
+          this.batch.flush();
           this.socket.end();
           setTimeout(() => this.socket.destroy(), this.heartbeatTimeoutMs).unref();
         } else {
@@ -256,8 +261,13 @@ export class LinkConnection {
       this.socket.cork();
       setImmediate(this.uncork);
     }
-    let frameBytes = 0;
     const pieces = encode(msg);
+    let frameBytes = 0;
+    for (const piece of pieces) frameBytes += piece.length;
+    this.bytesSent += frameBytes;
+    this.sentBytesByType[msg.type] += frameBytes;
+    if (frameBytes <= BATCHED_FRAME_MAX_BYTES) return this.batch.add(pieces, frameBytes);
+    this.batch.flush(); // the frames before it go first
     // A big write's data goes out as a view of the host's payload: the pool must not reuse that
     // buffer before the socket has taken the bytes, although the write may be answered first
     // (`ack: quorum`, a slower peer). The frame holds it until its write completes.
@@ -267,10 +277,7 @@ export class LinkConnection {
       // The last piece's callback: the stream writes in order, so the data before it has gone too.
       if (held !== null && i === pieces.length - 1) this.socket.write(piece, () => releasePayload(held));
       else this.socket.write(piece);
-      frameBytes += piece.length;
     }
-    this.bytesSent += frameBytes;
-    this.sentBytesByType[msg.type] += frameBytes;
   }
 
   /**
