@@ -16,8 +16,8 @@
 // a line while its job runs copies the line first, so the store write stays stable), marks those
 // lines `hardening` so no second job touches them (the store never sees two overlapping writes at
 // once), and on completion clears the dirty blocks that were not written again meanwhile
-// (`rewritten`). Adjacent dirty runs of neighbouring tracks coalesce into one store write
-// (src/core/harden-runs.ts).
+// (`rewritten`). Adjacent dirty runs of neighbouring tracks coalesce into one store write, which
+// also spans a short clean gap the cache holds valid (src/core/harden-runs.ts).
 //
 // Reads (issue 11): a host read that misses takes the blocks from the store, and they stay as
 // valid, clean blocks of their lines when there is room, so the next read of them is served from
