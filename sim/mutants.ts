@@ -71,7 +71,7 @@ interface CoreInsides {
 /** The Volume's private members a shell mutant rewires (as CoreInsides: compile-time privacy only). */
 interface VolumeInsides {
   opts: { metadata?: MetadataPort };
-  saveMetadata(state: PersistedState): Promise<void>;
+  metadataWriter: { save(state: PersistedState): Promise<void> };
 }
 
 function insides(core: ReplicaCore): CoreInsides {
@@ -412,7 +412,7 @@ const coreMutants = {
 
 const shellMutants = {
   /**
-   * Issue 10's bug, put back: the shell takes a failed metadata save as done (Volume.saveMetadata
+   * Issue 10's bug, put back: the shell takes a failed metadata save as done (MetadataWriter.save
    * tries once), so what waited for it goes ahead although the disk does not say it — hardening
    * after the store lost its trust (seed 2529's rule), a promotion's epoch, the diverging mark.
    * A crash then brings the node back with metadata older than what it acted on.
@@ -421,7 +421,7 @@ const shellMutants = {
    */
   'metadata-save-failure-ignored': (_core: ReplicaCore, volume: Volume): void => {
     const v = volume as unknown as VolumeInsides;
-    v.saveMetadata = async (state: PersistedState): Promise<void> => {
+    v.metadataWriter.save = async (state: PersistedState): Promise<void> => {
       try {
         await v.opts.metadata?.save(state);
       } catch {

@@ -6,6 +6,7 @@ import type { DataChannel as Channel, DataPath } from './replica-data.js';
 import type { LinkMessage } from './replica-types.js';
 import type { StreamPosition } from './stream-position.js';
 import { currentEpoch, type EpochEntry } from './epochs.js';
+import { isOnePiece, splitPieces } from './write-pieces.js';
 
 type PeerData = Extract<LinkMessage, { type: 'write' | 'zero' | 'syncData' | 'syncZero' }>;
 
@@ -30,12 +31,12 @@ export function applyPeerData(d: DataPath, ch: Channel, msg: PeerData, nowMs: nu
   // A write larger than half our cache goes in as pieces while room allows (our cache may be
   // smaller than the primary's); the message keeps its place until all of it is in.
   const appliedBytes = ch.inbound.headAppliedBytes;
-  if (appliedBytes === 0 && lengthBytes > 0 && d.isOnePiece(msg.offsetBytes, lengthBytes)) {
+  if (appliedBytes === 0 && lengthBytes > 0 && isOnePiece(d.settings.geometry, msg.offsetBytes, lengthBytes)) {
     // Almost every message: in whole, or not yet (the marks below follow at once).
     if (!d.applyLocal(msg.offsetBytes, lengthBytes, data, nowMs)) return null;
     ch.inbound.noteApplied(lengthBytes);
   } else {
-    for (const [off, len] of d.splitPieces(msg.offsetBytes + appliedBytes, lengthBytes - appliedBytes)) {
+    for (const [off, len] of splitPieces(d.settings.geometry, msg.offsetBytes + appliedBytes, lengthBytes - appliedBytes)) {
       const rel = off - msg.offsetBytes;
       if (!d.applyLocal(off, len, data === null ? null : data.subarray(rel, rel + len), nowMs)) return null;
       ch.inbound.noteApplied(len);

@@ -15,30 +15,12 @@ import { PeerChannel } from './peer-channel.js';
 import { DurableNotices, type DurableRange } from './replica-durable.js';
 import { NoticePart, type WaiterPurpose } from './replica-notices.js';
 import { AckPart } from './replica-acks.js';
+import { isOnePiece, newPiece, splitPieces, type HostWrite, type Piece } from './write-pieces.js';
 import type { LinkMessage, PeerState, QuorumView, ReplicaAction, ReplicaCounters, ReplicaSettings, ReplyErrno, Role } from './replica-types.js';
 
 export type { ReplicaCounters, ReplicaSettings } from './replica-types.js';
+export type { HostWrite, Piece } from './write-pieces.js';
 
-export interface HostWrite {
-  reqId: number; piecesLeft: number; offsetBytes: number; lengthBytes: number; fua: boolean; errno: ReplyErrno | null;
-  /** Why it failed, when not for the usual reason (finishWrite). */
-  reason?: string;
-}
-export interface Piece {
-  write: HostWrite; offsetBytes: number; lengthBytes: number; data: Uint8Array | null; trim: boolean;
-  /** Peers this piece was sent to that have not acknowledged it (nor dropped) yet. */
-  acksAwaited: number;
-  /**
-   * Peers that acknowledged it: a count (among several peers, only those in sync: complete
-   * copies), and the names of all once a node has several peers (a resend skips them).
-   */
-  acks: number;
-  ackedBy: string[] | null;
-  /** The ack policy was met and the piece counted as done (later acks only release holds). */
-  answered: boolean;
-  /** When it was last sent to the peers (their ack's round trip steers a yielding resync). */
-  mirroredAtMs: number;
-}
 /**
  * What a finished op does: answer a host request, answer a peer's FLUSH request (on that peer's
  * link), or nothing (`internal`: an fdatasync the node wants for itself, whose outcome its
@@ -199,12 +181,12 @@ export class DataPath {
     if (!this.writesHaveQuorum && this.settings.quorum.onNoQuorum === 'io-error') return this.emit({ kind: 'reply', reqId, errno: 'EIO', message: this.noQuorumMessage() });
     const write: HostWrite = { reqId, piecesLeft: 0, offsetBytes, lengthBytes, fua, errno: null };
     if (lengthBytes === 0) return this.finishWrite(write);
-    if (this.isOnePiece(offsetBytes, lengthBytes)) {
+    if (isOnePiece(this.settings.geometry, offsetBytes, lengthBytes)) {
       // One piece (almost every write): no list of pieces, no view of all of the write's bytes.
       write.piecesLeft = 1;
       this.hostQueue.push(newPiece(write, offsetBytes, lengthBytes, data, trim, nowMs));
     } else {
-      const pieces = this.splitPieces(offsetBytes, lengthBytes);
+      const pieces = splitPieces(this.settings.geometry, offsetBytes, lengthBytes);
       write.piecesLeft = pieces.length;
       for (const [off, len] of pieces) this.hostQueue.push(newPiece(write, off, len, data === null ? null : data.subarray(off - offsetBytes, off - offsetBytes + len), trim, nowMs));
     }
@@ -213,30 +195,6 @@ export class DataPath {
     for (const ch of this.channels) ch.resync?.throttle?.hostWrite(nowMs);
     this.drainHostQueue(nowMs);
     this.pump(nowMs);
-  }
-
-  private get pieceBytes(): number {
-    const { trackSizeBytes, capacityBytes } = this.settings.geometry;
-    return Math.max(trackSizeBytes, Math.floor(capacityBytes / 2 / trackSizeBytes) * trackSizeBytes);
-  }
-
-  /** True when splitPieces would give [offsetBytes, +lengthBytes) whole (lengthBytes > 0). */
-  isOnePiece(offsetBytes: number, lengthBytes: number): boolean {
-    const pieceBytes = this.pieceBytes;
-    return Math.floor(offsetBytes / pieceBytes) === Math.floor((offsetBytes + lengthBytes - 1) / pieceBytes);
-  }
-
-  /** Track-aligned pieces no larger than half the cache: each fits once hardening empties it. */
-  splitPieces(offsetBytes: number, lengthBytes: number): [number, number][] {
-    const pieceBytes = this.pieceBytes;
-    const out: [number, number][] = [];
-    const end = offsetBytes + lengthBytes;
-    for (let pos = offsetBytes; pos < end;) {
-      const pieceEnd = Math.min(end, (Math.floor(pos / pieceBytes) + 1) * pieceBytes);
-      out.push([pos, pieceEnd - pos]);
-      pos = pieceEnd;
-    }
-    return out;
   }
 
   drainHostQueue(nowMs: number): void {
@@ -599,8 +557,4 @@ export class DataPath {
   }
 
 
-}
-
-function newPiece(write: HostWrite, offsetBytes: number, lengthBytes: number, data: Uint8Array | null, trim: boolean, nowMs: number): Piece {
-  return { write, offsetBytes, lengthBytes, data, trim, acksAwaited: 0, acks: 0, ackedBy: null, answered: false, mirroredAtMs: nowMs };
 }

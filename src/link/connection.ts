@@ -11,7 +11,7 @@ import { acquirePayload, holdPayloadOf, releasePayload } from '../nbd/payload-po
 import { noBusyPoll, type BusyPoll } from '../node/busy-poll.js';
 import { onSocketBytes } from '../node/socket-input.js';
 import { describeTlsError } from '../node/tls.js';
-import { BATCHED_FRAME_MAX_BYTES, FrameBatch } from './frame-batch.js';
+import { BATCHED_FRAME_MAX_BYTES, WriteBatch } from '../node/write-batch.js';
 import {
   LINK_NONCE_BYTES, encode, linkMessageTypes, type HelloMessage, type LinkMessage, type LinkMessageType,
 } from '../core/link-codec.js';
@@ -77,8 +77,8 @@ export class LinkConnection {
   private timerForMs: number | null = null;
   private timerGeneration = 0;
   private corked = false;
-  /** Small frames of this turn, written at uncork (src/link/frame-batch.ts). */
-  private readonly batch = new FrameBatch((bytes, written) => this.socket.write(bytes, written));
+  /** Small frames of this turn, written at uncork (src/node/write-batch.ts). */
+  private readonly batch = new WriteBatch((bytes, written) => this.socket.write(bytes, written));
   private readonly busyPoll: BusyPoll;
   private readonly uncork = (): void => {
     this.corked = false;

@@ -20,6 +20,7 @@ import { NbdRequestError, type NbdErrno, type NbdExport, type NbdRequestObserver
 import { acquirePayload, releasePayload } from './payload-pool.js';
 import { RateLimitedLog } from './rate-limited-log.js';
 import { noBusyPoll, type BusyPoll } from '../node/busy-poll.js';
+import { WriteBatch } from '../node/write-batch.js';
 import { adoptReusingMemory, onSocketBytes } from '../node/socket-input.js';
 import {
   NBD_MIN_BLOCK_BYTES, NbdHandshake, transmissionFlagsOf, type NbdHandshakeConnection, type NbdLog, type NbdTlsPolicy,
@@ -67,12 +68,6 @@ const maxInFlightPerConnection = 256;
 const maxHeldBytesPerConnection = 2 * NBD_MAX_PAYLOAD_BYTES;
 /** READ replies up to this size are copied behind their header (one small write beats two). */
 const copyReplyLimitBytes = 16 * 1024;
-/**
- * The replies of one event-loop turn are packed into buffers of this size (128 simple replies;
- * below Node's pool threshold, so a slice of its slab), each written once: a buffer and a
- * stream write per reply were ~430 bytes of garbage per 4 KiB write (heap sampling).
- */
-const REPLY_BATCH_BYTES = 2048;
 /** How long close() waits for in-flight requests before cutting connections. */
 const shutdownGraceMs = 10_000;
 /** Defaults of NbdServerOptions (the node passes the config's nbdMaxConnections, nbdHandshakeTimeoutMs). */
@@ -167,9 +162,8 @@ class NbdConnection implements NbdHandshakeConnection {
   private corked = false;
   /** The corked batch holds a write's (or FLUSH's) acknowledgement: it waits for the export's replyGate. */
   private corkedAcks = false;
-  /** Replies packed since the last write to the socket (writeBatchedReplies), or null. */
-  private replyBatch: Buffer | null = null;
-  private replyBatchBytes = 0;
+  /** Replies of this turn, written at uncork (src/node/write-batch.ts). */
+  private readonly replies = new WriteBatch((bytes, written) => { if (!this.socket.destroyed) this.socket.write(bytes, written); });
   private closeReason = 'client closed the connection';
   /** Until the transmission phase: a fixed deadline from accept, never extended by trickled bytes. */
   private handshakeTimer: NodeJS.Timeout | null;
@@ -468,32 +462,20 @@ class NbdConnection implements NbdHandshakeConnection {
     const errorValue = errno === null ? 0 : nbdErrnoValue[errno];
     const payload = errno === null ? data : null;
     if (payload !== null && payload.length > copyReplyLimitBytes) {
-      this.writeBatchedReplies(); // the replies before it go first
+      this.replies.flush(); // the replies before it go first
       const header = Buffer.allocUnsafe(NBD_SIMPLE_REPLY_HEADER_BYTES);
       writeSimpleReplyHeader(header, 0, errorValue, request.cookieHigh, request.cookieLow);
       socket.write(header);
       socket.write(payload);
     } else {
       const lengthBytes = NBD_SIMPLE_REPLY_HEADER_BYTES + (payload?.length ?? 0);
-      if (this.replyBatch !== null && this.replyBatchBytes + lengthBytes > this.replyBatch.length) this.writeBatchedReplies();
-      const batch = this.replyBatch ??= Buffer.allocUnsafe(Math.max(REPLY_BATCH_BYTES, lengthBytes));
-      writeSimpleReplyHeader(batch, this.replyBatchBytes, errorValue, request.cookieHigh, request.cookieLow);
-      payload?.copy(batch, this.replyBatchBytes + NBD_SIMPLE_REPLY_HEADER_BYTES);
-      this.replyBatchBytes += lengthBytes;
+      const at = this.replies.reserve(lengthBytes);
+      const batch = this.replies.target;
+      writeSimpleReplyHeader(batch, at, errorValue, request.cookieHigh, request.cookieLow);
+      payload?.copy(batch, at + NBD_SIMPLE_REPLY_HEADER_BYTES);
     }
     const bytes = errno === null && (request.type === NBD_CMD_READ || request.type === NBD_CMD_WRITE) ? request.lengthBytes : 0;
     this.opts.observer?.requestDone(nbdCommandName(request.type), bytes, (performance.now() - startedMs) / 1000, errno);
-  }
-
-  /**
-   * The replies packed into the batch so far go to the socket (still corked: they leave at
-   * uncork). A new batch follows: the socket may hold this one until it is written.
-   */
-  private writeBatchedReplies(): void {
-    if (this.replyBatch === null) return;
-    if (!this.socket.destroyed) this.socket.write(this.replyBatch.subarray(0, this.replyBatchBytes));
-    this.replyBatch = null;
-    this.replyBatchBytes = 0;
   }
 
   /**
@@ -517,7 +499,7 @@ class NbdConnection implements NbdHandshakeConnection {
     }
     this.corked = false;
     this.corkedAcks = false;
-    if (gate !== 'never') this.writeBatchedReplies();
+    if (gate !== 'never') this.replies.flush();
     if (gate === 'never') {
       this.closeReason = 'this node may no longer acknowledge writes (it is not primary)';
       this.socket.destroy();
@@ -539,7 +521,7 @@ class NbdConnection implements NbdHandshakeConnection {
    */
   private endGracefully(lastBytes?: Buffer): void {
     if (this.socket.destroyed || this.socket.writableEnded) return;
-    this.writeBatchedReplies();
+    this.replies.flush();
     this.socket.once('finish', () => this.socket.destroy());
     if (lastBytes) this.socket.end(lastBytes);
     else this.socket.end();

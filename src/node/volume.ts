@@ -5,16 +5,16 @@
 // very shell over a simulated clock, store, metadata and link.
 import { BLOCK_SIZE_BYTES, type HardenJob, type ReadCounters } from '../core/cache.js';
 import type { HardenReason } from '../core/hardening.js';
-import { retryBackoffMs } from '../core/backoff.js';
 import { ReplicaCore } from '../core/replica.js';
 import { IdRing } from '../core/id-ring.js';
-import type { LinkMessage, PeerState, PersistedState, QuorumView, ReplicaAction } from '../core/replica-types.js';
+import type { LinkMessage, PeerState, QuorumView, ReplicaAction } from '../core/replica-types.js';
 import { PAIR_QUORUM_DEFAULTS } from '../core/replica-types.js';
 import { NbdRequestError, type NbdExport } from '../nbd/export.js';
 import { releasePayloadOf } from '../nbd/payload-pool.js';
 import type { Store, StoreReadStats } from '../store/store.js';
 import { realClock, type Clock, type TimerHandle } from './ports.js';
 import { trackSums } from './track-sums.js';
+import { MetadataWriter } from './metadata-writer.js';
 import { AckGateReplies, type PendingReply } from './ack-gate.js';
 import type { VerifyReport } from '../core/replica-compare.js';
 import { DEFAULT_TUNING, type VolumeCounters, type VolumeOptions, type VolumeStats, type VolumeTuning } from './volume-options.js';
@@ -58,7 +58,7 @@ export class Volume implements NbdExport {
    */
   private readonly ackGate: AckGateReplies;
   /** Metadata saves that failed (each retried), and the last one's error: for status. */
-  private readonly metadataHealth = { failures: 0, failuresInRow: 0, lastError: null as string | null };
+  private readonly metadataWriter: MetadataWriter;
 
   constructor(private readonly opts: VolumeOptions) {
     this.ackGate = new AckGateReplies(opts.ackGate, () => this.core.role === 'primary');
@@ -69,6 +69,10 @@ export class Volume implements NbdExport {
     this.clock = opts.clock ?? realClock;
     const tuning: VolumeTuning = { ...DEFAULT_TUNING, ...opts.tuning };
     this.tuning = tuning;
+    this.metadataWriter = new MetadataWriter({
+      metadata: opts.metadata, retryMs: tuning.storeRetryMs, sleep: (delayMs) => this.sleep(delayMs),
+      abandoned: () => this.abandoned, log: (level, msg, fields) => this.log(level, msg, fields),
+    });
     const mirror = opts.mirror;
     this.core = new ReplicaCore({
       node: opts.node ?? 'local',
@@ -339,39 +343,11 @@ export class Volume implements NbdExport {
         this.promotions.delete(action.requestId);
         return;
       case 'persist':
-        this.persistChain = this.persistChain.then(() => this.saveMetadata(action.state)).then(
+        this.persistChain = this.persistChain.then(() => this.metadataWriter.save(action.state)).then(
           () => this.run((now) => this.core.persistDone(action.token, now)),
           () => undefined, // abandoned (the process died here)
         );
         return;
-    }
-  }
-
-  /**
-   * Writes the metadata, again and again until it lands: what waits for it (hardening after a
-   * link loss, a promotion, notices after a failed fdatasync) may not proceed on a save that
-   * failed — it would vouch for what the disk does not say — and must not stop for good on one
-   * either (issue 10). Backoff from storeRetryMs doubling to 32 times that; logged at the 1st,
-   * 2nd, 4th, 8th ... failure in a row, and counted in status (metadataFailures).
-   */
-  private async saveMetadata(state: PersistedState): Promise<void> {
-    const metadata = this.opts.metadata;
-    if (metadata === undefined) return;
-    for (let failures = 0; ; ) {
-      try {
-        await metadata.save(state);
-        this.metadataHealth.failuresInRow = 0;
-        return;
-      } catch (err) {
-        if (this.abandoned) throw err;
-        failures++;
-        this.metadataHealth.failures++;
-        this.metadataHealth.failuresInRow = failures;
-        this.metadataHealth.lastError = (err as Error).message;
-        const retryInMs = retryBackoffMs(this.tuning.storeRetryMs, failures);
-        if ((failures & (failures - 1)) === 0) this.log('error', 'metadata write failed: what waits for it (hardening, a promotion, notices) waits; trying again', { error: (err as Error).message, failures, retryInMs });
-        await this.sleep(retryInMs);
-      }
     }
   }
 
@@ -406,7 +382,7 @@ export class Volume implements NbdExport {
    * is still trusted for a delta resync (a failed fdatasync ends that until a full resync).
    */
   get storeHealth(): { trustedForDelta: boolean; fsyncFailures: number; fsyncFailuresInRow: number; metadataFailures: number; metadataFailuresInRow: number; lastMetadataError: string | null } {
-    const m = this.metadataHealth;
+    const m = this.metadataWriter.health;
     return {
       trustedForDelta: this.core.trustedForDelta, fsyncFailures: this.core.counters.fsyncFailures, fsyncFailuresInRow: this.core.storeSyncFailuresInRow,
       metadataFailures: m.failures, metadataFailuresInRow: m.failuresInRow, lastMetadataError: m.lastError,
@@ -465,7 +441,7 @@ export class Volume implements NbdExport {
     this.stopTimer();
     await this.store.close();
     await this.persistChain;
-    await this.saveMetadata(this.core.persistedState(true));
+    await this.metadataWriter.save(this.core.persistedState(true));
   }
 
   /**
